@@ -1,0 +1,228 @@
+package event
+
+import (
+	"math"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tally-edge/tally/sketch"
+)
+
+// Placeholder values for absent dimensions. They are real tag values in
+// InfluxDB (which drops empty tags) and in the API.
+const (
+	NoCampaign = "(none)"
+	NoSource   = "(direct)"
+	NoMedium   = "(none)"
+	NoCountry  = "ZZ"
+	NoDevice   = "unknown"
+)
+
+// Event is a validated, normalised event: everything the minute aggregator
+// needs and nothing that identifies a person (the visitor is a salted hash).
+type Event struct {
+	Series sketch.Series
+	// UnixMillis is the event time.
+	UnixMillis int64
+	// Visitor is the salted visitor hash; 0 when there is none.
+	Visitor uint64
+	// ValueMicros is the conversion value, CostMicros the spend, both in
+	// micro-units.
+	ValueMicros int64
+	CostMicros  int64
+	// HasValue is set when the event carried a value (so zero revenue
+	// still lands in the quantile sketch).
+	HasValue bool
+	// Bot is the reason the event was filtered, or "" for real traffic.
+	Bot string
+}
+
+// Context is what the normaliser needs besides the event itself.
+type Context struct {
+	// Now is the time of receipt, used when ts is absent.
+	Now time.Time
+	// Region is this agent's region label.
+	Region string
+	// ClientIP and UserAgent come from the request when the event lacks them.
+	ClientIP  string
+	UserAgent string
+	// MaxAge rejects events older than Now-MaxAge; MaxSkew rejects events
+	// later than Now+MaxSkew.
+	MaxAge, MaxSkew time.Duration
+}
+
+// Hasher turns a visitor identity into a salted hash. Implementations must
+// be safe for concurrent use.
+type Hasher interface {
+	// Visitor hashes an explicit visitor id seen at the given time.
+	Visitor(unixMillis int64, id string) uint64
+	// Anonymous hashes (ip, ua, site) for events without a visitor id.
+	Anonymous(unixMillis int64, ip, ua, site string) uint64
+}
+
+// BotFilter decides whether an event comes from a bot. Implementations must
+// be safe for concurrent use.
+type BotFilter interface {
+	// Check returns the reason the event is a bot, or "".
+	Check(ua, ip string) string
+}
+
+// Normalize validates r and fills e. It returns an *Error naming the field
+// when the event cannot be accepted.
+func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
+	typ, ok := knownType(r.Type)
+	if !ok {
+		if r.Type == "" {
+			return fieldErr("type", "missing_type", "required")
+		}
+		return fieldErr("type", "unknown_type", "unknown type %q", truncate(r.Type, 40))
+	}
+	now := c.Now.UnixMilli()
+	ts := now
+	if r.TS.Set {
+		ts = r.TS.UnixMillis
+		if c.MaxSkew > 0 && ts > now+c.MaxSkew.Milliseconds() {
+			return fieldErr("ts", "ts_future", "more than %s in the future", c.MaxSkew)
+		}
+		if c.MaxAge > 0 && ts < now-c.MaxAge.Milliseconds() {
+			return fieldErr("ts", "ts_too_old", "older than the accepted age of %s", c.MaxAge)
+		}
+	}
+	*e = Event{UnixMillis: ts}
+
+	campaign, source, medium := r.Campaign, r.Source, r.Medium
+	var site string
+	if r.URL != "" && (campaign == "" || source == "" || medium == "" || r.Visitor == "") {
+		u, err := url.Parse(r.URL)
+		if err == nil {
+			site = u.Host
+			if campaign == "" || source == "" || medium == "" {
+				q := u.Query()
+				if campaign == "" {
+					campaign = q.Get("utm_campaign")
+				}
+				if source == "" {
+					source = q.Get("utm_source")
+				}
+				if medium == "" {
+					medium = q.Get("utm_medium")
+				}
+			}
+		}
+	}
+
+	if r.Value != nil {
+		if math.IsNaN(*r.Value) || math.IsInf(*r.Value, 0) || math.Abs(*r.Value) > 1e12 {
+			return fieldErr("value", "bad_value", "must be a finite amount below 1e12")
+		}
+		e.ValueMicros = sketch.ToMicros(*r.Value)
+		e.HasValue = true
+	}
+	if r.Cost != nil {
+		if math.IsNaN(*r.Cost) || math.IsInf(*r.Cost, 0) || math.Abs(*r.Cost) > 1e12 {
+			return fieldErr("cost", "bad_cost", "must be a finite amount below 1e12")
+		}
+		e.CostMicros = sketch.ToMicros(*r.Cost)
+	}
+	if typ == "cost" && r.Cost == nil {
+		return fieldErr("cost", "missing_cost", "required for a cost event")
+	}
+
+	ip := r.IP
+	if ip == "" {
+		ip = c.ClientIP
+	}
+	ua := r.UA
+	if ua == "" {
+		ua = c.UserAgent
+	}
+
+	e.Series = sketch.Series{
+		Campaign: cleanDim(campaign, NoCampaign),
+		Source:   cleanDim(source, NoSource),
+		Medium:   cleanDim(medium, NoMedium),
+		Type:     typ,
+		Country:  cleanCountry(r.Country),
+		Device:   cleanDim(r.Device, ""),
+		Region:   c.Region,
+	}
+	if e.Series.Device == "" {
+		e.Series.Device = DeviceOf(ua)
+	}
+
+	if bots != nil && typ != "cost" {
+		e.Bot = bots.Check(ua, ip)
+	}
+	// Cost events describe spend, not people: no visitor.
+	if typ != "cost" && h != nil {
+		if r.Visitor != "" {
+			e.Visitor = h.Visitor(ts, r.Visitor)
+		} else if ip != "" || ua != "" {
+			e.Visitor = h.Anonymous(ts, ip, ua, site)
+		}
+	}
+	return nil
+}
+
+func cleanCountry(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) != 2 {
+		return NoCountry
+	}
+	return strings.ToUpper(s)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// DeviceOf classifies a user agent as mobile, tablet or desktop. It is a
+// deliberately small heuristic; an explicit device field wins over it.
+func DeviceOf(ua string) string {
+	if ua == "" {
+		return NoDevice
+	}
+	switch {
+	case containsFold(ua, "ipad"), containsFold(ua, "tablet"),
+		containsFold(ua, "android") && !containsFold(ua, "mobile"):
+		return "tablet"
+	case containsFold(ua, "mobi"), containsFold(ua, "iphone"), containsFold(ua, "ipod"):
+		return "mobile"
+	}
+	return "desktop"
+}
+
+// containsFold reports whether s contains sub, ignoring ASCII case. sub
+// must be lower-case ASCII. It does not allocate; checking the first byte
+// before comparing keeps it fast on long user agents.
+func containsFold(s, sub string) bool {
+	n := len(sub)
+	if n == 0 {
+		return true
+	}
+	first := sub[0]
+	for i := 0; i+n <= len(s); i++ {
+		if lower(s[i]) != first {
+			continue
+		}
+		j := 1
+		for j < n && lower(s[i+j]) == sub[j] {
+			j++
+		}
+		if j == n {
+			return true
+		}
+	}
+	return false
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}

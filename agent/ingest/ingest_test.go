@@ -1,0 +1,250 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tally-edge/tally/agent/botfilter"
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/privacy"
+)
+
+// memSink is a unit-test sink that records what it accepts.
+type memSink struct {
+	mu     sync.Mutex
+	events []event.Event
+	busy   bool
+}
+
+func (s *memSink) Accept(evs []event.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy {
+		return &BusyError{Reason: "spool full", RetryAfter: 3 * time.Second}
+	}
+	s.events = append(s.events, evs...)
+	return nil
+}
+
+func newHandler(t testing.TB, cfg Config, sink Sink) (*Handler, *prometheus.Registry) {
+	h, err := privacy.NewHasher("test-secret-0123456789", privacy.Day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Region = "eu"
+	return New(cfg, sink, h, botfilter.New(botfilter.Config{}), reg, slog.New(slog.NewTextHandler(io.Discard, nil))), reg
+}
+
+func post(h http.Handler, body string, hdr ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(body))
+	req.RemoteAddr = "192.0.2.10:5555"
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+func TestContract(t *testing.T) {
+	now := time.Now().UTC()
+	good := fmt.Sprintf(`{"type":"click","campaign":"spring","source":"google","medium":"cpc","visitor":"v1","ts":%q}`, now.Format(time.RFC3339))
+	for _, tc := range []struct {
+		name         string
+		body         string
+		wantCode     int
+		wantAccepted int
+		wantRejected int
+		wantErrIdx   []int
+		wantMsg      string
+	}{
+		{"ndjson", good + "\n" + good + "\n", 202, 2, 0, nil, ""},
+		{"array", "[" + good + "," + good + "]", 202, 2, 0, nil, ""},
+		{"mixed lines", good + "\n{not json\n" + `{"type":"teleport"}` + "\n" + `{"campaign":"x"}` + "\n" + good, 202, 2, 3, []int{1, 2, 3}, ""},
+		{"bad ts", `{"type":"click","ts":"yesterday"}` + "\n" + good, 202, 1, 1, []int{0}, ""},
+		{"future ts", `{"type":"click","ts":4102444800000}`, 202, 0, 1, []int{0}, "future"},
+		{"cost needs cost", `{"type":"cost","campaign":"c"}`, 202, 0, 1, []int{0}, "cost"},
+		{"not json", "hello world\nfoo", 400, 0, 0, nil, "neither NDJSON nor a JSON array"},
+		{"broken array", "[" + good + ",", 400, 0, 0, nil, "JSON array"},
+		{"empty", "  \n", 400, 0, 0, nil, "empty body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := &memSink{}
+			h, _ := newHandler(t, Config{}, sink)
+			w := post(h, tc.body)
+			if w.Code != tc.wantCode {
+				t.Fatalf("code %d, want %d: %s", w.Code, tc.wantCode, w.Body)
+			}
+			if tc.wantMsg != "" && !strings.Contains(w.Body.String(), tc.wantMsg) {
+				t.Fatalf("body %s lacks %q", w.Body, tc.wantMsg)
+			}
+			if w.Code != 202 {
+				if len(sink.events) != 0 {
+					t.Fatalf("sink got events on %d", w.Code)
+				}
+				return
+			}
+			var resp Response
+			if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+				t.Fatal(err)
+			}
+			if resp.Accepted != tc.wantAccepted || resp.Rejected != tc.wantRejected || len(sink.events) != tc.wantAccepted {
+				t.Fatalf("resp %+v, sink %d; want accepted %d rejected %d", resp, len(sink.events), tc.wantAccepted, tc.wantRejected)
+			}
+			for i, idx := range tc.wantErrIdx {
+				if resp.Errors[i].Index != idx {
+					t.Fatalf("errors %+v, want indexes %v", resp.Errors, tc.wantErrIdx)
+				}
+			}
+		})
+	}
+}
+
+func TestNormalisationAndPrivacy(t *testing.T) {
+	sink := &memSink{}
+	h, reg := newHandler(t, Config{}, sink)
+	body := `{"type":"pageview","url":"https://shop.example/p?utm_campaign=spring&utm_source=news&utm_medium=email","ua":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile/15E148","country":"de"}
+{"type":"pageview","campaign":"spring","ua":"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}
+{"type":"conversion","campaign":"spring","visitor":"u-42","value":19.99}`
+	if w := post(h, body); w.Code != 202 {
+		t.Fatalf("code %d: %s", w.Code, w.Body)
+	}
+	if len(sink.events) != 3 {
+		t.Fatalf("got %d events", len(sink.events))
+	}
+	pv := sink.events[0]
+	if pv.Series.Campaign != "spring" || pv.Series.Source != "news" || pv.Series.Medium != "email" ||
+		pv.Series.Country != "DE" || pv.Series.Device != "mobile" || pv.Series.Region != "eu" || pv.Visitor == 0 {
+		t.Fatalf("pageview normalised to %+v", pv)
+	}
+	if sink.events[1].Bot != botfilter.ReasonCrawler {
+		t.Fatalf("googlebot not flagged: %+v", sink.events[1])
+	}
+	if conv := sink.events[2]; conv.ValueMicros != 19_990_000 || !conv.HasValue {
+		t.Fatalf("conversion %+v", conv)
+	}
+	if got := testutil.ToFloat64(h.m.bots.WithLabelValues("crawler")); got != 1 {
+		t.Fatalf("bots metric %v", got)
+	}
+	_ = reg
+}
+
+func TestLimitsAndBackpressure(t *testing.T) {
+	sink := &memSink{}
+	h, _ := newHandler(t, Config{MaxBodyBytes: 1024, MaxEvents: 3}, sink)
+	big := strings.Repeat(`{"type":"click"}`+"\n", 100)
+	if w := post(h, big); w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized body: %d", w.Code)
+	}
+	// A chunked body (no Content-Length) must be cut off as well.
+	req := httptest.NewRequest(http.MethodPost, "/v1/events", io.MultiReader(strings.NewReader(big)))
+	req.ContentLength = -1
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("chunked oversized body: %d", w.Code)
+	}
+	if w := post(h, strings.Repeat(`{"type":"click"}`+"\n", 4)); w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("too many events: %d", w.Code)
+	}
+	if got := testutil.ToFloat64(h.m.rejected.WithLabelValues("body_too_large")); got != 2 {
+		t.Fatalf("body_too_large counted %v", got)
+	}
+	sink.busy = true
+	w = post(h, `{"type":"click"}`)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "3" {
+		t.Fatalf("busy: %d Retry-After=%q", w.Code, w.Header().Get("Retry-After"))
+	}
+	if len(sink.events) != 0 {
+		t.Fatal("events accepted while busy")
+	}
+}
+
+func TestTrustedProxyHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		trusted []string
+		xff     string
+		want    string
+	}{
+		{"untrusted peer ignores header", nil, "198.51.100.7", "192.0.2.10"},
+		{"trusted peer uses right-most untrusted hop", []string{"192.0.2.0/24", "10.0.0.0/8"}, "198.51.100.7, 203.0.113.1, 10.1.1.1", "203.0.113.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{}
+			for _, p := range tc.trusted {
+				cfg.TrustedProxies = append(cfg.TrustedProxies, netip.MustParsePrefix(p))
+			}
+			h, _ := newHandler(t, cfg, &memSink{})
+			cfg.setDefaults()
+			h.cfg = cfg
+			req := httptest.NewRequest(http.MethodPost, "/", nil)
+			req.RemoteAddr = "192.0.2.10:1234"
+			req.Header.Set("X-Forwarded-For", tc.xff)
+			if got := h.clientIP(req); got != tc.want {
+				t.Fatalf("clientIP = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkServeHTTP measures POST /v1/events end to end inside the
+// process (parse, validate, hash, bot check, sink) with NDJSON bodies of
+// 500 realistic events.
+//
+//	go test -run='^$' -bench=BenchmarkServeHTTP -benchmem -cpu=1 ./agent/ingest/
+func BenchmarkServeHTTP(b *testing.B) {
+	h, _ := newHandler(b, Config{}, discardSink{})
+	body := benchBody(500)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := httptest.NewRequest(http.MethodPost, "/v1/events", bytes.NewReader(body))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 202 {
+			b.Fatalf("code %d: %s", w.Code, w.Body)
+		}
+	}
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "events/s")
+}
+
+type discardSink struct{}
+
+func (discardSink) Accept([]event.Event) error { return nil }
+
+func benchBody(n int) []byte {
+	uas := []string{
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+		"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+	}
+	types := []string{"impression", "impression", "click", "pageview", "conversion"}
+	var buf bytes.Buffer
+	ts := time.Now().UnixMilli()
+	for i := range n {
+		typ := types[i%len(types)]
+		fmt.Fprintf(&buf, `{"type":%q,"ts":%d,"campaign":"camp-%d","source":"google","medium":"cpc","country":"US","visitor":"visitor-%d","ip":"198.51.100.%d","ua":%q,"url":"https://shop.example.com/landing?utm_campaign=camp-%d"`,
+			typ, ts, i%20, i*7919%20000, i%250, uas[i%len(uas)], i%20)
+		if typ == "conversion" {
+			fmt.Fprintf(&buf, `,"value":%d.99`, i%200)
+		}
+		buf.WriteString("}\n")
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,184 @@
+// Package rollup pre-aggregates events into per-minute sketches at the
+// agent and cuts them into contributions at every flush.
+//
+// Every (series, minute) gets a state object with a contribution id (CID):
+// the agent's restart epoch in the high 32 bits and a counter in the low
+// 32. A flush emits the state of every object that changed, with its
+// version incremented: cumulative counters and quantiles, and the
+// HyperLogLog delta since the previous flush (see package sketch). When a
+// minute has been idle for the lateness window its object is dropped; a
+// later event for that minute opens a new object with a new CID, so what
+// was already shipped is never replaced by less.
+package rollup
+
+import (
+	"sync"
+	"time"
+
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/sketch"
+	"github.com/tally-edge/tally/wire"
+)
+
+// Config tunes a Rollup.
+type Config struct {
+	// Lateness is how long after its last change a minute stays open in
+	// memory. Events for a minute that was already closed still count:
+	// they open a new contribution. Default 1h.
+	Lateness time.Duration
+	// MaxOpen bounds the number of open series-minutes. When it is reached
+	// Add refuses new series-minutes with ErrFull (the caller answers 503)
+	// until a flush closes idle ones. Default 1,000,000.
+	MaxOpen int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Lateness: time.Hour, MaxOpen: 1_000_000} }
+
+type entry struct {
+	cid     uint64
+	version uint64
+	state   sketch.State // Uniques holds only the delta since the last flush
+	dirty   bool
+	touched int64 // unix seconds of the last change, by the agent's clock
+}
+
+// Stats is a snapshot of a Rollup's counters.
+type Stats struct {
+	Events, Bots, Open, Opened, Closed uint64
+}
+
+// Rollup is the agent's in-memory per-minute state. It is safe for
+// concurrent use; Add calls are serialised with each other and with Flush.
+type Rollup struct {
+	cfg   Config
+	epoch uint32
+	now   func() time.Time
+
+	mu      sync.Mutex
+	nextGen uint32
+	open    map[sketch.Key]*entry
+	stats   Stats
+}
+
+// New returns a Rollup whose CIDs carry the given restart epoch. Each
+// process start must use a new epoch (see agent/state).
+func New(epoch uint32, cfg Config) *Rollup {
+	if cfg.Lateness <= 0 {
+		cfg.Lateness = DefaultConfig().Lateness
+	}
+	if cfg.MaxOpen <= 0 {
+		cfg.MaxOpen = DefaultConfig().MaxOpen
+	}
+	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: make(map[sketch.Key]*entry, 1024)}
+}
+
+// ErrFull is returned by Add when MaxOpen series-minutes are open.
+type fullError struct{}
+
+func (fullError) Error() string { return "too many open series-minutes; retry after the next flush" }
+
+// ErrFull reports that the rollup holds MaxOpen series-minutes.
+var ErrFull error = fullError{}
+
+// Add applies events. If before is not nil it runs first, under the same
+// lock as the application, and an error from it aborts Add with nothing
+// applied: the agent journals the events there, so the journal position a
+// Flush records always splits the events exactly into "in this flush" and
+// "after it". Add is all or nothing.
+func (r *Rollup) Add(events []event.Event, before func() error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.open)+len(events) > r.cfg.MaxOpen && r.wouldOpen(events) > r.cfg.MaxOpen-len(r.open) {
+		return ErrFull
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return err
+		}
+	}
+	now := r.now().Unix()
+	for i := range events {
+		r.apply(&events[i], now)
+	}
+	return nil
+}
+
+// wouldOpen counts distinct series-minutes in events that are not open.
+func (r *Rollup) wouldOpen(events []event.Event) int {
+	seen := make(map[sketch.Key]struct{})
+	for i := range events {
+		k := events[i].Key()
+		if _, ok := r.open[k]; !ok {
+			seen[k] = struct{}{}
+		}
+	}
+	return len(seen)
+}
+
+func (r *Rollup) apply(e *event.Event, now int64) {
+	k := sketch.Key{Series: e.Series, Minute: sketch.MinuteOf(e.UnixMillis)}
+	en := r.open[k]
+	if en == nil {
+		r.nextGen++
+		en = &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
+		r.open[k] = en
+		r.stats.Opened++
+	}
+	en.dirty = true
+	en.touched = now
+	if e.Bot != "" {
+		en.state.AddBot(e.Bot)
+		r.stats.Bots++
+		return
+	}
+	r.stats.Events++
+	en.state.Count++
+	en.state.CostMicros += e.CostMicros
+	if e.HasValue {
+		en.state.AddValue(e.ValueMicros)
+	}
+	en.state.AddVisitor(e.Visitor)
+}
+
+// Flush returns the contributions of every changed series-minute, each
+// with a new version, and closes series-minutes idle for longer than the
+// lateness. cut, if not nil, runs under the lock and its result is
+// returned: the journal position that this flush covers.
+func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var pos uint64
+	if cut != nil {
+		pos = cut()
+	}
+	var out []wire.Contribution
+	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
+	for k, en := range r.open {
+		if !en.dirty {
+			if en.touched < idleBefore {
+				delete(r.open, k)
+				r.stats.Closed++
+			}
+			continue
+		}
+		enc, err := en.state.Encode()
+		if err != nil {
+			return nil, 0, err
+		}
+		en.version++
+		out = append(out, wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
+		en.state.Uniques = nil
+		en.dirty = false
+	}
+	return out, pos, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Rollup) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.stats
+	s.Open = uint64(len(r.open))
+	return s
+}

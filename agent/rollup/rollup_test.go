@@ -1,0 +1,186 @@
+package rollup
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/sketch"
+	"github.com/tally-edge/tally/wire"
+)
+
+// genEvents builds n events over nSeries series and nVisitors visitors in
+// the minute starting at base.
+func genEvents(rng *rand.Rand, n, nSeries, nVisitors int, base time.Time) []event.Event {
+	series := make([]sketch.Series, nSeries)
+	types := []string{"impression", "click", "pageview", "conversion"}
+	for i := range series {
+		series[i] = sketch.Series{Campaign: fmt.Sprintf("c%d", i%10), Source: fmt.Sprintf("s%d", i%4), Medium: "cpc",
+			Type: types[i%len(types)], Country: "DE", Device: "mobile", Region: "eu"}
+	}
+	out := make([]event.Event, n)
+	for i := range out {
+		s := series[rng.IntN(nSeries)]
+		e := event.Event{Series: s, UnixMillis: base.UnixMilli() + int64(rng.IntN(60_000)), Visitor: mix(uint64(rng.IntN(nVisitors)) + 1)}
+		if s.Type == "conversion" {
+			e.ValueMicros, e.HasValue = int64(rng.IntN(100_000_000)), true
+		}
+		if rng.IntN(50) == 0 {
+			e.Bot = "crawler"
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// mix is SplitMix64's finaliser: visitor hashes must be uniformly
+// distributed, as the agent's salted SipHash is.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// merged replays the receiver's rules: per CID keep the counters of the
+// highest version, union every HLL delta.
+type merged struct {
+	versions map[uint64]uint64
+	counters map[sketch.Key]map[uint64]sketch.State
+	uniques  map[sketch.Key]*sketch.State
+}
+
+func newMerged() *merged {
+	return &merged{versions: map[uint64]uint64{}, counters: map[sketch.Key]map[uint64]sketch.State{}, uniques: map[sketch.Key]*sketch.State{}}
+}
+
+func (m *merged) apply(t *testing.T, cs []wire.Contribution) {
+	for _, c := range cs {
+		k := sketch.Key{Series: c.Series, Minute: c.Minute}
+		st, err := c.State.Decode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.uniques[k] == nil {
+			m.uniques[k] = &sketch.State{}
+		}
+		if err := m.uniques[k].MergeUniques(st.Uniques); err != nil {
+			t.Fatal(err)
+		}
+		if c.Version <= m.versions[c.CID] {
+			continue
+		}
+		m.versions[c.CID] = c.Version
+		if m.counters[k] == nil {
+			m.counters[k] = map[uint64]sketch.State{}
+		}
+		st.Uniques = nil
+		m.counters[k][c.CID] = *st
+	}
+}
+
+func TestFlushesAreExactUnderRepeatedDelivery(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	r := New(7, DefaultConfig())
+	r.now = func() time.Time { return base }
+	want := map[sketch.Key]*sketch.State{}
+	wantVisitors := map[sketch.Key]map[uint64]bool{}
+	m := newMerged()
+	var all [][]wire.Contribution
+	for round := range 5 {
+		evs := genEvents(rng, 5000, 40, 3000, base.Add(time.Duration(round%2)*time.Minute))
+		if err := r.Add(evs, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			k := e.Key()
+			if want[k] == nil {
+				want[k] = &sketch.State{}
+				wantVisitors[k] = map[uint64]bool{}
+			}
+			if e.Bot != "" {
+				want[k].AddBot(e.Bot)
+				continue
+			}
+			want[k].Count++
+			want[k].ValueMicros += e.ValueMicros
+			wantVisitors[k][e.Visitor] = true
+		}
+		cs, _, err := r.Flush(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, cs)
+	}
+	// Deliver every flush twice, in reverse order: versions and unions
+	// must make that harmless.
+	for i := len(all) - 1; i >= 0; i-- {
+		m.apply(t, all[i])
+		m.apply(t, all[i])
+	}
+	for k, w := range want {
+		var got sketch.State
+		for _, st := range m.counters[k] {
+			got.MergeCounters(&st)
+		}
+		if got.Count != w.Count || got.ValueMicros != w.ValueMicros || got.BotTotal() != w.BotTotal() {
+			t.Fatalf("%v: got count=%d value=%d bots=%d, want %d %d %d", k.Series, got.Count, got.ValueMicros, got.BotTotal(), w.Count, w.ValueMicros, w.BotTotal())
+		}
+		est, truth := float64(m.uniques[k].UniquesEstimate()), float64(len(wantVisitors[k]))
+		if truth > 0 && (est < truth*0.97 || est > truth*1.03) {
+			t.Fatalf("%v: uniques %v, truth %v", k.Series, est, truth)
+		}
+	}
+}
+
+func TestIdleMinutesCloseAndReopenWithNewCID(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	r := New(3, Config{Lateness: 10 * time.Minute})
+	r.now = func() time.Time { return now }
+	ev := []event.Event{{Series: sketch.Series{Campaign: "c", Type: "click"}, UnixMillis: now.UnixMilli(), Visitor: 9}}
+	if err := r.Add(ev, nil); err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := r.Flush(nil)
+	if len(first) != 1 || first[0].CID>>32 != 3 || first[0].Version != 1 {
+		t.Fatalf("first flush %+v", first)
+	}
+	now = now.Add(11 * time.Minute)
+	if cs, _, _ := r.Flush(nil); len(cs) != 0 {
+		t.Fatalf("idle flush emitted %d", len(cs))
+	}
+	if st := r.Stats(); st.Open != 0 || st.Closed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if err := r.Add(ev, nil); err != nil {
+		t.Fatal(err)
+	}
+	second, _, _ := r.Flush(nil)
+	if len(second) != 1 || second[0].CID == first[0].CID || second[0].State.Count != 1 {
+		t.Fatalf("reopened minute %+v (first cid %x)", second, first[0].CID)
+	}
+}
+
+func TestAddIsAllOrNothing(t *testing.T) {
+	r := New(1, Config{MaxOpen: 2})
+	mk := func(c string) event.Event {
+		return event.Event{Series: sketch.Series{Campaign: c, Type: "click"}, UnixMillis: time.Now().UnixMilli()}
+	}
+	if err := r.Add([]event.Event{mk("a"), mk("b"), mk("c")}, nil); err != ErrFull {
+		t.Fatalf("err = %v, want ErrFull", err)
+	}
+	if st := r.Stats(); st.Events != 0 || st.Open != 0 {
+		t.Fatalf("partial apply: %+v", st)
+	}
+	boom := fmt.Errorf("journal down")
+	if err := r.Add([]event.Event{mk("a")}, func() error { return boom }); err != boom {
+		t.Fatalf("err = %v", err)
+	}
+	if st := r.Stats(); st.Events != 0 {
+		t.Fatalf("applied despite journal error: %+v", st)
+	}
+}
