@@ -1,0 +1,264 @@
+// Package collector is the agent's path from accepted events to durable
+// batches: it journals events, folds them into the minute rollup, and at
+// every flush commits the changed minutes to the spool together with the
+// journal position they cover.
+//
+// The exactness argument, in order:
+//
+//  1. Accept appends the events to the journal and applies them to the
+//     rollup under one lock (rollup.Add), before the HTTP 202.
+//  2. Flush takes the journal's end position under that same lock while it
+//     cuts the rollup, so "events before the position" are exactly "events
+//     in this flush".
+//  3. The spool commits the flush's batches and the position atomically
+//     (a commit record); only then is the journal released up to it.
+//  4. On start, the journal is replayed from the last committed position
+//     into a rollup with a new epoch (new CIDs), so replayed events are
+//     counted once: never in a committed flush and again in the replay.
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/ingest"
+	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/spool"
+	"github.com/tally-edge/tally/internal/seglog"
+)
+
+// Config tunes a Collector.
+type Config struct {
+	// Dir holds the journal (Dir/journal) and the epoch file.
+	Dir string
+	// Epoch is this process's restart epoch (see NextEpoch).
+	Epoch uint32
+	// FlushInterval is the period of Run's flushes, aligned to wall-clock
+	// multiples of it so every agent buckets alike.
+	FlushInterval time.Duration
+	// Rollup tunes the in-memory aggregation.
+	Rollup rollup.Config
+	// JournalMaxBytes bounds the journal; when full Accept is busy.
+	JournalMaxBytes int64
+	// JournalFsync fsyncs the journal on every Accept.
+	JournalFsync bool
+	// MaxBatchContributions splits a flush into batches.
+	MaxBatchContributions int
+}
+
+// Collector implements ingest.Sink. It is safe for concurrent use.
+type Collector struct {
+	cfg     Config
+	log     *slog.Logger
+	rollup  *rollup.Rollup
+	journal *seglog.Log
+	spool   *spool.Spool
+
+	flushMu sync.Mutex
+	pending *pendingFlush // cut but not yet committed
+
+	bufPool sync.Pool
+
+	m metrics
+}
+
+type pendingFlush struct {
+	batches    [][]byte
+	journalPos uint64
+	contribs   int
+}
+
+type metrics struct {
+	flushes       *prometheus.CounterVec
+	flushSeconds  prometheus.Histogram
+	contributions prometheus.Counter
+	replayed      prometheus.Counter
+	busy          *prometheus.CounterVec
+}
+
+// Open opens the journal, replays what the spool has not covered and
+// returns a ready Collector. The spool must already be open.
+func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.Logger) (*Collector, error) {
+	if cfg.MaxBatchContributions <= 0 {
+		cfg.MaxBatchContributions = 2000
+	}
+	logger = logger.With("component", "collector")
+	j, err := seglog.Open(filepath.Join(cfg.Dir, "journal"), seglog.Options{SegmentSize: 8 << 20, MaxBytes: cfg.JournalMaxBytes})
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	if rec := j.Recovered(); rec.Dropped > 0 {
+		logger.Warn("journal had a torn tail from a crash; dropped the partial record", "bytes", rec.Dropped)
+	}
+	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), journal: j, spool: sp}
+	c.bufPool.New = func() any { b := make([]byte, 0, 32<<10); return &b }
+	c.m = metrics{
+		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_flushes_total",
+			Help: "Flushes by result (ok, empty, retry)."}, []string{"result"}),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_agent_flush_duration_seconds",
+			Help: "Time to cut, encode and commit one flush.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}),
+		contributions: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_contributions_total",
+			Help: "Series-minute contributions committed to the spool."}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_journal_replayed_events_total",
+			Help: "Events replayed from the journal at start (accepted before a crash, not yet flushed)."}),
+		busy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_backpressure_total",
+			Help: "Requests refused with 503, by cause."}, []string{"cause"}),
+	}
+	reg.MustRegister(c.m.flushes, c.m.flushSeconds, c.m.contributions, c.m.replayed, c.m.busy)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_open_series_minutes",
+		Help: "Series-minutes open in memory."}, func() float64 { return float64(c.rollup.Stats().Open) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_journal_bytes",
+		Help: "Bytes in the event journal."}, func() float64 { return float64(c.journal.Size()) }))
+
+	if err := c.replay(); err != nil {
+		j.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// replay feeds journal records after the last committed position into the
+// rollup.
+func (c *Collector) replay() error {
+	meta, _ := c.spool.LastCommitMeta()
+	from := seglog.Pos(meta.JournalPos)
+	if start := c.journal.Start(); from < start {
+		// Released segments are older than the commit; nothing is lost.
+		from = start
+	}
+	var n int
+	var evs []event.Event
+	err := c.journal.Read(from, func(_ seglog.Pos, rec []byte) error {
+		var err error
+		evs, err = event.DecodeEvents(rec, evs[:0])
+		if err != nil {
+			return err
+		}
+		n += len(evs)
+		return c.rollup.Add(evs, nil)
+	})
+	if err != nil {
+		return fmt.Errorf("replay journal from %d: %w", from, err)
+	}
+	if n > 0 {
+		c.log.Info("replayed journal", "events", n, "from", uint64(from), "to", uint64(c.journal.End()))
+		c.m.replayed.Add(float64(n))
+	}
+	return nil
+}
+
+// Accept journals and applies events (ingest.Sink).
+func (c *Collector) Accept(events []event.Event) error {
+	if c.spool.Full() {
+		c.m.busy.WithLabelValues("spool_full").Inc()
+		return &ingest.BusyError{Reason: "spool full: the aggregator is unreachable or slow", RetryAfter: c.cfg.FlushInterval}
+	}
+	bp := c.bufPool.Get().(*[]byte)
+	rec := event.AppendEvents((*bp)[:0], events)
+	err := c.rollup.Add(events, func() error {
+		if _, _, err := c.journal.Append(rec); err != nil {
+			return err
+		}
+		if c.cfg.JournalFsync {
+			return c.journal.Sync()
+		}
+		return nil
+	})
+	if cap(rec) <= 1<<20 {
+		*bp = rec[:0]
+		c.bufPool.Put(bp)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, rollup.ErrFull):
+		c.m.busy.WithLabelValues("rollup_full").Inc()
+		return &ingest.BusyError{Reason: err.Error(), RetryAfter: c.cfg.FlushInterval}
+	case errors.Is(err, seglog.ErrFull):
+		c.m.busy.WithLabelValues("journal_full").Inc()
+		return &ingest.BusyError{Reason: "journal full: flushes cannot reach the spool", RetryAfter: c.cfg.FlushInterval}
+	}
+	return fmt.Errorf("journal events: %w", err)
+}
+
+// Flush cuts the rollup and commits it to the spool. A flush that cannot
+// be committed (spool full, disk error) is kept and committed first next
+// time; nothing new is cut meanwhile, so versions stay in order.
+func (c *Collector) Flush() error {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	start := time.Now()
+	if c.pending == nil {
+		contribs, pos, err := c.rollup.Flush(func() uint64 { return uint64(c.journal.End()) })
+		if err != nil {
+			return fmt.Errorf("cut rollup: %w", err)
+		}
+		if len(contribs) == 0 {
+			c.m.flushes.WithLabelValues("empty").Inc()
+			return nil
+		}
+		batches, err := rollup.EncodeBatches(contribs, c.cfg.MaxBatchContributions)
+		if err != nil {
+			return err
+		}
+		c.pending = &pendingFlush{batches: batches, journalPos: pos, contribs: len(contribs)}
+	}
+	// The journal must be on disk before the spool says it is covered:
+	// otherwise a power loss could leave a commit pointing past records
+	// that never reached the disk (harmless) — but it would also lose the
+	// events of this flush if the spool write survived and the journal
+	// did not. Syncing first keeps both in step.
+	if err := c.journal.Sync(); err != nil {
+		c.m.flushes.WithLabelValues("retry").Inc()
+		return fmt.Errorf("sync journal: %w", err)
+	}
+	p := c.pending
+	if _, err := c.spool.Commit(p.batches, spool.CommitMeta{JournalPos: p.journalPos}); err != nil {
+		c.m.flushes.WithLabelValues("retry").Inc()
+		return fmt.Errorf("commit flush of %d contributions: %w", p.contribs, err)
+	}
+	c.pending = nil
+	if err := c.journal.Release(seglog.Pos(p.journalPos)); err != nil {
+		c.log.Warn("releasing journal segments failed; they will be released later", "err", err)
+	}
+	c.m.flushes.WithLabelValues("ok").Inc()
+	c.m.contributions.Add(float64(p.contribs))
+	c.m.flushSeconds.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// Run flushes at every multiple of the flush interval until ctx is done,
+// then flushes once more so nothing accepted stays only in the journal.
+func (c *Collector) Run(ctx context.Context) error {
+	iv := c.cfg.FlushInterval
+	for {
+		next := time.Now().Truncate(iv).Add(iv)
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if err := c.Flush(); err != nil {
+				return fmt.Errorf("final flush: %w", err)
+			}
+			return nil
+		case <-t.C:
+			if err := c.Flush(); err != nil {
+				c.log.Warn("flush failed; will retry", "err", err)
+			}
+		}
+	}
+}
+
+// Stats returns the rollup's counters.
+func (c *Collector) Stats() rollup.Stats { return c.rollup.Stats() }
+
+// Close closes the journal. Call it after Run has returned.
+func (c *Collector) Close() error { return c.journal.Close() }

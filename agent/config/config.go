@@ -1,0 +1,221 @@
+// Package config is the tally-agent configuration file: one YAML document,
+// decoded strictly, with ${ENV} expansion. DefaultConfig documents every
+// default; Validate explains every rejection.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/tally-edge/tally/agent/privacy"
+	"github.com/tally-edge/tally/internal/yamlconf"
+)
+
+// Config is the whole agent configuration.
+type Config struct {
+	// Name identifies this agent to aggregators. It must be unique in the
+	// deployment and stable across restarts: contributions are keyed by it.
+	// When mutual TLS is used it must equal the CN of the agent certificate.
+	Name string `yaml:"name"`
+	// Region labels every series this agent produces (e.g. "eu-west").
+	Region string `yaml:"region"`
+	// StateDir holds the journal, the spool and the restart epoch. It must
+	// survive restarts and belong to one agent only.
+	StateDir string `yaml:"state_dir"`
+
+	HTTP       HTTP       `yaml:"http"`
+	Aggregator Aggregator `yaml:"aggregator"`
+	Privacy    Privacy    `yaml:"privacy"`
+	Rollup     Rollup     `yaml:"rollup"`
+	Journal    Journal    `yaml:"journal"`
+	Spool      Spool      `yaml:"spool"`
+	Bots       Bots       `yaml:"bots"`
+}
+
+// HTTP is the ingest and admin listener.
+type HTTP struct {
+	// Listen is the address of POST /v1/events, /healthz and /metrics.
+	// Default 127.0.0.1:8081.
+	Listen string `yaml:"listen"`
+	// MaxBodyBytes caps one request body (413 above). Default 8MiB.
+	MaxBodyBytes yamlconf.ByteSize `yaml:"max_body_bytes"`
+	// MaxEventsPerRequest caps the events in one body (413 above). Default 20000.
+	MaxEventsPerRequest int `yaml:"max_events_per_request"`
+	// MaxEventAge rejects events older than this. Default 168h (7 days).
+	MaxEventAge time.Duration `yaml:"max_event_age"`
+	// MaxClockSkew rejects events further in the future. Default 5m.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+	// TrustedProxies are CIDRs whose X-Forwarded-For is believed.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// Aggregator says where and how to ship.
+type Aggregator struct {
+	// Addrs are aggregator QUIC addresses (host:port); the agent uses the
+	// first that answers and fails over to the next.
+	Addrs []string `yaml:"addrs"`
+	// ServerName is the name expected in the aggregator certificate.
+	// Default: the host part of the address.
+	ServerName string `yaml:"server_name"`
+	// CA, Cert and Key are PEM files: the cluster CA and this agent's
+	// client certificate (see `tally-aggregator certs`).
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// InFlight is how many batches may await an ack at once. Default 8.
+	InFlight int `yaml:"in_flight"`
+	// Compress zstd-compresses batches. Default true.
+	Compress *bool `yaml:"compress"`
+	// BackoffMin and BackoffMax bound the reconnect and retry backoff
+	// (exponential with full jitter). Defaults 200ms and 30s.
+	BackoffMin time.Duration `yaml:"backoff_min"`
+	BackoffMax time.Duration `yaml:"backoff_max"`
+	// SendTimeout bounds one batch round trip. Default 30s.
+	SendTimeout time.Duration `yaml:"send_timeout"`
+	// MaxBatchContributions splits a flush into batches of at most this
+	// many series-minutes. Default 2000.
+	MaxBatchContributions int `yaml:"max_batch_contributions"`
+}
+
+// Privacy configures visitor hashing (ARCHITECTURE invariant 7).
+type Privacy struct {
+	// Secret derives the salt. Every agent of a deployment must share it so
+	// one visitor is one unique across regions. At least 16 bytes; keep it
+	// out of the file with ${TALLY_SALT_SECRET}.
+	Secret string `yaml:"secret"`
+	// SaltPeriod is day, week or month: how long one salt (and so one
+	// visitor hash) lives. Default day.
+	SaltPeriod privacy.Period `yaml:"salt_period"`
+}
+
+// Rollup tunes per-minute aggregation.
+type Rollup struct {
+	// FlushInterval is how often changed minutes are cut into a batch.
+	// Flushes align to multiples of it. Shorter means fresher dashboards,
+	// longer means fewer bytes on the wire. Default 10s.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// Lateness is how long an idle minute stays open in memory. Later
+	// events still count (they open a new contribution). Default 1h.
+	Lateness time.Duration `yaml:"lateness"`
+	// MaxOpen bounds open series-minutes; beyond it ingest answers 503
+	// until a flush closes idle ones. Default 1000000.
+	MaxOpen int `yaml:"max_open"`
+}
+
+// Journal is the local log of accepted events not yet in the spool.
+type Journal struct {
+	// MaxBytes bounds it; when full, ingest answers 503. Default 256MiB.
+	MaxBytes yamlconf.ByteSize `yaml:"max_bytes"`
+	// Fsync makes every accepted request survive power loss, not only a
+	// process crash, at the cost of one fsync per request. Default false
+	// (the journal is fsynced at every flush).
+	Fsync bool `yaml:"fsync"`
+}
+
+// Spool is the on-disk queue of batches awaiting acks.
+type Spool struct {
+	// MaxBytes bounds it; when full, flushes wait and ingest answers 503.
+	// Default 1GiB.
+	MaxBytes yamlconf.ByteSize `yaml:"max_bytes"`
+}
+
+// Bots configures the edge bot filter.
+type Bots struct {
+	// FlagEmptyUA treats events without a user agent as bots. Default false.
+	FlagEmptyUA bool `yaml:"flag_empty_ua"`
+	// CacheSize bounds the per-UA verdict cache. Default 65536.
+	CacheSize int `yaml:"cache_size"`
+}
+
+// DefaultConfig returns a configuration with every default filled in.
+func DefaultConfig() Config {
+	yes := true
+	return Config{
+		Region:   "default",
+		StateDir: "/var/lib/tally-agent",
+		HTTP: HTTP{Listen: "127.0.0.1:8081", MaxBodyBytes: 8 << 20, MaxEventsPerRequest: 20_000,
+			MaxEventAge: 7 * 24 * time.Hour, MaxClockSkew: 5 * time.Minute},
+		Aggregator: Aggregator{InFlight: 8, Compress: &yes, BackoffMin: 200 * time.Millisecond,
+			BackoffMax: 30 * time.Second, SendTimeout: 30 * time.Second, MaxBatchContributions: 2000},
+		Privacy: Privacy{SaltPeriod: privacy.Day},
+		Rollup:  Rollup{FlushInterval: 10 * time.Second, Lateness: time.Hour, MaxOpen: 1_000_000},
+		Journal: Journal{MaxBytes: 256 << 20},
+		Spool:   Spool{MaxBytes: 1 << 30},
+		Bots:    Bots{CacheSize: 65536},
+	}
+}
+
+// Load reads a config file over the defaults and validates it.
+func Load(path string) (Config, error) {
+	c := DefaultConfig()
+	if err := yamlconf.Load(path, &c); err != nil {
+		return c, err
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !nameRe.MatchString(c.Name) {
+		bad("name %q: want 1-63 letters, digits, '.', '_' or '-'", c.Name)
+	}
+	if !nameRe.MatchString(c.Region) {
+		bad("region %q: want 1-63 letters, digits, '.', '_' or '-'", c.Region)
+	}
+	if c.StateDir == "" {
+		bad("state_dir: required")
+	}
+	if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil && !strings.HasPrefix(c.HTTP.Listen, ":") {
+		bad("http.listen %q: want host:port", c.HTTP.Listen)
+	}
+	if c.HTTP.MaxBodyBytes < 1024 {
+		bad("http.max_body_bytes: at least 1KiB")
+	}
+	for _, p := range c.HTTP.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad("http.trusted_proxies: %q is not a CIDR", p)
+		}
+	}
+	if len(c.Aggregator.Addrs) == 0 {
+		bad("aggregator.addrs: at least one address")
+	}
+	if c.Aggregator.CA == "" || c.Aggregator.Cert == "" || c.Aggregator.Key == "" {
+		bad("aggregator.ca, aggregator.cert and aggregator.key: required (mutual TLS)")
+	}
+	if c.Aggregator.InFlight < 1 || c.Aggregator.InFlight > 256 {
+		bad("aggregator.in_flight %d: want 1-256", c.Aggregator.InFlight)
+	}
+	if c.Aggregator.BackoffMin <= 0 || c.Aggregator.BackoffMax < c.Aggregator.BackoffMin {
+		bad("aggregator.backoff_min/backoff_max: want 0 < min <= max")
+	}
+	if c.Aggregator.MaxBatchContributions < 1 {
+		bad("aggregator.max_batch_contributions: at least 1")
+	}
+	if len(c.Privacy.Secret) < 16 {
+		bad("privacy.secret: at least 16 bytes (set it with ${TALLY_SALT_SECRET})")
+	}
+	if err := c.Privacy.SaltPeriod.Validate(); err != nil {
+		bad("privacy.%v", err)
+	}
+	if c.Rollup.FlushInterval < 100*time.Millisecond || c.Rollup.FlushInterval > 10*time.Minute {
+		bad("rollup.flush_interval %s: want 100ms to 10m", c.Rollup.FlushInterval)
+	}
+	if c.Rollup.Lateness < c.Rollup.FlushInterval {
+		bad("rollup.lateness %s: must be at least flush_interval", c.Rollup.Lateness)
+	}
+	if c.Journal.MaxBytes < 1<<20 || c.Spool.MaxBytes < 1<<20 {
+		bad("journal.max_bytes and spool.max_bytes: at least 1MiB")
+	}
+	return errors.Join(errs...)
+}

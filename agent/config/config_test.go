@@ -1,0 +1,38 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tally-edge/tally/agent/privacy"
+)
+
+func TestGood(t *testing.T) {
+	c, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "agent-eu-1" || c.Privacy.SaltPeriod != privacy.Week || c.Rollup.FlushInterval != 5*time.Second ||
+		c.Spool.MaxBytes != 64<<20 || c.Privacy.Secret != "a-long-enough-test-secret" || c.Rollup.Lateness != time.Hour {
+		t.Fatalf("decoded %+v", c)
+	}
+}
+
+func TestBad(t *testing.T) {
+	for file, wants := range map[string][]string{
+		"testdata/unknown_key.bad.yaml": {"field adrs not found"},
+		"testdata/invalid.bad.yaml":     {"name \"bad name\"", "aggregator.addrs", "privacy.secret", "salt period \"year\"", "rollup.flush_interval"},
+		"testdata/missing.yaml":         {"no such file"},
+	} {
+		_, err := Load(file)
+		if err == nil {
+			t.Fatalf("%s: no error", file)
+		}
+		for _, w := range wants {
+			if !strings.Contains(err.Error(), w) {
+				t.Fatalf("%s: error %q lacks %q", file, err, w)
+			}
+		}
+	}
+}

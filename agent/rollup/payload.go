@@ -1,0 +1,38 @@
+package rollup
+
+import (
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/tally-edge/tally/wire"
+)
+
+// EncodeBatches splits a flush into spool payloads of at most per
+// contributions each. A payload is the msgpack array of contributions; the
+// shipper wraps it in a wire.Batch with the spool's sequence number.
+func EncodeBatches(contribs []wire.Contribution, per int) ([][]byte, error) {
+	if per <= 0 {
+		per = len(contribs)
+	}
+	var out [][]byte
+	for len(contribs) > 0 {
+		n := min(per, len(contribs))
+		b, err := msgpack.Marshal(contribs[:n])
+		if err != nil {
+			return nil, fmt.Errorf("encode batch: %w", err)
+		}
+		out = append(out, b)
+		contribs = contribs[n:]
+	}
+	return out, nil
+}
+
+// DecodeBatch decodes a spool payload written by EncodeBatches.
+func DecodeBatch(b []byte) ([]wire.Contribution, error) {
+	var cs []wire.Contribution
+	if err := msgpack.Unmarshal(b, &cs); err != nil {
+		return nil, fmt.Errorf("decode spooled batch: %w", err)
+	}
+	return cs, nil
+}

@@ -1,0 +1,290 @@
+// Package ship delivers spooled batches to the aggregator over QUIC.
+//
+// Up to InFlight batches are outstanding at once, each on its own stream.
+// A batch leaves the spool only when the aggregator acknowledges it as
+// durable; any doubt (a broken connection, a timeout, a busy answer) puts
+// it back to be sent again, which the aggregator's idempotent merge makes
+// harmless. Reconnects back off exponentially with full jitter and rotate
+// through the configured addresses.
+package ship
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/spool"
+	"github.com/tally-edge/tally/wire"
+)
+
+// Sender sends one batch and waits for its ack. It must be safe for
+// concurrent use (one stream per call).
+type Sender interface {
+	Send(ctx context.Context, b *wire.Batch) (*wire.Ack, error)
+	Close() error
+}
+
+// Dialer opens a Sender to an aggregator address.
+type Dialer func(ctx context.Context, addr string) (Sender, error)
+
+// Queue is the part of the spool the shipper uses.
+type Queue interface {
+	Next(ctx context.Context) (spool.Item, error)
+	Ack(seq uint64) error
+	Nack(seq uint64) error
+}
+
+// Config tunes the shipper.
+type Config struct {
+	Agent, Region string
+	// Addrs are tried in order, rotating on failure.
+	Addrs []string
+	// InFlight is the number of batches awaiting acks at once.
+	InFlight int
+	// BackoffMin and BackoffMax bound reconnect and retry delays.
+	BackoffMin, BackoffMax time.Duration
+	// SendTimeout bounds one batch round trip.
+	SendTimeout time.Duration
+	// DeadLetterDir keeps batches the aggregator rejected as malformed, so
+	// an operator can inspect them; they are never silently dropped.
+	DeadLetterDir string
+}
+
+// Shipper moves batches from the spool to the aggregator.
+type Shipper struct {
+	cfg   Config
+	queue Queue
+	dial  Dialer
+	log   *slog.Logger
+
+	connected atomic.Bool
+	addr      atomic.Pointer[string]
+
+	m metrics
+}
+
+type metrics struct {
+	batches    *prometheus.CounterVec
+	sendTime   prometheus.Histogram
+	reconnects prometheus.Counter
+	deadLetter prometheus.Counter
+}
+
+// New returns a Shipper.
+func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *slog.Logger) *Shipper {
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 8
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = 200 * time.Millisecond
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = 30 * time.Second
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = 30 * time.Second
+	}
+	s := &Shipper{cfg: cfg, queue: q, dial: dial, log: logger.With("component", "ship")}
+	s.m = metrics{
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_batches_sent_total",
+			Help: "Batch sends by outcome (ok, busy, rejected, redirect, error)."}, []string{"outcome"}),
+		sendTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_agent_send_duration_seconds",
+			Help: "Batch round trip until the ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9)}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_connects_total",
+			Help: "Connections established to an aggregator."}),
+		deadLetter: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_dead_letter_batches_total",
+			Help: "Batches the aggregator rejected as invalid, kept in the dead-letter directory."}),
+	}
+	reg.MustRegister(s.m.batches, s.m.sendTime, s.m.reconnects, s.m.deadLetter)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_connected",
+		Help: "1 while connected to an aggregator."}, func() float64 {
+		if s.connected.Load() {
+			return 1
+		}
+		return 0
+	}))
+	return s
+}
+
+// Connected reports whether a connection is up.
+func (s *Shipper) Connected() bool { return s.connected.Load() }
+
+// redirectError asks Run to reconnect to the owner.
+type redirectError struct{ addr string }
+
+func (e *redirectError) Error() string { return "redirected to " + e.addr }
+
+// Run ships until ctx is done. Unacknowledged batches stay in the spool.
+func (s *Shipper) Run(ctx context.Context) error {
+	failures := 0
+	next := 0
+	var override string
+	for ctx.Err() == nil {
+		addr := s.cfg.Addrs[next%len(s.cfg.Addrs)]
+		if override != "" {
+			addr, override = override, ""
+		}
+		conn, err := s.dial(ctx, addr)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			failures++
+			next++
+			if failures == 1 || failures%20 == 0 {
+				s.log.Warn("cannot reach aggregator; batches stay in the spool", "addr", addr, "err", err, "attempts", failures)
+			}
+			s.sleep(ctx, s.backoff(failures))
+			continue
+		}
+		s.m.reconnects.Inc()
+		s.connected.Store(true)
+		s.addr.Store(&addr)
+		s.log.Info("connected to aggregator", "addr", addr, "after_attempts", failures+1)
+		failures = 0
+		err = s.serve(ctx, conn)
+		s.connected.Store(false)
+		conn.Close()
+		if ctx.Err() != nil {
+			break
+		}
+		var re *redirectError
+		if errors.As(err, &re) {
+			override = re.addr
+			continue
+		}
+		s.log.Warn("connection to aggregator lost; reconnecting", "addr", addr, "err", err)
+		failures++
+		s.sleep(ctx, s.backoff(failures))
+	}
+	return nil
+}
+
+func (s *Shipper) serve(ctx context.Context, conn Sender) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, s.cfg.InFlight)
+	var wg sync.WaitGroup
+	for range s.cfg.InFlight {
+		wg.Go(func() { errs <- s.worker(ctx, conn) })
+	}
+	err := <-errs
+	cancel()
+	wg.Wait()
+	return err
+}
+
+func (s *Shipper) worker(ctx context.Context, conn Sender) error {
+	busy := 0
+	for {
+		item, err := s.queue.Next(ctx)
+		if err != nil {
+			return err
+		}
+		contribs, err := rollup.DecodeBatch(item.Payload)
+		if err != nil {
+			s.deadLetterItem(item, err.Error())
+			continue
+		}
+		batch := &wire.Batch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent, Region: s.cfg.Region, Seq: item.Seq, Contributions: contribs}
+		sctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+		start := time.Now()
+		ack, err := conn.Send(sctx, batch)
+		cancel()
+		if err != nil {
+			s.nack(item.Seq)
+			s.m.batches.WithLabelValues("error").Inc()
+			return fmt.Errorf("send batch %d: %w", item.Seq, err)
+		}
+		switch ack.Status {
+		case wire.AckOK:
+			s.m.sendTime.Observe(time.Since(start).Seconds())
+			s.m.batches.WithLabelValues("ok").Inc()
+			busy = 0
+			if err := s.queue.Ack(item.Seq); err != nil {
+				return fmt.Errorf("ack batch %d in spool: %w", item.Seq, err)
+			}
+		case wire.AckBusy:
+			s.nack(item.Seq)
+			s.m.batches.WithLabelValues("busy").Inc()
+			busy++
+			wait := time.Duration(ack.RetryAfterMillis) * time.Millisecond
+			if wait <= 0 {
+				wait = s.backoff(busy)
+			}
+			s.sleep(ctx, jitter(wait))
+		case wire.AckRedirect:
+			s.nack(item.Seq)
+			s.m.batches.WithLabelValues("redirect").Inc()
+			return &redirectError{addr: ack.Redirect}
+		default:
+			s.m.batches.WithLabelValues("rejected").Inc()
+			s.deadLetterItem(item, ack.Reason)
+		}
+	}
+}
+
+// nack returns a batch to the queue. It can only fail for an unknown
+// sequence number or a closed spool; either way the batch is still on
+// disk and is sent again after a restart, so a log line is all it needs.
+func (s *Shipper) nack(seq uint64) {
+	if err := s.queue.Nack(seq); err != nil {
+		s.log.Warn("returning batch to the spool failed; it is resent after restart", "seq", seq, "err", err)
+	}
+}
+
+// deadLetterItem keeps a batch the aggregator will never accept and takes
+// it out of the queue so it does not block the ones behind it.
+func (s *Shipper) deadLetterItem(item spool.Item, reason string) {
+	s.m.deadLetter.Inc()
+	path := ""
+	if s.cfg.DeadLetterDir != "" {
+		if err := os.MkdirAll(s.cfg.DeadLetterDir, 0o750); err == nil {
+			path = filepath.Join(s.cfg.DeadLetterDir, strconv.FormatUint(item.Seq, 10)+".msgpack")
+			if err := os.WriteFile(path, item.Payload, 0o640); err != nil {
+				path = "(could not write: " + err.Error() + ")"
+			}
+		}
+	}
+	s.log.Error("aggregator rejected a batch; kept it as a dead letter", "seq", item.Seq, "reason", reason, "file", path)
+	if err := s.queue.Ack(item.Seq); err != nil {
+		s.log.Error("cannot remove dead letter from the spool", "seq", item.Seq, "err", err)
+	}
+}
+
+func (s *Shipper) backoff(attempt int) time.Duration {
+	d := s.cfg.BackoffMin
+	for i := 1; i < attempt && d < s.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	return jitter(min(d, s.cfg.BackoffMax))
+}
+
+// jitter returns a duration in [d/2, d): "equal jitter", so retries from
+// many agents spread out but never hammer at once.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+func (s *Shipper) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
