@@ -1,0 +1,173 @@
+// Package aggregator wires tally-aggregator together: QUIC ingest →
+// write-ahead log and merge store → InfluxDB, and the HTTP API and
+// dashboard. Its parts live in the subpackages; Run only starts them in
+// order and stops them in reverse.
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tally-edge/tally/aggregator/api"
+	"github.com/tally-edge/tally/aggregator/config"
+	"github.com/tally-edge/tally/aggregator/influx"
+	"github.com/tally-edge/tally/aggregator/ingest"
+	"github.com/tally-edge/tally/aggregator/kpi"
+	"github.com/tally-edge/tally/dashboard"
+	"github.com/tally-edge/tally/internal/pki"
+	"github.com/tally-edge/tally/wire"
+)
+
+// Addrs are the addresses a running aggregator serves on.
+type Addrs struct {
+	QUIC, HTTP string
+}
+
+// Run runs the aggregator until ctx is done, then stops taking batches,
+// writes everything merged to InfluxDB (within the shutdown timeout; the
+// WAL keeps whatever it could not) and closes. ready, if not nil, is
+// called once both listeners are up.
+func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func(Addrs)) error {
+	logger = logger.With("node", cfg.Name)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	icfg := influx.DefaultConfig()
+	icfg.URL, icfg.Token, icfg.Org, icfg.Bucket, icfg.Timeout = cfg.Influx.URL, cfg.Influx.Token, cfg.Influx.Org, cfg.Influx.Bucket, cfg.Influx.Timeout
+	writer, err := influx.NewWriter(icfg, logger)
+	if err != nil {
+		return err
+	}
+	defer writer.Close()
+	reader, err := influx.NewReader(icfg, logger)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+	registerWriterMetrics(reg, writer)
+
+	pipe, err := ingest.Open(ingest.Config{Dir: cfg.DataDir, WALMaxBytes: int64(cfg.Merge.WALMaxBytes),
+		Lateness: cfg.Merge.Lateness, WriteInterval: cfg.Merge.WriteInterval,
+		RequireAgentCN: cfg.QUIC.RequireAgentCN == nil || *cfg.QUIC.RequireAgentCN},
+		storage{writer, reader}, reg, logger)
+	if err != nil {
+		return err
+	}
+	defer pipe.Close()
+
+	tlsConf, err := pki.ServerTLS(pki.Files{CA: cfg.QUIC.CA, Cert: cfg.QUIC.Cert, Key: cfg.QUIC.Key}, wire.ALPN)
+	if err != nil {
+		return err
+	}
+	qsrv, err := wire.NewServer(wire.ServerConfig{Addr: cfg.QUIC.Listen, TLS: tlsConf, Handler: pipe,
+		MaxFrameSize: int(cfg.QUIC.MaxFrameBytes), Logger: logger.With("component", "quic")})
+	if err != nil {
+		return fmt.Errorf("listen QUIC %s: %w", cfg.QUIC.Listen, err)
+	}
+	defer qsrv.Close()
+	registerServerMetrics(reg, qsrv)
+
+	apiSrv := api.New(api.Config{MaxWindow: cfg.HTTP.MaxWindow}, minuteSource{reader}, pipe.Ready, reg, reg, dashboard.Assets(), logger)
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("listen HTTP %s: %w", cfg.HTTP.Listen, err)
+	}
+	hsrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- hsrv.Serve(ln) }()
+	quicCtx, stopQUIC := context.WithCancel(context.Background())
+	defer stopQUIC()
+	quicErr := make(chan error, 1)
+	go func() { quicErr <- qsrv.Serve(quicCtx) }()
+	addrs := Addrs{QUIC: qsrv.Addr().String(), HTTP: ln.Addr().String()}
+	logger.Info("aggregator listening; rebuilding open minutes", "quic", addrs.QUIC, "http", addrs.HTTP)
+	if ready != nil {
+		ready(addrs)
+	}
+
+	// Batches are answered "busy" until the open window is rebuilt.
+	if err := pipe.Recover(ctx); err != nil {
+		if ctx.Err() == nil {
+			return err
+		}
+		logger.Info("stopped before recovery finished")
+	}
+
+	pipeCtx, stopPipe := context.WithCancel(context.Background())
+	defer stopPipe()
+	var wg sync.WaitGroup
+	pipeErr := make(chan error, 1)
+	wg.Go(func() { pipeErr <- pipe.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
+	if ctx.Err() == nil {
+		logger.Info("aggregator ready")
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-httpErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-quicErr:
+		runErr = fmt.Errorf("quic server: %w", err)
+	}
+	logger.Info("shutting down: stop QUIC, stop HTTP, write what is merged")
+	stopQUIC()
+	qsrv.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = hsrv.Shutdown(sctx)
+	cancel()
+	stopPipe()
+	wg.Wait()
+	if err := <-pipeErr; err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	logger.Info("aggregator stopped")
+	return runErr
+}
+
+// storage joins the writer and the reader into ingest.Storage.
+type storage struct {
+	*influx.Writer
+	r *influx.Reader
+}
+
+func (s storage) LoadContributions(ctx context.Context, from, to time.Time) ([]influx.ContribPoint, error) {
+	return s.r.LoadContributions(ctx, from, to)
+}
+
+// minuteSource answers API queries from InfluxDB.
+type minuteSource struct{ r *influx.Reader }
+
+func (m minuteSource) Minutes(ctx context.Context, f kpi.Filter) ([]kpi.Point, error) {
+	pts, err := m.r.QueryMinutes(ctx, influx.MinuteQuery{Campaign: f.Campaign, From: f.From, To: f.To,
+		Source: f.Source, Medium: f.Medium, Country: f.Country, Device: f.Device, Region: f.Region})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]kpi.Point, len(pts))
+	for i, p := range pts {
+		out[i] = kpi.Point{Series: p.Series, Minute: p.Minute, State: p.State}
+	}
+	return out, nil
+}
+
+func registerWriterMetrics(reg prometheus.Registerer, w *influx.Writer) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_aggregator_influx_points_written_total",
+		Help: "Points written to InfluxDB (merged and contribution points)."}, func() float64 { return float64(w.Stats().PointsWritten) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_aggregator_influx_retries_total",
+		Help: "InfluxDB write attempts retried."}, func() float64 { return float64(w.Stats().Retries) }))
+}
+
+func registerServerMetrics(reg prometheus.Registerer, s *wire.Server) {
+	reg.MustRegister(newServerCollector(s))
+}

@@ -1,0 +1,93 @@
+// Command tally-aggregator merges the sketches of every agent into one
+// global view, writes it to InfluxDB and serves the API and dashboard.
+//
+// Subcommands:
+//
+//	tally-aggregator [flags]        run (default)
+//	tally-aggregator certs [flags]  create a development CA and certificates
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/tally-edge/tally/aggregator"
+	"github.com/tally-edge/tally/aggregator/config"
+	"github.com/tally-edge/tally/internal/cli"
+	"github.com/tally-edge/tally/internal/pki"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	if len(args) > 0 && args[0] == "certs" {
+		return certs(args[1:])
+	}
+	fs := flag.NewFlagSet("tally-aggregator", flag.ContinueOnError)
+	configPath := fs.String("config", "tally-aggregator.yaml", "configuration file (YAML)")
+	checkConfig := fs.Bool("check-config", false, "validate the configuration file and exit")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	logger, err := cli.NewLogger(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-aggregator:", err)
+		return 2
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-aggregator:", err)
+		return 2
+	}
+	if *checkConfig {
+		fmt.Printf("%s: configuration is valid\n", *configPath)
+		return 0
+	}
+	ctx, stop := cli.SignalContext(logger)
+	defer stop()
+	if err := aggregator.Run(ctx, cfg, logger, nil); err != nil {
+		logger.Error("aggregator failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// certs creates a development CA and certificates for agents and nodes.
+func certs(args []string) int {
+	fs := flag.NewFlagSet("tally-aggregator certs", flag.ContinueOnError)
+	dir := fs.String("dir", "certs", "directory to write PEM files to")
+	hosts := fs.String("hosts", strings.Join(pki.DefaultHosts(), ","), "comma-separated DNS names and IPs for aggregator certificates")
+	agents := fs.String("agents", "", "comma-separated agent names (one client certificate each; CN = name)")
+	aggs := fs.String("aggregators", "agg-1", "comma-separated aggregator node names (one server+client certificate each)")
+	force := fs.Bool("force", false, "replace an existing CA and certificates")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	written, err := pki.GenerateDev(*dir, pki.DevOptions{Hosts: split(*hosts), Agents: split(*agents),
+		Aggregators: split(*aggs), Force: *force})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-aggregator certs:", err)
+		return 1
+	}
+	if len(written) == 0 {
+		fmt.Printf("certificates in %s are up to date\n", *dir)
+	}
+	for _, f := range written {
+		fmt.Println("wrote", f)
+	}
+	return 0
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

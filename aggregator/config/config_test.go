@@ -1,0 +1,35 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGood(t *testing.T) {
+	c, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "agg-1" || c.Merge.WALMaxBytes != 256<<20 || c.Merge.WriteInterval != 500*time.Millisecond ||
+		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN {
+		t.Fatalf("decoded %+v", c)
+	}
+}
+
+func TestBad(t *testing.T) {
+	for file, wants := range map[string][]string{
+		"testdata/unknown_key.bad.yaml": {"field influxdb not found"},
+		"testdata/invalid.bad.yaml":     {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness"},
+	} {
+		_, err := Load(file)
+		if err == nil {
+			t.Fatalf("%s: no error", file)
+		}
+		for _, w := range wants {
+			if !strings.Contains(err.Error(), w) {
+				t.Fatalf("%s: error %q lacks %q", file, err, w)
+			}
+		}
+	}
+}

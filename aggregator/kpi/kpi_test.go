@@ -1,0 +1,63 @@
+package kpi
+
+import (
+	"math"
+	"testing"
+
+	"github.com/tally-edge/tally/sketch"
+)
+
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+func point(typ string, count uint64, valueMicros, costMicros int64, visitors ...uint64) Point {
+	st := &sketch.State{Count: count, ValueMicros: valueMicros, CostMicros: costMicros}
+	for _, v := range visitors {
+		st.AddVisitor(mix(v))
+	}
+	return Point{Series: sketch.Series{Campaign: "c", Type: typ}, State: st}
+}
+
+func TestCompute(t *testing.T) {
+	bot := point("click", 0, 0, 0)
+	bot.State.AddBot("crawler")
+	bot.State.AddBot("crawler")
+	pts := []Point{
+		point("impression", 1000, 0, 0, 1, 2, 3),
+		point("click", 50, 0, 0, 2, 3, 4),
+		point("conversion", 5, 250_500_000, 0, 4),
+		point("cost", 3, 0, 100_000_000, 77), // cost visitors never count
+		bot,
+	}
+	k, _, err := Compute(pts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := KPIs{Impressions: 1000, Clicks: 50, Conversions: 5, Uniques: 4, Revenue: 250.5, Cost: 100,
+		CTR: 0.05, CVR: 0.1, CPA: 20, ROAS: 2.505, BotsFiltered: 2}
+	if k.Impressions != want.Impressions || k.Clicks != want.Clicks || k.Conversions != want.Conversions ||
+		k.Uniques != want.Uniques || k.BotsFiltered != want.BotsFiltered {
+		t.Fatalf("got %+v, want %+v", k, want)
+	}
+	for name, pair := range map[string][2]float64{"revenue": {k.Revenue, want.Revenue}, "cost": {k.Cost, want.Cost},
+		"ctr": {k.CTR, want.CTR}, "cvr": {k.CVR, want.CVR}, "cpa": {k.CPA, want.CPA}, "roas": {k.ROAS, want.ROAS}} {
+		if math.Abs(pair[0]-pair[1]) > 1e-9 {
+			t.Fatalf("%s = %v, want %v", name, pair[0], pair[1])
+		}
+	}
+}
+
+func TestZeroDenominators(t *testing.T) {
+	k, _, err := Compute(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k != (KPIs{}) {
+		t.Fatalf("empty window gives %+v", k)
+	}
+}

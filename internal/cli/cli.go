@@ -1,0 +1,49 @@
+// Package cli holds the process plumbing both binaries share: logger
+// setup and signal handling with a hard stop on the second signal.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// NewLogger returns a logger writing to w in format "text" or "json" at
+// the given level (debug, info, warn, error).
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// SignalContext is cancelled by the first SIGINT or SIGTERM; a second one
+// exits the process at once with status 130, for when a graceful shutdown
+// takes longer than the operator wants to wait.
+func SignalContext(logger *slog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		logger.Info("signal received; shutting down gracefully (send again to abort)", "signal", s.String())
+		cancel()
+		s = <-sig
+		logger.Error("second signal; aborting without a clean shutdown", "signal", s.String())
+		os.Exit(130)
+	}()
+	return ctx, func() { signal.Stop(sig); cancel() }
+}
