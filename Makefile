@@ -1,0 +1,71 @@
+# Tally: edge collector (tally-agent) and central aggregator (tally-aggregator).
+# Run `make help` for the verbs. Everything a target needs is installed by it.
+
+SHELL       := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO       ?= go
+BIN      := bin
+TOOLS    := $(CURDIR)/.bin
+INFLUXD  := $(TOOLS)/influxd
+INFLUXDB_VERSION := v1.8.10
+PKGS     := ./...
+# make test must stay under 10 minutes on 2 cores; the race detector is on.
+TEST_TIMEOUT ?= 15m
+
+export TALLY_INFLUXD := $(INFLUXD)
+
+.PHONY: help build test test-short demo bench fuzz lint fmt tidy-check dashboard certs influxdb clean
+
+help: ## Show the verbs.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+build: ## Build tally-agent, tally-aggregator and tally-demo into bin/.
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ ./agent/cmd/tally-agent ./aggregator/cmd/tally-aggregator ./deploy/demo/tally-demo
+
+influxdb: $(INFLUXD) ## Install InfluxDB $(INFLUXDB_VERSION) into .bin/ (tests and demo use it).
+
+$(INFLUXD):
+	@echo "installing influxd $(INFLUXDB_VERSION) into $(TOOLS) (builds from source, about 90 s)"
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXDB_VERSION)
+
+test: influxdb lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration and e2e tests.
+	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
+
+test-short: ## Unit tests only (no InfluxDB, no e2e).
+	$(GO) test -short -count=1 $(PKGS)
+
+demo: build influxdb ## Build, start InfluxDB, 3... aggregator(s), two agents and generated traffic; print the dashboard URL.
+	$(BIN)/tally-demo -bin $(BIN) -influxd $(INFLUXD) -dir .demo
+
+bench: influxdb ## Benchmarks (ingest, rollup, merge, wire, end to end).
+	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
+
+fuzz: ## Run every fuzzer for FUZZTIME (default 30s).
+	@for f in $$(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' wire | sed 's/func //'); do \
+	  echo "== $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} ./wire/; done
+
+lint: fmt-check tidy-check ## go vet, gofmt and go.mod tidiness.
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+fmt: ## Format the code.
+	gofmt -w $$(git ls-files '*.go')
+
+tidy-check:
+	@cp go.mod /tmp/tally-go.mod.bak; cp go.sum /tmp/tally-go.sum.bak; \
+	  $(GO) mod tidy; \
+	  if ! diff -q go.mod /tmp/tally-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/tally-go.sum.bak >/dev/null; then \
+	    echo "go.mod/go.sum are not tidy (run go mod tidy and commit)"; diff go.mod /tmp/tally-go.mod.bak || true; exit 1; fi
+
+certs: build ## Create a dev CA and certificates in .demo/certs.
+	$(BIN)/tally-aggregator certs -dir .demo/certs -agents agent-eu,agent-us -aggregators agg-1,agg-2,agg-3
+
+clean: ## Remove build output and demo state (keeps .bin/influxd).
+	rm -rf $(BIN) .demo

@@ -1,0 +1,318 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
+
+	"github.com/tally-edge/tally/internal/loadgen"
+)
+
+// TestExactEndToEndUnderFaults is the spine's acceptance test: ≥100k
+// generated events over 6 minutes of event time, out of order, to two
+// agents; one agent SIGKILLed and restarted, the aggregator SIGKILLed and
+// restarted, InfluxDB stopped for a while, all mid-stream. Every
+// (campaign, type, minute) count and sum in InfluxDB must equal the
+// ground truth exactly, uniques must be within 2 %, and the KPI endpoint
+// must agree.
+func TestExactEndToEndUnderFaults(t *testing.T) {
+	c := startCluster(t, "agent-eu", "agent-us")
+	eu, us := c.agents[0], c.agents[1]
+
+	const total = 120_000
+	now := time.Now().UTC()
+	t0 := now.Truncate(time.Minute).Add(-8 * time.Minute)
+	span := 6 * time.Minute
+	// Visitor hashes use a daily salt; keep the window inside one UTC day
+	// so one visitor is one unique, as the truth counts them.
+	if day := now.Truncate(24 * time.Hour); t0.Before(day) {
+		t0 = day.Add(-span - time.Minute)
+	}
+	gen := loadgen.New(loadgen.Config{Seed: 7, Countries: 3, Channels: 4})
+	var perAgent [2][]loadgen.Event
+	for i := range total {
+		// Timestamps are spread over the span in a scrambled order, so
+		// minutes arrive out of order and interleaved.
+		off := time.Duration((uint64(i)*0x9E3779B97F4A7C15)%uint64(span.Milliseconds())) * time.Millisecond
+		perAgent[i%2] = append(perAgent[i%2], gen.Event(t0.Add(off)))
+	}
+	truth := loadgen.NewTruth()
+
+	// Four phases; each agent's share of a phase goes out in batches of
+	// 500, paced so faults land mid-stream.
+	const phases, batch = 4, 500
+	send := func(phase int, during func()) {
+		var wg sync.WaitGroup
+		for ai, a := range []*agentProc{eu, us} {
+			evs := perAgent[ai]
+			lo, hi := len(evs)*phase/phases, len(evs)*(phase+1)/phases
+			wg.Go(func() {
+				client := &loadgen.Client{URL: a.eventsURL(), HTTP: &http.Client{Timeout: 30 * time.Second}}
+				for i := lo; i < hi; i += batch {
+					part := evs[i:min(i+batch, hi)]
+					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+					err := client.Post(ctx, part)
+					cancel()
+					if err != nil {
+						t.Errorf("%s: post: %v", a.name, err)
+						return
+					}
+					truth.Add(part)
+					time.Sleep(100 * time.Millisecond)
+				}
+			})
+		}
+		if during != nil {
+			wg.Go(during)
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+
+	// Phase 1, then SIGKILL agent-eu right away: it holds accepted events
+	// only in its journal and unacknowledged batches in its spool.
+	send(0, nil)
+	if err := eu.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.startAgent(eu)
+
+	// Phase 2 with the aggregator SIGKILLed and restarted mid-stream.
+	send(1, func() {
+		time.Sleep(1500 * time.Millisecond)
+		if err := c.agg.Kill(); err != nil {
+			t.Error(err)
+			return
+		}
+		time.Sleep(2 * time.Second)
+		c.startAggregator()
+	})
+
+	// Phase 3 with InfluxDB down for 8 s mid-stream.
+	send(2, func() {
+		time.Sleep(1 * time.Second)
+		if err := c.influx.Stop(); err != nil {
+			t.Error(err)
+			return
+		}
+		time.Sleep(8 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := c.influx.Restart(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+
+	// Phase 4 plus a body with bad lines among good ones.
+	send(3, func() { sendBadInput(t, us, gen, t0, truth) })
+
+	if truth.Total() < 100_000 {
+		t.Fatalf("only %d events accepted", truth.Total())
+	}
+	want := truth.Cells()
+	from, to := t0.Add(-time.Minute), t0.Add(span+time.Minute)
+
+	// Converge: every agent spool drained and InfluxDB holding all events.
+	deadline := time.Now().Add(120 * time.Second)
+	var got map[loadgen.Key]loadgen.Cell
+	for {
+		got = queryCells(t, c, from, to)
+		if cellsEqual(got, want) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("InfluxDB never matched ground truth: %s", cellsEqual(got, want))
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("InfluxDB matches ground truth exactly: %d events (incl. bots) in %d (campaign, type, minute) cells", truth.Total(), len(want))
+
+	// The KPI endpoint agrees, and uniques are within 2 %.
+	for _, campaign := range gen.Campaigns() {
+		var wantK struct {
+			impressions, clicks, conversions, pageviews, bots uint64
+			value, cost                                       int64
+		}
+		for k, cell := range want {
+			if k.Campaign != campaign {
+				continue
+			}
+			switch k.Type {
+			case "impression":
+				wantK.impressions += cell.Count
+			case "click":
+				wantK.clicks += cell.Count
+			case "conversion":
+				wantK.conversions += cell.Count
+			case "pageview":
+				wantK.pageviews += cell.Count
+			}
+			wantK.bots += cell.Bots
+			wantK.value += cell.ValueMicros
+			wantK.cost += cell.CostMicros
+		}
+		k := kpis(t, c.aggHTTP, campaign, from, to)
+		if uint64(k["impressions"]) != wantK.impressions || uint64(k["clicks"]) != wantK.clicks ||
+			uint64(k["conversions"]) != wantK.conversions || uint64(k["pageviews"]) != wantK.pageviews ||
+			uint64(k["bots_filtered"]) != wantK.bots {
+			t.Fatalf("%s: KPIs %v disagree with truth %+v", campaign, k, wantK)
+		}
+		if math.Abs(k["revenue"]-float64(wantK.value)/1e6) > 1e-6 || math.Abs(k["cost"]-float64(wantK.cost)/1e6) > 1e-6 {
+			t.Fatalf("%s: revenue %v cost %v, want %v %v", campaign, k["revenue"], k["cost"], float64(wantK.value)/1e6, float64(wantK.cost)/1e6)
+		}
+		trueU := float64(truth.Uniques(campaign))
+		if rel := math.Abs(k["uniques"]-trueU) / trueU; rel > 0.02 {
+			t.Fatalf("%s: uniques %v vs truth %v (%.2f%% off)", campaign, k["uniques"], trueU, 100*rel)
+		}
+		t.Logf("%s: impressions=%d clicks=%d conversions=%d uniques=%v (truth %v) revenue=%.2f cost=%.2f", campaign,
+			wantK.impressions, wantK.clicks, wantK.conversions, k["uniques"], trueU, k["revenue"], k["cost"])
+	}
+
+	// Nothing is left behind: spools drained.
+	for _, a := range c.agents {
+		m := metrics(t, a.http)
+		if p := metricSum(m, "tally_agent_spool_pending_batches"); p != 0 {
+			t.Fatalf("%s still has %v batches spooled", a.name, p)
+		}
+		if r := metricSum(m, "tally_agent_journal_replayed_events_total"); a == eu {
+			t.Logf("%s replayed %v journaled events after SIGKILL", a.name, r)
+		}
+	}
+}
+
+// sendBadInput posts a body mixing valid events with malformed and unknown
+// lines, and an oversized body; the valid events must count, the rest be
+// rejected and counted in /metrics.
+func sendBadInput(t *testing.T, a *agentProc, gen *loadgen.Generator, t0 time.Time, truth *loadgen.Truth) {
+	good := []loadgen.Event{gen.Event(t0.Add(time.Minute)), gen.Event(t0.Add(2 * time.Minute))}
+	body := string(loadgen.EncodeNDJSON(good[:1])) + "{this is not json\n" + `{"type":"teleport","campaign":"x"}` + "\n" + string(loadgen.EncodeNDJSON(good[1:]))
+	resp, err := http.Post(a.eventsURL(), "application/x-ndjson", stringsReader(body))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	var r loadgen.Response
+	json.NewDecoder(resp.Body).Decode(&r)
+	resp.Body.Close()
+	if resp.StatusCode != 202 || r.Accepted != 2 || r.Rejected != 2 {
+		t.Errorf("mixed body: %d %+v", resp.StatusCode, r)
+		return
+	}
+	truth.Add(good)
+	big := make([]byte, 9<<20)
+	for i := range big {
+		big[i] = ' '
+	}
+	resp, err = http.Post(a.eventsURL(), "application/x-ndjson", bytesReader(big))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized body answered %d", resp.StatusCode)
+	}
+	m := metrics(t, a.http)
+	for _, reason := range []string{"malformed_json", "unknown_type", "body_too_large"} {
+		if metricSum(m, "tally_agent_events_rejected_total", `reason="`+reason+`"`) < 1 {
+			t.Errorf("rejection %q not counted in /metrics", reason)
+		}
+	}
+}
+
+// queryCells reads counts and sums per (campaign, type, minute) straight
+// from InfluxDB with Flux, bypassing Tally's own reader.
+func queryCells(t *testing.T, c *cluster, from, to time.Time) map[loadgen.Key]loadgen.Cell {
+	t.Helper()
+	client := influxdb2.NewClient(c.influx.URL(), c.influx.Token())
+	defer client.Close()
+	flux := fmt.Sprintf(`from(bucket: %q)
+  |> range(start: %s, stop: %s)
+  |> filter(fn: (r) => r._measurement == "tally" and (r._field == "count" or r._field == "value_micros" or r._field == "cost_micros" or r._field == "bots"))
+  |> group(columns: ["campaign", "type", "_field", "_time"])
+  |> sum()`, c.influx.Bucket(), from.Format(time.RFC3339), to.Format(time.RFC3339))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := client.QueryAPI("").Query(ctx, flux)
+	if err != nil {
+		t.Logf("query InfluxDB: %v", err)
+		return nil
+	}
+	out := map[loadgen.Key]loadgen.Cell{}
+	for res.Next() {
+		r := res.Record()
+		k := loadgen.Key{Campaign: fmt.Sprint(r.ValueByKey("campaign")), Type: fmt.Sprint(r.ValueByKey("type")), Minute: r.Time().Unix()}
+		v, _ := r.Value().(int64)
+		cell := out[k]
+		switch r.Field() {
+		case "count":
+			cell.Count = uint64(v)
+		case "bots":
+			cell.Bots = uint64(v)
+		case "value_micros":
+			cell.ValueMicros = v
+		case "cost_micros":
+			cell.CostMicros = v
+		}
+		out[k] = cell
+	}
+	if res.Err() != nil {
+		t.Logf("query InfluxDB: %v", res.Err())
+		return nil
+	}
+	return out
+}
+
+// cellsEqual describes the first difference, or returns "".
+func cellsEqual(got, want map[loadgen.Key]loadgen.Cell) string {
+	if got == nil {
+		return "no answer from InfluxDB"
+	}
+	diffs, first := 0, ""
+	for k, w := range want {
+		if g := got[k]; g != w {
+			if diffs == 0 {
+				first = fmt.Sprintf("%s/%s@%s: got %+v, want %+v", k.Campaign, k.Type, time.Unix(k.Minute, 0).UTC().Format("15:04"), g, w)
+			}
+			diffs++
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok && g != (loadgen.Cell{}) {
+			if diffs == 0 {
+				first = fmt.Sprintf("unexpected cell %+v: %+v", k, g)
+			}
+			diffs++
+		}
+	}
+	if diffs == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d cells differ; first: %s", diffs, first)
+}
+
+// kpis calls the KPI endpoint.
+func kpis(t *testing.T, hostport, campaign string, from, to time.Time) map[string]float64 {
+	t.Helper()
+	q := url.Values{"campaign": {campaign}, "from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
+	resp, err := http.Get("http://" + hostport + "/api/v1/kpis?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var k map[string]float64
+	if err := json.NewDecoder(resp.Body).Decode(&k); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("kpis %s: %d %v", campaign, resp.StatusCode, err)
+	}
+	return k
+}
