@@ -1,0 +1,94 @@
+package influx
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tally-edge/tally/sketch"
+)
+
+// benchPoints returns n merged minutes of distinct series, each with a
+// clone of one of a few states of the given visitors per minute (line
+// sizes: 100 visitors ≈ 1 KB, 1000 ≈ 4.2 KB, 20000 (dense HLL) ≈ 22 KB).
+func benchPoints(n, visitors int) []MinutePoint {
+	states := make([]*sketch.State, 8)
+	for i := range states {
+		states[i] = newState(uint64(i), 200, visitors, 20)
+	}
+	pts := make([]MinutePoint, n)
+	for i := range pts {
+		pts[i] = MinutePoint{
+			Series: sketch.Series{Campaign: fmt.Sprintf("camp-%02d", i%50), Source: fmt.Sprintf("src-%d", i/50%10),
+				Medium: "cpc", Type: "click", Country: []string{"DE", "FR", "US", "GB"}[i%4], Device: "mobile", Region: "eu-1"},
+			Minute: baseMinute + int64(60*(i/2000)),
+			State:  states[i%len(states)].Clone(),
+		}
+	}
+	return pts
+}
+
+// BenchmarkWrite writes 5,000 merged minutes with sketches per operation
+// to the real influxd (one shared server, default Config: one request of
+// 5,000 points unless it passes 8 MiB) and reports points/s.
+//
+//	go test -run '^$' -bench BenchmarkWrite -benchtime 10x ./aggregator/influx/
+func BenchmarkWrite(b *testing.B) {
+	for _, visitors := range []int{100, 1000, 20000} {
+		b.Run(fmt.Sprintf("visitors=%d", visitors), func(b *testing.B) {
+			cfg := freshBucket(b)
+			w, err := NewWriter(cfg, nil)
+			if err != nil {
+				b.Fatalf("NewWriter: %v", err)
+			}
+			defer w.Close()
+			pts := benchPoints(5000, visitors)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			// The first write creates 5,000 series; measure the steady
+			// state of rewriting minutes, which is what the aggregator does.
+			if err := w.Write(ctx, pts, nil); err != nil {
+				b.Fatalf("Write: %v", err)
+			}
+			before := w.Stats()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := w.Write(ctx, pts, nil); err != nil {
+					b.Fatalf("Write: %v", err)
+				}
+			}
+			b.StopTimer()
+			st := w.Stats()
+			points := float64(st.PointsWritten - before.PointsWritten)
+			b.ReportMetric(points/b.Elapsed().Seconds(), "points/s")
+			b.ReportMetric(float64(st.BytesWritten-before.BytesWritten)/points, "B/point")
+			b.ReportMetric(float64(st.Requests-before.Requests)/float64(b.N), "requests/op")
+		})
+	}
+}
+
+// BenchmarkEncode measures the CPU side of Write alone: encoding 5,000
+// merged minutes to line protocol (HLL estimate, quantiles, base64).
+//
+//	go test -run '^$' -bench BenchmarkEncode ./aggregator/influx/
+func BenchmarkEncode(b *testing.B) {
+	w := &Writer{cfg: DefaultConfig()}
+	pts := benchPoints(5000, 1000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var n int
+	for i := 0; i < b.N; i++ {
+		reqs, err := w.encode(pts, nil)
+		if err != nil {
+			b.Fatalf("encode: %v", err)
+		}
+		n = 0
+		for _, r := range reqs {
+			n += len(r.body)
+		}
+	}
+	b.SetBytes(int64(n))
+	b.ReportMetric(float64(len(pts)*b.N)/b.Elapsed().Seconds(), "points/s")
+}

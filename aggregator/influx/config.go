@@ -1,0 +1,142 @@
+package influx
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// Config configures a Writer or a Reader. A zero field takes the default
+// documented on it (the value in DefaultConfig); Validate rejects values
+// that cannot work.
+type Config struct {
+	// URL is the server's base URL, e.g. "http://127.0.0.1:8086". Required.
+	URL string
+	// Token is the API token. InfluxDB 1.8 takes "username:password" (any
+	// value when authentication is disabled).
+	Token string
+	// Org is the organisation; InfluxDB 1.8 ignores it (use "").
+	Org string
+	// Bucket is where points go and come from; "database/retention-policy"
+	// on InfluxDB 1.8. Required.
+	Bucket string
+
+	// Timeout bounds one HTTP write request (one attempt). Default 30 s.
+	// A timed-out attempt is retried; keep it well above the time the server
+	// needs for a request of MaxRequestBytes.
+	Timeout time.Duration
+	// QueryTimeout bounds one Flux query, including reading its answer.
+	// Default 2 min: loading an hour of contributions is a large answer.
+	QueryTimeout time.Duration
+	// MaxElapsed bounds the retries of one request: when a retryable error
+	// persists for this long, Write gives up and returns it. Zero (the
+	// default) retries until the caller's context ends, which is what the
+	// aggregator wants: it acknowledges nothing before the write is durable,
+	// so giving up early buys nothing.
+	MaxElapsed time.Duration
+	// RetryInitial is the first backoff delay (default 250 ms); each retry
+	// doubles it up to RetryMax (default 15 s). Each delay is jittered
+	// (uniform in [d/2, d]) so aggregator nodes do not retry in step. A
+	// server's Retry-After replaces the computed delay.
+	RetryInitial time.Duration
+	RetryMax     time.Duration
+
+	// BatchSize is the most points sent in one HTTP request (default 5000).
+	// Bigger requests cost the server fewer round trips but hold more
+	// memory on both sides and redo more work when a request fails.
+	BatchSize int
+	// MaxRequestBytes caps the line-protocol body of one request (default
+	// 8 MiB). A merged point with a dense HLL is about 23 KB, so 5000 such
+	// points (115 MB) would exceed InfluxDB 1.8's default http
+	// max-body-size of 25 MB and fail with 413; requests are cut at
+	// whichever of BatchSize and MaxRequestBytes comes first.
+	MaxRequestBytes int
+	// Gzip compresses request bodies. Off by default: on loopback or a LAN
+	// the CPU costs more than the bytes; turn it on across a WAN.
+	Gzip bool
+}
+
+// Defaults of Config.
+const (
+	DefaultTimeout         = 30 * time.Second
+	DefaultQueryTimeout    = 2 * time.Minute
+	DefaultRetryInitial    = 250 * time.Millisecond
+	DefaultRetryMax        = 15 * time.Second
+	DefaultBatchSize       = 5000
+	DefaultMaxRequestBytes = 8 << 20
+)
+
+// DefaultConfig returns a Config with every default filled in; the caller
+// sets URL, Token, Org and Bucket.
+func DefaultConfig() Config {
+	return Config{
+		Timeout:         DefaultTimeout,
+		QueryTimeout:    DefaultQueryTimeout,
+		RetryInitial:    DefaultRetryInitial,
+		RetryMax:        DefaultRetryMax,
+		BatchSize:       DefaultBatchSize,
+		MaxRequestBytes: DefaultMaxRequestBytes,
+	}
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Timeout == 0 {
+		c.Timeout = d.Timeout
+	}
+	if c.QueryTimeout == 0 {
+		c.QueryTimeout = d.QueryTimeout
+	}
+	if c.RetryInitial == 0 {
+		c.RetryInitial = d.RetryInitial
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = d.RetryMax
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = d.BatchSize
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = d.MaxRequestBytes
+	}
+	return c
+}
+
+// minRequestBytes keeps MaxRequestBytes above the largest single point
+// (two string fields at the cap plus tags and numbers).
+const minRequestBytes = 256 << 10
+
+// Validate reports the first problem with c, after applying defaults to
+// zero fields.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("url is required"))
+	} else if u, err := url.Parse(c.URL); err != nil {
+		errs = append(errs, fmt.Errorf("url %q: %w", c.URL, err))
+	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("url %q: want http(s)://host:port", c.URL))
+	}
+	if c.Bucket == "" {
+		errs = append(errs, errors.New("bucket is required (\"db/rp\" on InfluxDB 1.8)"))
+	}
+	if c.Timeout < 0 || c.QueryTimeout < 0 || c.MaxElapsed < 0 || c.RetryInitial < 0 || c.RetryMax < 0 {
+		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	if c.RetryMax < c.RetryInitial {
+		errs = append(errs, fmt.Errorf("retry max %s is below retry initial %s", c.RetryMax, c.RetryInitial))
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("batch size %d must be positive", c.BatchSize))
+	}
+	if c.MaxRequestBytes < minRequestBytes {
+		errs = append(errs, fmt.Errorf("max request bytes %d is below %d (one point can be that large)", c.MaxRequestBytes, minRequestBytes))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("influx config: %w", err)
+	}
+	return nil
+}

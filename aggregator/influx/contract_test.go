@@ -1,0 +1,717 @@
+package influx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/tally-edge/tally/internal/influxtest"
+	"github.com/tally-edge/tally/sketch"
+	"github.com/tally-edge/tally/wire"
+)
+
+// backend is one kind of InfluxDB the contract suite runs against. Today
+// that is the real InfluxDB 1.8.10 of the tests and the demo; an InfluxDB
+// 2.x or 3.x backend is one more value of this type.
+type backend struct {
+	name string
+	// bucket returns a Config for a fresh, empty bucket.
+	bucket func(t *testing.T) Config
+	// server starts a server of the test's own (for outages) and returns a
+	// Config for it with functions to take it down and bring it back.
+	server func(t *testing.T) (Config, func() error, func(context.Context) error)
+	// missingBucket returns a Config whose bucket does not exist.
+	missingBucket func(t *testing.T) Config
+}
+
+var influxDB18 = backend{
+	name:   "influxdb-1.8",
+	bucket: func(t *testing.T) Config { return freshBucket(t) },
+	server: func(t *testing.T) (Config, func() error, func(context.Context) error) {
+		s := influxtest.Start(t)
+		return Config{URL: s.URL(), Token: s.Token(), Org: s.Org(), Bucket: s.Bucket()}, s.Stop, s.Restart
+	},
+	missingBucket: func(t *testing.T) Config {
+		c := freshBucket(t)
+		c.Bucket = "nosuchdb/rp"
+		return c
+	},
+}
+
+// TestContract runs the storage contract against every backend.
+func TestContract(t *testing.T) {
+	for _, b := range []backend{influxDB18} {
+		t.Run(b.name, func(t *testing.T) { runContract(t, b) })
+	}
+}
+
+func runContract(t *testing.T, b backend) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, backend)
+	}{
+		{"Ping", testPing},
+		{"MinutesRoundTrip", testMinutesRoundTrip},
+		{"IdempotentOverwrite", testIdempotentOverwrite},
+		{"ContributionsRoundTrip", testContributionsRoundTrip},
+		{"Filters", testFilters},
+		{"AwkwardTagValues", testAwkwardTagValues},
+		{"FluxInjection", testFluxInjection},
+		{"SplitRequests", testSplitRequests},
+		{"MissingBucketIsPermanent", testMissingBucket},
+		{"PointTooLarge", testPointTooLarge},
+		{"InvalidPoints", testInvalidPoints},
+		{"WriteThroughOutage", testWriteThroughOutage},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, b) })
+	}
+}
+
+// ctxT returns a context bounded well inside the test binary's timeout.
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newPair(t *testing.T, cfg Config) (*Writer, *Reader) {
+	t.Helper()
+	w, err := NewWriter(cfg, nil)
+	if err != nil {
+		t.Fatalf("NewWriter: %v", err)
+	}
+	t.Cleanup(w.Close)
+	r, err := NewReader(cfg, nil)
+	if err != nil {
+		t.Fatalf("NewReader: %v", err)
+	}
+	t.Cleanup(r.Close)
+	return w, r
+}
+
+func testPing(t *testing.T, b backend) {
+	w, r := newPair(t, b.bucket(t))
+	if err := w.Ping(ctxT(t)); err != nil {
+		t.Fatalf("Writer.Ping: %v", err)
+	}
+	if err := r.Ping(ctxT(t)); err != nil {
+		t.Fatalf("Reader.Ping: %v", err)
+	}
+	if err := r.CheckBucket(ctxT(t)); err != nil {
+		t.Fatalf("CheckBucket: %v", err)
+	}
+	_, missing := newPair(t, b.missingBucket(t))
+	if err := missing.CheckBucket(ctxT(t)); !errors.Is(err, ErrBucketNotFound) {
+		t.Fatalf("CheckBucket of a missing bucket = %v, want ErrBucketNotFound", err)
+	}
+}
+
+func series(campaign, source, country, region string) sketch.Series {
+	return sketch.Series{Campaign: campaign, Source: source, Medium: "cpc", Type: "click", Country: country, Device: "mobile", Region: region}
+}
+
+// sortMinutes orders points by series then minute, for comparisons.
+func sortMinutes(ps []MinutePoint) {
+	sort.Slice(ps, func(i, j int) bool {
+		if a, b := ps[i].Series.String(), ps[j].Series.String(); a != b {
+			return a < b
+		}
+		return ps[i].Minute < ps[j].Minute
+	})
+}
+
+// checkState compares a state read back with the one written: counters
+// exact, HLL estimate and quantiles identical (the encodings survive).
+func checkState(t *testing.T, what string, got, want *sketch.State) {
+	t.Helper()
+	if got.Count != want.Count || got.ValueMicros != want.ValueMicros || got.CostMicros != want.CostMicros {
+		t.Fatalf("%s: counters = (%d, %d, %d), want (%d, %d, %d)", what,
+			got.Count, got.ValueMicros, got.CostMicros, want.Count, want.ValueMicros, want.CostMicros)
+	}
+	if len(got.Bots)+len(want.Bots) > 0 && !reflect.DeepEqual(got.Bots, want.Bots) {
+		t.Fatalf("%s: bots = %v, want %v", what, got.Bots, want.Bots)
+	}
+	if g, w := got.UniquesEstimate(), want.UniquesEstimate(); g != w {
+		t.Fatalf("%s: uniques estimate = %d, want %d", what, g, w)
+	}
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		if g, w := got.Quantile(q), want.Quantile(q); g != w {
+			t.Fatalf("%s: p%v = %v, want %v", what, q*100, g, w)
+		}
+	}
+}
+
+func testMinutesRoundTrip(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	var pts []MinutePoint
+	for i, s := range []sketch.Series{
+		series("spring", "google", "DE", "eu-1"),
+		series("spring", "google", "FR", "eu-1"),
+		series("spring", "", "", ""), // empty dimensions
+		series("autumn", "google", "DE", "eu-1"),
+	} {
+		for m := 0; m < 3; m++ {
+			visitors := 50 + 400*i // includes a large HLL
+			pts = append(pts, MinutePoint{Series: s, Minute: baseMinute + int64(60*m),
+				State: newState(uint64(10*i+m), 100+i*7+m, visitors, 20*m)})
+		}
+	}
+	pts = append(pts, MinutePoint{Series: series("spring", "mail", "US", "us-1"), Minute: baseMinute, State: &sketch.State{Count: 3}})
+	if err := w.Write(ctx, pts, nil); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if st := w.Stats(); st.PointsWritten != uint64(len(pts)) || st.Requests != 1 || st.Retries != 0 {
+		t.Fatalf("Stats = %+v, want %d points in 1 request", st, len(pts))
+	}
+
+	got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "spring",
+		From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+180, 0)})
+	if err != nil {
+		t.Fatalf("QueryMinutes: %v", err)
+	}
+	var want []MinutePoint
+	for _, p := range pts {
+		if p.Series.Campaign == "spring" {
+			want = append(want, p)
+		}
+	}
+	sortMinutes(got)
+	sortMinutes(want)
+	if len(got) != len(want) {
+		t.Fatalf("QueryMinutes returned %d points, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Series != want[i].Series || got[i].Minute != want[i].Minute {
+			t.Fatalf("point %d is %s@%d, want %s@%d", i, got[i].Series, got[i].Minute, want[i].Series, want[i].Minute)
+		}
+		checkState(t, fmt.Sprintf("%s@%d", want[i].Series, want[i].Minute), got[i].State, want[i].State)
+	}
+
+	// The derived fields are there for dashboards that read InfluxDB.
+	var p MinutePoint
+	for _, c := range want {
+		if c.State.Values != nil && c.Series.Source == "" {
+			p = c
+		}
+	}
+	rows := rawQuery(t, ctx, r, fmt.Sprintf(`from(bucket: %s) |> range(start: %s, stop: %s)
+	  |> filter(fn: (r) => r._measurement == "tally" and r.campaign == "spring" and r.country == %s and r.source == %s)
+	  |> filter(fn: (r) => r._time == %s)
+	  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")`,
+		fluxString(r.cfg.Bucket), fluxTime(time.Unix(baseMinute, 0)), fluxTime(time.Unix(baseMinute+180, 0)),
+		fluxString(TagValue(p.Series.Country)), fluxString(TagValue(p.Series.Source)), fluxTime(time.Unix(p.Minute, 0))))
+	if len(rows) != 1 {
+		t.Fatalf("raw query returned %d rows, want 1", len(rows))
+	}
+	row := rows[0]
+	for k, want := range map[string]any{
+		"uniques":   int64(p.State.UniquesEstimate()),
+		"revenue":   sketch.FromMicros(p.State.ValueMicros),
+		"cost":      sketch.FromMicros(p.State.CostMicros),
+		"bots":      int64(p.State.BotTotal()),
+		"value_p50": p.State.Quantile(0.5),
+		"value_p99": p.State.Quantile(0.99),
+		"count":     int64(p.State.Count),
+	} {
+		if row[k] != want {
+			t.Fatalf("field %s = %v (%T), want %v (%T)", k, row[k], row[k], want, want)
+		}
+	}
+}
+
+func testIdempotentOverwrite(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	s := series("over", "google", "DE", "eu-1")
+	small := newState(1, 10, 30, 5)
+	big := small.Clone()
+	big.Count = 25
+	big.AddValue(sketch.ToMicros(99.5))
+	big.AddVisitor(12345)
+	for _, st := range []*sketch.State{small, big, big} { // the repeat must change nothing
+		if err := w.Write(ctx, []MinutePoint{{Series: s, Minute: baseMinute, State: st}}, nil); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "over", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+	if err != nil {
+		t.Fatalf("QueryMinutes: %v", err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("QueryMinutes returned %d points after 3 writes of one minute, want 1", len(got))
+	}
+	checkState(t, "overwritten minute", got[0].State, big)
+	if n := countPoints(t, ctx, r, MeasurementMinute, "over"); n != 1 {
+		t.Fatalf("InfluxDB holds %d tally points, want 1", n)
+	}
+}
+
+func testContributionsRoundTrip(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	var pts []ContribPoint
+	for ai, agent := range []string{"edge-eu-1", "edge-us-1"} {
+		for ci, campaign := range []string{"alpha", "beta", "gamma"} {
+			s := series(campaign, "google", "DE", "r"+fmt.Sprint(ai))
+			for m := int64(0); m < 3; m++ {
+				minute := baseMinute + 60*m
+				p := ContribPoint{Series: s, Minute: minute, Agent: agent}
+				// Two CIDs: an agent restart inside the minute.
+				for k := uint64(0); k < 2; k++ {
+					st := newState(uint64(ai*100+ci*10)+k+uint64(m), 10+int(k), 20, 3)
+					p.Contribs = append(p.Contribs, newContribution(s, minute, (k+1)<<32|uint64(ci), 3+k, st))
+				}
+				pts = append(pts, p)
+			}
+		}
+	}
+	if err := w.Write(ctx, nil, pts); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+
+	key := func(p ContribPoint) string { return fmt.Sprintf("%s|%s|%d", p.Agent, p.Series, p.Minute) }
+	byKey := make(map[string]ContribPoint, len(pts))
+	for _, p := range pts {
+		byKey[key(p)] = p
+	}
+	check := func(name string, got []ContribPoint, err error, want func(ContribPoint) bool) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		n := 0
+		for _, p := range pts {
+			if want(p) {
+				n++
+			}
+		}
+		if len(got) != n {
+			t.Fatalf("%s returned %d points, want %d", name, len(got), n)
+		}
+		for _, g := range got {
+			w, ok := byKey[key(g)]
+			if !ok || !want(w) {
+				t.Fatalf("%s returned unexpected point %s", name, key(g))
+			}
+			if !contribsEqual(g.Contribs, w.Contribs) {
+				t.Fatalf("%s: point %s: contributions differ:\n got %+v\nwant %+v", name, key(g), g.Contribs, w.Contribs)
+			}
+		}
+	}
+	from, to := time.Unix(baseMinute, 0), time.Unix(baseMinute+120, 0) // [m0, m2): m2 excluded
+	inRange := func(p ContribPoint) bool { return p.Minute < baseMinute+120 }
+	got, err := r.LoadContributions(ctx, from, to)
+	check("LoadContributions", got, err, inRange)
+	got, err = r.LoadContributionsOf(ctx, from, to, []string{"alpha", "gamma", "absent"})
+	check("LoadContributionsOf", got, err, func(p ContribPoint) bool {
+		return inRange(p) && (p.Series.Campaign == "alpha" || p.Series.Campaign == "gamma")
+	})
+	got, err = r.LoadContributionsFunc(ctx, from, to, func(s sketch.Series) bool { return s.Campaign == "beta" })
+	check("LoadContributionsFunc", got, err, func(p ContribPoint) bool { return inRange(p) && p.Series.Campaign == "beta" })
+	if got, err := r.LoadContributionsOf(ctx, from, to, nil); err != nil || len(got) != 0 {
+		t.Fatalf("LoadContributionsOf(no campaigns) = %d points, %v; want none", len(got), err)
+	}
+
+	// The decoded state rebuilds the merge: counts add across CIDs.
+	p := got[0]
+	var merged sketch.State
+	for _, c := range p.Contribs {
+		st, err := c.State.Decode()
+		if err != nil {
+			t.Fatalf("decode contribution: %v", err)
+		}
+		if err := merged.Merge(st); err != nil {
+			t.Fatalf("merge: %v", err)
+		}
+	}
+	if want := p.Contribs[0].State.Count + p.Contribs[1].State.Count; merged.Count != want {
+		t.Fatalf("merged count = %d, want %d", merged.Count, want)
+	}
+}
+
+func contribsEqual(a, b []wire.Contribution) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Series != y.Series || x.Minute != y.Minute || x.CID != y.CID || x.Version != y.Version ||
+			x.State.Count != y.State.Count || x.State.ValueMicros != y.State.ValueMicros || x.State.CostMicros != y.State.CostMicros ||
+			!reflect.DeepEqual(x.State.Bots, y.State.Bots) ||
+			!bytes.Equal(x.State.HLL, y.State.HLL) || !bytes.Equal(x.State.Quantiles, y.State.Quantiles) {
+			return false
+		}
+	}
+	return true
+}
+
+func testFilters(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	all := []sketch.Series{
+		{Campaign: "f", Source: "google", Medium: "cpc", Type: "click", Country: "DE", Device: "mobile", Region: "eu"},
+		{Campaign: "f", Source: "google", Medium: "cpc", Type: "impression", Country: "DE", Device: "desktop", Region: "eu"},
+		{Campaign: "f", Source: "bing", Medium: "cpc", Type: "click", Country: "FR", Device: "mobile", Region: "eu"},
+		{Campaign: "f", Source: "", Medium: "", Type: "pageview", Country: "US", Device: "", Region: "us"},
+		{Campaign: "other", Source: "google", Medium: "cpc", Type: "click", Country: "DE", Device: "mobile", Region: "eu"},
+	}
+	var pts []MinutePoint
+	for i, s := range all {
+		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
+	}
+	if err := w.Write(ctx, pts, nil); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	from, to := time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0)
+	for _, tc := range []struct {
+		name string
+		q    MinuteQuery
+		want []int // indexes into all
+	}{
+		{"campaign", MinuteQuery{Campaign: "f"}, []int{0, 1, 2, 3}},
+		{"source", MinuteQuery{Campaign: "f", Source: "google"}, []int{0, 1}},
+		{"source+type", MinuteQuery{Campaign: "f", Source: "google", Type: "click"}, []int{0}},
+		{"country", MinuteQuery{Campaign: "f", Country: "FR"}, []int{2}},
+		{"device", MinuteQuery{Campaign: "f", Device: "mobile"}, []int{0, 2}},
+		{"region", MinuteQuery{Campaign: "f", Region: "us"}, []int{3}},
+		{"medium", MinuteQuery{Campaign: "f", Medium: "cpc"}, []int{0, 1, 2}},
+		{"empty source via NoneTag", MinuteQuery{Campaign: "f", Source: NoneTag}, []int{3}},
+		{"no match", MinuteQuery{Campaign: "f", Country: "JP"}, nil},
+		{"unknown campaign", MinuteQuery{Campaign: "nope"}, nil},
+		{"campaign other", MinuteQuery{Campaign: "other"}, []int{4}},
+	} {
+		tc.q.From, tc.q.To = from, to
+		got, err := r.QueryMinutes(ctx, tc.q)
+		if err != nil {
+			t.Fatalf("%s: QueryMinutes: %v", tc.name, err)
+		}
+		var gotIdx []int
+		for _, p := range got {
+			gotIdx = append(gotIdx, int(p.State.Count)-1)
+			if all[p.State.Count-1] != p.Series {
+				t.Fatalf("%s: series %s came back as %s", tc.name, all[p.State.Count-1], p.Series)
+			}
+		}
+		sort.Ints(gotIdx)
+		if !reflect.DeepEqual(gotIdx, tc.want) {
+			t.Fatalf("%s: got series %v, want %v", tc.name, gotIdx, tc.want)
+		}
+	}
+	if _, err := r.QueryMinutes(ctx, MinuteQuery{From: from, To: to}); err == nil {
+		t.Fatalf("QueryMinutes without campaign succeeded, want an error")
+	}
+}
+
+// testAwkwardTagValues writes dimension values that line protocol and Flux
+// both treat specially, and reads them back exactly (or as TagValue says).
+func testAwkwardTagValues(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	campaigns := []string{
+		`a,b c=d`,                // line-protocol separators
+		`back\slash`,             // literal backslash
+		`x\,y\ z\=w`,             // backslash before separators
+		`quote"and'apostrophe`,   // Flux string delimiter
+		`${interp} and $dollar$`, // Flux interpolation
+		`trail\`,                 // trailing backslash: stored as U+FFFD
+		"new\nline\ttab",         // control characters: stored as U+FFFD
+		`ünïcödé 日本語 🎯`,
+		`(none)`, // looks like the empty marker
+		`=starts-with-equals`,
+	}
+	var pts []MinutePoint
+	var cps []ContribPoint
+	for i, c := range campaigns {
+		s := sketch.Series{Campaign: c, Source: c, Type: "click", Region: `r\`}
+		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
+		cps = append(cps, ContribPoint{Series: s, Minute: baseMinute, Agent: "agent " + c,
+			Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 1, &sketch.State{Count: uint64(i + 1)})}})
+	}
+	if err := w.Write(ctx, pts, cps); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	from, to := time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0)
+	for i, c := range campaigns {
+		got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: c, Source: c, From: from, To: to})
+		if err != nil {
+			t.Fatalf("QueryMinutes(%q): %v", c, err)
+		}
+		if len(got) != 1 || got[0].State.Count != uint64(i+1) {
+			t.Fatalf("QueryMinutes(%q) = %d points, want exactly the one with count %d", c, len(got), i+1)
+		}
+		if want := storedSeries(pts[i].Series); got[0].Series != want {
+			t.Fatalf("QueryMinutes(%q) series = %#v, want %#v", c, got[0].Series, want)
+		}
+	}
+	// Contributions keep the exact series, whatever the tags had to become.
+	got, err := r.LoadContributions(ctx, from, to)
+	if err != nil {
+		t.Fatalf("LoadContributions: %v", err)
+	}
+	if len(got) != len(campaigns) {
+		t.Fatalf("LoadContributions returned %d points, want %d", len(got), len(campaigns))
+	}
+	for _, p := range got {
+		i := int(p.Contribs[0].State.Count) - 1
+		if p.Series != pts[i].Series || p.Agent != TagValue(cps[i].Agent) && p.Agent != cps[i].Agent {
+			t.Fatalf("contribution %d: series %#v agent %q, want %#v agent %q", i, p.Series, p.Agent, pts[i].Series, cps[i].Agent)
+		}
+	}
+}
+
+// testFluxInjection sends filter values that would change the query if
+// they were pasted into it: each must match nothing and raise no error.
+func testFluxInjection(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	pts := []MinutePoint{
+		{Series: series("victim", "google", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 7}},
+		{Series: series("secret", "google", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 9}},
+	}
+	if err := w.Write(ctx, pts, nil); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	from, to := time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0)
+	for _, evil := range []string{
+		`x" or r.campaign =~ /.*/ or r._measurement == "`,
+		`victim" or true or "`,
+		`\" or true or \"`,
+		`") |> drop(columns: ["campaign"]) |> yield(name: "x`,
+		`${r.campaign}`,
+		"\" or r.campaign != \"\n",
+		`victim\`,
+		`\x22 or true or \x22`,
+	} {
+		for _, q := range []MinuteQuery{
+			{Campaign: evil, From: from, To: to},
+			{Campaign: "victim", Source: evil, From: from, To: to},
+		} {
+			got, err := r.QueryMinutes(ctx, q)
+			if err != nil {
+				t.Fatalf("QueryMinutes(%+v): %v (the value broke the query)", q, err)
+			}
+			if len(got) != 0 {
+				t.Fatalf("QueryMinutes(%+v) returned %d points, want none", q, len(got))
+			}
+		}
+		got, err := r.LoadContributionsOf(ctx, from, to, []string{evil})
+		if err != nil || len(got) != 0 {
+			t.Fatalf("LoadContributionsOf(%q) = %d points, %v; want none, no error", evil, len(got), err)
+		}
+	}
+	// The server still works, and the real value still matches.
+	got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "victim", From: from, To: to})
+	if err != nil || len(got) != 1 || got[0].State.Count != 7 {
+		t.Fatalf("QueryMinutes(victim) = %d points, %v; want the one point", len(got), err)
+	}
+}
+
+func testSplitRequests(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	cfg := b.bucket(t)
+	cfg.BatchSize = 40
+	w, r := newPair(t, cfg)
+	var pts []MinutePoint
+	for i := 0; i < 130; i++ {
+		pts = append(pts, MinutePoint{Series: series("split", fmt.Sprintf("s%03d", i), "DE", "eu"), Minute: baseMinute,
+			State: newState(uint64(i), 5, 3, 1)})
+	}
+	if err := w.Write(ctx, pts, nil); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if st := w.Stats(); st.Requests != 4 || st.PointsWritten != 130 {
+		t.Fatalf("Stats = %+v, want 130 points in 4 requests", st)
+	}
+	got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "split", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+	if err != nil || len(got) != 130 {
+		t.Fatalf("QueryMinutes = %d points, %v; want 130", len(got), err)
+	}
+}
+
+func testMissingBucket(t *testing.T, b backend) {
+	cfg := b.missingBucket(t)
+	w, err := NewWriter(cfg, nil)
+	if err != nil {
+		t.Fatalf("NewWriter: %v", err)
+	}
+	defer w.Close()
+	start := time.Now()
+	err = w.Write(ctxT(t), []MinutePoint{{Series: series("m", "g", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}}}, nil)
+	var perr *PermanentError
+	if !errors.As(err, &perr) {
+		t.Fatalf("Write to a missing bucket = %v, want a *PermanentError", err)
+	}
+	if perr.StatusCode != http.StatusNotFound {
+		t.Fatalf("status = %d, want 404 (%v)", perr.StatusCode, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("permanent failure took %s, want no retries", d)
+	}
+	if st := w.Stats(); st.Requests != 1 || st.Retries != 0 || st.PermanentFailures != 1 || st.LastError == "" {
+		t.Fatalf("Stats = %+v, want 1 request, 0 retries, 1 permanent failure", st)
+	}
+}
+
+func testPointTooLarge(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	s := series("huge", "google", "DE", "eu")
+	dense := newState(7, 10, 20000, 10) // dense HLL: 21.9 KB of base64 each
+	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1"}
+	for cid := uint64(1); cid <= 3; cid++ {
+		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, 1, dense))
+	}
+	ok := MinutePoint{Series: s, Minute: baseMinute, State: dense}
+	err := w.Write(ctx, []MinutePoint{ok}, []ContribPoint{p})
+	var tooLarge *PointTooLargeError
+	var perr *PermanentError
+	if !errors.As(err, &tooLarge) || !errors.As(err, &perr) {
+		t.Fatalf("Write of a 3-dense-HLL contribution point = %v, want *PointTooLargeError inside *PermanentError", err)
+	}
+	if tooLarge.Field != FieldContribs || tooLarge.Size <= MaxStringField || tooLarge.Contribs != 3 || tooLarge.Agent != "edge-1" {
+		t.Fatalf("PointTooLargeError = %+v", tooLarge)
+	}
+	if st := w.Stats(); st.Requests != 0 {
+		t.Fatalf("Stats = %+v, want no request sent", st)
+	}
+	// Nothing of the call was written; two contributions fit.
+	if n := countPoints(t, ctx, r, MeasurementMinute, "huge"); n != 0 {
+		t.Fatalf("%d points written by a refused call, want 0", n)
+	}
+	p.Contribs = p.Contribs[:2]
+	if err := w.Write(ctx, []MinutePoint{ok}, []ContribPoint{p}); err != nil {
+		t.Fatalf("Write of 2 dense contributions: %v", err)
+	}
+}
+
+func testInvalidPoints(t *testing.T, b backend) {
+	w, _ := newPair(t, b.bucket(t))
+	s := series("bad", "g", "DE", "eu")
+	other := series("bad", "other", "DE", "eu")
+	for name, call := range map[string]func() error{
+		"nil state": func() error {
+			return w.Write(ctxT(t), []MinutePoint{{Series: s, Minute: baseMinute}}, nil)
+		},
+		"no agent": func() error {
+			return w.Write(ctxT(t), nil, []ContribPoint{{Series: s, Minute: baseMinute,
+				Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 1, &sketch.State{Count: 1})}}})
+		},
+		"no contributions": func() error {
+			return w.Write(ctxT(t), nil, []ContribPoint{{Series: s, Minute: baseMinute, Agent: "a"}})
+		},
+		"contribution of another series": func() error {
+			return w.Write(ctxT(t), nil, []ContribPoint{{Series: s, Minute: baseMinute, Agent: "a",
+				Contribs: []wire.Contribution{newContribution(other, baseMinute, 1, 1, &sketch.State{Count: 1})}}})
+		},
+		"contribution of another minute": func() error {
+			return w.Write(ctxT(t), nil, []ContribPoint{{Series: s, Minute: baseMinute, Agent: "a",
+				Contribs: []wire.Contribution{newContribution(s, baseMinute+60, 1, 1, &sketch.State{Count: 1})}}})
+		},
+	} {
+		var perr *PermanentError
+		if err := call(); !errors.As(err, &perr) || perr.StatusCode != 0 {
+			t.Fatalf("%s: Write = %v, want a *PermanentError before any request", name, err)
+		}
+	}
+	if st := w.Stats(); st.Requests != 0 || st.PermanentFailures != 5 {
+		t.Fatalf("Stats = %+v, want 0 requests and 5 permanent failures", st)
+	}
+}
+
+// testWriteThroughOutage stops the server, starts a Write, brings the
+// server back, and expects the Write to finish with every point stored.
+func testWriteThroughOutage(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	cfg, stop, restart := b.server(t)
+	cfg.RetryInitial, cfg.RetryMax, cfg.Timeout = 50*time.Millisecond, 400*time.Millisecond, 5*time.Second
+	w, r := newPair(t, cfg)
+	s := series("outage", "google", "DE", "eu")
+	pts := []MinutePoint{{Series: s, Minute: baseMinute, State: newState(3, 42, 100, 10)}}
+	cps := []ContribPoint{{Series: s, Minute: baseMinute, Agent: "edge-1",
+		Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 9, pts[0].State)}}}
+	// Warm a keep-alive connection, so the outage also kills one in use.
+	if err := w.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("stop server: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Write(ctx, pts, cps) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for w.Stats().Retries < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retries during the outage: %+v", w.Stats())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Write returned during the outage: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := restart(ctx); err != nil {
+		t.Fatalf("restart server: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Write across the outage: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("Write did not finish after the server came back: %+v", w.Stats())
+	}
+	st := w.Stats()
+	if st.PointsWritten != 2 || st.Retries < 3 || st.LastError == "" {
+		t.Fatalf("Stats = %+v, want 2 points written after >= 3 retries", st)
+	}
+	got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "outage", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("QueryMinutes after outage = %d points, %v", len(got), err)
+	}
+	checkState(t, "after outage", got[0].State, pts[0].State)
+	cs, err := r.LoadContributions(ctx, time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0))
+	if err != nil || len(cs) != 1 || cs[0].Contribs[0].Version != 9 {
+		t.Fatalf("LoadContributions after outage = %+v, %v", cs, err)
+	}
+}
+
+// rawQuery runs Flux and returns each record's values.
+func rawQuery(t *testing.T, ctx context.Context, r *Reader, flux string) []map[string]any {
+	t.Helper()
+	var rows []map[string]any
+	res, err := r.query.Query(ctx, flux)
+	if err != nil {
+		t.Fatalf("query %s: %v", flux, err)
+	}
+	defer res.Close()
+	for res.Next() {
+		rows = append(rows, res.Record().Values())
+	}
+	if res.Err() != nil {
+		t.Fatalf("read query %s: %v", flux, res.Err())
+	}
+	return rows
+}
+
+// countPoints counts the points of a measurement and campaign (one per
+// series and minute: the count field exists on every point).
+func countPoints(t *testing.T, ctx context.Context, r *Reader, measurement, campaign string) int64 {
+	t.Helper()
+	rows := rawQuery(t, ctx, r, fmt.Sprintf(`from(bucket: %s) |> range(start: 2000-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)
+	  |> filter(fn: (r) => r._measurement == %s and r.campaign == %s and r._field == "count")
+	  |> group() |> count()`, fluxString(r.cfg.Bucket), fluxString(measurement), fluxString(campaign)))
+	if len(rows) == 0 {
+		return 0
+	}
+	n, _ := rows[0]["_value"].(int64)
+	return n
+}

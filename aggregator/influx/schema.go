@@ -1,0 +1,362 @@
+package influx
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/tally-edge/tally/sketch"
+	"github.com/tally-edge/tally/wire"
+)
+
+// Measurements, tag keys and field keys of the schema (see README.md).
+const (
+	// MeasurementMinute holds one point per (series, minute): the merged value.
+	MeasurementMinute = "tally"
+	// MeasurementContrib holds one point per (agent, series, minute): that
+	// agent's contributions, from which any node rebuilds exact state.
+	MeasurementContrib = "tally_contrib"
+
+	TagCampaign = "campaign"
+	TagSource   = "source"
+	TagMedium   = "medium"
+	TagType     = "type"
+	TagCountry  = "country"
+	TagDevice   = "device"
+	TagRegion   = "region"
+	TagAgent    = "agent"
+
+	FieldCount       = "count"
+	FieldValueMicros = "value_micros"
+	FieldCostMicros  = "cost_micros"
+	FieldRevenue     = "revenue"
+	FieldCost        = "cost"
+	FieldBots        = "bots"
+	FieldBotsPrefix  = "bots_"
+	FieldUniques     = "uniques"
+	FieldValueP50    = "value_p50"
+	FieldValueP90    = "value_p90"
+	FieldValueP99    = "value_p99"
+	FieldHLL         = "hll"
+	FieldQuantiles   = "quantiles"
+	FieldContribs    = "contribs"
+)
+
+// NoneTag is stored for an empty dimension, because InfluxDB drops tags
+// with empty values (and Flux cannot filter on a missing tag with ==). Read
+// back, it becomes "" again; as a MinuteQuery filter it selects the
+// series whose dimension is empty.
+const NoneTag = "(none)"
+
+// MaxStringField is the longest string field value written, in bytes.
+// InfluxDB 1.8 itself accepts longer strings, but 2.x and Cloud cap them
+// at 64 KB, and a point the next version would refuse must not be written.
+const MaxStringField = 65535
+
+// MaxSeriesKey is InfluxDB's limit on measurement plus tags, in bytes.
+const MaxSeriesKey = 65535
+
+// MinutePoint is the merged value of one series in one minute.
+type MinutePoint struct {
+	Series sketch.Series
+	// Minute is the unix time in seconds of the start of the minute.
+	Minute int64
+	// State is the complete merged state. Write reads it and does not
+	// keep it; the caller must not change it during Write.
+	State *sketch.State
+}
+
+// ContribPoint is everything one agent contributed to one series-minute:
+// one wire.Contribution per distinct CID, each with its latest version and
+// cumulative state (counters, the union of every HLL delta received for
+// that CID, and the quantiles).
+type ContribPoint struct {
+	Series sketch.Series
+	Minute int64
+	Agent  string
+	// Contribs must all have this point's Series and Minute.
+	Contribs []wire.Contribution
+}
+
+// TagValue returns the tag value stored for dimension value v, which is
+// also what a Flux query must compare with. It is v itself except for
+// what line protocol cannot carry:
+//   - "" becomes NoneTag;
+//   - invalid UTF-8, control characters and trailing backslashes (which
+//     InfluxDB's parser reads as escaping the next separator) become
+//     U+FFFD.
+//
+// Only the last rule loses information, and only for values that a sane
+// agent never ships; the exact Series stays inside tally_contrib's
+// contributions regardless.
+func TagValue(v string) string {
+	if v == "" {
+		return NoneTag
+	}
+	if !needsSanitizing(v) {
+		return v
+	}
+	v = strings.ToValidUTF8(v, "\uFFFD")
+	v = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return utf8.RuneError
+		}
+		return r
+	}, v)
+	if t := strings.TrimRight(v, `\`); len(t) < len(v) {
+		v = t + strings.Repeat("\uFFFD", len(v)-len(t))
+	}
+	return v
+}
+
+func needsSanitizing(v string) bool {
+	if v[len(v)-1] == '\\' {
+		return true
+	}
+	ascii := true
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c < 0x20 || c == 0x7f:
+			return true
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	return !ascii && !utf8.ValidString(v)
+}
+
+// valueFromTag inverts TagValue where it can.
+func valueFromTag(t string) string {
+	if t == NoneTag {
+		return ""
+	}
+	return t
+}
+
+// appendKey appends a tag key, tag value or field key in line protocol:
+// commas, spaces and equals signs are escaped with a backslash. InfluxDB's
+// parser looks only at the byte before a separator, so backslashes are
+// otherwise literal and need no escaping (TagValue has removed the one case
+// that breaks: a trailing backslash).
+func appendKey(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case ',', ' ', '=':
+			b = append(b, '\\', c)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// appendSeriesKey appends measurement and tags, in key order (InfluxDB
+// sorts them anyway; sorted input saves it the work).
+func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent string) []byte {
+	b = append(b, measurement...)
+	if agent != "" {
+		b = appendTag(b, TagAgent, agent)
+	}
+	b = appendTag(b, TagCampaign, s.Campaign)
+	b = appendTag(b, TagCountry, s.Country)
+	b = appendTag(b, TagDevice, s.Device)
+	b = appendTag(b, TagMedium, s.Medium)
+	b = appendTag(b, TagRegion, s.Region)
+	b = appendTag(b, TagSource, s.Source)
+	b = appendTag(b, TagType, s.Type)
+	return append(b, ' ')
+}
+
+func appendTag(b []byte, key, value string) []byte {
+	b = append(b, ',')
+	b = append(b, key...)
+	b = append(b, '=')
+	return appendKey(b, TagValue(value))
+}
+
+// fieldWriter appends the field set of one line.
+type fieldWriter struct {
+	b     []byte
+	first bool
+}
+
+func (f *fieldWriter) key(k string) {
+	if !f.first {
+		f.b = append(f.b, ',')
+	}
+	f.first = false
+	f.b = appendKey(f.b, k)
+	f.b = append(f.b, '=')
+}
+
+func (f *fieldWriter) int(k string, v int64) {
+	f.key(k)
+	f.b = strconv.AppendInt(f.b, v, 10)
+	f.b = append(f.b, 'i')
+}
+
+// float writes v without an exponent (the 1.x parser's float syntax is
+// easiest to satisfy that way). NaN and ±Inf have no line-protocol form
+// and are left out.
+func (f *fieldWriter) float(k string, v float64) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return
+	}
+	f.key(k)
+	f.b = strconv.AppendFloat(f.b, v, 'f', -1, 64)
+}
+
+// base64 writes raw as a base64 string field; base64 needs no escaping.
+func (f *fieldWriter) base64(k string, raw []byte) {
+	f.key(k)
+	f.b = append(f.b, '"')
+	f.b = base64.StdEncoding.AppendEncode(f.b, raw)
+	f.b = append(f.b, '"')
+}
+
+// errInvalidPoint marks a point that the caller built wrongly.
+var errInvalidPoint = errors.New("invalid point")
+
+// toInt converts a counter to a line-protocol integer (signed 64-bit:
+// InfluxDB 1.8 has no unsigned fields).
+func toInt(v uint64, what string) (int64, error) {
+	if v > math.MaxInt64 {
+		return 0, fmt.Errorf("%w: %s %d overflows int64", errInvalidPoint, what, v)
+	}
+	return int64(v), nil
+}
+
+// appendMinute appends the line of p's merged value.
+func appendMinute(b []byte, p *MinutePoint) ([]byte, error) {
+	if p.State == nil {
+		return b, fmt.Errorf("%w: %s minute %d has no state", errInvalidPoint, p.Series, p.Minute)
+	}
+	st := p.State
+	start := len(b)
+	b = appendSeriesKey(b, MeasurementMinute, p.Series, "")
+	if n := len(b) - start - 1; n > MaxSeriesKey {
+		return b[:start], &PointTooLargeError{Measurement: MeasurementMinute, Series: p.Series, Minute: p.Minute, Size: n, Limit: MaxSeriesKey}
+	}
+	enc, err := st.Encode()
+	if err != nil {
+		return b[:start], fmt.Errorf("encode %s minute %d: %w", p.Series, p.Minute, err)
+	}
+	count, err := toInt(st.Count, "count")
+	if err != nil {
+		return b[:start], err
+	}
+	bots, err := toInt(st.BotTotal(), "bots")
+	if err != nil {
+		return b[:start], err
+	}
+	uniques, err := toInt(st.UniquesEstimate(), "uniques")
+	if err != nil {
+		return b[:start], err
+	}
+	f := fieldWriter{b: b, first: true}
+	f.int(FieldCount, count)
+	f.int(FieldValueMicros, st.ValueMicros)
+	f.int(FieldCostMicros, st.CostMicros)
+	f.float(FieldRevenue, sketch.FromMicros(st.ValueMicros))
+	f.float(FieldCost, sketch.FromMicros(st.CostMicros))
+	f.int(FieldBots, bots)
+	for reason, n := range st.Bots {
+		v, err := toInt(n, "bots "+reason)
+		if err != nil {
+			return b[:start], err
+		}
+		f.int(FieldBotsPrefix+TagValue(reason), v)
+	}
+	f.int(FieldUniques, uniques)
+	if st.Values != nil && !st.Values.IsEmpty() {
+		f.float(FieldValueP50, st.Quantile(0.5))
+		f.float(FieldValueP90, st.Quantile(0.9))
+		f.float(FieldValueP99, st.Quantile(0.99))
+	}
+	for _, s := range []struct {
+		name string
+		raw  []byte
+	}{{FieldHLL, enc.HLL}, {FieldQuantiles, enc.Quantiles}} {
+		if len(s.raw) == 0 {
+			continue
+		}
+		if n := base64.StdEncoding.EncodedLen(len(s.raw)); n > MaxStringField {
+			return b[:start], &PointTooLargeError{Measurement: MeasurementMinute, Series: p.Series, Minute: p.Minute, Field: s.name, Size: n, Limit: MaxStringField}
+		}
+		f.base64(s.name, s.raw)
+	}
+	b = f.b
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, p.Minute, 10)
+	return append(b, '\n'), nil
+}
+
+// appendContrib appends the line of one agent's contributions.
+func appendContrib(b []byte, p *ContribPoint) ([]byte, error) {
+	if p.Agent == "" {
+		return b, fmt.Errorf("%w: tally_contrib point %s minute %d has no agent", errInvalidPoint, p.Series, p.Minute)
+	}
+	if len(p.Contribs) == 0 {
+		return b, fmt.Errorf("%w: tally_contrib point %s minute %d agent %q has no contributions", errInvalidPoint, p.Series, p.Minute, p.Agent)
+	}
+	var count uint64
+	for i := range p.Contribs {
+		c := &p.Contribs[i]
+		if c.Series != p.Series || c.Minute != p.Minute {
+			return b, fmt.Errorf("%w: agent %q contribution %d (cid %d) is for %s minute %d, not its point's %s minute %d",
+				errInvalidPoint, p.Agent, i, c.CID, c.Series, c.Minute, p.Series, p.Minute)
+		}
+		count += c.State.Count
+	}
+	n, err := toInt(count, "count")
+	if err != nil {
+		return b, err
+	}
+	raw, err := msgpack.Marshal(p.Contribs)
+	if err != nil {
+		return b, fmt.Errorf("encode contributions of agent %q to %s minute %d: %w", p.Agent, p.Series, p.Minute, err)
+	}
+	if size := base64.StdEncoding.EncodedLen(len(raw)); size > MaxStringField {
+		return b, &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent,
+			Field: FieldContribs, Size: size, Limit: MaxStringField, Contribs: len(p.Contribs)}
+	}
+	start := len(b)
+	b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent)
+	if size := len(b) - start - 1; size > MaxSeriesKey {
+		return b[:start], &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent, Size: size, Limit: MaxSeriesKey}
+	}
+	f := fieldWriter{b: b, first: true}
+	f.int(FieldCount, n)
+	f.base64(FieldContribs, raw)
+	b = f.b
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, p.Minute, 10)
+	return append(b, '\n'), nil
+}
+
+// decodeContribs decodes a tally_contrib "contribs" field.
+func decodeContribs(field string) ([]wire.Contribution, error) {
+	raw, err := base64.StdEncoding.DecodeString(field)
+	if err != nil {
+		return nil, fmt.Errorf("contribs: base64: %w", err)
+	}
+	var cs []wire.Contribution
+	if err := msgpack.Unmarshal(raw, &cs); err != nil {
+		return nil, fmt.Errorf("contribs: msgpack: %w", err)
+	}
+	return cs, nil
+}
+
+func decodeBase64(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("base64: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,150 @@
+package influx
+
+import (
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tally-edge/tally/sketch"
+	"github.com/tally-edge/tally/wire"
+)
+
+func TestTagValue(t *testing.T) {
+	for in, want := range map[string]string{
+		"":               NoneTag,
+		"plain":          "plain",
+		`a,b c=d`:        `a,b c=d`, // escaping is the encoder's job
+		`back\slash`:     `back\slash`,
+		`trail\`:         "trail\uFFFD",
+		`trail\\`:        "trail\uFFFD\uFFFD",
+		"new\nline":      "new\uFFFDline",
+		"tab\t\x7f":      "tab\uFFFD\uFFFD",
+		"bad\xffutf8":    "bad\uFFFDutf8",
+		"日本語":            "日本語",
+		NoneTag:          NoneTag,
+		`\`:              "\uFFFD",
+		`mid\,dle\ \=ok`: `mid\,dle\ \=ok`,
+	} {
+		if got := TagValue(in); got != want {
+			t.Fatalf("TagValue(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestAppendMinuteLine(t *testing.T) {
+	st := &sketch.State{Count: 3, ValueMicros: 12_500_000, CostMicros: 1_000_000}
+	st.AddBot("ua")
+	p := MinutePoint{Series: sketch.Series{Campaign: `a,b c=d\x`, Source: "google", Type: "click", Region: "eu"}, Minute: 1_700_000_040, State: st}
+	b, err := appendMinute(nil, &p)
+	if err != nil {
+		t.Fatalf("appendMinute: %v", err)
+	}
+	want := `tally,campaign=a\,b\ c\=d\x,country=(none),device=(none),medium=(none),region=eu,source=google,type=click ` +
+		`count=3i,value_micros=12500000i,cost_micros=1000000i,revenue=12.5,cost=1,bots=1i,bots_ua=1i,uniques=0i 1700000040` + "\n"
+	if string(b) != want {
+		t.Fatalf("line =\n%s\nwant\n%s", b, want)
+	}
+}
+
+func TestAppendMinuteSketches(t *testing.T) {
+	st := newState(1, 10, 100, 10)
+	b, err := appendMinute(nil, &MinutePoint{Series: sketch.Series{Campaign: "c"}, Minute: 60, State: st})
+	if err != nil {
+		t.Fatalf("appendMinute: %v", err)
+	}
+	line := string(b)
+	for _, f := range []string{"value_p50=", "value_p90=", "value_p99=", `hll="`, `quantiles="`, "uniques="} {
+		if !strings.Contains(line, f) {
+			t.Fatalf("line lacks %s: %s", f, line)
+		}
+	}
+	if strings.Contains(line, "e+") || strings.Contains(line, "e-") {
+		t.Fatalf("line has an exponent float: %s", line)
+	}
+}
+
+func TestAppendContribLine(t *testing.T) {
+	s := sketch.Series{Campaign: "c", Region: "eu"}
+	cs := []wire.Contribution{newContribution(s, 60, 1, 2, &sketch.State{Count: 4}), newContribution(s, 60, 2, 1, &sketch.State{Count: 5})}
+	b, err := appendContrib(nil, &ContribPoint{Series: s, Minute: 60, Agent: "edge 1", Contribs: cs})
+	if err != nil {
+		t.Fatalf("appendContrib: %v", err)
+	}
+	line := string(b)
+	prefix := `tally_contrib,agent=edge\ 1,campaign=c,country=(none),device=(none),medium=(none),region=eu,source=(none),type=(none) count=9i,contribs="`
+	if !strings.HasPrefix(line, prefix) || !strings.HasSuffix(line, "\" 60\n") {
+		t.Fatalf("line = %s", line)
+	}
+	field := line[len(prefix) : len(line)-len("\" 60\n")]
+	got, err := decodeContribs(field)
+	if err != nil || !contribsEqual(got, cs) {
+		t.Fatalf("decodeContribs = %+v, %v; want %+v", got, err, cs)
+	}
+	if _, err := base64.StdEncoding.DecodeString(field); err != nil {
+		t.Fatalf("contribs field is not standard base64: %v", err)
+	}
+}
+
+// TestFluxString checks that quoted values hold only plain characters
+// and \xNN escapes, and decode back to the input.
+func TestFluxString(t *testing.T) {
+	for _, in := range []string{
+		"", "plain-value_1.0", `"`, `\`, `${x}`, "$", "new\nline", `" or true or "`, "日本", "\x00\xff",
+	} {
+		q := fluxString(in)
+		if q[0] != '"' || q[len(q)-1] != '"' {
+			t.Fatalf("fluxString(%q) = %s, not quoted", in, q)
+		}
+		body := q[1 : len(q)-1]
+		var dec []byte
+		for i := 0; i < len(body); i++ {
+			c := body[i]
+			switch {
+			case c == '\\':
+				if i+3 >= len(body) || body[i+1] != 'x' {
+					t.Fatalf("fluxString(%q) = %s: bad escape at %d", in, q, i)
+				}
+				var v byte
+				for _, h := range body[i+2 : i+4] {
+					v <<= 4
+					switch {
+					case '0' <= h && h <= '9':
+						v |= byte(h - '0')
+					case 'a' <= h && h <= 'f':
+						v |= byte(h - 'a' + 10)
+					default:
+						t.Fatalf("fluxString(%q) = %s: bad hex", in, q)
+					}
+				}
+				dec = append(dec, v)
+				i += 3
+			case c == '"' || c == '$' || c < 0x20 || c >= 0x7f:
+				t.Fatalf("fluxString(%q) = %s: raw %q", in, q, c)
+			default:
+				dec = append(dec, c)
+			}
+		}
+		if string(dec) != in {
+			t.Fatalf("fluxString(%q) decodes to %q", in, dec)
+		}
+	}
+}
+
+func TestMinutesQueryShape(t *testing.T) {
+	q := minutesQuery("db/rp", MinuteQuery{Campaign: "c", Country: "DE",
+		From: time.Unix(60, 0), To: time.Unix(180, 0)})
+	for _, want := range []string{
+		`from(bucket: "db/rp")`,
+		`range(start: 1970-01-01T00:01:00Z, stop: 1970-01-01T00:02:59.999999999Z)`,
+		`r._measurement == "tally" and r.campaign == "c" and r.country == "DE" and r._field =~ /^(`,
+		`|> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")`,
+	} {
+		if !strings.Contains(q, want) {
+			t.Fatalf("query lacks %q:\n%s", want, q)
+		}
+	}
+	if strings.Contains(q, "r.source") {
+		t.Fatalf("query filters on an unset dimension:\n%s", q)
+	}
+}
