@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // NewLogger returns a logger writing to w in format "text" or "json" at
@@ -39,9 +40,13 @@ func SignalContext(logger *slog.Logger) (context.Context, context.CancelFunc) {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sig
+		first := time.Now()
 		logger.Info("signal received; shutting down gracefully (send again to abort)", "signal", s.String())
 		cancel()
-		s = <-sig
+		// A signal sent to a whole process group can arrive twice at
+		// once; only a later one is the operator insisting.
+		for s = <-sig; time.Since(first) < time.Second; s = <-sig {
+		}
 		logger.Error("second signal; aborting without a clean shutdown", "signal", s.String())
 		os.Exit(130)
 	}()

@@ -51,8 +51,9 @@ func (p *Proc) Start() error {
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), p.Env...)
 	// Its own process group, so a terminal's Ctrl-C reaches only the
-	// orchestrator, which then stops children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// orchestrator, which then stops children in order; and killed with
+	// the orchestrator if that dies first, so nothing is left orphaned.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return fmt.Errorf("start %s: %w", p.Name, err)

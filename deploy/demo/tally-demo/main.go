@@ -1,0 +1,187 @@
+// Command tally-demo runs a complete local Tally for `make demo`: a real
+// InfluxDB, an aggregator, two agents in two regions and a generator of
+// realistic campaign traffic (bots included), all on loopback. Ctrl-C
+// stops everything in order.
+//
+// Ports come from the environment: TALLY_DEMO_HTTP (aggregator API and
+// dashboard, default 8080), TALLY_DEMO_AGENT_EU and TALLY_DEMO_AGENT_US
+// (agent ingest, defaults 8081 and 8082), TALLY_DEMO_QUIC (aggregator
+// QUIC, default 7400), TALLY_DEMO_RATE (events per second, default 200).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tally-edge/tally/internal/cli"
+	"github.com/tally-edge/tally/internal/harness"
+	"github.com/tally-edge/tally/internal/influxtest"
+	"github.com/tally-edge/tally/internal/loadgen"
+	"github.com/tally-edge/tally/internal/pki"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	bin := flag.String("bin", "bin", "directory with tally-agent and tally-aggregator")
+	influxd := flag.String("influxd", ".bin/influxd", "influxd binary (make influxdb installs it)")
+	dir := flag.String("dir", ".demo", "state directory (certificates, data, logs)")
+	flag.Parse()
+	logger, _ := cli.NewLogger(os.Stderr, "text", "info")
+	ctx, stop := cli.SignalContext(logger)
+	defer stop()
+	if err := demo(ctx, *bin, *influxd, *dir, logger); err != nil {
+		fmt.Fprintln(os.Stderr, "tally-demo:", err)
+		return 1
+	}
+	return 0
+}
+
+func env(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) error {
+	httpPort, euPort, usPort := env("TALLY_DEMO_HTTP", 8080), env("TALLY_DEMO_AGENT_EU", 8081), env("TALLY_DEMO_AGENT_US", 8082)
+	quicPort, rate := env("TALLY_DEMO_QUIC", 7400), env("TALLY_DEMO_RATE", 200)
+	aggBin, err := harness.FindBin(bin, "tally-aggregator")
+	if err != nil {
+		return err
+	}
+	agentBin, err := harness.FindBin(bin, "tally-agent")
+	if err != nil {
+		return err
+	}
+	for _, p := range []*string{&dir, &influxd, &aggBin, &agentBin} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	logs := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return err
+	}
+	certs := filepath.Join(dir, "certs")
+	agents := []struct {
+		name, region string
+		port         int
+	}{{"agent-eu", "eu-west", euPort}, {"agent-us", "us-east", usPort}}
+	if _, err := pki.GenerateDev(certs, pki.DevOptions{Agents: []string{"agent-eu", "agent-us"}, Aggregators: []string{"agg-1"}}); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+
+	logger.Info("starting InfluxDB", "binary", influxd)
+	db, err := influxtest.Launch(ctx, influxtest.Options{Binary: influxd, Dir: filepath.Join(dir, "influxdb")})
+	if err != nil {
+		return fmt.Errorf("start InfluxDB: %w", err)
+	}
+	defer db.Close()
+
+	aggCfg := filepath.Join(dir, "agg-1.yaml")
+	quicAddr := fmt.Sprintf("127.0.0.1:%d", quicPort)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
+	if err := harness.WriteAggregatorConfig(aggCfg, harness.AggregatorOptions{Name: "agg-1", DataDir: filepath.Join(dir, "agg-1"),
+		QUICAddr: quicAddr, HTTPAddr: httpAddr, CertsDir: certs, InfluxURL: db.URL(), InfluxBucket: db.Bucket()}); err != nil {
+		return err
+	}
+	agg := &harness.Proc{Name: "agg-1", Bin: aggBin, Args: []string{"-config", aggCfg}, LogPath: filepath.Join(logs, "agg-1.log")}
+	if err := agg.Start(); err != nil {
+		return err
+	}
+	defer agg.Stop(30 * time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := harness.WaitHTTP(wctx, "http://"+httpAddr+"/readyz", agg); err != nil {
+		return err
+	}
+
+	var clients []*loadgen.Client
+	for _, a := range agents {
+		cfg := filepath.Join(dir, a.name+".yaml")
+		addr := fmt.Sprintf("127.0.0.1:%d", a.port)
+		if err := harness.WriteAgentConfig(cfg, harness.AgentOptions{Name: a.name, Region: a.region, StateDir: filepath.Join(dir, a.name),
+			HTTPAddr: addr, Aggregators: []string{quicAddr}, CertsDir: certs, Secret: "demo-deployment-secret-change-me"}); err != nil {
+			return err
+		}
+		p := &harness.Proc{Name: a.name, Bin: agentBin, Args: []string{"-config", cfg}, LogPath: filepath.Join(logs, a.name+".log")}
+		if err := p.Start(); err != nil {
+			return err
+		}
+		defer p.Stop(30 * time.Second)
+		if err := harness.WaitHTTP(wctx, "http://"+addr+"/healthz", p); err != nil {
+			return err
+		}
+		clients = append(clients, &loadgen.Client{URL: "http://" + addr + "/v1/events", HTTP: &http.Client{Timeout: 30 * time.Second}})
+	}
+
+	fmt.Printf(`
+Tally demo is running.
+
+  Dashboard   http://%[1]s/?campaign=spring_sale
+  KPI API     curl 'http://%[1]s/api/v1/kpis?campaign=spring_sale'
+  Metrics     http://%[1]s/metrics  (aggregator)   http://127.0.0.1:%[2]d/metrics  http://127.0.0.1:%[3]d/metrics  (agents)
+  Agents      agent-eu (eu-west) POST http://127.0.0.1:%[2]d/v1/events
+              agent-us (us-east) POST http://127.0.0.1:%[3]d/v1/events
+  QUIC        %[4]s (mutual TLS, certificates in %[5]s)
+  InfluxDB    %[6]s  bucket %[7]s
+  Logs        %[8]s
+  Traffic     %[9]d events/s over 6 campaigns, about 5%% from crawlers (filtered at the edge)
+
+Press Ctrl-C to stop everything.
+
+`, httpAddr, euPort, usPort, quicAddr, certs, db.URL(), db.Bucket(), logs, rate)
+
+	return generate(ctx, clients, rate, logger)
+}
+
+// generate sends rate events per second, alternating agents, until ctx ends.
+func generate(ctx context.Context, clients []*loadgen.Client, rate int, logger *slog.Logger) error {
+	gen := loadgen.New(loadgen.Config{Seed: uint64(time.Now().UnixNano())})
+	var sent, failed atomic.Uint64
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	report := time.NewTicker(15 * time.Second)
+	defer report.Stop()
+	perTick := max(1, rate/4)
+	i := 0
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("stopping", "events_sent", sent.Load())
+			return nil
+		case <-report.C:
+			logger.Info("traffic", "events_sent", sent.Load(), "failed_posts", failed.Load())
+		case <-tick.C:
+			evs := make([]loadgen.Event, perTick)
+			now := time.Now()
+			for j := range evs {
+				evs[j] = gen.Event(now)
+			}
+			c := clients[i%len(clients)]
+			i++
+			go func() {
+				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := c.Post(pctx, evs); err != nil && !errors.Is(err, context.Canceled) {
+					failed.Add(1)
+					return
+				}
+				sent.Add(uint64(len(evs)))
+			}()
+		}
+	}
+}
