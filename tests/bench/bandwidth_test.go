@@ -1,0 +1,142 @@
+// Package bench holds cross-cutting benchmarks: bytes on the wire against
+// raw events, and the end-to-end throughput of one agent.
+package bench
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/tally-edge/tally/agent/botfilter"
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/privacy"
+	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/internal/loadgen"
+	"github.com/tally-edge/tally/wire"
+)
+
+// minuteOfTraffic is 100k events in one minute over 200 series (10
+// campaigns × 5 types × 4 countries) from 20k distinct visitors, as raw
+// beacon JSON would carry them.
+func minuteOfTraffic(start time.Time) []loadgen.Event {
+	rng := rand.New(rand.NewPCG(3, 4))
+	types := []string{"impression", "click", "pageview", "conversion", "email_open"}
+	countries := []string{"US", "DE", "FR", "JP"}
+	sources := []struct{ s, m string }{{"google", "cpc"}, {"facebook", "paid_social"}, {"newsletter", "email"}, {"bing", "cpc"}, {"partner_blog", "referral"}}
+	out := make([]loadgen.Event, 100_000)
+	for i := range out {
+		c := rng.IntN(10)
+		v := rng.IntN(20_000)
+		e := loadgen.Event{Type: types[rng.IntN(len(types))], TS: start.UnixMilli() + int64(rng.IntN(60_000)),
+			Campaign: fmt.Sprintf("campaign_%02d", c), Source: sources[c%len(sources)].s, Medium: sources[c%len(sources)].m,
+			Country: countries[rng.IntN(len(countries))], Visitor: fmt.Sprintf("v%06d", v), IP: fmt.Sprintf("198.51.100.%d", v%250+1),
+			UA: loadgen.BrowserUAs[v%len(loadgen.BrowserUAs)]}
+		e.URL = fmt.Sprintf("https://shop.example.com/p/%d?utm_campaign=%s&utm_source=%s&utm_medium=%s", rng.IntN(500), e.Campaign, e.Source, e.Medium)
+		if e.Type == "conversion" {
+			val := float64(500+rng.IntN(30000)) / 100
+			e.Value = &val
+		}
+		out[i] = e
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].TS < out[j].TS })
+	return out
+}
+
+func gzipSize(b []byte) int {
+	var buf bytes.Buffer
+	w, _ := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+	w.Write(b)
+	w.Close()
+	return buf.Len()
+}
+
+// wireSize pushes the events through the agent's normalisation and rollup,
+// flushing every interval of event time, and encodes every flush as the
+// shipper would. It returns the bytes on the wire and a breakdown of the
+// uncompressed payload by sketch kind.
+func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compress bool) (wireBytes int, hll, quantiles, other int, uniquesErr float64) {
+	hasher, err := privacy.NewHasher("bench-secret-0123456789", privacy.Day)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bots := botfilter.New(botfilter.Config{})
+	r := rollup.New(1, rollup.DefaultConfig())
+	ctx := &event.Context{Now: time.UnixMilli(evs[len(evs)-1].TS), Region: "eu"}
+	var batch []event.Event
+	nextFlush := time.UnixMilli(evs[0].TS).Truncate(interval).Add(interval).UnixMilli()
+	flush := func() {
+		if len(batch) > 0 {
+			if err := r.Add(batch, nil); err != nil {
+				tb.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+		cs, _, err := r.Flush(nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(cs) == 0 {
+			return
+		}
+		for _, c := range cs {
+			hll += len(c.State.HLL)
+			quantiles += len(c.State.Quantiles)
+		}
+		frame, err := wire.EncodeBatch(&wire.Batch{Version: wire.ProtocolVersion, Agent: "agent-eu", Region: "eu", Seq: 1, Contributions: cs}, wire.EncodeOptions{Compress: compress})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		plain, _ := wire.EncodeBatch(&wire.Batch{Version: wire.ProtocolVersion, Agent: "agent-eu", Region: "eu", Seq: 1, Contributions: cs}, wire.EncodeOptions{})
+		wireBytes += len(frame)
+		other += len(plain)
+	}
+	var raw event.Raw
+	for i := range evs {
+		if evs[i].TS >= nextFlush {
+			flush()
+			nextFlush += interval.Milliseconds()
+		}
+		raw = event.Raw{Type: evs[i].Type, Campaign: evs[i].Campaign, Source: evs[i].Source, Medium: evs[i].Medium,
+			Country: evs[i].Country, Visitor: evs[i].Visitor, IP: evs[i].IP, UA: evs[i].UA, URL: evs[i].URL, Value: evs[i].Value}
+		raw.TS = event.Time{UnixMillis: evs[i].TS, Set: true}
+		var e event.Event
+		if err := event.Normalize(&raw, ctx, hasher, bots, &e); err != nil {
+			tb.Fatal(err)
+		}
+		batch = append(batch, e)
+	}
+	flush()
+	other -= hll + quantiles
+	return wireBytes, hll, quantiles, other, 0
+}
+
+// BenchmarkWireBytes reports bytes on the wire for one minute of 100k
+// events over 200 series and 20k visitors, against the same events as
+// gzipped NDJSON, at several flush intervals.
+//
+//	go test -run='^$' -bench=BenchmarkWireBytes -benchtime=1x ./tests/bench/
+func BenchmarkWireBytes(b *testing.B) {
+	evs := minuteOfTraffic(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
+	ndjson := loadgen.EncodeNDJSON(evs)
+	gz := gzipSize(ndjson)
+	for _, iv := range []time.Duration{2 * time.Second, 10 * time.Second, 30 * time.Second, 60 * time.Second} {
+		b.Run(fmt.Sprintf("flush=%s", iv), func(b *testing.B) {
+			var w, hll, q, other int
+			for range b.N {
+				w, hll, q, other, _ = wireSize(b, evs, iv, true)
+			}
+			b.ReportMetric(float64(w), "wire_B/min")
+			b.ReportMetric(float64(w)/100, "wire_B/1000events")
+			b.ReportMetric(100*float64(w)/float64(gz), "%_of_gzip_ndjson")
+			b.ReportMetric(float64(hll), "hll_B_raw")
+			b.ReportMetric(float64(q), "quantiles_B_raw")
+			b.ReportMetric(float64(other), "keys+counters_B_raw")
+			b.ReportMetric(float64(gz), "gzip_ndjson_B")
+			b.ReportMetric(float64(len(ndjson)), "ndjson_B")
+		})
+	}
+}
