@@ -377,11 +377,12 @@ func (s *Spool) Commit(batches [][]byte, meta CommitMeta) (seqs []uint64, err er
 		// Acked segments may be waiting for the next checkpoint: free
 		// them now rather than refuse the flush. The flag tells the
 		// checkpoint to seal the active segment if that is what it takes.
+		// Retry whether or not this checkpoint freed anything: the
+		// background checkpoint may have freed the space between our
+		// Append and this call. The second answer is authoritative.
 		s.full.Store(true)
-		var freed bool
-		if freed, ckErr = s.checkpoint(); freed {
-			start, end, err = s.log.Append(recs...)
-		}
+		_, ckErr = s.checkpoint()
+		start, end, err = s.log.Append(recs...)
 	}
 	if err != nil {
 		used, limit := s.Usage()
