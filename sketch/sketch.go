@@ -8,9 +8,10 @@
 //   - Counters (events, value and cost sums in micro-units, bot counts) are
 //     cumulative per contribution and are replaced, never added, when a newer
 //     version of the same contribution arrives.
-//   - The HyperLogLog is shipped as the delta since the previous flush. Union is
-//     idempotent and commutative, so the receiver unions every delta it sees,
-//     in any order and any number of times.
+//   - Uniques are shipped as the HyperLogLog register updates since the
+//     previous flush (Registers). Union is idempotent and commutative, so the
+//     receiver unions every update it sees, in any order and any number of
+//     times. Stored and merged states carry the library's HLL encoding.
 //   - Money is fixed-point (millionths) so sums never drift with float rounding.
 package sketch
 
@@ -207,12 +208,13 @@ func (s *State) Merge(o *State) error {
 }
 
 // UniquesEstimate returns the estimated number of distinct visitors. It
-// estimates on a clone because the library's Estimate mutates the sketch.
+// estimates on a dense copy, which leaves s untouched (the library's
+// Estimate mutates the sketch) and is exact for register updates.
 func (s *State) UniquesEstimate() uint64 {
 	if s.Uniques == nil {
 		return 0
 	}
-	return s.Uniques.Clone().Estimate()
+	return estimate(s.Uniques)
 }
 
 // Quantile returns the q-quantile of values, or 0 when there are none.
@@ -255,6 +257,9 @@ type Encoded struct {
 	Bots        map[string]uint64 `msgpack:"b,omitempty"`
 	HLL         []byte            `msgpack:"h,omitempty"`
 	Quantiles   []byte            `msgpack:"q,omitempty"`
+	// Registers carries HLL register updates (see Registers): what an
+	// agent ships instead of HLL. Decode unions both into Uniques.
+	Registers []byte `msgpack:"g,omitempty"`
 }
 
 // ErrCorrupt reports an encoded sketch that cannot be decoded.
@@ -299,6 +304,9 @@ func (e Encoded) Decode() (*State, error) {
 			return nil, err
 		}
 		s.Uniques = h
+	}
+	if err := s.MergeRegisters(e.Registers); err != nil {
+		return nil, err
 	}
 	if len(e.Quantiles) > 0 {
 		q, err := DecodeQuantiles(e.Quantiles)

@@ -5,7 +5,8 @@
 // the agent's restart epoch in the high 32 bits and a counter in the low
 // 32. A flush emits the state of every object that changed, with its
 // version incremented: cumulative counters and quantiles, and the
-// HyperLogLog delta since the previous flush (see package sketch). When a
+// HyperLogLog register updates since the previous flush (see
+// sketch.Registers). When a
 // minute has been idle for the lateness window its object is dropped; a
 // later event for that minute opens a new object with a new CID, so what
 // was already shipped is never replaced by less.
@@ -38,7 +39,8 @@ func DefaultConfig() Config { return Config{Lateness: time.Hour, MaxOpen: 1_000_
 type entry struct {
 	cid     uint64
 	version uint64
-	state   sketch.State // Uniques holds only the delta since the last flush
+	state   sketch.State     // counters and quantiles, cumulative; Uniques unused
+	regs    sketch.Registers // HLL register updates since the last flush
 	dirty   bool
 	touched int64 // unix seconds of the last change, by the agent's clock
 }
@@ -138,7 +140,7 @@ func (r *Rollup) apply(e *event.Event, now int64) {
 	if e.HasValue {
 		en.state.AddValue(e.ValueMicros)
 	}
-	en.state.AddVisitor(e.Visitor)
+	en.regs.Add(e.Visitor)
 }
 
 // Flush returns the contributions of every changed series-minute, each
@@ -166,9 +168,12 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
+		if en.regs.Len() > 0 {
+			enc.Registers = en.regs.AppendBinary(nil)
+		}
 		en.version++
 		out = append(out, wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
-		en.state.Uniques = nil
+		en.regs.Reset()
 		en.dirty = false
 	}
 	return out, pos, nil

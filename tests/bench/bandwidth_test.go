@@ -83,7 +83,7 @@ func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compre
 			return
 		}
 		for _, c := range cs {
-			hll += len(c.State.HLL)
+			hll += len(c.State.HLL) + len(c.State.Registers)
 			quantiles += len(c.State.Quantiles)
 		}
 		frame, err := wire.EncodeBatch(&wire.Batch{Version: wire.ProtocolVersion, Agent: "agent-eu", Region: "eu", Seq: 1, Contributions: cs}, wire.EncodeOptions{Compress: compress})
@@ -132,7 +132,7 @@ func BenchmarkWireBytes(b *testing.B) {
 			b.ReportMetric(float64(w), "wire_B/min")
 			b.ReportMetric(float64(w)/100, "wire_B/1000events")
 			b.ReportMetric(100*float64(w)/float64(gz), "%_of_gzip_ndjson")
-			b.ReportMetric(float64(hll), "hll_B_raw")
+			b.ReportMetric(float64(hll), "uniques_B_raw")
 			b.ReportMetric(float64(q), "quantiles_B_raw")
 			b.ReportMetric(float64(other), "keys+counters_B_raw")
 			b.ReportMetric(float64(gz), "gzip_ndjson_B")
