@@ -38,15 +38,16 @@ test: influxdb lint ## The whole suite: vet, gofmt, tidy check, race-detected un
 test-short: ## Unit tests only (no InfluxDB, no e2e).
 	$(GO) test -short -count=1 $(PKGS)
 
-demo: build influxdb ## Build, start InfluxDB, 3... aggregator(s), two agents and generated traffic; print the dashboard URL.
+demo: build influxdb ## Build, start InfluxDB, an aggregator, two agents and generated traffic; print the dashboard URL.
 	$(BIN)/tally-demo -bin $(BIN) -influxd $(INFLUXD) -dir .demo
 
 bench: influxdb ## Benchmarks (ingest, rollup, merge, wire, end to end).
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
 
-fuzz: ## Run every fuzzer for FUZZTIME (default 30s).
-	@for f in $$(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' wire | sed 's/func //'); do \
-	  echo "== $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} ./wire/; done
+fuzz: ## Run every fuzzer (wire, sketch) for FUZZTIME each (default 30s).
+	@for pkg in ./wire ./sketch; do \
+	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} $$pkg; done; done
 
 lint: fmt-check tidy-check ## go vet, gofmt and go.mod tidiness.
 	$(GO) vet $(PKGS)
