@@ -10,19 +10,19 @@ import (
 	"github.com/axiomhq/hyperloglog"
 )
 
-// Registers is what an agent ships for uniques between two flushes: the
-// HyperLogLog register updates (index, rho) at HLLPrecision that the
-// flush's visitor hashes produce, instead of the library's sparse sketch.
+// Registers is what an agent ships for uniques: the HyperLogLog register
+// updates (index, rho) at HLLPrecision that raise a register above what
+// earlier flushes of the same series-minute already shipped.
 //
-// Why: the library's sparse encoding keeps 25-bit indexes for precision
-// at small cardinalities and costs about 4 bytes per distinct visitor per
-// series; a register update needs an index gap (mostly one byte) and a
-// rho (one byte that compresses to a few bits), which cuts the bytes on
-// the wire for uniques by half or more. The receiver folds each update
-// into a library sketch with a hash crafted to land on exactly that
-// register and rho (see craftHash), and every estimate is taken from a
-// dense sketch (see State.UniquesEstimate), where the crafted and the
-// original hashes are indistinguishable.
+// Why not the library's own sparse sketch: its encoding keeps 25-bit
+// indexes for precision at small cardinalities and costs about 4 bytes per
+// distinct visitor per series. A register update costs an index gap
+// (mostly one byte) and a rho (whose skewed distribution compresses to a
+// few bits), and sending only increases means a returning visitor costs
+// nothing. The receiver folds each update into a library sketch with a
+// hash crafted to land on exactly that register and rho (craftHash), and
+// every estimate is taken from a dense sketch (State.UniquesEstimate),
+// where crafted and original hashes are indistinguishable.
 //
 // Index and rho are derived exactly as axiomhq/hyperloglog's dense
 // representation does: the index is the top HLLPrecision bits of the
@@ -31,27 +31,30 @@ import (
 //
 // The zero value is empty and ready. Registers is not safe for concurrent use.
 type Registers struct {
-	// packed holds index<<8 | rho, unsorted after Add, sorted and unique
-	// (max rho per index) after compact.
+	// packed holds pending index<<8 | rho: unsorted after Add, sorted and
+	// unique (max rho per index) after compact.
 	packed    []uint32
 	compacted int // length after the last compact
 	// dense replaces packed once a flush interval touches more registers
 	// than a sorted list handles cheaply: a 16 KiB array, allocated only
-	// for such heavy series and dropped by Reset.
+	// for such heavy series and dropped at the next AppendUpdates.
 	dense *[numRegisters]uint8
-	// compactions since Reset: a series that keeps needing them sees
-	// thousands of events per flush and is cheaper with the dense array.
+	// compactions since the last AppendUpdates: a series that keeps
+	// needing them sees thousands of events per flush and is cheaper with
+	// the dense array.
 	compactions int
+	// shipped is every register already shipped with its rho, sorted by
+	// index: updates that do not raise it are not sent again.
+	shipped []uint32
 }
-
-// denseAfter is the number of distinct registers at which Registers
-// switches from a sorted list to a dense array (it also switches after
-// four compactions, i.e. ≥ 16k events in one flush interval).
-const denseAfter = 2048
 
 const (
 	numRegisters = 1 << HLLPrecision
 	maxRho       = 64 - HLLPrecision + 1
+	// denseAfter is the number of distinct pending registers at which
+	// Registers switches from a sorted list to a dense array (it also
+	// switches after four compactions, i.e. ≥ 16k events in one flush).
+	denseAfter = 2048
 )
 
 // RegisterOf returns the register index and rho of a hash.
@@ -95,26 +98,6 @@ func (r *Registers) Add(h uint64) {
 	}
 }
 
-// Len returns the number of distinct registers recorded.
-func (r *Registers) Len() int {
-	if r.dense != nil {
-		n := 0
-		for _, v := range r.dense {
-			if v != 0 {
-				n++
-			}
-		}
-		return n
-	}
-	r.compact()
-	return len(r.packed)
-}
-
-// Reset empties r, keeping its list memory and dropping a dense array.
-func (r *Registers) Reset() {
-	r.packed, r.compacted, r.dense, r.compactions = r.packed[:0], 0, nil, 0
-}
-
 func (r *Registers) compact() {
 	if len(r.packed) == r.compacted {
 		return
@@ -131,29 +114,70 @@ func (r *Registers) compact() {
 	r.packed, r.compacted = out, len(out)
 }
 
-// AppendBinary appends the encoding: uvarint count, then per register in
-// index order, uvarint(index gap) and one byte rho.
-func (r *Registers) AppendBinary(b []byte) []byte {
-	if r.dense != nil {
-		b = binary.AppendUvarint(b, uint64(r.Len()))
-		prev := 0
-		for i, rho := range r.dense {
-			if rho != 0 {
-				b = binary.AppendUvarint(b, uint64(i-prev))
-				b = append(b, rho)
-				prev = i
-			}
+// pending returns the pending updates, sorted and unique.
+func (r *Registers) pending() []uint32 {
+	if r.dense == nil {
+		r.compact()
+		return r.packed
+	}
+	out := r.packed[:0]
+	for i, rho := range r.dense {
+		if rho != 0 {
+			out = append(out, uint32(i)<<8|uint32(rho))
 		}
+	}
+	r.packed = out
+	return out
+}
+
+// Shipped returns how many registers have been shipped.
+func (r *Registers) Shipped() int { return len(r.shipped) }
+
+// AppendUpdates appends the encoding of every pending update that raises
+// a register above what was shipped before, records those as shipped and
+// clears the pending set. It returns b unchanged when nothing rises.
+//
+// Encoding: uvarint count n, then n uvarint index gaps (the first from 0),
+// then n rho bytes. Gaps and rhos are kept apart because they compress
+// very differently.
+func (r *Registers) AppendUpdates(b []byte) []byte {
+	pend := r.pending()
+	var ups []uint32
+	merged := make([]uint32, 0, len(r.shipped)+len(pend))
+	i, j := 0, 0
+	for i < len(r.shipped) || j < len(pend) {
+		switch {
+		case j == len(pend) || (i < len(r.shipped) && r.shipped[i]>>8 < pend[j]>>8):
+			merged = append(merged, r.shipped[i])
+			i++
+		case i == len(r.shipped) || pend[j]>>8 < r.shipped[i]>>8:
+			merged = append(merged, pend[j])
+			ups = append(ups, pend[j])
+			j++
+		default: // same index
+			if uint8(pend[j]) > uint8(r.shipped[i]) {
+				merged = append(merged, pend[j])
+				ups = append(ups, pend[j])
+			} else {
+				merged = append(merged, r.shipped[i])
+			}
+			i++
+			j++
+		}
+	}
+	r.shipped = merged
+	r.packed, r.compacted, r.dense, r.compactions = r.packed[:0], 0, nil, 0
+	if len(ups) == 0 {
 		return b
 	}
-	r.compact()
-	b = binary.AppendUvarint(b, uint64(len(r.packed)))
+	b = binary.AppendUvarint(b, uint64(len(ups)))
 	prev := uint32(0)
-	for _, v := range r.packed {
-		idx := v >> 8
-		b = binary.AppendUvarint(b, uint64(idx-prev))
+	for _, v := range ups {
+		b = binary.AppendUvarint(b, uint64(v>>8-prev))
+		prev = v >> 8
+	}
+	for _, v := range ups {
 		b = append(b, byte(v))
-		prev = idx
 	}
 	return b
 }
@@ -161,39 +185,42 @@ func (r *Registers) AppendBinary(b []byte) []byte {
 // DecodeRegisters calls fn for every register update in b, validating
 // the encoding first so fn never sees part of a corrupt input.
 func DecodeRegisters(b []byte, fn func(index uint16, rho uint8)) error {
-	if err := walkRegisters(b, nil); err != nil {
-		return err
-	}
-	return walkRegisters(b, fn)
-}
-
-func walkRegisters(b []byte, fn func(uint16, uint8)) error {
 	n, k := binary.Uvarint(b)
-	if k <= 0 || n > numRegisters || n > uint64(len(b)) {
+	if k <= 0 || n == 0 || n > numRegisters || n > uint64(len(b)) {
 		return fmt.Errorf("%w: registers: bad count", ErrCorrupt)
 	}
-	b = b[k:]
-	idx := uint64(0)
+	gaps := b[k:]
+	// Walk the gaps once to find where the rhos start and validate.
+	off, idx := 0, uint64(0)
 	for i := range n {
-		gap, k := binary.Uvarint(b)
-		if k <= 0 || len(b) < k+1 {
-			return fmt.Errorf("%w: registers: truncated at entry %d", ErrCorrupt, i)
+		gap, k := binary.Uvarint(gaps[off:])
+		if k <= 0 {
+			return fmt.Errorf("%w: registers: truncated gap %d", ErrCorrupt, i)
 		}
 		if i > 0 && gap == 0 {
 			return fmt.Errorf("%w: registers: index repeated at entry %d", ErrCorrupt, i)
 		}
 		idx += gap
-		rho := b[k]
-		if idx >= numRegisters || rho == 0 || rho > maxRho {
-			return fmt.Errorf("%w: registers: entry %d out of range (index %d, rho %d)", ErrCorrupt, i, idx, rho)
+		if idx >= numRegisters {
+			return fmt.Errorf("%w: registers: index %d out of range at entry %d", ErrCorrupt, idx, i)
 		}
-		b = b[k+1:]
-		if fn != nil {
-			fn(uint16(idx), rho)
+		off += k
+	}
+	rhos := gaps[off:]
+	if uint64(len(rhos)) != n {
+		return fmt.Errorf("%w: registers: %d rho bytes for %d entries", ErrCorrupt, len(rhos), n)
+	}
+	for i, rho := range rhos {
+		if rho == 0 || rho > maxRho {
+			return fmt.Errorf("%w: registers: rho %d out of range at entry %d", ErrCorrupt, rho, i)
 		}
 	}
-	if len(b) != 0 {
-		return fmt.Errorf("%w: registers: %d trailing bytes", ErrCorrupt, len(b))
+	off, idx = 0, 0
+	for i := range n {
+		gap, k := binary.Uvarint(gaps[off:])
+		off += k
+		idx += gap
+		fn(uint16(idx), rhos[i])
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ func TestRegistersMatchTheLibrary(t *testing.T) {
 			regs.Add(h)
 		}
 		var st State
-		if err := st.MergeRegisters(regs.AppendBinary(nil)); err != nil {
+		if err := st.MergeRegisters(regs.AppendUpdates(nil)); err != nil {
 			t.Fatal(err)
 		}
 		viaRegs := hyperloglog.NewNoSparse()
@@ -76,13 +76,12 @@ func TestEstimateAccuracy(t *testing.T) {
 			regs.Add(rng.Uint64() | 1)
 			// Ship in several flushes, as an agent does.
 			if i%997 == 0 {
-				if err := st.MergeRegisters(regs.AppendBinary(nil)); err != nil {
+				if err := st.MergeRegisters(regs.AppendUpdates(nil)); err != nil {
 					t.Fatal(err)
 				}
-				regs.Reset()
 			}
 		}
-		if err := st.MergeRegisters(regs.AppendBinary(nil)); err != nil {
+		if err := st.MergeRegisters(regs.AppendUpdates(nil)); err != nil {
 			t.Fatal(err)
 		}
 		got := float64(st.UniquesEstimate())
@@ -98,20 +97,21 @@ func TestEstimateAccuracy(t *testing.T) {
 
 func TestRegistersEncoding(t *testing.T) {
 	var r Registers
-	if got := r.AppendBinary(nil); !bytes.Equal(got, []byte{0}) {
-		t.Fatalf("empty encoding %v", got)
+	if got := r.AppendUpdates(nil); got != nil {
+		t.Fatalf("nothing pending encodes as %v", got)
 	}
 	r.Add(craftHash(3, 2))
 	r.Add(craftHash(3, 5)) // same register, higher rho wins
 	r.Add(craftHash(3, 1))
 	r.Add(craftHash(200, 1))
 	r.Add(0) // no visitor
-	want := []byte{2, 3, 5, 197, 1, 1}
-	if got := r.AppendBinary(nil); !bytes.Equal(got, want) {
+	// count, gaps 3 and 197, then rhos 5 and 1
+	want := []byte{2, 3, 197, 1, 5, 1}
+	if got := r.AppendUpdates(nil); !bytes.Equal(got, want) {
 		t.Fatalf("encoding %v, want %v", got, want)
 	}
 	for _, bad := range [][]byte{
-		nil, {}, {1}, {1, 0}, {2, 3, 5}, {2, 3, 5, 0, 1}, // truncated, repeated index
+		nil, {}, {0}, {1}, {1, 0}, {2, 3, 5}, {2, 3, 0, 5, 1}, // truncated, repeated index
 		{1, 0, 0}, {1, 0, maxRho + 1}, // rho out of range
 		{1, 0x80, 0x80, 0x01, 1}, // index beyond the register count
 		{1, 3, 5, 9},             // trailing bytes
@@ -121,6 +121,30 @@ func TestRegistersEncoding(t *testing.T) {
 		if err := DecodeRegisters(bad, func(uint16, uint8) { calls++ }); err == nil || calls != 0 {
 			t.Fatalf("DecodeRegisters(%v) = %v after %d calls; want an error and no calls", bad, err, calls)
 		}
+	}
+}
+
+// TestOnlyIncreasesAreShipped: a register already shipped at a rho is not
+// shipped again unless a later hash raises it.
+func TestOnlyIncreasesAreShipped(t *testing.T) {
+	var r Registers
+	r.Add(craftHash(10, 3))
+	r.Add(craftHash(20, 2))
+	if got := r.AppendUpdates(nil); !bytes.Equal(got, []byte{2, 10, 10, 3, 2}) {
+		t.Fatalf("first flush %v", got)
+	}
+	r.Add(craftHash(10, 2)) // lower: nothing to send
+	r.Add(craftHash(20, 2)) // equal: nothing to send
+	if got := r.AppendUpdates(nil); got != nil {
+		t.Fatalf("second flush sent %v", got)
+	}
+	r.Add(craftHash(20, 4)) // raised
+	r.Add(craftHash(5, 1))  // new
+	if got := r.AppendUpdates(nil); !bytes.Equal(got, []byte{2, 5, 15, 1, 4}) {
+		t.Fatalf("third flush %v", got)
+	}
+	if r.Shipped() != 3 {
+		t.Fatalf("shipped %d registers, want 3", r.Shipped())
 	}
 }
 
@@ -139,7 +163,7 @@ func TestDenseSwitchKeepsContent(t *testing.T) {
 		t.Fatal("never switched to the dense array")
 	}
 	var st State
-	if err := st.MergeRegisters(r.AppendBinary(nil)); err != nil {
+	if err := st.MergeRegisters(r.AppendUpdates(nil)); err != nil {
 		t.Fatal(err)
 	}
 	via := hyperloglog.NewNoSparse()
@@ -149,9 +173,8 @@ func TestDenseSwitchKeepsContent(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatal("dense switch lost register updates")
 	}
-	r.Reset()
-	if r.dense != nil || r.Len() != 0 {
-		t.Fatal("Reset kept state")
+	if r.dense != nil || len(r.packed) != 0 {
+		t.Fatal("AppendUpdates kept pending state")
 	}
 }
 
@@ -160,9 +183,9 @@ func FuzzDecodeRegisters(f *testing.F) {
 	for i := range 50 {
 		r.Add(uint64(i+1) * 0x9E3779B97F4A7C15)
 	}
-	f.Add(r.AppendBinary(nil))
+	f.Add(r.AppendUpdates(nil))
 	f.Add([]byte{0})
-	f.Add([]byte{2, 3, 5, 197, 1})
+	f.Add([]byte{2, 3, 197, 5, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var st State
 		_ = st.MergeRegisters(b)

@@ -40,7 +40,7 @@ type entry struct {
 	cid     uint64
 	version uint64
 	state   sketch.State     // counters and quantiles, cumulative; Uniques unused
-	regs    sketch.Registers // HLL register updates since the last flush
+	regs    sketch.Registers // HLL register updates, pending and shipped
 	dirty   bool
 	touched int64 // unix seconds of the last change, by the agent's clock
 }
@@ -168,12 +168,9 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		if en.regs.Len() > 0 {
-			enc.Registers = en.regs.AppendBinary(nil)
-		}
+		enc.Registers = en.regs.AppendUpdates(nil)
 		en.version++
 		out = append(out, wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
-		en.regs.Reset()
 		en.dirty = false
 	}
 	return out, pos, nil

@@ -21,7 +21,9 @@ import (
 
 // minuteOfTraffic is 100k events in one minute over 200 series (10
 // campaigns × 5 types × 4 countries) from 20k distinct visitors, as raw
-// beacon JSON would carry them.
+// beacon JSON would carry them. A visitor keeps one campaign (the link
+// they came by), one country and one browser for the minute; the event
+// types of their visit vary.
 func minuteOfTraffic(start time.Time) []loadgen.Event {
 	rng := rand.New(rand.NewPCG(3, 4))
 	types := []string{"impression", "click", "pageview", "conversion", "email_open"}
@@ -29,11 +31,11 @@ func minuteOfTraffic(start time.Time) []loadgen.Event {
 	sources := []struct{ s, m string }{{"google", "cpc"}, {"facebook", "paid_social"}, {"newsletter", "email"}, {"bing", "cpc"}, {"partner_blog", "referral"}}
 	out := make([]loadgen.Event, 100_000)
 	for i := range out {
-		c := rng.IntN(10)
 		v := rng.IntN(20_000)
+		c := v % 10
 		e := loadgen.Event{Type: types[rng.IntN(len(types))], TS: start.UnixMilli() + int64(rng.IntN(60_000)),
 			Campaign: fmt.Sprintf("campaign_%02d", c), Source: sources[c%len(sources)].s, Medium: sources[c%len(sources)].m,
-			Country: countries[rng.IntN(len(countries))], Visitor: fmt.Sprintf("v%06d", v), IP: fmt.Sprintf("198.51.100.%d", v%250+1),
+			Country: countries[(v/10)%len(countries)], Visitor: fmt.Sprintf("v%06d", v), IP: fmt.Sprintf("198.51.100.%d", v%250+1),
 			UA: loadgen.BrowserUAs[v%len(loadgen.BrowserUAs)]}
 		e.URL = fmt.Sprintf("https://shop.example.com/p/%d?utm_campaign=%s&utm_source=%s&utm_medium=%s", rng.IntN(500), e.Campaign, e.Source, e.Medium)
 		if e.Type == "conversion" {
