@@ -65,6 +65,12 @@ type Collector struct {
 	flushMu sync.Mutex
 	pending *pendingFlush // cut but not yet committed
 
+	// positions are the sources' read positions. They change only inside
+	// rollup.Add's critical section, so a flush's cut sees exactly the
+	// positions of the events it holds.
+	posMu     sync.Mutex
+	positions map[string]Position
+
 	bufPool sync.Pool
 
 	m metrics
@@ -73,6 +79,7 @@ type Collector struct {
 type pendingFlush struct {
 	batches    [][]byte
 	journalPos uint64
+	positions  []byte
 	contribs   int
 }
 
@@ -98,7 +105,8 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 	if rec := j.Recovered(); rec.Dropped > 0 {
 		logger.Warn("journal had a torn tail from a crash; dropped the partial record", "bytes", rec.Dropped)
 	}
-	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), journal: j, spool: sp}
+	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), journal: j, spool: sp,
+		positions: map[string]Position{}}
 	c.bufPool.New = func() any { b := make([]byte, 0, 32<<10); return &b }
 	c.m = metrics{
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_flushes_total",
@@ -129,6 +137,11 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 // rollup.
 func (c *Collector) replay() error {
 	meta, _ := c.spool.LastCommitMeta()
+	positions, err := decodePositions(meta.Data)
+	if err != nil {
+		return err
+	}
+	c.positions = positions
 	from := seglog.Pos(meta.JournalPos)
 	if start := c.journal.Start(); from < start {
 		// Released segments are older than the commit; nothing is lost.
@@ -136,9 +149,15 @@ func (c *Collector) replay() error {
 	}
 	var n int
 	var evs []event.Event
-	err := c.journal.Read(from, func(_ seglog.Pos, rec []byte) error {
-		var err error
-		evs, err = event.DecodeEvents(rec, evs[:0])
+	err = c.journal.Read(from, func(_ seglog.Pos, rec []byte) error {
+		pos, body, err := splitRecord(rec)
+		if err != nil {
+			return err
+		}
+		if pos != nil {
+			c.positions[pos.Source] = *pos
+		}
+		evs, err = event.DecodeEvents(body, evs[:0])
 		if err != nil {
 			return err
 		}
@@ -156,16 +175,30 @@ func (c *Collector) replay() error {
 }
 
 // Accept journals and applies events (ingest.Sink).
-func (c *Collector) Accept(events []event.Event) error {
+func (c *Collector) Accept(events []event.Event) error { return c.accept(events, nil) }
+
+// AcceptAt journals and applies events read by a source up to pos, and
+// records pos in the same journal record. events may be empty (lines that
+// held no event still move the position). It returns *ingest.BusyError
+// when the agent cannot take events now; the source must then wait and
+// offer the same events again, never skip them.
+func (c *Collector) AcceptAt(events []event.Event, pos Position) error { return c.accept(events, &pos) }
+
+func (c *Collector) accept(events []event.Event, pos *Position) error {
 	if c.spool.Full() {
 		c.m.busy.WithLabelValues("spool_full").Inc()
 		return &ingest.BusyError{Reason: "spool full: the aggregator is unreachable or slow", RetryAfter: c.cfg.FlushInterval}
 	}
 	bp := c.bufPool.Get().(*[]byte)
-	rec := event.AppendEvents((*bp)[:0], events)
+	rec := event.AppendEvents(appendRecordHeader((*bp)[:0], pos), events)
 	err := c.rollup.Add(events, func() error {
 		if _, _, err := c.journal.Append(rec); err != nil {
 			return err
+		}
+		if pos != nil {
+			c.posMu.Lock()
+			c.positions[pos.Source] = *pos
+			c.posMu.Unlock()
 		}
 		if c.cfg.JournalFsync {
 			return c.journal.Sync()
@@ -197,9 +230,19 @@ func (c *Collector) Flush() error {
 	defer c.flushMu.Unlock()
 	start := time.Now()
 	if c.pending == nil {
-		contribs, pos, err := c.rollup.Flush(func() uint64 { return uint64(c.journal.End()) })
+		var positions []byte
+		var posErr error
+		contribs, pos, err := c.rollup.Flush(func() uint64 {
+			c.posMu.Lock()
+			positions, posErr = encodePositions(c.positions)
+			c.posMu.Unlock()
+			return uint64(c.journal.End())
+		})
 		if err != nil {
 			return fmt.Errorf("cut rollup: %w", err)
+		}
+		if posErr != nil {
+			return posErr
 		}
 		if len(contribs) == 0 {
 			c.m.flushes.WithLabelValues("empty").Inc()
@@ -209,7 +252,7 @@ func (c *Collector) Flush() error {
 		if err != nil {
 			return err
 		}
-		c.pending = &pendingFlush{batches: batches, journalPos: pos, contribs: len(contribs)}
+		c.pending = &pendingFlush{batches: batches, journalPos: pos, positions: positions, contribs: len(contribs)}
 	}
 	// The journal must be on disk before the spool says it is covered:
 	// otherwise a power loss could leave a commit pointing past records
@@ -221,7 +264,7 @@ func (c *Collector) Flush() error {
 		return fmt.Errorf("sync journal: %w", err)
 	}
 	p := c.pending
-	if _, err := c.spool.Commit(p.batches, spool.CommitMeta{JournalPos: p.journalPos}); err != nil {
+	if _, err := c.spool.Commit(p.batches, spool.CommitMeta{JournalPos: p.journalPos, Data: p.positions}); err != nil {
 		c.m.flushes.WithLabelValues("retry").Inc()
 		return fmt.Errorf("commit flush of %d contributions: %w", p.contribs, err)
 	}

@@ -1,0 +1,88 @@
+package collector
+
+import (
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/spool"
+	"github.com/tally-edge/tally/sketch"
+)
+
+func openForPositions(t *testing.T, dir string, epoch uint32) (*spool.Spool, *Collector) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sp, err := spool.Open(filepath.Join(dir, "spool"), spool.Config{MaxBytes: 64 << 20}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(Config{Dir: dir, Epoch: epoch, FlushInterval: time.Second, Rollup: rollup.DefaultConfig(),
+		JournalMaxBytes: 64 << 20}, sp, prometheus.NewRegistry(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp, c
+}
+
+func unflushedEvents(n int) []event.Event {
+	evs := make([]event.Event, n)
+	for i := range evs {
+		evs[i] = event.Event{Series: sketch.Series{Campaign: "c", Type: "pageview", Region: "eu"}, UnixMillis: time.Now().UnixMilli()}
+	}
+	return evs
+}
+
+// TestPositionsSurviveCrashes: the position a source reached is restored
+// after a crash whether its events were already flushed (from the commit)
+// or only journaled (from the replay), and an empty batch still moves it.
+func TestPositionsSurviveCrashes(t *testing.T) {
+	dir := t.TempDir()
+	sp, c := openForPositions(t, dir, 1)
+	if err := c.AcceptAt(unflushedEvents(3), Position{Source: "tail:a.log", File: "1:10", Offset: 300}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AcceptAt(unflushedEvents(2), Position{Source: "tail:a.log", File: "1:10", Offset: 500}); err != nil {
+		t.Fatal(err)
+	}
+	// Malformed lines only: no events, the position still moves.
+	if err := c.AcceptAt(nil, Position{Source: "tail:b.log", File: "1:11", Offset: 42}); err != nil {
+		t.Fatal(err)
+	}
+	// Crash: no final flush.
+	c.Close()
+	sp.Close()
+
+	sp, c = openForPositions(t, dir, 2)
+	got := c.Positions()
+	if got["tail:a.log"].Offset != 500 || got["tail:a.log"].File != "1:10" || got["tail:b.log"].Offset != 42 {
+		t.Fatalf("positions after crash: %+v", got)
+	}
+	if st := c.Stats(); st.Events != 2 {
+		t.Fatalf("replayed %d events, want the 2 unflushed", st.Events)
+	}
+	// Flushed now: the commit carries the positions, and a crash after it
+	// restores them without replaying anything.
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	sp.Close()
+	sp, c = openForPositions(t, dir, 3)
+	defer sp.Close()
+	defer c.Close()
+	if got := c.Positions(); got["tail:a.log"].Offset != 500 || got["tail:b.log"].Offset != 42 {
+		t.Fatalf("positions after a committed flush: %+v", got)
+	}
+	if st := c.Stats(); st.Events != 0 {
+		t.Fatalf("replayed %d events after a committed flush", st.Events)
+	}
+}
