@@ -21,6 +21,7 @@ import (
 	"math"
 
 	"github.com/DataDog/sketches-go/ddsketch"
+	enc "github.com/DataDog/sketches-go/ddsketch/encoding"
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
 	"github.com/DataDog/sketches-go/ddsketch/store"
 	"github.com/axiomhq/hyperloglog"
@@ -345,15 +346,78 @@ func safeByte(b []byte, i int) int {
 }
 
 // DecodeQuantiles decodes a value sketch encoded without its index mapping.
+//
+// It does not hand the input to the library's decoder, which ignores
+// errors in the bins (a truncated sketch decodes "successfully" with half
+// its values) and allocates in proportion to the gap between bin indexes
+// (nine hostile bytes can ask for gigabytes). Instead it walks the flags,
+// reads the bins into a map-based store, checks every index against the
+// mapping's range and every count, and only then builds the sketch.
 func DecodeQuantiles(b []byte) (q *ddsketch.DDSketch, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			q, err = nil, fmt.Errorf("%w: quantiles: %v", ErrCorrupt, r)
 		}
 	}()
-	q, err = ddsketch.DecodeDDSketch(b, store.DenseStoreConstructor, quantileMapping)
-	if err != nil {
-		return nil, fmt.Errorf("%w: quantiles: %v", ErrCorrupt, err)
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: quantiles: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+	}
+	pos, neg := store.NewSparseStore(), store.NewSparseStore()
+	var zero float64
+	buf := b
+	for len(buf) > 0 {
+		flag, err := enc.DecodeFlag(&buf)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+		switch {
+		case flag.Type() == enc.FlagTypePositiveStore:
+			err = store.DecodeAndMergeWith(pos, &buf, flag.SubFlag())
+		case flag.Type() == enc.FlagTypeNegativeStore:
+			err = store.DecodeAndMergeWith(neg, &buf, flag.SubFlag())
+		case flag == enc.FlagZeroCountVarFloat:
+			var z float64
+			z, err = enc.DecodeVarfloat64(&buf)
+			zero += z
+		default:
+			return nil, bad("unexpected flag %#x", flag)
+		}
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+	}
+	if math.IsNaN(zero) || math.IsInf(zero, 0) || zero < 0 {
+		return nil, bad("zero count %v", zero)
+	}
+	lo, hi := quantileMapping.Index(quantileMapping.MinIndexableValue()), quantileMapping.Index(quantileMapping.MaxIndexableValue())
+	var verr error
+	check := func(index int, count float64) bool {
+		if index < lo || index > hi || math.IsNaN(count) || math.IsInf(count, 0) || count <= 0 {
+			verr = bad("bin %d with count %v is out of range", index, count)
+			return true
+		}
+		return false
+	}
+	pos.ForEach(check)
+	if verr == nil {
+		neg.ForEach(check)
+	}
+	if verr != nil {
+		return nil, verr
+	}
+	q = NewQuantiles()
+	pos.ForEach(func(index int, count float64) bool {
+		q.GetPositiveValueStore().AddWithCount(index, count)
+		return false
+	})
+	neg.ForEach(func(index int, count float64) bool {
+		q.GetNegativeValueStore().AddWithCount(index, count)
+		return false
+	})
+	if zero > 0 {
+		if err := q.AddWithCount(0, zero); err != nil {
+			return nil, bad("%v", err)
+		}
 	}
 	return q, nil
 }

@@ -98,7 +98,13 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 		cfg.MaxBatchContributions = 2000
 	}
 	logger = logger.With("component", "collector")
-	j, err := seglog.Open(filepath.Join(cfg.Dir, "journal"), seglog.Options{SegmentSize: 8 << 20, MaxBytes: cfg.JournalMaxBytes})
+	// Disk is given back a whole segment at a time, so a segment must be
+	// well below the bound or the journal could fill its only segment.
+	segment := int64(8 << 20)
+	if cfg.JournalMaxBytes > 0 {
+		segment = min(segment, cfg.JournalMaxBytes/4)
+	}
+	j, err := seglog.Open(filepath.Join(cfg.Dir, "journal"), seglog.Options{SegmentSize: segment, MaxBytes: cfg.JournalMaxBytes})
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
@@ -217,7 +223,7 @@ func (c *Collector) accept(events []event.Event, pos *Position) error {
 		return &ingest.BusyError{Reason: err.Error(), RetryAfter: c.cfg.FlushInterval}
 	case errors.Is(err, seglog.ErrFull):
 		c.m.busy.WithLabelValues("journal_full").Inc()
-		return &ingest.BusyError{Reason: "journal full: flushes cannot reach the spool", RetryAfter: c.cfg.FlushInterval}
+		return &ingest.BusyError{Reason: "journal full: events arrive faster than flushes commit them", RetryAfter: c.cfg.FlushInterval}
 	}
 	return fmt.Errorf("journal events: %w", err)
 }
@@ -269,13 +275,26 @@ func (c *Collector) Flush() error {
 		return fmt.Errorf("commit flush of %d contributions: %w", p.contribs, err)
 	}
 	c.pending = nil
-	if err := c.journal.Release(seglog.Pos(p.journalPos)); err != nil {
-		c.log.Warn("releasing journal segments failed; they will be released later", "err", err)
-	}
+	c.releaseJournal(seglog.Pos(p.journalPos))
 	c.m.flushes.WithLabelValues("ok").Inc()
 	c.m.contributions.Add(float64(p.contribs))
 	c.m.flushSeconds.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// releaseJournal gives back the journal segments a committed flush
+// covers. When the flush covers everything and the journal is past half
+// its bound, it seals the active segment first (Release never deletes the
+// active one), so a busy journal cannot stay full of covered records.
+func (c *Collector) releaseJournal(covered seglog.Pos) {
+	if covered == c.journal.End() && c.journal.Start() < covered && c.journal.Size()*2 >= c.cfg.JournalMaxBytes {
+		if err := c.journal.Roll(); err != nil {
+			c.log.Warn("sealing the journal segment failed", "err", err)
+		}
+	}
+	if err := c.journal.Release(covered); err != nil {
+		c.log.Warn("releasing journal segments failed; they will be released later", "err", err)
+	}
 }
 
 // Run flushes at every multiple of the flush interval until ctx is done,

@@ -4,7 +4,7 @@
 // A batch leaves the spool only when the aggregator acknowledges it as
 // durable; any doubt (a broken connection, a timeout, a busy answer) puts
 // it back to be sent again, which the aggregator's idempotent merge makes
-// harmless. Reconnects back off exponentially with full jitter and rotate
+// harmless. Reconnects back off exponentially with jitter (a delay in [d/2, d)) and rotate
 // through the configured addresses.
 package ship
 
