@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tally-edge/tally/agent/botfilter"
+	"github.com/tally-edge/tally/agent/cardinality"
 	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/config"
 	"github.com/tally-edge/tally/agent/ingest"
@@ -61,6 +62,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		Rollup:          rollup.Config{Lateness: cfg.Rollup.Lateness, MaxOpen: cfg.Rollup.MaxOpen},
 		JournalMaxBytes: int64(cfg.Journal.MaxBytes), JournalFsync: cfg.Journal.Fsync,
 		MaxBatchContributions: cfg.Aggregator.MaxBatchContributions,
+		Cardinality: cardinality.Config{MaxCampaigns: cfg.Cardinality.MaxCampaigns,
+			MaxSources: cfg.Cardinality.MaxSources, MaxMediums: cfg.Cardinality.MaxMediums},
 	}, sp, reg, logger)
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tally-edge/tally/agent/cardinality"
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/ingest"
 	"github.com/tally-edge/tally/agent/rollup"
@@ -52,6 +53,9 @@ type Config struct {
 	JournalFsync bool
 	// MaxBatchContributions splits a flush into batches.
 	MaxBatchContributions int
+	// Cardinality bounds distinct campaign, source and medium values per
+	// minute; beyond the limits values fold into "(other)".
+	Cardinality cardinality.Config
 }
 
 // Collector implements ingest.Sink. It is safe for concurrent use.
@@ -59,6 +63,7 @@ type Collector struct {
 	cfg     Config
 	log     *slog.Logger
 	rollup  *rollup.Rollup
+	guard   *cardinality.Guard // used only under the rollup's lock
 	journal *seglog.Log
 	spool   *spool.Spool
 
@@ -97,6 +102,9 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 	if cfg.MaxBatchContributions <= 0 {
 		cfg.MaxBatchContributions = 2000
 	}
+	if cfg.Rollup.Lateness <= 0 {
+		cfg.Rollup.Lateness = rollup.DefaultConfig().Lateness
+	}
 	logger = logger.With("component", "collector")
 	// Disk is given back a whole segment at a time, so a segment must be
 	// well below the bound or the journal could fill its only segment.
@@ -112,7 +120,7 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 		logger.Warn("journal had a torn tail from a crash; dropped the partial record", "bytes", rec.Dropped)
 	}
 	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), journal: j, spool: sp,
-		positions: map[string]Position{}}
+		positions: map[string]Position{}, guard: cardinality.New(cfg.Cardinality)}
 	c.bufPool.New = func() any { b := make([]byte, 0, 32<<10); return &b }
 	c.m = metrics{
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_flushes_total",
@@ -129,6 +137,11 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 	reg.MustRegister(c.m.flushes, c.m.flushSeconds, c.m.contributions, c.m.replayed, c.m.busy)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_open_series_minutes",
 		Help: "Series-minutes open in memory."}, func() float64 { return float64(c.rollup.Stats().Open) }))
+	for i, dim := range cardinality.Dimensions {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_agent_cardinality_folded_total",
+			Help:        "Dimension values folded into (other) because a minute had too many distinct values.",
+			ConstLabels: prometheus.Labels{"dimension": dim}}, func() float64 { return float64(c.guard.Folded()[i]) }))
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_journal_bytes",
 		Help: "Bytes in the event journal."}, func() float64 { return float64(c.journal.Size()) }))
 
@@ -168,7 +181,10 @@ func (c *Collector) replay() error {
 			return err
 		}
 		n += len(evs)
-		return c.rollup.Add(evs, nil)
+		return c.rollup.Add(evs, func() error {
+			c.guard.Observe(evs, time.Now().Unix())
+			return nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("replay journal from %d: %w", from, err)
@@ -196,8 +212,12 @@ func (c *Collector) accept(events []event.Event, pos *Position) error {
 		return &ingest.BusyError{Reason: "spool full: the aggregator is unreachable or slow", RetryAfter: c.cfg.FlushInterval}
 	}
 	bp := c.bufPool.Get().(*[]byte)
-	rec := event.AppendEvents(appendRecordHeader((*bp)[:0], pos), events)
+	rec := (*bp)[:0]
 	err := c.rollup.Add(events, func() error {
+		// Fold before journaling, under the rollup's lock: the journal
+		// holds folded events, so a replay needs no folding decisions.
+		c.guard.Fold(events, time.Now().Unix())
+		rec = event.AppendEvents(appendRecordHeader(rec, pos), events)
 		if _, _, err := c.journal.Append(rec); err != nil {
 			return err
 		}
@@ -239,6 +259,7 @@ func (c *Collector) Flush() error {
 		var positions []byte
 		var posErr error
 		contribs, pos, err := c.rollup.Flush(func() uint64 {
+			c.guard.Evict(time.Now().Add(-c.cfg.Rollup.Lateness).Unix())
 			c.posMu.Lock()
 			positions, posErr = encodePositions(c.positions)
 			c.posMu.Unlock()

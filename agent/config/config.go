@@ -34,6 +34,18 @@ type Config struct {
 	Journal    Journal    `yaml:"journal"`
 	Spool      Spool      `yaml:"spool"`
 	Bots       Bots       `yaml:"bots"`
+	// Cardinality bounds distinct values per dimension and minute.
+	Cardinality Cardinality `yaml:"cardinality"`
+}
+
+// Cardinality bounds the distinct campaign, source and medium values per
+// minute. Beyond a limit, values fold into "(other)": their events still
+// count exactly, only the label is lost; tally_agent_cardinality_folded_total
+// says how often. 0 means the default (1000); -1 means unlimited.
+type Cardinality struct {
+	MaxCampaigns int `yaml:"max_campaigns"`
+	MaxSources   int `yaml:"max_sources"`
+	MaxMediums   int `yaml:"max_mediums"`
 }
 
 // HTTP is the ingest and admin listener.

@@ -1,0 +1,53 @@
+package cardinality
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/sketch"
+)
+
+func ev(campaign string, minute int64) event.Event {
+	return event.Event{Series: sketch.Series{Campaign: campaign, Source: "s", Medium: "m", Type: "click"}, UnixMillis: minute * 1000}
+}
+
+func TestFoldsBeyondTheLimitPerMinute(t *testing.T) {
+	g := New(Config{MaxCampaigns: 3, MaxSources: -1})
+	var evs []event.Event
+	for i := range 5 {
+		evs = append(evs, ev(fmt.Sprintf("c%d", i), 600))
+	}
+	evs = append(evs, ev("c0", 600), ev("c4", 660)) // known value; another minute
+	g.Fold(evs, 1000)
+	want := []string{"c0", "c1", "c2", Other, Other, "c0", "c4"}
+	for i, w := range want {
+		if evs[i].Series.Campaign != w {
+			t.Fatalf("event %d: campaign %q, want %q", i, evs[i].Series.Campaign, w)
+		}
+	}
+	if f := g.Folded(); f[0] != 2 || f[1] != 0 || f[2] != 0 {
+		t.Fatalf("folded %v", f)
+	}
+}
+
+func TestObserveRestoresStateWithoutCounting(t *testing.T) {
+	g := New(Config{MaxCampaigns: 2})
+	g.Observe([]event.Event{ev("a", 600), ev("b", 600)}, 1000)
+	evs := []event.Event{ev("c", 600), ev("a", 600)}
+	g.Fold(evs, 1000)
+	if evs[0].Series.Campaign != Other || evs[1].Series.Campaign != "a" || g.Folded()[0] != 1 {
+		t.Fatalf("after observe: %q %q folded %v", evs[0].Series.Campaign, evs[1].Series.Campaign, g.Folded())
+	}
+}
+
+func TestEvictForgetsIdleMinutes(t *testing.T) {
+	g := New(Config{MaxCampaigns: 1})
+	g.Fold([]event.Event{ev("a", 600)}, 1000)
+	g.Evict(2000)
+	evs := []event.Event{ev("b", 600)}
+	g.Fold(evs, 3000)
+	if evs[0].Series.Campaign != "b" {
+		t.Fatalf("evicted minute still limits: %q", evs[0].Series.Campaign)
+	}
+}
