@@ -1,0 +1,153 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/tally-edge/tally/agent"
+	"github.com/tally-edge/tally/agent/config"
+	"github.com/tally-edge/tally/internal/pki"
+	"github.com/tally-edge/tally/wire"
+)
+
+// capture is a QUIC aggregator stand-in that keeps every batch it acks.
+type capture struct {
+	mu      sync.Mutex
+	batches []*wire.Batch
+}
+
+func (c *capture) HandleBatch(_ context.Context, _ wire.Peer, b *wire.Batch) wire.Ack {
+	c.mu.Lock()
+	c.batches = append(c.batches, b)
+	c.mu.Unlock()
+	return wire.Ack{Version: wire.ProtocolVersion, Seq: b.Seq, Status: wire.AckOK}
+}
+
+// startAgent runs a real agent shipping to a capturing QUIC server.
+func startAgent(t *testing.T) (eventsURL string, cap *capture, stop func()) {
+	t.Helper()
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if _, err := pki.GenerateDev(certs, pki.DevOptions{Agents: []string{"agent-t"}, Aggregators: []string{"agg-t"}}); err != nil {
+		t.Fatal(err)
+	}
+	tlsConf, err := pki.ServerTLS(pki.DevFiles(certs, "agg-t"), wire.ALPN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cap = &capture{}
+	srv, err := wire.NewServer(wire.ServerConfig{Addr: "127.0.0.1:0", TLS: tlsConf, Handler: cap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stopSrv := context.WithCancel(context.Background())
+	go srv.Serve(sctx)
+
+	cfg := config.DefaultConfig()
+	cfg.Name, cfg.Region, cfg.StateDir = "agent-t", "eu", filepath.Join(dir, "state")
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Aggregator.Addrs, cfg.Aggregator.ServerName = []string{srv.Addr().String()}, "localhost"
+	f := pki.DevFiles(certs, "agent-t")
+	cfg.Aggregator.CA, cfg.Aggregator.Cert, cfg.Aggregator.Key = f.CA, f.Cert, f.Key
+	cfg.Privacy.Secret = "privacy-test-secret-0123456789"
+	cfg.Rollup.FlushInterval = 200 * time.Millisecond
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addr <- a })
+	}()
+	select {
+	case a := <-addr:
+		eventsURL = "http://" + a + "/v1/events"
+	case err := <-done:
+		t.Fatalf("agent exited: %v", err)
+	}
+	return eventsURL, cap, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+		stopSrv()
+		srv.Close()
+	}
+}
+
+// TestRawIdentitiesNeverLeaveTheAgent sends events carrying distinctive
+// IPs, visitor ids, user agents and URLs, and searches everything the
+// agent shipped for them. Only salted hashes inside sketches may leave.
+func TestRawIdentitiesNeverLeaveTheAgent(t *testing.T) {
+	url, cap, stop := startAgent(t)
+	var secrets []string
+	var body bytes.Buffer
+	for i := range 50 {
+		ip := fmt.Sprintf("203.0.113.%d", 100+i)
+		visitor := fmt.Sprintf("visitor-secret-%04d", i)
+		ua := fmt.Sprintf("Mozilla/5.0 (X11; Linux x86_64) PrivacyProbe/%04d", i)
+		page := fmt.Sprintf("https://shop.example/account/%04d?email=person%04d@example.org&utm_campaign=probe", i, i)
+		secrets = append(secrets, ip, visitor, ua, fmt.Sprintf("person%04d@example.org", i))
+		fmt.Fprintf(&body, `{"type":"pageview","campaign":"probe","ip":%q,"visitor":%q,"ua":%q,"url":%q}`+"\n", ip, visitor, ua, page)
+		// Anonymous visitors: identity from (ip, ua, site) only.
+		fmt.Fprintf(&body, `{"type":"click","campaign":"probe","ip":%q,"ua":%q,"url":%q}`+"\n", ip, ua, page)
+	}
+	resp, err := http.Post(url, "application/x-ndjson", &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	stop() // final flush and drain
+
+	cap.mu.Lock()
+	defer cap.mu.Unlock()
+	if len(cap.batches) == 0 {
+		t.Fatal("nothing was shipped")
+	}
+	var shipped bytes.Buffer
+	latest := map[uint64]wire.Contribution{} // receiver rule: highest version per CID
+	for _, b := range cap.batches {
+		raw, err := msgpack.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shipped.Write(raw)
+		for _, c := range b.Contributions {
+			if c.Version > latest[c.CID].Version {
+				latest[c.CID] = c
+			}
+		}
+	}
+	var count uint64
+	for _, c := range latest {
+		count += c.State.Count
+	}
+	if count != 100 {
+		t.Fatalf("shipped %d events, want 100", count)
+	}
+	text := shipped.String()
+	for _, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Fatalf("raw identity %q left the agent", s)
+		}
+	}
+	// The probe itself must be able to fail: the campaign name is there.
+	if !strings.Contains(text, "probe") {
+		t.Fatal("search found nothing at all; the test is not looking at the payload")
+	}
+}
