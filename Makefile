@@ -25,7 +25,7 @@ build: ## Build tally-agent, tally-aggregator and tally-demo into bin/.
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ ./agent/cmd/tally-agent ./aggregator/cmd/tally-aggregator ./deploy/demo/tally-demo
 
-influxdb: $(INFLUXD) ## Install InfluxDB $(INFLUXDB_VERSION) into .bin/ (tests and demo use it).
+influxdb: $(INFLUXD) ## Install InfluxDB v1.8.10 into .bin/ (tests and demo use it).
 
 $(INFLUXD):
 	@echo "installing influxd $(INFLUXDB_VERSION) into $(TOOLS) (builds from source, about 90 s)"
