@@ -108,7 +108,8 @@ type Privacy struct {
 type Rollup struct {
 	// FlushInterval is how often changed minutes are cut into a batch.
 	// Flushes align to multiples of it. Shorter means fresher dashboards,
-	// longer means fewer bytes on the wire. Default 10s.
+	// longer means fewer bytes on the wire (see the README's table).
+	// Default 15s.
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// Lateness is how long an idle minute stays open in memory. Later
 	// events still count (they open a new contribution). Default 1h.
@@ -154,7 +155,7 @@ func DefaultConfig() Config {
 		Aggregator: Aggregator{InFlight: 8, Compress: &yes, BackoffMin: 200 * time.Millisecond,
 			BackoffMax: 30 * time.Second, SendTimeout: 30 * time.Second, MaxBatchContributions: 2000},
 		Privacy: Privacy{SaltPeriod: privacy.Day},
-		Rollup:  Rollup{FlushInterval: 10 * time.Second, Lateness: time.Hour, MaxOpen: 1_000_000},
+		Rollup:  Rollup{FlushInterval: 15 * time.Second, Lateness: time.Hour, MaxOpen: 1_000_000},
 		Journal: Journal{MaxBytes: 256 << 20},
 		Spool:   Spool{MaxBytes: 1 << 30},
 		Bots:    Bots{CacheSize: 65536},

@@ -125,7 +125,7 @@ func BenchmarkWireBytes(b *testing.B) {
 	evs := minuteOfTraffic(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	ndjson := loadgen.EncodeNDJSON(evs)
 	gz := gzipSize(ndjson)
-	for _, iv := range []time.Duration{2 * time.Second, 10 * time.Second, 30 * time.Second, 60 * time.Second} {
+	for _, iv := range []time.Duration{2 * time.Second, 10 * time.Second, 15 * time.Second, 30 * time.Second, 60 * time.Second} {
 		b.Run(fmt.Sprintf("flush=%s", iv), func(b *testing.B) {
 			var w, hll, q, other int
 			for range b.N {
