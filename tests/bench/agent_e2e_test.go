@@ -23,7 +23,7 @@ import (
 // loopback HTTP with NDJSON bodies of 500 events from two clients, and lets
 // it ship over QUIC with mutual TLS to a wire server that acknowledges
 // every batch. It reports events/s through the agent and the bytes its
-// batches took on the wire per 1,000 events (default 10 s flush, so the
+// batches took on the wire per 1,000 events (default 15 s flush, so the
 // figure includes re-sent cumulative state of busy series).
 //
 //	go test -run='^$' -bench=BenchmarkAgentEndToEnd -benchtime=200x ./tests/bench/
