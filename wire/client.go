@@ -21,8 +21,8 @@ type ClientConfig struct {
 	// socket and closes it with the client.
 	Endpoint *Endpoint
 	// Compress sends batches zstd-compressed when that makes them
-	// smaller. Sketch-heavy batches shrink by about half; it costs CPU on
-	// both sides (see the benchmarks).
+	// smaller (see EncodeOptions.Compress: about 10 % for HLL-heavy
+	// batches, for about 1.4 ms of CPU per 190 KB batch when encoding).
 	Compress bool
 	// MaxFrameSize caps the batches the client sends (a larger one is
 	// refused before sending, with ErrTooLarge: split it) and the acks it

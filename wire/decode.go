@@ -236,7 +236,7 @@ const maxMinute = 32503680000
 
 // Validate checks the protocol rules a Batch must follow: the version this
 // node speaks, a named agent, at most MaxContributions contributions, and
-// for each one a campaign, an event type, the batch's region, and a minute
+// for each one a campaign, an event type, and a minute
 // that is the start of a minute in unix seconds, after 1970 and before 3000. It does not
 // decode the sketches; the merge layer does that and reports corrupt ones.
 // Errors are *FrameError with Reason ErrUnknownVersion or ErrInvalid.
@@ -258,8 +258,6 @@ func (b *Batch) Validate() error {
 			problem = "empty campaign"
 		case c.Series.Type == "":
 			problem = "empty event type"
-		case c.Series.Region != b.Region:
-			problem = fmt.Sprintf("series region %q differs from batch region %q", c.Series.Region, b.Region)
 		case c.Minute <= 0 || c.Minute >= maxMinute || c.Minute%60 != 0:
 			problem = fmt.Sprintf("minute %d is not the start of a minute in unix seconds", c.Minute)
 		default:

@@ -49,7 +49,8 @@
 //     (Reading to the end also matters to quic-go: a stream's credit goes
 //     back to the sender only once the receiving side has seen the FIN.)
 //  3. The receiver answers with one Ack frame carrying the batch's Seq and
-//     closes its side.
+//     closes its side. (Acks are small and sent plain; a reader accepts
+//     either form of any frame.)
 //
 // An Ack with AckOK means the batch is durable at the receiver. Any other
 // status, and any failure before an Ack arrives, means the sender keeps the

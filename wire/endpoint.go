@@ -74,6 +74,11 @@ func (e *Endpoint) attachServer(hook func(context.Context) context.Context) erro
 	return nil
 }
 
+func (e *Endpoint) detachServer() {
+	e.serverHook.Store(nil)
+	e.hasServer.Store(false)
+}
+
 // Addr returns the local address of the socket.
 func (e *Endpoint) Addr() net.Addr { return e.udp.LocalAddr() }
 

@@ -416,7 +416,6 @@ func TestBatchValidate(t *testing.T) {
 		{name: "no agent", mutate: func(b *Batch) { b.Agent = "" }, want: ErrInvalid, text: "agent"},
 		{name: "no campaign", mutate: func(b *Batch) { b.Contributions[1].Series.Campaign = "" }, want: ErrInvalid, text: "contribution 1"},
 		{name: "no type", mutate: func(b *Batch) { b.Contributions[2].Series.Type = "" }, want: ErrInvalid, text: "event type"},
-		{name: "other region", mutate: func(b *Batch) { b.Contributions[0].Series.Region = "us-east" }, want: ErrInvalid, text: "region"},
 		{name: "minute not aligned", mutate: func(b *Batch) { b.Contributions[0].Minute += 30 }, want: ErrInvalid, text: "minute"},
 		{name: "minute in milliseconds", mutate: func(b *Batch) { b.Contributions[0].Minute *= 1000 }, want: ErrInvalid, text: "minute"},
 		{name: "minute zero", mutate: func(b *Batch) { b.Contributions[0].Minute = 0 }, want: ErrInvalid, text: "minute"},

@@ -21,7 +21,9 @@ type Batch struct {
 	// Agent is the sending agent's stable name. Together with CID it makes
 	// a contribution's identity.
 	Agent string `msgpack:"agent"`
-	// Region is the agent's region label (also inside every Series).
+	// Region is the agent's region label when it sent the batch. The
+	// region that counts is the one inside each Series: a batch spooled
+	// before an operator renamed the region keeps its old labels.
 	Region string `msgpack:"region"`
 	// Seq is the agent's spool sequence number of this batch, echoed in the
 	// Ack so pipelined acks can be matched.
@@ -66,6 +68,7 @@ const (
 	AckBusy AckStatus = 4
 )
 
+// String names the status for logs and metric labels.
 func (s AckStatus) String() string {
 	switch s {
 	case AckOK:

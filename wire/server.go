@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/quic-go/quic-go"
 )
@@ -135,6 +136,9 @@ type Server struct {
 	wg     sync.WaitGroup // connection and stream goroutines
 	done   chan struct{}  // closed when Serve has returned
 
+	shutdownOnce sync.Once
+	releaseOnce  sync.Once
+
 	mu      sync.Mutex
 	ln      *quic.Listener
 	conns   map[*quic.Conn]struct{}
@@ -212,10 +216,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	err = s.acceptLoop()
 	s.shutdown()
 	s.wg.Wait()
-	if s.ownEP {
-		if cerr := s.ep.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
+	if rerr := s.release(); rerr != nil && err == nil {
+		err = rerr
 	}
 	if err == nil && ctx.Err() == nil {
 		err = ErrServerClosed
@@ -235,36 +237,47 @@ func (s *Server) Close() error {
 		<-s.done
 		return nil
 	}
-	if s.ownEP {
-		return s.ep.Close()
-	}
-	return nil
+	return s.release()
 }
 
-func (s *Server) shutdown() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	ln := s.ln
-	conns := make([]*quic.Conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+// release closes the server's own endpoint, or leaves a shared one free
+// for another server.
+func (s *Server) release() error {
+	var err error
+	s.releaseOnce.Do(func() {
+		if s.ownEP {
+			err = s.ep.Close()
+		} else {
+			s.ep.detachServer()
+		}
+	})
+	return err
+}
 
-	println("DEBUG shutdown: conns", len(conns))
-	s.cancel()
-	if ln != nil {
-		_ = ln.Close() // only fails if already closed
-	}
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Go(func() { _ = c.CloseWithError(ConnCodeShutdown, "server shutting down") })
-	}
-	wg.Wait()
+// shutdown stops accepting and closes every connection. Concurrent callers
+// all return once it is done: Serve must not close the endpoint while
+// CONNECTION_CLOSE frames are still being sent.
+func (s *Server) shutdown() {
+	s.shutdownOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		ln := s.ln
+		conns := make([]*quic.Conn, 0, len(s.conns))
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+
+		s.cancel()
+		if ln != nil {
+			_ = ln.Close() // only fails if already closed
+		}
+		var wg sync.WaitGroup
+		for _, c := range conns {
+			wg.Go(func() { _ = c.CloseWithError(ConnCodeShutdown, "server shutting down") })
+		}
+		wg.Wait()
+	})
 }
 
 func (s *Server) acceptLoop() error {
@@ -309,24 +322,30 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	log := s.log.With("peer", peer.Addr.String(), "cn", peer.CommonName)
 	log.Debug("connection accepted", "alpn", peer.ALPN)
 
+	// Handlers of a connection that is gone need not finish their work:
+	// nobody will read their acks.
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	stop := context.AfterFunc(conn.Context(), cancel)
+	defer stop()
+
 	for {
-		str, err := conn.AcceptStream(s.ctx)
+		str, err := conn.AcceptStream(ctx)
 		if err != nil {
-			println("DEBUG serveConn exit:", err.Error())
 			// The connection is gone (peer closed it, idle timeout) or
 			// the server is shutting down and closes it.
 			log.Debug("connection ended", "err", err)
 			return
 		}
 		s.wg.Add(1)
-		go s.serveStream(str, peer, log)
+		go s.serveStream(ctx, str, peer, log)
 	}
 }
 
 // serveStream runs one exchange: one Batch frame in, read to EOF, one Ack
 // frame out. Whatever happens, the stream ends in a state where quic-go
 // returns its credit: fully read or read-cancelled, closed or reset.
-func (s *Server) serveStream(str *quic.Stream, peer Peer, log *slog.Logger) {
+func (s *Server) serveStream(connCtx context.Context, str *quic.Stream, peer Peer, log *slog.Logger) {
 	defer s.wg.Done()
 	s.counters.streams.Add(1)
 	s.counters.activeStreams.Add(1)
@@ -334,7 +353,7 @@ func (s *Server) serveStream(str *quic.Stream, peer Peer, log *slog.Logger) {
 
 	deadline := time.Now().Add(s.cfg.StreamTimeout)
 	_ = str.SetDeadline(deadline) // never fails
-	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	ctx, cancel := context.WithDeadline(connCtx, deadline)
 	defer cancel()
 	// Unblock reads and writes when the server shuts down.
 	stop := context.AfterFunc(s.ctx, func() {
@@ -399,7 +418,11 @@ const maxReasonLen = 512
 func (s *Server) respond(str *quic.Stream, ack *Ack, deadline time.Time, log *slog.Logger) {
 	ack.Version = ProtocolVersion
 	if len(ack.Reason) > maxReasonLen {
-		ack.Reason = ack.Reason[:maxReasonLen-3] + "..."
+		cut := maxReasonLen - len("...")
+		for cut > 0 && !utf8.RuneStart(ack.Reason[cut]) {
+			cut--
+		}
+		ack.Reason = ack.Reason[:cut] + "..."
 	}
 	n, err := WriteFrame(str, KindAck, ack, EncodeOptions{})
 	s.counters.bytesOut.Add(uint64(n))
