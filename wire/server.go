@@ -424,18 +424,25 @@ func (s *Server) respond(str *quic.Stream, ack *Ack, deadline time.Time, log *sl
 		}
 		ack.Reason = ack.Reason[:cut] + "..."
 	}
-	n, err := WriteFrame(str, KindAck, ack, EncodeOptions{})
-	s.counters.bytesOut.Add(uint64(n))
+	frame, err := AppendFrame(nil, KindAck, ack, EncodeOptions{})
 	if err == nil {
-		err = str.Close()
+		// Count before writing: a client that has read the answer must
+		// find it in Stats. A failed write takes the count back.
+		s.counters.acks[ack.Status].Add(1)
+		s.counters.bytesOut.Add(uint64(len(frame)))
+		if _, err = str.Write(frame); err == nil {
+			err = str.Close()
+		}
+		if err != nil {
+			s.counters.acks[ack.Status].Add(^uint64(0))
+			s.counters.bytesOut.Add(^uint64(len(frame) - 1))
+		}
 	}
 	if err != nil {
 		s.counters.streamErrors.Add(1)
 		log.Debug("answer failed", "seq", ack.Seq, "status", ack.Status.String(), "err", err)
 		s.abort(str, deadline)
-		return
 	}
-	s.counters.acks[ack.Status].Add(1)
 }
 
 // abort resets both directions of a stream that gets no answer, with a

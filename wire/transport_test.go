@@ -81,6 +81,9 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatalf("peer %+v", peer)
 				}
 			}
+			// The client has its last ack a moment before the server's
+			// stream goroutine has counted it.
+			waitIdle(t, srv)
 			cs, ss := c.Stats(), srv.Stats()
 			if cs.BytesSent != wantBytes || ss.BytesIn != cs.BytesSent || ss.BytesOut != cs.BytesReceived || cs.Acks != 5 {
 				t.Fatalf("client stats %+v, server stats %+v, want %d bytes sent", cs, ss, wantBytes)
@@ -665,5 +668,17 @@ func TestServerConfigValidate(t *testing.T) {
 	}
 	if err := srv.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// waitIdle waits (bounded) until the server has no exchange in progress.
+func waitIdle(t *testing.T, srv *Server) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Stats().ActiveStreams != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("server streams never finished: %+v", srv.Stats())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
