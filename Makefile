@@ -47,7 +47,7 @@ bench: influxdb ## Benchmarks (ingest, rollup, merge, wire, end to end).
 fuzz: ## Run every fuzzer (wire, sketch) for FUZZTIME each (default 30s).
 	@for pkg in ./wire ./sketch; do \
 	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} $$pkg; done; done
+	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s $$pkg; done; done
 
 lint: fmt-check tidy-check ## go vet, gofmt and go.mod tidiness.
 	$(GO) vet $(PKGS)
