@@ -16,7 +16,10 @@ import (
 
 // Defaults of DevOptions.
 const (
-	DefaultCAValidity   = 10 * 365 * 24 * time.Hour
+	// DefaultCAValidity is how long a new dev CA is valid: ten years.
+	DefaultCAValidity = 10 * 365 * 24 * time.Hour
+	// DefaultLeafValidity is how long an issued certificate is valid: a
+	// year, or less if the CA expires first.
 	DefaultLeafValidity = 365 * 24 * time.Hour
 )
 
