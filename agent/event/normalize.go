@@ -50,6 +50,9 @@ type Context struct {
 	// MaxAge rejects events older than Now-MaxAge; MaxSkew rejects events
 	// later than Now+MaxSkew.
 	MaxAge, MaxSkew time.Duration
+	// Devices caches device classes per user agent; nil classifies every
+	// time.
+	Devices *DeviceCache
 }
 
 // Hasher turns a visitor identity into a salted hash. Implementations must
@@ -94,21 +97,10 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 	campaign, source, medium := r.Campaign, r.Source, r.Medium
 	var site string
 	if r.URL != "" && (campaign == "" || source == "" || medium == "" || r.Visitor == "") {
-		u, err := url.Parse(r.URL)
-		if err == nil {
-			site = u.Host
-			if campaign == "" || source == "" || medium == "" {
-				q := u.Query()
-				if campaign == "" {
-					campaign = q.Get("utm_campaign")
-				}
-				if source == "" {
-					source = q.Get("utm_source")
-				}
-				if medium == "" {
-					medium = q.Get("utm_medium")
-				}
-			}
+		var query string
+		site, query = splitURL(r.URL)
+		if query != "" && (campaign == "" || source == "" || medium == "") {
+			utm(query, &campaign, &source, &medium)
 		}
 	}
 
@@ -148,7 +140,7 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 		Region:   c.Region,
 	}
 	if e.Series.Device == "" {
-		e.Series.Device = DeviceOf(ua)
+		e.Series.Device = c.Devices.Device(ua)
 	}
 
 	if bots != nil && typ != "cost" {
@@ -225,4 +217,66 @@ func lower(c byte) byte {
 		return c + 'a' - 'A'
 	}
 	return c
+}
+
+// splitURL returns the host and the query of a URL without allocating:
+// the agent sees one per event, and url.Parse costs more than the rest of
+// normalisation.
+func splitURL(u string) (host, query string) {
+	rest := u
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+		end := strings.IndexAny(rest, "/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		host = rest[:end]
+		if at := strings.LastIndexByte(host, '@'); at >= 0 {
+			host = host[at+1:]
+		}
+		rest = rest[end:]
+	}
+	if i := strings.IndexByte(rest, '#'); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		query = rest[i+1:]
+	}
+	return host, query
+}
+
+// utm fills the empty ones of campaign, source and medium from the
+// utm_campaign, utm_source and utm_medium parameters of query. The first
+// occurrence of a parameter wins, as url.Values.Get does.
+func utm(query string, campaign, source, medium *string) {
+	for query != "" {
+		var pair string
+		pair, query, _ = strings.Cut(query, "&")
+		key, value, _ := strings.Cut(pair, "=")
+		var dst *string
+		switch key {
+		case "utm_campaign":
+			dst = campaign
+		case "utm_source":
+			dst = source
+		case "utm_medium":
+			dst = medium
+		default:
+			continue
+		}
+		if *dst != "" {
+			continue
+		}
+		if strings.ContainsAny(value, "%+") {
+			v, err := url.QueryUnescape(value)
+			if err != nil {
+				continue
+			}
+			value = v
+		}
+		if value == "" {
+			continue
+		}
+		*dst = value
+	}
 }

@@ -99,13 +99,14 @@ func (e *BusyError) Error() string { return "busy: " + e.Reason }
 
 // Handler serves POST /v1/events.
 type Handler struct {
-	cfg    Config
-	sink   Sink
-	hasher event.Hasher
-	bots   event.BotFilter
-	log    *slog.Logger
-	now    func() time.Time
-	m      metrics
+	cfg     Config
+	sink    Sink
+	hasher  event.Hasher
+	bots    event.BotFilter
+	log     *slog.Logger
+	now     func() time.Time
+	devices *event.DeviceCache
+	m       metrics
 
 	scratch sync.Pool // *scratch
 
@@ -131,7 +132,7 @@ type metrics struct {
 func New(cfg Config, sink Sink, hasher event.Hasher, bots event.BotFilter, reg prometheus.Registerer, logger *slog.Logger) *Handler {
 	cfg.setDefaults()
 	h := &Handler{cfg: cfg, sink: sink, hasher: hasher, bots: bots, now: time.Now,
-		log: logger.With("component", "ingest")}
+		devices: event.NewDeviceCache(0), log: logger.With("component", "ingest")}
 	h.scratch.New = func() any { return &scratch{} }
 	h.m = metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_http_requests_total",
@@ -207,7 +208,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc.events, sc.errs = sc.events[:0], sc.errs[:0]
 
 	ctx := event.Context{Now: h.now(), Region: h.cfg.Region, ClientIP: h.clientIP(r),
-		UserAgent: r.UserAgent(), MaxAge: h.cfg.MaxAge, MaxSkew: h.cfg.MaxSkew}
+		UserAgent: r.UserAgent(), MaxAge: h.cfg.MaxAge, MaxSkew: h.cfg.MaxSkew, Devices: h.devices}
 
 	n, status, msg := h.decode(body, sc, &ctx)
 	if status != 0 {

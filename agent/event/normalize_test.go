@@ -1,0 +1,61 @@
+package event
+
+import (
+	"net/url"
+	"testing"
+)
+
+// TestSplitURLAgreesWithNetURL checks the allocation-free URL scan against
+// the standard library on the shapes beacons and logs produce.
+func TestSplitURLAgreesWithNetURL(t *testing.T) {
+	for _, raw := range []string{
+		"https://shop.example.com/p/1?utm_campaign=spring&utm_source=google&utm_medium=cpc",
+		"http://user:pw@shop.example.com:8080/p?utm_source=a%20b&utm_medium=x+y#frag?utm_campaign=no",
+		"/landing?utm_campaign=c1&utm_campaign=c2",
+		"https://example.org",
+		"https://example.org/?",
+		"https://example.org/path#only-fragment",
+		"/p?utm_source=&utm_source=second",
+		"/p?utm_medium=%zz&utm_medium=ok",
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host, query := splitURL(raw)
+		if host != u.Host || query != u.RawQuery {
+			t.Fatalf("%s: splitURL = (%q, %q), net/url = (%q, %q)", raw, host, query, u.Host, u.RawQuery)
+		}
+		var c, s, m string
+		utm(query, &c, &s, &m)
+		// net/url's Get returns the first value even when it is empty or
+		// badly escaped; ours skips those (an empty UTM value says nothing).
+		q, _ := url.ParseQuery(u.RawQuery)
+		first := func(k string) string {
+			for _, v := range q[k] {
+				if v != "" {
+					return v
+				}
+			}
+			return ""
+		}
+		if c != first("utm_campaign") || s != first("utm_source") || m != first("utm_medium") {
+			t.Fatalf("%s: utm = (%q, %q, %q), want (%q, %q, %q)", raw, c, s, m, first("utm_campaign"), first("utm_source"), first("utm_medium"))
+		}
+	}
+}
+
+func TestDeviceOf(t *testing.T) {
+	for ua, want := range map[string]string{
+		"": NoDevice,
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36":               "desktop",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148":             "mobile",
+		"Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1":         "tablet",
+		"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/131.0.0.0 Mobile Safari/537.36":     "mobile",
+		"Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537": "tablet",
+	} {
+		if got := DeviceOf(ua); got != want {
+			t.Fatalf("DeviceOf(%q) = %q, want %q", ua, got, want)
+		}
+	}
+}
