@@ -1,16 +1,41 @@
 package botfilter
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const (
+	chromeUA  = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	iphoneUA  = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+	googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+)
 
 func TestCheck(t *testing.T) {
 	f := New(Config{})
 	for _, tc := range []struct{ ua, want string }{
-		{"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", ""},
-		{"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1", ""},
-		{"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", ReasonCrawler},
+		{chromeUA, ""},
+		{iphoneUA, ""},
+		{googlebot, ReasonCrawler},
 		{"Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", ReasonCrawler},
 		{"curl/8.5.0", ReasonCrawler},
 		{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36", ReasonHeadless},
+		{"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Electron/28.1.0", ReasonHeadless},
+		// Generic rules: contact, foreign "compatible;", no version, words.
+		{"Mozilla/5.0 (compatible; ExampleMonitor; +https://monitor.example)", ReasonCrawler},
+		{"Mozilla/5.0 (compatible; Acme-Checker/2.0)", ReasonCrawler},
+		{"ops@example.com", ReasonCrawler},
+		{"Some Company Link Fetching Service", ReasonCrawler},
+		{"acme-webhooks/3.1", ReasonCrawler},
+		{"ChatGPT-User/1.0", ReasonCrawler},
+		{"example-ai", ReasonCrawler},
 		{"", ""},
 	} {
 		// Twice: the second answer comes from the cache.
@@ -25,5 +50,235 @@ func TestCheck(t *testing.T) {
 	}
 	if got := New(Config{FlagEmptyUA: true}).Check("", ""); got != ReasonEmptyUA {
 		t.Fatalf("empty UA with FlagEmptyUA = %q", got)
+	}
+}
+
+// TestPeopleOutsideBrowsers guards the generic rules against user agents
+// of people that the evaluation set (desktop and mobile browsers) lacks:
+// in-app browsers, TVs and consoles, native app HTTP stacks, old IE.
+func TestPeopleOutsideBrowsers(t *testing.T) {
+	f := New(Config{})
+	for _, ua := range []string{
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/468.0.0.47.106;FBBV/625263936;FBDV/iPhone15,2;FBMD/iPhone;FBSN/iOS;FBSV/17.5;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5;FBRV/627134458]",
+		"Mozilla/5.0 (Linux; Android 14; SM-S918B Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/125.0.6422.165 Mobile Safari/537.36 Instagram 334.0.0.42.95 Android (34/14; 480dpi; 1080x2340; samsung; SM-S918B; dm3q; qcom; en_GB; 601420827)",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 musical_ly_34.5.0 JsSdk/2.0 NetType/WIFI Channel/App Store ByteLocale/en Region/US ByteFullLocale/en-US isDarkMode/0 WKWebView/1 RevealType/Dialog BytedanceWebview/d8a21c6",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [LinkedInApp]/9.29.8170",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Snapchat/13.0.0.0 (like Safari/8617.2.4.10.8, panda)",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) GSA/320.0.641665143 Mobile/15E148 Safari/604.1",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 DuckDuckGo/7 Safari/605.1.15",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 11_2_1 like Mac OS X) AppleWebKit/604.4.7 (KHTML, like Gecko) Mobile/15C153 (Ecosia ios@3.0.2.609)",
+		"Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36",
+		"Mozilla/5.0 (Linux; Android 13; Pixel 7 Build/TQ3A.230805.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36",
+		"Mozilla/5.0 (Linux; Android 9; CUBOT X19) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/90.0.4430.210 Mobile Safari/537.36",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 YaBrowser/24.4.0.0 Safari/537.36",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.0.0",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 OPR/109.0.0.0",
+		"Mozilla/5.0 (SMART-TV; LINUX; Tizen 6.5) AppleWebKit/537.36 (KHTML, like Gecko) 85.0.4183.93/6.5 TV Safari/537.36",
+		"Mozilla/5.0 (Web0S; Linux/SmartTV) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/87.0.4280.88 Safari/537.36 WebAppManager",
+		"Mozilla/5.0 (PlayStation; PlayStation 5/2.26) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64; Xbox; Xbox One) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edge/44.18363.8131",
+		"Mozilla/5.0 (Windows NT 10.0; WOW64; Trident/7.0; rv:11.0) like Gecko",
+		"Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0)",
+		"Mozilla/4.0 (compatible; GoogleToolbar 5.0.2124.2070; Windows 6.0; MSIE 8.0.6001.18241)",
+		"Mozilla/5.0 (compatible; Konqueror/4.5; Linux) KHTML/4.5.5 (like Gecko)",
+		"UCWEB/2.0 (Java; U; MIDP-2.0; Nokia203/20.37) U2/1.0.0 UCMini/11.0.6.1040 (SpeedMode; Proxy; Android 5.1; itel_it1409 ) U2/1.0.0 Mobile",
+		"Safari%20Technology%20Preview/11601.6.17 CFNetwork/760.5.1 Darwin/15.5.0 (x86_64)",
+		"Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A.230805.001)",
+		"MyShop/4.2.1 CFNetwork/1494.0.7 Darwin/23.4.0",
+		"Health/1.0 CFNetwork/1410.0.3 Darwin/22.6.0",
+		"Dart/3.3 (dart:io)",
+	} {
+		if got := f.Check(ua, ""); got != "" {
+			t.Errorf("Check(%q) = %q, want a person", ua, got)
+		}
+	}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+	return path
+}
+
+// TestLayers checks each layer's reason and that the first match wins, in
+// the documented order.
+func TestLayers(t *testing.T) {
+	dc := writeFile(t, "dc.txt", "# test cloud\n192.0.2.0/24\n2001:db8:100::/40 # v6 block\n")
+	f, err := Open(Config{
+		FlagEmptyUA: true,
+		Allow:       List{UA: []string{"PartnerPreview/"}, CIDRs: []string{"198.51.100.0/24"}},
+		Deny: List{UA: []string{"uptime-kuma"}, UARegex: []string{`^InternalProbe/\d`},
+			CIDRs: []string{"203.0.113.7", "198.51.100.66/32"}},
+		Datacenter:  Datacenter{Files: []string{dc}, CIDRs: []string{"100.64.0.0/10"}},
+		RateIP:      IPRate{Rate: Rate{Events: 3, Window: 10 * time.Second}},
+		RateVisitor: Rate{Events: 2, Window: 10 * time.Second},
+	})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	const t0 = 1_700_000_000_000
+	for _, tc := range []struct {
+		name, ua, ip string
+		visitor      uint64
+		want         string
+	}{
+		{"browser", chromeUA, "10.1.1.1", 0, ""},
+		{"deny ua substring, any case", "Uptime-Kuma/1.23", "10.1.1.1", 0, ReasonDenyList},
+		{"deny ua regex", "InternalProbe/2", "10.1.1.1", 0, ReasonDenyList},
+		{"deny ip", chromeUA, "203.0.113.7", 0, ReasonDenyList},
+		{"deny wins over allow", chromeUA, "198.51.100.66", 0, ReasonDenyList},
+		{"deny ua wins over allowed ip", "uptime-kuma", "198.51.100.1", 0, ReasonDenyList},
+		{"allowed ua skips the crawler list", "PartnerPreview/1.0 (+https://partner.example)", "192.0.2.10", 0, ""},
+		{"allowed ip skips datacenter", googlebot, "198.51.100.1", 0, ""},
+		{"crawler before datacenter", googlebot, "192.0.2.10", 0, ReasonCrawler},
+		{"empty ua", "", "10.1.1.1", 0, ReasonEmptyUA},
+		{"datacenter file v4", chromeUA, "192.0.2.200", 0, ReasonDatacenter},
+		{"datacenter file v6", chromeUA, "2001:db8:1ff::1", 0, ReasonDatacenter},
+		{"datacenter inline", chromeUA, "100.100.1.1", 0, ReasonDatacenter},
+		{"v4-mapped v6 is v4", chromeUA, "::ffff:192.0.2.1", 0, ReasonDatacenter},
+		{"outside ranges", chromeUA, "2001:db8:200::1", 0, ""},
+		{"unparsable ip skips address layers", chromeUA, "not-an-ip", 0, ""},
+	} {
+		if got := f.CheckEvent(tc.ua, tc.ip, tc.visitor, t0); got != tc.want {
+			t.Errorf("%s: CheckEvent(%q, %q) = %q, want %q", tc.name, tc.ua, tc.ip, got, tc.want)
+		}
+	}
+	if s := f.Stats(); s.UnparsedIPs != 1 || s.DatacenterRanges != 3 {
+		t.Errorf("stats %+v: want 1 unparsed IP and 3 datacenter ranges", s)
+	}
+
+	// Rates: 3 per IP and 2 per visitor in 10s. Distinct visitors from one
+	// IP hit the IP limit; one visitor over several IPs the visitor limit.
+	ip := []string{"", "", "", ReasonRateIP, ReasonRateIP}
+	for i, want := range ip {
+		if got := f.CheckEvent(chromeUA, "10.9.9.9", uint64(100+i), t0+int64(i)); got != want {
+			t.Fatalf("event %d from one IP: %q, want %q", i, got, want)
+		}
+	}
+	visitor := []string{"", "", ReasonRateVisitor, ReasonRateVisitor}
+	for i, want := range visitor {
+		if got := f.CheckEvent(chromeUA, "10.8.0."+string(rune('1'+i)), 42, t0+int64(i)); got != want {
+			t.Fatalf("event %d of one visitor: %q, want %q", i, got, want)
+		}
+	}
+	// Without a visitor only the IP counts.
+	for i := range 3 {
+		if got := f.CheckEvent(chromeUA, "10.7.0.1", 0, t0+int64(i)); got != "" {
+			t.Fatalf("event %d without visitor: %q", i, got)
+		}
+	}
+}
+
+// TestCheckClock checks that Check, which has no event time, rate-limits
+// at Config.Clock's time.
+func TestCheckClock(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	f := New(Config{RateIP: IPRate{Rate: Rate{Events: 1, Window: time.Minute}}, Clock: func() time.Time { return now }})
+	if got := f.Check(chromeUA, "10.0.0.1"); got != "" {
+		t.Fatalf("first event: %q", got)
+	}
+	if got := f.Check(chromeUA, "10.0.0.1"); got != ReasonRateIP {
+		t.Fatalf("second event in the same minute: %q, want %q", got, ReasonRateIP)
+	}
+	now = now.Add(2 * time.Minute)
+	if got := f.Check(chromeUA, "10.0.0.1"); got != "" {
+		t.Fatalf("two minutes later: %q", got)
+	}
+
+	// rate_time receive: CheckEvent ignores the (back-dated) event times.
+	f = New(Config{RateVisitor: Rate{Events: 1, Window: time.Minute}, RateTime: RateTimeReceive,
+		Clock: func() time.Time { return now }})
+	for i, want := range []string{"", ReasonRateVisitor} {
+		if got := f.CheckEvent(chromeUA, "", 9, now.Add(-time.Duration(i)*time.Hour).UnixMilli()); got != want {
+			t.Fatalf("receive time, event %d: %q, want %q", i, got, want)
+		}
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	bad := writeFile(t, "bad.txt", "10.0.0.0/8\n\n# fine\n10.0.0.0/33\n")
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"invalid config", Config{RateIP: IPRate{Rate: Rate{Events: -1}}}, "rate_ip.events -1"},
+		{"missing file", Config{Datacenter: Datacenter{Files: []string{filepath.Join(t.TempDir(), "nope.txt")}}}, "open CIDR list"},
+		{"bad line", Config{Datacenter: Datacenter{Files: []string{bad}}}, "bad.txt:4:"},
+	} {
+		_, err := Open(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Open error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestCheckDoesNotAllocate(t *testing.T) {
+	f := New(Config{
+		Datacenter:  Datacenter{CIDRs: []string{"192.0.2.0/24", "2001:db8::/32"}},
+		RateIP:      IPRate{Rate: Rate{Events: 1000}},
+		RateVisitor: Rate{Events: 1000},
+	})
+	f.Check(chromeUA, "")
+	ms := int64(1_700_000_000_000)
+	allocs := testing.AllocsPerRun(1000, func() {
+		ms++
+		f.CheckEvent(chromeUA, "2001:db8:1::7", 7, ms)
+		f.CheckEvent(chromeUA, "10.1.2.3", 7, ms)
+	})
+	if allocs != 0 {
+		t.Fatalf("CheckEvent on a cached user agent allocates %v times", allocs)
+	}
+}
+
+// TestConcurrent exercises the caches and rate tables from many
+// goroutines, for the race detector.
+func TestConcurrent(t *testing.T) {
+	f := New(Config{CacheSize: 64, RateIP: IPRate{Rate: Rate{Events: 5, Slots: minSlots}}, RateVisitor: Rate{Events: 5, Slots: minSlots}})
+	uas := []string{chromeUA, iphoneUA, googlebot, "curl/8", ""}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				ua := uas[i%len(uas)]
+				if i%7 == 0 {
+					ua = chromeUA + " x" + string(rune('a'+i%26)) + string(rune('a'+g))
+				}
+				f.CheckEvent(ua, "10.0.0."+string(rune('0'+i%10)), uint64(i%300), int64(i))
+			}
+		})
+	}
+	wg.Wait()
+	if s := f.Stats(); s.CacheHits == 0 || s.CacheMisses == 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	f := New(Config{RateIP: IPRate{Rate: Rate{Events: 5}}, Datacenter: Datacenter{CIDRs: []string{"192.0.2.0/24"}}})
+	f.Check(chromeUA, "192.0.2.1")
+	f.Check(chromeUA, "bad ip")
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(f); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	want := `
+# HELP tally_agent_bots_unparsed_ips_total Events whose IP was not an address, skipped by the address layers.
+# TYPE tally_agent_bots_unparsed_ips_total counter
+tally_agent_bots_unparsed_ips_total 1
+# HELP tally_agent_bots_datacenter_ranges Merged datacenter address ranges loaded.
+# TYPE tally_agent_bots_datacenter_ranges gauge
+tally_agent_bots_datacenter_ranges 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"tally_agent_bots_unparsed_ips_total", "tally_agent_bots_datacenter_ranges"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(f); n != 6 {
+		t.Fatalf("collected %d metrics, want 6", n)
 	}
 }
