@@ -83,31 +83,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		TrustedProxies: proxies}, col, hasher, botfilter.New(botfilter.Config{CacheSize: cfg.Bots.CacheSize, FlagEmptyUA: cfg.Bots.FlagEmptyUA}),
 		reg, logger)
 
-	tlsConf, err := pki.ClientTLS(pki.Files{CA: cfg.Aggregator.CA, Cert: cfg.Aggregator.Cert, Key: cfg.Aggregator.Key},
-		cfg.Aggregator.ServerName, wire.ALPN)
+	shipper, closeShipping, err := newShipper(cfg, sp, reg, logger)
 	if err != nil {
 		return err
 	}
-	ep, err := wire.NewEndpoint(":0")
-	if err != nil {
-		return fmt.Errorf("open QUIC endpoint: %w", err)
-	}
-	defer ep.Close()
-	compress := cfg.Aggregator.Compress == nil || *cfg.Aggregator.Compress
-	var wireBytes bytesCounter
-	dial := func(ctx context.Context, addr string) (ship.Sender, error) {
-		c, err := wire.Dial(ctx, addr, tlsConf, wire.ClientConfig{Endpoint: ep, Compress: compress, SendTimeout: cfg.Aggregator.SendTimeout})
-		if err != nil {
-			return nil, err
-		}
-		return wireBytes.track(c), nil
-	}
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_agent_wire_bytes_sent_total",
-		Help: "Bytes sent to aggregators in batch frames (headers included)."}, func() float64 { return float64(wireBytes.sent()) }))
-	shipper := ship.New(ship.Config{Agent: cfg.Name, Region: cfg.Region, Addrs: cfg.Aggregator.Addrs,
-		InFlight: cfg.Aggregator.InFlight, BackoffMin: cfg.Aggregator.BackoffMin, BackoffMax: cfg.Aggregator.BackoffMax,
-		SendTimeout: cfg.Aggregator.SendTimeout, DeadLetterDir: filepath.Join(cfg.StateDir, "dead-letter")},
-		sp, dial, reg, logger)
+	defer closeShipping()
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", ing)
@@ -167,6 +147,36 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	st := sp.Stats()
 	logger.Info("agent stopped", "spooled_batches_left", st.PendingBatches)
 	return runErr
+}
+
+// newShipper builds the QUIC shipper for cfg on a process-wide endpoint.
+// The returned func closes the endpoint; call it after the shipper stops.
+func newShipper(cfg config.Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.Logger) (*ship.Shipper, func(), error) {
+	tlsConf, err := pki.ClientTLS(pki.Files{CA: cfg.Aggregator.CA, Cert: cfg.Aggregator.Cert, Key: cfg.Aggregator.Key},
+		cfg.Aggregator.ServerName, wire.ALPN)
+	if err != nil {
+		return nil, nil, err
+	}
+	ep, err := wire.NewEndpoint(":0")
+	if err != nil {
+		return nil, nil, fmt.Errorf("open QUIC endpoint: %w", err)
+	}
+	compress := cfg.Aggregator.Compress == nil || *cfg.Aggregator.Compress
+	wireBytes := &bytesCounter{}
+	dial := func(ctx context.Context, addr string) (ship.Sender, error) {
+		c, err := wire.Dial(ctx, addr, tlsConf, wire.ClientConfig{Endpoint: ep, Compress: compress, SendTimeout: cfg.Aggregator.SendTimeout})
+		if err != nil {
+			return nil, err
+		}
+		return wireBytes.track(c), nil
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_agent_wire_bytes_sent_total",
+		Help: "Bytes sent to aggregators in batch frames (headers included)."}, func() float64 { return float64(wireBytes.sent()) }))
+	shipper := ship.New(ship.Config{Agent: cfg.Name, Region: cfg.Region, Addrs: cfg.Aggregator.Addrs,
+		InFlight: cfg.Aggregator.InFlight, BackoffMin: cfg.Aggregator.BackoffMin, BackoffMax: cfg.Aggregator.BackoffMax,
+		SendTimeout: cfg.Aggregator.SendTimeout, DeadLetterDir: filepath.Join(cfg.StateDir, "dead-letter")},
+		sp, dial, reg, logger)
+	return shipper, func() { ep.Close() }, nil
 }
 
 func registerSpoolMetrics(reg prometheus.Registerer, sp *spool.Spool) {

@@ -34,8 +34,9 @@ func (c *capture) HandleBatch(_ context.Context, _ wire.Peer, b *wire.Batch) wir
 	return wire.Ack{Version: wire.ProtocolVersion, Seq: b.Seq, Status: wire.AckOK}
 }
 
-// startAgent runs a real agent shipping to a capturing QUIC server.
-func startAgent(t *testing.T) (eventsURL string, cap *capture, stop func()) {
+// captureSetup starts a capturing QUIC server and returns an agent
+// configuration that ships to it.
+func captureSetup(t *testing.T) (config.Config, *capture) {
 	t.Helper()
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "certs")
@@ -46,13 +47,14 @@ func startAgent(t *testing.T) (eventsURL string, cap *capture, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cap = &capture{}
+	cap := &capture{}
 	srv, err := wire.NewServer(wire.ServerConfig{Addr: "127.0.0.1:0", TLS: tlsConf, Handler: cap})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sctx, stopSrv := context.WithCancel(context.Background())
 	go srv.Serve(sctx)
+	t.Cleanup(func() { stopSrv(); srv.Close() })
 
 	cfg := config.DefaultConfig()
 	cfg.Name, cfg.Region, cfg.StateDir = "agent-t", "eu", filepath.Join(dir, "state")
@@ -65,6 +67,28 @@ func startAgent(t *testing.T) (eventsURL string, cap *capture, stop func()) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	return cfg, cap
+}
+
+// latest applies the receiver's rule: the highest version of every CID.
+func (c *capture) latest() map[uint64]wire.Contribution {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[uint64]wire.Contribution{}
+	for _, b := range c.batches {
+		for _, ct := range b.Contributions {
+			if ct.Version > out[ct.CID].Version {
+				out[ct.CID] = ct
+			}
+		}
+	}
+	return out
+}
+
+// startAgent runs a real agent shipping to a capturing QUIC server.
+func startAgent(t *testing.T) (eventsURL string, cap *capture, stop func()) {
+	t.Helper()
+	cfg, cap := captureSetup(t)
 	addr := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -82,8 +106,6 @@ func startAgent(t *testing.T) (eventsURL string, cap *capture, stop func()) {
 		if err := <-done; err != nil {
 			t.Errorf("agent: %v", err)
 		}
-		stopSrv()
-		srv.Close()
 	}
 }
 
@@ -120,23 +142,19 @@ func TestRawIdentitiesNeverLeaveTheAgent(t *testing.T) {
 		t.Fatal("nothing was shipped")
 	}
 	var shipped bytes.Buffer
-	latest := map[uint64]wire.Contribution{} // receiver rule: highest version per CID
 	for _, b := range cap.batches {
 		raw, err := msgpack.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
 		shipped.Write(raw)
-		for _, c := range b.Contributions {
-			if c.Version > latest[c.CID].Version {
-				latest[c.CID] = c
-			}
-		}
 	}
+	cap.mu.Unlock()
 	var count uint64
-	for _, c := range latest {
+	for _, c := range cap.latest() {
 		count += c.State.Count
 	}
+	cap.mu.Lock()
 	if count != 100 {
 		t.Fatalf("shipped %d events, want 100", count)
 	}

@@ -51,6 +51,12 @@ type Config struct {
 	JournalMaxBytes int64
 	// JournalFsync fsyncs the journal on every Accept.
 	JournalFsync bool
+	// NoJournal runs without a journal, for sources that can read their
+	// input again (log backfill): after a crash they resume from the
+	// positions of the last committed flush, and events read after it were
+	// never shipped, so reading them again counts each once. Accept
+	// without a position is refused in this mode.
+	NoJournal bool
 	// MaxBatchContributions splits a flush into batches.
 	MaxBatchContributions int
 	// Cardinality bounds distinct campaign, source and medium values per
@@ -112,12 +118,16 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 	if cfg.JournalMaxBytes > 0 {
 		segment = min(segment, cfg.JournalMaxBytes/4)
 	}
-	j, err := seglog.Open(filepath.Join(cfg.Dir, "journal"), seglog.Options{SegmentSize: segment, MaxBytes: cfg.JournalMaxBytes})
-	if err != nil {
-		return nil, fmt.Errorf("open journal: %w", err)
-	}
-	if rec := j.Recovered(); rec.Dropped > 0 {
-		logger.Warn("journal had a torn tail from a crash; dropped the partial record", "bytes", rec.Dropped)
+	var j *seglog.Log
+	if !cfg.NoJournal {
+		var err error
+		j, err = seglog.Open(filepath.Join(cfg.Dir, "journal"), seglog.Options{SegmentSize: segment, MaxBytes: cfg.JournalMaxBytes})
+		if err != nil {
+			return nil, fmt.Errorf("open journal: %w", err)
+		}
+		if rec := j.Recovered(); rec.Dropped > 0 {
+			logger.Warn("journal had a torn tail from a crash; dropped the partial record", "bytes", rec.Dropped)
+		}
 	}
 	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), journal: j, spool: sp,
 		positions: map[string]Position{}, guard: cardinality.New(cfg.Cardinality)}
@@ -143,10 +153,15 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 			ConstLabels: prometheus.Labels{"dimension": dim}}, func() float64 { return float64(c.guard.Folded()[i]) }))
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_journal_bytes",
-		Help: "Bytes in the event journal."}, func() float64 { return float64(c.journal.Size()) }))
+		Help: "Bytes in the event journal."}, func() float64 {
+		if c.journal == nil {
+			return 0
+		}
+		return float64(c.journal.Size())
+	}))
 
 	if err := c.replay(); err != nil {
-		j.Close()
+		c.Close()
 		return nil, err
 	}
 	return c, nil
@@ -161,6 +176,9 @@ func (c *Collector) replay() error {
 		return err
 	}
 	c.positions = positions
+	if c.journal == nil {
+		return nil
+	}
 	from := seglog.Pos(meta.JournalPos)
 	if start := c.journal.Start(); from < start {
 		// Released segments are older than the commit; nothing is lost.
@@ -207,6 +225,9 @@ func (c *Collector) Accept(events []event.Event) error { return c.accept(events,
 func (c *Collector) AcceptAt(events []event.Event, pos Position) error { return c.accept(events, &pos) }
 
 func (c *Collector) accept(events []event.Event, pos *Position) error {
+	if c.journal == nil && pos == nil {
+		return errors.New("collector without a journal takes only events with a source position")
+	}
 	if c.spool.Full() {
 		c.m.busy.WithLabelValues("spool_full").Inc()
 		return &ingest.BusyError{Reason: "spool full: the aggregator is unreachable or slow", RetryAfter: c.cfg.FlushInterval}
@@ -217,16 +238,18 @@ func (c *Collector) accept(events []event.Event, pos *Position) error {
 		// Fold before journaling, under the rollup's lock: the journal
 		// holds folded events, so a replay needs no folding decisions.
 		c.guard.Fold(events, time.Now().Unix())
-		rec = event.AppendEvents(appendRecordHeader(rec, pos), events)
-		if _, _, err := c.journal.Append(rec); err != nil {
-			return err
+		if c.journal != nil {
+			rec = event.AppendEvents(appendRecordHeader(rec, pos), events)
+			if _, _, err := c.journal.Append(rec); err != nil {
+				return err
+			}
 		}
 		if pos != nil {
 			c.posMu.Lock()
 			c.positions[pos.Source] = *pos
 			c.posMu.Unlock()
 		}
-		if c.cfg.JournalFsync {
+		if c.cfg.JournalFsync && c.journal != nil {
 			return c.journal.Sync()
 		}
 		return nil
@@ -263,6 +286,9 @@ func (c *Collector) Flush() error {
 			c.posMu.Lock()
 			positions, posErr = encodePositions(c.positions)
 			c.posMu.Unlock()
+			if c.journal == nil {
+				return 0
+			}
 			return uint64(c.journal.End())
 		})
 		if err != nil {
@@ -286,7 +312,7 @@ func (c *Collector) Flush() error {
 	// that never reached the disk (harmless) — but it would also lose the
 	// events of this flush if the spool write survived and the journal
 	// did not. Syncing first keeps both in step.
-	if err := c.journal.Sync(); err != nil {
+	if err := c.syncJournal(); err != nil {
 		c.m.flushes.WithLabelValues("retry").Inc()
 		return fmt.Errorf("sync journal: %w", err)
 	}
@@ -308,6 +334,9 @@ func (c *Collector) Flush() error {
 // its bound, it seals the active segment first (Release never deletes the
 // active one), so a busy journal cannot stay full of covered records.
 func (c *Collector) releaseJournal(covered seglog.Pos) {
+	if c.journal == nil {
+		return
+	}
 	if covered == c.journal.End() && c.journal.Start() < covered && c.journal.Size()*2 >= c.cfg.JournalMaxBytes {
 		if err := c.journal.Roll(); err != nil {
 			c.log.Warn("sealing the journal segment failed", "err", err)
@@ -343,5 +372,17 @@ func (c *Collector) Run(ctx context.Context) error {
 // Stats returns the rollup's counters.
 func (c *Collector) Stats() rollup.Stats { return c.rollup.Stats() }
 
+func (c *Collector) syncJournal() error {
+	if c.journal == nil {
+		return nil
+	}
+	return c.journal.Sync()
+}
+
 // Close closes the journal. Call it after Run has returned.
-func (c *Collector) Close() error { return c.journal.Close() }
+func (c *Collector) Close() error {
+	if c.journal == nil {
+		return nil
+	}
+	return c.journal.Close()
+}

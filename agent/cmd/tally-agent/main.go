@@ -1,21 +1,31 @@
 // Command tally-agent collects campaign events next to web servers,
 // pre-aggregates them into per-minute sketches and ships them to the
 // aggregator cluster. See the README for the configuration file.
+//
+// Subcommands:
+//
+//	tally-agent [flags]                     run (default)
+//	tally-agent import-log [flags] FILE...  backfill historical access logs
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/tally-edge/tally/agent"
 	"github.com/tally-edge/tally/agent/config"
+	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/internal/cli"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "import-log" {
+		return importLog(args[1:])
+	}
 	fs := flag.NewFlagSet("tally-agent", flag.ContinueOnError)
 	configPath := fs.String("config", "tally-agent.yaml", "configuration file (YAML)")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration file and exit")
@@ -45,4 +55,71 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// importLog backfills access logs through the agent's pipeline.
+func importLog(args []string) int {
+	fs := flag.NewFlagSet("tally-agent import-log", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: tally-agent import-log [flags] FILE... (plain or gzip)")
+		fs.PrintDefaults()
+	}
+	configPath := fs.String("config", "tally-agent.yaml", "agent configuration file (aggregator, certificates, privacy)")
+	format := fs.String("format", "combined", "log format: combined, common, nginx or json")
+	nginxFormat := fs.String("nginx-format", "", "nginx log_format string (with -format nginx)")
+	site := fs.String("site", "", "host to build page URLs with when lines carry none (e.g. www.example.com)")
+	maxAge := fs.Duration("max-age", 10*365*24*time.Hour, "reject events older than this")
+	progress := fs.String("progress", "auto", "progress display: auto (on a terminal), always or never")
+	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	logger, err := cli.NewLogger(os.Stderr, "text", *logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-agent import-log:", err)
+		return 2
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-agent import-log:", err)
+		return 2
+	}
+	spec := logparse.DefaultSpec()
+	spec.Format, spec.NginxFormat, spec.Site = *format, *nginxFormat, *site
+	if err := spec.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "tally-agent import-log:", err)
+		return 2
+	}
+	opts := agent.ImportOptions{Files: fs.Args(), Parse: spec, MaxAge: *maxAge}
+	terminal := isTerminal(os.Stderr)
+	switch *progress {
+	case "always":
+		opts.Progress, opts.Interactive = os.Stderr, terminal
+	case "auto":
+		if terminal {
+			opts.Progress, opts.Interactive = os.Stderr, true
+		}
+	case "never":
+	default:
+		fmt.Fprintln(os.Stderr, "tally-agent import-log: -progress must be auto, always or never")
+		return 2
+	}
+	ctx, stop := cli.SignalContext(logger)
+	defer stop()
+	sum, err := agent.Import(ctx, cfg, opts, logger)
+	fmt.Print(agent.FormatSummary(&sum))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-agent import-log:", err)
+		return 1
+	}
+	return 0
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
