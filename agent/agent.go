@@ -74,13 +74,18 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
+	bots, err := botfilter.Open(cfg.Bots)
+	if err != nil {
+		return fmt.Errorf("bot filter: %w", err)
+	}
+	reg.MustRegister(bots)
 	var proxies []netip.Prefix
 	for _, p := range cfg.HTTP.TrustedProxies {
 		proxies = append(proxies, netip.MustParsePrefix(p)) // validated by config
 	}
 	ing := ingest.New(ingest.Config{Region: cfg.Region, MaxBodyBytes: int64(cfg.HTTP.MaxBodyBytes),
 		MaxEvents: cfg.HTTP.MaxEventsPerRequest, MaxAge: cfg.HTTP.MaxEventAge, MaxSkew: cfg.HTTP.MaxClockSkew,
-		TrustedProxies: proxies}, col, hasher, botfilter.New(botfilter.Config{CacheSize: cfg.Bots.CacheSize, FlagEmptyUA: cfg.Bots.FlagEmptyUA}),
+		TrustedProxies: proxies}, col, hasher, bots,
 		reg, logger)
 
 	shipper, closeShipping, err := newShipper(cfg, sp, reg, logger)

@@ -158,8 +158,12 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 		wg.Wait()
 	}()
 
+	bots, err := botfilter.Open(cfg.Bots)
+	if err != nil {
+		return sum, fmt.Errorf("bot filter: %w", err)
+	}
 	r := &reader{ctx: ctx, cfg: cfg, opts: opts, parser: parser, hasher: hasher, sink: col, sum: &sum,
-		bots:    botfilter.New(botfilter.Config{CacheSize: cfg.Bots.CacheSize, FlagEmptyUA: cfg.Bots.FlagEmptyUA}),
+		bots:    bots,
 		devices: event.NewDeviceCache(0), positions: col.Positions()}
 	var total int64
 	for _, f := range opts.Files {

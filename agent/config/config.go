@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tally-edge/tally/agent/botfilter"
 	"github.com/tally-edge/tally/agent/privacy"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
@@ -33,7 +34,8 @@ type Config struct {
 	Rollup     Rollup     `yaml:"rollup"`
 	Journal    Journal    `yaml:"journal"`
 	Spool      Spool      `yaml:"spool"`
-	Bots       Bots       `yaml:"bots"`
+	// Bots configures the layered bot filter (see agent/botfilter/README.md).
+	Bots botfilter.Config `yaml:"bots"`
 	// Cardinality bounds distinct values per dimension and minute.
 	Cardinality Cardinality `yaml:"cardinality"`
 }
@@ -136,14 +138,6 @@ type Spool struct {
 	MaxBytes yamlconf.ByteSize `yaml:"max_bytes"`
 }
 
-// Bots configures the edge bot filter.
-type Bots struct {
-	// FlagEmptyUA treats events without a user agent as bots. Default false.
-	FlagEmptyUA bool `yaml:"flag_empty_ua"`
-	// CacheSize bounds the per-UA verdict cache. Default 65536.
-	CacheSize int `yaml:"cache_size"`
-}
-
 // DefaultConfig returns a configuration with every default filled in.
 func DefaultConfig() Config {
 	yes := true
@@ -158,7 +152,7 @@ func DefaultConfig() Config {
 		Rollup:  Rollup{FlushInterval: 15 * time.Second, Lateness: time.Hour, MaxOpen: 1_000_000},
 		Journal: Journal{MaxBytes: 256 << 20},
 		Spool:   Spool{MaxBytes: 1 << 30},
-		Bots:    Bots{CacheSize: 65536},
+		Bots:    botfilter.DefaultConfig(),
 	}
 }
 
@@ -226,6 +220,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rollup.Lateness < c.Rollup.FlushInterval {
 		bad("rollup.lateness %s: must be at least flush_interval", c.Rollup.Lateness)
+	}
+	if err := c.Bots.Validate(); err != nil {
+		bad("bots: %v", err)
 	}
 	if c.Journal.MaxBytes < 1<<20 || c.Spool.MaxBytes < 1<<20 {
 		bad("journal.max_bytes and spool.max_bytes: at least 1MiB")

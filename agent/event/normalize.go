@@ -67,8 +67,10 @@ type Hasher interface {
 // BotFilter decides whether an event comes from a bot. Implementations must
 // be safe for concurrent use.
 type BotFilter interface {
-	// Check returns the reason the event is a bot, or "".
-	Check(ua, ip string) string
+	// CheckEvent returns the reason the event is a bot, or "". visitor is
+	// the salted visitor hash (0 when none) and unixMillis the event time,
+	// for per-visitor rate limits.
+	CheckEvent(ua, ip string, visitor uint64, unixMillis int64) string
 }
 
 // Normalize validates r and fills e. It returns an *Error naming the field
@@ -143,16 +145,16 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 		e.Series.Device = c.Devices.Device(ua)
 	}
 
-	if bots != nil && typ != "cost" {
-		e.Bot = bots.Check(ua, ip)
-	}
-	// Cost events describe spend, not people: no visitor.
+	// Cost events describe spend, not people: no visitor, never a bot.
 	if typ != "cost" && h != nil {
 		if r.Visitor != "" {
 			e.Visitor = h.Visitor(ts, r.Visitor)
 		} else if ip != "" || ua != "" {
 			e.Visitor = h.Anonymous(ts, ip, ua, site)
 		}
+	}
+	if bots != nil && typ != "cost" {
+		e.Bot = bots.CheckEvent(ua, ip, e.Visitor, ts)
 	}
 	return nil
 }
