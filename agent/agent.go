@@ -94,6 +94,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	}
 	defer closeShipping()
 
+	tailers, err := newTailers(cfg, col, hasher, bots, reg, logger)
+	if err != nil {
+		return err
+	}
+
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", ing)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
@@ -121,10 +126,21 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	colErr := make(chan error, 1)
 	wg.Go(func() { colErr <- col.Run(colCtx) })
 	wg.Go(func() { _ = shipper.Run(shipCtx) })
+	tailCtx, stopTails := context.WithCancel(context.Background())
+	defer stopTails()
+	var tailWG sync.WaitGroup
+	tailErr := make(chan error, len(tailers))
+	for _, t := range tailers {
+		tailWG.Go(func() {
+			if err := t.Run(tailCtx); err != nil {
+				tailErr <- err
+			}
+		})
+	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- srv.Serve(ln) }()
 	logger.Info("agent started", "http", ln.Addr().String(), "aggregators", cfg.Aggregator.Addrs, "epoch", epoch,
-		"flush_interval", cfg.Rollup.FlushInterval)
+		"flush_interval", cfg.Rollup.FlushInterval, "log_sources", len(tailers))
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -134,11 +150,17 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	case <-ctx.Done():
 	case err := <-httpErr:
 		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-tailErr:
+		// A sink failure other than backpressure: stop, so a restart
+		// resumes every log exactly from its journaled position.
+		runErr = fmt.Errorf("log source: %w", err)
 	}
 	logger.Info("shutting down: stop ingest, flush, drain")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	_ = srv.Shutdown(sctx)
 	cancel()
+	stopTails()
+	tailWG.Wait()
 	stopCol()
 	if err := <-colErr; err != nil {
 		runErr = errors.Join(runErr, err)

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/tally-edge/tally/agent/botfilter"
+	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/agent/privacy"
+	"github.com/tally-edge/tally/agent/tail"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -38,6 +40,61 @@ type Config struct {
 	Bots botfilter.Config `yaml:"bots"`
 	// Cardinality bounds distinct values per dimension and minute.
 	Cardinality Cardinality `yaml:"cardinality"`
+	// Sources are inputs besides POST /v1/events.
+	Sources Sources `yaml:"sources"`
+}
+
+// Sources are the agent's inputs besides its HTTP endpoint.
+type Sources struct {
+	// Logs are access logs to tail (see agent/tail and agent/logparse).
+	Logs []LogSource `yaml:"logs"`
+}
+
+// LogSource is one set of access logs in one format: the files to follow
+// and how to read their lines. The parsing keys (format, nginx_format,
+// json_fields, site, scheme, trusted_proxies, rules, default_rule) are
+// those of agent/logparse/README.md.
+type LogSource struct {
+	// Paths are files or globs to follow, e.g. /var/log/nginx/*.access.log.
+	Paths []string `yaml:"paths"`
+	// PollInterval is how often globs are expanded and idle files checked.
+	// Default 1s.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// MaxLineBytes skips (and counts) longer lines. Default 64KiB.
+	MaxLineBytes yamlconf.ByteSize `yaml:"max_line_bytes"`
+	// RotateWait keeps reading a rotated-away file this long after its
+	// last growth (a server may write to it until it reopens). Default 10s.
+	RotateWait time.Duration `yaml:"rotate_wait"`
+	// IdleFlush takes a last line without a newline as complete after this
+	// long. Default 5m.
+	IdleFlush time.Duration `yaml:"idle_flush"`
+	// RotatedSuffixes are where rotated files go, as suffixes of the path
+	// (glob syntax). Default [".[0-9]*", "-[0-9]*"].
+	RotatedSuffixes []string `yaml:"rotated_suffixes"`
+
+	logparse.Spec `yaml:",inline"`
+}
+
+// TailConfig returns the tailer configuration of the source.
+func (l *LogSource) TailConfig() tail.Config {
+	c := tail.DefaultConfig()
+	c.Paths = l.Paths
+	if l.PollInterval > 0 {
+		c.PollInterval = l.PollInterval
+	}
+	if l.MaxLineBytes > 0 {
+		c.MaxLineBytes = int(l.MaxLineBytes)
+	}
+	if l.RotateWait > 0 {
+		c.RotateWait = l.RotateWait
+	}
+	if l.IdleFlush > 0 {
+		c.IdleFlush = l.IdleFlush
+	}
+	if l.RotatedSuffixes != nil {
+		c.RotatedSuffixes = l.RotatedSuffixes
+	}
+	return c
 }
 
 // Cardinality bounds the distinct campaign, source and medium values per
@@ -223,6 +280,15 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Bots.Validate(); err != nil {
 		bad("bots: %v", err)
+	}
+	for i := range c.Sources.Logs {
+		l := &c.Sources.Logs[i]
+		if err := l.TailConfig().Validate(); err != nil {
+			bad("sources.logs[%d]: %v", i, err)
+		}
+		if err := l.Spec.Validate(); err != nil {
+			bad("sources.logs[%d]: %v", i, err)
+		}
 	}
 	if c.Journal.MaxBytes < 1<<20 || c.Spool.MaxBytes < 1<<20 {
 		bad("journal.max_bytes and spool.max_bytes: at least 1MiB")
