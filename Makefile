@@ -16,7 +16,11 @@ TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
 
-.PHONY: help build test test-short demo bench fuzz lint fmt tidy-check dashboard certs influxdb clean
+.PHONY: help build test test-short test-deps demo bench fuzz lint fmt tidy-check dashboard certs influxdb clean
+
+# Debian packages that tests drive for real (nginx, chromium) and that the
+# benchmarks compare against (goaccess). Installed with apt-get when absent.
+DEB_PACKAGES := nginx chromium goaccess
 
 help: ## Show the verbs.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,8 +36,18 @@ $(INFLUXD):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXDB_VERSION)
 
-test: influxdb lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration and e2e tests.
-	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
+test: influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration and e2e tests.
+	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
+
+test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess) when absent.
+	@missing=""; \
+	  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  command -v goaccess >/dev/null 2>&1 || missing="$$missing goaccess"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi
 
 test-short: ## Unit tests only (no InfluxDB, no e2e).
 	$(GO) test -short -count=1 $(PKGS)
@@ -41,7 +55,7 @@ test-short: ## Unit tests only (no InfluxDB, no e2e).
 demo: build influxdb ## Build, start InfluxDB, an aggregator, two agents and generated traffic; print the dashboard URL.
 	$(BIN)/tally-demo -bin $(BIN) -influxd $(INFLUXD) -dir .demo
 
-bench: influxdb ## Benchmarks (ingest, rollup, merge, wire, end to end).
+bench: influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
 
 fuzz: ## Run every fuzzer (wire, sketch) for FUZZTIME each (default 30s).
