@@ -11,7 +11,9 @@ import (
 //
 //	uvarint count, then per event:
 //	  varint unix ms | uvarint visitor | varint value µ | varint cost µ |
-//	  byte flags (bit0 has value) | 8 × (uvarint len, bytes):
+//	  byte flags (bit0 has value, bit1 imported row) |
+//	  [if bit1: uvarint weight | uvarint row | uvarint row version] |
+//	  8 × (uvarint len, bytes):
 //	  campaign, source, medium, type, country, device, region, bot
 //
 // It is local to one agent and never crosses the wire.
@@ -32,7 +34,15 @@ func AppendEvents(b []byte, events []Event) []byte {
 		if e.HasValue {
 			flags |= 1
 		}
+		if e.Row != 0 || e.Weight != 0 {
+			flags |= 2
+		}
 		b = append(b, flags)
+		if flags&2 != 0 {
+			b = binary.AppendUvarint(b, e.Weight)
+			b = binary.AppendUvarint(b, e.Row)
+			b = binary.AppendUvarint(b, e.RowVersion)
+		}
 		for _, s := range [...]string{e.Series.Campaign, e.Series.Source, e.Series.Medium, e.Series.Type,
 			e.Series.Country, e.Series.Device, e.Series.Region, e.Bot} {
 			b = binary.AppendUvarint(b, uint64(len(s)))
@@ -68,8 +78,20 @@ func DecodeEvents(b []byte, dst []Event) ([]Event, error) {
 		if len(b) < 1 {
 			return dst, ErrCorrupt
 		}
-		e.HasValue = b[0]&1 != 0
+		flags := b[0]
+		e.HasValue = flags&1 != 0
 		b = b[1:]
+		if flags&2 != 0 {
+			if e.Weight, b, ok = uvarint(b); !ok {
+				return dst, ErrCorrupt
+			}
+			if e.Row, b, ok = uvarint(b); !ok {
+				return dst, ErrCorrupt
+			}
+			if e.RowVersion, b, ok = uvarint(b); !ok {
+				return dst, ErrCorrupt
+			}
+		}
 		fields := [...]*string{&e.Series.Campaign, &e.Series.Source, &e.Series.Medium, &e.Series.Type,
 			&e.Series.Country, &e.Series.Device, &e.Series.Region, &e.Bot}
 		for i, f := range fields {
@@ -115,4 +137,19 @@ func uvarint(b []byte) (uint64, []byte, bool) {
 // Key returns the series-minute this event belongs to.
 func (e *Event) Key() sketch.Key {
 	return sketch.Key{Series: e.Series, Minute: sketch.MinuteOf(e.UnixMillis)}
+}
+
+// RowID derives an imported row's contribution id from its key (for
+// example "cost|2026-11-21|spring_sale|google|cpc"). The top two bits are
+// set, which keeps these ids apart from those of live agents (top bit 0)
+// and of log backfills (top bits 10).
+func RowID(key string) uint64 {
+	// FNV-1a 64: stable across processes and versions, which is all an
+	// id needs; rows are not adversarial to each other.
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= 1099511628211
+	}
+	return h | 3<<62
 }

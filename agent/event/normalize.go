@@ -36,6 +36,23 @@ type Event struct {
 	HasValue bool
 	// Bot is the reason the event was filtered, or "" for real traffic.
 	Bot string
+	// Weight is how many events this one stands for (an ad network's
+	// "120,000 impressions" row); 0 means 1.
+	Weight uint64
+	// Row, when not 0, makes the event an imported row: it becomes a
+	// contribution of its own with this id (see RowID) and version
+	// RowVersion, so importing the same row again replaces it instead of
+	// adding to it.
+	Row        uint64
+	RowVersion uint64
+}
+
+// Count returns how many events e stands for.
+func (e *Event) Count() uint64 {
+	if e.Weight == 0 {
+		return 1
+	}
+	return e.Weight
 }
 
 // Context is what the normaliser needs besides the event itself.

@@ -59,3 +59,21 @@ func TestDeviceOf(t *testing.T) {
 		}
 	}
 }
+
+func TestRowFieldsSurviveTheJournal(t *testing.T) {
+	in := []Event{
+		{UnixMillis: 1, Weight: 120_000, Row: RowID("r1"), RowVersion: 99},
+		{UnixMillis: 2, HasValue: true, ValueMicros: 5},
+	}
+	out, err := DecodeEvents(AppendEvents(nil, in), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2 || out[0].Weight != 120_000 || out[0].Row != RowID("r1") || out[0].RowVersion != 99 ||
+		out[1].Row != 0 || !out[1].HasValue || out[1].ValueMicros != 5 {
+		t.Fatalf("decoded %+v", out)
+	}
+	if RowID("r1") == RowID("r2") || RowID("r1")>>62 != 3 {
+		t.Fatal("row ids collide or lack their marker bits")
+	}
+}

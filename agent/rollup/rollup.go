@@ -60,7 +60,14 @@ type Rollup struct {
 	mu      sync.Mutex
 	nextGen uint32
 	open    map[sketch.Key]*entry
+	rows    map[rowKey]*entry // imported rows: one contribution each
 	stats   Stats
+}
+
+// rowKey identifies an imported row's contribution.
+type rowKey struct {
+	key sketch.Key
+	row uint64
 }
 
 // New returns a Rollup whose CIDs carry the given restart epoch. Each
@@ -72,7 +79,7 @@ func New(epoch uint32, cfg Config) *Rollup {
 	if cfg.MaxOpen <= 0 {
 		cfg.MaxOpen = DefaultConfig().MaxOpen
 	}
-	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: make(map[sketch.Key]*entry, 1024)}
+	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: make(map[sketch.Key]*entry, 1024), rows: make(map[rowKey]*entry)}
 }
 
 // ErrFull is returned by Add when MaxOpen series-minutes are open.
@@ -120,6 +127,10 @@ func (r *Rollup) wouldOpen(events []event.Event) int {
 
 func (r *Rollup) apply(e *event.Event, now int64) {
 	k := sketch.Key{Series: e.Series, Minute: sketch.MinuteOf(e.UnixMillis)}
+	if e.Row != 0 {
+		r.applyRow(k, e, now)
+		return
+	}
 	en := r.open[k]
 	if en == nil {
 		r.nextGen++
@@ -135,11 +146,41 @@ func (r *Rollup) apply(e *event.Event, now int64) {
 		return
 	}
 	r.stats.Events++
-	en.state.Count++
+	en.state.Count += e.Count()
 	en.state.CostMicros += e.CostMicros
 	if e.HasValue {
 		en.state.AddValue(e.ValueMicros)
 	}
+	en.regs.Add(e.Visitor)
+}
+
+// applyRow installs an imported row as its own contribution. The row
+// carries its complete value, so a second import of the same row replaces
+// the first, here and (through its higher version) at the aggregator.
+func (r *Rollup) applyRow(k sketch.Key, e *event.Event, now int64) {
+	rk := rowKey{key: k, row: e.Row}
+	en := r.rows[rk]
+	if en == nil {
+		en = &entry{cid: e.Row}
+		r.rows[rk] = en
+		r.stats.Opened++
+	}
+	version := max(e.RowVersion, 1) // receivers replace only on a higher version than none (0)
+	if version < en.version {
+		return // an older import of the same row
+	}
+	en.version, en.dirty, en.touched = version, true, now
+	en.state = sketch.State{CostMicros: e.CostMicros}
+	if e.Bot != "" {
+		en.state.Bots = map[string]uint64{e.Bot: e.Count()}
+		r.stats.Bots += e.Count()
+		return
+	}
+	en.state.Count = e.Count()
+	if e.HasValue {
+		en.state.AddValue(e.ValueMicros)
+	}
+	r.stats.Events += e.Count()
 	en.regs.Add(e.Visitor)
 }
 
@@ -173,6 +214,18 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 		out = append(out, wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
 		en.dirty = false
 	}
+	// Imported rows ship once, with their own id and version, and are
+	// forgotten: importing them again sends a newer version.
+	for rk, en := range r.rows {
+		enc, err := en.state.Encode()
+		if err != nil {
+			return nil, 0, err
+		}
+		enc.Registers = en.regs.AppendUpdates(nil)
+		out = append(out, wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc})
+		delete(r.rows, rk)
+		r.stats.Closed++
+	}
 	return out, pos, nil
 }
 
@@ -181,6 +234,6 @@ func (r *Rollup) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
-	s.Open = uint64(len(r.open))
+	s.Open = uint64(len(r.open) + len(r.rows))
 	return s
 }

@@ -184,3 +184,40 @@ func TestAddIsAllOrNothing(t *testing.T) {
 		t.Fatalf("applied despite journal error: %+v", st)
 	}
 }
+
+func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
+	r := New(1, DefaultConfig())
+	s := sketch.Series{Campaign: "spring", Source: "google", Medium: "cpc", Type: "impression", Region: "eu"}
+	row := event.RowID("cost|2026-11-21|spring|google|cpc")
+	ts := time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC).UnixMilli()
+	imp := func(weight, version uint64) event.Event {
+		return event.Event{Series: s, UnixMillis: ts, Weight: weight, Row: row, RowVersion: version}
+	}
+	// The same row twice in one flush, then a corrected re-import later.
+	if err := r.Add([]event.Event{imp(120_000, 10), imp(120_000, 11)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cs, _, _ := r.Flush(nil)
+	if len(cs) != 1 || cs[0].CID != row || cs[0].Version != 11 || cs[0].State.Count != 120_000 {
+		t.Fatalf("first flush %+v", cs)
+	}
+	if cs[0].CID>>62 != 3 {
+		t.Fatalf("row id %x lacks its top bits", cs[0].CID)
+	}
+	if err := r.Add([]event.Event{imp(125_000, 20), imp(1, 5)}, nil); err != nil { // a stale one is ignored
+		t.Fatal(err)
+	}
+	cs, _, _ = r.Flush(nil)
+	if len(cs) != 1 || cs[0].Version != 20 || cs[0].State.Count != 125_000 {
+		t.Fatalf("re-import %+v", cs)
+	}
+	// A live event with a weight adds its weight.
+	live := event.Event{Series: s, UnixMillis: ts, Weight: 3}
+	if err := r.Add([]event.Event{live, live}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cs, _, _ = r.Flush(nil)
+	if len(cs) != 1 || cs[0].State.Count != 6 || cs[0].CID == row {
+		t.Fatalf("weighted live events %+v", cs)
+	}
+}
