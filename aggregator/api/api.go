@@ -76,6 +76,7 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	s.handle("GET /api/v1/kpis", "kpis", s.kpis)
+	s.handle("GET /api/v1/bots", "bots", s.bots)
 	if assets != nil {
 		s.mux.Handle("GET /", http.FileServerFS(assets))
 	}
@@ -172,4 +173,44 @@ func (s *Server) kpis(w http.ResponseWriter, r *http.Request) int {
 		return writeError(w, http.StatusInternalServerError, err.Error())
 	}
 	return writeJSON(w, k)
+}
+
+// BotsResponse is the body of GET /api/v1/bots.
+type BotsResponse struct {
+	// Total is the number of bot events filtered at the edge.
+	Total uint64 `json:"total"`
+	// ByReason splits Total by the layer that caught them (crawler,
+	// headless, datacenter, rate_ip, …).
+	ByReason map[string]uint64 `json:"by_reason"`
+	// Share is Total over all events, bots included (0 with no events).
+	Share float64 `json:"share"`
+}
+
+// bots serves GET /api/v1/bots: filtered bot events of one campaign over
+// [from, to), by reason. It takes the same parameters as kpis.
+func (s *Server) bots(w http.ResponseWriter, r *http.Request) int {
+	f, err := s.parseFilter(r)
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
+	defer cancel()
+	pts, err := s.source.Minutes(ctx, f)
+	if err != nil {
+		s.log.Error("bots query failed", "campaign", f.Campaign, "err", err)
+		return writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
+	}
+	k, t, err := kpi.Compute(pts)
+	if err != nil {
+		return writeError(w, http.StatusInternalServerError, err.Error())
+	}
+	resp := BotsResponse{Total: k.BotsFiltered, ByReason: t.Bots}
+	var all uint64
+	for _, n := range t.ByType {
+		all += n
+	}
+	if all+k.BotsFiltered > 0 {
+		resp.Share = float64(k.BotsFiltered) / float64(all+k.BotsFiltered)
+	}
+	return writeJSON(w, resp)
 }

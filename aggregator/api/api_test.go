@@ -93,3 +93,24 @@ func TestProbesAndStorageErrors(t *testing.T) {
 		t.Fatalf("metrics %d", w.Code)
 	}
 }
+
+func TestBotsByReason(t *testing.T) {
+	bot := &sketch.State{Count: 6}
+	bot.AddBot("crawler")
+	bot.AddBot("crawler")
+	bot.AddBot("datacenter")
+	src := &fakeSource{pts: []kpi.Point{{Series: sketch.Series{Type: "click"}, State: bot},
+		{Series: sketch.Series{Type: "impression"}, State: &sketch.State{Count: 1}}}}
+	s := newServer(src, func() error { return nil })
+	w := get(s, "/api/v1/bots?campaign=c")
+	var got BotsResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || w.Code != 200 {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	if got.Total != 3 || got.ByReason["crawler"] != 2 || got.ByReason["datacenter"] != 1 || got.Share != 0.3 {
+		t.Fatalf("got %+v", got)
+	}
+	if w := get(s, "/api/v1/bots"); w.Code != 400 || !strings.Contains(w.Body.String(), "campaign") {
+		t.Fatalf("missing campaign: %d %s", w.Code, w.Body)
+	}
+}
