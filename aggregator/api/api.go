@@ -154,23 +154,34 @@ func parseTime(v string, def time.Time) (time.Time, error) {
 	return t, nil
 }
 
-// kpis serves GET /api/v1/kpis: one flat object of numbers for one
-// campaign over [from, to) (default: the last hour).
-func (s *Server) kpis(w http.ResponseWriter, r *http.Request) int {
+// query parses the window and filters and computes the KPIs of the
+// matching series-minutes. On failure it has written the answer and
+// returns its status code.
+func (s *Server) query(w http.ResponseWriter, r *http.Request) (kpi.KPIs, kpi.Totals, int) {
 	f, err := s.parseFilter(r)
 	if err != nil {
-		return writeError(w, http.StatusBadRequest, err.Error())
+		return kpi.KPIs{}, kpi.Totals{}, writeError(w, http.StatusBadRequest, err.Error())
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
 	defer cancel()
 	pts, err := s.source.Minutes(ctx, f)
 	if err != nil {
-		s.log.Error("kpi query failed", "campaign", f.Campaign, "err", err)
-		return writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
+		s.log.Error("storage query failed", "path", r.URL.Path, "campaign", f.Campaign, "err", err)
+		return kpi.KPIs{}, kpi.Totals{}, writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
 	}
-	k, _, err := kpi.Compute(pts)
+	k, t, err := kpi.Compute(pts)
 	if err != nil {
-		return writeError(w, http.StatusInternalServerError, err.Error())
+		return kpi.KPIs{}, kpi.Totals{}, writeError(w, http.StatusInternalServerError, err.Error())
+	}
+	return k, t, 0
+}
+
+// kpis serves GET /api/v1/kpis: one flat object of numbers for one
+// campaign over [from, to) (default: the last hour).
+func (s *Server) kpis(w http.ResponseWriter, r *http.Request) int {
+	k, _, code := s.query(w, r)
+	if code != 0 {
+		return code
 	}
 	return writeJSON(w, k)
 }
@@ -189,20 +200,9 @@ type BotsResponse struct {
 // bots serves GET /api/v1/bots: filtered bot events of one campaign over
 // [from, to), by reason. It takes the same parameters as kpis.
 func (s *Server) bots(w http.ResponseWriter, r *http.Request) int {
-	f, err := s.parseFilter(r)
-	if err != nil {
-		return writeError(w, http.StatusBadRequest, err.Error())
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
-	defer cancel()
-	pts, err := s.source.Minutes(ctx, f)
-	if err != nil {
-		s.log.Error("bots query failed", "campaign", f.Campaign, "err", err)
-		return writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
-	}
-	k, t, err := kpi.Compute(pts)
-	if err != nil {
-		return writeError(w, http.StatusInternalServerError, err.Error())
+	k, t, code := s.query(w, r)
+	if code != 0 {
+		return code
 	}
 	resp := BotsResponse{Total: k.BotsFiltered, ByReason: t.Bots}
 	var all uint64

@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -51,4 +52,42 @@ func SignalContext(logger *slog.Logger) (context.Context, context.CancelFunc) {
 		os.Exit(130)
 	}()
 	return ctx, func() { signal.Stop(sig); cancel() }
+}
+
+// Main is the common body of both daemons' main: flags -config,
+// -check-config, -log-format and -log-level, strict configuration
+// loading, signals, and exit codes (0 ok, 1 failed, 2 bad usage or
+// configuration). load reads and validates the file; run runs until its
+// context ends.
+func Main[C any](name, defaultConfig string, args []string, load func(path string) (C, error),
+	run func(ctx context.Context, cfg C, logger *slog.Logger) error) int {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	configPath := fs.String("config", defaultConfig, "configuration file (YAML)")
+	checkConfig := fs.Bool("check-config", false, "validate the configuration file and exit")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	logger, err := NewLogger(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 2
+	}
+	cfg, err := load(*configPath)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 2
+	}
+	if *checkConfig {
+		fmt.Printf("%s: configuration is valid\n", *configPath)
+		return 0
+	}
+	ctx, stop := SignalContext(logger)
+	defer stop()
+	if err := run(ctx, cfg, logger); err != nil {
+		logger.Error(name+" failed", "err", err)
+		return 1
+	}
+	return 0
 }

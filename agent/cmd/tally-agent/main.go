@@ -9,8 +9,10 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -26,35 +28,10 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "import-log" {
 		return importLog(args[1:])
 	}
-	fs := flag.NewFlagSet("tally-agent", flag.ContinueOnError)
-	configPath := fs.String("config", "tally-agent.yaml", "configuration file (YAML)")
-	checkConfig := fs.Bool("check-config", false, "validate the configuration file and exit")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	logger, err := cli.NewLogger(os.Stderr, *logFormat, *logLevel)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tally-agent:", err)
-		return 2
-	}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tally-agent:", err)
-		return 2
-	}
-	if *checkConfig {
-		fmt.Printf("%s: configuration is valid\n", *configPath)
-		return 0
-	}
-	ctx, stop := cli.SignalContext(logger)
-	defer stop()
-	if err := agent.Run(ctx, cfg, logger, nil); err != nil {
-		logger.Error("agent failed", "err", err)
-		return 1
-	}
-	return 0
+	return cli.Main("tally-agent", "tally-agent.yaml", args, config.Load,
+		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+			return agent.Run(ctx, cfg, logger, nil)
+		})
 }
 
 // importLog backfills access logs through the agent's pipeline.

@@ -8,8 +8,10 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -25,35 +27,10 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "certs" {
 		return certs(args[1:])
 	}
-	fs := flag.NewFlagSet("tally-aggregator", flag.ContinueOnError)
-	configPath := fs.String("config", "tally-aggregator.yaml", "configuration file (YAML)")
-	checkConfig := fs.Bool("check-config", false, "validate the configuration file and exit")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	logger, err := cli.NewLogger(os.Stderr, *logFormat, *logLevel)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tally-aggregator:", err)
-		return 2
-	}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tally-aggregator:", err)
-		return 2
-	}
-	if *checkConfig {
-		fmt.Printf("%s: configuration is valid\n", *configPath)
-		return 0
-	}
-	ctx, stop := cli.SignalContext(logger)
-	defer stop()
-	if err := aggregator.Run(ctx, cfg, logger, nil); err != nil {
-		logger.Error("aggregator failed", "err", err)
-		return 1
-	}
-	return 0
+	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
+		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+			return aggregator.Run(ctx, cfg, logger, nil)
+		})
 }
 
 // certs creates a development CA and certificates for agents and nodes.
