@@ -20,9 +20,11 @@
 // The payload is the msgpack encoding of the message: a Batch or an Ack as
 // declared in message.go, each struct a map keyed by the short names in its
 // msgpack tags. Integers use their smallest encoding. When flag bit 0 is
-// set, the payload is a single zstd frame that declares its content size
-// (what every one-shot zstd compressor writes); the decompressed msgpack is
-// what the rest of this description calls the payload.
+// set, the payload is a single zstd frame; the decompressed msgpack is what
+// the rest of this description calls the payload. Senders compress only
+// payloads of 256 bytes or more, for which one-shot zstd compressors
+// declare the content size; a frame without a declared size is accepted
+// only while it decompresses to at most 64 KiB.
 //
 // A receiver refuses, before reading or allocating anything more:
 //   - a payload length above its MaxFrameSize (DefaultMaxFrameSize, 16 MiB,

@@ -111,8 +111,12 @@ func AppendFrame(dst []byte, kind Kind, msg any, opts EncodeOptions) ([]byte, er
 			return dst[:start], fmt.Errorf("encode %s: %w", kind, err)
 		}
 		plain := scratch.Bytes()
-		dst = zstdEncoder().EncodeAll(plain, dst)
-		if len(dst)-body < len(plain) {
+		// Below minCompress bytes zstd gains nothing worth a frame of its
+		// own, and the encoder leaves out the content size.
+		if len(plain) >= minCompress {
+			dst = zstdEncoder().EncodeAll(plain, dst)
+		}
+		if len(plain) >= minCompress && len(dst)-body < len(plain) {
 			flags |= FlagZstd
 		} else {
 			dst = append(dst[:body], plain...)
@@ -293,6 +297,14 @@ func readPayload(r io.Reader, n int) ([]byte, error) {
 // zstd frame declares, after checking that size against maxSize. The
 // decoder is limited to that buffer's capacity, so neither a lying header
 // nor concatenated frames can make it allocate more.
+const (
+	// minCompress is the smallest payload AppendFrame compresses.
+	minCompress = 256
+	// maxSizeless caps what a zstd frame without a declared content size
+	// may decompress to.
+	maxSizeless = 64 << 10
+)
+
 func decompress(p []byte, maxSize int) ([]byte, error) {
 	var h zstd.Header
 	if err := h.Decode(p); err != nil {
@@ -302,7 +314,20 @@ func decompress(p []byte, maxSize int) ([]byte, error) {
 	case h.Skippable:
 		return nil, frameErr(ErrBadCompression, nil, "payload starts with a skippable zstd frame")
 	case !h.HasFCS:
-		return nil, frameErr(ErrBadCompression, nil, "zstd frame does not declare its content size")
+		// Encoders leave the size out of small frames (ours do not
+		// compress those, others may): decode them under a small cap
+		// instead, which no legitimate sizeless frame comes near.
+		out, err := zstdDecoder().DecodeAll(p, make([]byte, 0, min(maxSize, maxSizeless)))
+		if err != nil {
+			if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+				return nil, frameErr(ErrTooLarge, err, "zstd frame without a declared size decompresses beyond %d bytes", min(maxSize, maxSizeless))
+			}
+			return nil, frameErr(ErrBadCompression, err, "zstd")
+		}
+		if len(out) == 0 {
+			return nil, frameErr(ErrMalformed, nil, "empty payload")
+		}
+		return out, nil
 	case h.FrameContentSize > uint64(maxSize):
 		return nil, frameErr(ErrTooLarge, nil, "decompressed payload of %d bytes exceeds the limit of %d", h.FrameContentSize, maxSize)
 	case h.FrameContentSize == 0:

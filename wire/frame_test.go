@@ -12,6 +12,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/tally-edge/tally/sketch"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -226,7 +228,7 @@ func TestReadFrameErrors(t *testing.T) {
 		{name: "truncated payload", in: good[:len(good)-1], want: ErrTruncated},
 		{name: "zstd flag on plain payload", in: rawFrame(1, KindBatch, FlagZstd, payload), want: ErrBadCompression},
 		{name: "zstd bomb", in: rawFrame(1, KindBatch, FlagZstd, bomb), want: ErrTooLarge},
-		{name: "zstd without content size", in: rawFrame(1, KindBatch, FlagZstd, zstdNoContentSize(t, payload)), want: ErrBadCompression, wantText: "content size"},
+		{name: "zstd without content size beyond the cap", in: rawFrame(1, KindBatch, FlagZstd, zstdNoContentSize(t, make([]byte, maxSizeless+1))), want: ErrTooLarge, wantText: "without a declared size"},
 		{name: "zstd frames concatenated", in: rawFrame(1, KindBatch, FlagZstd, twoFrames), want: ErrTooLarge},
 		{name: "zstd corrupt", in: rawFrame(1, KindBatch, FlagZstd, corruptTail(zstdFrame(t, payload))), want: ErrBadCompression},
 	}
@@ -522,5 +524,45 @@ func TestSketchesSurviveTheWire(t *testing.T) {
 		if st.Count != want.Count || st.UniquesEstimate() != want.UniquesEstimate() || st.Quantile(0.5) != want.Quantile(0.5) {
 			t.Fatalf("contribution %d: state changed on the wire", i)
 		}
+	}
+}
+
+// TestSmallCompressedFrames: a batch small enough that zstd leaves out its
+// content size must still get through, whichever side compresses it.
+func TestSmallCompressedFrames(t *testing.T) {
+	small := &Batch{Version: ProtocolVersion, Agent: "a", Region: "r", Seq: 1, Contributions: []Contribution{{
+		Series: sketch.Series{Campaign: "c", Type: "click", Region: "r"}, Minute: 600, CID: 1, Version: 1, State: sketch.Encoded{Count: 1}}}}
+	frame, err := EncodeBatch(small, EncodeOptions{Compress: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ReadFrame(bytes.NewReader(frame), DefaultMaxFrameSize)
+	if err != nil {
+		t.Fatalf("our own small compressed frame: %v", err)
+	}
+	if _, err := DecodeBatch(f); err != nil {
+		t.Fatal(err)
+	}
+	// Another encoder's sizeless frame is accepted under a cap.
+	plain, err := EncodeBatch(small, EncodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := plain[HeaderSize:]
+	enc, _ := zstd.NewWriter(nil)
+	z := enc.EncodeAll(payload, nil)
+	var h zstd.Header
+	if err := h.Decode(z); err != nil || h.HasFCS {
+		t.Fatalf("expected the library to omit the size of a %d-byte input (HasFCS=%v, err=%v)", len(payload), h.HasFCS, err)
+	}
+	sizeless := append(append([]byte(nil), plain[:HeaderSize]...), z...)
+	sizeless[4] = byte(FlagZstd)
+	binary.BigEndian.PutUint32(sizeless[5:], uint32(len(z)))
+	f, err = ReadFrame(bytes.NewReader(sizeless), DefaultMaxFrameSize)
+	if err != nil {
+		t.Fatalf("sizeless frame: %v", err)
+	}
+	if b, err := DecodeBatch(f); err != nil || b.Contributions[0].State.Count != 1 {
+		t.Fatalf("sizeless frame decoded to %+v, %v", b, err)
 	}
 }
