@@ -244,6 +244,12 @@ func (c *Client) exchange(ctx context.Context, seq uint64, frame []byte) (*Ack, 
 			return nil, &StreamError{Seq: seq, Op: "read ack", Err: frameErr(ErrMalformed, nil, "data after the ack")}
 		}
 	}
+	if ack.Seq == 0 && ack.Status == AckRejected {
+		// The server refused the frame before it could read a sequence
+		// number: the rejection answers this stream. Resending the same
+		// bytes cannot help; the caller sets the batch aside.
+		ack.Seq = seq
+	}
 	if ack.Seq != seq {
 		return nil, &StreamError{Seq: seq, Op: "read ack", Err: frameErr(ErrInvalid, nil, "ack for batch %d on the stream of batch %d", ack.Seq, seq)}
 	}

@@ -682,3 +682,20 @@ func waitIdle(t *testing.T, srv *Server) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestFrameRejectionAnswersItsStream: a frame the server cannot read gets
+// a rejection without a sequence number; the client takes it as the
+// answer to that stream instead of a protocol error, so a sender sets the
+// batch aside rather than resending it forever.
+func TestFrameRejectionAnswersItsStream(t *testing.T) {
+	p := newTestPKI(t)
+	srv := startServer(t, p, okHandler, nil)
+	c := dialServer(t, srv, p.clientTLS(t, "agent1"), ClientConfig{})
+	ack, err := c.exchange(testCtx(t), 7, []byte("definitely not a frame"))
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	if ack.Status != AckRejected || ack.Seq != 7 || ack.Reason == "" {
+		t.Fatalf("ack %+v", ack)
+	}
+}
