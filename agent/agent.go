@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tally-edge/tally/agent/botfilter"
+	"github.com/tally-edge/tally/agent/browser"
 	"github.com/tally-edge/tally/agent/cardinality"
 	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/config"
@@ -83,10 +84,16 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	for _, p := range cfg.HTTP.TrustedProxies {
 		proxies = append(proxies, netip.MustParsePrefix(p)) // validated by config
 	}
-	ing := ingest.New(ingest.Config{Region: cfg.Region, MaxBodyBytes: int64(cfg.HTTP.MaxBodyBytes),
+	ingCfg := ingest.Config{Region: cfg.Region, MaxBodyBytes: int64(cfg.HTTP.MaxBodyBytes),
 		MaxEvents: cfg.HTTP.MaxEventsPerRequest, MaxAge: cfg.HTTP.MaxEventAge, MaxSkew: cfg.HTTP.MaxClockSkew,
-		TrustedProxies: proxies}, col, hasher, bots,
-		reg, logger)
+		TrustedProxies: proxies}
+	ing := ingest.New(ingCfg, col, hasher, bots, reg, logger)
+	bcfg := cfg.Browser
+	bcfg.Ingest = ingCfg
+	web, err := browser.New(bcfg, col, hasher, bots, reg, logger)
+	if err != nil {
+		return fmt.Errorf("browser sources: %w", err)
+	}
 
 	shipper, closeShipping, err := newShipper(cfg, sp, reg, logger)
 	if err != nil {
@@ -100,7 +107,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/events", ing)
+	mux.Handle("/v1/events", web.CORS(ing)) // no method in the pattern: OPTIONS must reach CORS
+	mux.Handle("GET /v1/t.js", web.Script())
+	mux.Handle("GET /v1/pixel.gif", web.Pixel())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if sp.Full() {

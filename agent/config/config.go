@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tally-edge/tally/agent/botfilter"
+	"github.com/tally-edge/tally/agent/browser"
 	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/agent/privacy"
 	"github.com/tally-edge/tally/agent/tail"
@@ -42,6 +43,9 @@ type Config struct {
 	Cardinality Cardinality `yaml:"cardinality"`
 	// Sources are inputs besides POST /v1/events.
 	Sources Sources `yaml:"sources"`
+	// Browser configures GET /v1/t.js, GET /v1/pixel.gif and CORS on
+	// /v1/events (see agent/browser/README.md).
+	Browser browser.Config `yaml:"browser"`
 }
 
 // Sources are the agent's inputs besides its HTTP endpoint.
@@ -210,6 +214,7 @@ func DefaultConfig() Config {
 		Journal: Journal{MaxBytes: 256 << 20},
 		Spool:   Spool{MaxBytes: 1 << 30},
 		Bots:    botfilter.DefaultConfig(),
+		Browser: browser.DefaultConfig(),
 	}
 }
 
@@ -280,6 +285,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Bots.Validate(); err != nil {
 		bad("bots: %v", err)
+	}
+	if err := c.Browser.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for i := range c.Sources.Logs {
 		l := &c.Sources.Logs[i]

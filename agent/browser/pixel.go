@@ -1,0 +1,177 @@
+package browser
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/ingest"
+)
+
+// GIF is the pixel's answer: a 1×1 transparent GIF89a of 43 bytes
+// (two-colour global table, graphic control extension with transparent
+// index 0, one LZW-coded pixel).
+var GIF = []byte{
+	'G', 'I', 'F', '8', '9', 'a', 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, // header, screen 1×1, 2 colours
+	0x00, 0x00, 0x00, 0xff, 0xff, 0xff, // colour table: black, white
+	0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, // graphic control: index 0 is transparent
+	0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, // image at 0,0, 1×1
+	0x02, 0x02, 0x44, 0x01, 0x00, // LZW minimum code size 2, one sub-block, end
+	0x3b, // trailer
+}
+
+// pixelFields maps query parameters to the string fields of the JSON
+// contract. ip and ua are not among them: a browser fetching an image
+// brings its own. cost is not either: spend does not come from images.
+var pixelFields = []struct {
+	param string
+	field func(*event.Raw) *string
+}{
+	{"campaign", func(r *event.Raw) *string { return &r.Campaign }},
+	{"source", func(r *event.Raw) *string { return &r.Source }},
+	{"medium", func(r *event.Raw) *string { return &r.Medium }},
+	{"content", func(r *event.Raw) *string { return &r.Content }},
+	{"term", func(r *event.Raw) *string { return &r.Term }},
+	{"visitor", func(r *event.Raw) *string { return &r.Visitor }},
+	{"url", func(r *event.Raw) *string { return &r.URL }},
+	{"referrer", func(r *event.Raw) *string { return &r.Referrer }},
+	{"country", func(r *event.Raw) *string { return &r.Country }},
+	{"device", func(r *event.Raw) *string { return &r.Device }},
+	{"poll", func(r *event.Raw) *string { return &r.Poll }},
+	{"answer", func(r *event.Raw) *string { return &r.Answer }},
+}
+
+// servePixel answers every request with the GIF, whatever becomes of the
+// event: a broken image in an email or on a page is worse than a lost
+// event, and the rejection is counted in
+// tally_agent_browser_pixel_events_rejected_total{reason}. HEAD gets the
+// image headers and records nothing.
+func (h *Handlers) servePixel(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		h.m.pixel.Inc()
+		if reason := h.record(r); reason != "" {
+			h.m.rejected.WithLabelValues(reason).Inc()
+		}
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "image/gif")
+	hdr.Set("Content-Length", strconv.Itoa(len(GIF)))
+	// Every view must reach the agent: no browser, proxy or CDN copy.
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(GIF)
+	}
+}
+
+// record turns the query into one event and hands it to the sink. It
+// returns the rejection reason, or "" when the event was accepted.
+func (h *Handlers) record(r *http.Request) string {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return "bad_query"
+	}
+	var raw event.Raw
+	raw.Type = q.Get("type")
+	if raw.Type == "" {
+		raw.Type = "impression"
+	}
+	if raw.Type == "cost" {
+		return "type_not_allowed"
+	}
+	for _, f := range pixelFields {
+		*f.field(&raw) = q.Get(f.param)
+	}
+	if raw.Referrer == "" {
+		raw.Referrer = r.Referer()
+	}
+	if s := q.Get("ts"); s != "" {
+		// The JSON decoder's rules: RFC 3339 string or unix milliseconds.
+		b := []byte(strconv.Quote(s))
+		if _, err := strconv.ParseFloat(s, 64); err == nil {
+			b = []byte(s)
+		}
+		if err := raw.TS.UnmarshalJSON(b); err != nil {
+			return "bad_ts"
+		}
+	}
+	if s := q.Get("value"); s != "" {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return "bad_value"
+		}
+		raw.Value = &v
+	}
+
+	ctx := event.Context{Now: h.now(), Region: h.cfg.Ingest.Region, ClientIP: clientIP(r, &h.cfg.Ingest),
+		UserAgent: r.UserAgent(), MaxAge: h.cfg.Ingest.MaxAge, MaxSkew: h.cfg.Ingest.MaxSkew, Devices: h.devices}
+	evs := []event.Event{{}}
+	if err := event.Normalize(&raw, &ctx, h.hasher, h.bots, &evs[0]); err != nil {
+		var ee *event.Error
+		if errors.As(err, &ee) {
+			return ee.Code
+		}
+		return "invalid"
+	}
+	if err := h.sink.Accept(evs); err != nil {
+		var busy *ingest.BusyError
+		if errors.As(err, &busy) {
+			return "busy"
+		}
+		// Not a client problem and not expected: say so once per failure,
+		// as POST /v1/events does.
+		h.log.Error("accepting a pixel event failed", "err", err)
+		return "sink_error"
+	}
+	h.m.accepted.Inc()
+	if b := evs[0].Bot; b != "" {
+		h.m.bots.WithLabelValues(b).Inc()
+	}
+	return ""
+}
+
+// clientIP returns the TCP peer, or the right-most untrusted address of
+// the proxy header when the peer is a trusted proxy. It mirrors the
+// unexported rule of agent/ingest so both sources hash visitors alike;
+// fold the two into one exported ingest function when that package next
+// changes.
+func clientIP(r *http.Request, cfg *ingest.Config) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if len(cfg.TrustedProxies) == 0 {
+		return host
+	}
+	trusted := func(a netip.Addr) bool {
+		a = a.Unmap()
+		for _, p := range cfg.TrustedProxies {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil || !trusted(peer) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values(cfg.ProxyHeader), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		if !trusted(a) {
+			return a.String()
+		}
+		host = a.String()
+	}
+	return host
+}
