@@ -17,6 +17,8 @@ const (
 	NoMedium   = "(none)"
 	NoCountry  = "ZZ"
 	NoDevice   = "unknown"
+	// DeviceBot is the device class of events the bot filter caught.
+	DeviceBot = "bot"
 )
 
 // Event is a validated, normalised event: everything the minute aggregator
@@ -172,6 +174,9 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 	}
 	if bots != nil && typ != "cost" {
 		e.Bot = bots.CheckEvent(ua, ip, e.Visitor, ts)
+		if e.Bot != "" && r.Device == "" {
+			e.Series.Device = DeviceBot
+		}
 	}
 	return nil
 }
@@ -192,7 +197,8 @@ func truncate(s string, n int) string {
 }
 
 // DeviceOf classifies a user agent as mobile, tablet or desktop. It is a
-// deliberately small heuristic; an explicit device field wins over it.
+// deliberately small heuristic; an explicit device field wins over it, and
+// events the bot filter catches are classed DeviceBot.
 func DeviceOf(ua string) string {
 	if ua == "" {
 		return NoDevice

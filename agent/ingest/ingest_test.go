@@ -131,8 +131,8 @@ func TestNormalisationAndPrivacy(t *testing.T) {
 		pv.Series.Country != "DE" || pv.Series.Device != "mobile" || pv.Series.Region != "eu" || pv.Visitor == 0 {
 		t.Fatalf("pageview normalised to %+v", pv)
 	}
-	if sink.events[1].Bot != botfilter.ReasonCrawler {
-		t.Fatalf("googlebot not flagged: %+v", sink.events[1])
+	if sink.events[1].Bot != botfilter.ReasonCrawler || sink.events[1].Series.Device != event.DeviceBot {
+		t.Fatalf("googlebot not flagged as a bot device: %+v", sink.events[1])
 	}
 	if conv := sink.events[2]; conv.ValueMicros != 19_990_000 || !conv.HasValue {
 		t.Fatalf("conversion %+v", conv)
