@@ -25,6 +25,7 @@ import (
 	"github.com/tally-edge/tally/agent/cardinality"
 	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/config"
+	"github.com/tally-edge/tally/agent/imports"
 	"github.com/tally-edge/tally/agent/ingest"
 	"github.com/tally-edge/tally/agent/privacy"
 	"github.com/tally-edge/tally/agent/rollup"
@@ -94,6 +95,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if err != nil {
 		return fmt.Errorf("browser sources: %w", err)
 	}
+	imp, err := imports.New(cfg.Imports, col, hasher, cfg.Region, reg, logger)
+	if err != nil {
+		return fmt.Errorf("imports: %w", err)
+	}
 
 	shipper, closeShipping, err := newShipper(cfg, sp, reg, logger)
 	if err != nil {
@@ -110,6 +115,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	mux.Handle("/v1/events", web.CORS(ing)) // no method in the pattern: OPTIONS must reach CORS
 	mux.Handle("GET /v1/t.js", web.Script())
 	mux.Handle("GET /v1/pixel.gif", web.Pixel())
+	mux.Handle("POST "+imports.CostPath, imp.Cost())
+	mux.Handle("POST "+imports.EmailWebhookPath, imp.EmailWebhook())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if sp.Full() {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tally-edge/tally/agent/botfilter"
 	"github.com/tally-edge/tally/agent/browser"
+	"github.com/tally-edge/tally/agent/imports"
 	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/agent/privacy"
 	"github.com/tally-edge/tally/agent/tail"
@@ -46,6 +47,9 @@ type Config struct {
 	// Browser configures GET /v1/t.js, GET /v1/pixel.gif and CORS on
 	// /v1/events (see agent/browser/README.md).
 	Browser browser.Config `yaml:"browser"`
+	// Imports configures POST /v1/import/cost and POST /v1/webhooks/email
+	// (see agent/imports/README.md).
+	Imports imports.Config `yaml:"imports"`
 }
 
 // Sources are the agent's inputs besides its HTTP endpoint.
@@ -215,6 +219,7 @@ func DefaultConfig() Config {
 		Spool:   Spool{MaxBytes: 1 << 30},
 		Bots:    botfilter.DefaultConfig(),
 		Browser: browser.DefaultConfig(),
+		Imports: imports.DefaultConfig(),
 	}
 }
 
@@ -287,6 +292,9 @@ func (c *Config) Validate() error {
 		bad("bots: %v", err)
 	}
 	if err := c.Browser.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Imports.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	for i := range c.Sources.Logs {

@@ -6,6 +6,8 @@
 //
 //	tally-agent [flags]                     run (default)
 //	tally-agent import-log [flags] FILE...  backfill historical access logs
+//	tally-agent import-cost [-agent URL] FILE...   post spend reports to a running agent
+//	tally-agent import-email [-agent URL] FILE...  post email event files to a running agent
 package main
 
 import (
@@ -14,10 +16,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tally-edge/tally/agent"
 	"github.com/tally-edge/tally/agent/config"
+	"github.com/tally-edge/tally/agent/imports"
 	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/internal/cli"
 )
@@ -27,6 +31,9 @@ func main() { os.Exit(run(os.Args[1:])) }
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "import-log" {
 		return importLog(args[1:])
+	}
+	if len(args) > 0 && (args[0] == "import-cost" || args[0] == "import-email") {
+		return importFiles(args[0], args[1:])
 	}
 	return cli.Main("tally-agent", "tally-agent.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
@@ -94,6 +101,42 @@ func importLog(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// importFiles posts spend reports (import-cost) or email event files
+// (import-email) to a running agent and prints its answers. It exits 1
+// when a file failed or had rejected rows, so a cron job notices.
+func importFiles(cmd string, args []string) int {
+	fs := flag.NewFlagSet("tally-agent "+cmd, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: tally-agent %s [-agent URL] FILE... (CSV, JSON or NDJSON)\n", cmd)
+		fs.PrintDefaults()
+	}
+	agentURL := fs.String("agent", "http://127.0.0.1:8081", "the running agent's HTTP address (append ?token=... for imports.webhook_token)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	logger, _ := cli.NewLogger(os.Stderr, "text", "warn")
+	ctx, stop := cli.SignalContext(logger)
+	defer stop()
+	code := 0
+	for _, path := range fs.Args() {
+		res, err := imports.PostFile(ctx, *agentURL, path, strings.TrimPrefix(cmd, "import-"))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tally-agent %s: %s: %v\n", cmd, path, err)
+			code = 1
+			continue
+		}
+		fmt.Printf("%s: %s", path, res)
+		if res.Rejected > 0 {
+			code = 1
+		}
+	}
+	return code
 }
 
 func isTerminal(f *os.File) bool {
