@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dchest/siphash"
@@ -58,8 +59,18 @@ type Hasher struct {
 	secret []byte
 	period Period
 
+	// last is the period most recently used: events come in time order
+	// nearly always, so most lookups end here without a lock.
+	last atomic.Pointer[periodKey]
+
 	mu   sync.Mutex
 	keys map[string][2]uint64 // period label → SipHash key
+}
+
+// periodKey is the SipHash key of the period [from, to) (unix ms).
+type periodKey struct {
+	from, to int64
+	k0, k1   uint64
 }
 
 // maxCachedPeriods bounds the salt cache; late events may touch a few
@@ -78,21 +89,42 @@ func NewHasher(secret string, period Period) (*Hasher, error) {
 }
 
 func (h *Hasher) key(unixMillis int64) (k0, k1 uint64) {
-	label := h.period.label(time.UnixMilli(unixMillis))
+	if p := h.last.Load(); p != nil && p.from <= unixMillis && unixMillis < p.to {
+		return p.k0, p.k1
+	}
+	t := time.UnixMilli(unixMillis).UTC()
+	label := h.period.label(t)
+	from, to := h.period.bounds(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if k, ok := h.keys[label]; ok {
-		return k[0], k[1]
+	k, ok := h.keys[label]
+	if !ok {
+		m := hmac.New(sha256.New, h.secret)
+		m.Write([]byte("tally-salt/v1:" + label))
+		sum := m.Sum(nil)
+		k = [2]uint64{binary.LittleEndian.Uint64(sum[0:8]), binary.LittleEndian.Uint64(sum[8:16])}
+		if len(h.keys) >= maxCachedPeriods {
+			clear(h.keys)
+		}
+		h.keys[label] = k
 	}
-	m := hmac.New(sha256.New, h.secret)
-	m.Write([]byte("tally-salt/v1:" + label))
-	sum := m.Sum(nil)
-	k := [2]uint64{binary.LittleEndian.Uint64(sum[0:8]), binary.LittleEndian.Uint64(sum[8:16])}
-	if len(h.keys) >= maxCachedPeriods {
-		clear(h.keys)
-	}
-	h.keys[label] = k
+	h.last.Store(&periodKey{from: from.UnixMilli(), to: to.UnixMilli(), k0: k[0], k1: k[1]})
 	return k[0], k[1]
+}
+
+// bounds returns the start and end of the period containing t (UTC).
+func (p Period) bounds(t time.Time) (from, to time.Time) {
+	day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	switch p {
+	case Week:
+		// ISO weeks start on Monday.
+		from = day.AddDate(0, 0, -((int(day.Weekday()) + 6) % 7))
+		return from, from.AddDate(0, 0, 7)
+	case Month:
+		from = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+		return from, from.AddDate(0, 1, 0)
+	}
+	return day, day.AddDate(0, 0, 1)
 }
 
 // Visitor hashes an explicit visitor id. The result is never 0.
@@ -105,7 +137,8 @@ func (h *Hasher) Visitor(unixMillis int64, id string) uint64 {
 // is never 0.
 func (h *Hasher) Anonymous(unixMillis int64, ip, ua, site string) uint64 {
 	k0, k1 := h.key(unixMillis)
-	buf := make([]byte, 0, 4+len(ip)+len(ua)+len(site))
+	var stack [512]byte
+	buf := stack[:0]
 	buf = append(buf, 'a', 0)
 	buf = append(buf, ip...)
 	buf = append(buf, 0)

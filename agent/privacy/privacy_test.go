@@ -56,3 +56,29 @@ func TestRejectsWeakConfig(t *testing.T) {
 		t.Fatal("unknown period accepted")
 	}
 }
+
+// TestFastPathMatchesSlowPath: the cached period gives the same hashes as
+// a fresh lookup, across period boundaries in both directions.
+func TestFastPathMatchesSlowPath(t *testing.T) {
+	for _, p := range []Period{Day, Week, Month} {
+		h, _ := NewHasher("0123456789abcdef-secret", p)
+		start := time.Date(2026, 11, 28, 23, 0, 0, 0, time.UTC)
+		for i := range 200 {
+			ts := start.Add(time.Duration(i%50)*37*time.Minute + time.Duration(i/50)*-200*time.Hour).UnixMilli()
+			fresh, _ := NewHasher("0123456789abcdef-secret", p)
+			if h.Visitor(ts, "v") != fresh.Visitor(ts, "v") || h.Anonymous(ts, "ip", "ua", "s") != fresh.Anonymous(ts, "ip", "ua", "s") {
+				t.Fatalf("%s at %v: cached and fresh hashers disagree", p, time.UnixMilli(ts).UTC())
+			}
+		}
+	}
+}
+
+func BenchmarkAnonymous(b *testing.B) {
+	h, _ := NewHasher("0123456789abcdef-secret", Day)
+	ts := time.Now().UnixMilli()
+	ua := "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		_ = h.Anonymous(ts, "198.51.100.7", ua, "shop.example.com")
+	}
+}
