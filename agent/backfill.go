@@ -128,10 +128,12 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 	defer sp.Close()
 	col, err := collector.Open(collector.Config{Dir: dir, Epoch: epoch | importEpochBit, NoJournal: true,
 		FlushInterval: 2 * time.Second,
-		// Logs arrive in time order: a minute untouched for a few seconds
-		// of reading is done, and closing it bounds memory by what the
-		// last seconds of reading touched, not by the whole backfill.
-		Rollup:                rollup.Config{Lateness: 5 * time.Second, MaxOpen: cfg.Rollup.MaxOpen},
+		// Logs arrive (nearly) in time order: a minute the log has moved
+		// two minutes past is done. Closing minutes by log time, with a
+		// flush every flushLines lines, bounds memory by the series of
+		// the last minutes of log, not by the size of the backfill. A
+		// line for a closed minute still counts (a new contribution).
+		Rollup:                rollup.Config{Lateness: 2 * time.Minute, ByEventTime: true, MaxOpen: cfg.Rollup.MaxOpen},
 		MaxBatchContributions: cfg.Aggregator.MaxBatchContributions,
 		Cardinality: cardinality.Config{MaxCampaigns: cfg.Cardinality.MaxCampaigns,
 			MaxSources: cfg.Cardinality.MaxSources, MaxMediums: cfg.Cardinality.MaxMediums},
@@ -162,7 +164,7 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 	if err != nil {
 		return sum, fmt.Errorf("bot filter: %w", err)
 	}
-	r := &reader{ctx: ctx, cfg: cfg, opts: opts, parser: parser, hasher: hasher, sink: col, sum: &sum,
+	r := &reader{ctx: ctx, cfg: cfg, opts: opts, parser: parser, hasher: hasher, sink: col, flush: col.Flush, sum: &sum,
 		bots:    bots,
 		devices: event.NewDeviceCache(0), positions: col.Positions()}
 	var total int64
@@ -224,13 +226,19 @@ type reader struct {
 	bots      event.BotFilter
 	devices   *event.DeviceCache
 	sink      positionSink
+	flush     func() error
 	sum       *ImportSummary
 	positions map[string]collector.Position
 	progress  *progress
 
-	raw    event.Raw
-	events []event.Event
+	raw        event.Raw
+	events     []event.Event
+	now        time.Time // read once per batch
+	sinceFlush int
 }
+
+// flushLines is how many lines a backfill reads between flushes.
+const flushLines = 250_000
 
 func fileID(f *os.File) (string, error) {
 	st, err := f.Stat()
@@ -300,6 +308,7 @@ func (r *reader) file(path string) error {
 	offset := skip
 	lines := 0
 	r.events = r.events[:0]
+	r.now = time.Now()
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -351,7 +360,7 @@ func (r *reader) line(line []byte) {
 		r.reject(logparse.Reason(err), string(line))
 		return
 	}
-	ctx := event.Context{Now: time.Now(), Region: r.cfg.Region, MaxAge: r.opts.MaxAge, MaxSkew: 5 * time.Minute, Devices: r.devices}
+	ctx := event.Context{Now: r.now, Region: r.cfg.Region, MaxAge: r.opts.MaxAge, MaxSkew: 5 * time.Minute, Devices: r.devices}
 	r.events = append(r.events, event.Event{})
 	e := &r.events[len(r.events)-1]
 	if err := event.Normalize(&r.raw, &ctx, r.hasher, r.bots, e); err != nil {
@@ -388,8 +397,14 @@ func (r *reader) hand(pos collector.Position) error {
 		err := r.sink.AcceptAt(r.events, pos)
 		var busy *ingest.BusyError
 		if !errors.As(err, &busy) {
+			r.sinceFlush += len(r.events)
 			r.events = r.events[:0]
+			r.now = time.Now()
 			r.progress.lines.Store(int64(r.sum.Lines))
+			if err == nil && r.sinceFlush >= flushLines && r.flush != nil {
+				r.sinceFlush = 0
+				err = r.flush()
+			}
 			return err
 		}
 		wait := max(100*time.Millisecond, min(busy.RetryAfter, 2*time.Second))

@@ -31,6 +31,10 @@ type Config struct {
 	// Add refuses new series-minutes with ErrFull (the caller answers 503)
 	// until a flush closes idle ones. Default 1,000,000.
 	MaxOpen int
+	// ByEventTime measures Lateness in event time instead of wall-clock
+	// time: a flushed minute closes once events have moved Lateness past
+	// it. For backfills, which read hours of log in seconds.
+	ByEventTime bool
 }
 
 // DefaultConfig returns the defaults.
@@ -57,11 +61,12 @@ type Rollup struct {
 	epoch uint32
 	now   func() time.Time
 
-	mu      sync.Mutex
-	nextGen uint32
-	open    map[sketch.Key]*entry
-	rows    map[rowKey]*entry // imported rows: one contribution each
-	stats   Stats
+	mu        sync.Mutex
+	nextGen   uint32
+	maxMinute int64 // latest event minute seen (for ByEventTime)
+	open      map[sketch.Key]*entry
+	rows      map[rowKey]*entry // imported rows: one contribution each
+	stats     Stats
 }
 
 // rowKey identifies an imported row's contribution.
@@ -127,6 +132,7 @@ func (r *Rollup) wouldOpen(events []event.Event) int {
 
 func (r *Rollup) apply(e *event.Event, now int64) {
 	k := sketch.Key{Series: e.Series, Minute: sketch.MinuteOf(e.UnixMillis)}
+	r.maxMinute = max(r.maxMinute, k.Minute)
 	if e.Row != 0 {
 		r.applyRow(k, e, now)
 		return
@@ -195,11 +201,12 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 	if cut != nil {
 		pos = cut()
 	}
-	var out []wire.Contribution
+	out := make([]wire.Contribution, 0, r.dirtyCount())
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
+	closeBefore := r.maxMinute - int64(r.cfg.Lateness/time.Second)
 	for k, en := range r.open {
 		if !en.dirty {
-			if en.touched < idleBefore {
+			if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && k.Minute < closeBefore) {
 				delete(r.open, k)
 				r.stats.Closed++
 			}
@@ -227,6 +234,17 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 		r.stats.Closed++
 	}
 	return out, pos, nil
+}
+
+// dirtyCount counts what the next flush will emit, to size its slice.
+func (r *Rollup) dirtyCount() int {
+	n := len(r.rows)
+	for _, en := range r.open {
+		if en.dirty {
+			n++
+		}
+	}
+	return n
 }
 
 // Stats returns a snapshot of the counters.

@@ -49,6 +49,7 @@ func importLog(args []string) int {
 		fs.PrintDefaults()
 	}
 	configPath := fs.String("config", "tally-agent.yaml", "agent configuration file (aggregator, certificates, privacy)")
+	source := fs.Int("source", -1, "use the parsing rules of sources.logs[N] in the configuration (instead of -format and friends)")
 	format := fs.String("format", "combined", "log format: combined, common, nginx or json")
 	nginxFormat := fs.String("nginx-format", "", "nginx log_format string (with -format nginx)")
 	site := fs.String("site", "", "host to build page URLs with when lines carry none (e.g. www.example.com)")
@@ -74,6 +75,15 @@ func importLog(args []string) int {
 	}
 	spec := logparse.DefaultSpec()
 	spec.Format, spec.NginxFormat, spec.Site = *format, *nginxFormat, *site
+	if *source >= 0 {
+		if *source >= len(cfg.Sources.Logs) {
+			fmt.Fprintf(os.Stderr, "tally-agent import-log: -source %d: the configuration has %d log sources\n", *source, len(cfg.Sources.Logs))
+			return 2
+		}
+		// The same rules as the live tailer, so a backfill counts what
+		// tailing the same log would have counted.
+		spec = cfg.Sources.Logs[*source].Spec
+	}
 	if err := spec.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "tally-agent import-log:", err)
 		return 2
