@@ -61,7 +61,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 
 	col, err := collector.Open(collector.Config{
 		Dir: cfg.StateDir, Epoch: epoch, FlushInterval: cfg.Rollup.FlushInterval,
-		Rollup:          rollup.Config{Lateness: cfg.Rollup.Lateness, MaxOpen: cfg.Rollup.MaxOpen},
+		Rollup: rollup.Config{Lateness: cfg.Rollup.Lateness, MaxOpen: cfg.Rollup.MaxOpen,
+			CampaignUniques: cfg.Rollup.Uniques == "campaign"},
 		JournalMaxBytes: int64(cfg.Journal.MaxBytes), JournalFsync: cfg.Journal.Fsync,
 		MaxBatchContributions: cfg.Aggregator.MaxBatchContributions,
 		Cardinality: cardinality.Config{MaxCampaigns: cfg.Cardinality.MaxCampaigns,

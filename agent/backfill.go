@@ -133,7 +133,8 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 		// flush every flushLines lines, bounds memory by the series of
 		// the last minutes of log, not by the size of the backfill. A
 		// line for a closed minute still counts (a new contribution).
-		Rollup:                rollup.Config{Lateness: 2 * time.Minute, ByEventTime: true, MaxOpen: cfg.Rollup.MaxOpen},
+		Rollup: rollup.Config{Lateness: 2 * time.Minute, ByEventTime: true, MaxOpen: cfg.Rollup.MaxOpen,
+			CampaignUniques: cfg.Rollup.Uniques == "campaign"},
 		MaxBatchContributions: cfg.Aggregator.MaxBatchContributions,
 		Cardinality: cardinality.Config{MaxCampaigns: cfg.Cardinality.MaxCampaigns,
 			MaxSources: cfg.Cardinality.MaxSources, MaxMediums: cfg.Cardinality.MaxMediums},

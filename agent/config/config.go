@@ -184,6 +184,11 @@ type Rollup struct {
 	// MaxOpen bounds open series-minutes; beyond it ingest answers 503
 	// until a flush closes idle ones. Default 1000000.
 	MaxOpen int `yaml:"max_open"`
+	// Uniques is "series" (default): distinct visitors can be asked for any
+	// filter; or "campaign", the low-bandwidth setting: visitors are shipped
+	// once per campaign, region and minute, so uniques can be asked per
+	// campaign and region only, for a fraction of the bytes.
+	Uniques string `yaml:"uniques"`
 }
 
 // Journal is the local log of accepted events not yet in the spool.
@@ -284,6 +289,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rollup.FlushInterval < 100*time.Millisecond || c.Rollup.FlushInterval > 10*time.Minute {
 		bad("rollup.flush_interval %s: want 100ms to 10m", c.Rollup.FlushInterval)
+	}
+	if c.Rollup.Uniques != "" && c.Rollup.Uniques != "series" && c.Rollup.Uniques != "campaign" {
+		bad("rollup.uniques %q: want series or campaign", c.Rollup.Uniques)
 	}
 	if c.Rollup.Lateness < c.Rollup.FlushInterval {
 		bad("rollup.lateness %s: must be at least flush_interval", c.Rollup.Lateness)

@@ -10,6 +10,12 @@
 // decodes the country's iso_code once per distinct country record, not
 // once per lookup.
 //
+// Open checks the file before the agent relies on it: its metadata, and
+// the layout of its first records. A record damaged further in costs only
+// the lookups that reach it (they return "" and are counted); the reader,
+// maxminddb-golang v2, bounds its work on damaged data instead of
+// recursing or looping on it.
+//
 // The whole file is read into memory instead of being memory-mapped: an
 // operator who overwrites the file in place (cp instead of mv) would make
 // a mapped reader crash the agent with SIGBUS, and a DB in memory lets
@@ -50,7 +56,7 @@ var (
 
 // metadataMarker starts the metadata section at the end of every MaxMind
 // DB file (MaxMind DB format specification, "Database Metadata").
-var metadataMarker = []byte("\xab\xcd\xefMaxMind.com")
+const metadataMarker = "\xab\xcd\xefMaxMind.com"
 
 // probeRecords is how many records Open decodes to check their layout:
 // enough to meet a country in every real database, cheap at start-up.
@@ -120,7 +126,7 @@ func open(path string, cached bool) (*DB, error) {
 
 // load checks data, the contents of the file at path.
 func load(path string, data []byte, cached bool) (*DB, error) {
-	if !bytes.Contains(data, metadataMarker) {
+	if !bytes.Contains(data, []byte(metadataMarker)) {
 		return nil, fmt.Errorf("geo database %s: %w: it has no MaxMind DB metadata (an empty or truncated download, or another kind of file)",
 			path, ErrCorrupt)
 	}
@@ -209,8 +215,9 @@ type isoRecord struct {
 // a damaged search tree near its start.
 //
 // It walks networks without data too (IncludeNetworksWithoutData) so that
-// it regains control at every leaf: a damaged tree can hold 2^100 empty
-// networks, and an iteration that skips them would never return.
+// it regains control at every leaf: a damaged tree can hold 2^40 empty
+// networks or more (TestOpenDamagedTree), and an iteration that skips
+// them would not return in the life of the agent.
 func probe(r *maxminddb.Reader) error {
 	var walked, seen, withCountry int
 	for res := range r.Networks(maxminddb.IncludeNetworksWithoutData()) {

@@ -358,7 +358,7 @@ func TestDamagedRecord(t *testing.T) {
 	}
 	// The last record written, the highest network's, ends where the
 	// metadata starts.
-	end := bytes.LastIndex(data, metadataMarker)
+	end := bytes.LastIndex(data, []byte(metadataMarker))
 	for i := end - 40; i < end; i++ {
 		data[i] = 0xff
 	}

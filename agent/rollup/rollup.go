@@ -35,7 +35,20 @@ type Config struct {
 	// time: a flushed minute closes once events have moved Lateness past
 	// it. For backfills, which read hours of log in seconds.
 	ByEventTime bool
+	// CampaignUniques is the low-bandwidth setting for uniques: visitors
+	// are recorded once per (campaign, region, minute), in a series of type
+	// UniquesType whose other dimensions are All, instead of in every
+	// series. Counts and sums are unaffected; uniques can then be asked per
+	// campaign and region, not per source, medium, country or device.
+	CampaignUniques bool
 }
+
+// UniquesType and All name the series that carries a campaign's uniques
+// under Config.CampaignUniques. It counts no events.
+const (
+	UniquesType = "(uniques)"
+	All         = "(all)"
+)
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config { return Config{Lateness: time.Hour, MaxOpen: 1_000_000} }
@@ -157,7 +170,24 @@ func (r *Rollup) apply(e *event.Event, now int64) {
 	if e.HasValue {
 		en.state.AddValue(e.ValueMicros)
 	}
-	en.regs.Add(e.Visitor)
+	if !r.cfg.CampaignUniques {
+		en.regs.Add(e.Visitor)
+		return
+	}
+	if e.Visitor == 0 || e.Series.Type == "cost" {
+		return
+	}
+	uk := sketch.Key{Series: sketch.Series{Campaign: e.Series.Campaign, Source: All, Medium: All, Type: UniquesType,
+		Country: All, Device: All, Region: e.Series.Region}, Minute: k.Minute}
+	ue := r.open[uk]
+	if ue == nil {
+		r.nextGen++
+		ue = &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
+		r.open[uk] = ue
+		r.stats.Opened++
+	}
+	ue.dirty, ue.touched = true, now
+	ue.regs.Add(e.Visitor)
 }
 
 // applyRow installs an imported row as its own contribution. The row

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/tally-edge/tally/agent/privacy"
 	"github.com/tally-edge/tally/agent/rollup"
 	"github.com/tally-edge/tally/internal/loadgen"
+	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
 )
 
@@ -60,13 +62,15 @@ func gzipSize(b []byte) int {
 // flushing every interval of event time, and encodes every flush as the
 // shipper would. It returns the bytes on the wire and a breakdown of the
 // uncompressed payload by sketch kind.
-func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compress bool) (wireBytes int, hll, quantiles, other int, uniquesErr float64) {
+func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compress, campaignUniques bool) (wireBytes int, hll, quantiles, other int, uniquesErr float64) {
 	hasher, err := privacy.NewHasher("bench-secret-0123456789", privacy.Day)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	bots := botfilter.New(botfilter.Config{})
-	r := rollup.New(1, rollup.DefaultConfig())
+	rcfg := rollup.DefaultConfig()
+	rcfg.CampaignUniques = campaignUniques
+	r := rollup.New(1, rcfg)
 	ctx := &event.Context{Now: time.UnixMilli(evs[len(evs)-1].TS), Region: "eu"}
 	var batch []event.Event
 	nextFlush := time.UnixMilli(evs[0].TS).Truncate(interval).Add(interval).UnixMilli()
@@ -125,11 +129,19 @@ func BenchmarkWireBytes(b *testing.B) {
 	evs := minuteOfTraffic(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	ndjson := loadgen.EncodeNDJSON(evs)
 	gz := gzipSize(ndjson)
-	for _, iv := range []time.Duration{2 * time.Second, 10 * time.Second, 15 * time.Second, 30 * time.Second, 60 * time.Second} {
-		b.Run(fmt.Sprintf("flush=%s", iv), func(b *testing.B) {
+	for _, tc := range []struct {
+		iv              time.Duration
+		campaignUniques bool
+	}{{2 * time.Second, false}, {10 * time.Second, false}, {15 * time.Second, false}, {30 * time.Second, false},
+		{60 * time.Second, false}, {60 * time.Second, true}} {
+		name := fmt.Sprintf("flush=%s", tc.iv)
+		if tc.campaignUniques {
+			name += "/uniques=campaign"
+		}
+		b.Run(name, func(b *testing.B) {
 			var w, hll, q, other int
 			for range b.N {
-				w, hll, q, other, _ = wireSize(b, evs, iv, true)
+				w, hll, q, other, _ = wireSize(b, evs, tc.iv, true, tc.campaignUniques)
 			}
 			b.ReportMetric(float64(w), "wire_B/min")
 			b.ReportMetric(float64(w)/100, "wire_B/1000events")
@@ -140,5 +152,68 @@ func BenchmarkWireBytes(b *testing.B) {
 			b.ReportMetric(float64(gz), "gzip_ndjson_B")
 			b.ReportMetric(float64(len(ndjson)), "ndjson_B")
 		})
+	}
+}
+
+// TestCampaignUniquesWithinSketchError: in the low-bandwidth setting the
+// uniques of every campaign, merged from what was shipped, stay within
+// the HLL's error of the distinct visitors actually seen.
+func TestCampaignUniquesWithinSketchError(t *testing.T) {
+	evs := minuteOfTraffic(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
+	truth := map[string]map[string]bool{}
+	for _, e := range evs {
+		if truth[e.Campaign] == nil {
+			truth[e.Campaign] = map[string]bool{}
+		}
+		truth[e.Campaign][e.Visitor] = true
+	}
+	hasher, _ := privacy.NewHasher("bench-secret-0123456789", privacy.Day)
+	cfg := rollup.DefaultConfig()
+	cfg.CampaignUniques = true
+	r := rollup.New(1, cfg)
+	ctx := &event.Context{Now: time.UnixMilli(evs[len(evs)-1].TS), Region: "eu"}
+	var batch []event.Event
+	for i := range evs {
+		raw := event.Raw{Type: evs[i].Type, Campaign: evs[i].Campaign, Source: evs[i].Source, Medium: evs[i].Medium,
+			Country: evs[i].Country, Visitor: evs[i].Visitor, UA: evs[i].UA, URL: evs[i].URL, Value: evs[i].Value}
+		raw.TS = event.Time{UnixMillis: evs[i].TS, Set: true}
+		var e event.Event
+		if err := event.Normalize(&raw, ctx, hasher, nil, &e); err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, e)
+	}
+	if err := r.Add(batch, nil); err != nil {
+		t.Fatal(err)
+	}
+	cs, _, err := r.Flush(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := map[string]*sketch.State{}
+	var count uint64
+	for _, c := range cs {
+		count += c.State.Count
+		if c.Series.Type != rollup.UniquesType {
+			if len(c.State.Registers) > 0 {
+				t.Fatalf("series %v ships visitors in campaign mode", c.Series)
+			}
+			continue
+		}
+		if merged[c.Series.Campaign] == nil {
+			merged[c.Series.Campaign] = &sketch.State{}
+		}
+		if err := merged[c.Series.Campaign].MergeRegisters(c.State.Registers); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count != uint64(len(evs)) {
+		t.Fatalf("counted %d events, want %d", count, len(evs))
+	}
+	for c, vs := range truth {
+		got, want := float64(merged[c].UniquesEstimate()), float64(len(vs))
+		if rel := math.Abs(got-want) / want; rel > 3*0.0081 {
+			t.Fatalf("%s: uniques %v, truth %v (%.2f%% off)", c, got, want, 100*rel)
+		}
 	}
 }
