@@ -25,6 +25,8 @@ import (
 	"github.com/tally-edge/tally/agent/cardinality"
 	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/config"
+	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/geo"
 	"github.com/tally-edge/tally/agent/imports"
 	"github.com/tally-edge/tally/agent/ingest"
 	"github.com/tally-edge/tally/agent/privacy"
@@ -82,13 +84,18 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return fmt.Errorf("bot filter: %w", err)
 	}
 	reg.MustRegister(bots)
+	countries, closeGeo, err := openGeo(cfg, reg, logger)
+	if err != nil {
+		return err
+	}
+	defer closeGeo()
 	var proxies []netip.Prefix
 	for _, p := range cfg.HTTP.TrustedProxies {
 		proxies = append(proxies, netip.MustParsePrefix(p)) // validated by config
 	}
 	ingCfg := ingest.Config{Region: cfg.Region, MaxBodyBytes: int64(cfg.HTTP.MaxBodyBytes),
 		MaxEvents: cfg.HTTP.MaxEventsPerRequest, MaxAge: cfg.HTTP.MaxEventAge, MaxSkew: cfg.HTTP.MaxClockSkew,
-		TrustedProxies: proxies}
+		TrustedProxies: proxies, Geo: countries}
 	ing := ingest.New(ingCfg, col, hasher, bots, reg, logger)
 	bcfg := cfg.Browser
 	bcfg.Ingest = ingCfg
@@ -107,7 +114,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	}
 	defer closeShipping()
 
-	tailers, err := newTailers(cfg, col, hasher, bots, reg, logger)
+	tailers, err := newTailers(cfg, col, hasher, bots, countries, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -191,6 +198,22 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	st := sp.Stats()
 	logger.Info("agent stopped", "spooled_batches_left", st.PendingBatches)
 	return runErr
+}
+
+// openGeo opens the configured country database, if any. The returned
+// event.Geo is a nil interface (never a nil *geo.DB) when there is none.
+func openGeo(cfg config.Config, reg prometheus.Registerer, logger *slog.Logger) (event.Geo, func(), error) {
+	if cfg.Geo.Database == "" {
+		return nil, func() {}, nil
+	}
+	db, err := geo.Open(cfg.Geo.Database)
+	if err != nil {
+		return nil, nil, err // names the file and the problem
+	}
+	reg.MustRegister(db)
+	info := db.Info()
+	logger.Info("geo database loaded", "type", info.Type, "built", info.Built.Format(time.DateOnly))
+	return db, func() { db.Close() }, nil
 }
 
 // newShipper builds the QUIC shipper for cfg on a process-wide endpoint.

@@ -165,9 +165,14 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 	if err != nil {
 		return sum, fmt.Errorf("bot filter: %w", err)
 	}
+	countries, closeGeo, err := openGeo(cfg, reg, logger)
+	if err != nil {
+		return sum, err
+	}
+	defer closeGeo()
 	r := &reader{ctx: ctx, cfg: cfg, opts: opts, parser: parser, hasher: hasher, sink: col, flush: col.Flush, sum: &sum,
 		bots:    bots,
-		devices: event.NewDeviceCache(0), positions: col.Positions()}
+		devices: event.NewDeviceCache(0), geo: countries, positions: col.Positions()}
 	var total int64
 	for _, f := range opts.Files {
 		if st, err := os.Stat(f); err == nil {
@@ -226,6 +231,7 @@ type reader struct {
 	hasher    event.Hasher
 	bots      event.BotFilter
 	devices   *event.DeviceCache
+	geo       event.Geo
 	sink      positionSink
 	flush     func() error
 	sum       *ImportSummary
@@ -361,7 +367,7 @@ func (r *reader) line(line []byte) {
 		r.reject(logparse.Reason(err), string(line))
 		return
 	}
-	ctx := event.Context{Now: r.now, Region: r.cfg.Region, MaxAge: r.opts.MaxAge, MaxSkew: 5 * time.Minute, Devices: r.devices}
+	ctx := event.Context{Now: r.now, Region: r.cfg.Region, MaxAge: r.opts.MaxAge, MaxSkew: 5 * time.Minute, Devices: r.devices, Geo: r.geo}
 	r.events = append(r.events, event.Event{})
 	e := &r.events[len(r.events)-1]
 	if err := event.Normalize(&r.raw, &ctx, r.hasher, r.bots, e); err != nil {

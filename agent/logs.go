@@ -17,7 +17,7 @@ import (
 // newTailers builds one tailer per configured log source. Each has its own
 // parser (parsers are not shared between goroutines) and normalises lines
 // exactly as HTTP ingest normalises JSON events.
-func newTailers(cfg config.Config, sink tail.Sink, hasher event.Hasher, bots event.BotFilter, reg prometheus.Registerer, logger *slog.Logger) ([]*tail.Tailer, error) {
+func newTailers(cfg config.Config, sink tail.Sink, hasher event.Hasher, bots event.BotFilter, countries event.Geo, reg prometheus.Registerer, logger *slog.Logger) ([]*tail.Tailer, error) {
 	devices := event.NewDeviceCache(0)
 	var out []*tail.Tailer
 	for i := range cfg.Sources.Logs {
@@ -36,7 +36,7 @@ func newTailers(cfg config.Config, sink tail.Sink, hasher event.Hasher, bots eve
 				return dst, err
 			}
 			ctx := event.Context{Now: time.Now(), Region: cfg.Region, MaxAge: cfg.HTTP.MaxEventAge,
-				MaxSkew: cfg.HTTP.MaxClockSkew, Devices: devices}
+				MaxSkew: cfg.HTTP.MaxClockSkew, Devices: devices, Geo: countries}
 			dst = append(dst, event.Event{})
 			if err := event.Normalize(&raw, &ctx, hasher, bots, &dst[len(dst)-1]); err != nil {
 				return dst[:len(dst)-1], err

@@ -109,7 +109,7 @@ func (h *Handlers) record(r *http.Request) string {
 		raw.Value = &v
 	}
 
-	ctx := event.Context{Now: h.now(), Region: h.cfg.Ingest.Region, ClientIP: clientIP(r, &h.cfg.Ingest),
+	ctx := event.Context{Now: h.now(), Region: h.cfg.Ingest.Region, ClientIP: clientIP(r, &h.cfg.Ingest), Geo: h.cfg.Ingest.Geo,
 		UserAgent: r.UserAgent(), MaxAge: h.cfg.Ingest.MaxAge, MaxSkew: h.cfg.Ingest.MaxSkew, Devices: h.devices}
 	evs := []event.Event{{}}
 	if err := event.Normalize(&raw, &ctx, h.hasher, h.bots, &evs[0]); err != nil {

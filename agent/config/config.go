@@ -44,12 +44,22 @@ type Config struct {
 	Cardinality Cardinality `yaml:"cardinality"`
 	// Sources are inputs besides POST /v1/events.
 	Sources Sources `yaml:"sources"`
+	// Geo looks up the country of events that carry none.
+	Geo Geo `yaml:"geo"`
 	// Browser configures GET /v1/t.js, GET /v1/pixel.gif and CORS on
 	// /v1/events (see agent/browser/README.md).
 	Browser browser.Config `yaml:"browser"`
 	// Imports configures POST /v1/import/cost and POST /v1/webhooks/email
 	// (see agent/imports/README.md).
 	Imports imports.Config `yaml:"imports"`
+}
+
+// Geo configures the IP-to-country lookup (agent/geo/README.md).
+type Geo struct {
+	// Database is a MaxMind-format .mmdb (GeoLite2/GeoIP2 Country or
+	// City, DB-IP lite) that the operator downloads; it is read once at
+	// start. Empty (default): no lookup, country ZZ unless events say.
+	Database string `yaml:"database"`
 }
 
 // Sources are the agent's inputs besides its HTTP endpoint.

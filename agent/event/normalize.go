@@ -72,6 +72,9 @@ type Context struct {
 	// Devices caches device classes per user agent; nil classifies every
 	// time.
 	Devices *DeviceCache
+	// Geo gives events without a valid country one from the client IP;
+	// nil leaves them NoCountry.
+	Geo Geo
 }
 
 // Hasher turns a visitor identity into a salted hash. Implementations must
@@ -81,6 +84,13 @@ type Hasher interface {
 	Visitor(unixMillis int64, id string) uint64
 	// Anonymous hashes (ip, ua, site) for events without a visitor id.
 	Anonymous(unixMillis int64, ip, ua, site string) uint64
+}
+
+// Geo maps a client IP to a country. Implementations must be safe for
+// concurrent use and must not block; *geo.DB is one.
+type Geo interface {
+	// Country returns the ISO 3166-1 alpha-2 code of ip in upper case, or "".
+	Country(ip string) string
 }
 
 // BotFilter decides whether an event comes from a bot. Implementations must
@@ -156,7 +166,7 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 		Source:   cleanDim(source, NoSource),
 		Medium:   cleanDim(medium, NoMedium),
 		Type:     typ,
-		Country:  cleanCountry(r.Country),
+		Country:  country(r.Country, ip, c.Geo),
 		Device:   cleanDim(r.Device, ""),
 		Region:   c.Region,
 	}
@@ -181,13 +191,28 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 	return nil
 }
 
+// country is the event's own country when it names one, else the client
+// IP's, else NoCountry.
+func country(field, ip string, g Geo) string {
+	if cc := cleanCountry(field); cc != NoCountry || g == nil || ip == "" {
+		return cc
+	}
+	if cc := g.Country(ip); cc != "" {
+		return cc
+	}
+	return NoCountry
+}
+
+// cleanCountry upper-cases a two-letter code; anything else is NoCountry.
 func cleanCountry(s string) string {
 	s = strings.TrimSpace(s)
-	if len(s) != 2 {
+	if len(s) != 2 || !isLetter(s[0]) || !isLetter(s[1]) {
 		return NoCountry
 	}
 	return strings.ToUpper(s)
 }
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

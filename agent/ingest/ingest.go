@@ -52,6 +52,8 @@ type Config struct {
 	ProxyHeader string
 	// MaxErrors caps the per-event errors listed in one answer. Default 100.
 	MaxErrors int
+	// Geo looks up the country of events that carry none; nil: none.
+	Geo event.Geo
 }
 
 // DefaultConfig returns the defaults.
@@ -207,7 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.scratch.Put(sc)
 	sc.events, sc.errs = sc.events[:0], sc.errs[:0]
 
-	ctx := event.Context{Now: h.now(), Region: h.cfg.Region, ClientIP: h.clientIP(r),
+	ctx := event.Context{Now: h.now(), Region: h.cfg.Region, ClientIP: h.clientIP(r), Geo: h.cfg.Geo,
 		UserAgent: r.UserAgent(), MaxAge: h.cfg.MaxAge, MaxSkew: h.cfg.MaxSkew, Devices: h.devices}
 
 	n, status, msg := h.decode(body, sc, &ctx)

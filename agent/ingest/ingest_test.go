@@ -248,3 +248,28 @@ func benchBody(n int) []byte {
 	}
 	return buf.Bytes()
 }
+
+type fakeGeo map[string]string
+
+func (g fakeGeo) Country(ip string) string { return g[ip] }
+
+func TestCountryFromClientIP(t *testing.T) {
+	sink := &memSink{}
+	h, _ := newHandler(t, Config{Geo: fakeGeo{"203.0.113.5": "JP", "192.0.2.10": "FR"}}, sink)
+	body := `{"type":"click","ip":"203.0.113.5"}
+{"type":"click","ip":"203.0.113.5","country":"de"}
+{"type":"click"}
+{"type":"click","ip":"198.51.100.1"}
+{"type":"click","ip":"203.0.113.5","country":"1!"}`
+	if w := post(h, body); w.Code != 202 {
+		t.Fatalf("code %d: %s", w.Code, w.Body)
+	}
+	// From the event's IP; the event's own country; the request's peer
+	// (192.0.2.10); an IP the database does not know; a malformed country.
+	want := []string{"JP", "DE", "FR", event.NoCountry, "JP"}
+	for i, w := range want {
+		if got := sink.events[i].Series.Country; got != w {
+			t.Fatalf("event %d: country %q, want %q", i, got, w)
+		}
+	}
+}
