@@ -1,13 +1,11 @@
 package spool
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"github.com/tally-edge/tally/internal/crashtest"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 )
@@ -203,38 +201,11 @@ func TestCrashKill9(t *testing.T) {
 // prints to line, and kills the child when line first returns true.
 func runCrashChild(t *testing.T, dir string, line func(string) (kill bool)) (killed bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatalf("stdout pipe: %v", err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start child: %v", err)
-	}
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		// Lines still in the pipe after the kill count too: they were
-		// printed after their Commit returned or before their Ack.
-		if line(sc.Text()) && !killed {
-			if err := cmd.Process.Kill(); err != nil { // SIGKILL
-				t.Fatalf("kill child: %v", err)
-			}
-			killed = true
-		}
-	}
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	switch {
-	case killed && errors.As(err, &ee) && !ee.Success():
-	case !killed && err == nil:
+	// Lines still in the pipe after the kill count too: they were printed
+	// after their Commit returned or before their Ack.
+	killed = crashtest.Run(t, "TestHelperProcess", helperEnv, dir, line)
+	if !killed {
 		t.Logf("child finished before it could be killed")
-	default:
-		t.Fatalf("child: %v (killed=%v)\n%s", err, killed, stderr.String())
 	}
 	return killed
 }

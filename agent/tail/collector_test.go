@@ -1,13 +1,11 @@
 package tail
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"github.com/tally-edge/tally/internal/crashtest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -271,45 +269,25 @@ func TestCrashKill9(t *testing.T) {
 // returns true for an accepted position.
 func runCrashChild(t *testing.T, dir, what string, kill func(file string, off int64) bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatalf("stdout pipe: %v", err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start child: %v", err)
-	}
-	killed := false
 	var lastFile string
 	var lastOff int64
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
+	stop := false
+	killed := crashtest.Run(t, "TestCrashHelperProcess", crashEnv, dir, func(line string) bool {
 		var file string
 		var off int64
 		var n int
-		if _, err := fmt.Sscanf(sc.Text(), "acc %s %d %d", &file, &off, &n); err != nil {
-			continue
+		if _, err := fmt.Sscanf(line, "acc %s %d %d", &file, &off, &n); err != nil {
+			return false
 		}
 		lastFile, lastOff = file, off // lines still in the pipe after the kill count too
-		if killed {
-			continue
+		if stop {
+			return false
 		}
-		if kill(file, off) {
-			if err := cmd.Process.Kill(); err != nil { // SIGKILL
-				t.Fatalf("kill child: %v", err)
-			}
-			killed = true
-		}
-	}
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	if !killed || !errors.As(err, &ee) || ee.Success() {
-		t.Fatalf("%s: child ended with %v before it was killed\n%s", what, err, stderr.String())
+		stop = kill(file, off)
+		return stop
+	})
+	if !killed {
+		t.Fatalf("%s: child ended before it was killed", what)
 	}
 	t.Logf("killed %s: last accepted position %s at %d", what, lastFile, lastOff)
 }

@@ -1,17 +1,13 @@
 package seglog
 
 import (
-	"bufio"
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
+	"github.com/tally-edge/tally/internal/crashtest"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 const helperEnv = "SEGLOG_CRASH_HELPER_DIR"
@@ -113,47 +109,22 @@ func TestCrashKill9(t *testing.T) {
 // records, and returns the highest count it reported.
 func runCrashChild(t *testing.T, dir string, target int) (last int, killed bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatalf("stdout pipe: %v", err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start child: %v", err)
-	}
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		s, ok := strings.CutPrefix(sc.Text(), "appended ")
+	// Lines already in the pipe when the kill landed still count: their
+	// Appends had returned.
+	killed = crashtest.Run(t, "TestHelperProcess", helperEnv, dir, func(line string) bool {
+		s, ok := strings.CutPrefix(line, "appended ")
 		if !ok {
-			continue
+			return false
 		}
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			continue
+			return false
 		}
 		last = n
-		if n >= target && !killed {
-			if err := cmd.Process.Kill(); err != nil { // SIGKILL
-				t.Fatalf("kill child: %v", err)
-			}
-			killed = true
-		}
-	}
-	// Lines already in the pipe when the kill landed still count: their
-	// Appends had returned.
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	switch {
-	case killed && errors.As(err, &ee) && !ee.Success():
-	case !killed && err == nil:
+		return n >= target
+	})
+	if !killed {
 		t.Logf("child finished before it could be killed")
-	default:
-		t.Fatalf("child: %v (killed=%v)\n%s", err, killed, stderr.String())
 	}
 	return last, killed
 }
