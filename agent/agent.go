@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -47,6 +49,7 @@ const DrainTimeout = 10 * time.Second
 // ready, if not nil, is called with the HTTP address once serving.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func(httpAddr string)) error {
 	logger = logger.With("agent", cfg.Name, "region", cfg.Region)
+	setMemoryLimit(int64(cfg.MemoryLimit), logger)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -198,6 +201,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	st := sp.Stats()
 	logger.Info("agent stopped", "spooled_batches_left", st.PendingBatches)
 	return runErr
+}
+
+// setMemoryLimit applies a soft heap limit unless GOMEMLIMIT is set.
+func setMemoryLimit(limit int64, logger *slog.Logger) {
+	if limit <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(limit)
+	logger.Info("soft memory limit set", "bytes", limit)
 }
 
 // openGeo opens the configured country database, if any. The returned

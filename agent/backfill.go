@@ -77,6 +77,12 @@ func (s *ImportSummary) LinesPerSecond() float64 {
 	return float64(s.Lines) / s.Elapsed.Seconds()
 }
 
+// defaultImportMemoryLimit is the soft heap limit of a backfill when the
+// configuration sets none: a backfill's live data is the last minutes of
+// log, and without a limit the heap grows to twice that before the
+// collector runs.
+const defaultImportMemoryLimit = 160 << 20
+
 // importEpochBit marks the contribution ids of backfills, which run as the
 // same agent (same name, same certificate) as the live process but keep
 // their own state directory and epoch counter: the high bit keeps their
@@ -112,6 +118,11 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 		return sum, err
 	}
 	logger = logger.With("agent", cfg.Name, "component", "import")
+	limit := int64(cfg.MemoryLimit)
+	if limit == 0 {
+		limit = defaultImportMemoryLimit
+	}
+	setMemoryLimit(limit, logger)
 	dir := filepath.Join(cfg.StateDir, "import")
 	epoch, err := collector.NextEpoch(dir)
 	if err != nil {
@@ -129,11 +140,11 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 	col, err := collector.Open(collector.Config{Dir: dir, Epoch: epoch | importEpochBit, NoJournal: true,
 		FlushInterval: 2 * time.Second,
 		// Logs arrive (nearly) in time order: a minute the log has moved
-		// two minutes past is done. Closing minutes by log time, with a
+		// a minute past is done. Closing minutes by log time, with a
 		// flush every flushLines lines, bounds memory by the series of
 		// the last minutes of log, not by the size of the backfill. A
 		// line for a closed minute still counts (a new contribution).
-		Rollup: rollup.Config{Lateness: 2 * time.Minute, ByEventTime: true, MaxOpen: cfg.Rollup.MaxOpen,
+		Rollup: rollup.Config{Lateness: time.Minute, ByEventTime: true, MaxOpen: cfg.Rollup.MaxOpen,
 			CampaignUniques: cfg.Rollup.Uniques == "campaign"},
 		MaxBatchContributions: cfg.Aggregator.MaxBatchContributions,
 		Cardinality: cardinality.Config{MaxCampaigns: cfg.Cardinality.MaxCampaigns,

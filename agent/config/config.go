@@ -44,6 +44,11 @@ type Config struct {
 	Cardinality Cardinality `yaml:"cardinality"`
 	// Sources are inputs besides POST /v1/events.
 	Sources Sources `yaml:"sources"`
+	// MemoryLimit is a soft limit on the Go heap: the runtime collects
+	// garbage harder as the heap nears it, instead of letting it grow to
+	// twice the live data. 0 (default) leaves the runtime's default; the
+	// GOMEMLIMIT environment variable, when set, wins.
+	MemoryLimit yamlconf.ByteSize `yaml:"memory_limit"`
 	// Geo looks up the country of events that carry none.
 	Geo Geo `yaml:"geo"`
 	// Browser configures GET /v1/t.js, GET /v1/pixel.gif and CORS on
@@ -189,7 +194,9 @@ type Rollup struct {
 	// Default 15s.
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// Lateness is how long an idle minute stays open in memory. Later
-	// events still count (they open a new contribution). Default 1h.
+	// events still count exactly: they open a new contribution, which
+	// costs a few bytes on the wire. Memory grows with active series ×
+	// minutes kept open, so keep this short. Default 2m.
 	Lateness time.Duration `yaml:"lateness"`
 	// MaxOpen bounds open series-minutes; beyond it ingest answers 503
 	// until a flush closes idle ones. Default 1000000.
@@ -229,7 +236,7 @@ func DefaultConfig() Config {
 		Aggregator: Aggregator{InFlight: 8, Compress: &yes, BackoffMin: 200 * time.Millisecond,
 			BackoffMax: 30 * time.Second, SendTimeout: 30 * time.Second, MaxBatchContributions: 2000},
 		Privacy: Privacy{SaltPeriod: privacy.Day},
-		Rollup:  Rollup{FlushInterval: 15 * time.Second, Lateness: time.Hour, MaxOpen: 1_000_000},
+		Rollup:  Rollup{FlushInterval: 15 * time.Second, Lateness: 2 * time.Minute, MaxOpen: 1_000_000},
 		Journal: Journal{MaxBytes: 256 << 20},
 		Spool:   Spool{MaxBytes: 1 << 30},
 		Bots:    botfilter.DefaultConfig(),

@@ -14,7 +14,7 @@ func TestGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Name != "agent-eu-1" || c.Privacy.SaltPeriod != privacy.Week || c.Rollup.FlushInterval != 5*time.Second ||
-		c.Spool.MaxBytes != 64<<20 || c.Privacy.Secret != "a-long-enough-test-secret" || c.Rollup.Lateness != time.Hour {
+		c.Spool.MaxBytes != 64<<20 || c.Privacy.Secret != "a-long-enough-test-secret" || c.Rollup.Lateness != 2*time.Minute {
 		t.Fatalf("decoded %+v", c)
 	}
 }
