@@ -186,6 +186,30 @@ func (c *Client) Send(ctx context.Context, b *Batch) (*Ack, error) {
 	return c.exchange(ctx, b.Seq, frame)
 }
 
+// SendRaw sends a batch whose contributions are already msgpack-encoded
+// (see RawBatch) and waits for its ack. Only the envelope is checked here;
+// the receiver validates the contributions and rejects a malformed batch.
+// It is safe for concurrent use, like Send.
+func (c *Client) SendRaw(ctx context.Context, b *RawBatch) (*Ack, error) {
+	if b.Version != ProtocolVersion {
+		return nil, fmt.Errorf("send: %w", versionErr("batch", b.Version))
+	}
+	if b.Agent == "" || len(b.Contributions) == 0 {
+		return nil, fmt.Errorf("send: %w", frameErr(ErrInvalid, nil, "batch %d has no agent name or no contributions", b.Seq))
+	}
+	bufp := c.getBuf()
+	defer c.bufs.Put(bufp)
+	frame, err := AppendFrame((*bufp)[:0], KindBatch, b, EncodeOptions{Compress: c.cfg.Compress})
+	*bufp = frame[:0]
+	if err != nil {
+		return nil, fmt.Errorf("send batch %d: %w", b.Seq, err)
+	}
+	if size := len(frame) - HeaderSize; size > c.cfg.MaxFrameSize {
+		return nil, frameErr(ErrTooLarge, nil, "batch %d encodes to %d bytes, the limit is %d: split it", b.Seq, size, c.cfg.MaxFrameSize)
+	}
+	return c.exchange(ctx, b.Seq, frame)
+}
+
 // maxPooledFrame keeps one huge batch from pinning its buffer.
 const maxPooledFrame = 1 << 20
 

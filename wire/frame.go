@@ -167,6 +167,11 @@ func checkMessageKind(kind Kind, msg any) error {
 		want = KindBatch
 	case Batch:
 		want = KindBatch
+	case *RawBatch:
+		if m == nil {
+			return errors.New("encode: nil *RawBatch")
+		}
+		want = KindBatch
 	case *Ack:
 		if m == nil {
 			return errors.New("encode: nil *Ack")
@@ -186,6 +191,17 @@ func checkMessageKind(kind Kind, msg any) error {
 // marshal encodes msg with the settings that make encodings compact and,
 // except for maps of types msgpack cannot sort (map[string]uint64),
 // deterministic.
+// EncodeContributions encodes contributions exactly as a Batch frame
+// carries them, for a RawBatch: an agent spools this form and ships it
+// without encoding it again.
+func EncodeContributions(cs []Contribution) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := marshal(&buf, cs); err != nil {
+		return nil, fmt.Errorf("encode contributions: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
 func marshal(w *bytes.Buffer, msg any) error {
 	enc := msgpack.GetEncoder()
 	enc.Reset(w)

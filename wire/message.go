@@ -1,6 +1,10 @@
 package wire
 
-import "github.com/tally-edge/tally/sketch"
+import (
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/tally-edge/tally/sketch"
+)
 
 // ProtocolVersion is the version of the messages defined here. It is carried
 // in every frame header and in every message, and named by the ALPN.
@@ -30,6 +34,19 @@ type Batch struct {
 	Seq uint64 `msgpack:"seq"`
 	// Contributions carry the state.
 	Contributions []Contribution `msgpack:"contribs"`
+}
+
+// RawBatch is a Batch whose contributions are already encoded: the
+// msgpack array of Contribution that an agent keeps in its spool. It
+// encodes to exactly the bytes of the equivalent Batch (same keys, same
+// order), so receivers decode an ordinary Batch; senders skip decoding and
+// re-encoding what they spooled.
+type RawBatch struct {
+	Version       uint8              `msgpack:"ver"`
+	Agent         string             `msgpack:"agent"`
+	Region        string             `msgpack:"region"`
+	Seq           uint64             `msgpack:"seq"`
+	Contributions msgpack.RawMessage `msgpack:"contribs"`
 }
 
 // Contribution is one agent's state of one series-minute.

@@ -699,3 +699,26 @@ func TestFrameRejectionAnswersItsStream(t *testing.T) {
 		t.Fatalf("ack %+v", ack)
 	}
 }
+
+func TestSendRaw(t *testing.T) {
+	p := newTestPKI(t)
+	srv := startServer(t, p, okHandler, nil)
+	c := dialServer(t, srv, p.clientTLS(t, "agent1"), ClientConfig{Compress: true})
+	b := buildBatch(t, 5, 9)
+	contribs, err := EncodeContributions(b.Contributions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := c.SendRaw(testCtx(t), &RawBatch{Version: ProtocolVersion, Agent: b.Agent, Region: b.Region, Seq: 9, Contributions: contribs})
+	if err != nil || ack.Status != AckOK || ack.Seq != 9 {
+		t.Fatalf("ack %+v, err %v", ack, err)
+	}
+	// A malformed payload is the receiver's to reject, on its stream.
+	ack, err = c.SendRaw(testCtx(t), &RawBatch{Version: ProtocolVersion, Agent: b.Agent, Seq: 10, Contributions: []byte{0xc1}})
+	if err != nil || ack.Status != AckRejected {
+		t.Fatalf("malformed raw batch: ack %+v, err %v", ack, err)
+	}
+	if _, err := c.SendRaw(testCtx(t), &RawBatch{Version: 9, Agent: "a", Contributions: contribs}); err == nil {
+		t.Fatal("a wrong version was sent")
+	}
+}

@@ -9,8 +9,9 @@ import (
 )
 
 // EncodeBatches splits a flush into spool payloads of at most per
-// contributions each. A payload is the msgpack array of contributions; the
-// shipper wraps it in a wire.Batch with the spool's sequence number.
+// contributions each. A payload is the msgpack array of contributions,
+// encoded as a wire frame carries it, so the shipper frames it as is
+// (wire.RawBatch) with the spool's sequence number.
 func EncodeBatches(contribs []wire.Contribution, per int) ([][]byte, error) {
 	if per <= 0 {
 		per = len(contribs)
@@ -18,9 +19,9 @@ func EncodeBatches(contribs []wire.Contribution, per int) ([][]byte, error) {
 	var out [][]byte
 	for len(contribs) > 0 {
 		n := min(per, len(contribs))
-		b, err := msgpack.Marshal(contribs[:n])
+		b, err := wire.EncodeContributions(contribs[:n])
 		if err != nil {
-			return nil, fmt.Errorf("encode batch: %w", err)
+			return nil, err
 		}
 		out = append(out, b)
 		contribs = contribs[n:]

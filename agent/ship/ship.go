@@ -35,6 +35,12 @@ type Sender interface {
 	Close() error
 }
 
+// RawSender is a Sender that can also send a spooled payload without
+// decoding it (wire.Client is one). The shipper uses it when it can.
+type RawSender interface {
+	SendRaw(ctx context.Context, b *wire.RawBatch) (*wire.Ack, error)
+}
+
 // Dialer opens a Sender to an aggregator address.
 type Dialer func(ctx context.Context, addr string) (Sender, error)
 
@@ -192,15 +198,25 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 		if err != nil {
 			return err
 		}
-		contribs, err := rollup.DecodeBatch(item.Payload)
-		if err != nil {
-			s.deadLetterItem(item, err.Error())
-			continue
-		}
-		batch := &wire.Batch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent, Region: s.cfg.Region, Seq: item.Seq, Contributions: contribs}
 		sctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 		start := time.Now()
-		ack, err := conn.Send(sctx, batch)
+		var ack *wire.Ack
+		if raw, ok := conn.(RawSender); ok {
+			// The payload is the batch's msgpack array of contributions:
+			// frame it as is.
+			ack, err = raw.SendRaw(sctx, &wire.RawBatch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent,
+				Region: s.cfg.Region, Seq: item.Seq, Contributions: item.Payload})
+		} else {
+			var contribs []wire.Contribution
+			contribs, err = rollup.DecodeBatch(item.Payload)
+			if err != nil {
+				cancel()
+				s.deadLetterItem(item, err.Error())
+				continue
+			}
+			ack, err = conn.Send(sctx, &wire.Batch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent, Region: s.cfg.Region,
+				Seq: item.Seq, Contributions: contribs})
+		}
 		cancel()
 		if err != nil {
 			s.nack(item.Seq)
