@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 	"time"
 
@@ -92,25 +91,14 @@ func DefaultConfig() Config {
 }
 
 // Load reads a config file over the defaults and validates it.
-func Load(path string) (Config, error) {
-	c := DefaultConfig()
-	if err := yamlconf.Load(path, &c); err != nil {
-		return c, err
-	}
-	if err := c.Validate(); err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
-	}
-	return c, nil
-}
-
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+func Load(path string) (Config, error) { return yamlconf.Checked(path, DefaultConfig()) }
 
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !nameRe.MatchString(c.Name) {
-		bad("name %q: want 1-63 letters, digits, '.', '_' or '-'", c.Name)
+	if err := yamlconf.CheckName("name", c.Name); err != nil {
+		errs = append(errs, err)
 	}
 	if c.DataDir == "" {
 		bad("data_dir: required")

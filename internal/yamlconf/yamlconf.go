@@ -119,3 +119,31 @@ func (b ByteSize) String() string {
 	}
 	return strconv.FormatInt(int64(b), 10)
 }
+
+// Checked loads the file at path over def (the defaults) and validates the
+// result with its Validate method, naming the file in any error.
+func Checked[T any, PT interface {
+	*T
+	Validate() error
+}](path string, def T) (T, error) {
+	c := def
+	if err := Load(path, PT(&c)); err != nil {
+		return c, err
+	}
+	if err := PT(&c).Validate(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// CheckName reports whether s is a valid node, agent or region name:
+// 1-63 letters, digits, '.', '_' or '-', not starting with a punctuation mark.
+// key names the configuration key in the error.
+func CheckName(key, s string) error {
+	if !nameRe.MatchString(s) {
+		return fmt.Errorf("%s %q: want 1-63 letters, digits, '.', '_' or '-'", key, s)
+	}
+	return nil
+}
