@@ -1,11 +1,14 @@
 package rollup
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/sketch"
 )
 
 // BenchmarkAdd measures the hot path from a decoded, normalised batch into
@@ -33,4 +36,46 @@ func BenchmarkAdd(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*500), "ns/event")
+}
+
+// BenchmarkActiveSeriesMemory keeps 100k series active for five minutes
+// of wall-clock time on a fake clock (one event per series per 15-second
+// flush, the default interval, with the default 2-minute lateness) and
+// reports the heap the open state needs.
+//
+//	go test -run='^$' -bench=BenchmarkActiveSeriesMemory -benchtime=1x ./agent/rollup/
+func BenchmarkActiveSeriesMemory(b *testing.B) {
+	const nSeries = 100_000
+	series := make([]sketch.Series, nSeries)
+	for i := range series {
+		series[i] = sketch.Series{Campaign: fmt.Sprintf("campaign-%04d", i/50), Source: fmt.Sprintf("source-%02d", i%50),
+			Medium: "cpc", Type: "pageview", Country: "DE", Device: "mobile", Region: "eu"}
+	}
+	for range b.N {
+		now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+		r := New(1, DefaultConfig())
+		r.now = func() time.Time { return now }
+		evs := make([]event.Event, nSeries)
+		var peak uint64
+		var ms runtime.MemStats
+		for flush := range 20 { // 5 minutes of 15 s flushes
+			for i := range evs {
+				evs[i] = event.Event{Series: series[i], UnixMillis: now.UnixMilli(), Visitor: mix(uint64(i*31 + flush))}
+			}
+			if err := r.Add(evs, nil); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := r.Flush(nil); err != nil {
+				b.Fatal(err)
+			}
+			now = now.Add(15 * time.Second)
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+		}
+		st := r.Stats()
+		b.ReportMetric(float64(peak)/(1<<20), "peak_heap_MiB")
+		b.ReportMetric(float64(st.Open), "open_series_minutes")
+		runtime.KeepAlive(r)
+	}
 }

@@ -25,7 +25,7 @@ import (
 type Config struct {
 	// Lateness is how long after its last change a minute stays open in
 	// memory. Events for a minute that was already closed still count:
-	// they open a new contribution. Default 1h.
+	// they open a new contribution. Default 2m.
 	Lateness time.Duration
 	// MaxOpen bounds the number of open series-minutes. When it is reached
 	// Add refuses new series-minutes with ErrFull (the caller answers 503)
@@ -51,7 +51,7 @@ const (
 )
 
 // DefaultConfig returns the defaults.
-func DefaultConfig() Config { return Config{Lateness: time.Hour, MaxOpen: 1_000_000} }
+func DefaultConfig() Config { return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000} }
 
 type entry struct {
 	cid     uint64
