@@ -2,12 +2,9 @@ package browser
 
 import (
 	"errors"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/ingest"
@@ -109,7 +106,7 @@ func (h *Handlers) record(r *http.Request) string {
 		raw.Value = &v
 	}
 
-	ctx := event.Context{Now: h.now(), Region: h.cfg.Ingest.Region, ClientIP: clientIP(r, &h.cfg.Ingest), Geo: h.cfg.Ingest.Geo,
+	ctx := event.Context{Now: h.now(), Region: h.cfg.Ingest.Region, ClientIP: ingest.ClientIP(r, h.cfg.Ingest.TrustedProxies, h.cfg.Ingest.ProxyHeader), Geo: h.cfg.Ingest.Geo,
 		UserAgent: r.UserAgent(), MaxAge: h.cfg.Ingest.MaxAge, MaxSkew: h.cfg.Ingest.MaxSkew, Devices: h.devices}
 	evs := []event.Event{{}}
 	if err := event.Normalize(&raw, &ctx, h.hasher, h.bots, &evs[0]); err != nil {
@@ -134,44 +131,4 @@ func (h *Handlers) record(r *http.Request) string {
 		h.m.bots.WithLabelValues(b).Inc()
 	}
 	return ""
-}
-
-// clientIP returns the TCP peer, or the right-most untrusted address of
-// the proxy header when the peer is a trusted proxy. It mirrors the
-// unexported rule of agent/ingest so both sources hash visitors alike;
-// fold the two into one exported ingest function when that package next
-// changes.
-func clientIP(r *http.Request, cfg *ingest.Config) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if len(cfg.TrustedProxies) == 0 {
-		return host
-	}
-	trusted := func(a netip.Addr) bool {
-		a = a.Unmap()
-		for _, p := range cfg.TrustedProxies {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil || !trusted(peer) {
-		return host
-	}
-	hops := strings.Split(strings.Join(r.Header.Values(cfg.ProxyHeader), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
-		}
-		if !trusted(a) {
-			return a.String()
-		}
-		host = a.String()
-	}
-	return host
 }

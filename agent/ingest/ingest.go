@@ -356,43 +356,51 @@ func (h *Handler) reject(i int, code, text string, sc *scratch) {
 	}
 }
 
-// clientIP returns the client address: the TCP peer, or the right-most
-// untrusted address of the proxy header when the peer is a trusted proxy.
+// clientIP returns the request's client address (see ClientIP).
 func (h *Handler) clientIP(r *http.Request) string {
+	return ClientIP(r, h.cfg.TrustedProxies, h.cfg.ProxyHeader)
+}
+
+// ClientIP returns the client address of r: the TCP peer, or, when the
+// peer is one of the trusted proxies, the right-most address of the proxy
+// header (X-Forwarded-For when header is "") that is not itself trusted.
+// Every HTTP source of the agent uses it, so they hash visitors alike.
+func ClientIP(r *http.Request, trusted []netip.Prefix, header string) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	if len(h.cfg.TrustedProxies) == 0 {
+	if len(trusted) == 0 {
 		return host
+	}
+	isTrusted := func(a netip.Addr) bool {
+		a = a.Unmap()
+		for _, p := range trusted {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
 	}
 	peer, err := netip.ParseAddr(host)
-	if err != nil || !h.trusted(peer) {
+	if err != nil || !isTrusted(peer) {
 		return host
 	}
-	chain := r.Header.Values(h.cfg.ProxyHeader)
-	hops := strings.Split(strings.Join(chain, ","), ",")
+	if header == "" {
+		header = DefaultConfig().ProxyHeader
+	}
+	hops := strings.Split(strings.Join(r.Header.Values(header), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
 		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
 		if err != nil {
 			break
 		}
-		if !h.trusted(a) {
+		if !isTrusted(a) {
 			return a.String()
 		}
 		host = a.String()
 	}
 	return host
-}
-
-func (h *Handler) trusted(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range h.cfg.TrustedProxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 var errTooLarge = errors.New("body too large")

@@ -273,3 +273,18 @@ func TestCountryFromClientIP(t *testing.T) {
 		}
 	}
 }
+
+// TestClientIPWithoutHeaderName: a configuration that names no proxy
+// header (as the agent hands it to its other HTTP sources) still reads
+// X-Forwarded-For from trusted proxies.
+func TestClientIPWithoutHeaderName(t *testing.T) {
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.RemoteAddr = "10.1.2.3:4444"
+	req.Header.Set("X-Forwarded-For", "198.51.100.7, 203.0.113.9")
+	if got := ClientIP(req, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, ""); got != "203.0.113.9" {
+		t.Fatalf("ClientIP = %q, want 203.0.113.9", got)
+	}
+	if got := ClientIP(req, nil, ""); got != "10.1.2.3" {
+		t.Fatalf("without trusted proxies ClientIP = %q, want the peer", got)
+	}
+}
