@@ -181,9 +181,9 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 		return sum, err
 	}
 	defer closeGeo()
-	r := &reader{ctx: ctx, cfg: cfg, opts: opts, parser: parser, hasher: hasher, sink: col, flush: col.Flush, sum: &sum,
-		bots:    bots,
-		devices: event.NewDeviceCache(0), geo: countries, positions: col.Positions()}
+	dec := &lineDecoder{parser: parser, hasher: hasher, bots: bots, ctx: event.Context{Region: cfg.Region,
+		MaxAge: opts.MaxAge, MaxSkew: 5 * time.Minute, Devices: event.NewDeviceCache(0), Geo: countries}}
+	r := &reader{ctx: ctx, opts: opts, dec: dec, sink: col, flush: col.Flush, sum: &sum, positions: col.Positions()}
 	var total int64
 	for _, f := range opts.Files {
 		if st, err := os.Stat(f); err == nil {
@@ -236,20 +236,14 @@ type positionSink interface {
 
 type reader struct {
 	ctx       context.Context
-	cfg       config.Config
 	opts      ImportOptions
-	parser    *logparse.Parser
-	hasher    event.Hasher
-	bots      event.BotFilter
-	devices   *event.DeviceCache
-	geo       event.Geo
+	dec       *lineDecoder
 	sink      positionSink
 	flush     func() error
 	sum       *ImportSummary
 	positions map[string]collector.Position
 	progress  *progress
 
-	raw        event.Raw
 	events     []event.Event
 	now        time.Time // read once per batch
 	sinceFlush int
@@ -369,31 +363,17 @@ func (r *reader) line(line []byte) {
 		r.sum.Skipped["skip_empty"]++
 		return
 	}
-	err := r.parser.Parse(line, &r.raw)
-	if err != nil {
-		if errors.Is(err, logparse.ErrSkip) {
-			r.sum.Skipped[logparse.Reason(err)]++
-			return
-		}
-		r.reject(logparse.Reason(err), string(line))
-		return
-	}
-	ctx := event.Context{Now: r.now, Region: r.cfg.Region, MaxAge: r.opts.MaxAge, MaxSkew: 5 * time.Minute, Devices: r.devices, Geo: r.geo}
-	r.events = append(r.events, event.Event{})
-	e := &r.events[len(r.events)-1]
-	if err := event.Normalize(&r.raw, &ctx, r.hasher, r.bots, e); err != nil {
-		r.events = r.events[:len(r.events)-1]
-		code := "invalid"
-		var ee *event.Error
-		if errors.As(err, &ee) {
-			code = ee.Code
-		}
-		r.reject(code, string(line))
-		return
-	}
-	if e.Bot != "" {
+	n := len(r.events)
+	var err error
+	r.events, err = r.dec.decode(line, r.events, r.now)
+	switch {
+	case errors.Is(err, logparse.ErrSkip):
+		r.sum.Skipped[logparse.Reason(err)]++
+	case err != nil:
+		r.reject(lineReason(err), string(line))
+	case r.events[n].Bot != "":
 		r.sum.Bots++
-	} else {
+	default:
 		r.sum.Events++
 	}
 }
