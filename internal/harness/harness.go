@@ -6,7 +6,6 @@ package harness
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -201,6 +200,3 @@ func FindBin(dir, name string) (string, error) {
 	}
 	return p, nil
 }
-
-// ErrNotReady is returned when a process did not become ready in time.
-var ErrNotReady = errors.New("not ready")

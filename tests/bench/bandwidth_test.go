@@ -62,7 +62,7 @@ func gzipSize(b []byte) int {
 // flushing every interval of event time, and encodes every flush as the
 // shipper would. It returns the bytes on the wire and a breakdown of the
 // uncompressed payload by sketch kind.
-func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compress, campaignUniques bool) (wireBytes int, hll, quantiles, other int, uniquesErr float64) {
+func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compress, campaignUniques bool) (wireBytes int, hll, quantiles, other int) {
 	hasher, err := privacy.NewHasher("bench-secret-0123456789", privacy.Day)
 	if err != nil {
 		tb.Fatal(err)
@@ -117,7 +117,7 @@ func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compre
 	}
 	flush()
 	other -= hll + quantiles
-	return wireBytes, hll, quantiles, other, 0
+	return wireBytes, hll, quantiles, other
 }
 
 // BenchmarkWireBytes reports bytes on the wire for one minute of 100k
@@ -141,7 +141,7 @@ func BenchmarkWireBytes(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			var w, hll, q, other int
 			for range b.N {
-				w, hll, q, other, _ = wireSize(b, evs, tc.iv, true, tc.campaignUniques)
+				w, hll, q, other = wireSize(b, evs, tc.iv, true, tc.campaignUniques)
 			}
 			b.ReportMetric(float64(w), "wire_B/min")
 			b.ReportMetric(float64(w)/100, "wire_B/1000events")

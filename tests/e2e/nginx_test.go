@@ -288,28 +288,10 @@ func (n *nginx) rotate(t *testing.T) {
 	}
 }
 
-// agentLogTmpl is internal/harness's agent template plus a log source:
-// harness.AgentOptions has no sources yet.
-var agentLogTmpl = template.Must(template.New("agent").Parse(`# written by TestNginxAccessLogIsCountedExactly
-name: {{.Name}}
-region: region-nginx
-state_dir: {{.StateDir}}
-http:
-  listen: {{.HTTPAddr}}
-aggregator:
-  addrs: [{{.QUICAddr}}]
-  server_name: localhost
-  ca: {{.CertsDir}}/ca.pem
-  cert: {{.CertsDir}}/{{.Name}}.pem
-  key: {{.CertsDir}}/{{.Name}}-key.pem
-  in_flight: 8
-privacy:
-  secret: {{.Secret}}
-rollup:
-  flush_interval: 1s
-sources:
+// logSource is the agent configuration's sources section for nginx's log.
+const logSource = `sources:
   logs:
-    - paths: [{{printf "%q" .AccessLog}}]
+    - paths: [%q]
       format: combined
       site: shop.example.com
       rules:
@@ -318,7 +300,7 @@ sources:
       # nginx reopens within milliseconds of USR1; the 10 s default only
       # makes the test wait.
       rotate_wait: 2s
-`))
+`
 
 // startLogAgent adds an agent that tails accessLog to the cluster, with a
 // certificate from the cluster's CA; the cluster's cleanup stops it.
@@ -330,12 +312,9 @@ func startLogAgent(t *testing.T, c *cluster, name, httpAddr, accessLog string) *
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(c.dir, name+".yaml")
-	var buf bytes.Buffer
-	if err := agentLogTmpl.Execute(&buf, map[string]string{"Name": name, "StateDir": filepath.Join(c.dir, name), "HTTPAddr": httpAddr,
-		"QUICAddr": c.aggQUIC, "CertsDir": c.certs, "Secret": testSecret, "AccessLog": accessLog}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cfg, buf.Bytes(), 0o644); err != nil {
+	if err := harness.WriteAgentConfig(cfg, harness.AgentOptions{Name: name, Region: "region-nginx", StateDir: filepath.Join(c.dir, name),
+		HTTPAddr: httpAddr, Aggregators: []string{c.aggQUIC}, CertsDir: c.certs, Secret: testSecret, FlushInterval: time.Second,
+		Extra: fmt.Sprintf(logSource, accessLog)}); err != nil {
 		t.Fatal(err)
 	}
 	a := &agentProc{name: name, http: httpAddr,
