@@ -65,7 +65,10 @@
 // "unknown protocol version: frame has version 2, this node speaks 1
 // (ALPN "tally/1")"; the receiver then stops reading that stream with
 // STOP_SENDING (code StreamCodeRejected). Only that stream ends: the
-// connection and its other streams carry on. Each stream has a deadline
+// connection and its other streams carry on. When the frame could not be
+// read far enough to know the batch's Seq, the rejection carries Seq 0; a
+// sender takes it as the answer to that stream and sets the batch aside,
+// since resending the same bytes cannot succeed. Each stream has a deadline
 // (ServerConfig.StreamTimeout); a stream that misses it is reset with
 // StreamCodeTimeout and gets no Ack.
 //
