@@ -89,8 +89,8 @@ type Cluster struct {
 	refreshMu sync.Mutex // orders refreshes, so an older list never wins
 	mu        sync.RWMutex
 	members   []Member // sorted by name
-	epoch   uint64
-	subs    []chan struct{}
+	epoch     uint64
+	subs      []chan struct{}
 
 	stop chan struct{}
 	done sync.WaitGroup
