@@ -60,6 +60,7 @@ func runContract(t *testing.T, b backend) {
 		{"MinutesRoundTrip", testMinutesRoundTrip},
 		{"IdempotentOverwrite", testIdempotentOverwrite},
 		{"ContributionsRoundTrip", testContributionsRoundTrip},
+		{"ContributionsPerNode", testContributionsPerNode},
 		{"Filters", testFilters},
 		{"AwkwardTagValues", testAwkwardTagValues},
 		{"FluxInjection", testFluxInjection},
@@ -714,4 +715,40 @@ func countPoints(t *testing.T, ctx context.Context, r *Reader, measurement, camp
 	}
 	n, _ := rows[0]["_value"].(int64)
 	return n
+}
+
+// testContributionsPerNode: two nodes writing the same agent's point for
+// the same series-minute (a handoff) keep both; a node rewriting its own
+// point replaces only that one.
+func testContributionsPerNode(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	s := series("handoff", "google", "DE", "eu-1")
+	point := func(node string, cid, version, count uint64) ContribPoint {
+		return ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1", Node: node,
+			Contribs: []wire.Contribution{newContribution(s, baseMinute, cid, version, &sketch.State{Count: count})}}
+	}
+	for _, cps := range [][]ContribPoint{
+		{point("agg-1", 7, 3, 30)},
+		{point("agg-2", 7, 5, 50), point("agg-2", 7, 5, 50)},
+		{point("agg-1", 7, 4, 40)},
+	} {
+		if err := w.Write(ctx, nil, cps); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	got, err := r.LoadContributions(ctx, time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byNode := map[string]uint64{}
+	for _, p := range got {
+		if p.Series != s || p.Agent != "edge-1" || len(p.Contribs) != 1 {
+			t.Fatalf("unexpected point %+v", p)
+		}
+		byNode[p.Node] = p.Contribs[0].Version
+	}
+	if len(got) != 2 || byNode["agg-1"] != 4 || byNode["agg-2"] != 5 {
+		t.Fatalf("points by node (version) = %v from %d points; want agg-1:4 and agg-2:5", byNode, len(got))
+	}
 }

@@ -182,7 +182,8 @@ func contribFromRecord(rec *query.FluxRecord) (ContribPoint, error) {
 			return ContribPoint{}, fmt.Errorf("%s: contribution %d is for %s minute %d", where, i, cs[i].Series, cs[i].Minute)
 		}
 	}
-	return ContribPoint{Series: series, Minute: minute, Agent: agent, Contribs: cs}, nil
+	node := stringValue(rec, TagNode)
+	return ContribPoint{Series: series, Minute: minute, Agent: agent, Node: node, Contribs: cs}, nil
 }
 
 // storedSeries maps every dimension through TagValue and back, which is

@@ -31,6 +31,11 @@ const (
 	TagDevice   = "device"
 	TagRegion   = "region"
 	TagAgent    = "agent"
+	// TagNode names the aggregator node that wrote a tally_contrib point.
+	// Each node keeps its own points, so two nodes that briefly both hold
+	// a campaign (a handoff) never overwrite each other's contributions;
+	// rebuilds merge the points of every node.
+	TagNode = "node"
 
 	FieldCount       = "count"
 	FieldValueMicros = "value_micros"
@@ -80,6 +85,8 @@ type ContribPoint struct {
 	Series sketch.Series
 	Minute int64
 	Agent  string
+	// Node is the aggregator node that holds and writes the point.
+	Node string
 	// Contribs must all have this point's Series and Minute.
 	Contribs []wire.Contribution
 }
@@ -158,7 +165,7 @@ func appendKey(b []byte, s string) []byte {
 
 // appendSeriesKey appends measurement and tags, in key order (InfluxDB
 // sorts them anyway; sorted input saves it the work).
-func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent string) []byte {
+func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent, node string) []byte {
 	b = append(b, measurement...)
 	if agent != "" {
 		b = appendTag(b, TagAgent, agent)
@@ -167,6 +174,9 @@ func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent string
 	b = appendTag(b, TagCountry, s.Country)
 	b = appendTag(b, TagDevice, s.Device)
 	b = appendTag(b, TagMedium, s.Medium)
+	if node != "" {
+		b = appendTag(b, TagNode, node)
+	}
 	b = appendTag(b, TagRegion, s.Region)
 	b = appendTag(b, TagSource, s.Source)
 	b = appendTag(b, TagType, s.Type)
@@ -239,7 +249,7 @@ func appendMinute(b []byte, p *MinutePoint) ([]byte, error) {
 	}
 	st := p.State
 	start := len(b)
-	b = appendSeriesKey(b, MeasurementMinute, p.Series, "")
+	b = appendSeriesKey(b, MeasurementMinute, p.Series, "", "")
 	if n := len(b) - start - 1; n > MaxSeriesKey {
 		return b[:start], &PointTooLargeError{Measurement: MeasurementMinute, Series: p.Series, Minute: p.Minute, Size: n, Limit: MaxSeriesKey}
 	}
@@ -327,7 +337,7 @@ func appendContrib(b []byte, p *ContribPoint) ([]byte, error) {
 			Field: FieldContribs, Size: size, Limit: MaxStringField, Contribs: len(p.Contribs)}
 	}
 	start := len(b)
-	b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent)
+	b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent, p.Node)
 	if size := len(b) - start - 1; size > MaxSeriesKey {
 		return b[:start], &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent, Size: size, Limit: MaxSeriesKey}
 	}
