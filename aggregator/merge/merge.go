@@ -172,6 +172,22 @@ func (s *Store) apply(d *Decoded, now time.Time, loaded bool) (bool, error) {
 	return changed, nil
 }
 
+// merged merges the minute's contributions into a new state.
+func (m *minute) merged(k sketch.Key) (*sketch.State, error) {
+	merged := &sketch.State{}
+	for _, c := range m.contribs {
+		if c.counters != nil {
+			if err := merged.Merge(c.counters); err != nil {
+				return nil, fmt.Errorf("merge %v: %w", k.Series, err)
+			}
+		}
+		if err := merged.MergeUniques(c.uniques); err != nil {
+			return nil, fmt.Errorf("merge %v: %w", k.Series, err)
+		}
+	}
+	return merged, nil
+}
+
 // Minute is the merged value of one series-minute.
 type Minute struct {
 	Key   sketch.Key
@@ -211,16 +227,9 @@ func (s *Store) TakeDirty(max int) (*Snapshot, error) {
 		if max > 0 && len(sn.Minutes) >= max {
 			break
 		}
-		merged := &sketch.State{}
-		for _, c := range m.contribs {
-			if c.counters != nil {
-				if err := merged.Merge(c.counters); err != nil {
-					return nil, fmt.Errorf("merge %v: %w", k.Series, err)
-				}
-			}
-			if err := merged.MergeUniques(c.uniques); err != nil {
-				return nil, fmt.Errorf("merge %v: %w", k.Series, err)
-			}
+		merged, err := m.merged(k)
+		if err != nil {
+			return nil, err
 		}
 		sn.Minutes = append(sn.Minutes, Minute{Key: k, State: merged})
 		sn.gens[k] = m.gen
@@ -308,4 +317,65 @@ func (s *Store) Stats() Stats {
 		}
 	}
 	return st
+}
+
+// Subset returns the part of a snapshot whose series-minutes keep
+// selects, to mark written separately (e.g. what was written to storage
+// versus what was handed to another node).
+func (sn *Snapshot) Subset(keep func(sketch.Key) bool) *Snapshot {
+	out := &Snapshot{gens: map[sketch.Key]uint64{}, agents: map[sketch.Key][]string{}}
+	for _, m := range sn.Minutes {
+		if keep(m.Key) {
+			out.Minutes = append(out.Minutes, m)
+		}
+	}
+	for _, c := range sn.Contribs {
+		if keep(c.Key) {
+			out.Contribs = append(out.Contribs, c)
+		}
+	}
+	for k, g := range sn.gens {
+		if keep(k) {
+			out.gens[k] = g
+			out.agents[k] = sn.agents[k]
+		}
+	}
+	return out
+}
+
+// Merged returns the merged value of every series-minute in memory that
+// keep selects.
+func (s *Store) Merged(keep func(sketch.Key) bool) ([]Minute, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Minute
+	for k, m := range s.minutes {
+		if !keep(k) {
+			continue
+		}
+		merged, err := m.merged(k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Minute{Key: k, State: merged})
+	}
+	return out, nil
+}
+
+// DropClean forgets the clean series-minutes that drop selects (those of
+// campaigns another node now owns: if one comes back, it is rebuilt from
+// storage rather than from a copy that may have fallen behind). Dirty
+// minutes stay until they are written or handed over. It returns how
+// many it dropped.
+func (s *Store) DropClean(drop func(sketch.Key) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, m := range s.minutes {
+		if m.gen == m.written && drop(k) {
+			delete(s.minutes, k)
+			n++
+		}
+	}
+	return n
 }

@@ -139,3 +139,40 @@ func TestLoadRebuildsAndEvictKeepsDirty(t *testing.T) {
 		t.Fatalf("evicted %d clean minutes, want 1", n)
 	}
 }
+
+func TestSubsetMergedAndDropClean(t *testing.T) {
+	s := New()
+	other := series
+	other.Campaign = "d"
+	c1 := contribution(t, 1, 1, 5, 1, 2)
+	c2 := contribution(t, 2, 1, 7, 3)
+	c2.Series = other
+	apply(t, s, "a", c1, c2)
+	apply(t, s, "b", contribution(t, 9, 1, 3, 2))
+
+	sn, err := s.TakeDirty(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isC := func(k sketch.Key) bool { return k.Series.Campaign == "c" }
+	part := sn.Subset(isC)
+	if part.Len() != 1 || len(part.Contribs) != 2 {
+		t.Fatalf("subset has %d minutes and %d contribution points, want 1 and 2", part.Len(), len(part.Contribs))
+	}
+	// Only the subset becomes clean; the other campaign stays dirty and
+	// DropClean keeps it.
+	s.MarkWritten(part)
+	if n := s.DropClean(func(sketch.Key) bool { return true }); n != 1 {
+		t.Fatalf("DropClean dropped %d, want the 1 clean minute", n)
+	}
+	if s.Contains(sketch.Key{Series: series, Minute: 600}) || !s.Contains(sketch.Key{Series: other, Minute: 600}) {
+		t.Fatal("DropClean dropped the wrong minute")
+	}
+	ms, err := s.Merged(func(k sketch.Key) bool { return k.Series.Campaign == "d" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].State.Count != 7 || ms[0].State.UniquesEstimate() != 1 {
+		t.Fatalf("Merged = %+v", ms)
+	}
+}
