@@ -111,7 +111,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return fmt.Errorf("imports: %w", err)
 	}
 
-	shipper, closeShipping, err := newShipper(cfg, sp, reg, logger)
+	shipper, closeShipping, err := newShipper(cfg, sp, func(uint64) { col.ResendOpen() }, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -230,7 +230,7 @@ func openGeo(cfg config.Config, reg prometheus.Registerer, logger *slog.Logger) 
 
 // newShipper builds the QUIC shipper for cfg on a process-wide endpoint.
 // The returned func closes the endpoint; call it after the shipper stops.
-func newShipper(cfg config.Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.Logger) (*ship.Shipper, func(), error) {
+func newShipper(cfg config.Config, sp *spool.Spool, onMembershipChange func(uint64), reg prometheus.Registerer, logger *slog.Logger) (*ship.Shipper, func(), error) {
 	tlsConf, err := pki.ClientTLS(pki.Files{CA: cfg.Aggregator.CA, Cert: cfg.Aggregator.Cert, Key: cfg.Aggregator.Key},
 		cfg.Aggregator.ServerName, wire.ALPN)
 	if err != nil {
@@ -253,7 +253,8 @@ func newShipper(cfg config.Config, sp *spool.Spool, reg prometheus.Registerer, l
 		Help: "Bytes sent to aggregators in batch frames (headers included)."}, func() float64 { return float64(wireBytes.sent()) }))
 	shipper := ship.New(ship.Config{Agent: cfg.Name, Region: cfg.Region, Addrs: cfg.Aggregator.Addrs,
 		InFlight: cfg.Aggregator.InFlight, BackoffMin: cfg.Aggregator.BackoffMin, BackoffMax: cfg.Aggregator.BackoffMax,
-		SendTimeout: cfg.Aggregator.SendTimeout, DeadLetterDir: filepath.Join(cfg.StateDir, "dead-letter")},
+		SendTimeout: cfg.Aggregator.SendTimeout, DeadLetterDir: filepath.Join(cfg.StateDir, "dead-letter"),
+		OnMembershipChange: onMembershipChange, MaxBatchesPerSecond: cfg.Aggregator.MaxBatchesPerSecond},
 		sp, dial, reg, logger)
 	return shipper, func() { ep.Close() }, nil
 }

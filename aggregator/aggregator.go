@@ -18,12 +18,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tally-edge/tally/aggregator/api"
+	"github.com/tally-edge/tally/aggregator/cluster"
 	"github.com/tally-edge/tally/aggregator/config"
+	"github.com/tally-edge/tally/aggregator/forward"
 	"github.com/tally-edge/tally/aggregator/influx"
 	"github.com/tally-edge/tally/aggregator/ingest"
 	"github.com/tally-edge/tally/aggregator/kpi"
 	"github.com/tally-edge/tally/dashboard"
 	"github.com/tally-edge/tally/internal/pki"
+	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
 )
 
@@ -55,33 +58,69 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	defer reader.Close()
 	registerWriterMetrics(reg, writer)
 
+	// One UDP endpoint serves agents and peers and dials peers.
+	ep, err := wire.NewEndpoint(cfg.QUIC.Listen)
+	if err != nil {
+		return fmt.Errorf("listen QUIC %s: %w", cfg.QUIC.Listen, err)
+	}
+	defer ep.Close()
+	files := pki.Files{CA: cfg.QUIC.CA, Cert: cfg.QUIC.Cert, Key: cfg.QUIC.Key}
+	serverTLS, err := pki.ServerTLS(files, wire.ALPN, wire.ALPNForward)
+	if err != nil {
+		return err
+	}
+	clientTLS, err := pki.ClientTLS(files, "", wire.ALPNForward)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("listen HTTP %s: %w", cfg.HTTP.Listen, err)
+	}
+	defer ln.Close()
+
+	pub := newFanout(nil, logger)
+	key, err := cfg.Cluster.GossipKey()
+	if err != nil {
+		return err
+	}
+	cl, err := cluster.Start(cluster.Config{Name: cfg.Name, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise,
+		Seeds: cfg.Cluster.Seeds, SecretKey: key, Profile: cfg.Cluster.Profile, ProbeInterval: cfg.Cluster.ProbeInterval,
+		ProbeTimeout: cfg.Cluster.ProbeTimeout, SuspicionMult: cfg.Cluster.SuspicionMult, GossipInterval: cfg.Cluster.GossipInterval,
+		DeadNodeReclaimTime: cfg.Cluster.DeadNodeReclaim},
+		cluster.Meta{QUIC: ep.Addr().String(), HTTP: ln.Addr().String()}, logger, pub.receive)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	pub.c = cl
+	reg.MustRegister(newClusterCollector(cl, pub))
+	fwd := forward.New(cfg.Name, ep, clientTLS, reg, logger)
+	defer fwd.Close()
+
 	pipe, err := ingest.Open(ingest.Config{Dir: cfg.DataDir, WALMaxBytes: int64(cfg.Merge.WALMaxBytes),
 		Lateness: cfg.Merge.Lateness, WriteInterval: cfg.Merge.WriteInterval,
-		RequireAgentCN: cfg.QUIC.RequireAgentCN == nil || *cfg.QUIC.RequireAgentCN},
+		RequireAgentCN: cfg.QUIC.RequireAgentCN == nil || *cfg.QUIC.RequireAgentCN,
+		Node:           cfg.Name, Routing: routing{cl, fwd}, Publisher: pub},
 		storage{writer, reader}, reg, logger)
 	if err != nil {
 		return err
 	}
 	defer pipe.Close()
 
-	tlsConf, err := pki.ServerTLS(pki.Files{CA: cfg.QUIC.CA, Cert: cfg.QUIC.Cert, Key: cfg.QUIC.Key}, wire.ALPN)
-	if err != nil {
-		return err
-	}
-	qsrv, err := wire.NewServer(wire.ServerConfig{Addr: cfg.QUIC.Listen, TLS: tlsConf, Handler: pipe,
+	qsrv, err := wire.NewServer(wire.ServerConfig{Endpoint: ep, TLS: serverTLS, Handler: pipe,
 		MaxFrameSize: int(cfg.QUIC.MaxFrameBytes), Logger: logger.With("component", "quic")})
 	if err != nil {
-		return fmt.Errorf("listen QUIC %s: %w", cfg.QUIC.Listen, err)
+		return fmt.Errorf("serve QUIC %s: %w", cfg.QUIC.Listen, err)
 	}
 	defer qsrv.Close()
 	registerServerMetrics(reg, qsrv)
 
 	apiSrv := api.New(api.Config{MaxWindow: cfg.HTTP.MaxWindow}, minuteSource{reader}, pipe.Ready, reg, reg, dashboard.Assets(), logger)
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		return fmt.Errorf("listen HTTP %s: %w", cfg.HTTP.Listen, err)
-	}
-	hsrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	mux := http.NewServeMux()
+	mux.Handle("GET /api/v1/cluster", clusterHandler(cl, pub))
+	mux.Handle("/", apiSrv)
+	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- hsrv.Serve(ln) }()
@@ -90,26 +129,32 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	quicErr := make(chan error, 1)
 	go func() { quicErr <- qsrv.Serve(quicCtx) }()
 	addrs := Addrs{QUIC: qsrv.Addr().String(), HTTP: ln.Addr().String()}
-	logger.Info("aggregator listening; rebuilding open minutes", "quic", addrs.QUIC, "http", addrs.HTTP)
+	logger.Info("aggregator listening; joining the cluster and rebuilding open minutes", "quic", addrs.QUIC, "http", addrs.HTTP,
+		"gossip", cfg.Cluster.Bind)
 	if ready != nil {
 		ready(addrs)
 	}
 
-	// Batches are answered "busy" until the open window is rebuilt.
+	// Ownership is only known once this node sees its peers: wait for them
+	// (a node alone would think it owns everything), then rebuild. Batches
+	// are answered "busy" until then.
+	waitForPeers(ctx, cl, cfg.Cluster, logger)
 	if err := pipe.Recover(ctx); err != nil {
 		if ctx.Err() == nil {
 			return err
 		}
 		logger.Info("stopped before recovery finished")
 	}
+	pipe.DropForeign()
 
 	pipeCtx, stopPipe := context.WithCancel(context.Background())
 	defer stopPipe()
 	var wg sync.WaitGroup
 	pipeErr := make(chan error, 1)
 	wg.Go(func() { pipeErr <- pipe.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
+	wg.Go(func() { handoff(pipeCtx, cl, pipe, cfg.Cluster.HandoffSettle, logger.With("component", "handoff")) })
 	if ctx.Err() == nil {
-		logger.Info("aggregator ready")
+		logger.Info("aggregator ready", "members", len(cl.Members()))
 	}
 
 	var runErr error
@@ -120,7 +165,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	case err := <-quicErr:
 		runErr = fmt.Errorf("quic server: %w", err)
 	}
-	logger.Info("shutting down: stop QUIC, stop HTTP, write what is merged")
+	logger.Info("shutting down: stop QUIC, stop HTTP, write what is merged, leave the cluster")
 	stopQUIC()
 	qsrv.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -131,8 +176,27 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if err := <-pipeErr; err != nil {
 		runErr = errors.Join(runErr, err)
 	}
+	// Leave only now: the new owners rebuild from what was just written.
+	if err := cl.Leave(5 * time.Second); err != nil {
+		logger.Warn("leaving the cluster gracefully failed; the others will detect it", "err", err)
+	}
 	logger.Info("aggregator stopped")
 	return runErr
+}
+
+// waitForPeers waits until this node sees another member, for at most the
+// join timeout, when it has seeds other than itself.
+func waitForPeers(ctx context.Context, cl *cluster.Cluster, cfg config.Cluster, logger *slog.Logger) {
+	if cfg.Bind == "" || len(cfg.Seeds) == 0 || (len(cfg.Seeds) == 1 && cfg.Seeds[0] == cfg.Bind) {
+		return
+	}
+	deadline := time.Now().Add(cfg.JoinTimeout)
+	for len(cl.Members()) < 2 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(cl.Members()) < 2 {
+		logger.Warn("no other cluster member reachable yet; serving alone until they join", "waited", cfg.JoinTimeout)
+	}
 }
 
 // storage joins the writer and the reader into ingest.Storage.
@@ -143,6 +207,10 @@ type storage struct {
 
 func (s storage) LoadContributions(ctx context.Context, from, to time.Time) ([]influx.ContribPoint, error) {
 	return s.r.LoadContributions(ctx, from, to)
+}
+
+func (s storage) LoadContributionsFunc(ctx context.Context, from, to time.Time, keep func(sketch.Series) bool) ([]influx.ContribPoint, error) {
+	return s.r.LoadContributionsFunc(ctx, from, to, keep)
 }
 
 // minuteSource answers API queries from InfluxDB.

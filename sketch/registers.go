@@ -167,16 +167,31 @@ func (r *Registers) AppendUpdates(b []byte) []byte {
 	}
 	r.shipped = merged
 	r.packed, r.compacted, r.dense, r.compactions = r.packed[:0], 0, nil, 0
-	if len(ups) == 0 {
+	return appendPacked(b, ups)
+}
+
+// AppendAll is AppendUpdates that encodes every register shipped so far
+// (this call's included), not only the increases: what a receiver that
+// never saw the earlier flushes needs, e.g. a new owner after a
+// membership change.
+func (r *Registers) AppendAll(b []byte) []byte {
+	r.AppendUpdates(nil)
+	return appendPacked(b, r.shipped)
+}
+
+// appendPacked encodes sorted, unique index<<8|rho values (see
+// AppendUpdates); nothing for none.
+func appendPacked(b []byte, vs []uint32) []byte {
+	if len(vs) == 0 {
 		return b
 	}
-	b = binary.AppendUvarint(b, uint64(len(ups)))
+	b = binary.AppendUvarint(b, uint64(len(vs)))
 	prev := uint32(0)
-	for _, v := range ups {
+	for _, v := range vs {
 		b = binary.AppendUvarint(b, uint64(v>>8-prev))
 		prev = v >> 8
 	}
-	for _, v := range ups {
+	for _, v := range vs {
 		b = append(b, byte(v))
 	}
 	return b

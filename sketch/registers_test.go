@@ -148,6 +148,24 @@ func TestOnlyIncreasesAreShipped(t *testing.T) {
 	}
 }
 
+func TestAppendAllResendsEverything(t *testing.T) {
+	var r Registers
+	r.Add(craftHash(10, 3))
+	r.Add(craftHash(20, 2))
+	r.AppendUpdates(nil)
+	r.Add(craftHash(5, 1)) // pending: included and recorded as shipped
+	if got := r.AppendAll(nil); !bytes.Equal(got, []byte{3, 5, 5, 10, 1, 3, 2}) {
+		t.Fatalf("AppendAll = %v", got)
+	}
+	if got := r.AppendUpdates(nil); got != nil {
+		t.Fatalf("after AppendAll, AppendUpdates sent %v", got)
+	}
+	var empty Registers
+	if got := empty.AppendAll(nil); got != nil {
+		t.Fatalf("empty AppendAll = %v", got)
+	}
+}
+
 // TestDenseSwitchKeepsContent drives one Registers past its dense
 // threshold and checks nothing is lost in the switch.
 func TestDenseSwitchKeepsContent(t *testing.T) {

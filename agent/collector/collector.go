@@ -369,6 +369,10 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 }
 
+// ResendOpen makes the next flush carry the complete state of every open
+// series-minute (see rollup.Rollup.ResendOpen).
+func (c *Collector) ResendOpen() int { return c.rollup.ResendOpen() }
+
 // Stats returns the rollup's counters.
 func (c *Collector) Stats() rollup.Stats { return c.rollup.Stats() }
 

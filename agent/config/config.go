@@ -172,6 +172,11 @@ type Aggregator struct {
 	// MaxBatchContributions splits a flush into batches of at most this
 	// many series-minutes. Default 2000.
 	MaxBatchContributions int `yaml:"max_batch_contributions"`
+	// MaxBatchesPerSecond caps how fast the spool drains (0: no cap), so
+	// the backlog after a long outage reaches a recovering cluster at a
+	// bounded rate. At the default 15s flush an agent makes a few batches
+	// a minute; a cap of 20 drains an hour of backlog in seconds.
+	MaxBatchesPerSecond float64 `yaml:"max_batches_per_second"`
 }
 
 // Privacy configures visitor hashing (ARCHITECTURE invariant 7).

@@ -59,6 +59,7 @@ type entry struct {
 	state   sketch.State     // counters and quantiles, cumulative; Uniques unused
 	regs    sketch.Registers // HLL register updates, pending and shipped
 	dirty   bool
+	full    bool  // next flush sends every register, not only increases
 	touched int64 // unix seconds of the last change, by the agent's clock
 }
 
@@ -246,7 +247,12 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		enc.Registers = en.regs.AppendUpdates(nil)
+		if en.full {
+			enc.Registers = en.regs.AppendAll(nil)
+			en.full = false
+		} else {
+			enc.Registers = en.regs.AppendUpdates(nil)
+		}
 		en.version++
 		out = append(out, wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
 		en.dirty = false
@@ -264,6 +270,20 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 		r.stats.Closed++
 	}
 	return out, pos, nil
+}
+
+// ResendOpen makes the next flush send the complete state of every open
+// series-minute, HyperLogLog registers included, as if none had been
+// shipped. Agents call it when the aggregator membership changes, so a
+// campaign's new owner gets everything still open at the edge even if
+// the old owner died before writing it.
+func (r *Rollup) ResendOpen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, en := range r.open {
+		en.dirty, en.full = true, true
+	}
+	return len(r.open)
 }
 
 // dirtyCount counts what the next flush will emit, to size its slice.

@@ -221,3 +221,51 @@ func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
 		t.Fatalf("weighted live events %+v", cs)
 	}
 }
+
+// TestResendOpenGivesANewReceiverEverything: a receiver that saw only the
+// flush after ResendOpen ends with the same state as one that saw them all
+// (what a campaign's new owner needs after its old owner died).
+func TestResendOpenGivesANewReceiverEverything(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	r := New(9, DefaultConfig())
+	r.now = func() time.Time { return base }
+	old := newMerged()
+	for range 3 {
+		if err := r.Add(genEvents(rng, 3000, 20, 2000, base), nil); err != nil {
+			t.Fatal(err)
+		}
+		cs, _, err := r.Flush(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old.apply(t, cs)
+	}
+	if n := r.ResendOpen(); n == 0 {
+		t.Fatal("nothing open to resend")
+	}
+	cs, _, err := r.Flush(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := newMerged()
+	fresh.apply(t, cs)
+	old.apply(t, cs)
+	if len(fresh.counters) != len(old.counters) || len(fresh.counters) == 0 {
+		t.Fatalf("new receiver has %d series-minutes, the old one %d", len(fresh.counters), len(old.counters))
+	}
+	for k, byCID := range old.counters {
+		for cid, st := range byCID {
+			if got := fresh.counters[k][cid]; got.Count != st.Count || got.ValueMicros != st.ValueMicros {
+				t.Fatalf("%v cid %x: new receiver has count %d value %d, want %d %d", k.Series, cid, got.Count, got.ValueMicros, st.Count, st.ValueMicros)
+			}
+		}
+		if a, b := fresh.uniques[k].UniquesEstimate(), old.uniques[k].UniquesEstimate(); a != b {
+			t.Fatalf("%v: new receiver estimates %d uniques, old %d", k.Series, a, b)
+		}
+	}
+	// The flag is one-shot: the next flush sends nothing new.
+	if cs, _, _ := r.Flush(nil); len(cs) != 0 {
+		t.Fatalf("second flush after ResendOpen sent %d contributions", len(cs))
+	}
+}

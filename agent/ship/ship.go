@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/tally-edge/tally/agent/rollup"
 	"github.com/tally-edge/tally/agent/spool"
@@ -62,6 +63,13 @@ type Config struct {
 	BackoffMin, BackoffMax time.Duration
 	// SendTimeout bounds one batch round trip.
 	SendTimeout time.Duration
+	// OnMembershipChange, if set, is called when an ack reports a cluster
+	// membership (Ack.Epoch) other than the one seen before. The agent
+	// then re-sends its open minutes, so campaigns' new owners get them.
+	OnMembershipChange func(epoch uint64)
+	// MaxBatchesPerSecond caps the send rate (0: no cap), so the backlog
+	// of a long outage drains without knocking over a recovering cluster.
+	MaxBatchesPerSecond float64
 	// DeadLetterDir keeps batches the aggregator rejected as malformed, so
 	// an operator can inspect them; they are never silently dropped.
 	DeadLetterDir string
@@ -76,6 +84,8 @@ type Shipper struct {
 
 	connected atomic.Bool
 	addr      atomic.Pointer[string]
+	epoch     atomic.Uint64
+	limiter   *rate.Limiter // nil: no cap
 
 	m metrics
 }
@@ -102,6 +112,9 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 		cfg.SendTimeout = 30 * time.Second
 	}
 	s := &Shipper{cfg: cfg, queue: q, dial: dial, log: logger.With("component", "ship")}
+	if cfg.MaxBatchesPerSecond > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(cfg.MaxBatchesPerSecond), max(1, int(cfg.MaxBatchesPerSecond)))
+	}
 	s.m = metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_batches_sent_total",
 			Help: "Batch sends by outcome (ok, busy, rejected, redirect, error)."}, []string{"outcome"}),
@@ -194,6 +207,11 @@ func (s *Shipper) serve(ctx context.Context, conn Sender) error {
 func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 	busy := 0
 	for {
+		if s.limiter != nil {
+			if err := s.limiter.Wait(ctx); err != nil {
+				return err
+			}
+		}
 		item, err := s.queue.Next(ctx)
 		if err != nil {
 			return err
@@ -223,6 +241,7 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 			s.m.batches.WithLabelValues("error").Inc()
 			return fmt.Errorf("send batch %d: %w", item.Seq, err)
 		}
+		s.noteEpoch(ack.Epoch)
 		switch ack.Status {
 		case wire.AckOK:
 			s.m.sendTime.Observe(time.Since(start).Seconds())
@@ -248,6 +267,20 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 			s.m.batches.WithLabelValues("rejected").Inc()
 			s.deadLetterItem(item, ack.Reason)
 		}
+	}
+}
+
+// noteEpoch calls OnMembershipChange when the membership an ack reports
+// differs from the last one seen (the first one seen is no change: a
+// fresh agent has nothing shipped that an owner could lack).
+func (s *Shipper) noteEpoch(epoch uint64) {
+	if epoch == 0 {
+		return
+	}
+	prev := s.epoch.Swap(epoch)
+	if prev != 0 && prev != epoch && s.cfg.OnMembershipChange != nil {
+		s.log.Info("aggregator membership changed; re-sending open minutes", "epoch", epoch)
+		s.cfg.OnMembershipChange(epoch)
 	}
 }
 

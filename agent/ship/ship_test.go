@@ -717,3 +717,57 @@ func TestCancelLeavesUnackedBatchesInSpool(t *testing.T) {
 		}
 	})
 }
+
+// TestMembershipChangeTriggersResend: the first epoch seen is no change;
+// a different one calls OnMembershipChange once per change.
+func TestMembershipChangeTriggersResend(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	synctest.Test(t, func(t *testing.T) {
+		exp := openSpool(t, 2, 3, 1) // seqs 1..6
+		defer exp.sp.Close()
+		epochs := map[uint64]uint64{1: 7, 2: 7, 3: 9, 4: 9, 5: 9, 6: 11}
+		agg := &fakeAgg{t: t, exp: exp, answer: func(s sent) (*wire.Ack, error) {
+			return &wire.Ack{Version: wire.ProtocolVersion, Seq: s.seq, Status: wire.AckOK, Epoch: epochs[s.seq]}, nil
+		}}
+		var mu sync.Mutex
+		var changes []uint64
+		sh, _ := newShipper(t, exp, agg, func(c *ship.Config) {
+			c.OnMembershipChange = func(e uint64) {
+				mu.Lock()
+				changes = append(changes, e)
+				mu.Unlock()
+			}
+		})
+		stop := run(sh)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		stop()
+		checkAllAcked(t, exp.sp)
+		if !slices.Equal(changes, []uint64{9, 11}) {
+			t.Fatalf("membership changes reported %v, want [9 11]", changes)
+		}
+	})
+}
+
+// TestDrainRateIsCapped: with MaxBatchesPerSecond a backlog drains no
+// faster than the cap (synctest's clock makes the rate exact).
+func TestDrainRateIsCapped(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	synctest.Test(t, func(t *testing.T) {
+		exp := openSpool(t, 4, 10, 1) // 40 batches
+		defer exp.sp.Close()
+		agg := &fakeAgg{t: t, exp: exp}
+		sh, _ := newShipper(t, exp, agg, func(c *ship.Config) { c.MaxBatchesPerSecond = 10; c.InFlight = 4 })
+		start := time.Now()
+		stop := run(sh)
+		for exp.sp.Stats().AckedTotal < 40 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		took := time.Since(start)
+		stop()
+		// 10 at once (the burst), then 10 per second: 30 more take 3 s.
+		if took < 2900*time.Millisecond || took > 3500*time.Millisecond {
+			t.Fatalf("40 batches at 10/s drained in %v, want about 3s", took)
+		}
+	})
+}

@@ -3,8 +3,11 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"net/netip"
 	"strings"
 	"time"
@@ -23,6 +26,9 @@ type Config struct {
 	HTTP   HTTP   `yaml:"http"`
 	Influx Influx `yaml:"influx"`
 	Merge  Merge  `yaml:"merge"`
+	// Cluster makes this node one of several; without cluster.bind it
+	// runs alone and owns every campaign.
+	Cluster Cluster `yaml:"cluster"`
 }
 
 // QUIC is the listener agents ship to.
@@ -78,6 +84,51 @@ type Merge struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
+// Cluster is membership (hashicorp/memberlist gossip) and ownership.
+type Cluster struct {
+	// Bind is the gossip address, host:port, UDP and TCP. Empty: no
+	// cluster. Example 127.0.0.1:7946.
+	Bind string `yaml:"bind"`
+	// Advertise is the address other nodes reach this one at, if not
+	// Bind.
+	Advertise string `yaml:"advertise"`
+	// Seeds are gossip addresses (host:port) of nodes to join; a DNS name
+	// that resolves to several addresses stands for all of them. This
+	// node's own address may be listed (it is skipped), so every node can
+	// share one list.
+	Seeds []string `yaml:"seeds"`
+	// SecretKey is the base64 gossip encryption key (16, 24 or 32 bytes
+	// decoded), the same on every node; use ${ENV} or SecretKeyFile to
+	// keep it out of the file. Empty: gossip in the clear.
+	SecretKey string `yaml:"secret_key"`
+	// SecretKeyFile is a file holding the base64 key.
+	SecretKeyFile string `yaml:"secret_key_file"`
+	// Profile is the failure-detection preset: lan (default: a dead node
+	// is noticed in about 5 s), wan (about 30 s, tolerant of slow links)
+	// or local (one machine).
+	Profile string `yaml:"profile"`
+	// ProbeInterval, ProbeTimeout, SuspicionMult and GossipInterval
+	// override the preset's failure detection: every ProbeInterval a node
+	// probes one random peer and waits ProbeTimeout for the answer; a
+	// peer that fails is suspect and declared dead after about
+	// SuspicionMult × log10(members+1) × ProbeInterval unless it refutes.
+	ProbeInterval  time.Duration `yaml:"probe_interval"`
+	ProbeTimeout   time.Duration `yaml:"probe_timeout"`
+	SuspicionMult  int           `yaml:"suspicion_mult"`
+	GossipInterval time.Duration `yaml:"gossip_interval"`
+	// DeadNodeReclaim is how soon a dead node's name may come back from
+	// another address. Default 10s.
+	DeadNodeReclaim time.Duration `yaml:"dead_node_reclaim"`
+	// JoinTimeout is how long a starting node waits to see the seeds
+	// before it serves alone (a whole cluster starting at once finds
+	// itself within it). Default 10s.
+	JoinTimeout time.Duration `yaml:"join_timeout"`
+	// HandoffSettle is how long after a membership change a node waits
+	// before it rebuilds the campaigns it gained from InfluxDB, so the
+	// previous owner's last writes land first. Default 2s.
+	HandoffSettle time.Duration `yaml:"handoff_settle"`
+}
+
 // DefaultConfig returns a configuration with every default filled in.
 func DefaultConfig() Config {
 	yes := true
@@ -87,6 +138,7 @@ func DefaultConfig() Config {
 		HTTP:    HTTP{Listen: "127.0.0.1:8080", MaxWindow: 31 * 24 * time.Hour},
 		Influx:  Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
 		Merge:   Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second},
+		Cluster: Cluster{Profile: "lan", DeadNodeReclaim: 10 * time.Second, JoinTimeout: 10 * time.Second, HandoffSettle: 2 * time.Second},
 	}
 }
 
@@ -129,5 +181,82 @@ func (c *Config) Validate() error {
 	if c.Merge.WALMaxBytes < 1<<20 {
 		bad("merge.wal_max_bytes: at least 1MiB")
 	}
+	errs = append(errs, c.Cluster.validate())
 	return errors.Join(errs...)
+}
+
+func (c *Cluster) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Bind != "" {
+		if _, _, err := net.SplitHostPort(c.Bind); err != nil {
+			bad("cluster.bind %q: want host:port", c.Bind)
+		}
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			bad("cluster.advertise %q: want host:port", c.Advertise)
+		}
+	}
+	for _, s := range c.Seeds {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			bad("cluster.seeds: %q: want host:port", s)
+		}
+	}
+	if len(c.Seeds) > 0 && c.Bind == "" {
+		bad("cluster.seeds: set cluster.bind too (the gossip address of this node)")
+	}
+	switch c.Profile {
+	case "lan", "wan", "local":
+	default:
+		bad("cluster.profile %q: want lan, wan or local", c.Profile)
+	}
+	if c.SecretKey != "" && c.SecretKeyFile != "" {
+		bad("cluster.secret_key and cluster.secret_key_file: set one")
+	}
+	if c.SecretKey != "" {
+		if _, err := DecodeKey(c.SecretKey); err != nil {
+			bad("cluster.secret_key: %v", err)
+		}
+	}
+	if c.ProbeInterval < 0 || c.ProbeTimeout < 0 || c.GossipInterval < 0 || c.SuspicionMult < 0 {
+		bad("cluster: failure detection settings must not be negative")
+	}
+	if c.HandoffSettle < 0 || c.JoinTimeout < 0 {
+		bad("cluster: handoff_settle and join_timeout must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// DecodeKey decodes a base64 gossip key and checks its length.
+func DecodeKey(s string) ([]byte, error) {
+	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	switch len(k) {
+	case 16, 24, 32:
+		return k, nil
+	}
+	return nil, fmt.Errorf("%d bytes decoded, want 16, 24 or 32 (AES-128, -192 or -256)", len(k))
+}
+
+// GossipKey returns the decoded gossip key, reading SecretKeyFile if set.
+func (c *Cluster) GossipKey() ([]byte, error) {
+	s := c.SecretKey
+	if c.SecretKeyFile != "" {
+		b, err := os.ReadFile(c.SecretKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+		}
+		s = string(b)
+	}
+	if s == "" {
+		return nil, nil
+	}
+	k, err := DecodeKey(s)
+	if err != nil {
+		return nil, fmt.Errorf("cluster secret key: %w", err)
+	}
+	return k, nil
 }

@@ -15,12 +15,17 @@ func TestGood(t *testing.T) {
 		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN {
 		t.Fatalf("decoded %+v", c)
 	}
+	if k, err := c.Cluster.GossipKey(); err != nil || string(k) != "0123456789abcdef" || c.Cluster.Profile != "local" ||
+		len(c.Cluster.Seeds) != 2 || c.Cluster.HandoffSettle != 2*time.Second {
+		t.Fatalf("cluster %+v key %q %v", c.Cluster, k, err)
+	}
 }
 
 func TestBad(t *testing.T) {
 	for file, wants := range map[string][]string{
 		"testdata/unknown_key.bad.yaml": {"field influxdb not found"},
-		"testdata/invalid.bad.yaml":     {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness"},
+		"testdata/invalid.bad.yaml":     {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness",
+			"cluster.seeds: \"nowhere\"", "set cluster.bind", "cluster.profile \"moon\"", "cluster.secret_key: 5 bytes"},
 	} {
 		_, err := Load(file)
 		if err == nil {

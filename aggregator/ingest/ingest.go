@@ -25,17 +25,37 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/tally-edge/tally/aggregator/influx"
+	"github.com/tally-edge/tally/aggregator/kpi"
+	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/aggregator/merge"
 	"github.com/tally-edge/tally/internal/seglog"
 	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
 )
 
+// Routing tells the pipeline which node owns each campaign and hands
+// contributions to the owners. A nil Routing is a single node that owns
+// every campaign.
+type Routing interface {
+	// Owner returns the name and QUIC address of the node that owns
+	// campaign, and whether that is this node.
+	Owner(campaign string) (node, addr string, self bool)
+	// IsMember reports whether name is a node of the cluster: only nodes
+	// may forward batches of other agents.
+	IsMember(name string) bool
+	// Forward hands one agent's contributions to the node at addr and
+	// returns nil only when that node acknowledged them as durable.
+	Forward(ctx context.Context, addr, agent string, cs []wire.Contribution) error
+	// View is the membership told to agents in every ack.
+	View() (members []wire.Member, epoch uint64)
+}
+
 // Storage is where merged minutes live. Write must be durable when it
 // returns nil and idempotent. Implementations must be safe for concurrent use.
 type Storage interface {
 	Write(ctx context.Context, minutes []influx.MinutePoint, contribs []influx.ContribPoint) error
 	LoadContributions(ctx context.Context, from, to time.Time) ([]influx.ContribPoint, error)
+	LoadContributionsFunc(ctx context.Context, from, to time.Time, keep func(sketch.Series) bool) ([]influx.ContribPoint, error)
 }
 
 // Config tunes the pipeline.
@@ -60,6 +80,13 @@ type Config struct {
 	RequireAgentCN bool
 	// BusyRetryAfter is the retry hint sent with busy answers. Default 2s.
 	BusyRetryAfter time.Duration
+	// Node is this node's name, written with its contribution points.
+	Node string
+	// Routing, if set, makes this pipeline one node of a cluster.
+	Routing Routing
+	// Publisher, if set, receives the merged state of every campaign-minute
+	// this node owns after each write round that changed it.
+	Publisher live.Publisher
 }
 
 func (c *Config) setDefaults() {
@@ -109,6 +136,9 @@ type metrics struct {
 	writes        *prometheus.CounterVec
 	writeSeconds  prometheus.Histogram
 	points        prometheus.Counter
+	forwardedIn   prometheus.Counter
+	handedOver    prometheus.Counter
+	takeovers     prometheus.Counter
 }
 
 // Open opens the WAL. Call Recover before serving.
@@ -137,7 +167,14 @@ func Open(cfg Config, storage Storage, reg prometheus.Registerer, logger *slog.L
 		points: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_minutes_written_total",
 			Help: "Merged series-minutes written to InfluxDB."}),
 	}
-	reg.MustRegister(p.m.batches, p.m.contributions, p.m.lazyLoads, p.m.writes, p.m.writeSeconds, p.m.points)
+	p.m.forwardedIn = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_contributions_received_forwarded_total",
+		Help: "Contributions other nodes handed to this node as their owner."})
+	p.m.handedOver = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_minutes_handed_over_total",
+		Help: "Series-minutes of campaigns owned elsewhere, handed to their owner instead of written."})
+	p.m.takeovers = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_takeover_points_loaded_total",
+		Help: "Contribution points loaded from InfluxDB when this node took campaigns over."})
+	reg.MustRegister(p.m.batches, p.m.contributions, p.m.lazyLoads, p.m.writes, p.m.writeSeconds, p.m.points,
+		p.m.forwardedIn, p.m.handedOver, p.m.takeovers)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_aggregator_wal_bytes",
 		Help: "Bytes in the write-ahead log (grows while InfluxDB is unreachable)."}, func() float64 { return float64(p.wal.Size()) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_aggregator_open_minutes",
@@ -274,6 +311,9 @@ func (p *Pipeline) ensureLoaded(ctx context.Context, ds []merge.Decoded) error {
 // (wire.Handler). It is safe for concurrent use.
 func (p *Pipeline) HandleBatch(ctx context.Context, peer wire.Peer, b *wire.Batch) wire.Ack {
 	ack := wire.Ack{Version: wire.ProtocolVersion, Seq: b.Seq}
+	if p.cfg.Routing != nil {
+		ack.Members, ack.Epoch = p.cfg.Routing.View()
+	}
 	reject := func(status wire.AckStatus, reason string) wire.Ack {
 		ack.Status, ack.Reason = status, reason
 		if status == wire.AckBusy {
@@ -285,7 +325,14 @@ func (p *Pipeline) HandleBatch(ctx context.Context, peer wire.Peer, b *wire.Batc
 	if !p.ready.Load() {
 		return reject(wire.AckBusy, "aggregator is rebuilding its state")
 	}
-	if p.cfg.RequireAgentCN && peer.CommonName != b.Agent {
+	switch {
+	case peer.ALPN == wire.ALPNForward:
+		// A node hands over contributions of any agent; only nodes may.
+		if p.cfg.Routing == nil || !p.cfg.Routing.IsMember(peer.CommonName) {
+			return reject(wire.AckRejected, fmt.Sprintf("forwarded batch from %q, which is not a member of this cluster", peer.CommonName))
+		}
+		p.m.forwardedIn.Add(float64(len(b.Contributions)))
+	case p.cfg.RequireAgentCN && peer.CommonName != b.Agent:
 		return reject(wire.AckRejected, fmt.Sprintf("agent name %q does not match its certificate (CN %q)", b.Agent, peer.CommonName))
 	}
 	ds, err := decodeAll(b.Agent, b.Contributions)
@@ -355,7 +402,9 @@ func (p *Pipeline) Run(ctx context.Context, drainTimeout time.Duration) error {
 	}
 }
 
-// WriteOnce writes every dirty minute and releases the WAL behind it.
+// WriteOnce writes every dirty minute of the campaigns this node owns,
+// hands the others to their owners, and releases the WAL behind them
+// when all of it succeeded.
 func (p *Pipeline) WriteOnce(ctx context.Context) error {
 	p.walMu.Lock()
 	pos := p.wal.End()
@@ -364,26 +413,35 @@ func (p *Pipeline) WriteOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var errs []error
 	if sn.Len() > 0 {
-		start := time.Now()
-		minutes := make([]influx.MinutePoint, len(sn.Minutes))
-		for i, m := range sn.Minutes {
-			minutes[i] = influx.MinutePoint{Series: m.Key.Series, Minute: m.Key.Minute, State: m.State}
+		owned, foreign := sn, (*merge.Snapshot)(nil)
+		if p.cfg.Routing != nil {
+			own := map[string]bool{}
+			isOwned := func(k sketch.Key) bool {
+				self, ok := own[k.Series.Campaign]
+				if !ok {
+					_, _, self = p.cfg.Routing.Owner(k.Series.Campaign)
+					own[k.Series.Campaign] = self
+				}
+				return self
+			}
+			owned = sn.Subset(isOwned)
+			foreign = sn.Subset(func(k sketch.Key) bool { return !isOwned(k) })
 		}
-		contribs := make([]influx.ContribPoint, len(sn.Contribs))
-		for i, c := range sn.Contribs {
-			contribs[i] = influx.ContribPoint{Series: c.Key.Series, Minute: c.Key.Minute, Agent: c.Agent, Contribs: c.Contribs}
+		if owned.Len() > 0 {
+			if err := p.write(ctx, owned); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		if err := p.storage.Write(ctx, minutes, contribs); err != nil {
-			p.m.writes.WithLabelValues("error").Inc()
-			msg := err.Error()
-			p.writeErr.Store(&msg)
-			return err
+		if foreign != nil && foreign.Len() > 0 {
+			if err := p.handOver(ctx, foreign); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		p.store.MarkWritten(sn)
-		p.m.writes.WithLabelValues("ok").Inc()
-		p.m.points.Add(float64(len(minutes)))
-		p.m.writeSeconds.Observe(time.Since(start).Seconds())
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	p.writeErr.Store(nil)
 	p.lastWrite.Store(time.Now().UnixNano())
@@ -391,6 +449,154 @@ func (p *Pipeline) WriteOnce(ctx context.Context) error {
 		p.log.Warn("releasing WAL segments failed; retrying next round", "err", err)
 	}
 	return nil
+}
+
+// write writes a snapshot to storage and publishes what changed.
+func (p *Pipeline) write(ctx context.Context, sn *merge.Snapshot) error {
+	start := time.Now()
+	minutes := make([]influx.MinutePoint, len(sn.Minutes))
+	for i, m := range sn.Minutes {
+		minutes[i] = influx.MinutePoint{Series: m.Key.Series, Minute: m.Key.Minute, State: m.State}
+	}
+	contribs := make([]influx.ContribPoint, len(sn.Contribs))
+	for i, c := range sn.Contribs {
+		contribs[i] = influx.ContribPoint{Series: c.Key.Series, Minute: c.Key.Minute, Agent: c.Agent, Node: p.cfg.Node, Contribs: c.Contribs}
+	}
+	if err := p.storage.Write(ctx, minutes, contribs); err != nil {
+		p.m.writes.WithLabelValues("error").Inc()
+		msg := err.Error()
+		p.writeErr.Store(&msg)
+		return err
+	}
+	p.store.MarkWritten(sn)
+	p.m.writes.WithLabelValues("ok").Inc()
+	p.m.points.Add(float64(len(minutes)))
+	p.m.writeSeconds.Observe(time.Since(start).Seconds())
+	p.publish(sn)
+	return nil
+}
+
+// campaignMinute names one campaign in one minute.
+type campaignMinute struct {
+	campaign string
+	minute   int64
+}
+
+// publish sends the merged state of every campaign-minute the snapshot
+// touched to the Publisher.
+func (p *Pipeline) publish(sn *merge.Snapshot) {
+	if p.cfg.Publisher == nil {
+		return
+	}
+	touched := map[campaignMinute]bool{}
+	for _, m := range sn.Minutes {
+		touched[campaignMinute{m.Key.Series.Campaign, m.Key.Minute}] = true
+	}
+	ms, err := p.store.Merged(func(k sketch.Key) bool { return touched[campaignMinute{k.Series.Campaign, k.Minute}] })
+	if err != nil {
+		p.log.Error("cannot compute live updates", "err", err)
+		return
+	}
+	groups := map[campaignMinute][]kpi.Point{}
+	for _, m := range ms {
+		cm := campaignMinute{m.Key.Series.Campaign, m.Key.Minute}
+		groups[cm] = append(groups[cm], kpi.Point{Series: m.Key.Series, Minute: m.Key.Minute, State: m.State})
+	}
+	updates := make([]live.Update, 0, len(groups))
+	for cm, pts := range groups {
+		k, _, err := kpi.Compute(pts)
+		if err != nil {
+			p.log.Error("cannot compute live update", "campaign", cm.campaign, "minute", cm.minute, "err", err)
+			continue
+		}
+		updates = append(updates, live.Update{Campaign: cm.campaign, Minute: cm.minute, KPIs: k})
+	}
+	p.cfg.Publisher.Publish(updates)
+}
+
+// handOver forwards the contributions of campaigns other nodes own to
+// those nodes. What they acknowledge is marked written here; the rest
+// stays dirty for the next round.
+func (p *Pipeline) handOver(ctx context.Context, sn *merge.Snapshot) error {
+	type dest struct{ addr, agent string }
+	groups := map[dest][]wire.Contribution{}
+	keysOf := map[dest][]sketch.Key{}
+	for _, c := range sn.Contribs {
+		_, addr, _ := p.cfg.Routing.Owner(c.Key.Series.Campaign)
+		d := dest{addr, c.Agent}
+		groups[d] = append(groups[d], c.Contribs...)
+		keysOf[d] = append(keysOf[d], c.Key)
+	}
+	var (
+		mu     sync.Mutex
+		failed = map[sketch.Key]bool{}
+		errs   []error
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, 8)
+	)
+	for d, cs := range groups {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			err := p.cfg.Routing.Forward(ctx, d.addr, d.agent, cs)
+			if err == nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			errs = append(errs, err)
+			for _, k := range keysOf[d] {
+				failed[k] = true
+			}
+		})
+	}
+	wg.Wait()
+	done := sn.Subset(func(k sketch.Key) bool { return !failed[k] })
+	p.store.MarkWritten(done)
+	p.m.handedOver.Add(float64(done.Len()))
+	if len(errs) > 0 {
+		return fmt.Errorf("hand over to owners: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// TakeOver rebuilds the open minutes of the campaigns that owns selects
+// (those this node just became the owner of) from every node's
+// contribution points in storage, and marks them to be written again: a
+// merged value another node wrote while it held the campaign may lack
+// contributions this node has. Merging is idempotent, so loading what the
+// store already holds is harmless.
+func (p *Pipeline) TakeOver(ctx context.Context, owns func(campaign string) bool) (int, error) {
+	now := time.Now()
+	pts, err := p.storage.LoadContributionsFunc(ctx, now.Add(-p.cfg.Lateness).Truncate(time.Minute), now.Add(24*time.Hour),
+		func(s sketch.Series) bool { return owns(s.Campaign) })
+	if err != nil {
+		return 0, fmt.Errorf("take over campaigns: %w", err)
+	}
+	var ds []merge.Decoded
+	for _, pt := range pts {
+		more, err := decodeAll(pt.Agent, pt.Contribs)
+		if err != nil {
+			return 0, fmt.Errorf("take over %s@%d: %w", pt.Series, pt.Minute, err)
+		}
+		ds = append(ds, more...)
+	}
+	p.walMu.Lock()
+	_, err = p.store.Apply(ds)
+	p.walMu.Unlock()
+	p.m.takeovers.Add(float64(len(pts)))
+	return len(pts), err
+}
+
+// DropForeign forgets clean minutes of campaigns this node does not own.
+func (p *Pipeline) DropForeign() int {
+	if p.cfg.Routing == nil {
+		return 0
+	}
+	return p.store.DropClean(func(k sketch.Key) bool {
+		_, _, self := p.cfg.Routing.Owner(k.Series.Campaign)
+		return !self
+	})
 }
 
 // Ready reports whether the pipeline serves: recovered, and the last
