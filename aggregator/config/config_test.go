@@ -24,7 +24,7 @@ func TestGood(t *testing.T) {
 func TestBad(t *testing.T) {
 	for file, wants := range map[string][]string{
 		"testdata/unknown_key.bad.yaml": {"field influxdb not found"},
-		"testdata/invalid.bad.yaml":     {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness",
+		"testdata/invalid.bad.yaml": {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness",
 			"cluster.seeds: \"nowhere\"", "set cluster.bind", "cluster.profile \"moon\"", "cluster.secret_key: 5 bytes"},
 	} {
 		_, err := Load(file)
