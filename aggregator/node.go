@@ -137,7 +137,10 @@ func (f *fanout) campaigns(window time.Duration) []string {
 // handoff follows membership: after every change (and a settle delay) it
 // rebuilds the campaigns this node gained from InfluxDB and forgets the
 // clean minutes of those it lost.
-func handoff(ctx context.Context, c *cluster.Cluster, pipe *ingest.Pipeline, settle time.Duration, logger *slog.Logger) {
+func handoff(ctx context.Context, c *cluster.Cluster, pipe *ingest.Pipeline, settle time.Duration, reg prometheus.Registerer, logger *slog.Logger) {
+	last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_last_takeover_timestamp_seconds",
+		Help: "Unix time at which this node last finished rebuilding campaigns it gained (0: never)."})
+	reg.MustRegister(last)
 	changes := c.Changes()
 	prev := c.View()
 	for {
@@ -165,6 +168,7 @@ func handoff(ctx context.Context, c *cluster.Cluster, pipe *ingest.Pipeline, set
 			if err == nil {
 				logger.Info("took over campaigns from the previous owners", "contribution_points", n,
 					"members", len(cur.Members), "took", time.Since(start).Round(time.Millisecond))
+				last.Set(float64(time.Now().UnixNano()) / 1e9)
 				break
 			}
 			logger.Warn("rebuilding gained campaigns failed; retrying", "err", err, "attempt", attempt)

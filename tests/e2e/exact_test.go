@@ -13,6 +13,7 @@ import (
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 
+	"github.com/tally-edge/tally/internal/influxtest"
 	"github.com/tally-edge/tally/internal/loadgen"
 )
 
@@ -234,13 +235,19 @@ func sendBadInput(t *testing.T, a *agentProc, gen *loadgen.Generator, t0 time.Ti
 // from InfluxDB with Flux, bypassing Tally's own reader.
 func queryCells(t *testing.T, c *cluster, from, to time.Time) map[loadgen.Key]loadgen.Cell {
 	t.Helper()
-	client := influxdb2.NewClient(c.influx.URL(), c.influx.Token())
+	return queryInflux(t, c.influx, from, to)
+}
+
+// queryInflux is queryCells against one InfluxDB server.
+func queryInflux(t *testing.T, influx *influxtest.Server, from, to time.Time) map[loadgen.Key]loadgen.Cell {
+	t.Helper()
+	client := influxdb2.NewClient(influx.URL(), influx.Token())
 	defer client.Close()
 	flux := fmt.Sprintf(`from(bucket: %q)
   |> range(start: %s, stop: %s)
   |> filter(fn: (r) => r._measurement == "tally" and (r._field == "count" or r._field == "value_micros" or r._field == "cost_micros" or r._field == "bots"))
   |> group(columns: ["campaign", "type", "_field", "_time"])
-  |> sum()`, c.influx.Bucket(), from.Format(time.RFC3339), to.Format(time.RFC3339))
+  |> sum()`, influx.Bucket(), from.Format(time.RFC3339), to.Format(time.RFC3339))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	res, err := client.QueryAPI("").Query(ctx, flux)
