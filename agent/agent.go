@@ -116,6 +116,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return err
 	}
 	defer closeShipping()
+	if cfg.Aggregator.RouteToOwner == nil || *cfg.Aggregator.RouteToOwner {
+		col.SetRouter(shipper.OwnerOf)
+	}
 
 	tailers, err := newTailers(cfg, col, hasher, bots, countries, reg, logger)
 	if err != nil {
@@ -254,7 +257,8 @@ func newShipper(cfg config.Config, sp *spool.Spool, onMembershipChange func(uint
 	shipper := ship.New(ship.Config{Agent: cfg.Name, Region: cfg.Region, Addrs: cfg.Aggregator.Addrs,
 		InFlight: cfg.Aggregator.InFlight, BackoffMin: cfg.Aggregator.BackoffMin, BackoffMax: cfg.Aggregator.BackoffMax,
 		SendTimeout: cfg.Aggregator.SendTimeout, DeadLetterDir: filepath.Join(cfg.StateDir, "dead-letter"),
-		OnMembershipChange: onMembershipChange, MaxBatchesPerSecond: cfg.Aggregator.MaxBatchesPerSecond},
+		OnMembershipChange: onMembershipChange, MaxBatchesPerSecond: cfg.Aggregator.MaxBatchesPerSecond,
+		RouteToOwner: cfg.Aggregator.RouteToOwner == nil || *cfg.Aggregator.RouteToOwner},
 		sp, dial, reg, logger)
 	return shipper, func() { ep.Close() }, nil
 }

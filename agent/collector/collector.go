@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,7 @@ import (
 	"github.com/tally-edge/tally/agent/rollup"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/internal/seglog"
+	"github.com/tally-edge/tally/wire"
 )
 
 // Config tunes a Collector.
@@ -75,6 +77,7 @@ type Collector struct {
 
 	flushMu sync.Mutex
 	pending *pendingFlush // cut but not yet committed
+	route   atomic.Pointer[func(campaign string) string]
 
 	// positions are the sources' read positions. They change only inside
 	// rollup.Add's critical section, so a flush's cut sees exactly the
@@ -301,7 +304,7 @@ func (c *Collector) Flush() error {
 			c.m.flushes.WithLabelValues("empty").Inc()
 			return nil
 		}
-		batches, err := rollup.EncodeBatches(contribs, c.cfg.MaxBatchContributions)
+		batches, err := c.encode(contribs)
 		if err != nil {
 			return err
 		}
@@ -367,6 +370,30 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// SetRouter makes flushes group contributions by ownerOf(campaign) (the
+// aggregator node that owns it, "" when unknown) so that every batch
+// holds contributions of one owner and can be sent straight to it.
+func (c *Collector) SetRouter(ownerOf func(campaign string) string) { c.route.Store(&ownerOf) }
+
+// encode splits a flush into spool payloads, one owner per payload when a
+// router is set.
+func (c *Collector) encode(contribs []wire.Contribution) ([][]byte, error) {
+	route := c.route.Load()
+	if route == nil {
+		return rollup.EncodeBatches(contribs, c.cfg.MaxBatchContributions)
+	}
+	bounds := rollup.GroupBy(contribs, *route)
+	var out [][]byte
+	for i := 0; i+1 < len(bounds); i++ {
+		bs, err := rollup.EncodeBatches(contribs[bounds[i]:bounds[i+1]], c.cfg.MaxBatchContributions)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, bs...)
+	}
+	return out, nil
 }
 
 // ResendOpen makes the next flush carry the complete state of every open

@@ -172,6 +172,12 @@ type Aggregator struct {
 	// MaxBatchContributions splits a flush into batches of at most this
 	// many series-minutes. Default 2000.
 	MaxBatchContributions int `yaml:"max_batch_contributions"`
+	// RouteToOwner sends each batch straight to the cluster node that owns
+	// its campaigns (learned from acks; flushes are grouped by owner).
+	// Default true. Set false when agents reach the cluster only through
+	// addresses the nodes do not advertise (a UDP load balancer, NAT, a
+	// relay): the node they reach forwards to the owners.
+	RouteToOwner *bool `yaml:"route_to_owner"`
 	// MaxBatchesPerSecond caps how fast the spool drains (0: no cap), so
 	// the backlog after a long outage reaches a recovering cluster at a
 	// bounded rate. At the default 15s flush an agent makes a few batches

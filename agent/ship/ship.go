@@ -67,6 +67,12 @@ type Config struct {
 	// membership (Ack.Epoch) other than the one seen before. The agent
 	// then re-sends its open minutes, so campaigns' new owners get them.
 	OnMembershipChange func(epoch uint64)
+	// RouteToOwner sends each batch straight to the aggregator node that
+	// owns its campaigns, at the address the cluster reports in acks,
+	// instead of through the connected node (which forwards). Turn it off
+	// when agents reach the cluster only through addresses the nodes do
+	// not advertise (a UDP load balancer, NAT, a relay).
+	RouteToOwner bool
 	// MaxBatchesPerSecond caps the send rate (0: no cap), so the backlog
 	// of a long outage drains without knocking over a recovering cluster.
 	MaxBatchesPerSecond float64
@@ -86,6 +92,10 @@ type Shipper struct {
 	addr      atomic.Pointer[string]
 	epoch     atomic.Uint64
 	limiter   *rate.Limiter // nil: no cap
+	members   atomic.Pointer[[]wire.Member]
+
+	peersMu sync.Mutex
+	peers   map[string]*peer // owner connections by address
 
 	m metrics
 }
@@ -111,7 +121,7 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 	if cfg.SendTimeout <= 0 {
 		cfg.SendTimeout = 30 * time.Second
 	}
-	s := &Shipper{cfg: cfg, queue: q, dial: dial, log: logger.With("component", "ship")}
+	s := &Shipper{cfg: cfg, queue: q, dial: dial, log: logger.With("component", "ship"), peers: map[string]*peer{}}
 	if cfg.MaxBatchesPerSecond > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.MaxBatchesPerSecond), max(1, int(cfg.MaxBatchesPerSecond)))
 	}
@@ -146,6 +156,7 @@ func (e *redirectError) Error() string { return "redirected to " + e.addr }
 
 // Run ships until ctx is done. Unacknowledged batches stay in the spool.
 func (s *Shipper) Run(ctx context.Context) error {
+	defer s.closePeers()
 	failures := 0
 	next := 0
 	var override string
@@ -218,28 +229,28 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 		}
 		sctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 		start := time.Now()
-		var ack *wire.Ack
-		if raw, ok := conn.(RawSender); ok {
-			// The payload is the batch's msgpack array of contributions:
-			// frame it as is.
-			ack, err = raw.SendRaw(sctx, &wire.RawBatch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent,
-				Region: s.cfg.Region, Seq: item.Seq, Contributions: item.Payload})
-		} else {
-			var contribs []wire.Contribution
-			contribs, err = rollup.DecodeBatch(item.Payload)
-			if err != nil {
-				cancel()
-				s.deadLetterItem(item, err.Error())
-				continue
-			}
-			ack, err = conn.Send(sctx, &wire.Batch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent, Region: s.cfg.Region,
-				Seq: item.Seq, Contributions: contribs})
-		}
+		target, peerAddr := s.pick(sctx, item, conn)
+		ack, err := s.send(sctx, target, item)
 		cancel()
+		if ue, ok := err.(*undecodableError); ok {
+			s.deadLetterItem(item, ue.Error())
+			continue
+		}
+		if err != nil && peerAddr != "" {
+			// The owner is unreachable; the connected node still is.
+			s.nack(item.Seq)
+			s.m.batches.WithLabelValues("error").Inc()
+			s.peerFailed(peerAddr, target, err)
+			continue
+		}
 		if err != nil {
 			s.nack(item.Seq)
 			s.m.batches.WithLabelValues("error").Inc()
 			return fmt.Errorf("send batch %d: %w", item.Seq, err)
+		}
+		if len(ack.Members) > 0 {
+			ms := ack.Members
+			s.members.Store(&ms)
 		}
 		s.noteEpoch(ack.Epoch)
 		switch ack.Status {
@@ -262,11 +273,139 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 		case wire.AckRedirect:
 			s.nack(item.Seq)
 			s.m.batches.WithLabelValues("redirect").Inc()
+			if peerAddr != "" {
+				continue
+			}
 			return &redirectError{addr: ack.Redirect}
 		default:
 			s.m.batches.WithLabelValues("rejected").Inc()
 			s.deadLetterItem(item, ack.Reason)
 		}
+	}
+}
+
+// undecodableError is a spooled payload the shipper cannot decode: it is
+// set aside as a dead letter, since sending it again cannot help.
+type undecodableError struct{ err error }
+
+func (e *undecodableError) Error() string { return e.err.Error() }
+
+// send sends one spooled batch on conn.
+func (s *Shipper) send(ctx context.Context, conn Sender, item spool.Item) (*wire.Ack, error) {
+	if raw, ok := conn.(RawSender); ok {
+		// The payload is the batch's msgpack array of contributions:
+		// frame it as is.
+		return raw.SendRaw(ctx, &wire.RawBatch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent,
+			Region: s.cfg.Region, Seq: item.Seq, Contributions: item.Payload})
+	}
+	contribs, err := rollup.DecodeBatch(item.Payload)
+	if err != nil {
+		return nil, &undecodableError{err}
+	}
+	return conn.Send(ctx, &wire.Batch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent, Region: s.cfg.Region,
+		Seq: item.Seq, Contributions: contribs})
+}
+
+// peer is a connection to a campaign owner other than the connected node.
+type peer struct {
+	conn      Sender // nil while not connected
+	dialing   bool
+	failures  int
+	downUntil time.Time
+}
+
+// OwnerOf returns the name of the aggregator node that owns campaign in
+// the membership last reported by an ack, or "" when unknown.
+func (s *Shipper) OwnerOf(campaign string) string {
+	ms := s.members.Load()
+	if ms == nil {
+		return ""
+	}
+	m, _ := wire.Owner(*ms, campaign)
+	return m.Name
+}
+
+// pick returns the connection a batch should go out on: its owner's when
+// routing to owners and the owner is reachable, else the connected node's
+// (which forwards). peerAddr is "" for the connected node.
+func (s *Shipper) pick(ctx context.Context, item spool.Item, primary Sender) (conn Sender, peerAddr string) {
+	if !s.cfg.RouteToOwner {
+		return primary, ""
+	}
+	ms := s.members.Load()
+	if ms == nil || len(*ms) < 2 {
+		return primary, ""
+	}
+	campaign, err := rollup.FirstCampaign(item.Payload)
+	if err != nil {
+		return primary, ""
+	}
+	owner, ok := wire.Owner(*ms, campaign)
+	if !ok || owner.Addr == "" {
+		return primary, ""
+	}
+	if cur := s.addr.Load(); cur != nil && *cur == owner.Addr {
+		return primary, ""
+	}
+	s.peersMu.Lock()
+	p := s.peers[owner.Addr]
+	if p == nil {
+		p = &peer{}
+		s.peers[owner.Addr] = p
+	}
+	if p.conn != nil {
+		c := p.conn
+		s.peersMu.Unlock()
+		return c, owner.Addr
+	}
+	if p.dialing || time.Now().Before(p.downUntil) {
+		s.peersMu.Unlock()
+		return primary, ""
+	}
+	p.dialing = true
+	s.peersMu.Unlock()
+
+	c, err := s.dial(ctx, owner.Addr)
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	p.dialing = false
+	if err != nil {
+		p.failures++
+		p.downUntil = time.Now().Add(s.backoff(p.failures))
+		s.log.Debug("cannot reach campaign owner; sending through the connected node", "owner", owner.Name, "addr", owner.Addr, "err", err)
+		return primary, ""
+	}
+	p.conn, p.failures = c, 0
+	s.m.reconnects.Inc()
+	s.log.Info("connected to campaign owner", "owner", owner.Name, "addr", owner.Addr)
+	return c, owner.Addr
+}
+
+// peerFailed drops a broken owner connection; batches go through the
+// connected node until it can be dialled again.
+func (s *Shipper) peerFailed(addr string, conn Sender, err error) {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	p := s.peers[addr]
+	if p == nil || p.conn != conn {
+		return
+	}
+	p.conn = nil
+	p.failures++
+	p.downUntil = time.Now().Add(s.backoff(p.failures))
+	conn.Close()
+	s.log.Warn("lost connection to campaign owner; sending through the connected node meanwhile", "addr", addr, "err", err)
+}
+
+// closePeers closes every owner connection.
+func (s *Shipper) closePeers() {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	for addr, p := range s.peers {
+		if p.conn != nil {
+			p.conn.Close()
+		}
+		delete(s.peers, addr)
 	}
 }
 

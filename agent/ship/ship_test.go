@@ -771,3 +771,59 @@ func TestDrainRateIsCapped(t *testing.T) {
 		}
 	})
 }
+
+// TestBatchesGoStraightToTheirOwner: once acks report the members, each
+// batch is sent to the owner of its campaign; an owner that cannot be
+// dialled is bypassed through the connected node, and nothing is lost.
+func TestBatchesGoStraightToTheirOwner(t *testing.T) {
+	for _, ownerDown := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ownerDown=%v", ownerDown), func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			synctest.Test(t, func(t *testing.T) {
+				exp := openSpool(t, 1, 40, 1) // 40 batches, campaigns c0..c39
+				defer exp.sp.Close()
+				members := []wire.Member{{Name: "agg-1", Addr: "agg-1:7400"}, {Name: "agg-2", Addr: "agg-2:7400"}}
+				agg := &fakeAgg{t: t, exp: exp, answer: func(s sent) (*wire.Ack, error) {
+					return &wire.Ack{Version: wire.ProtocolVersion, Seq: s.seq, Status: wire.AckOK, Members: members, Epoch: 5}, nil
+				}}
+				if ownerDown {
+					agg.dialErr = func(_ int, addr string) error {
+						if addr == "agg-2:7400" {
+							return errors.New("unreachable")
+						}
+						return nil
+					}
+				}
+				sh, _ := newShipper(t, exp, agg, func(c *ship.Config) { c.RouteToOwner = true })
+				stop := run(sh)
+				time.Sleep(2 * time.Second)
+				synctest.Wait()
+				stop()
+				checkAllAcked(t, exp.sp)
+				_, sends, _ := agg.snapshot()
+				direct := 0
+				for i, s := range sends {
+					campaign := exp.contribs[s.seq][0].Series.Campaign
+					owner, _ := wire.Owner(members, campaign)
+					switch {
+					case i == 0 || ownerDown:
+						if s.addr != "agg-1:7400" {
+							t.Fatalf("send %d (%s) went to %s before routing was possible", i, campaign, s.addr)
+						}
+					case s.addr != owner.Addr:
+						t.Fatalf("batch of %s went to %s, its owner is %s", campaign, s.addr, owner.Addr)
+					}
+					if s.addr == "agg-2:7400" {
+						direct++
+					}
+				}
+				if !ownerDown && direct == 0 {
+					t.Fatal("no batch went to agg-2")
+				}
+				if sh.OwnerOf("c1") == "" {
+					t.Fatal("OwnerOf unknown after acks reported members")
+				}
+			})
+		})
+	}
+}

@@ -201,14 +201,18 @@ func TestClusterChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := &agentProc{name: name, http: fmt.Sprintf("127.0.0.1:%d", tcp[0])}
-		addrs := quics
+		// edge-direct sends each batch to its campaign's owner;
+		// edge-proxied reaches the cluster only through the proxy, so it
+		// must not route to the addresses nodes advertise, and the node it
+		// reaches forwards.
+		addrs, ship := quics, "send_timeout: 5s\nbackoff_max: 2s\nmax_batches_per_second: 50"
 		if i == 1 {
-			addrs = proxy.addrs
+			addrs, ship = proxy.addrs, ship+"\nroute_to_owner: false"
 		}
 		cfg := filepath.Join(c.dir, name+".yaml")
 		if err := harness.WriteAgentConfig(cfg, harness.AgentOptions{Name: name, Region: "region-" + name, StateDir: filepath.Join(c.dir, name),
 			HTTPAddr: a.http, Aggregators: addrs, CertsDir: c.certs, Secret: testSecret, FlushInterval: time.Second,
-			ShipExtra: "send_timeout: 5s\nbackoff_max: 2s\nmax_batches_per_second: 50"}); err != nil {
+			ShipExtra: ship}); err != nil {
 			t.Fatal(err)
 		}
 		a.proc = &harness.Proc{Name: name, Bin: filepath.Join(binDir, "tally-agent"), Args: []string{"-config", cfg}, LogPath: filepath.Join(c.dir, name+".log")}
