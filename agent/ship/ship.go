@@ -105,6 +105,7 @@ type metrics struct {
 	sendTime   prometheus.Histogram
 	reconnects prometheus.Counter
 	deadLetter prometheus.Counter
+	toOwner    prometheus.Counter
 }
 
 // New returns a Shipper.
@@ -135,7 +136,9 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 		deadLetter: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_dead_letter_batches_total",
 			Help: "Batches the aggregator rejected as invalid, kept in the dead-letter directory."}),
 	}
-	reg.MustRegister(s.m.batches, s.m.sendTime, s.m.reconnects, s.m.deadLetter)
+	s.m.toOwner = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_batches_sent_to_owner_total",
+		Help: "Batches acknowledged by their campaigns' owner on a direct connection (the rest went through the connected node)."})
+	reg.MustRegister(s.m.batches, s.m.sendTime, s.m.reconnects, s.m.deadLetter, s.m.toOwner)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_connected",
 		Help: "1 while connected to an aggregator."}, func() float64 {
 		if s.connected.Load() {
@@ -257,6 +260,9 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 		case wire.AckOK:
 			s.m.sendTime.Observe(time.Since(start).Seconds())
 			s.m.batches.WithLabelValues("ok").Inc()
+			if peerAddr != "" {
+				s.m.toOwner.Inc()
+			}
 			busy = 0
 			if err := s.queue.Ack(item.Seq); err != nil {
 				return fmt.Errorf("ack batch %d in spool: %w", item.Seq, err)

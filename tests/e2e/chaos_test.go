@@ -412,6 +412,11 @@ func TestClusterChaos(t *testing.T) {
 			t.Fatalf("%s lists %d owned campaigns, want all %d", name, owned, len(gen.Campaigns()))
 		}
 	}
+	if direct := metricSum(metrics(t, c.agents[0].http), "tally_agent_batches_sent_to_owner_total"); direct == 0 {
+		t.Fatal("edge-direct sent no batch straight to an owner")
+	} else {
+		t.Logf("edge-direct sent %v batches straight to their owner", direct)
+	}
 	if forwarded == 0 {
 		t.Fatal("no contribution was forwarded to its owner: the test did not exercise routing")
 	}
