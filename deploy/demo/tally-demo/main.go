@@ -1,12 +1,14 @@
 // Command tally-demo runs a complete local Tally for `make demo`: a real
-// InfluxDB, an aggregator, two agents in two regions and a generator of
-// realistic campaign traffic (bots included), all on loopback. Ctrl-C
-// stops everything in order.
+// InfluxDB, a cluster of three aggregator nodes, two agents in two regions
+// and a generator of realistic campaign traffic (bots included), all on
+// loopback. Ctrl-C stops everything in order.
 //
-// Ports come from the environment: TALLY_DEMO_HTTP (aggregator API and
-// dashboard, default 8080), TALLY_DEMO_AGENT_EU and TALLY_DEMO_AGENT_US
-// (agent ingest, defaults 8081 and 8082), TALLY_DEMO_QUIC (aggregator
-// QUIC, default 7400), TALLY_DEMO_RATE (events per second, default 200).
+// Ports come from the environment: TALLY_DEMO_HTTP (first node's API and
+// dashboard, default 8080; the others are +100 and +200),
+// TALLY_DEMO_AGENT_EU and TALLY_DEMO_AGENT_US (agent ingest, defaults 8081
+// and 8082), TALLY_DEMO_QUIC (first node's QUIC, default 7400; the others
+// +1, +2), TALLY_DEMO_GOSSIP (first node's memberlist port, default 7946;
+// the others +1, +2), TALLY_DEMO_RATE (events per second, default 200).
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -55,7 +58,7 @@ func env(name string, def int) int {
 
 func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) error {
 	httpPort, euPort, usPort := env("TALLY_DEMO_HTTP", 8080), env("TALLY_DEMO_AGENT_EU", 8081), env("TALLY_DEMO_AGENT_US", 8082)
-	quicPort, rate := env("TALLY_DEMO_QUIC", 7400), env("TALLY_DEMO_RATE", 200)
+	quicPort, gossipPort, rate := env("TALLY_DEMO_QUIC", 7400), env("TALLY_DEMO_GOSSIP", 7946), env("TALLY_DEMO_RATE", 200)
 	aggBin, err := harness.FindBin(bin, "tally-aggregator")
 	if err != nil {
 		return err
@@ -80,7 +83,7 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		name, region string
 		port         int
 	}{{"agent-eu", "eu-west", euPort}, {"agent-us", "us-east", usPort}}
-	if _, err := pki.GenerateDev(certs, pki.DevOptions{Agents: []string{"agent-eu", "agent-us"}, Aggregators: []string{"agg-1"}}); err != nil {
+	if _, err := pki.GenerateDev(certs, pki.DevOptions{Agents: []string{"agent-eu", "agent-us"}, Aggregators: []string{"agg-1", "agg-2", "agg-3"}}); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
 
@@ -91,22 +94,43 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	}
 	defer db.Close()
 
-	aggCfg := filepath.Join(dir, "agg-1.yaml")
-	quicAddr := fmt.Sprintf("127.0.0.1:%d", quicPort)
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
-	if err := harness.WriteAggregatorConfig(aggCfg, harness.AggregatorOptions{Name: "agg-1", DataDir: filepath.Join(dir, "agg-1"),
-		QUICAddr: quicAddr, HTTPAddr: httpAddr, CertsDir: certs, InfluxURL: db.URL(), InfluxBucket: db.Bucket()}); err != nil {
-		return err
+	type node struct {
+		name, quic, http, gossip string
+		proc                     *harness.Proc
 	}
-	agg := &harness.Proc{Name: "agg-1", Bin: aggBin, Args: []string{"-config", aggCfg}, LogPath: filepath.Join(logs, "agg-1.log")}
-	if err := agg.Start(); err != nil {
-		return err
+	var nodes []*node
+	var seeds, quics []string
+	for i := range 3 {
+		n := &node{name: fmt.Sprintf("agg-%d", i+1), quic: fmt.Sprintf("127.0.0.1:%d", quicPort+i),
+			http: fmt.Sprintf("127.0.0.1:%d", httpPort+100*i), gossip: fmt.Sprintf("127.0.0.1:%d", gossipPort+i)}
+		nodes = append(nodes, n)
+		seeds = append(seeds, n.gossip)
+		quics = append(quics, n.quic)
 	}
-	defer agg.Stop(30 * time.Second)
+	for _, n := range nodes {
+		cfg := filepath.Join(dir, n.name+".yaml")
+		if err := harness.WriteAggregatorConfig(cfg, harness.AggregatorOptions{Name: n.name, DataDir: filepath.Join(dir, n.name),
+			QUICAddr: n.quic, HTTPAddr: n.http, CertsDir: certs, InfluxURL: db.URL(), InfluxBucket: db.Bucket(),
+			GossipAddr: n.gossip, Seeds: seeds}); err != nil {
+			return err
+		}
+		n.proc = &harness.Proc{Name: n.name, Bin: aggBin, Args: []string{"-config", cfg}, LogPath: filepath.Join(logs, n.name+".log")}
+		if err := n.proc.Start(); err != nil {
+			return err
+		}
+		defer n.proc.Stop(30 * time.Second)
+	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := harness.WaitHTTP(wctx, "http://"+httpAddr+"/readyz", agg); err != nil {
-		return err
+	for _, n := range nodes {
+		if err := harness.WaitHTTP(wctx, "http://"+n.http+"/readyz", n.proc); err != nil {
+			return err
+		}
+	}
+	httpAddr := nodes[0].http
+	var nodeURLs []string
+	for _, n := range nodes {
+		nodeURLs = append(nodeURLs, "http://"+n.http)
 	}
 
 	var clients []*loadgen.Client
@@ -114,7 +138,7 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		cfg := filepath.Join(dir, a.name+".yaml")
 		addr := fmt.Sprintf("127.0.0.1:%d", a.port)
 		if err := harness.WriteAgentConfig(cfg, harness.AgentOptions{Name: a.name, Region: a.region, StateDir: filepath.Join(dir, a.name),
-			HTTPAddr: addr, Aggregators: []string{quicAddr}, CertsDir: certs, Secret: "demo-deployment-secret-change-me"}); err != nil {
+			HTTPAddr: addr, Aggregators: quics, CertsDir: certs, Secret: "demo-deployment-secret-change-me"}); err != nil {
 			return err
 		}
 		p := &harness.Proc{Name: a.name, Bin: agentBin, Args: []string{"-config", cfg}, LogPath: filepath.Join(logs, a.name+".log")}
@@ -131,9 +155,10 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	fmt.Printf(`
 Tally demo is running.
 
-  Dashboard   http://%[1]s/?campaign=spring_sale
+  Dashboard   http://%[1]s/?campaign=spring_sale   (any node: %[10]s)
   KPI API     curl 'http://%[1]s/api/v1/kpis?campaign=spring_sale'
-  Metrics     http://%[1]s/metrics  (aggregator)   http://127.0.0.1:%[2]d/metrics  http://127.0.0.1:%[3]d/metrics  (agents)
+  Cluster     curl 'http://%[1]s/api/v1/cluster'   (members, owners)
+  Metrics     http://%[1]s/metrics  (a node)   http://127.0.0.1:%[2]d/metrics  http://127.0.0.1:%[3]d/metrics  (agents)
   Agents      agent-eu (eu-west) POST http://127.0.0.1:%[2]d/v1/events
               agent-us (us-east) POST http://127.0.0.1:%[3]d/v1/events
   QUIC        %[4]s (mutual TLS, certificates in %[5]s)
@@ -143,7 +168,7 @@ Tally demo is running.
 
 Press Ctrl-C to stop everything.
 
-`, httpAddr, euPort, usPort, quicAddr, certs, db.URL(), db.Bucket(), logs, rate)
+`, httpAddr, euPort, usPort, strings.Join(quics, " "), certs, db.URL(), db.Bucket(), logs, rate, strings.Join(nodeURLs, " "))
 
 	return generate(ctx, clients, rate, logger)
 }
