@@ -16,7 +16,7 @@ TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
 
-.PHONY: help build test test-short test-deps demo bench fuzz lint fmt tidy-check dashboard certs influxdb clean
+.PHONY: help build test test-short test-deps demo bench chaos fuzz lint fmt tidy-check dashboard certs influxdb clean
 
 # Debian packages that tests drive for real (nginx, chromium) and that the
 # benchmarks compare against (goaccess). Installed with apt-get when absent.
@@ -57,6 +57,9 @@ demo: build influxdb ## Build, start InfluxDB, an aggregator, two agents and gen
 
 bench: influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
+
+chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
+	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/
 
 fuzz: ## Run every fuzzer (wire, sketch) for FUZZTIME each (default 30s).
 	@for pkg in ./wire ./sketch; do \
