@@ -114,6 +114,25 @@ func TestHostileWireInput(t *testing.T) {
 	foreign.RootCAs = good.RootCAs // trusts the server, but is not trusted by it
 	refused("certificate from another CA", foreign)
 
+	// An agent that speaks the nodes' forwarding protocol, to pass off
+	// contributions as another agent's, is refused: only cluster members
+	// may forward.
+	impostor, err := pki.ClientTLS(pki.DevFiles(c.certs, "agent-eu"), "localhost", wire.ALPNForward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd, err := wire.Dial(ctx, c.aggQUIC, impostor, wire.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fwd.Close()
+	forged := &wire.Batch{Version: wire.ProtocolVersion, Agent: "someone-else", Region: "r", Seq: 1, Contributions: []wire.Contribution{{
+		Series: sketch.Series{Campaign: "forged", Type: "click", Region: "r"}, Minute: 1_800_000_000 - 1_800_000_000%60, CID: 1, Version: 1,
+		State: sketch.Encoded{Count: 1}}}}
+	if ack, err := fwd.Send(ctx, forged); err != nil || ack.Status != wire.AckRejected || !strings.Contains(ack.Reason, "not a member") {
+		t.Fatalf("forwarded batch from an agent answered %+v, %v; want a rejection", ack, err)
+	}
+
 	// Real traffic through the agent is untouched.
 	gen := loadgen.New(loadgen.Config{Seed: 11, Countries: 2, Channels: 2})
 	now := time.Now().UTC().Truncate(time.Minute).Add(-2 * time.Minute)
