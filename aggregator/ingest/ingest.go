@@ -582,10 +582,13 @@ func (p *Pipeline) TakeOver(ctx context.Context, owns func(campaign string) bool
 		ds = append(ds, more...)
 	}
 	p.walMu.Lock()
-	_, err = p.store.Apply(ds)
-	p.walMu.Unlock()
+	defer p.walMu.Unlock()
+	if _, err := p.store.Apply(ds); err != nil {
+		return 0, err
+	}
+	p.store.MarkDirty(func(k sketch.Key) bool { return owns(k.Series.Campaign) })
 	p.m.takeovers.Add(float64(len(pts)))
-	return len(pts), err
+	return len(pts), nil
 }
 
 // DropForeign forgets clean minutes of campaigns this node does not own.

@@ -379,3 +379,28 @@ func (s *Store) DropClean(drop func(sketch.Key) bool) int {
 	}
 	return n
 }
+
+// MarkDirty marks every series-minute that keep selects as changed, with
+// all its agents' contribution points, so the next write rewrites them
+// from everything the store holds. A node that takes a campaign over does
+// this: the merged point in storage may have been written by another node
+// from fewer contributions. It returns how many it marked.
+func (s *Store) MarkDirty(keep func(sketch.Key) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, m := range s.minutes {
+		if !keep(k) {
+			continue
+		}
+		m.gen++
+		if m.dirtyAgents == nil {
+			m.dirtyAgents = make(map[string]bool, len(m.contribs))
+		}
+		for id := range m.contribs {
+			m.dirtyAgents[id.Agent] = true
+		}
+		n++
+	}
+	return n
+}
