@@ -134,53 +134,54 @@ func (f *fanout) campaigns(window time.Duration) []string {
 	return out
 }
 
-// handoff follows membership: after every change (and a settle delay) it
-// rebuilds the campaigns this node gained from InfluxDB and forgets the
-// clean minutes of those it lost.
+// handoff follows membership: once at start and after every change (each
+// time after a settle delay) it rebuilds the campaigns this node gained
+// from InfluxDB and forgets the clean minutes of those it lost. The pass
+// at start matters for a node that restarts: between its own rebuild and
+// rejoining, the interim owners went on writing its campaigns.
 func handoff(ctx context.Context, c *cluster.Cluster, pipe *ingest.Pipeline, settle time.Duration, reg prometheus.Registerer, logger *slog.Logger) {
 	last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_last_takeover_timestamp_seconds",
 		Help: "Unix time at which this node last finished rebuilding campaigns it gained (0: never)."})
 	reg.MustRegister(last)
 	changes := c.Changes()
-	prev := c.View()
+	var prev cluster.View // owns nothing: the first pass takes over everything owned
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-changes:
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(settle):
 		}
 		cur := c.View()
-		if cur.Epoch == prev.Epoch {
-			continue
-		}
-		self := c.Name()
-		gained := func(campaign string) bool {
-			return cur.Owner(campaign).Name == self && prev.Owner(campaign).Name != self
-		}
-		start := time.Now()
-		for attempt := 1; ctx.Err() == nil; attempt++ {
-			n, err := pipe.TakeOver(ctx, gained)
-			if err == nil {
-				logger.Info("took over campaigns from the previous owners", "contribution_points", n,
-					"members", len(cur.Members), "took", time.Since(start).Round(time.Millisecond))
-				last.Set(float64(time.Now().UnixNano()) / 1e9)
-				break
+		if cur.Epoch != prev.Epoch {
+			self := c.Name()
+			gained := func(campaign string) bool {
+				return cur.Owner(campaign).Name == self && prev.Owner(campaign).Name != self
 			}
-			logger.Warn("rebuilding gained campaigns failed; retrying", "err", err, "attempt", attempt)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
+			start := time.Now()
+			for attempt := 1; ctx.Err() == nil; attempt++ {
+				n, err := pipe.TakeOver(ctx, gained)
+				if err == nil {
+					logger.Info("took over campaigns", "contribution_points", n,
+						"members", len(cur.Members), "took", time.Since(start).Round(time.Millisecond))
+					last.Set(float64(time.Now().UnixNano()) / 1e9)
+					break
+				}
+				logger.Warn("rebuilding gained campaigns failed; retrying", "err", err, "attempt", attempt)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
+				}
 			}
+			dropped := pipe.DropForeign()
+			logger.Debug("forgot minutes of campaigns owned elsewhere", "minutes", dropped)
+			prev = cur
 		}
-		dropped := pipe.DropForeign()
-		logger.Debug("forgot minutes of campaigns owned elsewhere", "minutes", dropped)
-		prev = cur
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
 	}
 }
 
