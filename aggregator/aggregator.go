@@ -79,6 +79,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	}
 	defer ln.Close()
 
+	quicAdvertise := cfg.QUIC.Advertise
+	if quicAdvertise == "" {
+		quicAdvertise = ep.Addr().String()
+	}
 	pub := newFanout(nil, logger)
 	key, err := cfg.Cluster.GossipKey()
 	if err != nil {
@@ -88,7 +92,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		Seeds: cfg.Cluster.Seeds, SecretKey: key, Profile: cfg.Cluster.Profile, ProbeInterval: cfg.Cluster.ProbeInterval,
 		ProbeTimeout: cfg.Cluster.ProbeTimeout, SuspicionMult: cfg.Cluster.SuspicionMult, GossipInterval: cfg.Cluster.GossipInterval,
 		DeadNodeReclaimTime: cfg.Cluster.DeadNodeReclaim},
-		cluster.Meta{QUIC: ep.Addr().String(), HTTP: ln.Addr().String()}, logger, pub.receive)
+		cluster.Meta{QUIC: quicAdvertise, HTTP: ln.Addr().String()}, logger, pub.receive)
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,10 @@ type QUIC struct {
 	RequireAgentCN *bool `yaml:"require_agent_cn"`
 	// MaxFrameBytes caps one batch frame. Default 16MiB.
 	MaxFrameBytes yamlconf.ByteSize `yaml:"max_frame_bytes"`
+	// Advertise is the host:port agents and other nodes reach this node's
+	// QUIC listener at (told to them in acks and gossip). Default: the
+	// listen address; required in a cluster when that is 0.0.0.0 or [::].
+	Advertise string `yaml:"advertise"`
 }
 
 // HTTP is the API, dashboard, health and metrics listener.
@@ -182,6 +186,15 @@ func (c *Config) Validate() error {
 		bad("merge.wal_max_bytes: at least 1MiB")
 	}
 	errs = append(errs, c.Cluster.validate())
+	if c.QUIC.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.QUIC.Advertise); err != nil {
+			bad("quic.advertise %q: want host:port", c.QUIC.Advertise)
+		}
+	} else if c.Cluster.Bind != "" {
+		if ap, err := netip.ParseAddrPort(c.QUIC.Listen); (err == nil && ap.Addr().IsUnspecified()) || strings.HasPrefix(c.QUIC.Listen, ":") {
+			bad("quic.advertise: required in a cluster when quic.listen (%q) does not name one address", c.QUIC.Listen)
+		}
+	}
 	return errors.Join(errs...)
 }
 
