@@ -188,20 +188,16 @@ func checkMessageKind(kind Kind, msg any) error {
 	return nil
 }
 
+// EncodeContributions encodes contributions exactly as a Batch frame
+// carries them, for a RawBatch: an agent spools this form and ships it
+// without encoding it again. See AppendContributions.
+func EncodeContributions(cs []Contribution) ([]byte, error) {
+	return AppendContributions(make([]byte, 0, 16+128*len(cs)), cs), nil
+}
+
 // marshal encodes msg with the settings that make encodings compact and,
 // except for maps of types msgpack cannot sort (map[string]uint64),
 // deterministic.
-// EncodeContributions encodes contributions exactly as a Batch frame
-// carries them, for a RawBatch: an agent spools this form and ships it
-// without encoding it again.
-func EncodeContributions(cs []Contribution) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := marshal(&buf, cs); err != nil {
-		return nil, fmt.Errorf("encode contributions: %w", err)
-	}
-	return buf.Bytes(), nil
-}
-
 func marshal(w *bytes.Buffer, msg any) error {
 	enc := msgpack.GetEncoder()
 	enc.Reset(w)
