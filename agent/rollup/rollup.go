@@ -13,6 +13,8 @@
 package rollup
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,8 +34,11 @@ type Config struct {
 	// until a flush closes idle ones. Default 1,000,000.
 	MaxOpen int
 	// ByEventTime measures Lateness in event time instead of wall-clock
-	// time: a flushed minute closes once events have moved Lateness past
-	// it. For backfills, which read hours of log in seconds.
+	// time: a minute closes once events have moved Lateness past it. For
+	// backfills, which read hours of log in seconds. A closing minute is
+	// cut right away, as the events move past it, and its contributions
+	// wait for the next Flush: memory then holds the last minutes of
+	// events, not everything since the previous flush.
 	ByEventTime bool
 	// CampaignUniques is the low-bandwidth setting for uniques: visitors
 	// are recorded once per (campaign, region, minute), in a series of type
@@ -80,6 +85,11 @@ type Rollup struct {
 	open      map[sketch.Key]*entry
 	rows      map[rowKey]*entry // imported rows: one contribution each
 	stats     Stats
+	// closed are the contributions of minutes closed by event time since
+	// the last Flush (ByEventTime), and closeErr the first error met
+	// cutting them.
+	closed   []wire.Contribution
+	closeErr error
 }
 
 // rowKey identifies an imported row's contribution.
@@ -145,7 +155,12 @@ func (r *Rollup) wouldOpen(events []event.Event) int {
 
 func (r *Rollup) apply(e *event.Event, now int64) {
 	k := sketch.Key{Series: e.Series, Minute: sketch.MinuteOf(e.UnixMillis)}
-	r.maxMinute = max(r.maxMinute, k.Minute)
+	if k.Minute > r.maxMinute {
+		r.maxMinute = k.Minute
+		if r.cfg.ByEventTime {
+			r.closeByEventTime()
+		}
+	}
 	if e.Row != 0 {
 		r.applyRow(k, e, now)
 		return
@@ -220,6 +235,59 @@ func (r *Rollup) applyRow(k sketch.Key, e *event.Event, now int64) {
 	en.regs.Add(e.Visitor)
 }
 
+// closeBefore returns the minute before which event time has moved more
+// than Lateness past (ByEventTime).
+func (r *Rollup) closeBefore() int64 { return r.maxMinute - int64(r.cfg.Lateness/time.Second) }
+
+// closeByEventTime cuts the series-minutes that events have moved
+// Lateness past: each changed one becomes its last contribution, kept
+// for the next Flush, and all are forgotten. A later event for one of
+// them opens a new contribution, as after a Flush.
+func (r *Rollup) closeByEventTime() {
+	before := r.closeBefore()
+	for k, en := range r.open {
+		if k.Minute >= before {
+			continue
+		}
+		if en.dirty {
+			c, err := en.final(k)
+			if err != nil {
+				r.closeErr = cmp.Or(r.closeErr, err)
+				continue // stays open: the next Flush reports it
+			}
+			r.closed = append(r.closed, c)
+		}
+		delete(r.open, k)
+		r.stats.Closed++
+	}
+}
+
+// cut returns the entry's next contribution: its state and the register
+// updates since the last one.
+func (en *entry) cut(k sketch.Key) (wire.Contribution, error) {
+	enc, err := en.state.Encode()
+	if err != nil {
+		return wire.Contribution{}, err
+	}
+	enc.Registers = en.regs.AppendUpdates(nil)
+	en.version++
+	en.dirty = false
+	return wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc}, nil
+}
+
+// final is cut for an entry that is dropped afterwards: nothing needs to
+// be remembered for a later contribution.
+func (en *entry) final(k sketch.Key) (wire.Contribution, error) {
+	enc, err := en.state.Encode()
+	if err != nil {
+		return wire.Contribution{}, err
+	}
+	enc.Registers = en.regs.AppendFinal(nil)
+	en.version++
+	en.dirty = false
+	return wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc}, nil
+}
+
 // Flush returns the contributions of every changed series-minute, each
 // with a new version, and closes series-minutes idle for longer than the
 // lateness. cut, if not nil, runs under the lock and its result is
@@ -231,9 +299,14 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 	if cut != nil {
 		pos = cut()
 	}
-	out := make([]wire.Contribution, 0, r.dirtyCount())
+	if err := r.closeErr; err != nil {
+		r.closeErr = nil
+		return nil, 0, err
+	}
+	out := slices.Grow(r.closed, r.dirtyCount())
+	r.closed = nil
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
-	closeBefore := r.maxMinute - int64(r.cfg.Lateness/time.Second)
+	closeBefore := r.closeBefore()
 	for k, en := range r.open {
 		if !en.dirty {
 			if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && k.Minute < closeBefore) {
@@ -242,14 +315,12 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 			}
 			continue
 		}
-		enc, err := en.state.Encode()
+		c, err := en.cut(k)
 		if err != nil {
+			r.closed = out // cut again by the next Flush
 			return nil, 0, err
 		}
-		enc.Registers = en.regs.AppendUpdates(nil)
-		en.version++
-		out = append(out, wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
-		en.dirty = false
+		out = append(out, c)
 	}
 	// Imported rows ship once, with their own id and version, and are
 	// forgotten: importing them again sends a newer version.

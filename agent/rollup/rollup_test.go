@@ -221,3 +221,89 @@ func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
 		t.Fatalf("weighted live events %+v", cs)
 	}
 }
+
+// TestEventTimeClosesMinutesAsEventsMovePast: with ByEventTime a minute is
+// cut as soon as events have moved Lateness past it, so the rollup holds
+// the last minutes of events however rarely it is flushed, and what the
+// flushes ship still adds up exactly, late events included.
+func TestEventTimeClosesMinutesAsEventsMovePast(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	base := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	const series, minutes = 30, 40
+	r := New(4, Config{Lateness: time.Minute, ByEventTime: true})
+	want := map[sketch.Key]*sketch.State{}
+	wantVisitors := map[sketch.Key]map[uint64]bool{}
+	m := newMerged()
+	record := func(evs []event.Event) {
+		for _, e := range evs {
+			k := e.Key()
+			if want[k] == nil {
+				want[k], wantVisitors[k] = &sketch.State{}, map[uint64]bool{}
+			}
+			if e.Bot != "" {
+				want[k].AddBot(e.Bot)
+				continue
+			}
+			want[k].Count++
+			want[k].ValueMicros += e.ValueMicros
+			wantVisitors[k][e.Visitor] = true
+		}
+	}
+	flush := func() {
+		cs, _, err := r.Flush(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.apply(t, cs)
+	}
+	maxOpen := uint64(0)
+	for minute := range minutes {
+		evs := genEvents(rng, 2000, series, 500, base.Add(time.Duration(minute)*time.Minute))
+		if minute%7 == 6 { // a few lines logged late, from five minutes back
+			late := genEvents(rng, 20, series, 500, base.Add(time.Duration(minute-5)*time.Minute))
+			evs = append(evs, late...)
+		}
+		for len(evs) > 0 {
+			n := min(len(evs), 1+rng.IntN(700))
+			if err := r.Add(evs[:n], nil); err != nil {
+				t.Fatal(err)
+			}
+			record(evs[:n])
+			evs = evs[n:]
+			maxOpen = max(maxOpen, r.Stats().Open)
+		}
+		if minute%13 == 12 {
+			flush()
+		}
+	}
+	flush()
+	// Two minutes of series plus the late ones: not forty minutes' worth.
+	if maxOpen > 4*series {
+		t.Fatalf("up to %d series-minutes open; minutes events had moved past stayed in memory", maxOpen)
+	}
+	cids := map[sketch.Key]int{}
+	for k, w := range want {
+		var got sketch.State
+		for _, st := range m.counters[k] {
+			got.MergeCounters(&st)
+		}
+		cids[k] = len(m.counters[k])
+		if got.Count != w.Count || got.ValueMicros != w.ValueMicros || got.BotTotal() != w.BotTotal() {
+			t.Fatalf("%v %d: got count=%d value=%d bots=%d, want %d %d %d", k.Series, k.Minute, got.Count, got.ValueMicros, got.BotTotal(), w.Count, w.ValueMicros, w.BotTotal())
+		}
+		est, truth := float64(m.uniques[k].UniquesEstimate()), float64(len(wantVisitors[k]))
+		if truth > 0 && (est < truth*0.95 || est > truth*1.05) {
+			t.Fatalf("%v: uniques %v, truth %v", k.Series, est, truth)
+		}
+	}
+	lateMinute := sketch.MinuteOf(base.Add(time.Minute).UnixMilli()) // minute 6's late lines
+	reopened := 0
+	for k, n := range cids {
+		if k.Minute == lateMinute && n > 1 {
+			reopened++
+		}
+	}
+	if reopened == 0 {
+		t.Fatal("late events for a closed minute did not open new contributions")
+	}
+}
