@@ -18,14 +18,20 @@ func AppendContributions(b []byte, cs []Contribution) []byte {
 	if cs == nil {
 		return append(b, 0xc0)
 	}
-	b = appendArrayLen(b, len(cs))
+	b = AppendContributionsHeader(b, len(cs))
 	for i := range cs {
-		b = appendContribution(b, &cs[i])
+		b = AppendContribution(b, &cs[i])
 	}
 	return b
 }
 
-func appendContribution(b []byte, c *Contribution) []byte {
+// AppendContributionsHeader appends the msgpack array header of n
+// contributions: followed by n AppendContribution, it makes the bytes of
+// AppendContributions. It takes at most 5 bytes.
+func AppendContributionsHeader(b []byte, n int) []byte { return appendArrayLen(b, n) }
+
+// AppendContribution appends the msgpack encoding of one contribution.
+func AppendContribution(b []byte, c *Contribution) []byte {
 	b = append(b, 0x85, 0xa1, 's')
 	b = appendSeries(b, &c.Series)
 	b = append(b, 0xa1, 'm')

@@ -129,6 +129,7 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 			logger.Warn("journal had a torn tail from a crash; dropped the partial record", "bytes", rec.Dropped)
 		}
 	}
+	cfg.Rollup.BatchContributions = cfg.MaxBatchContributions
 	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), journal: j, spool: sp,
 		positions: map[string]Position{}, guard: cardinality.New(cfg.Cardinality)}
 	c.bufPool.New = func() any { b := make([]byte, 0, 32<<10); return &b }
@@ -281,7 +282,7 @@ func (c *Collector) Flush() error {
 	if c.pending == nil {
 		var positions []byte
 		var posErr error
-		contribs, pos, err := c.rollup.Flush(func() uint64 {
+		batches, contribs, pos, err := c.rollup.Flush(func() uint64 {
 			c.guard.Evict(time.Now().Add(-c.cfg.Rollup.Lateness).Unix())
 			c.posMu.Lock()
 			positions, posErr = encodePositions(c.positions)
@@ -297,15 +298,11 @@ func (c *Collector) Flush() error {
 		if posErr != nil {
 			return posErr
 		}
-		if len(contribs) == 0 {
+		if contribs == 0 {
 			c.m.flushes.WithLabelValues("empty").Inc()
 			return nil
 		}
-		batches, err := rollup.EncodeBatches(contribs, c.cfg.MaxBatchContributions)
-		if err != nil {
-			return err
-		}
-		c.pending = &pendingFlush{batches: batches, journalPos: pos, positions: positions, contribs: len(contribs)}
+		c.pending = &pendingFlush{batches: batches, journalPos: pos, positions: positions, contribs: contribs}
 	}
 	// The journal must be on disk before the spool says it is covered:
 	// otherwise a power loss could leave a commit pointing past records

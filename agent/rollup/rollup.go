@@ -14,7 +14,6 @@ package rollup
 
 import (
 	"cmp"
-	"slices"
 	"sync"
 	"time"
 
@@ -46,6 +45,9 @@ type Config struct {
 	// series. Counts and sums are unaffected; uniques can then be asked per
 	// campaign and region, not per source, medium, country or device.
 	CampaignUniques bool
+	// BatchContributions is the most contributions one payload of a
+	// Flush holds. Default 2000.
+	BatchContributions int
 }
 
 // UniquesType and All name the series that carries a campaign's uniques
@@ -56,7 +58,9 @@ const (
 )
 
 // DefaultConfig returns the defaults.
-func DefaultConfig() Config { return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000} }
+func DefaultConfig() Config {
+	return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000, BatchContributions: 2000}
+}
 
 type entry struct {
 	cid     uint64
@@ -85,11 +89,12 @@ type Rollup struct {
 	open      map[sketch.Key]*entry
 	rows      map[rowKey]*entry // imported rows: one contribution each
 	stats     Stats
-	// closed are the contributions of minutes closed by event time since
-	// the last Flush (ByEventTime), and closeErr the first error met
-	// cutting them.
-	closed   []wire.Contribution
+	// out holds the contributions cut since the last Flush returned:
+	// those of minutes closed by event time (ByEventTime), or of a Flush
+	// that failed half way. closeErr is the first error met closing.
+	out      batcher
 	closeErr error
+	regs     []byte // scratch for register updates
 }
 
 // rowKey identifies an imported row's contribution.
@@ -107,7 +112,11 @@ func New(epoch uint32, cfg Config) *Rollup {
 	if cfg.MaxOpen <= 0 {
 		cfg.MaxOpen = DefaultConfig().MaxOpen
 	}
-	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: make(map[sketch.Key]*entry, 1024), rows: make(map[rowKey]*entry)}
+	if cfg.BatchContributions <= 0 {
+		cfg.BatchContributions = DefaultConfig().BatchContributions
+	}
+	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: make(map[sketch.Key]*entry, 1024), rows: make(map[rowKey]*entry),
+		out: batcher{per: cfg.BatchContributions}}
 }
 
 // ErrFull is returned by Add when MaxOpen series-minutes are open.
@@ -250,49 +259,43 @@ func (r *Rollup) closeByEventTime() {
 			continue
 		}
 		if en.dirty {
-			c, err := en.final(k)
-			if err != nil {
+			if err := r.cut(k, en, true); err != nil {
 				r.closeErr = cmp.Or(r.closeErr, err)
 				continue // stays open: the next Flush reports it
 			}
-			r.closed = append(r.closed, c)
 		}
 		delete(r.open, k)
 		r.stats.Closed++
 	}
 }
 
-// cut returns the entry's next contribution: its state and the register
-// updates since the last one.
-func (en *entry) cut(k sketch.Key) (wire.Contribution, error) {
-	enc, err := en.state.Encode()
+// cut appends the entry's next contribution to r.out: its state and the
+// register updates since the last one. final says the entry is dropped
+// afterwards, so what was shipped need not be remembered.
+func (r *Rollup) cut(k sketch.Key, en *entry, final bool) error {
+	enc, err := en.state.EncodeShared()
 	if err != nil {
-		return wire.Contribution{}, err
+		return err
 	}
-	enc.Registers = en.regs.AppendUpdates(nil)
+	if final {
+		r.regs = en.regs.AppendFinal(r.regs[:0])
+	} else {
+		r.regs = en.regs.AppendUpdates(r.regs[:0])
+	}
+	enc.Registers = r.regs
 	en.version++
 	en.dirty = false
-	return wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc}, nil
+	r.out.add(&wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
+	return nil
 }
 
-// final is cut for an entry that is dropped afterwards: nothing needs to
-// be remembered for a later contribution.
-func (en *entry) final(k sketch.Key) (wire.Contribution, error) {
-	enc, err := en.state.Encode()
-	if err != nil {
-		return wire.Contribution{}, err
-	}
-	enc.Registers = en.regs.AppendFinal(nil)
-	en.version++
-	en.dirty = false
-	return wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc}, nil
-}
-
-// Flush returns the contributions of every changed series-minute, each
-// with a new version, and closes series-minutes idle for longer than the
-// lateness. cut, if not nil, runs under the lock and its result is
-// returned: the journal position that this flush covers.
-func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
+// Flush cuts the contributions of every changed series-minute, each with
+// a new version, and closes series-minutes idle for longer than the
+// lateness. It returns them as spool payloads of at most
+// BatchContributions each (see EncodeBatches) and how many there are.
+// cut, if not nil, runs under the lock and its result is returned: the
+// journal position that this flush covers.
+func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var pos uint64
@@ -301,10 +304,8 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 	}
 	if err := r.closeErr; err != nil {
 		r.closeErr = nil
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
-	out := slices.Grow(r.closed, r.dirtyCount())
-	r.closed = nil
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
 	closeBefore := r.closeBefore()
 	for k, en := range r.open {
@@ -315,37 +316,76 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 			}
 			continue
 		}
-		c, err := en.cut(k)
-		if err != nil {
-			r.closed = out // cut again by the next Flush
-			return nil, 0, err
+		if err := r.cut(k, en, false); err != nil {
+			return nil, 0, 0, err // what was cut stays in r.out for the next Flush
 		}
-		out = append(out, c)
 	}
 	// Imported rows ship once, with their own id and version, and are
 	// forgotten: importing them again sends a newer version.
 	for rk, en := range r.rows {
-		enc, err := en.state.Encode()
+		enc, err := en.state.EncodeShared()
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
-		enc.Registers = en.regs.AppendUpdates(nil)
-		out = append(out, wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc})
+		r.regs = en.regs.AppendFinal(r.regs[:0])
+		enc.Registers = r.regs
+		r.out.add(&wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc})
 		delete(r.rows, rk)
 		r.stats.Closed++
 	}
-	return out, pos, nil
+	batches, n := r.out.take()
+	return batches, n, pos, nil
 }
 
-// dirtyCount counts what the next flush will emit, to size its slice.
-func (r *Rollup) dirtyCount() int {
-	n := len(r.rows)
-	for _, en := range r.open {
-		if en.dirty {
-			n++
-		}
+// batcher encodes contributions into payloads of at most per each, as
+// EncodeBatches does, without keeping them as structs.
+type batcher struct {
+	per  int
+	body []byte // headerRoom bytes, then the contributions of the batch being filled
+	n    int    // contributions in body
+	full [][]byte
+	all  int
+	hint int // the size of the last full batch, to size the next
+}
+
+// headerRoom is left at the start of a batch for its array header, which
+// is written when the batch is complete and its length known.
+const headerRoom = 5
+
+func (b *batcher) add(c *wire.Contribution) {
+	if b.body == nil {
+		b.body = make([]byte, headerRoom, max(4<<10, b.hint))
 	}
-	return n
+	b.body = wire.AppendContribution(b.body, c)
+	b.n++
+	b.all++
+	if b.n == b.per {
+		b.seal()
+	}
+}
+
+func (b *batcher) seal() {
+	if b.n == 0 {
+		return
+	}
+	var h [headerRoom]byte
+	hdr := wire.AppendContributionsHeader(h[:0], b.n)
+	start := headerRoom - len(hdr)
+	copy(b.body[start:], hdr)
+	if b.n == b.per {
+		b.hint = len(b.body) + len(b.body)/8
+	}
+	b.full = append(b.full, b.body[start:])
+	b.body, b.n = nil, 0
+}
+
+// take returns the payloads and their number of contributions, and
+// empties b.
+func (b *batcher) take() ([][]byte, int) {
+	b.seal()
+	out, n := b.full, b.all
+	b.full, b.all = nil, 0
+	return out, n
 }
 
 // Stats returns a snapshot of the counters.
