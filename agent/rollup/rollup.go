@@ -86,7 +86,7 @@ type Rollup struct {
 	mu        sync.Mutex
 	nextGen   uint32
 	maxMinute int64 // latest event minute seen (for ByEventTime)
-	open      map[sketch.Key]*entry
+	open      openMinutes
 	rows      map[rowKey]*entry // imported rows: one contribution each
 	stats     Stats
 	// out holds the contributions cut since the last Flush returned:
@@ -115,8 +115,8 @@ func New(epoch uint32, cfg Config) *Rollup {
 	if cfg.BatchContributions <= 0 {
 		cfg.BatchContributions = DefaultConfig().BatchContributions
 	}
-	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: make(map[sketch.Key]*entry, 1024), rows: make(map[rowKey]*entry),
-		out: batcher{per: cfg.BatchContributions}}
+	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: openMinutes{byMinute: map[int64]map[sketch.Series]*entry{}},
+		rows: make(map[rowKey]*entry), out: batcher{per: cfg.BatchContributions}}
 }
 
 // ErrFull is returned by Add when MaxOpen series-minutes are open.
@@ -135,7 +135,7 @@ var ErrFull error = fullError{}
 func (r *Rollup) Add(events []event.Event, before func() error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.open)+len(events) > r.cfg.MaxOpen && r.wouldOpen(events) > r.cfg.MaxOpen-len(r.open) {
+	if r.open.n+len(events) > r.cfg.MaxOpen && r.wouldOpen(events) > r.cfg.MaxOpen-r.open.n {
 		return ErrFull
 	}
 	if before != nil {
@@ -155,7 +155,7 @@ func (r *Rollup) wouldOpen(events []event.Event) int {
 	seen := make(map[sketch.Key]struct{})
 	for i := range events {
 		k := events[i].Key()
-		if _, ok := r.open[k]; !ok {
+		if r.open.get(k, false) == nil {
 			seen[k] = struct{}{}
 		}
 	}
@@ -174,12 +174,9 @@ func (r *Rollup) apply(e *event.Event, now int64) {
 		r.applyRow(k, e, now)
 		return
 	}
-	en := r.open[k]
+	en := r.open.get(k, true)
 	if en == nil {
-		r.nextGen++
-		en = &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
-		r.open[k] = en
-		r.stats.Opened++
+		en = r.opened(k)
 	}
 	en.dirty = true
 	en.touched = now
@@ -203,12 +200,9 @@ func (r *Rollup) apply(e *event.Event, now int64) {
 	}
 	uk := sketch.Key{Series: sketch.Series{Campaign: e.Series.Campaign, Source: All, Medium: All, Type: UniquesType,
 		Country: All, Device: All, Region: e.Series.Region}, Minute: k.Minute}
-	ue := r.open[uk]
+	ue := r.open.get(uk, true)
 	if ue == nil {
-		r.nextGen++
-		ue = &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
-		r.open[uk] = ue
-		r.stats.Opened++
+		ue = r.opened(uk)
 	}
 	ue.dirty, ue.touched = true, now
 	ue.regs.Add(e.Visitor)
@@ -254,18 +248,99 @@ func (r *Rollup) closeBefore() int64 { return r.maxMinute - int64(r.cfg.Lateness
 // them opens a new contribution, as after a Flush.
 func (r *Rollup) closeByEventTime() {
 	before := r.closeBefore()
-	for k, en := range r.open {
-		if k.Minute >= before {
+	for minute, set := range r.open.byMinute {
+		if minute >= before {
 			continue
 		}
-		if en.dirty {
-			if err := r.cut(k, en, true); err != nil {
-				r.closeErr = cmp.Or(r.closeErr, err)
-				continue // stays open: the next Flush reports it
+		var err error
+		for s, en := range set {
+			if en.dirty {
+				err = cmp.Or(err, r.cut(sketch.Key{Series: s, Minute: minute}, en, true))
 			}
 		}
-		delete(r.open, k)
-		r.stats.Closed++
+		if err != nil {
+			// Entries that failed stay changed, and the next Flush
+			// reports the error; the minute closes once they are cut.
+			r.closeErr = cmp.Or(r.closeErr, err)
+			continue
+		}
+		r.stats.Closed += uint64(len(set))
+		r.open.drop(minute)
+	}
+}
+
+// opened opens the entry of k, which must not be open.
+func (r *Rollup) opened(k sketch.Key) *entry {
+	r.nextGen++
+	en := &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
+	r.open.put(k, en)
+	r.stats.Opened++
+	return en
+}
+
+// openMinutes holds the open series-minutes by minute, so that closing a
+// minute forgets its entries at once.
+type openMinutes struct {
+	byMinute map[int64]map[sketch.Series]*entry
+	n        int // entries
+	// The set of the minute looked up last: events come in time order,
+	// so most lookups are for the same minute as the one before.
+	curMinute int64
+	cur       map[sketch.Series]*entry
+	// hint sizes a new minute's set: the size of the last one dropped.
+	hint int
+}
+
+// get returns the open entry of k or nil. With create, a missing minute
+// gets an empty set, ready for put.
+func (o *openMinutes) get(k sketch.Key, create bool) *entry {
+	set := o.cur
+	if set == nil || o.curMinute != k.Minute {
+		set = o.byMinute[k.Minute]
+		if set == nil {
+			if !create {
+				return nil
+			}
+			set = make(map[sketch.Series]*entry, o.hint)
+			o.byMinute[k.Minute] = set
+		}
+		o.curMinute, o.cur = k.Minute, set
+	}
+	return set[k.Series]
+}
+
+func (o *openMinutes) put(k sketch.Key, en *entry) {
+	set := o.byMinute[k.Minute]
+	if set == nil {
+		set = make(map[sketch.Series]*entry)
+		o.byMinute[k.Minute] = set
+	}
+	set[k.Series] = en
+	o.n++
+}
+
+// remove forgets one entry.
+func (o *openMinutes) remove(k sketch.Key) {
+	set := o.byMinute[k.Minute]
+	if _, ok := set[k.Series]; !ok {
+		return
+	}
+	delete(set, k.Series)
+	o.n--
+	if len(set) == 0 {
+		o.drop(k.Minute)
+	}
+}
+
+// drop forgets a whole minute.
+func (o *openMinutes) drop(minute int64) {
+	if n := len(o.byMinute[minute]); n > 0 {
+		o.n -= n
+		o.hint = n
+	}
+	delete(o.byMinute, minute)
+	if o.curMinute == minute {
+		o.cur = nil
 	}
 }
 
@@ -308,16 +383,19 @@ func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
 	}
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
 	closeBefore := r.closeBefore()
-	for k, en := range r.open {
-		if !en.dirty {
-			if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && k.Minute < closeBefore) {
-				delete(r.open, k)
-				r.stats.Closed++
+	for minute, set := range r.open.byMinute {
+		for s, en := range set {
+			k := sketch.Key{Series: s, Minute: minute}
+			if !en.dirty {
+				if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && minute < closeBefore) {
+					r.open.remove(k)
+					r.stats.Closed++
+				}
+				continue
 			}
-			continue
-		}
-		if err := r.cut(k, en, false); err != nil {
-			return nil, 0, 0, err // what was cut stays in r.out for the next Flush
+			if err := r.cut(k, en, false); err != nil {
+				return nil, 0, 0, err // what was cut stays in r.out for the next Flush
+			}
 		}
 	}
 	// Imported rows ship once, with their own id and version, and are
@@ -393,6 +471,6 @@ func (r *Rollup) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
-	s.Open = uint64(len(r.open) + len(r.rows))
+	s.Open = uint64(r.open.n + len(r.rows))
 	return s
 }
