@@ -111,7 +111,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return fmt.Errorf("imports: %w", err)
 	}
 
-	shipper, closeShipping, err := newShipper(cfg, sp, func(uint64) { col.ResendOpen() }, reg, logger)
+	shipper, closeShipping, err := newShipper(cfg, sp, false, func(uint64) { col.ResendOpen() }, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -233,7 +233,9 @@ func openGeo(cfg config.Config, reg prometheus.Registerer, logger *slog.Logger) 
 
 // newShipper builds the QUIC shipper for cfg on a process-wide endpoint.
 // The returned func closes the endpoint; call it after the shipper stops.
-func newShipper(cfg config.Config, sp *spool.Spool, onMembershipChange func(uint64), reg prometheus.Registerer, logger *slog.Logger) (*ship.Shipper, func(), error) {
+// bulk (a backfill) compresses at zstd's fastest level: the CPU, not the
+// network, is what bounds it.
+func newShipper(cfg config.Config, sp *spool.Spool, bulk bool, onMembershipChange func(uint64), reg prometheus.Registerer, logger *slog.Logger) (*ship.Shipper, func(), error) {
 	tlsConf, err := pki.ClientTLS(pki.Files{CA: cfg.Aggregator.CA, Cert: cfg.Aggregator.Cert, Key: cfg.Aggregator.Key},
 		cfg.Aggregator.ServerName, wire.ALPN)
 	if err != nil {
@@ -246,7 +248,8 @@ func newShipper(cfg config.Config, sp *spool.Spool, onMembershipChange func(uint
 	compress := cfg.Aggregator.Compress == nil || *cfg.Aggregator.Compress
 	wireBytes := &bytesCounter{}
 	dial := func(ctx context.Context, addr string) (ship.Sender, error) {
-		c, err := wire.Dial(ctx, addr, tlsConf, wire.ClientConfig{Endpoint: ep, Compress: compress, SendTimeout: cfg.Aggregator.SendTimeout})
+		c, err := wire.Dial(ctx, addr, tlsConf, wire.ClientConfig{Endpoint: ep, Compress: compress, CompressFastest: bulk,
+			SendTimeout: cfg.Aggregator.SendTimeout})
 		if err != nil {
 			return nil, err
 		}

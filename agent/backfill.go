@@ -154,7 +154,7 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 		return sum, err
 	}
 	defer col.Close()
-	shipper, closeShipping, err := newShipper(cfg, sp, func(uint64) { col.ResendOpen() }, reg, logger)
+	shipper, closeShipping, err := newShipper(cfg, sp, true, func(uint64) { col.ResendOpen() }, reg, logger)
 	if err != nil {
 		return sum, err
 	}

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,7 +43,9 @@ func TestTailedLogsAreCountedExactly(t *testing.T) {
 	go func() {
 		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { ready <- a })
 	}()
-	<-ready
+	// The tailer starts on its own goroutine: rotating before it has
+	// opened the file would hide the first file from it.
+	waitFollowing(t, <-ready, 1)
 
 	var pageviews, clicks, bots int
 	write := func(w io.Writer, n, from int) {
@@ -113,5 +117,31 @@ func TestTailedLogsAreCountedExactly(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitFollowing waits until the agent at addr follows n log files, as its
+// metrics say.
+func waitFollowing(t *testing.T, addr string, n int) {
+	t.Helper()
+	want := fmt.Sprintf("\ntally_agent_log_files %d\n", n)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(body), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent does not follow %d log file(s) after 10 s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

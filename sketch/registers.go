@@ -141,33 +141,53 @@ func (r *Registers) Shipped() int { return len(r.shipped) }
 // then n rho bytes. Gaps and rhos are kept apart because they compress
 // very differently.
 func (r *Registers) AppendUpdates(b []byte) []byte {
-	pend := r.pending()
-	var ups []uint32
-	merged := make([]uint32, 0, len(r.shipped)+len(pend))
+	ups := r.rising()
+	merged := make([]uint32, 0, len(r.shipped)+len(ups))
 	i, j := 0, 0
-	for i < len(r.shipped) || j < len(pend) {
+	for i < len(r.shipped) || j < len(ups) {
 		switch {
-		case j == len(pend) || (i < len(r.shipped) && r.shipped[i]>>8 < pend[j]>>8):
+		case j == len(ups) || (i < len(r.shipped) && r.shipped[i]>>8 < ups[j]>>8):
 			merged = append(merged, r.shipped[i])
 			i++
-		case i == len(r.shipped) || pend[j]>>8 < r.shipped[i]>>8:
-			merged = append(merged, pend[j])
-			ups = append(ups, pend[j])
+		case i == len(r.shipped) || ups[j]>>8 < r.shipped[i]>>8:
+			merged = append(merged, ups[j])
 			j++
-		default: // same index
-			if uint8(pend[j]) > uint8(r.shipped[i]) {
-				merged = append(merged, pend[j])
-				ups = append(ups, pend[j])
-			} else {
-				merged = append(merged, r.shipped[i])
-			}
+		default: // same index: the update rises above what was shipped
+			merged = append(merged, ups[j])
 			i++
 			j++
 		}
 	}
 	r.shipped = merged
+	b = appendUpdates(b, ups)
 	r.packed, r.compacted, r.dense, r.compactions = r.packed[:0], 0, nil, 0
-	return appendPacked(b, ups)
+	return b
+}
+
+// AppendFinal is AppendUpdates for the last updates of a series-minute:
+// the same bytes, without remembering what was shipped. r is empty after.
+func (r *Registers) AppendFinal(b []byte) []byte {
+	b = appendUpdates(b, r.rising())
+	*r = Registers{}
+	return b
+}
+
+// rising returns the pending updates that raise a register above what was
+// shipped, sorted by index. It filters the pending list in place.
+func (r *Registers) rising() []uint32 {
+	pend := r.pending()
+	ups := pend[:0]
+	i := 0
+	for _, v := range pend {
+		for i < len(r.shipped) && r.shipped[i]>>8 < v>>8 {
+			i++
+		}
+		if i < len(r.shipped) && r.shipped[i]>>8 == v>>8 && uint8(v) <= uint8(r.shipped[i]) {
+			continue
+		}
+		ups = append(ups, v)
+	}
+	return ups
 }
 
 // AppendAll is AppendUpdates that encodes every register shipped so far
@@ -176,12 +196,12 @@ func (r *Registers) AppendUpdates(b []byte) []byte {
 // membership change.
 func (r *Registers) AppendAll(b []byte) []byte {
 	r.AppendUpdates(nil)
-	return appendPacked(b, r.shipped)
+	return appendUpdates(b, r.shipped)
 }
 
-// appendPacked encodes sorted, unique index<<8|rho values (see
+// appendUpdates encodes sorted, unique index<<8|rho values (see
 // AppendUpdates); nothing for none.
-func appendPacked(b []byte, vs []uint32) []byte {
+func appendUpdates(b []byte, vs []uint32) []byte {
 	if len(vs) == 0 {
 		return b
 	}

@@ -166,6 +166,36 @@ func TestAppendAllResendsEverything(t *testing.T) {
 	}
 }
 
+// TestAppendFinalMatchesAppendUpdates: the last flush of a series-minute
+// sends the same bytes whether or not it remembers what it shipped.
+func TestAppendFinalMatchesAppendUpdates(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, perFlush := range []int{0, 1, 30, 3000, 20_000} {
+		var kept, final Registers
+		for flush := range 3 {
+			for range perFlush {
+				h := rng.Uint64() >> rng.IntN(20)
+				kept.Add(h)
+				final.Add(h)
+			}
+			if flush < 2 {
+				a, b := kept.AppendUpdates(nil), final.AppendUpdates(nil)
+				if !bytes.Equal(a, b) {
+					t.Fatalf("%d per flush: flush %d differs", perFlush, flush)
+				}
+				continue
+			}
+			want := kept.AppendUpdates([]byte{7})
+			if got := final.AppendFinal([]byte{7}); !bytes.Equal(got, want) {
+				t.Fatalf("%d per flush: AppendFinal %v, AppendUpdates %v", perFlush, got, want)
+			}
+			if final.Shipped() != 0 || final.AppendFinal(nil) != nil {
+				t.Fatalf("%d per flush: AppendFinal left state behind", perFlush)
+			}
+		}
+	}
+}
+
 // TestDenseSwitchKeepsContent drives one Registers past its dense
 // threshold and checks nothing is lost in the switch.
 func TestDenseSwitchKeepsContent(t *testing.T) {

@@ -18,6 +18,7 @@ package sketch
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 
 	"github.com/DataDog/sketches-go/ddsketch"
@@ -268,12 +269,19 @@ var ErrCorrupt = errors.New("corrupt sketch encoding")
 
 // Encode serialises s.
 func (s *State) Encode() (Encoded, error) {
+	e, err := s.EncodeShared()
+	if len(e.Bots) > 0 {
+		e.Bots = maps.Clone(e.Bots)
+	}
+	return e, err
+}
+
+// EncodeShared is Encode for an encoding that is used, and dropped,
+// before s changes again: its Bots is s's own map, not a copy.
+func (s *State) EncodeShared() (Encoded, error) {
 	e := Encoded{Count: s.Count, ValueMicros: s.ValueMicros, CostMicros: s.CostMicros}
 	if len(s.Bots) > 0 {
-		e.Bots = make(map[string]uint64, len(s.Bots))
-		for r, n := range s.Bots {
-			e.Bots[r] = n
-		}
+		e.Bots = s.Bots
 	}
 	if s.Uniques != nil {
 		b, err := s.Uniques.MarshalBinary()

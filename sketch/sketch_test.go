@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"slices"
 	"testing"
@@ -822,4 +823,32 @@ func BenchmarkEncodeDecode(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(size), "B/state")
+}
+
+// EncodeShared encodes what Encode does; only Encode's bot counts stay
+// apart from later changes to the state.
+func TestEncodeSharedEqualsEncode(t *testing.T) {
+	var s State
+	s.Count, s.ValueMicros = 3, ToMicros(12.5)
+	s.AddBot("crawler")
+	addVisitors(&s, 1, 40)
+	addValues(&s, 3, 10)
+	copied, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := s.EncodeShared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(copied, shared) {
+		t.Fatalf("EncodeShared %+v, Encode %+v", shared, copied)
+	}
+	s.AddBot("crawler")
+	if copied.Bots["crawler"] != 1 || shared.Bots["crawler"] != 2 {
+		t.Fatalf("after a change: Encode's bots %v, EncodeShared's %v", copied.Bots, shared.Bots)
+	}
+	if e, _ := (&State{}).EncodeShared(); e.Bots != nil {
+		t.Fatalf("no bots encode as %v", e.Bots)
+	}
 }

@@ -85,6 +85,11 @@ type EncodeOptions struct {
 	// realistic 200-contribution batch, 87 % HLL, shrinks by 10 %), while
 	// series names and counters do. Acks are too small to bother.
 	Compress bool
+	// Fastest compresses with zstd's fastest level instead of its
+	// default: for bulk senders such as a log backfill, where the CPU is
+	// the limit. About 1.6 times faster; on the day log of the benchmarks
+	// as small, on live flushes 2 to 4 % larger.
+	Fastest bool
 }
 
 // AppendFrame appends the frame of msg to dst and returns the extended
@@ -114,7 +119,11 @@ func AppendFrame(dst []byte, kind Kind, msg any, opts EncodeOptions) ([]byte, er
 		// Below minCompress bytes zstd gains nothing worth a frame of its
 		// own, and the encoder leaves out the content size.
 		if len(plain) >= minCompress {
-			dst = zstdEncoder().EncodeAll(plain, dst)
+			enc := zstdEncoder
+			if opts.Fastest {
+				enc = zstdFastestEncoder
+			}
+			dst = enc().EncodeAll(plain, dst)
 		}
 		if len(plain) >= minCompress && len(dst)-body < len(plain) {
 			flags |= FlagZstd
@@ -188,20 +197,16 @@ func checkMessageKind(kind Kind, msg any) error {
 	return nil
 }
 
+// EncodeContributions encodes contributions exactly as a Batch frame
+// carries them, for a RawBatch: an agent spools this form and ships it
+// without encoding it again. See AppendContributions.
+func EncodeContributions(cs []Contribution) ([]byte, error) {
+	return AppendContributions(make([]byte, 0, 16+128*len(cs)), cs), nil
+}
+
 // marshal encodes msg with the settings that make encodings compact and,
 // except for maps of types msgpack cannot sort (map[string]uint64),
 // deterministic.
-// EncodeContributions encodes contributions exactly as a Batch frame
-// carries them, for a RawBatch: an agent spools this form and ships it
-// without encoding it again.
-func EncodeContributions(cs []Contribution) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := marshal(&buf, cs); err != nil {
-		return nil, fmt.Errorf("encode contributions: %w", err)
-	}
-	return buf.Bytes(), nil
-}
-
 func marshal(w *bytes.Buffer, msg any) error {
 	enc := msgpack.GetEncoder()
 	enc.Reset(w)
@@ -368,16 +373,9 @@ func decompress(p []byte, maxSize int) ([]byte, error) {
 // keep nothing from one call to the next that a caller could observe, and
 // cost hundreds of kilobytes to build, so they are built once, on first use.
 var (
-	zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
-		e, err := zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(zstd.SpeedDefault),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
-		if err != nil {
-			panic(fmt.Sprintf("wire: zstd encoder with constant options: %v", err)) // programming error
-		}
-		return e
-	})
-	zstdDecoder = sync.OnceValue(func() *zstd.Decoder {
+	zstdEncoder        = sync.OnceValue(func() *zstd.Encoder { return newZstdEncoder(zstd.SpeedDefault) })
+	zstdFastestEncoder = sync.OnceValue(func() *zstd.Encoder { return newZstdEncoder(zstd.SpeedFastest) })
+	zstdDecoder        = sync.OnceValue(func() *zstd.Decoder {
 		d, err := zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
 			// DecodeAll writes no further than cap(dst): this is
@@ -389,6 +387,14 @@ var (
 		return d
 	})
 )
+
+func newZstdEncoder(level zstd.EncoderLevel) *zstd.Encoder {
+	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
+	if err != nil {
+		panic(fmt.Sprintf("wire: zstd encoder with constant options: %v", err)) // programming error
+	}
+	return e
+}
 
 // scratchPool recycles encode buffers. Buffers that grew past
 // maxPooledScratch are dropped so one huge batch does not pin its memory.

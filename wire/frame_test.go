@@ -24,10 +24,12 @@ func TestFrameRoundTrip(t *testing.T) {
 		kind      Kind
 		msg       any
 		compress  bool
+		fastest   bool
 		wantFlags Flags
 	}{
 		{name: "batch", kind: KindBatch, msg: batch},
 		{name: "batch zstd", kind: KindBatch, msg: batch, compress: true, wantFlags: FlagZstd},
+		{name: "batch zstd fastest", kind: KindBatch, msg: batch, compress: true, fastest: true, wantFlags: FlagZstd},
 		{name: "batch value", kind: KindBatch, msg: *batch},
 		{name: "ack", kind: KindAck, msg: ack},
 		{name: "ack zstd", kind: KindAck, msg: ack, compress: true, wantFlags: FlagZstd},
@@ -35,7 +37,8 @@ func TestFrameRoundTrip(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			prefix := []byte("prefix")
-			frame, err := AppendFrame(prefix, tc.kind, tc.msg, EncodeOptions{Compress: tc.compress})
+			opts := EncodeOptions{Compress: tc.compress, Fastest: tc.fastest}
+			frame, err := AppendFrame(prefix, tc.kind, tc.msg, opts)
 			if err != nil {
 				t.Fatalf("AppendFrame: %v", err)
 			}
@@ -51,7 +54,7 @@ func TestFrameRoundTrip(t *testing.T) {
 			}
 
 			var w bytes.Buffer
-			n, err := WriteFrame(&w, tc.kind, tc.msg, EncodeOptions{Compress: tc.compress})
+			n, err := WriteFrame(&w, tc.kind, tc.msg, opts)
 			if err != nil || n != len(frame) || !bytes.Equal(w.Bytes(), frame) {
 				t.Fatalf("WriteFrame wrote %d bytes, err %v; differs from AppendFrame", n, err)
 			}

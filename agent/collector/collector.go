@@ -24,7 +24,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +34,6 @@ import (
 	"github.com/tally-edge/tally/agent/rollup"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/internal/seglog"
-	"github.com/tally-edge/tally/wire"
 )
 
 // Config tunes a Collector.
@@ -77,7 +75,6 @@ type Collector struct {
 
 	flushMu sync.Mutex
 	pending *pendingFlush // cut but not yet committed
-	route   atomic.Pointer[func(campaign string) string]
 
 	// positions are the sources' read positions. They change only inside
 	// rollup.Add's critical section, so a flush's cut sees exactly the
@@ -132,6 +129,7 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 			logger.Warn("journal had a torn tail from a crash; dropped the partial record", "bytes", rec.Dropped)
 		}
 	}
+	cfg.Rollup.BatchContributions = cfg.MaxBatchContributions
 	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), journal: j, spool: sp,
 		positions: map[string]Position{}, guard: cardinality.New(cfg.Cardinality)}
 	c.bufPool.New = func() any { b := make([]byte, 0, 32<<10); return &b }
@@ -284,7 +282,7 @@ func (c *Collector) Flush() error {
 	if c.pending == nil {
 		var positions []byte
 		var posErr error
-		contribs, pos, err := c.rollup.Flush(func() uint64 {
+		batches, contribs, pos, err := c.rollup.Flush(func() uint64 {
 			c.guard.Evict(time.Now().Add(-c.cfg.Rollup.Lateness).Unix())
 			c.posMu.Lock()
 			positions, posErr = encodePositions(c.positions)
@@ -300,15 +298,11 @@ func (c *Collector) Flush() error {
 		if posErr != nil {
 			return posErr
 		}
-		if len(contribs) == 0 {
+		if contribs == 0 {
 			c.m.flushes.WithLabelValues("empty").Inc()
 			return nil
 		}
-		batches, err := c.encode(contribs)
-		if err != nil {
-			return err
-		}
-		c.pending = &pendingFlush{batches: batches, journalPos: pos, positions: positions, contribs: len(contribs)}
+		c.pending = &pendingFlush{batches: batches, journalPos: pos, positions: positions, contribs: contribs}
 	}
 	// The journal must be on disk before the spool says it is covered:
 	// otherwise a power loss could leave a commit pointing past records
@@ -372,33 +366,14 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 }
 
-// SetRouter makes flushes group contributions by ownerOf(campaign) (the
-// aggregator node that owns it, "" when unknown) so that every batch
-// holds contributions of one owner and can be sent straight to it.
-func (c *Collector) SetRouter(ownerOf func(campaign string) string) { c.route.Store(&ownerOf) }
-
-// encode splits a flush into spool payloads, one owner per payload when a
-// router is set.
-func (c *Collector) encode(contribs []wire.Contribution) ([][]byte, error) {
-	route := c.route.Load()
-	if route == nil {
-		return rollup.EncodeBatches(contribs, c.cfg.MaxBatchContributions)
-	}
-	bounds := rollup.GroupBy(contribs, *route)
-	var out [][]byte
-	for i := 0; i+1 < len(bounds); i++ {
-		bs, err := rollup.EncodeBatches(contribs[bounds[i]:bounds[i+1]], c.cfg.MaxBatchContributions)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, bs...)
-	}
-	return out, nil
-}
-
 // ResendOpen makes the next flush carry the complete state of every open
 // series-minute (see rollup.Rollup.ResendOpen).
 func (c *Collector) ResendOpen() int { return c.rollup.ResendOpen() }
+
+// SetRouter makes flushes group contributions by ownerOf(campaign) (the
+// aggregator node that owns it, "" when unknown) so that every batch
+// holds contributions of one owner and can be sent straight to it.
+func (c *Collector) SetRouter(ownerOf func(campaign string) string) { c.rollup.SetRouter(ownerOf) }
 
 // Stats returns the rollup's counters.
 func (c *Collector) Stats() rollup.Stats { return c.rollup.Stats() }

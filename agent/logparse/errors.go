@@ -127,8 +127,13 @@ func newError(code, what string, b []byte) *Error {
 // skip reason (Skip*, "skip_…") for ErrSkip, the Code of an *Error, and
 // "other" for anything else.
 func Reason(err error) string {
-	if err == nil {
+	switch e := err.(type) { // what Parse returns, without errors.As's reflection
+	case nil:
 		return ""
+	case *skipError:
+		return e.reason
+	case *Error:
+		return e.Code
 	}
 	var s *skipError
 	if errors.As(err, &s) {

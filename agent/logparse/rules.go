@@ -32,9 +32,14 @@ func (c *compiled) decide(method, path []byte, status int) (*rule, error) {
 	case len(path) == 0 || path[0] != '/':
 		return nil, errSkipPath
 	}
-	for _, sp := range d.skipPaths {
-		if matchPrefix(path, sp) {
-			return nil, errSkipPath
+	if d.skipAll {
+		return nil, errSkipPath
+	}
+	if len(path) > 1 {
+		for _, sp := range d.skipPaths[path[1]] {
+			if matchPrefix(path, sp) {
+				return nil, errSkipPath
+			}
 		}
 	}
 	if !d.anyExt && !d.pageExt(path) {

@@ -87,6 +87,18 @@ func TestRules(t *testing.T) {
 		{name: "no skip paths", line: line("GET /api/x", 200), want: ev("impression", "/api/x")},
 		{name: "304 not listed", line: line("GET /", 304), reason: SkipStatus},
 	})
+	s.DefaultRule = DefaultRule{Type: "pageview", Extensions: []string{"*"}, SkipPaths: []string{"/shop/", "/x", "/xy/z"}}
+	runCases(t, mustCompile(t, s), []parseCase{
+		{name: "below a prefix with a slash", line: line("GET /shop/cart", 200), reason: SkipPath},
+		{name: "a prefix with a slash itself", line: line("GET /shop", 200), want: ev("pageview", "/shop")},
+		{name: "prefixes sharing a first letter", line: line("GET /xy/z/1", 200), reason: SkipPath},
+		{name: "a longer first segment", line: line("GET /xy", 200), want: ev("pageview", "/xy")},
+		{name: "root is no prefix's", line: line("GET /", 200), want: ev("pageview", "/")},
+	})
+	s.DefaultRule = DefaultRule{Type: "pageview", SkipPaths: []string{"/"}}
+	runCases(t, mustCompile(t, s), []parseCase{
+		{name: "skip everything", line: line("GET /about", 200), reason: SkipPath},
+	})
 	s.DefaultRule = DefaultRule{Type: TypeSkip}
 	runCases(t, mustCompile(t, s), []parseCase{
 		{name: "disabled default", line: line("GET /", 200), reason: SkipDefault},

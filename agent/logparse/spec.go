@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -194,13 +193,17 @@ type rule struct {
 }
 
 type defaultRule struct {
-	typ       string
-	skip      bool
-	methods   []string
-	status    statusSet
-	exts      []string
-	anyExt    bool
-	skipPaths []string
+	typ     string
+	skip    bool
+	methods []string
+	status  statusSet
+	exts    []string
+	anyExt  bool
+	// skipPaths holds the skip prefixes by their second byte (the one
+	// after the leading '/'), so a path is checked only against the few
+	// that can match it; skipAll holds the prefix "/", if given.
+	skipPaths [256][]string
+	skipAll   bool
 }
 
 // statusSet is a bitmap of the statuses 0..1023.
@@ -499,6 +502,12 @@ func compileDefault(d DefaultRule) (defaultRule, []error) {
 			bad("skip_paths[%d] %w", i, err)
 		}
 	}
-	out.skipPaths = slices.Clone(skip)
+	for _, p := range skip {
+		if len(p) < 2 {
+			out.skipAll = true
+			continue
+		}
+		out.skipPaths[p[1]] = append(out.skipPaths[p[1]], p)
+	}
 	return out, errs
 }

@@ -65,7 +65,7 @@ func BenchmarkActiveSeriesMemory(b *testing.B) {
 			if err := r.Add(evs, nil); err != nil {
 				b.Fatal(err)
 			}
-			if _, _, err := r.Flush(nil); err != nil {
+			if _, _, _, err := r.Flush(nil); err != nil {
 				b.Fatal(err)
 			}
 			now = now.Add(15 * time.Second)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -40,33 +38,6 @@ func DecodeBatch(b []byte) ([]wire.Contribution, error) {
 		return nil, fmt.Errorf("decode spooled batch: %w", err)
 	}
 	return cs, nil
-}
-
-// GroupBy orders contributions so that those with the same key(campaign)
-// are adjacent, groups in key order, and returns the group boundaries:
-// contribs[bounds[i]:bounds[i+1]] is one group. The agent groups a flush
-// by owning aggregator so that every batch goes to one owner.
-func GroupBy(contribs []wire.Contribution, key func(campaign string) string) (bounds []int) {
-	if len(contribs) == 0 {
-		return []int{0}
-	}
-	keys := make(map[string]string, 16)
-	keyOf := func(c *wire.Contribution) string {
-		k, ok := keys[c.Series.Campaign]
-		if !ok {
-			k = key(c.Series.Campaign)
-			keys[c.Series.Campaign] = k
-		}
-		return k
-	}
-	slices.SortStableFunc(contribs, func(a, b wire.Contribution) int { return strings.Compare(keyOf(&a), keyOf(&b)) })
-	bounds = append(bounds, 0)
-	for i := 1; i < len(contribs); i++ {
-		if keyOf(&contribs[i]) != keyOf(&contribs[i-1]) {
-			bounds = append(bounds, i)
-		}
-	}
-	return append(bounds, len(contribs))
 }
 
 // FirstCampaign returns the campaign of the first contribution of a spool

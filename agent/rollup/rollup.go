@@ -13,6 +13,8 @@
 package rollup
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,8 +34,11 @@ type Config struct {
 	// until a flush closes idle ones. Default 1,000,000.
 	MaxOpen int
 	// ByEventTime measures Lateness in event time instead of wall-clock
-	// time: a flushed minute closes once events have moved Lateness past
-	// it. For backfills, which read hours of log in seconds.
+	// time: a minute closes once events have moved Lateness past it. For
+	// backfills, which read hours of log in seconds. A closing minute is
+	// cut right away, as the events move past it, and its contributions
+	// wait for the next Flush: memory then holds the last minutes of
+	// events, not everything since the previous flush.
 	ByEventTime bool
 	// CampaignUniques is the low-bandwidth setting for uniques: visitors
 	// are recorded once per (campaign, region, minute), in a series of type
@@ -41,6 +46,9 @@ type Config struct {
 	// series. Counts and sums are unaffected; uniques can then be asked per
 	// campaign and region, not per source, medium, country or device.
 	CampaignUniques bool
+	// BatchContributions is the most contributions one payload of a
+	// Flush holds. Default 2000.
+	BatchContributions int
 }
 
 // UniquesType and All name the series that carries a campaign's uniques
@@ -51,7 +59,9 @@ const (
 )
 
 // DefaultConfig returns the defaults.
-func DefaultConfig() Config { return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000} }
+func DefaultConfig() Config {
+	return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000, BatchContributions: 2000}
+}
 
 type entry struct {
 	cid     uint64
@@ -59,7 +69,7 @@ type entry struct {
 	state   sketch.State     // counters and quantiles, cumulative; Uniques unused
 	regs    sketch.Registers // HLL register updates, pending and shipped
 	dirty   bool
-	full    bool  // next flush sends every register, not only increases
+	full    bool  // next cut sends every register, not only increases
 	touched int64 // unix seconds of the last change, by the agent's clock
 }
 
@@ -78,9 +88,15 @@ type Rollup struct {
 	mu        sync.Mutex
 	nextGen   uint32
 	maxMinute int64 // latest event minute seen (for ByEventTime)
-	open      map[sketch.Key]*entry
+	open      openMinutes
 	rows      map[rowKey]*entry // imported rows: one contribution each
 	stats     Stats
+	// out holds the contributions cut since the last Flush returned:
+	// those of minutes closed by event time (ByEventTime), or of a Flush
+	// that failed half way. closeErr is the first error met closing.
+	out      routedOut
+	closeErr error
+	regs     []byte // scratch for register updates
 }
 
 // rowKey identifies an imported row's contribution.
@@ -98,7 +114,11 @@ func New(epoch uint32, cfg Config) *Rollup {
 	if cfg.MaxOpen <= 0 {
 		cfg.MaxOpen = DefaultConfig().MaxOpen
 	}
-	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: make(map[sketch.Key]*entry, 1024), rows: make(map[rowKey]*entry)}
+	if cfg.BatchContributions <= 0 {
+		cfg.BatchContributions = DefaultConfig().BatchContributions
+	}
+	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: openMinutes{byMinute: map[int64]map[sketch.Series]*entry{}},
+		rows: make(map[rowKey]*entry), out: routedOut{per: cfg.BatchContributions}}
 }
 
 // ErrFull is returned by Add when MaxOpen series-minutes are open.
@@ -117,7 +137,7 @@ var ErrFull error = fullError{}
 func (r *Rollup) Add(events []event.Event, before func() error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.open)+len(events) > r.cfg.MaxOpen && r.wouldOpen(events) > r.cfg.MaxOpen-len(r.open) {
+	if r.open.n+len(events) > r.cfg.MaxOpen && r.wouldOpen(events) > r.cfg.MaxOpen-r.open.n {
 		return ErrFull
 	}
 	if before != nil {
@@ -137,7 +157,7 @@ func (r *Rollup) wouldOpen(events []event.Event) int {
 	seen := make(map[sketch.Key]struct{})
 	for i := range events {
 		k := events[i].Key()
-		if _, ok := r.open[k]; !ok {
+		if r.open.get(k, false) == nil {
 			seen[k] = struct{}{}
 		}
 	}
@@ -146,17 +166,19 @@ func (r *Rollup) wouldOpen(events []event.Event) int {
 
 func (r *Rollup) apply(e *event.Event, now int64) {
 	k := sketch.Key{Series: e.Series, Minute: sketch.MinuteOf(e.UnixMillis)}
-	r.maxMinute = max(r.maxMinute, k.Minute)
+	if k.Minute > r.maxMinute {
+		r.maxMinute = k.Minute
+		if r.cfg.ByEventTime {
+			r.closeByEventTime()
+		}
+	}
 	if e.Row != 0 {
 		r.applyRow(k, e, now)
 		return
 	}
-	en := r.open[k]
+	en := r.open.get(k, true)
 	if en == nil {
-		r.nextGen++
-		en = &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
-		r.open[k] = en
-		r.stats.Opened++
+		en = r.opened(k)
 	}
 	en.dirty = true
 	en.touched = now
@@ -180,12 +202,9 @@ func (r *Rollup) apply(e *event.Event, now int64) {
 	}
 	uk := sketch.Key{Series: sketch.Series{Campaign: e.Series.Campaign, Source: All, Medium: All, Type: UniquesType,
 		Country: All, Device: All, Region: e.Series.Region}, Minute: k.Minute}
-	ue := r.open[uk]
+	ue := r.open.get(uk, true)
 	if ue == nil {
-		r.nextGen++
-		ue = &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
-		r.open[uk] = ue
-		r.stats.Opened++
+		ue = r.opened(uk)
 	}
 	ue.dirty, ue.touched = true, now
 	ue.regs.Add(e.Visitor)
@@ -221,55 +240,185 @@ func (r *Rollup) applyRow(k sketch.Key, e *event.Event, now int64) {
 	en.regs.Add(e.Visitor)
 }
 
-// Flush returns the contributions of every changed series-minute, each
-// with a new version, and closes series-minutes idle for longer than the
-// lateness. cut, if not nil, runs under the lock and its result is
-// returned: the journal position that this flush covers.
-func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
+// closeBefore returns the minute before which event time has moved more
+// than Lateness past (ByEventTime).
+func (r *Rollup) closeBefore() int64 { return r.maxMinute - int64(r.cfg.Lateness/time.Second) }
+
+// closeByEventTime cuts the series-minutes that events have moved
+// Lateness past: each changed one becomes its last contribution, kept
+// for the next Flush, and all are forgotten. A later event for one of
+// them opens a new contribution, as after a Flush.
+func (r *Rollup) closeByEventTime() {
+	before := r.closeBefore()
+	for minute, set := range r.open.byMinute {
+		if minute >= before {
+			continue
+		}
+		var err error
+		for s, en := range set {
+			if en.dirty {
+				err = cmp.Or(err, r.cut(sketch.Key{Series: s, Minute: minute}, en, true))
+			}
+		}
+		if err != nil {
+			// Entries that failed stay changed, and the next Flush
+			// reports the error; the minute closes once they are cut.
+			r.closeErr = cmp.Or(r.closeErr, err)
+			continue
+		}
+		r.stats.Closed += uint64(len(set))
+		r.open.drop(minute)
+	}
+}
+
+// opened opens the entry of k, which must not be open.
+func (r *Rollup) opened(k sketch.Key) *entry {
+	r.nextGen++
+	en := &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
+	r.open.put(k, en)
+	r.stats.Opened++
+	return en
+}
+
+// openMinutes holds the open series-minutes by minute, so that closing a
+// minute forgets its entries at once.
+type openMinutes struct {
+	byMinute map[int64]map[sketch.Series]*entry
+	n        int // entries
+	// The set of the minute looked up last: events come in time order,
+	// so most lookups are for the same minute as the one before.
+	curMinute int64
+	cur       map[sketch.Series]*entry
+	// hint sizes a new minute's set: the size of the last one dropped.
+	hint int
+}
+
+// get returns the open entry of k or nil. With create, a missing minute
+// gets an empty set, ready for put.
+func (o *openMinutes) get(k sketch.Key, create bool) *entry {
+	set := o.cur
+	if set == nil || o.curMinute != k.Minute {
+		set = o.byMinute[k.Minute]
+		if set == nil {
+			if !create {
+				return nil
+			}
+			set = make(map[sketch.Series]*entry, o.hint)
+			o.byMinute[k.Minute] = set
+		}
+		o.curMinute, o.cur = k.Minute, set
+	}
+	return set[k.Series]
+}
+
+func (o *openMinutes) put(k sketch.Key, en *entry) {
+	set := o.byMinute[k.Minute]
+	if set == nil {
+		set = make(map[sketch.Series]*entry)
+		o.byMinute[k.Minute] = set
+	}
+	set[k.Series] = en
+	o.n++
+}
+
+// remove forgets one entry.
+func (o *openMinutes) remove(k sketch.Key) {
+	set := o.byMinute[k.Minute]
+	if _, ok := set[k.Series]; !ok {
+		return
+	}
+	delete(set, k.Series)
+	o.n--
+	if len(set) == 0 {
+		o.drop(k.Minute)
+	}
+}
+
+// drop forgets a whole minute.
+func (o *openMinutes) drop(minute int64) {
+	if n := len(o.byMinute[minute]); n > 0 {
+		o.n -= n
+		o.hint = n
+	}
+	delete(o.byMinute, minute)
+	if o.curMinute == minute {
+		o.cur = nil
+	}
+}
+
+// cut appends the entry's next contribution to r.out: its state and the
+// register updates since the last one. final says the entry is dropped
+// afterwards, so what was shipped need not be remembered.
+func (r *Rollup) cut(k sketch.Key, en *entry, final bool) error {
+	enc, err := en.state.EncodeShared()
+	if err != nil {
+		return err
+	}
+	switch {
+	case en.full:
+		r.regs = en.regs.AppendAll(r.regs[:0])
+		en.full = false
+	case final:
+		r.regs = en.regs.AppendFinal(r.regs[:0])
+	default:
+		r.regs = en.regs.AppendUpdates(r.regs[:0])
+	}
+	enc.Registers = r.regs
+	en.version++
+	en.dirty = false
+	r.out.add(&wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
+	return nil
+}
+
+// Flush cuts the contributions of every changed series-minute, each with
+// a new version, and closes series-minutes idle for longer than the
+// lateness. It returns them as spool payloads of at most
+// BatchContributions each (see EncodeBatches) and how many there are.
+// cut, if not nil, runs under the lock and its result is returned: the
+// journal position that this flush covers.
+func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var pos uint64
 	if cut != nil {
 		pos = cut()
 	}
-	out := make([]wire.Contribution, 0, r.dirtyCount())
+	if err := r.closeErr; err != nil {
+		r.closeErr = nil
+		return nil, 0, 0, err
+	}
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
-	closeBefore := r.maxMinute - int64(r.cfg.Lateness/time.Second)
-	for k, en := range r.open {
-		if !en.dirty {
-			if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && k.Minute < closeBefore) {
-				delete(r.open, k)
-				r.stats.Closed++
+	closeBefore := r.closeBefore()
+	for minute, set := range r.open.byMinute {
+		for s, en := range set {
+			k := sketch.Key{Series: s, Minute: minute}
+			if !en.dirty {
+				if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && minute < closeBefore) {
+					r.open.remove(k)
+					r.stats.Closed++
+				}
+				continue
 			}
-			continue
+			if err := r.cut(k, en, false); err != nil {
+				return nil, 0, 0, err // what was cut stays in r.out for the next Flush
+			}
 		}
-		enc, err := en.state.Encode()
-		if err != nil {
-			return nil, 0, err
-		}
-		if en.full {
-			enc.Registers = en.regs.AppendAll(nil)
-			en.full = false
-		} else {
-			enc.Registers = en.regs.AppendUpdates(nil)
-		}
-		en.version++
-		out = append(out, wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
-		en.dirty = false
 	}
 	// Imported rows ship once, with their own id and version, and are
 	// forgotten: importing them again sends a newer version.
 	for rk, en := range r.rows {
-		enc, err := en.state.Encode()
+		enc, err := en.state.EncodeShared()
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
-		enc.Registers = en.regs.AppendUpdates(nil)
-		out = append(out, wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc})
+		r.regs = en.regs.AppendFinal(r.regs[:0])
+		enc.Registers = r.regs
+		r.out.add(&wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc})
 		delete(r.rows, rk)
 		r.stats.Closed++
 	}
-	return out, pos, nil
+	batches, n := r.out.take()
+	return batches, n, pos, nil
 }
 
 // ResendOpen makes the next flush send the complete state of every open
@@ -280,21 +429,128 @@ func (r *Rollup) Flush(cut func() uint64) ([]wire.Contribution, uint64, error) {
 func (r *Rollup) ResendOpen() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, en := range r.open {
-		en.dirty, en.full = true, true
-	}
-	return len(r.open)
-}
-
-// dirtyCount counts what the next flush will emit, to size its slice.
-func (r *Rollup) dirtyCount() int {
-	n := len(r.rows)
-	for _, en := range r.open {
-		if en.dirty {
+	n := 0
+	for _, set := range r.open.byMinute {
+		for _, en := range set {
+			en.dirty, en.full = true, true
 			n++
 		}
 	}
 	return n
+}
+
+// SetRouter makes every payload hold contributions of one owner:
+// ownerOf(campaign) names the aggregator node that owns a campaign ("" when
+// unknown), and each owner's contributions are batched apart, so a batch
+// can be sent straight to its owner.
+func (r *Rollup) SetRouter(ownerOf func(campaign string) string) {
+	r.mu.Lock()
+	r.out.route = ownerOf
+	r.mu.Unlock()
+}
+
+// routedOut keeps one batcher per owner (one in all without a router).
+type routedOut struct {
+	per    int
+	route  func(campaign string) string
+	owners map[string]string // campaign → owner, for one flush
+	by     map[string]*batcher
+}
+
+func (o *routedOut) add(c *wire.Contribution) {
+	owner := ""
+	if o.route != nil {
+		var ok bool
+		if owner, ok = o.owners[c.Series.Campaign]; !ok {
+			if o.owners == nil {
+				o.owners = map[string]string{}
+			}
+			owner = o.route(c.Series.Campaign)
+			o.owners[c.Series.Campaign] = owner
+		}
+	}
+	b := o.by[owner]
+	if b == nil {
+		if o.by == nil {
+			o.by = map[string]*batcher{}
+		}
+		b = &batcher{per: o.per}
+		o.by[owner] = b
+	}
+	b.add(c)
+}
+
+// take returns every owner's payloads, owners in name order, and forgets
+// the owners looked up (membership may change before the next flush).
+func (o *routedOut) take() ([][]byte, int) {
+	keys := make([]string, 0, len(o.by))
+	for k := range o.by {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var out [][]byte
+	n := 0
+	for _, k := range keys {
+		bs, m := o.by[k].take()
+		out = append(out, bs...)
+		n += m
+	}
+	if len(o.by) > 1 {
+		o.by = nil // per-owner batchers of a past membership
+	}
+	o.owners = nil
+	return out, n
+}
+
+// batcher encodes contributions into payloads of at most per each, as
+// EncodeBatches does, without keeping them as structs.
+type batcher struct {
+	per  int
+	body []byte // headerRoom bytes, then the contributions of the batch being filled
+	n    int    // contributions in body
+	full [][]byte
+	all  int
+	hint int // the size of the last full batch, to size the next
+}
+
+// headerRoom is left at the start of a batch for its array header, which
+// is written when the batch is complete and its length known.
+const headerRoom = 5
+
+func (b *batcher) add(c *wire.Contribution) {
+	if b.body == nil {
+		b.body = make([]byte, headerRoom, max(4<<10, b.hint))
+	}
+	b.body = wire.AppendContribution(b.body, c)
+	b.n++
+	b.all++
+	if b.n == b.per {
+		b.seal()
+	}
+}
+
+func (b *batcher) seal() {
+	if b.n == 0 {
+		return
+	}
+	var h [headerRoom]byte
+	hdr := wire.AppendContributionsHeader(h[:0], b.n)
+	start := headerRoom - len(hdr)
+	copy(b.body[start:], hdr)
+	if b.n == b.per {
+		b.hint = len(b.body) + len(b.body)/8
+	}
+	b.full = append(b.full, b.body[start:])
+	b.body, b.n = nil, 0
+}
+
+// take returns the payloads and their number of contributions, and
+// empties b.
+func (b *batcher) take() ([][]byte, int) {
+	b.seal()
+	out, n := b.full, b.all
+	b.full, b.all = nil, 0
+	return out, n
 }
 
 // Stats returns a snapshot of the counters.
@@ -302,6 +558,6 @@ func (r *Rollup) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
-	s.Open = uint64(len(r.open) + len(r.rows))
+	s.Open = uint64(r.open.n + len(r.rows))
 	return s
 }

@@ -35,6 +35,31 @@ func genEvents(rng *rand.Rand, n, nSeries, nVisitors int, base time.Time) []even
 	return out
 }
 
+// flush runs r.Flush and decodes the payloads it returns, checking they
+// hold what it says, in batches no larger than configured.
+func flush(t testing.TB, r *Rollup) []wire.Contribution {
+	t.Helper()
+	batches, n, _, err := r.Flush(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []wire.Contribution
+	for i, b := range batches {
+		cs, err := DecodeBatch(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) == 0 || len(cs) > r.cfg.BatchContributions || i < len(batches)-1 && len(cs) != r.cfg.BatchContributions {
+			t.Fatalf("payload %d of %d holds %d contributions; batches hold %d", i, len(batches), len(cs), r.cfg.BatchContributions)
+		}
+		all = append(all, cs...)
+	}
+	if len(all) != n {
+		t.Fatalf("Flush said %d contributions, its payloads hold %d", n, len(all))
+	}
+	return all
+}
+
 // mix is SplitMix64's finaliser: visitor hashes must be uniformly
 // distributed, as the agent's salted SipHash is.
 func mix(x uint64) uint64 {
@@ -85,7 +110,9 @@ func (m *merged) apply(t *testing.T, cs []wire.Contribution) {
 func TestFlushesAreExactUnderRepeatedDelivery(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	r := New(7, DefaultConfig())
+	cfg := DefaultConfig()
+	cfg.BatchContributions = 7 // many payloads per flush
+	r := New(7, cfg)
 	r.now = func() time.Time { return base }
 	want := map[sketch.Key]*sketch.State{}
 	wantVisitors := map[sketch.Key]map[uint64]bool{}
@@ -110,11 +137,7 @@ func TestFlushesAreExactUnderRepeatedDelivery(t *testing.T) {
 			want[k].ValueMicros += e.ValueMicros
 			wantVisitors[k][e.Visitor] = true
 		}
-		cs, _, err := r.Flush(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, cs)
+		all = append(all, flush(t, r))
 	}
 	// Deliver every flush twice, in reverse order: versions and unions
 	// must make that harmless.
@@ -145,12 +168,12 @@ func TestIdleMinutesCloseAndReopenWithNewCID(t *testing.T) {
 	if err := r.Add(ev, nil); err != nil {
 		t.Fatal(err)
 	}
-	first, _, _ := r.Flush(nil)
+	first := flush(t, r)
 	if len(first) != 1 || first[0].CID>>32 != 3 || first[0].Version != 1 {
 		t.Fatalf("first flush %+v", first)
 	}
 	now = now.Add(11 * time.Minute)
-	if cs, _, _ := r.Flush(nil); len(cs) != 0 {
+	if cs := flush(t, r); len(cs) != 0 {
 		t.Fatalf("idle flush emitted %d", len(cs))
 	}
 	if st := r.Stats(); st.Open != 0 || st.Closed != 1 {
@@ -159,7 +182,7 @@ func TestIdleMinutesCloseAndReopenWithNewCID(t *testing.T) {
 	if err := r.Add(ev, nil); err != nil {
 		t.Fatal(err)
 	}
-	second, _, _ := r.Flush(nil)
+	second := flush(t, r)
 	if len(second) != 1 || second[0].CID == first[0].CID || second[0].State.Count != 1 {
 		t.Fatalf("reopened minute %+v (first cid %x)", second, first[0].CID)
 	}
@@ -197,7 +220,7 @@ func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
 	if err := r.Add([]event.Event{imp(120_000, 10), imp(120_000, 11)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	cs, _, _ := r.Flush(nil)
+	cs := flush(t, r)
 	if len(cs) != 1 || cs[0].CID != row || cs[0].Version != 11 || cs[0].State.Count != 120_000 {
 		t.Fatalf("first flush %+v", cs)
 	}
@@ -207,7 +230,7 @@ func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
 	if err := r.Add([]event.Event{imp(125_000, 20), imp(1, 5)}, nil); err != nil { // a stale one is ignored
 		t.Fatal(err)
 	}
-	cs, _, _ = r.Flush(nil)
+	cs = flush(t, r)
 	if len(cs) != 1 || cs[0].Version != 20 || cs[0].State.Count != 125_000 {
 		t.Fatalf("re-import %+v", cs)
 	}
@@ -216,7 +239,7 @@ func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
 	if err := r.Add([]event.Event{live, live}, nil); err != nil {
 		t.Fatal(err)
 	}
-	cs, _, _ = r.Flush(nil)
+	cs = flush(t, r)
 	if len(cs) != 1 || cs[0].State.Count != 6 || cs[0].CID == row {
 		t.Fatalf("weighted live events %+v", cs)
 	}
@@ -235,19 +258,12 @@ func TestResendOpenGivesANewReceiverEverything(t *testing.T) {
 		if err := r.Add(genEvents(rng, 3000, 20, 2000, base), nil); err != nil {
 			t.Fatal(err)
 		}
-		cs, _, err := r.Flush(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		old.apply(t, cs)
+		old.apply(t, flush(t, r))
 	}
 	if n := r.ResendOpen(); n == 0 {
 		t.Fatal("nothing open to resend")
 	}
-	cs, _, err := r.Flush(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := flush(t, r)
 	fresh := newMerged()
 	fresh.apply(t, cs)
 	old.apply(t, cs)
@@ -265,7 +281,123 @@ func TestResendOpenGivesANewReceiverEverything(t *testing.T) {
 		}
 	}
 	// The flag is one-shot: the next flush sends nothing new.
-	if cs, _, _ := r.Flush(nil); len(cs) != 0 {
+	if cs := flush(t, r); len(cs) != 0 {
 		t.Fatalf("second flush after ResendOpen sent %d contributions", len(cs))
+	}
+}
+
+// TestEventTimeClosesMinutesAsEventsMovePast: with ByEventTime a minute is
+// cut as soon as events have moved Lateness past it, so the rollup holds
+// the last minutes of events however rarely it is flushed, and what the
+// flushes ship still adds up exactly, late events included.
+func TestEventTimeClosesMinutesAsEventsMovePast(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	base := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	const series, minutes = 30, 40
+	r := New(4, Config{Lateness: time.Minute, ByEventTime: true, BatchContributions: 50})
+	want := map[sketch.Key]*sketch.State{}
+	wantVisitors := map[sketch.Key]map[uint64]bool{}
+	m := newMerged()
+	record := func(evs []event.Event) {
+		for _, e := range evs {
+			k := e.Key()
+			if want[k] == nil {
+				want[k], wantVisitors[k] = &sketch.State{}, map[uint64]bool{}
+			}
+			if e.Bot != "" {
+				want[k].AddBot(e.Bot)
+				continue
+			}
+			want[k].Count++
+			want[k].ValueMicros += e.ValueMicros
+			wantVisitors[k][e.Visitor] = true
+		}
+	}
+	flushAll := func() { m.apply(t, flush(t, r)) }
+	maxOpen := uint64(0)
+	for minute := range minutes {
+		evs := genEvents(rng, 2000, series, 500, base.Add(time.Duration(minute)*time.Minute))
+		if minute%7 == 6 { // a few lines logged late, from five minutes back
+			late := genEvents(rng, 20, series, 500, base.Add(time.Duration(minute-5)*time.Minute))
+			evs = append(evs, late...)
+		}
+		for len(evs) > 0 {
+			n := min(len(evs), 1+rng.IntN(700))
+			if err := r.Add(evs[:n], nil); err != nil {
+				t.Fatal(err)
+			}
+			record(evs[:n])
+			evs = evs[n:]
+			maxOpen = max(maxOpen, r.Stats().Open)
+		}
+		if minute%13 == 12 {
+			flushAll()
+		}
+	}
+	flushAll()
+	// Two minutes of series plus the late ones: not forty minutes' worth.
+	if maxOpen > 4*series {
+		t.Fatalf("up to %d series-minutes open; minutes events had moved past stayed in memory", maxOpen)
+	}
+	cids := map[sketch.Key]int{}
+	for k, w := range want {
+		var got sketch.State
+		for _, st := range m.counters[k] {
+			got.MergeCounters(&st)
+		}
+		cids[k] = len(m.counters[k])
+		if got.Count != w.Count || got.ValueMicros != w.ValueMicros || got.BotTotal() != w.BotTotal() {
+			t.Fatalf("%v %d: got count=%d value=%d bots=%d, want %d %d %d", k.Series, k.Minute, got.Count, got.ValueMicros, got.BotTotal(), w.Count, w.ValueMicros, w.BotTotal())
+		}
+		est, truth := float64(m.uniques[k].UniquesEstimate()), float64(len(wantVisitors[k]))
+		if truth > 0 && (est < truth*0.95 || est > truth*1.05) {
+			t.Fatalf("%v: uniques %v, truth %v", k.Series, est, truth)
+		}
+	}
+	lateMinute := sketch.MinuteOf(base.Add(time.Minute).UnixMilli()) // minute 6's late lines
+	reopened := 0
+	for k, n := range cids {
+		if k.Minute == lateMinute && n > 1 {
+			reopened++
+		}
+	}
+	if reopened == 0 {
+		t.Fatal("late events for a closed minute did not open new contributions")
+	}
+}
+
+// TestRouterKeepsOneOwnerPerBatch: with a router every payload holds
+// contributions of a single owner, and nothing is lost or repeated.
+func TestRouterKeepsOneOwnerPerBatch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	cfg := DefaultConfig()
+	cfg.BatchContributions = 7
+	r := New(3, cfg)
+	r.now = func() time.Time { return base }
+	owner := func(c string) string { return fmt.Sprint("node-", len(c)%3) }
+	r.SetRouter(owner)
+	if err := r.Add(genEvents(rng, 4000, 60, 500, base), nil); err != nil {
+		t.Fatal(err)
+	}
+	batches, n, _, err := r.Flush(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, b := range batches {
+		cs, err := DecodeBatch(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if owner(c.Series.Campaign) != owner(cs[0].Series.Campaign) {
+				t.Fatalf("batch mixes owners %s and %s", owner(c.Series.Campaign), owner(cs[0].Series.Campaign))
+			}
+		}
+		total += len(cs)
+	}
+	if total != n || n == 0 || r.Stats().Open != uint64(n) {
+		t.Fatalf("%d contributions in batches, Flush said %d, %d open", total, n, r.Stats().Open)
 	}
 }

@@ -71,6 +71,14 @@ var (
 	dayNotFound = []string{"/wp-login.php", "/.env", "/old-page.html", "/products/discontinued", "/xmlrpc.php", "/admin/config.php"}
 )
 
+// spread returns the time of line i of n spread evenly over span from
+// start. It divides first: i × span overflows int64 nanoseconds for a day
+// of a million lines (beyond line 106,751), which would send the log back
+// and forth in time instead of forward.
+func spread(start time.Time, span time.Duration, i, n int) time.Time {
+	return start.Add(time.Duration(i) * (span / time.Duration(n)))
+}
+
 // writeDayLog writes n combined lines spread evenly over the 24 hours
 // before end, as a shop's nginx would log them: page views (most with UTM
 // landings), ad clicks answered with a 302, order confirmations, assets,
@@ -101,7 +109,7 @@ func writeDayLog(path string, n int, end time.Time) (logTruth, error) {
 	start := end.Add(-24 * time.Hour)
 	var l logLine
 	for i := range n {
-		ts := start.Add(time.Duration(int64(i) * int64(24*time.Hour) / int64(n)))
+		ts := spread(start, 24*time.Hour, i, n)
 		v := visitors[rng.IntN(len(visitors))]
 		bot := rng.IntN(100) < 5
 		if bot {
@@ -196,7 +204,7 @@ func writeWideLog(path string, n, campaigns, sources int, span time.Duration, en
 	start := end.Add(-span)
 	var l logLine
 	for i := range n {
-		ts := start.Add(time.Duration(int64(i) * int64(span) / int64(n)))
+		ts := spread(start, span, i, n)
 		s := i % series
 		ip := "10." + strconv.Itoa(i>>16&255) + "." + strconv.Itoa(i>>8&255) + "." + strconv.Itoa(i&255)
 		l.begin(ip, ts)

@@ -81,10 +81,7 @@ func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compre
 			}
 			batch = batch[:0]
 		}
-		cs, _, err := r.Flush(nil)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		cs := flushContributions(tb, r)
 		if len(cs) == 0 {
 			return
 		}
@@ -186,10 +183,7 @@ func TestCampaignUniquesWithinSketchError(t *testing.T) {
 	if err := r.Add(batch, nil); err != nil {
 		t.Fatal(err)
 	}
-	cs, _, err := r.Flush(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := flushContributions(t, r)
 	merged := map[string]*sketch.State{}
 	var count uint64
 	for _, c := range cs {
@@ -216,4 +210,22 @@ func TestCampaignUniquesWithinSketchError(t *testing.T) {
 			t.Fatalf("%s: uniques %v, truth %v (%.2f%% off)", c, got, want, 100*rel)
 		}
 	}
+}
+
+// flushContributions flushes r and decodes the payloads it cut.
+func flushContributions(tb testing.TB, r *rollup.Rollup) []wire.Contribution {
+	tb.Helper()
+	batches, _, _, err := r.Flush(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var all []wire.Contribution
+	for _, b := range batches {
+		cs, err := rollup.DecodeBatch(b)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		all = append(all, cs...)
+	}
+	return all
 }

@@ -51,6 +51,9 @@ const (
 //   - lines/s: the figure import-log prints (reading, parsing, bot
 //     filtering and rollup; not process start nor the wait for acks);
 //   - wall_s and wall_lines/s: the whole command, start to last ack;
+//   - cpu_s and cpu_lines/s: the subprocess's CPU time (user + system),
+//     start to last ack, and the lines per second of it: the per-core
+//     figure that other work on a shared machine does not move;
 //   - peak_rss_MiB: the subprocess's maximum resident set (getrusage);
 //   - goaccess_lines/s, goaccess_wall_s, goaccess_peak_rss_MiB: GoAccess
 //     1.7 on the same file, same pinning, crawlers ignored, JSON report;
@@ -127,6 +130,8 @@ func benchImportLog(b *testing.B, bin string, srv *ackServer, pin pinning, path 
 	b.ReportMetric(run.linesPerSec/n, "lines/s")
 	b.ReportMetric(run.wall.Seconds()/n, "wall_s")
 	b.ReportMetric(float64(tr.Lines)*n/run.wall.Seconds(), "wall_lines/s")
+	b.ReportMetric(run.cpu.Seconds()/n, "cpu_s")
+	b.ReportMetric(float64(tr.Lines)*n/run.cpu.Seconds(), "cpu_lines/s")
 	b.ReportMetric(float64(run.maxRSS)/1024, "peak_rss_MiB")
 	b.Logf("import-log pinned with %s: %d lines (%.0f MB): %d events, %d bots, %d skipped, %d rejected; %d contributions shipped",
 		pin, tr.Lines, float64(tr.Bytes)/1e6, tr.Events, tr.Bots, tr.Skipped, tr.Rejected, cids)
@@ -187,7 +192,7 @@ func oneCore() pinning {
 type importRun struct {
 	lines, events, bots int
 	linesPerSec         float64
-	wall                time.Duration
+	wall, cpu           time.Duration
 	maxRSS              int64 // KiB
 	stdout              string
 }
@@ -195,6 +200,7 @@ type importRun struct {
 func (r *importRun) add(o importRun) {
 	r.linesPerSec += o.linesPerSec
 	r.wall += o.wall
+	r.cpu += o.cpu
 	r.maxRSS = max(r.maxRSS, o.maxRSS)
 }
 
@@ -217,6 +223,7 @@ func runImportLog(bin string, pin pinning, cfg, path string) (importRun, error) 
 		return r, fmt.Errorf("import-log: %w\n%s%s", err, stdout.Bytes(), stderr.Bytes())
 	}
 	r.maxRSS = cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	m, e, bt := summaryLines.FindStringSubmatch(r.stdout), summaryEvents.FindStringSubmatch(r.stdout), summaryBots.FindStringSubmatch(r.stdout)
 	if m == nil || e == nil || bt == nil {
 		return r, fmt.Errorf("import-log printed no summary I can read:\n%s", r.stdout)

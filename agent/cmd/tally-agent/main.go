@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -56,6 +57,7 @@ func importLog(args []string) int {
 	maxAge := fs.Duration("max-age", 10*365*24*time.Hour, "reject events older than this")
 	progress := fs.String("progress", "auto", "progress display: auto (on a terminal), always or never")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the import to this file (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -101,6 +103,14 @@ func importLog(args []string) int {
 	default:
 		fmt.Fprintln(os.Stderr, "tally-agent import-log: -progress must be auto, always or never")
 		return 2
+	}
+	if *cpuProfile != "" {
+		stopProfile, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tally-agent import-log:", err)
+			return 2
+		}
+		defer stopProfile()
 	}
 	ctx, stop := cli.SignalContext(logger)
 	defer stop()
@@ -152,4 +162,23 @@ func importFiles(cmd string, args []string) int {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "tally-agent import-log: cpu profile:", err)
+		}
+	}, nil
 }
