@@ -387,6 +387,9 @@ func testFilters(t *testing.T, b backend) {
 		{"no match", MinuteQuery{Campaign: "f", Country: "JP"}, nil},
 		{"unknown campaign", MinuteQuery{Campaign: "nope"}, nil},
 		{"campaign other", MinuteQuery{Campaign: "other"}, []int{4}},
+		{"campaign list", MinuteQuery{Campaigns: []string{"other", "nope"}}, []int{4}},
+		{"campaign list of two", MinuteQuery{Campaigns: []string{"other", "f"}, Device: "mobile"}, []int{0, 2, 4}},
+		{"all campaigns", MinuteQuery{AllCampaigns: true, Source: "google"}, []int{0, 1, 4}},
 	} {
 		tc.q.From, tc.q.To = from, to
 		got, err := r.QueryMinutes(ctx, tc.q)
@@ -407,6 +410,19 @@ func testFilters(t *testing.T, b backend) {
 	}
 	if _, err := r.QueryMinutes(ctx, MinuteQuery{From: from, To: to}); err == nil {
 		t.Fatalf("QueryMinutes without campaign succeeded, want an error")
+	}
+	if _, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "f", AllCampaigns: true, From: from, To: to}); err == nil {
+		t.Fatalf("QueryMinutes with both a campaign and all campaigns succeeded, want an error")
+	}
+	// EachMinute stops at the first error of fn and returns it as is.
+	stop := errors.New("enough")
+	calls := 0
+	err := r.EachMinute(ctx, MinuteQuery{AllCampaigns: true, From: from, To: to}, func(MinutePoint) error {
+		calls++
+		return stop
+	})
+	if err != stop || calls != 1 {
+		t.Fatalf("EachMinute after fn failed: %v with %d calls; want the error of fn after 1 call", err, calls)
 	}
 }
 
