@@ -1,0 +1,179 @@
+package live
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Status is the body of the "status" event a stream starts with.
+type Status struct {
+	Node    string `json:"node"`
+	Members int    `json:"members"`
+}
+
+// Message is the body of "snapshot" and "minutes" events.
+type Message struct {
+	Updates []Update `json:"updates"`
+}
+
+// Serve streams Server-Sent Events to one client until the client goes
+// away, the hub is closed or drops the client for being too slow:
+//
+//   - "status" with status, then "snapshot" with every campaign-minute of
+//     the window in scope, or, when the request's Last-Event-ID is a
+//     sequence of this hub, "minutes" with what changed since (nothing
+//     when nothing did);
+//   - then at most one "minutes" event per Interval with the latest state
+//     of each campaign-minute in scope that changed since the previous
+//     message;
+//   - a ": ping" comment every Heartbeat.
+//
+// Every snapshot and minutes event has an id: the hub sequence it is
+// complete up to. A write that takes longer than WriteTimeout drops the
+// client. Serve returns nil when the client or Close ended the stream.
+func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status Status) error {
+	rc := http.NewResponseController(w)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	lastSeq, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64)
+	s, first, seq, snapshot := h.subscribe(scope, lastSeq, err == nil)
+	defer h.unsubscribe(s)
+
+	sw := &sseWriter{w: w, rc: rc, timeout: h.cfg.WriteTimeout}
+	w.WriteHeader(http.StatusOK)
+	sw.event("status", "", status)
+	switch {
+	case snapshot:
+		sw.event("snapshot", strconv.FormatUint(seq, 10), Message{Updates: nonNilUpdates(first)})
+		h.metrics.messages.Inc()
+	case len(first) > 0:
+		sw.event("minutes", strconv.FormatUint(seq, 10), Message{Updates: first})
+		h.metrics.messages.Inc()
+	}
+	if err := sw.flush(); err != nil {
+		return h.writeFailed(s, err)
+	}
+	lastSent := time.Now()
+	heartbeat := time.NewTicker(h.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-h.done:
+			return nil
+		case <-r.Context().Done():
+			return nil
+		case <-s.dropped:
+			return errDropped
+		case <-heartbeat.C:
+			sw.comment("ping")
+			if err := sw.flush(); err != nil {
+				return h.writeFailed(s, err)
+			}
+			continue
+		case <-s.notify:
+		}
+		// At most one message per Interval: wait out the rest of it;
+		// changes arriving meanwhile coalesce into this message.
+		if d := h.cfg.Interval - time.Since(lastSent); d > 0 {
+			if wait == nil {
+				wait = time.NewTimer(d)
+			} else {
+				wait.Reset(d)
+			}
+			select {
+			case <-h.done:
+				return nil
+			case <-r.Context().Done():
+				return nil
+			case <-s.dropped:
+				return errDropped
+			case <-wait.C:
+			}
+		}
+		us, seq := h.take(s)
+		if len(us) == 0 {
+			continue
+		}
+		sw.event("minutes", strconv.FormatUint(seq, 10), Message{Updates: us})
+		if err := sw.flush(); err != nil {
+			return h.writeFailed(s, err)
+		}
+		h.metrics.messages.Inc()
+		lastSent = time.Now()
+	}
+}
+
+var errDropped = errors.New("live: subscriber dropped: it could not keep up")
+
+// writeFailed drops s when the write timed out (a slow client); other
+// errors are a client that went away.
+func (h *Hub) writeFailed(s *subscriber, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		h.drop(s, DropWrite)
+		return errDropped
+	}
+	return nil
+}
+
+func nonNilUpdates(us []Update) []Update {
+	if us == nil {
+		return []Update{}
+	}
+	return us
+}
+
+// sseWriter frames events. Errors are kept and returned by flush.
+type sseWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	buf     []byte
+}
+
+func (s *sseWriter) event(name, id string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // Status and Message always marshal
+	}
+	s.buf = append(s.buf, "event: "...)
+	s.buf = append(s.buf, name...)
+	if id != "" {
+		s.buf = append(s.buf, "\nid: "...)
+		s.buf = append(s.buf, id...)
+	}
+	s.buf = append(s.buf, "\ndata: "...)
+	s.buf = append(s.buf, data...)
+	s.buf = append(s.buf, "\n\n"...)
+}
+
+func (s *sseWriter) comment(text string) {
+	s.buf = append(s.buf, ": "...)
+	s.buf = append(s.buf, text...)
+	s.buf = append(s.buf, "\n\n"...)
+}
+
+// flush writes what is buffered within the write timeout.
+func (s *sseWriter) flush() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	_, err := s.w.Write(s.buf)
+	s.buf = s.buf[:0]
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	return err
+}
