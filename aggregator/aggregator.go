@@ -6,6 +6,7 @@ package aggregator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,10 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tally-edge/tally/aggregator/api"
+	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/aggregator/influx"
 	"github.com/tally-edge/tally/aggregator/ingest"
 	"github.com/tally-edge/tally/aggregator/kpi"
+	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/dashboard"
 	"github.com/tally-edge/tally/internal/pki"
 	"github.com/tally-edge/tally/wire"
@@ -76,15 +79,50 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	defer qsrv.Close()
 	registerServerMetrics(reg, qsrv)
 
-	apiSrv := api.New(api.Config{MaxWindow: cfg.HTTP.MaxWindow}, minuteSource{reader}, pipe.Ready, reg, reg, dashboard.Assets(), logger)
+	// hub is this node's live hub: whoever merges campaign-minutes
+	// publishes them to it (live.Publisher), and /api/v1/stream serves it.
+	hub := live.NewHub(live.HubConfig{Heartbeat: cfg.HTTP.Stream.Heartbeat, Buffer: cfg.HTTP.Stream.Buffer,
+		WriteTimeout: cfg.HTTP.Stream.WriteTimeout}, reg)
+	defer hub.Close()
+	authCfg, err := cfg.Auth.AuthConfig()
+	if err != nil {
+		return err
+	}
+	authn, err := auth.New(authCfg)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	var audit *auth.Audit
+	if cfg.HTTP.AuditLog != "" {
+		if audit, err = auth.OpenAudit(cfg.HTTP.AuditLog); err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+		defer audit.Close()
+	}
+	apiSrv := api.New(api.Config{MaxWindow: cfg.HTTP.MaxWindow, QueryTimeout: cfg.HTTP.QueryTimeout, MaxPoints: cfg.HTTP.MaxPoints,
+		MetricsToken: cfg.HTTP.MetricsToken, Auth: authn, Audit: audit, Hub: hub,
+		Status: func() live.Status { return live.Status{Node: cfg.Name, Members: 1} }},
+		minuteSource{reader}, pipe.Ready, reg, reg, dashboard.Assets(), logger)
+	if cfg.HTTP.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {
+			return fmt.Errorf("http tls: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listen HTTP %s: %w", cfg.HTTP.Listen, err)
 	}
 	hsrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	hsrv.RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
 
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- hsrv.Serve(ln) }()
+	go func() {
+		if cfg.HTTP.TLSCert != "" {
+			httpErr <- hsrv.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+			return
+		}
+		httpErr <- hsrv.Serve(ln)
+	}()
 	quicCtx, stopQUIC := context.WithCancel(context.Background())
 	defer stopQUIC()
 	quicErr := make(chan error, 1)
@@ -148,17 +186,12 @@ func (s storage) LoadContributions(ctx context.Context, from, to time.Time) ([]i
 // minuteSource answers API queries from InfluxDB.
 type minuteSource struct{ r *influx.Reader }
 
-func (m minuteSource) Minutes(ctx context.Context, f kpi.Filter) ([]kpi.Point, error) {
-	pts, err := m.r.QueryMinutes(ctx, influx.MinuteQuery{Campaign: f.Campaign, From: f.From, To: f.To,
-		Source: f.Source, Medium: f.Medium, Country: f.Country, Device: f.Device, Region: f.Region})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]kpi.Point, len(pts))
-	for i, p := range pts {
-		out[i] = kpi.Point{Series: p.Series, Minute: p.Minute, State: p.State}
-	}
-	return out, nil
+func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(kpi.Point) error) error {
+	return m.r.EachMinute(ctx, influx.MinuteQuery{Campaigns: q.Campaigns, AllCampaigns: q.AllCampaigns, From: q.From, To: q.To,
+		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region},
+		func(p influx.MinutePoint) error {
+			return fn(kpi.Point{Series: p.Series, Minute: p.Minute, State: p.State})
+		})
 }
 
 func registerWriterMetrics(reg prometheus.Registerer, w *influx.Writer) {

@@ -15,12 +15,19 @@ func TestGood(t *testing.T) {
 		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN {
 		t.Fatalf("decoded %+v", c)
 	}
+	if c.HTTP.AuditLog == "" || c.HTTP.Stream.Heartbeat != 20*time.Second || c.HTTP.Stream.Buffer != 10000 ||
+		len(c.Auth.Tokens) != 2 || c.Auth.Tokens[1].Campaigns[0] != "spring_sale" || c.Auth.JWT.Audience != "tally" {
+		t.Fatalf("decoded http %+v auth %+v", c.HTTP, c.Auth)
+	}
 }
 
 func TestBad(t *testing.T) {
 	for file, wants := range map[string][]string{
 		"testdata/unknown_key.bad.yaml": {"field influxdb not found"},
 		"testdata/invalid.bad.yaml":     {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness"},
+		"testdata/auth.bad.yaml": {"http.tls_cert and http.tls_key", "http.stream.buffer 5", "auth.jwt.public_key_file",
+			"tokens[0] (ops): token shorter than 16", "tokens[1]: subject bob: unknown role \"owner\"", "tokens[2]: subject carol: a viewer needs"},
+		"testdata/noauth.bad.yaml": {"auth: no tokens and no jwt key"},
 	} {
 		_, err := Load(file)
 		if err == nil {
