@@ -11,6 +11,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -91,11 +94,16 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	}
 	defer db.Close()
 
+	token, err := adminToken(filepath.Join(dir, "token"))
+	if err != nil {
+		return err
+	}
 	aggCfg := filepath.Join(dir, "agg-1.yaml")
 	quicAddr := fmt.Sprintf("127.0.0.1:%d", quicPort)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	if err := harness.WriteAggregatorConfig(aggCfg, harness.AggregatorOptions{Name: "agg-1", DataDir: filepath.Join(dir, "agg-1"),
-		QUICAddr: quicAddr, HTTPAddr: httpAddr, CertsDir: certs, InfluxURL: db.URL(), InfluxBucket: db.Bucket()}); err != nil {
+		QUICAddr: quicAddr, HTTPAddr: httpAddr, CertsDir: certs, InfluxURL: db.URL(), InfluxBucket: db.Bucket(),
+		AdminToken: token}); err != nil {
 		return err
 	}
 	agg := &harness.Proc{Name: "agg-1", Bin: aggBin, Args: []string{"-config", aggCfg}, LogPath: filepath.Join(logs, "agg-1.log")}
@@ -131,8 +139,9 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	fmt.Printf(`
 Tally demo is running.
 
-  Dashboard   http://%[1]s/?campaign=spring_sale
-  KPI API     curl 'http://%[1]s/api/v1/kpis?campaign=spring_sale'
+  Dashboard   http://%[1]s/?token=%[10]s
+  KPI API     curl -H "Authorization: Bearer $(cat %[11]s)" 'http://%[1]s/api/v1/kpis?campaign=spring_sale&window=15m'
+  Admin token %[11]s
   Metrics     http://%[1]s/metrics  (aggregator)   http://127.0.0.1:%[2]d/metrics  http://127.0.0.1:%[3]d/metrics  (agents)
   Agents      agent-eu (eu-west) POST http://127.0.0.1:%[2]d/v1/events
               agent-us (us-east) POST http://127.0.0.1:%[3]d/v1/events
@@ -143,7 +152,7 @@ Tally demo is running.
 
 Press Ctrl-C to stop everything.
 
-`, httpAddr, euPort, usPort, quicAddr, certs, db.URL(), db.Bucket(), logs, rate)
+`, httpAddr, euPort, usPort, quicAddr, certs, db.URL(), db.Bucket(), logs, rate, token, filepath.Join(dir, "token"))
 
 	return generate(ctx, clients, rate, logger)
 }
@@ -184,4 +193,22 @@ func generate(ctx context.Context, clients []*loadgen.Client, rate int, logger *
 			}()
 		}
 	}
+}
+
+// adminToken returns the demo's admin API token from path, creating a
+// random one (readable by the owner only) on first use, so that a
+// dashboard link keeps working across demo runs.
+func adminToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	token := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return token, nil
 }
