@@ -116,13 +116,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	hsrv.RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
 
 	httpErr := make(chan error, 1)
-	go func() {
-		if cfg.HTTP.TLSCert != "" {
-			httpErr <- hsrv.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
-			return
-		}
-		httpErr <- hsrv.Serve(ln)
-	}()
+	go func() { httpErr <- serveHTTP(hsrv, ln, cfg.HTTP) }()
 	quicCtx, stopQUIC := context.WithCancel(context.Background())
 	defer stopQUIC()
 	quicErr := make(chan error, 1)
@@ -171,6 +165,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	}
 	logger.Info("aggregator stopped")
 	return runErr
+}
+
+// serveHTTP serves HTTPS (HTTP/2 included) when a certificate is
+// configured, plain HTTP otherwise.
+func serveHTTP(srv *http.Server, ln net.Listener, c config.HTTP) error {
+	if c.TLSCert != "" {
+		return srv.ServeTLS(ln, c.TLSCert, c.TLSKey)
+	}
+	return srv.Serve(ln)
 }
 
 // storage joins the writer and the reader into ingest.Storage.

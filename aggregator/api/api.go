@@ -251,7 +251,12 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+func (w *statusWriter) Flush() { _ = w.FlushError() }
+
+// FlushError flushes and reports failure (http.ResponseController uses it).
+func (w *statusWriter) FlushError() error {
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 

@@ -104,11 +104,15 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 }
 
 // Flush implements http.Flusher for handlers that check for it.
-func (c *countingWriter) Flush() {
+func (c *countingWriter) Flush() { _ = c.FlushError() }
+
+// FlushError flushes and reports failure (http.ResponseController uses
+// it), so a stream learns that its client is gone or too slow.
+func (c *countingWriter) FlushError() error {
 	if c.code == 0 {
 		c.code = http.StatusOK
 	}
-	_ = http.NewResponseController(c.ResponseWriter).Flush()
+	return http.NewResponseController(c.ResponseWriter).Flush()
 }
 
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
