@@ -1,7 +1,10 @@
 package live
 
 import (
+	"cmp"
+	"encoding/json"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +64,8 @@ type key struct {
 type entry struct {
 	u   Update
 	seq uint64 // hub sequence of the Publish that last changed it
+	// enc is u in JSON, encoded once at Publish for every subscriber.
+	enc []byte
 }
 
 // Hub keeps the latest Update of every campaign-minute of the last
@@ -83,6 +88,8 @@ type Hub struct {
 	seq    uint64
 	latest map[key]entry
 	subs   map[*subscriber]struct{}
+	// published is when the last Publish that changed something ran.
+	published time.Time
 
 	metrics hubMetrics
 
@@ -150,12 +157,18 @@ func (h *Hub) Publish(us []Update) {
 		return
 	}
 	cutoff := h.cutoff()
+	encs := make([][]byte, len(us))
+	for i, u := range us {
+		if u.Minute >= cutoff {
+			encs[i] = mustJSON(u)
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.prune(cutoff)
 	changed := make([]key, 0, len(us))
 	seq := h.seq + 1
-	for _, u := range us {
+	for i, u := range us {
 		if u.Minute < cutoff {
 			continue
 		}
@@ -163,13 +176,14 @@ func (h *Hub) Publish(us []Update) {
 		if e, ok := h.latest[k]; ok && e.u.KPIs == u.KPIs {
 			continue
 		}
-		h.latest[k] = entry{u: u, seq: seq}
+		h.latest[k] = entry{u: u, seq: seq, enc: encs[i]}
 		changed = append(changed, k)
 	}
 	if len(changed) == 0 {
 		return
 	}
 	h.seq = seq
+	h.published = time.Now()
 	h.metrics.published.Add(float64(len(changed)))
 	for s := range h.subs {
 		marked := false
@@ -222,7 +236,7 @@ type subscriber struct {
 // first: the changes since lastSeq when lastSeq belongs to this hub and
 // resume is true, else a snapshot of the window. seq is the sequence
 // the first message is complete up to.
-func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber, first []Update, seq uint64, snapshot bool) {
+func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber, first []entry, seq uint64, snapshot bool) {
 	cutoff := h.cutoff()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -233,30 +247,31 @@ func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber
 	snapshot = !resume || lastSeq < h.base || lastSeq > h.seq
 	for _, e := range h.latest {
 		if scope(e.u.Campaign) && (snapshot || e.seq > lastSeq) {
-			first = append(first, e.u)
+			first = append(first, e)
 		}
 	}
-	sortUpdates(first)
+	sortEntries(first)
 	return s, first, h.seq, snapshot
 }
 
 // take returns the latest state of the subscriber's changed
-// campaign-minutes and the sequence they are complete up to.
-func (h *Hub) take(s *subscriber) ([]Update, uint64) {
+// campaign-minutes, the sequence they are complete up to and when the
+// newest of them was published.
+func (h *Hub) take(s *subscriber) ([]entry, uint64, time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(s.pending) == 0 {
-		return nil, h.seq
+		return nil, h.seq, h.published
 	}
-	out := make([]Update, 0, len(s.pending))
+	out := make([]entry, 0, len(s.pending))
 	for k := range s.pending {
 		if e, ok := h.latest[k]; ok {
-			out = append(out, e.u)
+			out = append(out, e)
 		}
 	}
 	clear(s.pending)
-	sortUpdates(out)
-	return out, h.seq
+	sortEntries(out)
+	return out, h.seq, h.published
 }
 
 // unsubscribe removes s (it may have been dropped already).
@@ -301,24 +316,34 @@ func (h *Hub) Latest(scope Scope) []Update {
 	cutoff := h.cutoff()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []Update
+	var es []entry
 	for _, e := range h.latest {
 		if e.u.Minute >= cutoff && scope(e.u.Campaign) {
-			out = append(out, e.u)
+			es = append(es, e)
 		}
 	}
-	sortUpdates(out)
+	sortEntries(es)
+	out := make([]Update, len(es))
+	for i, e := range es {
+		out[i] = e.u
+	}
 	return out
 }
 
-func sortUpdates(us []Update) {
-	slices.SortFunc(us, func(a, b Update) int {
-		if a.Campaign != b.Campaign {
-			if a.Campaign < b.Campaign {
-				return -1
-			}
-			return 1
+// sortEntries orders by campaign, then minute.
+func sortEntries(es []entry) {
+	slices.SortFunc(es, func(a, b entry) int {
+		if c := strings.Compare(a.u.Campaign, b.u.Campaign); c != 0 {
+			return c
 		}
-		return int(a.Minute - b.Minute)
+		return cmp.Compare(a.u.Minute, b.u.Minute)
 	})
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // Update and Status hold only strings and numbers
+	}
+	return b
 }

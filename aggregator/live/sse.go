@@ -1,7 +1,6 @@
 package live
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -47,19 +46,26 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status 
 
 	sw := &sseWriter{w: w, rc: rc, timeout: h.cfg.WriteTimeout}
 	w.WriteHeader(http.StatusOK)
-	sw.event("status", "", status)
+	sw.event("status", "", mustJSON(status))
 	switch {
 	case snapshot:
-		sw.event("snapshot", strconv.FormatUint(seq, 10), Message{Updates: nonNilUpdates(first)})
+		sw.updates("snapshot", seq, first)
 		h.metrics.messages.Inc()
 	case len(first) > 0:
-		sw.event("minutes", strconv.FormatUint(seq, 10), Message{Updates: first})
+		sw.updates("minutes", seq, first)
 		h.metrics.messages.Inc()
 	}
 	if err := sw.flush(); err != nil {
 		return h.writeFailed(s, err)
 	}
-	lastSent := time.Now()
+	// slot is when the last minutes message was due. The snapshot does
+	// not start the clock (it is not a minutes event): otherwise every
+	// client's messages would lag publishes by however far its connect
+	// time was from their phase.
+	var slot time.Time
+	if !snapshot && len(first) > 0 {
+		slot = time.Now()
+	}
 	heartbeat := time.NewTicker(h.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	var wait *time.Timer
@@ -84,9 +90,13 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status 
 			continue
 		case <-s.notify:
 		}
-		// At most one message per Interval: wait out the rest of it;
-		// changes arriving meanwhile coalesce into this message.
-		if d := h.cfg.Interval - time.Since(lastSent); d > 0 {
+		// At most one message per Interval: wait for the next slot;
+		// changes arriving meanwhile coalesce into this message. Slots
+		// are counted from when a message was due (its slot, or the
+		// publish that triggered it), not from when the write ended, so
+		// a slow fan-out round does not delay every later message.
+		next := slot.Add(h.cfg.Interval)
+		if d := time.Until(next); d > 0 {
 			if wait == nil {
 				wait = time.NewTimer(d)
 			} else {
@@ -102,16 +112,19 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status 
 			case <-wait.C:
 			}
 		}
-		us, seq := h.take(s)
+		us, seq, published := h.take(s)
 		if len(us) == 0 {
 			continue
 		}
-		sw.event("minutes", strconv.FormatUint(seq, 10), Message{Updates: us})
+		sw.updates("minutes", seq, us)
 		if err := sw.flush(); err != nil {
 			return h.writeFailed(s, err)
 		}
 		h.metrics.messages.Inc()
-		lastSent = time.Now()
+		slot = next
+		if published.After(slot) {
+			slot = published
+		}
 	}
 }
 
@@ -127,13 +140,6 @@ func (h *Hub) writeFailed(s *subscriber, err error) error {
 	return nil
 }
 
-func nonNilUpdates(us []Update) []Update {
-	if us == nil {
-		return []Update{}
-	}
-	return us
-}
-
 // sseWriter frames events. Errors are kept and returned by flush.
 type sseWriter struct {
 	w       http.ResponseWriter
@@ -142,11 +148,27 @@ type sseWriter struct {
 	buf     []byte
 }
 
-func (s *sseWriter) event(name, id string, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // Status and Message always marshal
+// updates frames a Message of es, joining the updates' JSON encoded at
+// Publish instead of encoding them again for every client.
+func (s *sseWriter) updates(name string, seq uint64, es []entry) {
+	n := 16
+	for _, e := range es {
+		n += len(e.enc) + 1
 	}
+	data := make([]byte, 0, n)
+	data = append(data, `{"updates":[`...)
+	for i, e := range es {
+		if i > 0 {
+			data = append(data, ',')
+		}
+		data = append(data, e.enc...)
+	}
+	data = append(data, "]}"...)
+	s.event(name, strconv.FormatUint(seq, 10), data)
+}
+
+// event frames one event whose data is one line of JSON.
+func (s *sseWriter) event(name, id string, data []byte) {
 	s.buf = append(s.buf, "event: "...)
 	s.buf = append(s.buf, name...)
 	if id != "" {
