@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tally-edge/tally/aggregator/auth"
@@ -323,6 +324,35 @@ func TestWhoami(t *testing.T) {
 	got = decode[map[string]any](t, e.get("/api/v1/whoami", analystToken))
 	if _, ok := got["campaigns"]; ok || got["role"] != "analyst" {
 		t.Fatalf("analyst: %v", got)
+	}
+}
+
+// TestJWTThroughTheGuard signs a viewer JWT and uses it on the API.
+func TestJWTThroughTheGuard(t *testing.T) {
+	secret := []byte("an-hs256-secret-of-at-least-32-bytes!")
+	a, err := auth.New(auth.Config{JWT: &auth.JWTConfig{HS256Secret: secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, pt("spring", "s", "click", minute(1), 2), pt("autumn", "s", "impression", minute(1), 9))
+	e.srv.guard.Auth = a
+	sign := func(exp time.Duration) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "bob", "role": "viewer",
+			"campaigns": []string{"spring"}, "exp": time.Now().Add(exp).Unix()}).SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	got := decode[CampaignsResponse](t, e.get("/api/v1/campaigns", sign(time.Hour)))
+	if len(got.Campaigns) != 1 || got.Campaigns[0].Campaign != "spring" || got.Campaigns[0].KPIs.Clicks != 2 {
+		t.Fatalf("viewer JWT sees %+v", got)
+	}
+	if w := e.get("/api/v1/kpis?campaign=autumn", sign(time.Hour)); w.Code != 403 {
+		t.Fatalf("viewer JWT on another campaign: %d", w.Code)
+	}
+	if w := e.get("/api/v1/campaigns", sign(-time.Hour)); w.Code != 401 {
+		t.Fatalf("expired JWT: %d", w.Code)
 	}
 }
 
