@@ -61,6 +61,7 @@ type key struct {
 	minute   int64
 }
 
+// entry is immutable once in the map: a change stores a new one.
 type entry struct {
 	u   Update
 	seq uint64 // hub sequence of the Publish that last changed it
@@ -86,7 +87,7 @@ type Hub struct {
 	mu     sync.Mutex
 	base   uint64 // first sequence number of this hub
 	seq    uint64
-	latest map[key]entry
+	latest map[key]*entry
 	subs   map[*subscriber]struct{}
 	// published is when the last Publish that changed something ran.
 	published time.Time
@@ -115,7 +116,7 @@ const (
 func NewHub(cfg HubConfig, reg prometheus.Registerer) *Hub {
 	cfg = cfg.withDefaults()
 	base := uint64(cfg.Now().UnixMicro())
-	h := &Hub{cfg: cfg, base: base, seq: base, latest: make(map[key]entry), subs: make(map[*subscriber]struct{}),
+	h := &Hub{cfg: cfg, base: base, seq: base, latest: make(map[key]*entry), subs: make(map[*subscriber]struct{}),
 		done: make(chan struct{})}
 	h.metrics = hubMetrics{
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_stream_subscribers",
@@ -176,7 +177,7 @@ func (h *Hub) Publish(us []Update) {
 		if e, ok := h.latest[k]; ok && e.u.KPIs == u.KPIs {
 			continue
 		}
-		h.latest[k] = entry{u: u, seq: seq, enc: encs[i]}
+		h.latest[k] = &entry{u: u, seq: seq, enc: encs[i]}
 		changed = append(changed, k)
 	}
 	if len(changed) == 0 {
@@ -236,7 +237,7 @@ type subscriber struct {
 // first: the changes since lastSeq when lastSeq belongs to this hub and
 // resume is true, else a snapshot of the window. seq is the sequence
 // the first message is complete up to.
-func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber, first []entry, seq uint64, snapshot bool) {
+func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber, first []*entry, seq uint64, snapshot bool) {
 	cutoff := h.cutoff()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -257,21 +258,23 @@ func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber
 // take returns the latest state of the subscriber's changed
 // campaign-minutes, the sequence they are complete up to and when the
 // newest of them was published.
-func (h *Hub) take(s *subscriber) ([]entry, uint64, time.Time) {
+func (h *Hub) take(s *subscriber) ([]*entry, uint64, time.Time) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	seq, published := h.seq, h.published
 	if len(s.pending) == 0 {
-		return nil, h.seq, h.published
+		h.mu.Unlock()
+		return nil, seq, published
 	}
-	out := make([]entry, 0, len(s.pending))
+	out := make([]*entry, 0, len(s.pending))
 	for k := range s.pending {
 		if e, ok := h.latest[k]; ok {
 			out = append(out, e)
 		}
 	}
 	clear(s.pending)
-	sortEntries(out)
-	return out, h.seq, h.published
+	h.mu.Unlock()
+	sortEntries(out) // entries are immutable: sort outside the lock
+	return out, seq, published
 }
 
 // unsubscribe removes s (it may have been dropped already).
@@ -316,7 +319,7 @@ func (h *Hub) Latest(scope Scope) []Update {
 	cutoff := h.cutoff()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var es []entry
+	var es []*entry
 	for _, e := range h.latest {
 		if e.u.Minute >= cutoff && scope(e.u.Campaign) {
 			es = append(es, e)
@@ -331,8 +334,8 @@ func (h *Hub) Latest(scope Scope) []Update {
 }
 
 // sortEntries orders by campaign, then minute.
-func sortEntries(es []entry) {
-	slices.SortFunc(es, func(a, b entry) int {
+func sortEntries(es []*entry) {
+	slices.SortFunc(es, func(a, b *entry) int {
 		if c := strings.Compare(a.u.Campaign, b.u.Campaign); c != 0 {
 			return c
 		}

@@ -150,7 +150,7 @@ type sseWriter struct {
 
 // updates frames a Message of es, joining the updates' JSON encoded at
 // Publish instead of encoding them again for every client.
-func (s *sseWriter) updates(name string, seq uint64, es []entry) {
+func (s *sseWriter) updates(name string, seq uint64, es []*entry) {
 	n := 16
 	for _, e := range es {
 		n += len(e.enc) + 1
