@@ -216,8 +216,10 @@ collect:
 	if len(msgs) < 2 || len(msgs) > 5 {
 		t.Fatalf("%d messages for 30 publishes over 2.4 s, want 2 to 5", len(msgs))
 	}
+	// Messages are due a second apart; receipt times also carry delivery
+	// jitter, hence the margin (unlimited, they would be 80 ms apart).
 	for i := 1; i < len(msgs); i++ {
-		if gap := msgs[i].at.Sub(msgs[i-1].at); gap < 900*time.Millisecond {
+		if gap := msgs[i].at.Sub(msgs[i-1].at); gap < 700*time.Millisecond {
 			t.Fatalf("messages %d and %d only %s apart", i-1, i, gap)
 		}
 	}
