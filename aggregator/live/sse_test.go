@@ -292,8 +292,8 @@ func TestSlowClientDroppedWithoutBlockingPublish(t *testing.T) {
 		reason string
 		cfg    HubConfig
 	}{
-		{DropBuffer, HubConfig{Interval: 5 * time.Millisecond, Buffer: 3000, WriteTimeout: time.Hour}},
-		{DropWrite, HubConfig{Interval: 5 * time.Millisecond, Buffer: 1 << 30, WriteTimeout: 300 * time.Millisecond}},
+		{DropBuffer, HubConfig{Interval: 5 * time.Millisecond, Buffer: 20000, WriteTimeout: time.Hour}},
+		{DropWrite, HubConfig{Interval: 5 * time.Millisecond, Buffer: 1 << 30, WriteTimeout: time.Second}},
 	} {
 		t.Run(tc.reason, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
@@ -317,7 +317,8 @@ func TestSlowClientDroppedWithoutBlockingPublish(t *testing.T) {
 				}
 			})
 			// Each publish changes 200 campaign-minutes (~25 KB a message),
-			// a different set each time, until the stalled client's socket
+			// new ones each time (the good client may fall 100 publishes
+			// behind before its buffer is full), until the stalled client's socket
 			// buffers are full and the hub drops it. Publish must return
 			// every time.
 			m := nowMinute()
@@ -328,7 +329,7 @@ func TestSlowClientDroppedWithoutBlockingPublish(t *testing.T) {
 				}
 				us := make([]Update, 200)
 				for j := range us {
-					us[j] = upd(fmt.Sprintf("c%04d", j), m-int64((i+j)%60)*60, uint64(i+1))
+					us[j] = upd(fmt.Sprintf("c%05d", (200*i+j)%50000), m-int64((i+j)%60)*60, uint64(i+1))
 				}
 				h.Publish(us)
 				time.Sleep(5 * time.Millisecond)
