@@ -442,6 +442,13 @@ func TestSeriesMergesUniquesPerStep(t *testing.T) {
 			}
 		}
 	}
+	if e.src.lastQuery().CountersOnly {
+		t.Fatal("a series of uniques asked for counters only")
+	}
+	decode[SeriesResponse](t, e.get("/api/v1/series?campaign=c&metric=clicks", adminToken))
+	if !e.src.lastQuery().CountersOnly {
+		t.Fatal("a series without uniques asked for the sketches")
+	}
 	got = decode[SeriesResponse](t, e.get(url+"&by=source", adminToken))
 	if len(got.Series) != 2 || got.Series[0].Key != "bing" || got.Series[1].Key != "google" ||
 		got.Series[1].Points[0].Values["uniques"] != 3 || got.Series[0].Points[0].Values["uniques"] != 2 || len(got.Series[0].Points) != 3 {

@@ -19,6 +19,10 @@ type Query struct {
 	From, To     time.Time
 
 	Source, Medium, Country, Device, Region string
+
+	// CountersOnly: the answer needs no uniques, so the source may leave
+	// the sketches out (they are most of the bytes).
+	CountersOnly bool
 }
 
 // Source answers queries for merged series-minutes. EachMinute calls fn

@@ -245,6 +245,7 @@ func (s *Server) series(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if err != nil {
 		return err
 	}
+	q.CountersOnly = g.skipUniques
 	if err := s.each(r.Context(), q, g.add); err != nil {
 		return err
 	}
@@ -291,6 +292,7 @@ func (s *Server) bots(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if err != nil {
 		return err
 	}
+	q.CountersOnly = true
 	acc := kpi.Accumulator{SkipUniques: true}
 	if err := s.each(r.Context(), q, acc.Add); err != nil {
 		return err

@@ -85,6 +85,9 @@ func tagEquals(key, value string) string {
 // only double the answer.
 const minuteFields = `r._field =~ /^(count|value_micros|cost_micros|hll|quantiles|bots_.+)$/`
 
+// counterFields selects the exact counters only (MinuteQuery.CountersOnly).
+const counterFields = `r._field =~ /^(count|value_micros|cost_micros|bots_.+)$/`
+
 // minutesQuery builds QueryMinutes's Flux. The pivot comes straight after
 // the pushed-down read, where 1.8 uses a sorted pivot (SortedPivotRule),
 // and keeps every tag column.
@@ -104,7 +107,11 @@ func minutesQuery(bucket string, q MinuteQuery) string {
 			pred = append(pred, tagEquals(f.key, f.value))
 		}
 	}
-	pred = append(pred, minuteFields)
+	if q.CountersOnly {
+		pred = append(pred, counterFields)
+	} else {
+		pred = append(pred, minuteFields)
+	}
 	return fluxFrom(bucket, q.From, q.To, strings.Join(pred, " and ")) +
 		"\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")"
 }

@@ -47,6 +47,10 @@ type MinuteQuery struct {
 	From, To time.Time
 
 	Source, Medium, Type, Country, Device, Region string
+
+	// CountersOnly leaves the sketches (HLL and quantiles) out: states
+	// come back with counters and sums only, at a fraction of the bytes.
+	CountersOnly bool
 }
 
 // NewReader returns a Reader for cfg (zero fields take their defaults;
