@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -145,55 +146,70 @@ type sseWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
-	buf     []byte
+	buf     *[]byte // from bufPool while a message is being framed
 }
 
 // updates frames a Message of es, joining the updates' JSON encoded at
 // Publish instead of encoding them again for every client.
 func (s *sseWriter) updates(name string, seq uint64, es []*entry) {
-	n := 16
-	for _, e := range es {
-		n += len(e.enc) + 1
-	}
-	data := make([]byte, 0, n)
-	data = append(data, `{"updates":[`...)
+	s.header(name, strconv.FormatUint(seq, 10))
+	b := append(*s.buf, `{"updates":[`...)
 	for i, e := range es {
 		if i > 0 {
-			data = append(data, ',')
+			b = append(b, ',')
 		}
-		data = append(data, e.enc...)
+		b = append(b, e.enc...)
 	}
-	data = append(data, "]}"...)
-	s.event(name, strconv.FormatUint(seq, 10), data)
+	*s.buf = append(b, "]}\n\n"...)
 }
 
 // event frames one event whose data is one line of JSON.
 func (s *sseWriter) event(name, id string, data []byte) {
-	s.buf = append(s.buf, "event: "...)
-	s.buf = append(s.buf, name...)
-	if id != "" {
-		s.buf = append(s.buf, "\nid: "...)
-		s.buf = append(s.buf, id...)
+	s.header(name, id)
+	b := append(*s.buf, data...)
+	*s.buf = append(b, "\n\n"...)
+}
+
+// header starts an event, up to its data.
+func (s *sseWriter) header(name, id string) {
+	if s.buf == nil {
+		s.buf = bufPool.Get().(*[]byte)
 	}
-	s.buf = append(s.buf, "\ndata: "...)
-	s.buf = append(s.buf, data...)
-	s.buf = append(s.buf, "\n\n"...)
+	b := append(*s.buf, "event: "...)
+	b = append(b, name...)
+	if id != "" {
+		b = append(b, "\nid: "...)
+		b = append(b, id...)
+	}
+	*s.buf = append(b, "\ndata: "...)
 }
 
 func (s *sseWriter) comment(text string) {
-	s.buf = append(s.buf, ": "...)
-	s.buf = append(s.buf, text...)
-	s.buf = append(s.buf, "\n\n"...)
+	if s.buf == nil {
+		s.buf = bufPool.Get().(*[]byte)
+	}
+	b := append(*s.buf, ": "...)
+	b = append(b, text...)
+	*s.buf = append(b, "\n\n"...)
 }
+
+// bufPool holds message buffers between writes, so that an idle
+// connection holds none: with thousands of clients, a buffer each would
+// be most of the hub's memory.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // flush writes what is buffered within the write timeout.
 func (s *sseWriter) flush() error {
-	if len(s.buf) == 0 {
+	if s.buf == nil || len(*s.buf) == 0 {
 		return nil
 	}
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-	_, err := s.w.Write(s.buf)
-	s.buf = s.buf[:0]
+	_, err := s.w.Write(*s.buf)
+	if cap(*s.buf) <= 1<<20 { // a huge snapshot's buffer is left to the GC
+		*s.buf = (*s.buf)[:0]
+		bufPool.Put(s.buf)
+	}
+	s.buf = nil
 	if err == nil {
 		err = s.rc.Flush()
 	}
