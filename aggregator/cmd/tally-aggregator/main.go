@@ -5,6 +5,7 @@
 //
 //	tally-aggregator [flags]        run (default)
 //	tally-aggregator certs [flags]  create a development CA and certificates
+//	tally-aggregator token          print a new API token and its SHA-256
 package main
 
 import (
