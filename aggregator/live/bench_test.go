@@ -31,7 +31,7 @@ import (
 //   - lag_p50_ms and lag_p99_ms: publish to client receipt;
 //   - msgs/s delivered and drops (must stay 0).
 //
-// go test -run='^$' -bench=Fanout1000 -benchtime=10x ./aggregator/live/
+// go test -run='^$' -bench=Fanout1000 -benchtime=20x ./aggregator/live/
 func BenchmarkFanout1000(b *testing.B) {
 	for _, campaigns := range []int{10, 100} {
 		b.Run(fmt.Sprintf("updates=%d", campaigns), func(b *testing.B) { fanout(b, 1000, campaigns) })
