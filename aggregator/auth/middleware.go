@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -223,8 +222,3 @@ func nonNil(s []string) []string {
 
 // canonicalQuery encodes q with sorted keys (url.Values.Encode sorts).
 func canonicalQuery(q url.Values) string { return q.Encode() }
-
-// Forbidden answers 403 for a campaign the caller may not see.
-func Forbidden(w http.ResponseWriter, campaign string) {
-	WriteError(w, http.StatusForbidden, fmt.Sprintf("campaign %q is outside your scope", campaign))
-}

@@ -313,26 +313,6 @@ func (h *Hub) Subscribers() int {
 	return len(h.subs)
 }
 
-// Latest returns the updates the hub holds for campaigns in scope, sorted
-// by campaign then minute.
-func (h *Hub) Latest(scope Scope) []Update {
-	cutoff := h.cutoff()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var es []*entry
-	for _, e := range h.latest {
-		if e.u.Minute >= cutoff && scope(e.u.Campaign) {
-			es = append(es, e)
-		}
-	}
-	sortEntries(es)
-	out := make([]Update, len(es))
-	for i, e := range es {
-		out[i] = e.u
-	}
-	return out
-}
-
 // sortEntries orders by campaign, then minute.
 func sortEntries(es []*entry) {
 	slices.SortFunc(es, func(a, b *entry) int {
