@@ -6,6 +6,7 @@ package aggregator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,12 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tally-edge/tally/aggregator/api"
+	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
 	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/aggregator/forward"
 	"github.com/tally-edge/tally/aggregator/influx"
 	"github.com/tally-edge/tally/aggregator/ingest"
 	"github.com/tally-edge/tally/aggregator/kpi"
+	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/dashboard"
 	"github.com/tally-edge/tally/internal/pki"
 	"github.com/tally-edge/tally/sketch"
@@ -73,6 +76,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
+	if cfg.HTTP.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {
+			return fmt.Errorf("http tls: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listen HTTP %s: %w", cfg.HTTP.Listen, err)
@@ -83,7 +91,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if quicAdvertise == "" {
 		quicAdvertise = ep.Addr().String()
 	}
-	pub := newFanout(nil, logger)
+	// hub is this node's live hub: owners' updates reach it through the
+	// fanout (this node's own and every peer's), and /api/v1/stream
+	// serves it.
+	hub := live.NewHub(live.HubConfig{Heartbeat: cfg.HTTP.Stream.Heartbeat, Buffer: cfg.HTTP.Stream.Buffer,
+		WriteTimeout: cfg.HTTP.Stream.WriteTimeout}, reg)
+	defer hub.Close()
+	pub := newFanout(hub, logger)
 	key, err := cfg.Cluster.GossipKey()
 	if err != nil {
 		return err
@@ -120,14 +134,32 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	defer qsrv.Close()
 	registerServerMetrics(reg, qsrv)
 
-	apiSrv := api.New(api.Config{MaxWindow: cfg.HTTP.MaxWindow}, minuteSource{reader}, pipe.Ready, reg, reg, dashboard.Assets(), logger)
-	mux := http.NewServeMux()
-	mux.Handle("GET /api/v1/cluster", clusterHandler(cl, pub))
-	mux.Handle("/", apiSrv)
-	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	authCfg, err := cfg.Auth.AuthConfig()
+	if err != nil {
+		return err
+	}
+	authn, err := auth.New(authCfg)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	var audit *auth.Audit
+	if cfg.HTTP.AuditLog != "" {
+		if audit, err = auth.OpenAudit(cfg.HTTP.AuditLog); err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+		defer audit.Close()
+	}
+	apiSrv := api.New(api.Config{MaxWindow: cfg.HTTP.MaxWindow, QueryTimeout: cfg.HTTP.QueryTimeout, MaxPoints: cfg.HTTP.MaxPoints,
+		MetricsToken: cfg.HTTP.MetricsToken, Auth: authn, Audit: audit, Hub: hub,
+		Status: func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} }},
+		minuteSource{reader}, pipe.Ready, reg, reg, dashboard.Assets(), logger)
+	apiSrv.Handle(api.Route{Method: "GET", Path: "/api/v1/cluster", Name: "cluster", Roles: []auth.Role{auth.Admin, auth.Analyst}},
+		clusterHandler(cl, pub))
+	hsrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	hsrv.RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
 
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- hsrv.Serve(ln) }()
+	go func() { httpErr <- serveHTTP(hsrv, ln, cfg.HTTP) }()
 	quicCtx, stopQUIC := context.WithCancel(context.Background())
 	defer stopQUIC()
 	quicErr := make(chan error, 1)
@@ -207,6 +239,15 @@ func waitForPeers(ctx context.Context, cl *cluster.Cluster, cfg config.Cluster, 
 	}
 }
 
+// serveHTTP serves HTTPS (HTTP/2 included) when a certificate is
+// configured, plain HTTP otherwise.
+func serveHTTP(srv *http.Server, ln net.Listener, c config.HTTP) error {
+	if c.TLSCert != "" {
+		return srv.ServeTLS(ln, c.TLSCert, c.TLSKey)
+	}
+	return srv.Serve(ln)
+}
+
 // storage joins the writer and the reader into ingest.Storage.
 type storage struct {
 	*influx.Writer
@@ -224,17 +265,12 @@ func (s storage) LoadContributionsFunc(ctx context.Context, from, to time.Time, 
 // minuteSource answers API queries from InfluxDB.
 type minuteSource struct{ r *influx.Reader }
 
-func (m minuteSource) Minutes(ctx context.Context, f kpi.Filter) ([]kpi.Point, error) {
-	pts, err := m.r.QueryMinutes(ctx, influx.MinuteQuery{Campaign: f.Campaign, From: f.From, To: f.To,
-		Source: f.Source, Medium: f.Medium, Country: f.Country, Device: f.Device, Region: f.Region})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]kpi.Point, len(pts))
-	for i, p := range pts {
-		out[i] = kpi.Point{Series: p.Series, Minute: p.Minute, State: p.State}
-	}
-	return out, nil
+func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(kpi.Point) error) error {
+	return m.r.EachMinute(ctx, influx.MinuteQuery{Campaigns: q.Campaigns, AllCampaigns: q.AllCampaigns, From: q.From, To: q.To,
+		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region, CountersOnly: q.CountersOnly},
+		func(p influx.MinutePoint) error {
+			return fn(kpi.Point{Series: p.Series, Minute: p.Minute, State: p.State})
+		})
 }
 
 func registerWriterMetrics(reg prometheus.Registerer, w *influx.Writer) {

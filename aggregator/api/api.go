@@ -1,10 +1,16 @@
-// Package api is the aggregator's HTTP surface: the REST API under
-// /api/v1/, health and readiness probes, Prometheus metrics and the
-// embedded dashboard.
+// Package api is the aggregator's HTTP surface: the REST API and the live
+// stream under /api/v1/, health and readiness probes, Prometheus metrics
+// and the embedded dashboard.
+//
+// Every /api/v1 route but openapi.json passes through auth.Guard: a
+// bearer token is required (401), the route's roles are checked (403),
+// viewers see only their campaigns, and each request is audited. The
+// dashboard's static files, /healthz and /readyz are public; /metrics is
+// public unless Config.MetricsToken is set.
 package api
 
 import (
-	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,23 +22,39 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tally-edge/tally/aggregator/kpi"
+	"github.com/tally-edge/tally/aggregator/auth"
+	"github.com/tally-edge/tally/aggregator/live"
 )
 
-// Source answers queries for merged series-minutes. Implementations must
-// be safe for concurrent use.
-type Source interface {
-	Minutes(ctx context.Context, f kpi.Filter) ([]kpi.Point, error)
-}
-
-// Config tunes the API.
+// Config tunes the API and names the parts it serves.
 type Config struct {
-	// MaxWindow is the longest from..to span one query may ask for.
-	// Default 31 days.
+	// MaxWindow is the longest window one query may ask for. Default 31
+	// days.
 	MaxWindow time.Duration
 	// QueryTimeout bounds one storage query. Default 30s.
 	QueryTimeout time.Duration
+	// MaxPoints bounds the points of one answer: steps × groups of a
+	// series, rows of one day of an export, campaigns of a list. Default
+	// 10,080 × 10 (a week of minutes for ten groups).
+	MaxPoints int
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken string
+
+	// Auth authenticates API callers. Required: without it every API
+	// request is refused.
+	Auth *auth.Authenticator
+	// Audit receives one line per API request; nil: no audit log.
+	Audit *auth.Audit
+	// Hub serves /api/v1/stream; nil: the stream answers 503.
+	Hub *live.Hub
+	// Status is sent as the stream's first event; nil: this node alone.
+	Status func() live.Status
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
 }
+
+// MaxSeriesPoints bounds the points of one series (a week of minutes).
+const MaxSeriesPoints = 10080
 
 // Server holds the handlers.
 type Server struct {
@@ -41,9 +63,26 @@ type Server struct {
 	ready  func() error
 	log    *slog.Logger
 	mux    *http.ServeMux
+	guard  *auth.Guard
+	routes []Route
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+}
+
+// Route describes one /api/v1 route: what the OpenAPI document must
+// describe and what the guard enforces.
+type Route struct {
+	Method, Path string
+	// Name labels metrics and audit lines.
+	Name  string
+	Roles []auth.Role
+	// Params are the query parameters the route takes; any other is a 400.
+	Params []string
+	// Public routes skip the guard (openapi.json).
+	Public bool
+	// QueryToken accepts ?access_token= (the stream, for EventSource).
+	QueryToken bool
 }
 
 // New builds the API. ready reports whether the node can serve (nil when
@@ -56,27 +95,48 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, source: source, ready: ready, log: logger.With("component", "api"), mux: http.NewServeMux()}
+	if cfg.MaxPoints <= 0 {
+		cfg.MaxPoints = 10 * MaxSeriesPoints
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Status == nil {
+		cfg.Status = func() live.Status { return live.Status{Members: 1} }
+	}
+	s := &Server{cfg: cfg, source: source, ready: ready, log: logger.With("component", "api"), mux: http.NewServeMux(),
+		guard: &auth.Guard{Auth: cfg.Auth, Audit: cfg.Audit}}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_aggregator_api_requests_total",
 		Help: "API requests by route and status code."}, []string{"route", "code"})
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tally_aggregator_api_request_duration_seconds",
 		Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"})
 	reg.MustRegister(s.requests, s.latency)
 
-	s.handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) int {
+	s.mux.Handle("GET /healthz", s.measure("healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
-		return 200
-	})
-	s.handle("GET /readyz", "readyz", func(w http.ResponseWriter, r *http.Request) int {
+	})))
+	s.mux.Handle("GET /readyz", s.measure("readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.ready(); err != nil {
-			return writeError(w, http.StatusServiceUnavailable, err.Error())
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
 		}
 		w.Write([]byte("ready\n"))
-		return 200
-	})
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	s.handle("GET /api/v1/kpis", "kpis", s.kpis)
-	s.handle("GET /api/v1/bots", "bots", s.bots)
+	})))
+	s.mux.Handle("GET /metrics", s.metricsHandler(gatherer))
+
+	all := auth.AllRoles
+	data := params(windowParams, filterParams)
+	s.route(Route{Method: "GET", Path: "/api/v1/openapi.json", Name: "openapi", Public: true}, s.openAPI)
+	s.route(Route{Method: "GET", Path: "/api/v1/whoami", Name: "whoami", Roles: all}, s.whoami)
+	s.route(Route{Method: "GET", Path: "/api/v1/campaigns", Name: "campaigns", Roles: all, Params: data}, s.campaigns)
+	s.route(Route{Method: "GET", Path: "/api/v1/kpis", Name: "kpis", Roles: all, Params: params([]string{pCampaign, pBy}, data)}, s.kpis)
+	s.route(Route{Method: "GET", Path: "/api/v1/series", Name: "series", Roles: all,
+		Params: params([]string{pCampaign, pMetric, pStep, pBy}, data)}, s.series)
+	s.route(Route{Method: "GET", Path: "/api/v1/bots", Name: "bots", Roles: all, Params: params([]string{pCampaign}, data)}, s.bots)
+	s.route(Route{Method: "GET", Path: "/api/v1/export.csv", Name: "export", Roles: all,
+		Params: params([]string{pCampaign, pStep, pBy}, data)}, s.export)
+	s.route(Route{Method: "GET", Path: "/api/v1/stream", Name: "stream", Roles: all, QueryToken: true,
+		Params: []string{pCampaigns, "access_token"}}, s.stream)
 	if assets != nil {
 		s.mux.Handle("GET /", http.FileServerFS(assets))
 	}
@@ -86,131 +146,141 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-func (s *Server) handle(pattern, route string, h func(http.ResponseWriter, *http.Request) int) {
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+// Routes returns the /api/v1 routes registered so far.
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
+
+// Handle registers another /api/v1 route (such as the cluster view) behind
+// the same guard, audit and metrics. h sees the caller in the request
+// context (auth.FromContext) and must refuse what the caller's scope
+// excludes. Call it before serving.
+func (s *Server) Handle(rt Route, h http.Handler) {
+	s.route(rt, func(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
+		h.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+// handlerFunc answers one request; an error it returns has not been
+// answered yet (400 for a *paramError, 502 otherwise).
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error
+
+func (s *Server) route(rt Route, h handlerFunc) {
+	s.routes = append(s.routes, rt)
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := checkParams(r.URL.Query(), rt.Params); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if err := h(w, r, auth.FromContext(r.Context())); err != nil {
+			s.answerError(w, r, err)
+		}
+	})
+	var handler http.Handler = inner
+	if !rt.Public {
+		handler = s.guard.Wrap(auth.Route{Name: rt.Name, Roles: rt.Roles, QueryToken: rt.QueryToken}, inner)
+	}
+	s.mux.Handle(rt.Method+" "+rt.Path, s.measure(rt.Name, handler))
+}
+
+// errForbidden answers 403.
+type errForbidden struct{ campaign string }
+
+func (e errForbidden) Error() string {
+	return fmt.Sprintf("campaign %q is outside your scope", e.campaign)
+}
+
+func (s *Server) answerError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		pe *paramError
+		tl *tooLargeError
+		fe errForbidden
+	)
+	switch {
+	case errors.As(err, &tl):
+		writeError(w, http.StatusBadRequest, tl.Error())
+	case errors.As(err, &pe):
+		writeError(w, http.StatusBadRequest, pe.Error())
+	case errors.As(err, &fe):
+		writeError(w, http.StatusForbidden, fe.Error())
+	case errors.Is(err, errNoStream):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		s.log.Error("storage query failed", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+		writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
+	}
+}
+
+// measure counts requests and their latency per route.
+func (s *Server) measure(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		code := h(w, r)
-		s.requests.WithLabelValues(route, fmt.Sprint(code)).Inc()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		s.requests.WithLabelValues(route, fmt.Sprint(sw.status())).Inc()
 		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
+}
+
+func (s *Server) metricsHandler(g prometheus.Gatherer) http.Handler {
+	h := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	if s.cfg.MetricsToken == "" {
+		return h
+	}
+	want := []byte(s.cfg.MetricsToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(auth.BearerToken(r.Header.Get("Authorization"))), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tally-metrics"`)
+			writeError(w, http.StatusUnauthorized, "metrics need the metrics token")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// statusWriter remembers the status code; Unwrap keeps Flush and
+// deadlines reachable for streams.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() { _ = w.FlushError() }
+
+// FlushError flushes and reports failure (http.ResponseController uses it).
+func (w *statusWriter) FlushError() error {
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
 }
 
 type apiError struct {
 	Error string `json:"error"`
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) int {
+func writeError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(apiError{Error: msg})
-	return code
 }
 
-func writeJSON(w http.ResponseWriter, v any) int {
+func writeJSON(w http.ResponseWriter, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(v)
-	return 200
-}
-
-// paramError names the query parameter at fault.
-type paramError struct{ param, msg string }
-
-func (e *paramError) Error() string { return fmt.Sprintf("parameter %q: %s", e.param, e.msg) }
-
-// parseFilter reads campaign, from, to and the dimension filters.
-func (s *Server) parseFilter(r *http.Request) (kpi.Filter, error) {
-	q := r.URL.Query()
-	f := kpi.Filter{Campaign: q.Get("campaign"), Source: q.Get("source"), Medium: q.Get("medium"),
-		Country: q.Get("country"), Device: q.Get("device"), Region: q.Get("region")}
-	if f.Campaign == "" {
-		return f, &paramError{"campaign", "required"}
-	}
-	now := time.Now()
-	var err error
-	if f.To, err = parseTime(q.Get("to"), now); err != nil {
-		return f, &paramError{"to", err.Error()}
-	}
-	if f.From, err = parseTime(q.Get("from"), f.To.Add(-time.Hour)); err != nil {
-		return f, &paramError{"from", err.Error()}
-	}
-	if !f.From.Before(f.To) {
-		return f, &paramError{"from", "must be before to"}
-	}
-	if f.To.Sub(f.From) > s.cfg.MaxWindow {
-		return f, &paramError{"to", fmt.Sprintf("window longer than the maximum of %s", s.cfg.MaxWindow)}
-	}
-	return f, nil
-}
-
-func parseTime(v string, def time.Time) (time.Time, error) {
-	if v == "" {
-		return def, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return time.Time{}, errors.New("want an RFC 3339 time such as 2026-11-22T10:00:00Z")
-	}
-	return t, nil
-}
-
-// query parses the window and filters and computes the KPIs of the
-// matching series-minutes. On failure it has written the answer and
-// returns its status code.
-func (s *Server) query(w http.ResponseWriter, r *http.Request) (kpi.KPIs, kpi.Totals, int) {
-	f, err := s.parseFilter(r)
-	if err != nil {
-		return kpi.KPIs{}, kpi.Totals{}, writeError(w, http.StatusBadRequest, err.Error())
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
-	defer cancel()
-	pts, err := s.source.Minutes(ctx, f)
-	if err != nil {
-		s.log.Error("storage query failed", "path", r.URL.Path, "campaign", f.Campaign, "err", err)
-		return kpi.KPIs{}, kpi.Totals{}, writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
-	}
-	k, t, err := kpi.Compute(pts)
-	if err != nil {
-		return kpi.KPIs{}, kpi.Totals{}, writeError(w, http.StatusInternalServerError, err.Error())
-	}
-	return k, t, 0
-}
-
-// kpis serves GET /api/v1/kpis: one flat object of numbers for one
-// campaign over [from, to) (default: the last hour).
-func (s *Server) kpis(w http.ResponseWriter, r *http.Request) int {
-	k, _, code := s.query(w, r)
-	if code != 0 {
-		return code
-	}
-	return writeJSON(w, k)
-}
-
-// BotsResponse is the body of GET /api/v1/bots.
-type BotsResponse struct {
-	// Total is the number of bot events filtered at the edge.
-	Total uint64 `json:"total"`
-	// ByReason splits Total by the layer that caught them (crawler,
-	// headless, datacenter, rate_ip, …).
-	ByReason map[string]uint64 `json:"by_reason"`
-	// Share is Total over all events, bots included (0 with no events).
-	Share float64 `json:"share"`
-}
-
-// bots serves GET /api/v1/bots: filtered bot events of one campaign over
-// [from, to), by reason. It takes the same parameters as kpis.
-func (s *Server) bots(w http.ResponseWriter, r *http.Request) int {
-	k, t, code := s.query(w, r)
-	if code != 0 {
-		return code
-	}
-	resp := BotsResponse{Total: k.BotsFiltered, ByReason: t.Bots}
-	var all uint64
-	for _, n := range t.ByType {
-		all += n
-	}
-	if all+k.BotsFiltered > 0 {
-		resp.Share = float64(k.BotsFiltered) / float64(all+k.BotsFiltered)
-	}
-	return writeJSON(w, resp)
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -29,6 +30,7 @@ type Config struct {
 	// Cluster makes this node one of several; without cluster.bind it
 	// runs alone and owns every campaign.
 	Cluster Cluster `yaml:"cluster"`
+	Auth    Auth    `yaml:"auth"`
 }
 
 // QUIC is the listener agents ship to.
@@ -57,6 +59,33 @@ type HTTP struct {
 	Listen string `yaml:"listen"`
 	// MaxWindow is the longest query window. Default 744h (31 days).
 	MaxWindow time.Duration `yaml:"max_window"`
+	// TLSCert and TLSKey (PEM files, both or neither) serve HTTPS.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// AuditLog is a file that gets one JSON line per API request (who
+	// read or exported what). Empty: no audit log.
+	AuditLog string `yaml:"audit_log"`
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken string `yaml:"metrics_token"`
+	// QueryTimeout bounds one storage query of the API. Default 30s.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// MaxPoints bounds the points of one answer (steps × groups).
+	// Default 100800.
+	MaxPoints int `yaml:"max_points"`
+	// Stream tunes GET /api/v1/stream.
+	Stream Stream `yaml:"stream"`
+}
+
+// Stream tunes the live stream.
+type Stream struct {
+	// Heartbeat is the interval of ": ping" comments. Default 15s.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// Buffer bounds the changed campaign-minutes waiting for one client;
+	// beyond it the client is dropped. Default 10000.
+	Buffer int `yaml:"buffer"`
+	// WriteTimeout drops a client that takes longer to accept one
+	// message. Default 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
 // Influx is the storage.
@@ -139,10 +168,11 @@ func DefaultConfig() Config {
 	return Config{
 		DataDir: "/var/lib/tally-aggregator",
 		QUIC:    QUIC{Listen: "127.0.0.1:7400", RequireAgentCN: &yes, MaxFrameBytes: 16 << 20},
-		HTTP:    HTTP{Listen: "127.0.0.1:8080", MaxWindow: 31 * 24 * time.Hour},
-		Influx:  Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
-		Merge:   Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second},
 		Cluster: Cluster{Profile: "lan", DeadNodeReclaim: 10 * time.Second, JoinTimeout: 10 * time.Second, HandoffSettle: 2 * time.Second},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxWindow: 31 * 24 * time.Hour, QueryTimeout: 30 * time.Second, MaxPoints: 100800,
+			Stream: Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second}},
+		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
+		Merge:  Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second},
 	}
 }
 
@@ -185,7 +215,7 @@ func (c *Config) Validate() error {
 	if c.Merge.WALMaxBytes < 1<<20 {
 		bad("merge.wal_max_bytes: at least 1MiB")
 	}
-	errs = append(errs, c.Cluster.validate())
+	errs = append(errs, c.Cluster.validate(), c.HTTP.validate(), c.Auth.validate())
 	if c.QUIC.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.QUIC.Advertise); err != nil {
 			bad("quic.advertise %q: want host:port", c.QUIC.Advertise)
@@ -241,6 +271,36 @@ func (c *Cluster) validate() error {
 	return errors.Join(errs...)
 }
 
+func (h *HTTP) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if (h.TLSCert == "") != (h.TLSKey == "") {
+		bad("http.tls_cert and http.tls_key: both or neither")
+	}
+	if h.MaxWindow < time.Hour {
+		bad("http.max_window %s: at least 1h", h.MaxWindow)
+	}
+	if h.QueryTimeout < time.Second {
+		bad("http.query_timeout %s: at least 1s", h.QueryTimeout)
+	}
+	if h.MaxPoints < 10080 {
+		bad("http.max_points %d: at least 10080 (a week of minutes)", h.MaxPoints)
+	}
+	if h.Stream.Heartbeat < time.Second || h.Stream.Heartbeat > 5*time.Minute {
+		bad("http.stream.heartbeat %s: want 1s to 5m", h.Stream.Heartbeat)
+	}
+	if h.Stream.Buffer < 100 {
+		bad("http.stream.buffer %d: at least 100", h.Stream.Buffer)
+	}
+	if h.Stream.WriteTimeout < time.Second {
+		bad("http.stream.write_timeout %s: at least 1s", h.Stream.WriteTimeout)
+	}
+	if h.MetricsToken != "" && len(h.MetricsToken) < 16 {
+		bad("http.metrics_token: at least 16 characters")
+	}
+	return errors.Join(errs...)
+}
+
 // DecodeKey decodes a base64 gossip key and checks its length.
 func DecodeKey(s string) ([]byte, error) {
 	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
@@ -272,4 +332,68 @@ func (c *Cluster) GossipKey() ([]byte, error) {
 		return nil, fmt.Errorf("cluster secret key: %w", err)
 	}
 	return k, nil
+}
+
+// Auth lists who may use the API: static bearer tokens and a JWT
+// verifier. At least one of them is required.
+type Auth struct {
+	Tokens []Token `yaml:"tokens"`
+	JWT    *JWT    `yaml:"jwt"`
+}
+
+// Token is one static bearer token with its subject and role.
+type Token struct {
+	// Token is the secret itself (keep it out of the file with ${VAR}),
+	// or TokenSHA256 its hex SHA-256 (`printf %s "$TOKEN" | sha256sum`).
+	Token       string `yaml:"token"`
+	TokenSHA256 string `yaml:"token_sha256"`
+	Subject     string `yaml:"subject"`
+	// Role is admin, analyst or viewer.
+	Role string `yaml:"role"`
+	// Campaigns is a viewer's scope.
+	Campaigns []string `yaml:"campaigns"`
+}
+
+// JWT verifies signed tokens: HS256 with a shared secret and/or RS256 or
+// ES256 with a public key. Tokens carry sub, role, campaigns (viewers)
+// and exp.
+type JWT struct {
+	HS256Secret   string        `yaml:"hs256_secret"`
+	PublicKeyFile string        `yaml:"public_key_file"`
+	Issuer        string        `yaml:"issuer"`
+	Audience      string        `yaml:"audience"`
+	Leeway        time.Duration `yaml:"leeway"`
+}
+
+// AuthConfig reads the key files and returns the authenticator's
+// configuration.
+func (a Auth) AuthConfig() (auth.Config, error) {
+	var out auth.Config
+	for _, t := range a.Tokens {
+		out.Tokens = append(out.Tokens, auth.StaticToken{Token: t.Token, TokenSHA256: t.TokenSHA256,
+			Subject: t.Subject, Role: auth.Role(t.Role), Campaigns: t.Campaigns})
+	}
+	if a.JWT != nil {
+		j := &auth.JWTConfig{HS256Secret: []byte(a.JWT.HS256Secret), Issuer: a.JWT.Issuer, Audience: a.JWT.Audience, Leeway: a.JWT.Leeway}
+		if a.JWT.PublicKeyFile != "" {
+			b, err := os.ReadFile(a.JWT.PublicKeyFile)
+			if err != nil {
+				return out, fmt.Errorf("auth.jwt.public_key_file: %w", err)
+			}
+			j.PublicKeyPEM = b
+		}
+		out.JWT = j
+	}
+	return out, nil
+}
+
+func (a Auth) validate() error {
+	cfg, keyErr := a.AuthConfig()
+	if keyErr != nil && len(cfg.Tokens) == 0 {
+		return keyErr
+	}
+	if _, err := auth.New(cfg); err != nil {
+		return errors.Join(keyErr, fmt.Errorf("auth: %w", err))
+	}
+	return keyErr
 }

@@ -19,6 +19,10 @@ func TestGood(t *testing.T) {
 		len(c.Cluster.Seeds) != 2 || c.Cluster.HandoffSettle != 2*time.Second {
 		t.Fatalf("cluster %+v key %q %v", c.Cluster, k, err)
 	}
+	if c.HTTP.AuditLog == "" || c.HTTP.Stream.Heartbeat != 20*time.Second || c.HTTP.Stream.Buffer != 10000 ||
+		len(c.Auth.Tokens) != 2 || c.Auth.Tokens[1].Campaigns[0] != "spring_sale" || c.Auth.JWT.Audience != "tally" {
+		t.Fatalf("decoded http %+v auth %+v", c.HTTP, c.Auth)
+	}
 }
 
 func TestBad(t *testing.T) {
@@ -26,6 +30,9 @@ func TestBad(t *testing.T) {
 		"testdata/unknown_key.bad.yaml": {"field influxdb not found"},
 		"testdata/invalid.bad.yaml": {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness",
 			"cluster.seeds: \"nowhere\"", "set cluster.bind", "cluster.profile \"moon\"", "cluster.secret_key: 5 bytes"},
+		"testdata/auth.bad.yaml": {"http.tls_cert and http.tls_key", "http.stream.buffer 5", "auth.jwt.public_key_file",
+			"tokens[0] (ops): token shorter than 16", "tokens[1]: subject bob: unknown role \"owner\"", "tokens[2]: subject carol: a viewer needs"},
+		"testdata/noauth.bad.yaml": {"auth: no tokens and no jwt key"},
 	} {
 		_, err := Load(file)
 		if err == nil {

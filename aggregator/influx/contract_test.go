@@ -366,7 +366,10 @@ func testFilters(t *testing.T, b backend) {
 	}
 	var pts []MinutePoint
 	for i, s := range all {
-		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
+		st := &sketch.State{Count: uint64(i + 1)}
+		st.AddVisitor(uint64(i+1) * 0x9e3779b97f4a7c15)
+		st.AddValue(1_500_000)
+		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: st})
 	}
 	if err := w.Write(ctx, pts, nil); err != nil {
 		t.Fatalf("Write: %v", err)
@@ -388,6 +391,9 @@ func testFilters(t *testing.T, b backend) {
 		{"no match", MinuteQuery{Campaign: "f", Country: "JP"}, nil},
 		{"unknown campaign", MinuteQuery{Campaign: "nope"}, nil},
 		{"campaign other", MinuteQuery{Campaign: "other"}, []int{4}},
+		{"campaign list", MinuteQuery{Campaigns: []string{"other", "nope"}}, []int{4}},
+		{"campaign list of two", MinuteQuery{Campaigns: []string{"other", "f"}, Device: "mobile"}, []int{0, 2, 4}},
+		{"all campaigns", MinuteQuery{AllCampaigns: true, Source: "google"}, []int{0, 1, 4}},
 	} {
 		tc.q.From, tc.q.To = from, to
 		got, err := r.QueryMinutes(ctx, tc.q)
@@ -408,6 +414,33 @@ func testFilters(t *testing.T, b backend) {
 	}
 	if _, err := r.QueryMinutes(ctx, MinuteQuery{From: from, To: to}); err == nil {
 		t.Fatalf("QueryMinutes without campaign succeeded, want an error")
+	}
+	if _, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "f", AllCampaigns: true, From: from, To: to}); err == nil {
+		t.Fatalf("QueryMinutes with both a campaign and all campaigns succeeded, want an error")
+	}
+	// CountersOnly: the same counts, no sketches.
+	withSketches, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "f", From: from, To: to})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counters, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "f", From: from, To: to, CountersOnly: true})
+	if err != nil || len(counters) != len(withSketches) || withSketches[0].State.Uniques == nil {
+		t.Fatalf("CountersOnly: %d points, %v; want %d (with sketches: %+v)", len(counters), err, len(withSketches), withSketches[0].State)
+	}
+	for _, p := range counters {
+		if p.State.Uniques != nil || p.State.Values != nil || p.State.ValueMicros != 1_500_000 || all[p.State.Count-1] != p.Series {
+			t.Fatalf("CountersOnly point %+v", p)
+		}
+	}
+	// EachMinute stops at the first error of fn and returns it as is.
+	stop := errors.New("enough")
+	calls := 0
+	err = r.EachMinute(ctx, MinuteQuery{AllCampaigns: true, From: from, To: to}, func(MinutePoint) error {
+		calls++
+		return stop
+	})
+	if err != stop || calls != 1 {
+		t.Fatalf("EachMinute after fn failed: %v with %d calls; want the error of fn after 1 call", err, calls)
 	}
 }
 

@@ -85,13 +85,19 @@ func tagEquals(key, value string) string {
 // only double the answer.
 const minuteFields = `r._field =~ /^(count|value_micros|cost_micros|hll|quantiles|bots_.+)$/`
 
+// counterFields selects the exact counters only (MinuteQuery.CountersOnly).
+const counterFields = `r._field =~ /^(count|value_micros|cost_micros|bots_.+)$/`
+
 // minutesQuery builds QueryMinutes's Flux. The pivot comes straight after
 // the pushed-down read, where 1.8 uses a sorted pivot (SortedPivotRule),
 // and keeps every tag column.
 func minutesQuery(bucket string, q MinuteQuery) string {
-	pred := []string{
-		`r._measurement == "` + MeasurementMinute + `"`,
-		tagEquals(TagCampaign, q.Campaign),
+	pred := []string{`r._measurement == "` + MeasurementMinute + `"`}
+	switch {
+	case q.Campaign != "":
+		pred = append(pred, tagEquals(TagCampaign, q.Campaign))
+	case len(q.Campaigns) > 0:
+		pred = append(pred, campaignsIn(q.Campaigns))
 	}
 	for _, f := range []struct{ key, value string }{
 		{TagSource, q.Source}, {TagMedium, q.Medium}, {TagType, q.Type},
@@ -101,7 +107,11 @@ func minutesQuery(bucket string, q MinuteQuery) string {
 			pred = append(pred, tagEquals(f.key, f.value))
 		}
 	}
-	pred = append(pred, minuteFields)
+	if q.CountersOnly {
+		pred = append(pred, counterFields)
+	} else {
+		pred = append(pred, minuteFields)
+	}
 	return fluxFrom(bucket, q.From, q.To, strings.Join(pred, " and ")) +
 		"\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")"
 }
@@ -111,11 +121,17 @@ func minutesQuery(bucket string, q MinuteQuery) string {
 func contribsQuery(bucket string, from, to time.Time, campaigns []string) string {
 	pred := `r._measurement == "` + MeasurementContrib + `" and r._field == "` + FieldContribs + `"`
 	if len(campaigns) > 0 {
-		ors := make([]string, len(campaigns))
-		for i, c := range campaigns {
-			ors[i] = tagEquals(TagCampaign, c)
-		}
-		pred += " and (" + strings.Join(ors, " or ") + ")"
+		pred += " and " + campaignsIn(campaigns)
 	}
 	return fluxFrom(bucket, from, to, pred)
+}
+
+// campaignsIn returns a predicate true for any of the campaigns: an "or"
+// of equalities, which (unlike contains()) InfluxDB pushes into storage.
+func campaignsIn(campaigns []string) string {
+	ors := make([]string, len(campaigns))
+	for i, c := range campaigns {
+		ors[i] = tagEquals(TagCampaign, c)
+	}
+	return "(" + strings.Join(ors, " or ") + ")"
 }

@@ -31,16 +31,26 @@ type Reader struct {
 	closeOnce sync.Once
 }
 
-// MinuteQuery selects merged minutes of one campaign. Optional filters
-// left "" match every value; NoneTag matches series whose dimension is
-// empty. Values are compared exactly (after TagValue), never as patterns.
+// MinuteQuery selects merged minutes of one campaign, of a list of
+// campaigns, or of every campaign. Optional filters left "" match every
+// value; NoneTag matches series whose dimension is empty. Values are
+// compared exactly (after TagValue), never as patterns.
 type MinuteQuery struct {
-	// Campaign is required.
-	Campaign string
+	// Exactly one of Campaign, Campaigns and AllCampaigns selects the
+	// campaigns: one, any of a list, or all of them. Asking for every
+	// campaign is explicit so that a forgotten Campaign never becomes a
+	// scan of the whole bucket.
+	Campaign     string
+	Campaigns    []string
+	AllCampaigns bool
 	// From and To bound the minutes' start times: From <= t < To.
 	From, To time.Time
 
 	Source, Medium, Type, Country, Device, Region string
+
+	// CountersOnly leaves the sketches (HLL and quantiles) out: states
+	// come back with counters and sums only, at a fraction of the bytes.
+	CountersOnly bool
 }
 
 // NewReader returns a Reader for cfg (zero fields take their defaults;
@@ -194,27 +204,48 @@ func storedSeries(s sketch.Series) sketch.Series {
 		Country: f(s.Country), Device: f(s.Device), Region: f(s.Region)}
 }
 
-// QueryMinutes returns the merged minutes of q's campaign in [q.From,
+// QueryMinutes returns the merged minutes of q's campaigns in [q.From,
 // q.To) that match its filters, with decoded state (counters, HLL,
 // quantiles), in the order InfluxDB returns them (grouped by series, by
-// time within a series). The KPI endpoint merges them.
-// Series come from tags: a dimension TagValue had to change comes back
-// changed.
+// time within a series). Series come from tags: a dimension TagValue had
+// to change comes back changed.
 //
 // A point that cannot be decoded is skipped; then the other points are
 // returned together with a *CorruptPointError.
 func (r *Reader) QueryMinutes(ctx context.Context, q MinuteQuery) ([]MinutePoint, error) {
-	if q.Campaign == "" {
-		return nil, errors.New("influx query minutes: campaign is required")
+	var out []MinutePoint
+	err := r.EachMinute(ctx, q, func(p MinutePoint) error {
+		out = append(out, p)
+		return nil
+	})
+	var corrupt *CorruptPointError
+	if err != nil && !errors.As(err, &corrupt) {
+		return nil, err
 	}
-	if !q.From.Before(q.To) {
-		return nil, fmt.Errorf("influx query minutes: empty range [%s, %s)", fluxTime(q.From), fluxTime(q.To))
+	return out, err
+}
+
+// EachMinute is QueryMinutes handing each point to fn as it is decoded,
+// so a caller that folds points into a few buckets never holds them all:
+// memory stays bounded whatever the window. fn runs on the caller's
+// goroutine; an error from fn stops the query and is returned as is.
+//
+// Points that cannot be decoded are skipped; then EachMinute returns a
+// *CorruptPointError after the other points.
+func (r *Reader) EachMinute(ctx context.Context, q MinuteQuery, fn func(MinutePoint) error) error {
+	if err := q.check(); err != nil {
+		return fmt.Errorf("influx query minutes: %w", err)
 	}
 	var (
-		out     []MinutePoint
 		corrupt CorruptPointError
+		fnErr   error
 	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	err := r.run(ctx, minutesQuery(r.cfg.Bucket, q), func(rec *query.FluxRecord) {
+		if fnErr != nil {
+			return
+		}
 		p, err := minuteFromRecord(rec)
 		if err != nil {
 			if corrupt.Skipped == 0 {
@@ -223,15 +254,50 @@ func (r *Reader) QueryMinutes(ctx context.Context, q MinuteQuery) ([]MinutePoint
 			corrupt.Skipped++
 			return
 		}
-		out = append(out, p)
+		if fnErr = fn(p); fnErr != nil {
+			cancel() // stop reading the answer
+		}
 	})
+	if fnErr != nil {
+		return fnErr
+	}
 	if err != nil {
-		return nil, fmt.Errorf("influx query minutes of campaign %q: %w", q.Campaign, err)
+		return fmt.Errorf("influx query minutes of %s: %w", q.campaignsString(), err)
 	}
 	if corrupt.Skipped > 0 {
-		return out, &corrupt
+		return &corrupt
 	}
-	return out, nil
+	return nil
+}
+
+func (q MinuteQuery) check() error {
+	n := 0
+	if q.Campaign != "" {
+		n++
+	}
+	if len(q.Campaigns) > 0 {
+		n++
+	}
+	if q.AllCampaigns {
+		n++
+	}
+	if n != 1 {
+		return errors.New("exactly one of campaign, campaigns and all campaigns is required")
+	}
+	if !q.From.Before(q.To) {
+		return fmt.Errorf("empty range [%s, %s)", fluxTime(q.From), fluxTime(q.To))
+	}
+	return nil
+}
+
+func (q MinuteQuery) campaignsString() string {
+	switch {
+	case q.AllCampaigns:
+		return "all campaigns"
+	case len(q.Campaigns) > 0:
+		return fmt.Sprintf("campaigns %q", q.Campaigns)
+	}
+	return fmt.Sprintf("campaign %q", q.Campaign)
 }
 
 // minuteFromRecord decodes one pivoted tally row.

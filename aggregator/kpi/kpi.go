@@ -48,28 +48,76 @@ type Totals struct {
 
 // Compute merges points into KPIs. It does not modify the points.
 func Compute(points []Point) (KPIs, Totals, error) {
-	t := Totals{ByType: map[string]uint64{}, Bots: map[string]uint64{}}
-	var uniques sketch.State
+	var a Accumulator
 	for _, p := range points {
-		st := p.State
-		t.ByType[p.Series.Type] += st.Count
-		t.ValueMicros += st.ValueMicros
-		t.CostMicros += st.CostMicros
-		for r, n := range st.Bots {
-			t.Bots[r] += n
-		}
-		if p.Series.Type != "cost" {
-			if err := uniques.MergeUniques(st.Uniques); err != nil {
-				return KPIs{}, t, fmt.Errorf("merge uniques of %v: %w", p.Series, err)
-			}
+		if err := a.Add(p); err != nil {
+			return KPIs{}, a.Totals(), err
 		}
 	}
+	k, t := a.Result()
+	return k, t, nil
+}
+
+// Accumulator merges points one at a time, so a caller can fold a stream
+// of points into many buckets without holding the points. The zero value
+// is ready for use; it is not safe for concurrent use.
+type Accumulator struct {
+	// SkipUniques leaves the visitor sketches out: KPIs.Uniques stays 0,
+	// and an accumulator costs a few hundred bytes instead of up to 16 KB.
+	SkipUniques bool
+
+	byType      map[string]uint64
+	valueMicros int64
+	costMicros  int64
+	bots        map[string]uint64
+	uniques     sketch.State
+}
+
+// Add merges one point into a. It does not modify or keep the point.
+func (a *Accumulator) Add(p Point) error {
+	st := p.State
+	if a.byType == nil {
+		a.byType = make(map[string]uint64, 4)
+	}
+	a.byType[p.Series.Type] += st.Count
+	a.valueMicros += st.ValueMicros
+	a.costMicros += st.CostMicros
+	for r, n := range st.Bots {
+		if a.bots == nil {
+			a.bots = make(map[string]uint64, len(st.Bots))
+		}
+		a.bots[r] += n
+	}
+	if !a.SkipUniques && p.Series.Type != "cost" {
+		if err := a.uniques.MergeUniques(st.Uniques); err != nil {
+			return fmt.Errorf("merge uniques of %v: %w", p.Series, err)
+		}
+	}
+	return nil
+}
+
+// Totals returns copies of the exact sums so far.
+func (a *Accumulator) Totals() Totals {
+	t := Totals{ByType: make(map[string]uint64, len(a.byType)), ValueMicros: a.valueMicros,
+		CostMicros: a.costMicros, Bots: make(map[string]uint64, len(a.bots))}
+	for k, v := range a.byType {
+		t.ByType[k] = v
+	}
+	for k, v := range a.bots {
+		t.Bots[k] = v
+	}
+	return t
+}
+
+// Result returns the KPIs and the exact sums of everything added.
+func (a *Accumulator) Result() (KPIs, Totals) {
+	t := a.Totals()
 	k := KPIs{
 		Impressions: t.ByType["impression"],
 		Clicks:      t.ByType["click"],
 		Conversions: t.ByType["conversion"],
 		Pageviews:   t.ByType["pageview"],
-		Uniques:     uniques.UniquesEstimate(),
+		Uniques:     a.uniques.UniquesEstimate(),
 		Revenue:     sketch.FromMicros(t.ValueMicros),
 		Cost:        sketch.FromMicros(t.CostMicros),
 	}
@@ -80,7 +128,7 @@ func Compute(points []Point) (KPIs, Totals, error) {
 	k.CVR = ratio(float64(k.Conversions), float64(k.Clicks))
 	k.CPA = ratio(k.Cost, float64(k.Conversions))
 	k.ROAS = ratio(k.Revenue, k.Cost)
-	return k, t, nil
+	return k, t
 }
 
 func ratio(num, den float64) float64 {

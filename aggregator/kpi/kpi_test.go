@@ -61,3 +61,16 @@ func TestZeroDenominators(t *testing.T) {
 		t.Fatalf("empty window gives %+v", k)
 	}
 }
+
+func TestAccumulatorWithoutUniques(t *testing.T) {
+	a := Accumulator{SkipUniques: true}
+	for _, p := range []Point{point("impression", 10, 0, 0, 1, 2), point("click", 4, 0, 0, 3)} {
+		if err := a.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, tot := a.Result()
+	if k.Uniques != 0 || k.Impressions != 10 || k.Clicks != 4 || k.CTR != 0.4 || tot.ByType["click"] != 4 {
+		t.Fatalf("got %+v %+v", k, tot)
+	}
+}

@@ -80,6 +80,7 @@ func benchClusterMerge(b *testing.B, nodes int) {
 		cfg.HTTP.Listen = fmt.Sprintf("127.0.0.1:%d", tcp[i])
 		cfg.Influx.URL, cfg.Influx.Bucket = influx.URL(), influx.Bucket()
 		cfg.Merge.WriteInterval = 200 * time.Millisecond
+		cfg.Auth.Tokens = []aggconfig.Token{{Token: harness.DefaultAdminToken, Subject: "bench", Role: "admin"}}
 		if nodes > 1 {
 			cfg.Cluster.Bind, cfg.Cluster.Seeds, cfg.Cluster.Profile = seeds[i], seeds, "local"
 		}

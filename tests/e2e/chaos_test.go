@@ -102,7 +102,12 @@ func clusterView(hostport string) (view struct {
 	} `json:"members"`
 }, err error) {
 	cl := &http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get("http://" + hostport + "/api/v1/cluster")
+	req, err := http.NewRequest("GET", "http://"+hostport+"/api/v1/cluster", nil)
+	if err != nil {
+		return view, err
+	}
+	req.Header.Set("Authorization", "Bearer "+harness.DefaultAdminToken)
+	resp, err := cl.Do(req)
 	if err != nil {
 		return view, err
 	}

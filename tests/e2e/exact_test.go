@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +19,8 @@ import (
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 
 	"github.com/tally-edge/tally/internal/influxtest"
+	"github.com/tally-edge/tally/aggregator/api"
+	"github.com/tally-edge/tally/internal/harness"
 	"github.com/tally-edge/tally/internal/loadgen"
 )
 
@@ -179,6 +186,8 @@ func TestExactEndToEndUnderFaults(t *testing.T) {
 			wantK.impressions, wantK.clicks, wantK.conversions, k["uniques"], trueU, k["revenue"], k["cost"])
 	}
 
+	checkAPIRoutes(t, c.aggHTTP, gen.Campaigns(), from, to)
+
 	// Nothing is left behind: spools drained.
 	for _, a := range c.agents {
 		m := metrics(t, a.http)
@@ -308,11 +317,89 @@ func cellsEqual(got, want map[loadgen.Key]loadgen.Cell) string {
 	return fmt.Sprintf("%d cells differ; first: %s", diffs, first)
 }
 
+// checkAPIRoutes checks on the real stack that the campaign list, the
+// series (summed over steps) and the CSV export agree with the flat KPIs,
+// and that nothing is served without a token.
+func checkAPIRoutes(t *testing.T, hostport string, campaigns []string, from, to time.Time) {
+	t.Helper()
+	base := "http://" + hostport + "/api/v1/"
+	win := url.Values{"from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
+	if code, _ := apiGet(t, base+"kpis?campaign="+url.QueryEscape(campaigns[0]), ""); code != http.StatusUnauthorized {
+		t.Fatalf("kpis without a token: %d, want 401", code)
+	}
+	var list api.CampaignsResponse
+	if code, body := apiGet(t, base+"campaigns?"+win.Encode(), harness.DefaultAdminToken); code != 200 || json.Unmarshal(body, &list) != nil {
+		t.Fatalf("campaigns: %d %s", code, body)
+	}
+	for _, campaign := range campaigns {
+		k := kpis(t, hostport, campaign, from, to)
+		i := slices.IndexFunc(list.Campaigns, func(c api.CampaignKPIs) bool { return c.Campaign == campaign })
+		if i < 0 || float64(list.Campaigns[i].KPIs.Clicks) != k["clicks"] || float64(list.Campaigns[i].KPIs.Impressions) != k["impressions"] {
+			t.Fatalf("campaigns list %+v disagrees with kpis %v", list.Campaigns, k)
+		}
+		q := url.Values{"campaign": {campaign}, "metric": {"clicks,impressions"}, "step": {"1h"}, "from": win["from"], "to": win["to"]}
+		var series api.SeriesResponse
+		if code, body := apiGet(t, base+"series?"+q.Encode(), harness.DefaultAdminToken); code != 200 || json.Unmarshal(body, &series) != nil {
+			t.Fatalf("series: %d %s", code, body)
+		}
+		var clicks, impressions float64
+		for _, p := range series.Series[0].Points {
+			clicks += p.Values["clicks"]
+			impressions += p.Values["impressions"]
+		}
+		if clicks != k["clicks"] || impressions != k["impressions"] {
+			t.Fatalf("%s: series sums clicks %v impressions %v, kpis %v", campaign, clicks, impressions, k)
+		}
+		q.Del("metric")
+		code, body := apiGet(t, base+"export.csv?"+q.Encode(), harness.DefaultAdminToken)
+		rows, err := csv.NewReader(bytes.NewReader(body)).ReadAll()
+		if code != 200 || err != nil || len(rows) < 2 || slices.Index(rows[0], "clicks") < 0 {
+			t.Fatalf("export: %d %v %s", code, err, body)
+		}
+		col := slices.Index(rows[0], "clicks")
+		clicks = 0
+		for _, row := range rows[1:] {
+			v, _ := strconv.ParseFloat(row[col], 64)
+			clicks += v
+		}
+		if clicks != k["clicks"] {
+			t.Fatalf("%s: export sums %v clicks, kpis %v", campaign, clicks, k["clicks"])
+		}
+	}
+}
+
+// apiGet gets url with the bearer token (none when "").
+func apiGet(t *testing.T, url, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
 // kpis calls the KPI endpoint.
 func kpis(t *testing.T, hostport, campaign string, from, to time.Time) map[string]float64 {
 	t.Helper()
 	q := url.Values{"campaign": {campaign}, "from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
-	resp, err := http.Get("http://" + hostport + "/api/v1/kpis?" + q.Encode())
+	req, err := http.NewRequest(http.MethodGet, "http://"+hostport+"/api/v1/kpis?"+q.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+harness.DefaultAdminToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

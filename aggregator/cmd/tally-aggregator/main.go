@@ -5,10 +5,13 @@
 //
 //	tally-aggregator [flags]        run (default)
 //	tally-aggregator certs [flags]  create a development CA and certificates
+//	tally-aggregator token          print a new API token and its SHA-256
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -16,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/tally-edge/tally/aggregator"
+	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/internal/cli"
 	"github.com/tally-edge/tally/internal/pki"
@@ -27,10 +31,30 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "certs" {
 		return certs(args[1:])
 	}
+	if len(args) > 0 && args[0] == "token" {
+		return token(args[1:])
+	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			return aggregator.Run(ctx, cfg, logger, nil)
 		})
+}
+
+// token prints a new random API token and the SHA-256 that auth.tokens
+// can hold instead of it.
+func token(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintln(os.Stderr, "usage: tally-aggregator token")
+		return 2
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		fmt.Fprintln(os.Stderr, "tally-aggregator token:", err)
+		return 1
+	}
+	t := hex.EncodeToString(b)
+	fmt.Printf("token: %s\ntoken_sha256: %s\n", t, auth.HashToken(t))
+	return 0
 }
 
 // certs creates a development CA and certificates for agents and nodes.

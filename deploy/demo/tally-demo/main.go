@@ -13,6 +13,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -94,6 +96,10 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	}
 	defer db.Close()
 
+	token, err := adminToken(filepath.Join(dir, "token"))
+	if err != nil {
+		return err
+	}
 	type node struct {
 		name, quic, http, gossip string
 		proc                     *harness.Proc
@@ -111,7 +117,7 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		cfg := filepath.Join(dir, n.name+".yaml")
 		if err := harness.WriteAggregatorConfig(cfg, harness.AggregatorOptions{Name: n.name, DataDir: filepath.Join(dir, n.name),
 			QUICAddr: n.quic, HTTPAddr: n.http, CertsDir: certs, InfluxURL: db.URL(), InfluxBucket: db.Bucket(),
-			GossipAddr: n.gossip, Seeds: seeds}); err != nil {
+			GossipAddr: n.gossip, Seeds: seeds, AdminToken: token}); err != nil {
 			return err
 		}
 		n.proc = &harness.Proc{Name: n.name, Bin: aggBin, Args: []string{"-config", cfg}, LogPath: filepath.Join(logs, n.name+".log")}
@@ -155,9 +161,11 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	fmt.Printf(`
 Tally demo is running.
 
-  Dashboard   http://%[1]s/?campaign=spring_sale   (any node: %[10]s)
-  KPI API     curl 'http://%[1]s/api/v1/kpis?campaign=spring_sale'
-  Cluster     curl 'http://%[1]s/api/v1/cluster'   (members, owners)
+  Dashboard   http://%[1]s/?token=%[11]s
+              (every node serves the same global view: %[10]s)
+  KPI API     curl -H "Authorization: Bearer $(cat %[12]s)" 'http://%[1]s/api/v1/kpis?campaign=spring_sale&window=15m'
+  Cluster     curl -H "Authorization: Bearer $(cat %[12]s)" 'http://%[1]s/api/v1/cluster'   (members, owners)
+  Admin token %[12]s
   Metrics     http://%[1]s/metrics  (a node)   http://127.0.0.1:%[2]d/metrics  http://127.0.0.1:%[3]d/metrics  (agents)
   Agents      agent-eu (eu-west) POST http://127.0.0.1:%[2]d/v1/events
               agent-us (us-east) POST http://127.0.0.1:%[3]d/v1/events
@@ -168,7 +176,8 @@ Tally demo is running.
 
 Press Ctrl-C to stop everything.
 
-`, httpAddr, euPort, usPort, strings.Join(quics, " "), certs, db.URL(), db.Bucket(), logs, rate, strings.Join(nodeURLs, " "))
+`, httpAddr, euPort, usPort, strings.Join(quics, " "), certs, db.URL(), db.Bucket(), logs, rate, strings.Join(nodeURLs, " "),
+		token, filepath.Join(dir, "token"))
 
 	return generate(ctx, clients, rate, logger)
 }
@@ -209,4 +218,22 @@ func generate(ctx context.Context, clients []*loadgen.Client, rate int, logger *
 			}()
 		}
 	}
+}
+
+// adminToken returns the demo's admin API token from path, creating a
+// random one (readable by the owner only) on first use, so that a
+// dashboard link keeps working across demo runs.
+func adminToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	token := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return token, nil
 }

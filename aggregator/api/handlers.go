@@ -1,0 +1,479 @@
+package api
+
+import (
+	"context"
+	_ "embed"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tally-edge/tally/aggregator/auth"
+	"github.com/tally-edge/tally/aggregator/kpi"
+	"github.com/tally-edge/tally/aggregator/live"
+	"github.com/tally-edge/tally/sketch"
+)
+
+// now is the request time, whole seconds so that answers show plain
+// RFC 3339 times.
+func (s *Server) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Second) }
+
+// scoped builds the query of the caller's campaigns: campaign= when given
+// (403 when outside the caller's scope), else every campaign the caller
+// may see. It notes the campaigns for the audit log.
+func scoped(r *http.Request, p *auth.Principal, w window, requireCampaign bool) (Query, string, error) {
+	q := r.URL.Query()
+	c := q.Get(pCampaign)
+	if c == "" && (requireCampaign || q.Has(pCampaign)) {
+		return Query{}, "", badParam(pCampaign, "required")
+	}
+	query := Query{From: w.From, To: w.To, Source: q.Get("source"), Medium: q.Get("medium"),
+		Country: q.Get("country"), Device: q.Get("device"), Region: q.Get("region")}
+	switch {
+	case c != "":
+		if !p.CanSee(c) {
+			return Query{}, "", errForbidden{c}
+		}
+		query.Campaigns = []string{c}
+		auth.NoteCampaigns(r, c)
+	case p.AllCampaigns():
+		query.AllCampaigns = true
+		auth.NoteCampaigns(r, "*")
+	default:
+		query.Campaigns = p.Campaigns
+		auth.NoteCampaigns(r, p.Campaigns...)
+	}
+	return query, c, nil
+}
+
+// each runs q against the source within the query timeout.
+func (s *Server) each(ctx context.Context, q Query, fn func(kpi.Point) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	return s.source.EachMinute(ctx, q, fn)
+}
+
+// whoami serves GET /api/v1/whoami: the caller as the API sees it.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	return writeJSON(w, p)
+}
+
+// CampaignKPIs is one row of GET /api/v1/campaigns.
+type CampaignKPIs struct {
+	Campaign string   `json:"campaign"`
+	KPIs     kpi.KPIs `json:"kpis"`
+	// Previous covers the window of the same length just before.
+	Previous kpi.KPIs `json:"previous"`
+}
+
+// CampaignsResponse is the body of GET /api/v1/campaigns.
+type CampaignsResponse struct {
+	From      time.Time      `json:"from"`
+	To        time.Time      `json:"to"`
+	Campaigns []CampaignKPIs `json:"campaigns"`
+}
+
+// campaigns serves GET /api/v1/campaigns: headline KPIs per visible
+// campaign over the window and the one before it, sorted by name.
+func (s *Server) campaigns(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	win, err := parseWindow(r.URL.Query(), s.now(), s.cfg.MaxWindow)
+	if err != nil {
+		return err
+	}
+	q, _, err := scoped(r, p, win, false)
+	if err != nil {
+		return err
+	}
+	q.From = win.From.Add(-win.Len())
+	cur := map[string]*kpi.Accumulator{}
+	prev := map[string]*kpi.Accumulator{}
+	fromSec := ceilMinute(win.From)
+	err = s.each(r.Context(), q, func(pt kpi.Point) error {
+		m := cur
+		if pt.Minute < fromSec {
+			m = prev
+		}
+		acc := m[pt.Series.Campaign]
+		if acc == nil {
+			if len(cur)+len(prev) >= s.cfg.MaxPoints {
+				return &tooLargeError{paramError{pWindow, fmt.Sprintf("more than %d campaigns: narrow the filters", s.cfg.MaxPoints/2)}}
+			}
+			acc = &kpi.Accumulator{}
+			m[pt.Series.Campaign] = acc
+		}
+		return acc.Add(pt)
+	})
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(cur)+len(prev))
+	for _, m := range []map[string]*kpi.Accumulator{cur, prev} {
+		for c := range m {
+			if !slices.Contains(names, c) {
+				names = append(names, c)
+			}
+		}
+	}
+	slices.Sort(names)
+	resp := CampaignsResponse{From: win.From, To: win.To, Campaigns: make([]CampaignKPIs, 0, len(names))}
+	result := func(a *kpi.Accumulator) kpi.KPIs {
+		if a == nil {
+			return kpi.KPIs{}
+		}
+		k, _ := a.Result()
+		return k
+	}
+	for _, c := range names {
+		resp.Campaigns = append(resp.Campaigns, CampaignKPIs{Campaign: c, KPIs: result(cur[c]), Previous: result(prev[c])})
+	}
+	return writeJSON(w, resp)
+}
+
+// Group is one group of a breakdown.
+type Group struct {
+	Key  string   `json:"key"`
+	KPIs kpi.KPIs `json:"kpis"`
+}
+
+// BreakdownResponse is the body of GET /api/v1/kpis with by=.
+type BreakdownResponse struct {
+	Campaign string   `json:"campaign"`
+	By       string   `json:"by"`
+	Total    kpi.KPIs `json:"total"`
+	Groups   []Group  `json:"groups"`
+}
+
+// kpis serves GET /api/v1/kpis: one flat object of numbers for one
+// campaign over the window (default: the last hour), or with by= a
+// breakdown by one dimension.
+func (s *Server) kpis(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	uq := r.URL.Query()
+	win, err := parseWindow(uq, s.now(), s.cfg.MaxWindow)
+	if err != nil {
+		return err
+	}
+	by, err := parseBy(uq, false)
+	if err != nil {
+		return err
+	}
+	q, campaign, err := scoped(r, p, win, true)
+	if err != nil {
+		return err
+	}
+	var total kpi.Accumulator
+	if by == "" {
+		if err := s.each(r.Context(), q, total.Add); err != nil {
+			return err
+		}
+		k, _ := total.Result()
+		return writeJSON(w, k)
+	}
+	g := newGrid(win, 0, dimension(by), false, s.cfg.MaxPoints, pBy)
+	err = s.each(r.Context(), q, func(pt kpi.Point) error {
+		if err := total.Add(pt); err != nil {
+			return err
+		}
+		return g.add(pt)
+	})
+	if err != nil {
+		return err
+	}
+	resp := BreakdownResponse{Campaign: campaign, By: by, Groups: []Group{}}
+	resp.Total, _ = total.Result()
+	for _, k := range g.keys() {
+		resp.Groups = append(resp.Groups, Group{Key: k, KPIs: g.at(0, k)})
+	}
+	return writeJSON(w, resp)
+}
+
+// SeriesPoint is one step of a series.
+type SeriesPoint struct {
+	T      time.Time          `json:"t"`
+	Values map[string]float64 `json:"values"`
+}
+
+// Series is the points of one group ("" without by=).
+type Series struct {
+	Key    string        `json:"key"`
+	Points []SeriesPoint `json:"points"`
+}
+
+// SeriesResponse is the body of GET /api/v1/series.
+type SeriesResponse struct {
+	Campaign string    `json:"campaign"`
+	Step     string    `json:"step"`
+	From     time.Time `json:"from"`
+	To       time.Time `json:"to"`
+	By       string    `json:"by,omitempty"`
+	Metrics  []string  `json:"metrics"`
+	Series   []Series  `json:"series"`
+}
+
+// series serves GET /api/v1/series: metrics per step, optionally per
+// group; uniques are merged per step from the sketches.
+func (s *Server) series(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	uq := r.URL.Query()
+	metrics, err := parseMetrics(uq)
+	if err != nil {
+		return err
+	}
+	step, stepName, err := parseStep(uq)
+	if err != nil {
+		return err
+	}
+	win, err := parseWindow(uq, s.now(), s.cfg.MaxWindow)
+	if err != nil {
+		return err
+	}
+	by, err := parseBy(uq, uq.Get(pCampaign) == "")
+	if err != nil {
+		return err
+	}
+	keyOf, bound := func(sketch.Series) string { return "" }, pStep
+	if by != "" {
+		keyOf, bound = dimension(by), pBy
+	}
+	g := newGrid(win, step, keyOf, !slices.Contains(metrics, "uniques"), s.cfg.MaxPoints, bound)
+	if n := g.buckets(); n > MaxSeriesPoints {
+		return badParam(pStep, "%d points per series, more than %d: use a coarser step or a shorter window", n, MaxSeriesPoints)
+	}
+	q, campaign, err := scoped(r, p, win, false)
+	if err != nil {
+		return err
+	}
+	q.CountersOnly = g.skipUniques
+	if err := s.each(r.Context(), q, g.add); err != nil {
+		return err
+	}
+	keys := g.keys()
+	if by == "" {
+		keys = []string{""}
+	}
+	resp := SeriesResponse{Campaign: campaign, Step: stepName, From: win.From, To: win.To, By: by, Metrics: metrics,
+		Series: make([]Series, 0, len(keys))}
+	for _, key := range keys {
+		sr := Series{Key: key, Points: make([]SeriesPoint, 0, g.buckets())}
+		for t := g.first; t <= g.last; t += g.step {
+			k := g.at(t, key)
+			vals := make(map[string]float64, len(metrics))
+			for _, m := range metrics {
+				vals[m] = metricValue(k, m)
+			}
+			sr.Points = append(sr.Points, SeriesPoint{T: time.Unix(t, 0).UTC(), Values: vals})
+		}
+		resp.Series = append(resp.Series, sr)
+	}
+	return writeJSON(w, resp)
+}
+
+// BotsResponse is the body of GET /api/v1/bots.
+type BotsResponse struct {
+	// Total is the number of bot events filtered at the edge.
+	Total uint64 `json:"total"`
+	// ByReason splits Total by the layer that caught them (crawler,
+	// headless, datacenter, rate_ip, …).
+	ByReason map[string]uint64 `json:"by_reason"`
+	// Share is Total over all events, bots included (0 with no events).
+	Share float64 `json:"share"`
+}
+
+// bots serves GET /api/v1/bots: filtered bot events of one campaign over
+// the window, by reason.
+func (s *Server) bots(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	win, err := parseWindow(r.URL.Query(), s.now(), s.cfg.MaxWindow)
+	if err != nil {
+		return err
+	}
+	q, _, err := scoped(r, p, win, true)
+	if err != nil {
+		return err
+	}
+	q.CountersOnly = true
+	acc := kpi.Accumulator{SkipUniques: true}
+	if err := s.each(r.Context(), q, acc.Add); err != nil {
+		return err
+	}
+	k, t := acc.Result()
+	resp := BotsResponse{Total: k.BotsFiltered, ByReason: t.Bots}
+	var all uint64
+	for _, n := range t.ByType {
+		all += n
+	}
+	if all+k.BotsFiltered > 0 {
+		resp.Share = float64(k.BotsFiltered) / float64(all+k.BotsFiltered)
+	}
+	return writeJSON(w, resp)
+}
+
+// export serves GET /api/v1/export.csv: one row per step, campaign and
+// group (steps without data are left out), streamed a day of steps at a
+// time so that memory does not grow with the window.
+func (s *Server) export(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	uq := r.URL.Query()
+	step, _, err := parseStep(uq)
+	if err != nil {
+		return err
+	}
+	win, err := parseWindow(uq, s.now(), s.cfg.MaxWindow)
+	if err != nil {
+		return err
+	}
+	by, err := parseBy(uq, false)
+	if err != nil {
+		return err
+	}
+	q, campaign, err := scoped(r, p, win, false)
+	if err != nil {
+		return err
+	}
+	dim := func(sketch.Series) string { return "" }
+	if by != "" {
+		dim = dimension(by)
+	}
+	keyOf := func(sr sketch.Series) string { return sr.Campaign + "\x00" + dim(sr) }
+	stepSec := int64(step / time.Second)
+	perChunk := max(1, int64(24*time.Hour/step)) * stepSec
+	all := newGrid(win, step, keyOf, false, s.cfg.MaxPoints, pStep)
+
+	// chunk folds the steps of [start, start+perChunk) ∩ window.
+	chunk := func(start int64) (*grid, error) {
+		cw := window{From: maxTime(win.From, time.Unix(start, 0)), To: minTime(win.To, time.Unix(start+perChunk, 0))}
+		g := newGrid(cw, step, keyOf, false, s.cfg.MaxPoints, pStep)
+		cq := q
+		cq.From, cq.To = cw.From, cw.To
+		return g, s.each(r.Context(), cq, g.add)
+	}
+	// The first chunk is read before anything is written, so that bad
+	// bounds and a storage failure still get a proper status code.
+	g, err := chunk(all.first)
+	if err != nil {
+		return err
+	}
+	name := "all"
+	if campaign != "" {
+		name = campaign
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="tally-%s-%s.csv"`,
+		fileSafe(name), win.From.UTC().Format("20060102T150405Z")))
+	cw := csv.NewWriter(w)
+	header := []string{"time", "campaign"}
+	if by != "" {
+		header = append(header, by)
+	}
+	_ = cw.Write(append(header, Metrics...))
+	rc := http.NewResponseController(w)
+	for start := all.first; start <= all.last; start += perChunk {
+		if start != all.first {
+			if g, err = chunk(start); err != nil {
+				// The status line is gone: end the response abruptly so
+				// the client sees a broken download, not a short file.
+				s.log.Error("export failed mid-stream", "query", r.URL.RawQuery, "err", err)
+				panic(http.ErrAbortHandler)
+			}
+		}
+		writeRows(cw, g, by != "")
+		cw.Flush()
+		if err := cw.Error(); err != nil {
+			return nil // the client went away
+		}
+		_ = rc.Flush()
+	}
+	return nil
+}
+
+// writeRows writes a chunk's cells with data, by time then key.
+func writeRows(cw *csv.Writer, g *grid, withDim bool) {
+	cells := make([]cell, 0, len(g.cells))
+	for c := range g.cells {
+		cells = append(cells, c)
+	}
+	slices.SortFunc(cells, func(a, b cell) int {
+		if a.t != b.t {
+			return int(a.t - b.t)
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	for _, c := range cells {
+		campaign, dim, _ := strings.Cut(c.key, "\x00")
+		row := []string{time.Unix(c.t, 0).UTC().Format(time.RFC3339), campaign}
+		if withDim {
+			row = append(row, dim)
+		}
+		k := g.at(c.t, c.key)
+		for _, m := range Metrics {
+			row = append(row, strconv.FormatFloat(metricValue(k, m), 'f', -1, 64))
+		}
+		_ = cw.Write(row)
+	}
+}
+
+func fileSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 128 && (r == '-' || r == '_' || r == '.' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+var errNoStream = errors.New("the live stream is not available on this node")
+
+// stream serves GET /api/v1/stream: Server-Sent Events of the caller's
+// campaigns (or of the campaigns= it names, all of which it must see).
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if s.cfg.Hub == nil {
+		return errNoStream
+	}
+	only, err := parseList(r.URL.Query(), pCampaigns)
+	if err != nil {
+		return err
+	}
+	for _, c := range only {
+		if !p.CanSee(c) {
+			return errForbidden{c}
+		}
+	}
+	switch {
+	case len(only) > 0:
+		auth.NoteCampaigns(r, only...)
+	case p.AllCampaigns():
+		auth.NoteCampaigns(r, "*")
+	default:
+		auth.NoteCampaigns(r, p.Campaigns...)
+	}
+	scope := func(c string) bool { return p.CanSee(c) && (len(only) == 0 || slices.Contains(only, c)) }
+	_ = s.cfg.Hub.Serve(w, r, scope, s.cfg.Status())
+	return nil
+}
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+// openAPI serves GET /api/v1/openapi.json.
+func (s *Server) openAPI(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openAPIDoc)
+	return nil
+}
+
+var _ live.Publisher = (*live.Hub)(nil)
