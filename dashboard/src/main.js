@@ -129,7 +129,8 @@ class Dashboard {
     this.stopped = true;
     this.stream.client.stop();
     this.abort.abort();
-    for (const t of this.timers) clearTimeout(t), clearInterval(t);
+    clearTimeout(this.refreshTimer);
+    for (const t of this.timers) clearInterval(t);
     for (const [el, ev, fn] of this.listeners) el.removeEventListener(ev, fn);
     if (this.raf) cancelAnimationFrame(this.raf);
     Object.values(this.charts).forEach((c) => c.destroy());
@@ -201,7 +202,6 @@ class Dashboard {
     this.dirty.status = true;
     this.schedule();
     this.refreshTimer = setTimeout(() => this.refresh(), this.nodeError ? RETRY_MS : RANGES[this.range].refreshMs);
-    this.timers.push(this.refreshTimer);
   }
 
   /** call runs one REST request; it sorts out node-level failures and answers null on error. */
