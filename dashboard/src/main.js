@@ -51,7 +51,7 @@ class Dashboard {
     this.filter = "";
     this.rest = new Map(); // campaign -> {kpis, previous}
     this.live = new LiveStore();
-    this.history = null; // uPlot data of the selected range when not live
+    this.history = null; // uPlot data of the selected range from REST series
     this.drill = null;
     this.bots = null;
     this.nodeError = null; // why the node is unreachable, or null
@@ -194,8 +194,9 @@ class Dashboard {
   async refresh() {
     const gen = ++this.gen;
     clearTimeout(this.refreshTimer);
-    const jobs = [this.refreshCampaigns(gen), this.refreshDrill(gen)];
-    if (this.range !== "live") jobs.push(this.refreshHistory(gen));
+    // In the live view the series fill the minutes the stream has not
+    // delivered (before the page opened, or while it was down).
+    const jobs = [this.refreshCampaigns(gen), this.refreshDrill(gen), this.refreshHistory(gen)];
     await Promise.all(jobs);
     if (gen !== this.gen || this.stopped) return;
     this.refreshedAt = new Date();
@@ -589,7 +590,16 @@ class Dashboard {
     let data;
     if (this.range === "live") {
       const metrics = [...TRAFFIC, ...MONEY].map(([m]) => m);
-      const d = this.live.series(this.campaign ? [this.campaign] : null, metrics, Date.now() / 1000);
+      const { data: d, has } = this.live.series(this.campaign ? [this.campaign] : null, metrics, Date.now() / 1000);
+      const h = this.history && !this.history.error ? this.history : null;
+      if (h) {
+        const at = new Map(h[0].map((x, i) => [x, i]));
+        d[0].forEach((x, i) => {
+          const j = at.get(x);
+          if (has[i] || j === undefined) return;
+          metrics.forEach((m, k) => (d[1 + k][i] = h[1 + SERIES_METRICS.indexOf(m)][j]));
+        });
+      }
       data = { xs: d[0], get: (m) => d[1 + metrics.indexOf(m)] };
     } else if (this.history && !this.history.error) {
       const h = this.history;

@@ -58,17 +58,22 @@ export class LiveStore {
 
   /**
    * series returns uPlot data for the live window: [minutes, ...one
-   * array per metric], summed over the given campaigns (all if null).
+   * array per metric], summed over the given campaigns (all if null),
+   * and has[i], whether the stream delivered anything for minute i.
    */
   series(campaigns, metrics, nowSec) {
     const first = windowStart(nowSec);
     const xs = [];
     for (let i = 0; i < LIVE_MINUTES; i++) xs.push(first + 60 * i);
     const sums = xs.map(() => emptyKPIs());
+    const has = xs.map(() => false);
     const add = (m) => {
       for (const [minute, k] of m) {
         const i = (minute - first) / 60;
-        if (i >= 0 && i < LIVE_MINUTES) addCounters(sums[i], k, false);
+        if (i >= 0 && i < LIVE_MINUTES) {
+          addCounters(sums[i], k, false);
+          has[i] = true;
+        }
       }
     };
     if (campaigns) {
@@ -80,7 +85,7 @@ export class LiveStore {
       for (const m of this.campaigns.values()) add(m);
     }
     sums.forEach(withRatios);
-    return [xs, ...metrics.map((name) => sums.map((k) => k[name]))];
+    return { data: [xs, ...metrics.map((name) => sums.map((k) => k[name]))], has };
   }
 }
 

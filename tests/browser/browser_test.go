@@ -53,6 +53,9 @@ func TestMain(m *testing.M) {
 	if chrome.dir != "" {
 		os.RemoveAll(chrome.dir)
 	}
+	if realBins.dir != "" {
+		os.RemoveAll(realBins.dir)
+	}
 	os.Exit(code)
 }
 
