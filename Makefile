@@ -36,7 +36,8 @@ $(INFLUXD):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXDB_VERSION)
 
-test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration and e2e tests.
+test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e and browser tests.
+	cd dashboard && npm test --silent
 	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
 
 test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess) when absent.

@@ -12,6 +12,7 @@ export class SSEParser {
     this.onEvent = onEvent;
     this.onComment = onComment || (() => {});
     this.buf = "";
+    this.skipLF = false;
     this.event = "";
     this.data = "";
     this.hasData = false;
@@ -21,20 +22,17 @@ export class SSEParser {
 
   /** feed consumes one decoded chunk; lines may span chunks. */
   feed(chunk) {
+    if (this.skipLF && chunk[0] === "\n") chunk = chunk.slice(1); // the \n of a \r\n split between chunks
+    this.skipLF = false;
     const buf = this.buf + chunk;
     let start = 0;
     for (;;) {
       let i = start;
       while (i < buf.length && buf[i] !== "\n" && buf[i] !== "\r") i++;
       if (i >= buf.length) break;
-      if (buf[i] === "\r") {
-        if (i + 1 >= buf.length) break; // a \n may follow in the next chunk
-        this.line(buf.slice(start, i));
-        start = buf[i + 1] === "\n" ? i + 2 : i + 1;
-      } else {
-        this.line(buf.slice(start, i));
-        start = i + 1;
-      }
+      this.line(buf.slice(start, i));
+      if (buf[i] === "\r" && i + 1 === buf.length) this.skipLF = true;
+      start = buf[i] === "\r" && buf[i + 1] === "\n" ? i + 2 : i + 1;
     }
     this.buf = buf.slice(start);
   }
