@@ -342,6 +342,7 @@ class Dashboard {
     if (state === "open") {
       const wasDown = this.stream.state === "down";
       this.stream.state = "live";
+      Object.assign(this.dirty, { tiles: true, tableAll: true, charts: true });
       this.stream.error = null;
       if (wasDown || this.nodeError) this.refresh(); // catch up on what REST serves
       this.dirty.status = true;
@@ -356,6 +357,7 @@ class Dashboard {
       this.stream.retryMs = detail.retryMs;
       if (this.stream.state !== "down") this.stream.since = new Date();
       this.stream.state = "down";
+      Object.assign(this.dirty, { tiles: true, tableAll: true, charts: true });
     } else if (state === "connecting" && this.stream.state !== "down") {
       this.stream.state = "connecting";
     }
@@ -366,7 +368,9 @@ class Dashboard {
   /** campaignKPIs is what the table and tiles show for one campaign. */
   campaignKPIs(c) {
     const r = this.rest.get(c);
-    if (this.range === "live" && this.live.campaigns.has(c)) {
+    // While the stream is down its minutes go stale: REST, refreshed
+    // every few seconds, is the better source then.
+    if (this.range === "live" && this.stream.state === "live" && this.live.campaigns.has(c)) {
       const k = this.live.totals(c);
       // Uniques do not add up across minutes: they come merged from REST.
       k.uniques = r ? r.kpis.uniques : 0;
@@ -443,8 +447,8 @@ class Dashboard {
       text = "stream down";
       cls = "down";
       msg = `Live updates stopped: ${this.stream.error || "stream disconnected"}` +
-        ` (since ${time(this.stream.since)}). Reconnecting…` +
-        (this.stream.last ? ` The figures below are from ${time(this.stream.last)}.` : "");
+        ` (since ${time(this.stream.since)}). Reconnecting… Meanwhile the figures are refreshed every ${RANGES.live.refreshMs / 1000} s` +
+        (this.refreshedAt ? `, last at ${time(this.refreshedAt)}.` : ".");
     } else if (live) {
       text = this.stream.state === "live" ? "live" : "connecting…";
       cls = this.stream.state === "live" ? "live" : "connecting";
@@ -457,7 +461,7 @@ class Dashboard {
     st.title = this.stream.node ? `served by ${this.stream.node}` + (this.stream.members ? ` (${this.stream.members} nodes)` : "") : "";
     setText(banner, msg);
     banner.hidden = !msg;
-    document.querySelector("main").classList.toggle("stale", !!msg);
+    document.querySelector("main").classList.toggle("stale", !!this.nodeError);
     const exp = $("export");
     exp.disabled = !this.campaign;
     exp.title = this.campaign ? `Download ${this.campaign}, ${RANGES[this.range].text}, as CSV` : "Choose a campaign to export";
@@ -592,6 +596,7 @@ class Dashboard {
       const metrics = [...TRAFFIC, ...MONEY].map(([m]) => m);
       const { data: d, has } = this.live.series(this.campaign ? [this.campaign] : null, metrics, Date.now() / 1000);
       const h = this.history && !this.history.error ? this.history : null;
+      if (this.stream.state !== "live") has.fill(false);
       if (h) {
         const at = new Map(h[0].map((x, i) => [x, i]));
         d[0].forEach((x, i) => {
