@@ -36,14 +36,18 @@ type backend interface {
 	SendClicks(ctx context.Context, campaign string, n int) error
 }
 
-// outageBackend is a backend whose stream or whole node a test can take
+// streamBreaker is a backend whose live stream alone a test can take
 // down and bring back.
-type outageBackend interface {
-	backend
+type streamBreaker interface {
 	SetStreamDown(down bool)
-	SetNodeDown(down bool)
 	// ResumeIDs are the Last-Event-ID headers of stream reconnects.
 	ResumeIDs() []string
+}
+
+// nodeBreaker is a backend whose node a test can take down (it stops
+// answering at all) and bring back.
+type nodeBreaker interface {
+	SetNodeDown(t testing.TB, down bool)
 }
 
 // fakeBackend serves the fake API (fakeapi_test.go).
@@ -78,8 +82,9 @@ func (b *fakeBackend) SendClicks(ctx context.Context, campaign string, n int) er
 }
 
 func (b *fakeBackend) SetStreamDown(down bool) { b.f.setStreamDown(down) }
-func (b *fakeBackend) SetNodeDown(down bool)   { b.f.setNodeDown(down) }
 func (b *fakeBackend) ResumeIDs() []string     { return b.f.resumeIDs() }
+
+func (b *fakeBackend) SetNodeDown(_ testing.TB, down bool) { b.f.setNodeDown(down) }
 
 // apiGet reads an /api/v1 route with the role's token into out: the
 // ground truth the page's numbers are checked against.

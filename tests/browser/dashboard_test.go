@@ -32,7 +32,8 @@ var scenarios = []scenario{
 	{"DrillDownAndRanges", testDrillDownAndRanges},
 	{"ExportCSV", testExportCSV},
 	{"ViewerSeesOnlyItsCampaigns", testViewerScope},
-	{"StreamAndNodeDown", testStreamAndNodeDown},
+	{"StreamDown", testStreamDown},
+	{"NodeDown", testNodeDown},
 }
 
 // TestDashboardOnFakeAPI runs every scenario against the in-test fake of
@@ -363,16 +364,16 @@ func testViewerScope(t *testing.T, b backend) {
 	tb.shot("viewer")
 }
 
-func testStreamAndNodeDown(t *testing.T, b backend) {
-	ob, ok := b.(outageBackend)
+func testStreamDown(t *testing.T, b backend) {
+	sb, ok := b.(streamBreaker)
 	if !ok {
-		t.Skip("this backend cannot take its stream down on demand")
+		t.Skip("this backend cannot take its stream down alone")
 	}
 	tb := signInByLink(t, b, roleAdmin)
 	tb.waitJS("the live state", `document.getElementById("status").textContent === "live"`, 10*time.Second)
-	resumesBefore := len(ob.ResumeIDs())
+	resumesBefore := len(sb.ResumeIDs())
 
-	ob.SetStreamDown(true)
+	sb.SetStreamDown(true)
 	tb.waitJS("the stream-down state", `document.getElementById("status").textContent === "stream down" && !document.getElementById("banner").hidden`, 10*time.Second)
 	if msg := eval[string](tb, `document.getElementById("banner").textContent`); !strings.Contains(msg, "Live updates stopped") {
 		t.Errorf("banner says %q", msg)
@@ -386,16 +387,25 @@ func testStreamAndNodeDown(t *testing.T, b backend) {
 		t.Fatal(err)
 	}
 	tb.waitTile("clicks", clicksOf(t, b, "60m", nil), before+5, 15*time.Second)
-	ob.SetStreamDown(false)
+	sb.SetStreamDown(false)
 	tb.waitJS("live again", `document.getElementById("status").textContent === "live" && document.getElementById("banner").hidden`, 30*time.Second)
 	tb.waitTile("clicks", clicksOf(t, b, "60m", nil), before+5, 10*time.Second)
-	if ids := ob.ResumeIDs(); len(ids) <= resumesBefore {
+	if ids := sb.ResumeIDs(); len(ids) <= resumesBefore {
 		t.Errorf("the stream reconnected without Last-Event-ID")
 	}
+}
 
-	ob.SetNodeDown(true)
+func testNodeDown(t *testing.T, b backend) {
+	nb, ok := b.(nodeBreaker)
+	if !ok {
+		t.Skip("this backend cannot take its node down")
+	}
+	tb := signInByLink(t, b, roleAdmin)
+	tb.waitJS("the live state", `document.getElementById("status").textContent === "live"`, 10*time.Second)
+	nb.SetNodeDown(t, true)
 	tb.waitJS("the node-down state", `document.getElementById("status").textContent === "node down" && document.getElementById("banner").textContent.includes("Cannot reach")`, 15*time.Second)
 	tb.shot("node-down")
-	ob.SetNodeDown(false)
+	nb.SetNodeDown(t, false)
 	tb.waitJS("live again", `document.getElementById("status").textContent === "live" && document.getElementById("banner").hidden`, 30*time.Second)
+	tb.waitTile("clicks", clicksOf(t, b, "60m", nil), 0, 10*time.Second)
 }

@@ -24,6 +24,7 @@ import (
 // (internal/harness), with one static token per role. Traffic goes to the
 // agent's /v1/events, as a site's would.
 type realBackend struct {
+	agg       *harness.Proc
 	aggHTTP   string
 	agentURL  string
 	campaigns []string
@@ -145,6 +146,7 @@ func startRealBackend(t testing.TB) *realBackend {
 	}
 	agg := &harness.Proc{Name: "agg-1", Bin: filepath.Join(bin, "tally-aggregator"), Args: []string{"-config", aggCfg},
 		LogPath: filepath.Join(dir, "agg-1.log")}
+	b.agg = agg
 	agentCfg := filepath.Join(dir, "agent-1.yaml")
 	if err := harness.WriteAgentConfig(agentCfg, harness.AgentOptions{Name: "agent-1", Region: "eu", StateDir: filepath.Join(dir, "agent-1"),
 		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", tcp[1]), Aggregators: []string{fmt.Sprintf("127.0.0.1:%d", udp[0])}, CertsDir: certs,
@@ -235,6 +237,26 @@ func (b *realBackend) SendClicks(ctx context.Context, campaign string, n int) er
 			Visitor: v, IP: fmt.Sprintf("198.51.100.%d", i%250+1), UA: loadgen.BrowserUAs[0]})
 	}
 	return (&loadgen.Client{URL: b.agentURL}).Post(ctx, events)
+}
+
+// SetNodeDown stops the aggregator (gracefully) or starts it again on the
+// same addresses and waits until it is ready.
+func (b *realBackend) SetNodeDown(t testing.TB, down bool) {
+	t.Helper()
+	if down {
+		if err := b.agg.Stop(20 * time.Second); err != nil {
+			t.Fatalf("stop the aggregator: %v", err)
+		}
+		return
+	}
+	if err := b.agg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := harness.WaitHTTP(ctx, b.URL()+"/readyz", b.agg); err != nil {
+		t.Fatalf("restart the aggregator: %v\n%s", err, b.agg.LogTail(30))
+	}
 }
 
 // TestDashboardOnRealStack runs the scenarios against real processes.
