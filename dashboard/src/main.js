@@ -61,7 +61,6 @@ class Dashboard {
     this.timers = [];
     this.abort = new AbortController();
     this.rows = new Map(); // campaign -> {tr, cells, k}
-    this.order = [];
     this.dirty = { tiles: true, table: new Set(), tableAll: true, charts: true, drill: true, status: true, options: true };
     this.raf = 0;
     this.listeners = [];
@@ -71,7 +70,13 @@ class Dashboard {
     $("app").hidden = false;
     const who = this.who;
     $("whoami").textContent = `${who.subject} · ${who.role}`;
-    $("scope").textContent = who.campaigns ? `Signed in as a viewer of: ${who.campaigns.join(", ")}.` : "";
+    $("scope").textContent = !who.campaigns ? "" : who.campaigns.length
+      ? `Signed in as a viewer of: ${who.campaigns.join(", ")}.`
+      : "Signed in as a viewer of no campaign yet: ask an administrator for access.";
+    // The controls start where this session's state does (a previous
+    // session may have left them elsewhere).
+    for (const b of $("range").children) b.classList.toggle("on", b.dataset.range === this.range);
+    for (const b of $("dims").children) b.classList.toggle("on", b.dataset.dim === this.dim);
     this.buildTiles();
     this.charts = { traffic: new LineChart($("chart-traffic")), money: new LineChart($("chart-money")), drill: new LineChart($("chart-drill"), 200) };
     this.on($("range"), "click", (e) => {
