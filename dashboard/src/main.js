@@ -476,7 +476,7 @@ class Dashboard {
     const box = $("tiles");
     box.textContent = "";
     this.tiles = {};
-    for (const t of [...TILES, { key: "bots", label: "Bot share", help: "of all events, left out of every figure" }]) {
+    for (const t of [...TILES, { key: "bots", label: "Bot share", help: "" }]) {
       const el = document.createElement("div");
       el.className = "tile";
       el.dataset.kpi = t.key;
@@ -484,7 +484,7 @@ class Dashboard {
       el.children[0].textContent = t.label;
       el.children[3].textContent = t.help;
       box.appendChild(el);
-      this.tiles[t.key] = { value: el.children[1], delta: el.children[2] };
+      this.tiles[t.key] = { value: el.children[1], delta: el.children[2], help: el.children[3] };
     }
   }
 
@@ -520,12 +520,17 @@ class Dashboard {
       tile.delta.className = "delta " + ch.cls;
     }
     const b = this.tiles.bots;
+    // One campaign: /bots, over every event type. All campaigns: the
+    // share of the event types the KPIs count (there is no /bots total).
     let share = botShare(cur);
     let bots = cur.bots_filtered;
-    if (this.campaign && this.bots && this.range !== "live") {
+    let help = "of impressions, clicks, conversions and page views";
+    if (this.campaign && this.bots) {
       share = this.bots.share;
       bots = this.bots.total;
+      help = "of all events, left out of every figure";
     }
+    setText(this.tiles.bots.help, help);
     setText(b.value, known ? fmt.pct(share) : "–");
     b.value.dataset.value = String(share);
     setText(b.delta, known ? `${fmt.count(bots)} bot events filtered` : "");

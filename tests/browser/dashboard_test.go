@@ -242,6 +242,13 @@ func testDrillDownAndRanges(t *testing.T, b backend) {
 	tb.do("break down by country", chromedp.Click(chromedp.CSS(`#dims [data-dim=country]`)))
 	check("60m", "country")
 	tb.waitJS("the bot share", `document.getElementById("bots").textContent.includes("of events")`, 10*time.Second)
+	tb.waitTile("bots", func() float64 {
+		var bots struct {
+			Share float64 `json:"share"`
+		}
+		apiGet(t, b, roleAdmin, "bots", url.Values{"campaign": {campaign}, "window": {"60m"}}, &bots)
+		return bots.Share
+	}, 0, 10*time.Second)
 	tb.shot("country")
 
 	for _, r := range []struct{ button, window string }{{"24h", "24h"}, {"7d", "7d"}, {"1h", "1h"}} {
