@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/internal/harness"
 	"github.com/tally-edge/tally/internal/influxtest"
 	"github.com/tally-edge/tally/internal/loadgen"
@@ -103,6 +105,11 @@ func startRealBackend(t testing.TB) *realBackend {
 	if testing.Short() {
 		t.Skip("real stack: needs InfluxDB and built binaries")
 	}
+	// This tree's aggregator may predate the API's auth section; then
+	// there is nothing to sign in to.
+	if _, ok := reflect.TypeFor[config.Config]().FieldByName("Auth"); !ok {
+		t.Skip("the aggregator of this tree has no API auth section yet; this runs once the API work is merged")
+	}
 	bin := buildBinaries(t)
 	dir := t.TempDir()
 	tcp, err := harness.FreeTCP(2)
@@ -129,15 +136,6 @@ func startRealBackend(t testing.TB) *realBackend {
 			"HTTP": b.aggHTTP, "Influx": influxURL, "Bucket": bucket, "Viewer": strings.Join(b.ViewerCampaigns(), ", ")}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// This tree's aggregator may predate the API's auth section: ask it
-	// before starting anything.
-	writeConfig("http://127.0.0.1:1", "db/rp")
-	if out, err := exec.Command(filepath.Join(bin, "tally-aggregator"), "-config", aggCfg, "-check-config").CombinedOutput(); err != nil {
-		if strings.Contains(string(out), "field auth not found") {
-			t.Skipf("the aggregator of this tree has no API auth yet; this runs once the API work is merged (%s)", strings.TrimSpace(string(out)))
-		}
-		t.Fatalf("aggregator config: %v\n%s", err, out)
 	}
 	influx := influxtest.Start(t)
 	writeConfig(influx.URL(), influx.Bucket())
