@@ -16,7 +16,7 @@ TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
 
-.PHONY: help build test test-short test-deps demo bench chaos fuzz lint fmt tidy-check dashboard certs influxdb clean
+.PHONY: help build test test-short test-deps node-deps demo bench chaos fuzz lint fmt tidy-check dashboard certs influxdb clean
 
 # Debian packages that tests drive for real (nginx, chromium) and that the
 # benchmarks compare against (goaccess). Installed with apt-get when absent.
@@ -25,7 +25,7 @@ DEB_PACKAGES := nginx chromium goaccess
 help: ## Show the verbs.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-build: ## Build tally-agent, tally-aggregator and tally-demo into bin/.
+build: dashboard ## Build tally-agent, tally-aggregator and tally-demo into bin/.
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ ./agent/cmd/tally-agent ./aggregator/cmd/tally-aggregator ./deploy/demo/tally-demo
 
@@ -36,7 +36,8 @@ $(INFLUXD):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXDB_VERSION)
 
-test: influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration and e2e tests.
+test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e and browser tests.
+	cd dashboard && npm test --silent
 	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
 
 test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess) when absent.
@@ -49,13 +50,35 @@ test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goac
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  fi
 
+# The dashboard bundle (dashboard/static/app.js, app.css) is generated:
+# npm ci installs the exact versions of dashboard/package-lock.json, then
+# esbuild bundles dashboard/src. Both steps rerun only when their inputs
+# change. Without the bundle `go build` still works (the embedded shell
+# says to run make dashboard) but the browser tests fail.
+DASHBOARD_SRC := $(wildcard dashboard/src/*)
+DASHBOARD_DEPS := dashboard/node_modules/.package-lock.json
+
+dashboard: dashboard/static/app.js ## Bundle the dashboard (npm ci + esbuild) into dashboard/static/.
+
+dashboard/static/app.js: $(DASHBOARD_DEPS) $(DASHBOARD_SRC)
+	cd dashboard && npm run --silent build
+
+$(DASHBOARD_DEPS): dashboard/package.json dashboard/package-lock.json | node-deps
+	cd dashboard && npm ci --no-audit --no-fund
+
+node-deps: ## Install Node.js and npm from Debian packages when absent (the dashboard build needs them).
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	    echo "installing Debian packages: nodejs npm"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; \
+	  fi
+
 test-short: ## Unit tests only (no InfluxDB, no e2e).
 	$(GO) test -short -count=1 $(PKGS)
 
-demo: build influxdb ## Build, start InfluxDB, an aggregator, two agents and generated traffic; print the dashboard URL.
+demo: dashboard build influxdb ## Build, start InfluxDB, three aggregator nodes, two agents and generated traffic; print the dashboard link.
 	$(BIN)/tally-demo -bin $(BIN) -influxd $(INFLUXD) -dir .demo
 
-bench: influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
+bench: dashboard influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
 
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
@@ -86,4 +109,4 @@ certs: build ## Create a dev CA and certificates in .demo/certs.
 	$(BIN)/tally-aggregator certs -dir .demo/certs -agents agent-eu,agent-us -aggregators agg-1,agg-2,agg-3
 
 clean: ## Remove build output and demo state (keeps .bin/influxd).
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo dashboard/node_modules dashboard/static/app.js dashboard/static/app.css
