@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -291,6 +293,15 @@ func TestClusterChaos(t *testing.T) {
 	trafficStart := time.Now()
 	sleep := func(d time.Duration) { time.Sleep(d) }
 
+	// Every node streams every campaign live, whoever owns it.
+	sleep(3 * time.Second)
+	for _, name := range []string{"agg-1", "agg-2", "agg-3"} {
+		seen := streamCampaigns(t, c.nodes[name].http, 15*time.Second, len(gen.Campaigns()))
+		if len(seen) != len(gen.Campaigns()) {
+			t.Fatalf("%s's live stream showed %d of %d campaigns: %v", name, len(seen), len(gen.Campaigns()), seen)
+		}
+	}
+
 	// 1. SIGKILL agg-2; the others detect it and take its campaigns over.
 	sleep(5 * time.Second)
 	killAt := time.Now()
@@ -457,4 +468,52 @@ func waitSpoolBelow(t *testing.T, a *agentProc, n float64, d time.Duration) time
 	}
 	t.Fatalf("%s: spool did not drain within %s", a.name, d)
 	return 0
+}
+
+// streamCampaigns reads a node's live stream until it has seen want
+// campaigns in "minutes" messages (not the snapshot) or d passes.
+func streamCampaigns(t *testing.T, hostport string, d time.Duration, want int) map[string]bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+hostport+"/api/v1/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+harness.DefaultAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream on %s: status %d", hostport, resp.StatusCode)
+	}
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	event := ""
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: ") && event == "minutes":
+			var msg struct {
+				Updates []struct {
+					Campaign string `json:"campaign"`
+				} `json:"updates"`
+			}
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &msg); err != nil {
+				t.Fatalf("stream message: %v", err)
+			}
+			for _, u := range msg.Updates {
+				seen[u.Campaign] = true
+			}
+			if len(seen) >= want {
+				return seen
+			}
+		}
+	}
+	return seen
 }

@@ -18,9 +18,9 @@ import (
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 
-	"github.com/tally-edge/tally/internal/influxtest"
 	"github.com/tally-edge/tally/aggregator/api"
 	"github.com/tally-edge/tally/internal/harness"
+	"github.com/tally-edge/tally/internal/influxtest"
 	"github.com/tally-edge/tally/internal/loadgen"
 )
 
