@@ -476,40 +476,39 @@ func (p *Pipeline) write(ctx context.Context, sn *merge.Snapshot) error {
 	return nil
 }
 
-// campaignMinute names one campaign in one minute.
-type campaignMinute struct {
-	campaign string
-	minute   int64
-}
-
 // publish sends the merged state of every campaign-minute the snapshot
 // touched to the Publisher.
 func (p *Pipeline) publish(sn *merge.Snapshot) {
 	if p.cfg.Publisher == nil {
 		return
 	}
-	touched := map[campaignMinute]bool{}
+	touched := map[merge.CampaignMinute]bool{}
+	var cms []merge.CampaignMinute
 	for _, m := range sn.Minutes {
-		touched[campaignMinute{m.Key.Series.Campaign, m.Key.Minute}] = true
+		cm := merge.CampaignMinute{Campaign: m.Key.Series.Campaign, Minute: m.Key.Minute}
+		if !touched[cm] {
+			touched[cm] = true
+			cms = append(cms, cm)
+		}
 	}
-	ms, err := p.store.Merged(func(k sketch.Key) bool { return touched[campaignMinute{k.Series.Campaign, k.Minute}] })
+	ms, err := p.store.MergedOf(cms)
 	if err != nil {
 		p.log.Error("cannot compute live updates", "err", err)
 		return
 	}
-	groups := map[campaignMinute][]kpi.Point{}
+	groups := map[merge.CampaignMinute][]kpi.Point{}
 	for _, m := range ms {
-		cm := campaignMinute{m.Key.Series.Campaign, m.Key.Minute}
+		cm := merge.CampaignMinute{Campaign: m.Key.Series.Campaign, Minute: m.Key.Minute}
 		groups[cm] = append(groups[cm], kpi.Point{Series: m.Key.Series, Minute: m.Key.Minute, State: m.State})
 	}
 	updates := make([]live.Update, 0, len(groups))
 	for cm, pts := range groups {
 		k, _, err := kpi.Compute(pts)
 		if err != nil {
-			p.log.Error("cannot compute live update", "campaign", cm.campaign, "minute", cm.minute, "err", err)
+			p.log.Error("cannot compute live update", "campaign", cm.Campaign, "minute", cm.Minute, "err", err)
 			continue
 		}
-		updates = append(updates, live.Update{Campaign: cm.campaign, Minute: cm.minute, KPIs: k})
+		updates = append(updates, live.Update{Campaign: cm.Campaign, Minute: cm.Minute, KPIs: k})
 	}
 	p.cfg.Publisher.Publish(updates)
 }

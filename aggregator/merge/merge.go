@@ -52,15 +52,18 @@ type Stats struct {
 type Store struct {
 	now func() time.Time
 
-	mu                              sync.Mutex
-	minutes                         map[sketch.Key]*minute
+	mu      sync.Mutex
+	minutes map[sketch.Key]*minute
+	// byCampaign indexes minutes by campaign and minute, so the live
+	// view of one campaign-minute does not scan the store.
+	byCampaign                      map[CampaignMinute]map[sketch.Series]struct{}
 	applied, stale, loaded, evicted uint64
 	maxEvicted                      int64 // latest minute ever evicted
 }
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{now: time.Now, minutes: make(map[sketch.Key]*minute, 4096)}
+	return &Store{now: time.Now, minutes: make(map[sketch.Key]*minute, 4096), byCampaign: map[CampaignMinute]map[sketch.Series]struct{}{}}
 }
 
 // Decoded is a contribution whose sketches are decoded, ready to apply.
@@ -127,6 +130,13 @@ func (s *Store) apply(d *Decoded, now time.Time, loaded bool) (bool, error) {
 	if m == nil {
 		m = &minute{contribs: make(map[ContribID]*contrib, 2)}
 		s.minutes[d.Key] = m
+		cm := CampaignMinute{d.Key.Series.Campaign, d.Key.Minute}
+		set := s.byCampaign[cm]
+		if set == nil {
+			set = map[sketch.Series]struct{}{}
+			s.byCampaign[cm] = set
+		}
+		set[d.Key.Series] = struct{}{}
 	}
 	m.touched = now
 	c := m.contribs[d.ID]
@@ -285,7 +295,7 @@ func (s *Store) Evict(before time.Time) int {
 	n := 0
 	for k, m := range s.minutes {
 		if m.gen == m.written && m.touched.Before(before) {
-			delete(s.minutes, k)
+			s.forget(k)
 			if k.Minute > s.maxEvicted {
 				s.maxEvicted = k.Minute
 			}
@@ -343,23 +353,42 @@ func (sn *Snapshot) Subset(keep func(sketch.Key) bool) *Snapshot {
 	return out
 }
 
-// Merged returns the merged value of every series-minute in memory that
-// keep selects.
-func (s *Store) Merged(keep func(sketch.Key) bool) ([]Minute, error) {
+// CampaignMinute names one campaign in one minute.
+type CampaignMinute struct {
+	Campaign string
+	Minute   int64
+}
+
+// MergedOf returns the merged value of every series-minute in memory of
+// the given campaign-minutes (the live view of what a write round
+// touched), found through an index rather than a scan of the store.
+func (s *Store) MergedOf(cms []CampaignMinute) ([]Minute, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Minute
-	for k, m := range s.minutes {
-		if !keep(k) {
-			continue
+	for _, cm := range cms {
+		for series := range s.byCampaign[cm] {
+			k := sketch.Key{Series: series, Minute: cm.Minute}
+			merged, err := s.minutes[k].merged(k)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, Minute{Key: k, State: merged})
 		}
-		merged, err := m.merged(k)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Minute{Key: k, State: merged})
 	}
 	return out, nil
+}
+
+// forget removes a minute and its index entry. The caller holds s.mu.
+func (s *Store) forget(k sketch.Key) {
+	delete(s.minutes, k)
+	cm := CampaignMinute{k.Series.Campaign, k.Minute}
+	if set := s.byCampaign[cm]; set != nil {
+		delete(set, k.Series)
+		if len(set) == 0 {
+			delete(s.byCampaign, cm)
+		}
+	}
 }
 
 // DropClean forgets the clean series-minutes that drop selects (those of
@@ -373,7 +402,7 @@ func (s *Store) DropClean(drop func(sketch.Key) bool) int {
 	n := 0
 	for k, m := range s.minutes {
 		if m.gen == m.written && drop(k) {
-			delete(s.minutes, k)
+			s.forget(k)
 			n++
 		}
 	}

@@ -168,11 +168,15 @@ func TestSubsetMergedAndDropClean(t *testing.T) {
 	if s.Contains(sketch.Key{Series: series, Minute: 600}) || !s.Contains(sketch.Key{Series: other, Minute: 600}) {
 		t.Fatal("DropClean dropped the wrong minute")
 	}
-	ms, err := s.Merged(func(k sketch.Key) bool { return k.Series.Campaign == "d" })
+	ms, err := s.MergedOf([]CampaignMinute{{Campaign: "d", Minute: 600}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ms) != 1 || ms[0].State.Count != 7 || ms[0].State.UniquesEstimate() != 1 {
-		t.Fatalf("Merged = %+v", ms)
+		t.Fatalf("MergedOf = %+v", ms)
+	}
+	// The dropped minute is gone from the index too.
+	if ms, err := s.MergedOf([]CampaignMinute{{Campaign: "c", Minute: 600}}); err != nil || len(ms) != 0 {
+		t.Fatalf("MergedOf a dropped campaign-minute = %+v, %v", ms, err)
 	}
 }
