@@ -492,11 +492,11 @@ func (o *routedOut) take() ([][]byte, int) {
 	n := 0
 	for _, k := range keys {
 		bs, m := o.by[k].take()
+		if m == 0 {
+			delete(o.by, k) // an owner of a past membership
+		}
 		out = append(out, bs...)
 		n += m
-	}
-	if len(o.by) > 1 {
-		o.by = nil // per-owner batchers of a past membership
 	}
 	o.owners = nil
 	return out, n
