@@ -104,11 +104,10 @@ func clusterView(hostport string) (view struct {
 	} `json:"members"`
 }, err error) {
 	cl := &http.Client{Timeout: 5 * time.Second}
-	req, err := http.NewRequest("GET", "http://"+hostport+"/api/v1/cluster", nil)
+	req, err := adminRequest(context.Background(), "http://"+hostport+"/api/v1/cluster")
 	if err != nil {
 		return view, err
 	}
-	req.Header.Set("Authorization", "Bearer "+harness.DefaultAdminToken)
 	resp, err := cl.Do(req)
 	if err != nil {
 		return view, err
@@ -476,11 +475,10 @@ func streamCampaigns(t *testing.T, hostport string, d time.Duration, want int) m
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+hostport+"/api/v1/stream", nil)
+	req, err := adminRequest(ctx, "http://"+hostport+"/api/v1/stream")
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+harness.DefaultAdminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

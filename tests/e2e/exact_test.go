@@ -390,15 +390,24 @@ func apiGet(t *testing.T, url, token string) (int, []byte) {
 	return resp.StatusCode, body
 }
 
+// adminRequest is a GET of url with the harness's admin token.
+func adminRequest(ctx context.Context, url string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+harness.DefaultAdminToken)
+	return req, nil
+}
+
 // kpis calls the KPI endpoint.
 func kpis(t *testing.T, hostport, campaign string, from, to time.Time) map[string]float64 {
 	t.Helper()
 	q := url.Values{"campaign": {campaign}, "from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
-	req, err := http.NewRequest(http.MethodGet, "http://"+hostport+"/api/v1/kpis?"+q.Encode(), nil)
+	req, err := adminRequest(context.Background(), "http://"+hostport+"/api/v1/kpis?"+q.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+harness.DefaultAdminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
