@@ -153,8 +153,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		MetricsToken: cfg.HTTP.MetricsToken, Auth: authn, Audit: audit, Hub: hub,
 		Status: func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} }},
 		minuteSource{reader}, pipe.Ready, reg, reg, dashboard.Assets(), logger)
-	apiSrv.Handle(api.Route{Method: "GET", Path: "/api/v1/cluster", Name: "cluster", Roles: []auth.Role{auth.Admin, auth.Analyst}},
-		clusterHandler(cl, pub))
+	apiSrv.Handle(api.ClusterRoute, clusterHandler(cl, pub))
 	hsrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	hsrv.RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
 

@@ -85,6 +85,11 @@ type Route struct {
 	QueryToken bool
 }
 
+// ClusterRoute is GET /api/v1/cluster (members and owners), for admins
+// and analysts. The node serves it with Handle: the membership lives
+// outside this package.
+var ClusterRoute = Route{Method: http.MethodGet, Path: "/api/v1/cluster", Name: "cluster", Roles: []auth.Role{auth.Admin, auth.Analyst}}
+
 // New builds the API. ready reports whether the node can serve (nil when
 // it can); gatherer is exported at /metrics; assets (may be nil) is the
 // dashboard served at /.

@@ -615,3 +615,15 @@ func TestStreamForViewerWithQueryToken(t *testing.T) {
 		t.Fatalf("%d %s", code, body)
 	}
 }
+
+// TestClusterRouteRoles: the node's /api/v1/cluster goes through the same
+// guard: admins and analysts read it, viewers get 403, no token 401.
+func TestClusterRouteRoles(t *testing.T) {
+	e := newEnv(t)
+	e.srv.Handle(ClusterRoute, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(`{"node":"n"}`)) }))
+	for token, want := range map[string]int{adminToken: 200, analystToken: 200, viewerToken: 403, "": 401} {
+		if w := e.get("/api/v1/cluster", token); w.Code != want {
+			t.Errorf("token %q: status %d, want %d", token, w.Code, want)
+		}
+	}
+}
