@@ -5,7 +5,8 @@
 // Both sides of the wire use this package, so its encodings are part of the
 // protocol. Three rules keep the numbers exact:
 //
-//   - Counters (events, value and cost sums in micro-units, bot counts) are
+//   - Counters (events, value and cost sums in micro-units, bot counts and
+//     poll votes by answer) are
 //     cumulative per contribution and are replaced, never added, when a newer
 //     version of the same contribution arrives.
 //   - Uniques are shipped as the HyperLogLog register updates since the
@@ -20,6 +21,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"strings"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	enc "github.com/DataDog/sketches-go/ddsketch/encoding"
@@ -96,6 +98,9 @@ type State struct {
 	CostMicros int64
 	// Bots counts filtered bot events by reason.
 	Bots map[string]uint64
+	// Votes counts poll votes by VoteKey (poll and answer); nil until the
+	// first vote. Its total is part of Count.
+	Votes map[string]uint64
 	// Uniques holds visitor hashes; nil until the first visitor.
 	Uniques *hyperloglog.Sketch
 	// Values holds event values for quantiles; nil until the first value.
@@ -151,6 +156,30 @@ func (s *State) AddBot(reason string) {
 	s.Bots[reason]++
 }
 
+// VoteKey is the key of Votes for an answer of a poll.
+func VoteKey(poll, answer string) string { return poll + voteSep + answer }
+
+// SplitVote returns the poll and answer of a VoteKey. A key without the
+// separator (from a foreign writer) is an answer of the poll "".
+func SplitVote(key string) (poll, answer string) {
+	if p, a, ok := strings.Cut(key, voteSep); ok {
+		return p, a
+	}
+	return "", key
+}
+
+// voteSep separates poll and answer in a VoteKey: a control character,
+// which the agent removes from dimension values.
+const voteSep = "\x1f"
+
+// AddVotes counts n votes for key.
+func (s *State) AddVotes(key string, n uint64) {
+	if s.Votes == nil {
+		s.Votes = make(map[string]uint64, 1)
+	}
+	s.Votes[key] += n
+}
+
 // BotTotal returns the number of bot events over all reasons.
 func (s *State) BotTotal() uint64 {
 	var n uint64
@@ -170,6 +199,9 @@ func (s *State) MergeCounters(o *State) {
 			s.Bots = make(map[string]uint64, len(o.Bots))
 		}
 		s.Bots[r] += c
+	}
+	for k, c := range o.Votes {
+		s.AddVotes(k, c)
 	}
 }
 
@@ -240,6 +272,9 @@ func (s *State) Clone() *State {
 			c.Bots[r] = n
 		}
 	}
+	if len(s.Votes) > 0 {
+		c.Votes = maps.Clone(s.Votes)
+	}
 	if s.Uniques != nil {
 		c.Uniques = s.Uniques.Clone()
 	}
@@ -257,6 +292,7 @@ type Encoded struct {
 	ValueMicros int64             `msgpack:"v,omitempty"`
 	CostMicros  int64             `msgpack:"c,omitempty"`
 	Bots        map[string]uint64 `msgpack:"b,omitempty"`
+	Votes       map[string]uint64 `msgpack:"p,omitempty"`
 	HLL         []byte            `msgpack:"h,omitempty"`
 	Quantiles   []byte            `msgpack:"q,omitempty"`
 	// Registers carries HLL register updates (see Registers): what an
@@ -273,15 +309,21 @@ func (s *State) Encode() (Encoded, error) {
 	if len(e.Bots) > 0 {
 		e.Bots = maps.Clone(e.Bots)
 	}
+	if len(e.Votes) > 0 {
+		e.Votes = maps.Clone(e.Votes)
+	}
 	return e, err
 }
 
 // EncodeShared is Encode for an encoding that is used, and dropped,
-// before s changes again: its Bots is s's own map, not a copy.
+// before s changes again: its Bots and Votes are s's own maps, not copies.
 func (s *State) EncodeShared() (Encoded, error) {
 	e := Encoded{Count: s.Count, ValueMicros: s.ValueMicros, CostMicros: s.CostMicros}
 	if len(s.Bots) > 0 {
 		e.Bots = s.Bots
+	}
+	if len(s.Votes) > 0 {
+		e.Votes = s.Votes
 	}
 	if s.Uniques != nil {
 		b, err := s.Uniques.MarshalBinary()
@@ -306,6 +348,9 @@ func (e Encoded) Decode() (*State, error) {
 		for r, n := range e.Bots {
 			s.Bots[r] = n
 		}
+	}
+	if len(e.Votes) > 0 {
+		s.Votes = maps.Clone(e.Votes)
 	}
 	if len(e.HLL) > 0 {
 		h, err := DecodeHLL(e.HLL)

@@ -63,8 +63,8 @@ func appendSeries(b []byte, s *sketch.Series) []byte {
 
 func appendEncoded(b []byte, e *sketch.Encoded) []byte {
 	n := 1
-	for _, present := range [...]bool{e.ValueMicros != 0, e.CostMicros != 0, len(e.Bots) > 0, len(e.HLL) > 0,
-		len(e.Quantiles) > 0, len(e.Registers) > 0} {
+	for _, present := range [...]bool{e.ValueMicros != 0, e.CostMicros != 0, len(e.Bots) > 0, len(e.Votes) > 0,
+		len(e.HLL) > 0, len(e.Quantiles) > 0, len(e.Registers) > 0} {
 		if present {
 			n++
 		}
@@ -81,17 +81,11 @@ func appendEncoded(b []byte, e *sketch.Encoded) []byte {
 	}
 	if len(e.Bots) > 0 {
 		b = append(b, 0xa1, 'b')
-		b = appendMapLen(b, len(e.Bots))
-		var stack [8]string
-		reasons := stack[:0]
-		for r := range e.Bots {
-			reasons = append(reasons, r)
-		}
-		slices.Sort(reasons)
-		for _, r := range reasons {
-			b = appendString(b, r)
-			b = appendUint(b, e.Bots[r])
-		}
+		b = appendCounts(b, e.Bots)
+	}
+	if len(e.Votes) > 0 {
+		b = append(b, 0xa1, 'p')
+		b = appendCounts(b, e.Votes)
 	}
 	if len(e.HLL) > 0 {
 		b = append(b, 0xa1, 'h')
@@ -104,6 +98,23 @@ func appendEncoded(b []byte, e *sketch.Encoded) []byte {
 	if len(e.Registers) > 0 {
 		b = append(b, 0xa1, 'g')
 		b = appendBytes(b, e.Registers)
+	}
+	return b
+}
+
+// appendCounts writes a map of counts with its keys in order, so equal
+// maps encode alike.
+func appendCounts(b []byte, counts map[string]uint64) []byte {
+	b = appendMapLen(b, len(counts))
+	var stack [8]string
+	keys := stack[:0]
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b = appendString(b, k)
+		b = appendUint(b, counts[k])
 	}
 	return b
 }

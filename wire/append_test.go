@@ -50,6 +50,9 @@ func TestAppendContributionsMatchesMarshal(t *testing.T) {
 			case 2:
 				c.State.Bots = map[string]uint64{str(): uint64(anInt())}
 			}
+			if rng.IntN(2) == 1 {
+				c.State.Votes = map[string]uint64{sketch.VoteKey(str(), str()): uint64(anInt())}
+			}
 		}
 		var want bytes.Buffer
 		if err := marshal(&want, cs); err != nil {
