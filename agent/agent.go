@@ -70,8 +70,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 			CampaignUniques: cfg.Rollup.Uniques == "campaign"},
 		JournalMaxBytes: int64(cfg.Journal.MaxBytes), JournalFsync: cfg.Journal.Fsync,
 		MaxBatchContributions: cfg.Aggregator.MaxBatchContributions,
-		Cardinality: cardinality.Config{MaxCampaigns: cfg.Cardinality.MaxCampaigns,
-			MaxSources: cfg.Cardinality.MaxSources, MaxMediums: cfg.Cardinality.MaxMediums},
+		Cardinality:           guardConfig(cfg.Cardinality),
 	}, sp, reg, logger)
 	if err != nil {
 		return err
@@ -131,6 +130,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	mux.Handle("GET /v1/pixel.gif", web.Pixel())
 	mux.Handle("POST "+imports.CostPath, imp.Cost())
 	mux.Handle("POST "+imports.EmailWebhookPath, imp.EmailWebhook())
+	mux.Handle("POST "+imports.PollsPath, imp.Polls())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if sp.Full() {
@@ -317,4 +317,10 @@ func (t *trackedClient) Close() error {
 	}
 	t.b.mu.Unlock()
 	return t.Client.Close()
+}
+
+// guardConfig is the cardinality guard's view of the agent's limits.
+func guardConfig(c config.Cardinality) cardinality.Config {
+	return cardinality.Config{MaxCampaigns: c.MaxCampaigns, MaxSources: c.MaxSources,
+		MaxMediums: c.MaxMediums, MaxAnswers: c.MaxAnswers}
 }

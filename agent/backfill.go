@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tally-edge/tally/agent/botfilter"
-	"github.com/tally-edge/tally/agent/cardinality"
 	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/config"
 	"github.com/tally-edge/tally/agent/event"
@@ -147,8 +146,7 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 		Rollup: rollup.Config{Lateness: time.Minute, ByEventTime: true, MaxOpen: cfg.Rollup.MaxOpen,
 			CampaignUniques: cfg.Rollup.Uniques == "campaign"},
 		MaxBatchContributions: cfg.Aggregator.MaxBatchContributions,
-		Cardinality: cardinality.Config{MaxCampaigns: cfg.Cardinality.MaxCampaigns,
-			MaxSources: cfg.Cardinality.MaxSources, MaxMediums: cfg.Cardinality.MaxMediums},
+		Cardinality:           guardConfig(cfg.Cardinality),
 	}, sp, reg, logger)
 	if err != nil {
 		return sum, err

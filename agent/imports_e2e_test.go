@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -60,6 +61,7 @@ func openImportAgent(t *testing.T, dir string, epoch uint32) *importAgent {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/import/cost", h.Cost())
 	mux.Handle("POST /v1/webhooks/email", h.EmailWebhook())
+	mux.Handle("POST /v1/import/polls", h.Polls())
 	a := &importAgent{sp: sp, col: col, srv: httptest.NewServer(mux)}
 	t.Cleanup(a.crash)
 	return a
@@ -263,6 +265,96 @@ func TestImportCostAndEmailExactlyOnce(t *testing.T) {
 		t.Errorf("naive spring_sale cost %d: the imports did not repeat, the test proves nothing", n.costMicros)
 	}
 	for _, addr := range []string{"alice@", "Alice@", "bob@", "carol@", "dan@", "erin@", "example.com", "example.org", "example.net"} {
+		if bytes.Contains(payload, []byte(addr)) {
+			t.Fatalf("%q left the agent", addr)
+		}
+	}
+}
+
+// TestImportPollsExactlyOnce: a poll tool's export (one row per vote,
+// with voters' addresses) and a summary report (votes per answer) are
+// imported, re-imported and corrected; the votes that reach the spool,
+// merged by the receivers' rule, are the reports' truth once, answers
+// apart, and no voter's address leaves the agent.
+func TestImportPollsExactlyOnce(t *testing.T) {
+	a := openImportAgent(t, t.TempDir(), 1)
+	ctx := context.Background()
+	ts := time.Now().UTC().Add(-20 * time.Minute).Truncate(time.Minute)
+	at := func(sec int) string { return ts.Add(time.Duration(sec) * time.Second).Format(time.RFC3339) }
+	write := func(name, body string) string {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	perVote := write("votes.csv", "Timestamp,Campaign,Question,Answer,Respondent\n"+
+		at(1)+",launch,Which colour?,Red,ann@example.com\n"+
+		at(2)+",launch,Which colour?,Blue,bob@example.com\n"+
+		at(3)+",launch,Which colour?,Red,cy@example.com\n"+
+		at(4)+",launch,Which colour?,,dee@example.com\n"+ // no answer: rejected
+		at(5)+",launch,Ship it?,Yes,ann@example.com\n")
+	summary := write("summary.json", fmt.Sprintf(`[
+ {"date":%[1]q,"campaign":"newsletter","poll":"Rate us","answer":"5","votes":40},
+ {"date":%[1]q,"campaign":"newsletter","poll":"Rate us","answer":"4","votes":"12"},
+ {"date":%[1]q,"campaign":"newsletter","poll":"Rate us","answer":"1","votes":3}
+]`, ts.Format(time.DateOnly)))
+	for i := range 2 { // each file twice
+		if res, err := imports.PostFile(ctx, a.srv.URL, perVote, "polls"); err != nil || res.Accepted != 4 || res.Rejected != 1 || res.Events != 4 {
+			t.Fatalf("votes import %d: %+v, %v", i+1, res, err)
+		}
+		if res, err := imports.PostFile(ctx, a.srv.URL, summary, "polls"); err != nil || res.Accepted != 3 || res.Events != 3 {
+			t.Fatalf("summary import %d: %+v, %v", i+1, res, err)
+		}
+		a.flush(t)
+	}
+	// The tool recounts one answer of the summary.
+	fix := write("fix.ndjson", fmt.Sprintf(`{"date":%q,"campaign":"newsletter","poll":"Rate us","answer":"4","votes":13}`+"\n", ts.Format(time.DateOnly)))
+	if res, err := imports.PostFile(ctx, a.srv.URL, fix, "polls"); err != nil || res.Accepted != 1 {
+		t.Fatalf("correction: %+v, %v", res, err)
+	}
+	a.flush(t)
+
+	contribs, payload := a.drain(t)
+	type cid struct {
+		key sketch.Key
+		id  uint64
+	}
+	latest := map[cid]wire.Contribution{}
+	var naive uint64
+	for _, c := range contribs {
+		k := cid{sketch.Key{Series: c.Series, Minute: c.Minute}, c.CID}
+		if c.Version > latest[k].Version {
+			latest[k] = c
+		}
+		for _, n := range c.State.Votes {
+			naive += n
+		}
+	}
+	type vote struct{ campaign, poll, answer string }
+	got := map[vote]uint64{}
+	for _, c := range latest {
+		var sum uint64
+		for key, n := range c.State.Votes {
+			p, ans := sketch.SplitVote(key)
+			got[vote{c.Series.Campaign, p, ans}] += n
+			sum += n
+		}
+		if c.Series.Type != "poll_vote" || sum != c.State.Count {
+			t.Errorf("%s: %d votes in a state counting %d", c.Series, sum, c.State.Count)
+		}
+	}
+	want := map[vote]uint64{
+		{"launch", "Which colour?", "Red"}: 2, {"launch", "Which colour?", "Blue"}: 1, {"launch", "Ship it?", "Yes"}: 1,
+		{"newsletter", "Rate us", "5"}: 40, {"newsletter", "Rate us", "4"}: 13, {"newsletter", "Rate us", "1"}: 3,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("merged votes %v, want %v", got, want)
+	}
+	if naive < 2*60 {
+		t.Errorf("naive vote sum %d: the imports did not repeat, the test proves nothing", naive)
+	}
+	for _, addr := range []string{"ann@", "bob@", "cy@", "example.com"} {
 		if bytes.Contains(payload, []byte(addr)) {
 			t.Fatalf("%q left the agent", addr)
 		}

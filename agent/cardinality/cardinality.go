@@ -1,11 +1,11 @@
 // Package cardinality bounds the distinct values of the free-text series
-// dimensions (campaign, source, medium) per minute, so a misbehaving client
+// dimensions (campaign, source, medium) and of poll answers per minute, so a misbehaving client
 // or a scanner sending random UTM values cannot blow up the number of
 // series at the agent, on the wire and in InfluxDB.
 //
 // Beyond the limit a value is folded into Other: its events still count,
-// exactly, under the series ("(other)", …); only the label is lost. Every
-// fold is counted per dimension.
+// exactly, under the series ("(other)", …) or the poll's answer "(other)";
+// only the label is lost. Every fold is counted per dimension.
 package cardinality
 
 import (
@@ -18,13 +18,16 @@ import (
 // Other replaces a value over the limit.
 const Other = "(other)"
 
-// Dimensions guarded, in the order of Stats.Folded.
-var Dimensions = []string{"campaign", "source", "medium"}
+// Dimensions guarded, in the order of Folded. "answer" counts the distinct
+// (poll, answer) pairs of votes.
+var Dimensions = [numDims]string{"campaign", "source", "medium", "answer"}
+
+const numDims = 4
 
 // Config sets the limits: distinct values per dimension per minute. Zero
 // means the default of 1000; a negative value means unlimited.
 type Config struct {
-	MaxCampaigns, MaxSources, MaxMediums int
+	MaxCampaigns, MaxSources, MaxMediums, MaxAnswers int
 }
 
 func limit(v int) int {
@@ -38,7 +41,7 @@ func limit(v int) int {
 }
 
 type minuteSets struct {
-	values  [3]map[string]struct{}
+	values  [numDims]map[string]struct{}
 	touched int64
 }
 
@@ -46,14 +49,14 @@ type minuteSets struct {
 // the collector calls it under the rollup's lock, so folding follows the
 // journal's order and a replay folds nothing differently.
 type Guard struct {
-	limits  [3]int
+	limits  [numDims]int
 	minutes map[int64]*minuteSets
-	folded  [3]atomic.Uint64 // read by metrics from any goroutine
+	folded  [numDims]atomic.Uint64 // read by metrics from any goroutine
 }
 
 // New returns a Guard.
 func New(cfg Config) *Guard {
-	return &Guard{limits: [3]int{limit(cfg.MaxCampaigns), limit(cfg.MaxSources), limit(cfg.MaxMediums)},
+	return &Guard{limits: [numDims]int{limit(cfg.MaxCampaigns), limit(cfg.MaxSources), limit(cfg.MaxMediums), limit(cfg.MaxAnswers)},
 		minutes: make(map[int64]*minuteSets)}
 }
 
@@ -65,18 +68,32 @@ func (g *Guard) Fold(events []event.Event, now int64) {
 		e := &events[i]
 		m := g.minute(sketch.MinuteOf(e.UnixMillis), now)
 		for d, p := range [3]*string{&e.Series.Campaign, &e.Series.Source, &e.Series.Medium} {
-			set := m.values[d]
-			if _, ok := set[*p]; ok {
-				continue
-			}
-			if len(set) >= g.limits[d] {
+			if g.over(m, d, *p) {
 				*p = Other
-				g.folded[d].Add(1)
-				continue
 			}
-			set[*p] = struct{}{}
+		}
+		if e.Vote != "" && g.over(m, answer, e.Vote) {
+			poll, _ := sketch.SplitVote(e.Vote)
+			e.Vote = sketch.VoteKey(poll, Other)
 		}
 	}
+}
+
+const answer = 3 // the index of "answer" in Dimensions
+
+// over records v in dimension d of minute m and reports whether it is
+// over the limit (and counts the fold).
+func (g *Guard) over(m *minuteSets, d int, v string) bool {
+	set := m.values[d]
+	if _, ok := set[v]; ok {
+		return false
+	}
+	if len(set) >= g.limits[d] {
+		g.folded[d].Add(1)
+		return true
+	}
+	set[v] = struct{}{}
+	return false
 }
 
 // Observe records events that are already folded (a journal replay)
@@ -87,6 +104,9 @@ func (g *Guard) Observe(events []event.Event, now int64) {
 		m := g.minute(sketch.MinuteOf(e.UnixMillis), now)
 		for d, v := range [3]string{e.Series.Campaign, e.Series.Source, e.Series.Medium} {
 			m.values[d][v] = struct{}{}
+		}
+		if e.Vote != "" {
+			m.values[answer][e.Vote] = struct{}{}
 		}
 	}
 }
@@ -115,6 +135,10 @@ func (g *Guard) Evict(before int64) {
 
 // Folded returns how many values were folded per dimension (Dimensions order).
 // It is safe to call concurrently with Fold.
-func (g *Guard) Folded() [3]uint64 {
-	return [3]uint64{g.folded[0].Load(), g.folded[1].Load(), g.folded[2].Load()}
+func (g *Guard) Folded() [numDims]uint64 {
+	var n [numDims]uint64
+	for d := range n {
+		n[d] = g.folded[d].Load()
+	}
+	return n
 }

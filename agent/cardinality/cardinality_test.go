@@ -51,3 +51,26 @@ func TestEvictForgetsIdleMinutes(t *testing.T) {
 		t.Fatalf("evicted minute still limits: %q", evs[0].Series.Campaign)
 	}
 }
+
+func TestFoldsPollAnswersBeyondTheLimit(t *testing.T) {
+	g := New(Config{MaxAnswers: 2})
+	vote := func(answer string) event.Event {
+		e := ev("c", 600)
+		e.Series.Type, e.Vote = event.PollVote, sketch.VoteKey("p", answer)
+		return e
+	}
+	evs := []event.Event{vote("a"), vote("b"), vote("c"), vote("a"), ev("c", 600)}
+	g.Fold(evs, 1000)
+	want := []string{"a", "b", Other, "a", ""}
+	for i, w := range want {
+		if _, got := sketch.SplitVote(evs[i].Vote); got != w || (w == "" && evs[i].Vote != "") {
+			t.Fatalf("event %d: answer %q, want %q", i, got, w)
+		}
+	}
+	if p, _ := sketch.SplitVote(evs[2].Vote); p != "p" {
+		t.Fatalf("the folded vote lost its poll: %q", evs[2].Vote)
+	}
+	if f := g.Folded(); f[3] != 1 || f[0] != 0 {
+		t.Fatalf("folded %v", f)
+	}
+}

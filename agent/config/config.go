@@ -119,14 +119,16 @@ func (l *LogSource) TailConfig() tail.Config {
 	return c
 }
 
-// Cardinality bounds the distinct campaign, source and medium values per
-// minute. Beyond a limit, values fold into "(other)": their events still
-// count exactly, only the label is lost; tally_agent_cardinality_folded_total
-// says how often. 0 means the default (1000); -1 means unlimited.
+// Cardinality bounds the distinct campaign, source and medium values, and
+// (poll, answer) pairs of votes, per minute. Beyond a limit, values fold
+// into "(other)": their events still count exactly, only the label is
+// lost; tally_agent_cardinality_folded_total says how often. 0 means the
+// default (1000); -1 means unlimited.
 type Cardinality struct {
 	MaxCampaigns int `yaml:"max_campaigns"`
 	MaxSources   int `yaml:"max_sources"`
 	MaxMediums   int `yaml:"max_mediums"`
+	MaxAnswers   int `yaml:"max_answers"`
 }
 
 // HTTP is the ingest and admin listener.

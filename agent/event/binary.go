@@ -11,10 +11,11 @@ import (
 //
 //	uvarint count, then per event:
 //	  varint unix ms | uvarint visitor | varint value µ | varint cost µ |
-//	  byte flags (bit0 has value, bit1 imported row) |
+//	  byte flags (bit0 has value, bit1 imported row, bit2 vote) |
 //	  [if bit1: uvarint weight | uvarint row | uvarint row version] |
 //	  8 × (uvarint len, bytes):
-//	  campaign, source, medium, type, country, device, region, bot
+//	  campaign, source, medium, type, country, device, region, bot |
+//	  [if bit2: uvarint len, bytes: vote]
 //
 // It is local to one agent and never crosses the wire.
 
@@ -37,6 +38,9 @@ func AppendEvents(b []byte, events []Event) []byte {
 		if e.Row != 0 || e.Weight != 0 {
 			flags |= 2
 		}
+		if e.Vote != "" {
+			flags |= 4
+		}
 		b = append(b, flags)
 		if flags&2 != 0 {
 			b = binary.AppendUvarint(b, e.Weight)
@@ -47,6 +51,10 @@ func AppendEvents(b []byte, events []Event) []byte {
 			e.Series.Country, e.Series.Device, e.Series.Region, e.Bot} {
 			b = binary.AppendUvarint(b, uint64(len(s)))
 			b = append(b, s...)
+		}
+		if flags&4 != 0 {
+			b = binary.AppendUvarint(b, uint64(len(e.Vote)))
+			b = append(b, e.Vote...)
 		}
 	}
 	return b
@@ -59,7 +67,7 @@ func DecodeEvents(b []byte, dst []Event) ([]Event, error) {
 		return dst, ErrCorrupt
 	}
 	b = b[k:]
-	var intern [8]map[string]string
+	var intern [9]map[string]string
 	for range n {
 		var e Event
 		var ok bool
@@ -93,8 +101,14 @@ func DecodeEvents(b []byte, dst []Event) ([]Event, error) {
 			}
 		}
 		fields := [...]*string{&e.Series.Campaign, &e.Series.Source, &e.Series.Medium, &e.Series.Type,
-			&e.Series.Country, &e.Series.Device, &e.Series.Region, &e.Bot}
+			&e.Series.Country, &e.Series.Device, &e.Series.Region, &e.Bot, &e.Vote}
+		if flags&4 == 0 {
+			fields[len(fields)-1] = nil // no vote
+		}
 		for i, f := range fields {
+			if f == nil {
+				break
+			}
 			l, rest, ok := uvarint(b)
 			if !ok || l > uint64(len(rest)) {
 				return dst, ErrCorrupt

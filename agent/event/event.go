@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Types lists every accepted event type.
@@ -121,6 +122,27 @@ func fieldErr(field, code, format string, args ...any) *Error {
 const maxDim = 128
 
 // cleanDim trims and bounds a dimension value; empty becomes def.
+// PollVote is the event type of a poll vote, the one type whose events
+// carry a poll and an answer.
+const PollVote = "poll_vote"
+
+// NoPoll is the poll of a vote that names none.
+const NoPoll = "(none)"
+
+// cleanVoteLabel is cleanDim for a poll or an answer, with control
+// characters (which sketch.VoteKey uses as a separator) made spaces.
+func cleanVoteLabel(s, def string) string {
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		s = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return ' '
+			}
+			return r
+		}, s)
+	}
+	return cleanDim(s, def)
+}
+
 func cleanDim(s, def string) string {
 	s = strings.TrimSpace(s)
 	if s == "" {

@@ -38,6 +38,9 @@ type Event struct {
 	HasValue bool
 	// Bot is the reason the event was filtered, or "" for real traffic.
 	Bot string
+	// Vote is the sketch.VoteKey of a poll_vote's poll and answer; "" for
+	// other types.
+	Vote string
 	// Weight is how many events this one stands for (an ad network's
 	// "120,000 impressions" row); 0 means 1.
 	Weight uint64
@@ -150,6 +153,13 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 	}
 	if typ == "cost" && r.Cost == nil {
 		return fieldErr("cost", "missing_cost", "required for a cost event")
+	}
+	if typ == PollVote {
+		answer := cleanVoteLabel(r.Answer, "")
+		if answer == "" {
+			return fieldErr("answer", "missing_answer", "required for a poll_vote event")
+		}
+		e.Vote = sketch.VoteKey(cleanVoteLabel(r.Poll, NoPoll), answer)
 	}
 
 	ip := r.IP

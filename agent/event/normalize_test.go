@@ -1,8 +1,12 @@
 package event
 
 import (
+	"errors"
 	"net/url"
 	"testing"
+	"time"
+
+	"github.com/tally-edge/tally/sketch"
 )
 
 // TestSplitURLAgreesWithNetURL checks the allocation-free URL scan against
@@ -64,16 +68,40 @@ func TestRowFieldsSurviveTheJournal(t *testing.T) {
 	in := []Event{
 		{UnixMillis: 1, Weight: 120_000, Row: RowID("r1"), RowVersion: 99},
 		{UnixMillis: 2, HasValue: true, ValueMicros: 5},
+		{UnixMillis: 3, Vote: sketch.VoteKey("poll", "yes"), Series: sketch.Series{Type: PollVote}},
 	}
 	out, err := DecodeEvents(AppendEvents(nil, in), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out) != 2 || out[0].Weight != 120_000 || out[0].Row != RowID("r1") || out[0].RowVersion != 99 ||
-		out[1].Row != 0 || !out[1].HasValue || out[1].ValueMicros != 5 {
+	if len(out) != 3 || out[0].Weight != 120_000 || out[0].Row != RowID("r1") || out[0].RowVersion != 99 ||
+		out[1].Row != 0 || !out[1].HasValue || out[1].ValueMicros != 5 || out[1].Vote != "" ||
+		out[2].Vote != in[2].Vote || out[2].Series.Type != PollVote {
 		t.Fatalf("decoded %+v", out)
 	}
 	if RowID("r1") == RowID("r2") || RowID("r1")>>62 != 3 {
 		t.Fatal("row ids collide or lack their marker bits")
+	}
+}
+
+func TestPollVotes(t *testing.T) {
+	ctx := &Context{Now: time.Unix(1_700_000_000, 0), Region: "eu"}
+	var e Event
+	err := Normalize(&Raw{Type: PollVote, Poll: "p"}, ctx, nil, nil, &e)
+	var ee *Error
+	if !errors.As(err, &ee) || ee.Field != "answer" {
+		t.Fatalf("a vote without an answer: %v", err)
+	}
+	if err := Normalize(&Raw{Type: PollVote, Answer: " yes\x1fno ", Poll: "launch"}, ctx, nil, nil, &e); err != nil {
+		t.Fatal(err)
+	}
+	if p, a := sketch.SplitVote(e.Vote); p != "launch" || a != "yes no" {
+		t.Fatalf("vote %q: poll %q answer %q", e.Vote, p, a)
+	}
+	if err := Normalize(&Raw{Type: PollVote, Answer: "yes"}, ctx, nil, nil, &e); err != nil || e.Vote != sketch.VoteKey(NoPoll, "yes") {
+		t.Fatalf("vote without a poll: %q, %v", e.Vote, err)
+	}
+	if err := Normalize(&Raw{Type: "click", Answer: "yes", Poll: "p"}, ctx, nil, nil, &e); err != nil || e.Vote != "" {
+		t.Fatalf("a click carries a vote: %q, %v", e.Vote, err)
 	}
 }

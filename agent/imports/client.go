@@ -18,6 +18,7 @@ import (
 const (
 	CostPath         = "/v1/import/cost"
 	EmailWebhookPath = "/v1/webhooks/email"
+	PollsPath        = "/v1/import/polls"
 )
 
 // StatusError is an agent's answer other than 202.
@@ -49,8 +50,10 @@ func PostFile(ctx context.Context, agentURL, path, kind string) (Result, error) 
 		endpoint = CostPath
 	case "email":
 		endpoint = EmailWebhookPath
+	case "polls":
+		endpoint = PollsPath
 	default:
-		return Result{}, fmt.Errorf("import kind %q: want cost or email", kind)
+		return Result{}, fmt.Errorf("import kind %q: want cost, email or polls", kind)
 	}
 	u, err := url.Parse(agentURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

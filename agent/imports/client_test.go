@@ -72,7 +72,7 @@ func TestPostFile(t *testing.T) {
 		t.Fatalf("bad file: %v", err)
 	}
 	for _, tc := range []struct{ url, path, kind, want string }{
-		{srv.URL, bad, "poll", "want cost or email"},
+		{srv.URL, bad, "poll", "want cost, email or polls"},
 		{"127.0.0.1:8081", bad, "cost", "want http://host:port"},
 		{srv.URL, filepath.Join(t.TempDir(), "missing.csv"), "cost", "no such file"},
 	} {

@@ -34,11 +34,15 @@ const (
 	fClicks
 	fCurrency
 	fID
+	fPoll
+	fAnswer
+	fVotes
+	fVoter
 	numFields
 )
 
 var fieldNames = [numFields]string{"date", "ts", "campaign", "source", "medium", "country", "device",
-	"cost", "impressions", "clicks", "currency", "id"}
+	"cost", "impressions", "clicks", "currency", "id", "poll", "answer", "votes", "voter"}
 
 func (f field) String() string { return fieldNames[f] }
 
@@ -58,6 +62,49 @@ var columnNames = [numFields][]string{
 	fClicks:      {"clicks", "link_clicks"},
 	fCurrency:    {"currency", "currency_code"},
 	fID:          {"id", "row_id"},
+	fPoll:        {"poll", "poll_name", "question"},
+	fAnswer:      {"answer", "option", "choice"},
+	fVotes:       {"votes", "vote_count", "responses"},
+	fVoter:       {"voter", "respondent", "respondent_id", "user_id", "email"},
+}
+
+// reportKind is what differs between the report imports: the columns
+// each reads and requires, and how a row becomes events.
+type reportKind struct {
+	name     string // "cost" or "polls": in metrics, logs and keys
+	what     string // "a spend report", for errors
+	reads    [numFields]bool
+	required []requiredColumn
+}
+
+// requiredColumn is a column a report must have: any of fields.
+type requiredColumn struct {
+	fields []field
+	label  string
+}
+
+func newKind(name, what string, reads []field, required ...requiredColumn) *reportKind {
+	k := &reportKind{name: name, what: what, required: required}
+	for _, f := range reads {
+		k.reads[f] = true
+	}
+	return k
+}
+
+var (
+	common     = []field{fDate, fTS, fCampaign, fSource, fMedium, fCountry, fDevice, fID}
+	dateOrTS   = requiredColumn{[]field{fDate, fTS}, "date (or ts)"}
+	campaign   = requiredColumn{[]field{fCampaign}, "campaign"}
+	costReport = newKind("cost", "a spend report", append([]field{fCost, fImpressions, fClicks, fCurrency}, common...),
+		campaign, requiredColumn{[]field{fCost}, "cost (or spend)"}, dateOrTS)
+	pollReport = newKind("polls", "a poll report", append([]field{fPoll, fAnswer, fVotes, fVoter}, common...),
+		campaign, requiredColumn{[]field{fAnswer}, "answer"}, dateOrTS)
+)
+
+// field returns the field a column name gives in reports of kind k.
+func (k *reportKind) field(name string) (field, bool) {
+	f, ok := aliases[columnName(name)]
+	return f, ok && k.reads[f]
 }
 
 // aliases maps every name of columnNames to its field.
@@ -105,19 +152,20 @@ func (r *record) set(f field, v string) {
 
 func (r *record) get(f field) (string, bool) { return r.v[f], r.has[f] }
 
-// costRow is a validated report row.
-type costRow struct {
-	raw         event.Raw // the cost event as Normalize saw it
+// reportRow is a validated report row.
+type reportRow struct {
+	raw         event.Raw // the row's first event as Normalize saw it
 	day         bool      // given by date, not ts
 	key         string    // the row key: id, or the natural key
 	costMicros  int64
 	impressions uint64
 	clicks      uint64
+	votes       uint64
 }
 
-// serveCost implements POST /v1/import/cost.
-func (h *Handlers) serveCost(w http.ResponseWriter, r *http.Request) {
-	const kind = "cost"
+// serveReport implements POST /v1/import/cost and /v1/import/polls.
+func (h *Handlers) serveReport(w http.ResponseWriter, r *http.Request, rk *reportKind) {
+	kind := rk.name
 	body, ok := h.readBody(w, r, kind)
 	if !ok {
 		return
@@ -129,7 +177,7 @@ func (h *Handlers) serveCost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.cfg.Now()
-	imp := &costImport{h: h, ctx: h.eventContext(now), res: &Result{}, index: map[groupKey]int{}}
+	imp := &reportImport{h: h, kind: rk, ctx: h.eventContext(now), res: &Result{}, index: map[groupKey]int{}}
 	imp.dayCtx = imp.ctx
 	imp.dayCtx.MaxSkew = 24*time.Hour + h.cfg.MaxClockSkew
 	if f == formatCSV {
@@ -153,14 +201,15 @@ func (h *Handlers) serveCost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.accept(w, kind, events, imp.res) {
-		h.log.Info("imported a cost report", "format", f, "rows", imp.res.Accepted, "rejected", imp.res.Rejected,
+		h.log.Info("imported a report", "kind", kind, "format", f, "rows", imp.res.Accepted, "rejected", imp.res.Rejected,
 			"row_keys", len(imp.groups), "events", len(events))
 	}
 }
 
-// costImport is the state of one report import.
-type costImport struct {
+// reportImport is the state of one report import.
+type reportImport struct {
 	h      *Handlers
+	kind   *reportKind
 	ctx    event.Context // for rows given by ts
 	dayCtx event.Context // for rows given by date: may start up to a day ahead
 	res    *Result
@@ -168,7 +217,7 @@ type costImport struct {
 	// Rows with the same key (the same campaign, day, … in rows of ad
 	// groups or keywords) are summed: the report is the truth for every
 	// key it names, so a re-import that sums alike replaces alike.
-	groups []costRow
+	groups []reportRow
 	index  map[groupKey]int
 }
 
@@ -182,7 +231,7 @@ type groupKey struct {
 }
 
 // readCSV reads a CSV report: header row first, delimiter detected.
-func (imp *costImport) readCSV(body []byte) error {
+func (imp *reportImport) readCSV(body []byte) error {
 	delim := detectDelimiter(body)
 	cr := csv.NewReader(bytes.NewReader(body))
 	cr.Comma, cr.FieldsPerRecord, cr.ReuseRecord = delim, -1, true
@@ -195,7 +244,7 @@ func (imp *costImport) readCSV(body []byte) error {
 	for i, name := range header {
 		cols[i] = -1
 		n := columnName(name)
-		f, ok := aliases[n]
+		f, ok := imp.kind.field(name)
 		switch {
 		case n == "":
 		case !ok:
@@ -207,18 +256,14 @@ func (imp *costImport) readCSV(body []byte) error {
 		}
 	}
 	var missing []string
-	if named[fCampaign] == "" {
-		missing = append(missing, "campaign")
-	}
-	if named[fCost] == "" {
-		missing = append(missing, "cost (or spend)")
-	}
-	if named[fDate] == "" && named[fTS] == "" {
-		missing = append(missing, "date (or ts)")
+	for _, rc := range imp.kind.required {
+		if !slices.ContainsFunc(rc.fields, func(f field) bool { return named[f] != "" }) {
+			missing = append(missing, rc.label)
+		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("not a spend report: the header (line 1, delimiter %q) has no %s column; it has %q",
-			delim, strings.Join(missing, ", no "), header)
+		return fmt.Errorf("not %s: the header (line 1, delimiter %q) has no %s column; it has %q",
+			imp.kind.what, delim, strings.Join(missing, ", no "), header)
 	}
 	commaDecimal := delim != ','
 	index := 0
@@ -304,7 +349,7 @@ func blank(rec []string) bool {
 
 // readJSON reads rows as a JSON array or NDJSON of objects whose keys are
 // the CSV column names.
-func (imp *costImport) readJSON(body []byte) error {
+func (imp *reportImport) readJSON(body []byte) error {
 	items, err := splitJSON(body, imp.h.cfg.MaxRows)
 	if err != nil {
 		return err
@@ -321,7 +366,7 @@ func (imp *costImport) readJSON(body []byte) error {
 			continue
 		}
 		var row record
-		if err := jsonRecord(obj, &row, ignored); err != nil {
+		if err := jsonRecord(imp.kind, obj, &row, ignored); err != nil {
 			imp.res.reject(it.line, it.index, err)
 			continue
 		}
@@ -334,7 +379,7 @@ func (imp *costImport) readJSON(body []byte) error {
 	return nil
 }
 
-func jsonRecord(obj map[string]json.RawMessage, row *record, ignored map[string]bool) error {
+func jsonRecord(rk *reportKind, obj map[string]json.RawMessage, row *record, ignored map[string]bool) error {
 	var named [numFields]string
 	// Sorted keys make the error for two keys of one field deterministic.
 	keys := make([]string, 0, len(obj))
@@ -343,7 +388,7 @@ func jsonRecord(obj map[string]json.RawMessage, row *record, ignored map[string]
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		f, ok := aliases[columnName(k)]
+		f, ok := rk.field(k)
 		if !ok {
 			ignored[k] = true
 			continue
@@ -364,7 +409,7 @@ func jsonRecord(obj map[string]json.RawMessage, row *record, ignored map[string]
 }
 
 // add validates one row and folds it into its group.
-func (imp *costImport) add(line, index int, rec *record, commaDecimal bool) {
+func (imp *reportImport) add(line, index int, rec *record, commaDecimal bool) {
 	row, err := imp.parse(rec, commaDecimal)
 	if err != nil {
 		imp.res.reject(line, index, err)
@@ -375,7 +420,7 @@ func (imp *costImport) add(line, index int, rec *record, commaDecimal bool) {
 	if row.day {
 		ctx = &imp.dayCtx
 	}
-	if err := event.Normalize(&row.raw, ctx, nil, nil, &e); err != nil {
+	if err := event.Normalize(&row.raw, ctx, imp.hasher(), nil, &e); err != nil {
 		var ee *event.Error
 		if errors.As(err, &ee) && ee.Field == "ts" && row.day {
 			err = fmt.Errorf("date: %s", ee.Reason) // the row has no ts column
@@ -384,7 +429,7 @@ func (imp *costImport) add(line, index int, rec *record, commaDecimal bool) {
 		return
 	}
 	if row.key == "" {
-		row.key = naturalKey(&e, row.day)
+		row.key = naturalKey(imp.kind, &e, row.day)
 	}
 	gk := groupKey{key: row.key, series: e.Series, minute: sketch.MinuteOf(e.UnixMillis)}
 	i, seen := imp.index[gk]
@@ -396,18 +441,28 @@ func (imp *costImport) add(line, index int, rec *record, commaDecimal bool) {
 	}
 	g := &imp.groups[i]
 	sum := g.costMicros + row.costMicros
-	if sum > maxMicros || sum < -maxMicros || g.impressions+row.impressions > maxCount || g.clicks+row.clicks > maxCount {
+	if sum > maxMicros || sum < -maxMicros || g.impressions+row.impressions > maxCount || g.clicks+row.clicks > maxCount ||
+		g.votes+row.votes > maxCount {
 		imp.res.reject(line, index, fmt.Errorf("the rows with key %q sum to more than the limits (cost 1e12, counts 1e12)", row.key))
 		return
 	}
 	g.costMicros, g.impressions, g.clicks = sum, g.impressions+row.impressions, g.clicks+row.clicks
+	g.votes += row.votes
 	imp.res.Accepted++
 	imp.res.Summed++
 }
 
-// parse checks a row's fields and builds its cost event.
-func (imp *costImport) parse(rec *record, commaDecimal bool) (costRow, error) {
-	var row costRow
+// hasher hashes the voters of poll reports; spend reports have no visitors.
+func (imp *reportImport) hasher() event.Hasher {
+	if imp.kind == pollReport {
+		return imp.h.hasher
+	}
+	return nil
+}
+
+// parse checks a row's fields and builds its first event.
+func (imp *reportImport) parse(rec *record, commaDecimal bool) (reportRow, error) {
+	var row reportRow
 	campaign, ok := rec.get(fCampaign)
 	if !ok {
 		return row, errors.New("campaign: required")
@@ -416,36 +471,67 @@ func (imp *costImport) parse(rec *record, commaDecimal bool) (costRow, error) {
 	if err != nil {
 		return row, err
 	}
-	c, ok := rec.get(fCost)
-	if !ok {
-		return row, errors.New("cost: required")
-	}
-	if row.costMicros, err = parseMicros(c, commaDecimal); err != nil {
-		return row, fmt.Errorf("cost: %w", err)
-	}
-	if v, ok := rec.get(fImpressions); ok {
-		if row.impressions, err = parseCount(v); err != nil {
-			return row, fmt.Errorf("impressions: %w", err)
-		}
-	}
-	if v, ok := rec.get(fClicks); ok {
-		if row.clicks, err = parseCount(v); err != nil {
-			return row, fmt.Errorf("clicks: %w", err)
-		}
-	}
-	if cur, ok := rec.get(fCurrency); ok && imp.h.cfg.Currency != "" && !strings.EqualFold(cur, imp.h.cfg.Currency) {
-		return row, fmt.Errorf("currency: %q, but this deployment holds costs in %s (imports.currency); convert the report first", cur, imp.h.cfg.Currency)
-	}
 	row.key, _ = rec.get(fID)
 	row.day = day
-	cost := sketch.FromMicros(row.costMicros) // for Normalize's checks; the exact micros are set after
 	src, _ := rec.get(fSource)
 	med, _ := rec.get(fMedium)
 	country, _ := rec.get(fCountry)
 	device, _ := rec.get(fDevice)
-	row.raw = event.Raw{Type: "cost", TS: event.Time{UnixMillis: ms, Set: true}, Campaign: campaign,
-		Source: src, Medium: med, Country: country, Device: device, Cost: &cost}
-	return row, nil
+	row.raw = event.Raw{TS: event.Time{UnixMillis: ms, Set: true}, Campaign: campaign,
+		Source: src, Medium: med, Country: country, Device: device}
+	if imp.kind == pollReport {
+		return row, parseVotes(rec, &row)
+	}
+	return row, imp.parseCost(rec, commaDecimal, &row)
+}
+
+// parseVotes reads a poll report row: an answer and its votes (1 when
+// the report has no votes column: a row per vote).
+func parseVotes(rec *record, row *reportRow) error {
+	answer, ok := rec.get(fAnswer)
+	if !ok {
+		return errors.New("answer: required")
+	}
+	row.votes = 1
+	if v, ok := rec.get(fVotes); ok {
+		var err error
+		if row.votes, err = parseCount(v); err != nil {
+			return fmt.Errorf("votes: %w", err)
+		}
+	}
+	poll, _ := rec.get(fPoll)
+	voter, _ := rec.get(fVoter)
+	row.raw.Type, row.raw.Poll, row.raw.Answer, row.raw.Visitor = event.PollVote, poll, answer, voter
+	return nil
+}
+
+// parseCost reads a spend report row: cost, and impressions and clicks
+// when given.
+func (imp *reportImport) parseCost(rec *record, commaDecimal bool, row *reportRow) error {
+	c, ok := rec.get(fCost)
+	if !ok {
+		return errors.New("cost: required")
+	}
+	var err error
+	if row.costMicros, err = parseMicros(c, commaDecimal); err != nil {
+		return fmt.Errorf("cost: %w", err)
+	}
+	if v, ok := rec.get(fImpressions); ok {
+		if row.impressions, err = parseCount(v); err != nil {
+			return fmt.Errorf("impressions: %w", err)
+		}
+	}
+	if v, ok := rec.get(fClicks); ok {
+		if row.clicks, err = parseCount(v); err != nil {
+			return fmt.Errorf("clicks: %w", err)
+		}
+	}
+	if cur, ok := rec.get(fCurrency); ok && imp.h.cfg.Currency != "" && !strings.EqualFold(cur, imp.h.cfg.Currency) {
+		return fmt.Errorf("currency: %q, but this deployment holds costs in %s (imports.currency); convert the report first", cur, imp.h.cfg.Currency)
+	}
+	cost := sketch.FromMicros(row.costMicros) // for Normalize's checks; the exact micros are set after
+	row.raw.Type, row.raw.Cost = "cost", &cost
+	return nil
 }
 
 // rowTime returns the row's time in unix ms: ts when given, else the
@@ -491,8 +577,9 @@ func isInteger(s string) bool {
 // naturalKey is the row key of a row without an id: its time and the
 // normalised dimensions, e.g. "cost|2026-11-21|spring_sale|google|cpc|DE".
 // The device is appended only when the report gives one, so reports
-// without a device column keep the shorter key.
-func naturalKey(e *event.Event, day bool) string {
+// without a device column keep the shorter key. A poll row's key adds
+// the poll and answer, and the voter's hash when it names one.
+func naturalKey(rk *reportKind, e *event.Event, day bool) string {
 	t := time.UnixMilli(e.UnixMillis).UTC()
 	when := t.Format(time.DateOnly)
 	if !day && t.Truncate(24*time.Hour) != t {
@@ -500,24 +587,38 @@ func naturalKey(e *event.Event, day bool) string {
 	}
 	s := &e.Series
 	key := "cost|" + when + "|" + s.Campaign + "|" + s.Source + "|" + s.Medium + "|" + s.Country
+	if rk == pollReport {
+		key = "poll" + key[len("cost"):]
+	}
 	if s.Device != event.NoDevice {
 		key += "|" + s.Device
+	}
+	if e.Vote != "" {
+		key += "|" + strings.ReplaceAll(e.Vote, "\x1f", "|")
+	}
+	if e.Visitor != 0 {
+		key += "|" + strconv.FormatUint(e.Visitor, 16)
 	}
 	return key
 }
 
-// events builds the events of every row key: a cost event, and an
-// impression and a click event when the report gives any, each with a row
-// id of its own (key + "|" + type) and the import's version.
-func (imp *costImport) events(version uint64) ([]event.Event, error) {
+// events builds the events of every row key, each with a row id of its
+// own (key + "|" + type) and the import's version: of a spend report a
+// cost event, and an impression and a click event when the report gives
+// any; of a poll report a poll_vote event standing for the votes.
+func (imp *reportImport) events(version uint64) ([]event.Event, error) {
 	out := make([]event.Event, 0, len(imp.groups)*3)
+	types := []string{"cost", "impression", "click"}
+	if imp.kind == pollReport {
+		types = []string{event.PollVote}
+	}
 	for i := range imp.groups {
 		g := &imp.groups[i]
 		ctx := &imp.ctx
 		if g.day {
 			ctx = &imp.dayCtx
 		}
-		for _, typ := range [...]string{"cost", "impression", "click"} {
+		for _, typ := range types {
 			raw := g.raw
 			raw.Type = typ
 			var weight uint64
@@ -526,12 +627,14 @@ func (imp *costImport) events(version uint64) ([]event.Event, error) {
 				weight, raw.Cost = g.impressions, nil
 			case "click":
 				weight, raw.Cost = g.clicks, nil
+			case event.PollVote:
+				weight = g.votes
 			}
 			if typ != "cost" && weight == 0 {
 				continue
 			}
 			var e event.Event
-			if err := event.Normalize(&raw, ctx, nil, nil, &e); err != nil {
+			if err := event.Normalize(&raw, ctx, imp.hasher(), nil, &e); err != nil {
 				// The cost event of the same row passed: a bug, not bad input.
 				return nil, fmt.Errorf("row %q, %s event: %w", g.key, typ, err)
 			}

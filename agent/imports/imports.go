@@ -1,6 +1,7 @@
 // Package imports brings data that is not a live event into the agent:
-// ad spend reports (POST /v1/import/cost) and email tools' event webhooks
-// (POST /v1/webhooks/email). See README.md for the formats and the
+// ad spend reports (POST /v1/import/cost), poll results (POST
+// /v1/import/polls) and email tools' event webhooks (POST
+// /v1/webhooks/email). See README.md for the formats and the
 // configuration keys.
 //
 // Both turn their input into event.Raw and run it through event.Normalize,
@@ -149,16 +150,23 @@ func New(cfg Config, sink ingest.Sink, hasher event.Hasher, region string, reg p
 		h.sgKey, _ = parseECDSAKey(cfg.SendGridVerificationKey) // checked by Validate
 	}
 	h.rows = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_import_rows_total",
-		Help: "Imported report rows and webhook events by kind (cost, email) and result (accepted, rejected, ignored)."},
+		Help: "Imported report rows and webhook events by kind (cost, polls, email) and result (accepted, rejected, ignored)."},
 		[]string{"kind", "result"})
 	h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_import_requests_total",
-		Help: "Import and webhook requests by kind (cost, email) and status code."}, []string{"kind", "code"})
+		Help: "Import and webhook requests by kind (cost, polls, email) and status code."}, []string{"kind", "code"})
 	reg.MustRegister(h.rows, h.requests)
 	return h, nil
 }
 
 // Cost returns the handler of POST /v1/import/cost.
-func (h *Handlers) Cost() http.Handler { return http.HandlerFunc(h.serveCost) }
+func (h *Handlers) Cost() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serveReport(w, r, costReport) })
+}
+
+// Polls returns the handler of POST /v1/import/polls.
+func (h *Handlers) Polls() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serveReport(w, r, pollReport) })
+}
 
 // EmailWebhook returns the handler of POST /v1/webhooks/email.
 func (h *Handlers) EmailWebhook() http.Handler { return http.HandlerFunc(h.serveEmail) }

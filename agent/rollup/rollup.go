@@ -190,6 +190,9 @@ func (r *Rollup) apply(e *event.Event, now int64) {
 	r.stats.Events++
 	en.state.Count += e.Count()
 	en.state.CostMicros += e.CostMicros
+	if e.Vote != "" {
+		en.state.AddVotes(e.Vote, e.Count())
+	}
 	if e.HasValue {
 		en.state.AddValue(e.ValueMicros)
 	}
@@ -233,6 +236,9 @@ func (r *Rollup) applyRow(k sketch.Key, e *event.Event, now int64) {
 		return
 	}
 	en.state.Count = e.Count()
+	if e.Vote != "" {
+		en.state.Votes = map[string]uint64{e.Vote: e.Count()}
+	}
 	if e.HasValue {
 		en.state.AddValue(e.ValueMicros)
 	}

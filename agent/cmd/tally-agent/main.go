@@ -8,6 +8,7 @@
 //	tally-agent import-log [flags] FILE...  backfill historical access logs
 //	tally-agent import-cost [-agent URL] FILE...   post spend reports to a running agent
 //	tally-agent import-email [-agent URL] FILE...  post email event files to a running agent
+//	tally-agent import-polls [-agent URL] FILE...  post poll results to a running agent
 package main
 
 import (
@@ -33,7 +34,7 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "import-log" {
 		return importLog(args[1:])
 	}
-	if len(args) > 0 && (args[0] == "import-cost" || args[0] == "import-email") {
+	if len(args) > 0 && (args[0] == "import-cost" || args[0] == "import-email" || args[0] == "import-polls") {
 		return importFiles(args[0], args[1:])
 	}
 	return cli.Main("tally-agent", "tally-agent.yaml", args, config.Load,
@@ -123,8 +124,8 @@ func importLog(args []string) int {
 	return 0
 }
 
-// importFiles posts spend reports (import-cost) or email event files
-// (import-email) to a running agent and prints its answers. It exits 1
+// importFiles posts spend reports (import-cost), email event files
+// (import-email) or poll results (import-polls) to a running agent and prints its answers. It exits 1
 // when a file failed or had rejected rows, so a cron job notices.
 func importFiles(cmd string, args []string) int {
 	fs := flag.NewFlagSet("tally-agent "+cmd, flag.ContinueOnError)
