@@ -138,6 +138,7 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 	s.route(Route{Method: "GET", Path: "/api/v1/series", Name: "series", Roles: all,
 		Params: params([]string{pCampaign, pMetric, pStep, pBy}, data)}, s.series)
 	s.route(Route{Method: "GET", Path: "/api/v1/bots", Name: "bots", Roles: all, Params: params([]string{pCampaign}, data)}, s.bots)
+	s.route(Route{Method: "GET", Path: "/api/v1/polls", Name: "polls", Roles: all, Params: params([]string{pCampaign}, data)}, s.polls)
 	s.route(Route{Method: "GET", Path: "/api/v1/export.csv", Name: "export", Roles: all,
 		Params: params([]string{pCampaign, pStep, pBy}, data)}, s.export)
 	s.route(Route{Method: "GET", Path: "/api/v1/stream", Name: "stream", Roles: all, QueryToken: true,

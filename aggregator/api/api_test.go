@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -191,6 +192,9 @@ func TestBadParameters(t *testing.T) {
 		{"/api/v1/series?metric=clicks&by=os", "by"},
 		{"/api/v1/bots", "campaign"},
 		{"/api/v1/bots?campaign=c&step=1m", "step"},
+		{"/api/v1/polls", "campaign"},
+		{"/api/v1/polls?campaign=c&window=soon", "window"},
+		{"/api/v1/polls?campaign=c&by=source", "by"},
 		{"/api/v1/export.csv?campaign=c&step=0m", "step"},
 		{"/api/v1/export.csv?campaign=c&by=campaign", "by"},
 		{"/api/v1/stream?campaigns=a,,b", "campaigns"},
@@ -236,6 +240,8 @@ func TestRolesAgainstRoutes(t *testing.T) {
 		{"/api/v1/series?campaign=autumn&metric=uniques", 403},
 		{"/api/v1/bots?campaign=spring", 200},
 		{"/api/v1/bots?campaign=autumn", 403},
+		{"/api/v1/polls?campaign=spring", 200},
+		{"/api/v1/polls?campaign=autumn", 403},
 		{"/api/v1/export.csv?window=15m", 200},
 		{"/api/v1/export.csv?campaign=spring&by=source", 200},
 		{"/api/v1/export.csv?campaign=autumn", 403},
@@ -601,6 +607,40 @@ func TestBotsByReason(t *testing.T) {
 	got := decode[BotsResponse](t, e.get("/api/v1/bots?campaign=c", adminToken))
 	if got.Total != 3 || got.ByReason["crawler"] != 2 || got.ByReason["datacenter"] != 1 || got.Share != 0.3 {
 		t.Fatalf("got %+v", got)
+	}
+}
+
+// TestPollsByAnswer: votes of every minute and series of the campaign add
+// up per poll and answer; other campaigns' votes stay out.
+func TestPollsByAnswer(t *testing.T) {
+	vote := func(campaign, source string, m int64, votes map[[2]string]uint64) kpi.Point {
+		var n uint64
+		p := pt(campaign, source, "poll_vote", m, 0)
+		for pa, v := range votes {
+			p.State.AddVotes(sketch.VoteKey(pa[0], pa[1]), v)
+			n += v
+		}
+		p.State.Count = n
+		return p
+	}
+	e := newEnv(t,
+		vote("c", "mail", minute(1), map[[2]string]uint64{{"launch", "yes"}: 3, {"launch", "no"}: 1, {"colour", "blue"}: 2}),
+		vote("c", "web", minute(2), map[[2]string]uint64{{"launch", "yes"}: 2, {"launch", "later"}: 1}),
+		vote("d", "web", minute(2), map[[2]string]uint64{{"launch", "no"}: 50}),
+		pt("c", "web", "click", minute(2), 9))
+	got := decode[PollsResponse](t, e.get("/api/v1/polls?campaign=c", adminToken))
+	want := []Poll{
+		{Poll: "colour", Total: 2, Answers: []Answer{{"blue", 2, 1}}},
+		{Poll: "launch", Total: 7, Answers: []Answer{{"yes", 5, 5.0 / 7}, {"later", 1, 1.0 / 7}, {"no", 1, 1.0 / 7}}},
+	}
+	if !reflect.DeepEqual(got.Polls, want) {
+		t.Fatalf("polls = %+v\nwant %+v", got.Polls, want)
+	}
+	if got := decode[PollsResponse](t, e.get("/api/v1/polls?campaign=c&source=web", adminToken)); len(got.Polls) != 1 || got.Polls[0].Total != 3 {
+		t.Fatalf("source=web: %+v", got.Polls)
+	}
+	if got := decode[PollsResponse](t, e.get("/api/v1/polls?campaign=none", adminToken)); got.Polls == nil || len(got.Polls) != 0 {
+		t.Fatalf("a campaign without votes: %+v, want an empty list", got.Polls)
 	}
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/csv"
@@ -284,20 +285,10 @@ type BotsResponse struct {
 // bots serves GET /api/v1/bots: filtered bot events of one campaign over
 // the window, by reason.
 func (s *Server) bots(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	win, err := parseWindow(r.URL.Query(), s.now(), s.cfg.MaxWindow)
+	k, t, err := s.counters(r, p)
 	if err != nil {
 		return err
 	}
-	q, _, err := scoped(r, p, win, true)
-	if err != nil {
-		return err
-	}
-	q.CountersOnly = true
-	acc := kpi.Accumulator{SkipUniques: true}
-	if err := s.each(r.Context(), q, acc.Add); err != nil {
-		return err
-	}
-	k, t := acc.Result()
 	resp := BotsResponse{Total: k.BotsFiltered, ByReason: t.Bots}
 	var all uint64
 	for _, n := range t.ByType {
@@ -307,6 +298,86 @@ func (s *Server) bots(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 		resp.Share = float64(k.BotsFiltered) / float64(all+k.BotsFiltered)
 	}
 	return writeJSON(w, resp)
+}
+
+// PollsResponse is the body of GET /api/v1/polls.
+type PollsResponse struct {
+	// Polls lists every poll with votes in the window, by name.
+	Polls []Poll `json:"polls"`
+}
+
+// Poll is the result of one poll.
+type Poll struct {
+	Poll string `json:"poll"`
+	// Total is the number of votes over every answer.
+	Total uint64 `json:"total"`
+	// Answers are ordered by votes, most first (ties by answer).
+	Answers []Answer `json:"answers"`
+}
+
+// Answer is one answer of a poll.
+type Answer struct {
+	Answer string `json:"answer"`
+	Votes  uint64 `json:"votes"`
+	// Share is Votes over the poll's Total.
+	Share float64 `json:"share"`
+}
+
+// polls serves GET /api/v1/polls: the votes of one campaign's polls over
+// the window, by answer, exact.
+func (s *Server) polls(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	_, t, err := s.counters(r, p)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, PollsResponse{Polls: pollResults(t.Votes)})
+}
+
+// counters sums the exact counters (no sketches) of the request's one
+// campaign over its window and filters.
+func (s *Server) counters(r *http.Request, p *auth.Principal) (kpi.KPIs, kpi.Totals, error) {
+	win, err := parseWindow(r.URL.Query(), s.now(), s.cfg.MaxWindow)
+	if err != nil {
+		return kpi.KPIs{}, kpi.Totals{}, err
+	}
+	q, _, err := scoped(r, p, win, true)
+	if err != nil {
+		return kpi.KPIs{}, kpi.Totals{}, err
+	}
+	q.CountersOnly = true
+	acc := kpi.Accumulator{SkipUniques: true}
+	if err := s.each(r.Context(), q, acc.Add); err != nil {
+		return kpi.KPIs{}, kpi.Totals{}, err
+	}
+	k, t := acc.Result()
+	return k, t, nil
+}
+
+// pollResults groups votes by poll.
+func pollResults(votes map[string]uint64) []Poll {
+	byPoll := map[string]*Poll{}
+	for key, n := range votes {
+		poll, answer := sketch.SplitVote(key)
+		pr := byPoll[poll]
+		if pr == nil {
+			pr = &Poll{Poll: poll}
+			byPoll[poll] = pr
+		}
+		pr.Total += n
+		pr.Answers = append(pr.Answers, Answer{Answer: answer, Votes: n})
+	}
+	out := make([]Poll, 0, len(byPoll))
+	for _, pr := range byPoll {
+		for i := range pr.Answers {
+			pr.Answers[i].Share = float64(pr.Answers[i].Votes) / float64(pr.Total)
+		}
+		slices.SortFunc(pr.Answers, func(a, b Answer) int {
+			return cmp.Or(cmp.Compare(b.Votes, a.Votes), strings.Compare(a.Answer, b.Answer))
+		})
+		out = append(out, *pr)
+	}
+	slices.SortFunc(out, func(a, b Poll) int { return strings.Compare(a.Poll, b.Poll) })
+	return out
 }
 
 // export serves GET /api/v1/export.csv: one row per step, campaign and

@@ -139,6 +139,9 @@ func checkState(t *testing.T, what string, got, want *sketch.State) {
 	if len(got.Bots)+len(want.Bots) > 0 && !reflect.DeepEqual(got.Bots, want.Bots) {
 		t.Fatalf("%s: bots = %v, want %v", what, got.Bots, want.Bots)
 	}
+	if len(got.Votes)+len(want.Votes) > 0 && !reflect.DeepEqual(got.Votes, want.Votes) {
+		t.Fatalf("%s: votes = %v, want %v", what, got.Votes, want.Votes)
+	}
 	if g, w := got.UniquesEstimate(), want.UniquesEstimate(); g != w {
 		t.Fatalf("%s: uniques estimate = %d, want %d", what, g, w)
 	}

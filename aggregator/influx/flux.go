@@ -83,10 +83,10 @@ func tagEquals(key, value string) string {
 // and the encoded sketches. The derived fields (revenue, uniques, p50 ...)
 // are for dashboards reading InfluxDB directly; fetching them here would
 // only double the answer.
-const minuteFields = `r._field =~ /^(count|value_micros|cost_micros|hll|quantiles|bots_.+)$/`
+const minuteFields = `r._field =~ /^(count|value_micros|cost_micros|hll|quantiles|bots_.+|vote_.+)$/`
 
 // counterFields selects the exact counters only (MinuteQuery.CountersOnly).
-const counterFields = `r._field =~ /^(count|value_micros|cost_micros|bots_.+)$/`
+const counterFields = `r._field =~ /^(count|value_micros|cost_micros|bots_.+|vote_.+)$/`
 
 // minutesQuery builds QueryMinutes's Flux. The pivot comes straight after
 // the pushed-down read, where 1.8 uses a sorted pivot (SortedPivotRule),

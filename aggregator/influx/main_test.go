@@ -95,6 +95,10 @@ func newState(seed uint64, events, visitors, values int) *sketch.State {
 	for i := 0; i < events/10; i++ {
 		st.AddBot([]string{"ua", "rate", "datacenter"}[i%3])
 	}
+	// Votes with names that need escaping on their way to a field key.
+	for i := 0; i < events/7; i++ {
+		st.AddVotes(sketch.VoteKey([]string{"launch poll", "a/b"}[i%2], []string{"yes", "no, thanks", "50%=ok", "日本"}[i%4]), 1)
+	}
 	return st
 }
 

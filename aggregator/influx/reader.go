@@ -328,6 +328,17 @@ func minuteFromRecord(rec *query.FluxRecord) (MinutePoint, error) {
 				}
 				enc.Bots[valueFromTag(k[len(FieldBotsPrefix):])] = n
 			}
+		case strings.HasPrefix(k, FieldVotePrefix):
+			var n uint64
+			var key string
+			if n, err = uintValue(v); err == nil && n > 0 {
+				if key, err = voteFromField(k); err == nil {
+					if enc.Votes == nil {
+						enc.Votes = make(map[string]uint64)
+					}
+					enc.Votes[key] = n
+				}
+			}
 		}
 		if err != nil {
 			return MinutePoint{}, fmt.Errorf("tally %s minute %d: field %s: %w", p.Series, p.Minute, k, err)

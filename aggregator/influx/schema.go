@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -44,13 +45,16 @@ const (
 	FieldCost        = "cost"
 	FieldBots        = "bots"
 	FieldBotsPrefix  = "bots_"
-	FieldUniques     = "uniques"
-	FieldValueP50    = "value_p50"
-	FieldValueP90    = "value_p90"
-	FieldValueP99    = "value_p99"
-	FieldHLL         = "hll"
-	FieldQuantiles   = "quantiles"
-	FieldContribs    = "contribs"
+	// FieldVotePrefix starts the field of a poll answer's votes:
+	// vote_<poll>/<answer>, each part path-escaped (see VoteField).
+	FieldVotePrefix = "vote_"
+	FieldUniques    = "uniques"
+	FieldValueP50   = "value_p50"
+	FieldValueP90   = "value_p90"
+	FieldValueP99   = "value_p99"
+	FieldHLL        = "hll"
+	FieldQuantiles  = "quantiles"
+	FieldContribs   = "contribs"
 )
 
 // NoneTag is stored for an empty dimension, because InfluxDB drops tags
@@ -139,6 +143,28 @@ func needsSanitizing(v string) bool {
 }
 
 // valueFromTag inverts TagValue where it can.
+// VoteField is the field of a sketch.VoteKey's votes, e.g.
+// "vote_launch%20poll/yes": poll and answer path-escaped, so the one '/'
+// separates them and the name survives line protocol and Flux.
+func VoteField(key string) string {
+	poll, answer := sketch.SplitVote(key)
+	return FieldVotePrefix + url.PathEscape(poll) + "/" + url.PathEscape(answer)
+}
+
+// voteFromField is the sketch.VoteKey of a VoteField name.
+func voteFromField(field string) (string, error) {
+	poll, answer, ok := strings.Cut(strings.TrimPrefix(field, FieldVotePrefix), "/")
+	if !ok {
+		return "", fmt.Errorf("vote field %q has no '/' between poll and answer", field)
+	}
+	p, err1 := url.PathUnescape(poll)
+	a, err2 := url.PathUnescape(answer)
+	if err := errors.Join(err1, err2); err != nil {
+		return "", fmt.Errorf("vote field %q: %w", field, err)
+	}
+	return sketch.VoteKey(p, a), nil
+}
+
 func valueFromTag(t string) string {
 	if t == NoneTag {
 		return ""
@@ -282,6 +308,13 @@ func appendMinute(b []byte, p *MinutePoint) ([]byte, error) {
 			return b[:start], err
 		}
 		f.int(FieldBotsPrefix+TagValue(reason), v)
+	}
+	for key, n := range st.Votes {
+		v, err := toInt(n, "votes "+key)
+		if err != nil {
+			return b[:start], err
+		}
+		f.int(VoteField(key), v)
 	}
 	f.int(FieldUniques, uniques)
 	if st.Values != nil && !st.Values.IsEmpty() {

@@ -148,3 +148,27 @@ func TestMinutesQueryShape(t *testing.T) {
 		t.Fatalf("query filters on an unset dimension:\n%s", q)
 	}
 }
+
+func TestVoteFieldRoundTrip(t *testing.T) {
+	for _, kv := range [][3]string{
+		{"launch", "yes", "vote_launch/yes"},
+		{"a/b", "c d", "vote_a%2Fb/c%20d"},
+		{"", "50%", "vote_/50%25"},
+		{"日本", "x=y,z", "vote_%E6%97%A5%E6%9C%AC/x=y%2Cz"},
+	} {
+		key := sketch.VoteKey(kv[0], kv[1])
+		f := VoteField(key)
+		if f != kv[2] {
+			t.Errorf("VoteField(%q, %q) = %q, want %q", kv[0], kv[1], f, kv[2])
+		}
+		back, err := voteFromField(f)
+		if err != nil || back != key {
+			t.Errorf("voteFromField(%q) = %q, %v; want %q", f, back, err, key)
+		}
+	}
+	for _, bad := range []string{"vote_noslash", "vote_%zz/a"} {
+		if _, err := voteFromField(bad); err == nil {
+			t.Errorf("voteFromField(%q) accepted a malformed field", bad)
+		}
+	}
+}

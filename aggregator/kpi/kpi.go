@@ -5,6 +5,7 @@ package kpi
 
 import (
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/tally-edge/tally/sketch"
@@ -44,6 +45,8 @@ type Totals struct {
 	ValueMicros int64
 	CostMicros  int64
 	Bots        map[string]uint64
+	// Votes counts poll votes by sketch.VoteKey.
+	Votes map[string]uint64
 }
 
 // Compute merges points into KPIs. It does not modify the points.
@@ -70,6 +73,7 @@ type Accumulator struct {
 	valueMicros int64
 	costMicros  int64
 	bots        map[string]uint64
+	votes       map[string]uint64
 	uniques     sketch.State
 }
 
@@ -88,6 +92,12 @@ func (a *Accumulator) Add(p Point) error {
 		}
 		a.bots[r] += n
 	}
+	for v, n := range st.Votes {
+		if a.votes == nil {
+			a.votes = make(map[string]uint64, len(st.Votes))
+		}
+		a.votes[v] += n
+	}
 	if !a.SkipUniques && p.Series.Type != "cost" {
 		if err := a.uniques.MergeUniques(st.Uniques); err != nil {
 			return fmt.Errorf("merge uniques of %v: %w", p.Series, err)
@@ -105,6 +115,9 @@ func (a *Accumulator) Totals() Totals {
 	}
 	for k, v := range a.bots {
 		t.Bots[k] = v
+	}
+	if len(a.votes) > 0 {
+		t.Votes = maps.Clone(a.votes)
 	}
 	return t
 }
