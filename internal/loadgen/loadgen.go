@@ -27,6 +27,8 @@ type Event struct {
 	URL      string   `json:"url,omitempty"`
 	Value    *float64 `json:"value,omitempty"`
 	Cost     *float64 `json:"cost,omitempty"`
+	Poll     string   `json:"poll,omitempty"`
+	Answer   string   `json:"answer,omitempty"`
 
 	// Bot is the generator's own label: this event comes from a crawler.
 	Bot bool `json:"-"`
@@ -87,7 +89,17 @@ var types = []struct {
 	weight int
 }{
 	{"impression", 560}, {"pageview", 200}, {"click", 120}, {"email_open", 40}, {"email_click", 15},
-	{"conversion", 25}, {"cost", 10}, {"video_play", 15}, {"form_submit", 10}, {"bounce", 5},
+	{"conversion", 25}, {"cost", 10}, {"video_play", 15}, {"form_submit", 10}, {"bounce", 5}, {"poll_vote", 10},
+}
+
+// polls are the generated polls and their answers; answers earlier in a
+// list get more votes.
+var polls = []struct {
+	name    string
+	answers []string
+}{
+	{"next_product", []string{"running shoes", "rain jacket", "backpack", "smart watch"}},
+	{"how_did_you_hear", []string{"search", "friend", "podcast", "newsletter", "other"}},
 }
 
 var typeTotal = func() int {
@@ -166,6 +178,10 @@ func (g *Generator) Event(ts time.Time) Event {
 	}
 	if typ == "pageview" || typ == "click" {
 		e.URL = fmt.Sprintf("https://shop.example.com/p/%d?utm_campaign=%s", r.IntN(500), campaign)
+	}
+	if typ == "poll_vote" {
+		p := polls[r.IntN(len(polls))]
+		e.Poll, e.Answer = p.name, p.answers[zipf(r, len(p.answers))]
 	}
 	if typ == "conversion" {
 		cents := int64(500 + r.IntN(30000))

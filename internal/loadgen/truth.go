@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"maps"
 	"sync"
 	"time"
 )
@@ -27,11 +28,15 @@ type Truth struct {
 	mu       sync.Mutex
 	cells    map[Key]*Cell
 	visitors map[string]map[string]int64 // campaign → visitor → last ts (ms)
+	votes    map[string]map[Vote]uint64  // campaign → votes
 }
+
+// Vote is a poll's answer.
+type Vote struct{ Poll, Answer string }
 
 // NewTruth returns an empty Truth.
 func NewTruth() *Truth {
-	return &Truth{cells: map[Key]*Cell{}, visitors: map[string]map[string]int64{}}
+	return &Truth{cells: map[Key]*Cell{}, visitors: map[string]map[string]int64{}, votes: map[string]map[Vote]uint64{}}
 }
 
 // Add records events the agent accepted.
@@ -56,6 +61,13 @@ func (t *Truth) Add(events []Event) {
 			c.ValueMicros += e.cents * 10_000
 		case "cost":
 			c.CostMicros += e.cents * 10_000
+		case "poll_vote":
+			vs := t.votes[e.Campaign]
+			if vs == nil {
+				vs = map[Vote]uint64{}
+				t.votes[e.Campaign] = vs
+			}
+			vs[Vote{e.Poll, e.Answer}]++
 		}
 		if e.Visitor != "" && e.Type != "cost" {
 			vs := t.visitors[e.Campaign]
@@ -84,6 +96,14 @@ func (t *Truth) Uniques(campaign string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.visitors[campaign])
+}
+
+// Votes returns the votes of a campaign's polls by answer (bots' votes
+// are not votes).
+func (t *Truth) Votes(campaign string) map[Vote]uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.votes[campaign])
 }
 
 // Total returns the number of events recorded, bots included.

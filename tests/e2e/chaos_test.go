@@ -405,6 +405,9 @@ func TestClusterChaos(t *testing.T) {
 			}
 		}
 	}
+	for _, name := range []string{"agg-1", "agg-2", "agg-3"} {
+		checkPolls(t, c.nodes[name].http, truth, gen.Campaigns(), from, to)
+	}
 	for _, a := range c.agents {
 		if p := metricSum(metrics(t, a.http), "tally_agent_spool_pending_batches"); p != 0 {
 			t.Fatalf("%s still has %v batches spooled", a.name, p)

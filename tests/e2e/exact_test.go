@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -187,6 +188,7 @@ func TestExactEndToEndUnderFaults(t *testing.T) {
 	}
 
 	checkAPIRoutes(t, c.aggHTTP, gen.Campaigns(), from, to)
+	checkPolls(t, c.aggHTTP, truth, gen.Campaigns(), from, to)
 
 	// Nothing is left behind: spools drained.
 	for _, a := range c.agents {
@@ -365,6 +367,36 @@ func checkAPIRoutes(t *testing.T, hostport string, campaigns []string, from, to 
 		if clicks != k["clicks"] {
 			t.Fatalf("%s: export sums %v clicks, kpis %v", campaign, clicks, k["clicks"])
 		}
+	}
+}
+
+// checkPolls checks that the polls endpoint gives every campaign's votes
+// by poll and answer exactly as generated.
+func checkPolls(t *testing.T, hostport string, truth *loadgen.Truth, campaigns []string, from, to time.Time) {
+	t.Helper()
+	var votes uint64
+	for _, campaign := range campaigns {
+		q := url.Values{"campaign": {campaign}, "from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
+		var resp api.PollsResponse
+		if code, body := apiGet(t, "http://"+hostport+"/api/v1/polls?"+q.Encode(), harness.DefaultAdminToken); code != 200 || json.Unmarshal(body, &resp) != nil {
+			t.Fatalf("polls: %d %s", code, body)
+		}
+		got := map[loadgen.Vote]uint64{}
+		for _, p := range resp.Polls {
+			for _, a := range p.Answers {
+				got[loadgen.Vote{Poll: p.Poll, Answer: a.Answer}] = a.Votes
+			}
+		}
+		want := truth.Votes(campaign)
+		if !maps.Equal(got, want) {
+			t.Fatalf("%s on %s: votes %v, want %v", campaign, hostport, got, want)
+		}
+		for _, n := range want {
+			votes += n
+		}
+	}
+	if votes == 0 {
+		t.Fatal("no votes were generated: the poll check proves nothing")
 	}
 }
 
