@@ -420,6 +420,29 @@ func TestCampaignsWithPreviousWindow(t *testing.T) {
 	}
 }
 
+// TestCampaignsTotalMergesUniques: the list's total counts a visitor of
+// two campaigns once, and its counters are the rows' sums.
+func TestCampaignsTotalMergesUniques(t *testing.T) {
+	e := newEnv(t,
+		pt("a", "s", "pageview", minute(1), 3, 1, 2, 3),
+		pt("b", "s", "pageview", minute(2), 2, 2, 3),
+		pt("b", "s", "click", minute(2), 4, 4),
+		pt("a", "s", "click", minute(20), 7, 9), // previous window
+	)
+	got := decode[CampaignsResponse](t, e.get("/api/v1/campaigns?window=15m", adminToken))
+	var sumUniques, sumClicks uint64
+	for _, c := range got.Campaigns {
+		sumUniques += c.KPIs.Uniques
+		sumClicks += c.KPIs.Clicks
+	}
+	if tot := got.Total.KPIs; tot.Uniques != 4 || sumUniques != 6 || tot.Clicks != sumClicks || tot.Pageviews != 5 {
+		t.Fatalf("total %+v (rows: %d uniques, %d clicks)", tot, sumUniques, sumClicks)
+	}
+	if prev := got.Total.Previous; prev.Clicks != 7 || prev.Uniques != 1 {
+		t.Fatalf("previous total %+v", prev)
+	}
+}
+
 func TestSeriesMergesUniquesPerStep(t *testing.T) {
 	// Step 5m from 10:00 to 10:15: visitors 1-3 in two minutes of the
 	// same step count 3, not 6; a step without data is zero.

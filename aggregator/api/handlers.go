@@ -76,6 +76,15 @@ type CampaignsResponse struct {
 	From      time.Time      `json:"from"`
 	To        time.Time      `json:"to"`
 	Campaigns []CampaignKPIs `json:"campaigns"`
+	// Total is every listed campaign together, uniques merged (a visitor
+	// of two campaigns counts once), so it is not the sum of the rows.
+	Total TotalKPIs `json:"total"`
+}
+
+// TotalKPIs are the KPIs of every campaign of a list together.
+type TotalKPIs struct {
+	KPIs     kpi.KPIs `json:"kpis"`
+	Previous kpi.KPIs `json:"previous"`
 }
 
 // campaigns serves GET /api/v1/campaigns: headline KPIs per visible
@@ -92,11 +101,15 @@ func (s *Server) campaigns(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	q.From = win.From.Add(-win.Len())
 	cur := map[string]*kpi.Accumulator{}
 	prev := map[string]*kpi.Accumulator{}
+	var curTotal, prevTotal kpi.Accumulator
 	fromSec := ceilMinute(win.From)
 	err = s.each(r.Context(), q, func(pt kpi.Point) error {
-		m := cur
+		m, total := cur, &curTotal
 		if pt.Minute < fromSec {
-			m = prev
+			m, total = prev, &prevTotal
+		}
+		if err := total.Add(pt); err != nil {
+			return err
 		}
 		acc := m[pt.Series.Campaign]
 		if acc == nil {
@@ -131,6 +144,7 @@ func (s *Server) campaigns(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	for _, c := range names {
 		resp.Campaigns = append(resp.Campaigns, CampaignKPIs{Campaign: c, KPIs: result(cur[c]), Previous: result(prev[c])})
 	}
+	resp.Total = TotalKPIs{KPIs: result(&curTotal), Previous: result(&prevTotal)}
 	return writeJSON(w, resp)
 }
 

@@ -98,6 +98,20 @@ func (t *Truth) Uniques(campaign string) int {
 	return len(t.visitors[campaign])
 }
 
+// UniquesAll returns the exact number of distinct visitors over every
+// campaign: a visitor of two campaigns counts once.
+func (t *Truth) UniquesAll() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	all := map[string]bool{}
+	for _, vs := range t.visitors {
+		for v := range vs {
+			all[v] = true
+		}
+	}
+	return len(all)
+}
+
 // Votes returns the votes of a campaign's polls by answer (bots' votes
 // are not votes).
 func (t *Truth) Votes(campaign string) map[Vote]uint64 {

@@ -189,6 +189,7 @@ func TestExactEndToEndUnderFaults(t *testing.T) {
 
 	checkAPIRoutes(t, c.aggHTTP, gen.Campaigns(), from, to)
 	checkPolls(t, c.aggHTTP, truth, gen.Campaigns(), from, to)
+	checkTotalUniques(t, c.aggHTTP, truth, from, to)
 
 	// Nothing is left behind: spools drained.
 	for _, a := range c.agents {
@@ -398,6 +399,30 @@ func checkPolls(t *testing.T, hostport string, truth *loadgen.Truth, campaigns [
 	if votes == 0 {
 		t.Fatal("no votes were generated: the poll check proves nothing")
 	}
+}
+
+// checkTotalUniques checks the campaign list's total: uniques within 2 %
+// of the distinct visitors over every campaign, which is well below the
+// campaigns' sum (the generator's visitors visit several campaigns).
+func checkTotalUniques(t *testing.T, hostport string, truth *loadgen.Truth, from, to time.Time) {
+	t.Helper()
+	win := url.Values{"from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
+	var list api.CampaignsResponse
+	if code, body := apiGet(t, "http://"+hostport+"/api/v1/campaigns?"+win.Encode(), harness.DefaultAdminToken); code != 200 || json.Unmarshal(body, &list) != nil {
+		t.Fatalf("campaigns: %d %s", code, body)
+	}
+	var sum uint64
+	for _, c := range list.Campaigns {
+		sum += c.KPIs.Uniques
+	}
+	got, want := float64(list.Total.KPIs.Uniques), float64(truth.UniquesAll())
+	if rel := math.Abs(got-want) / want; rel > 0.02 {
+		t.Fatalf("total uniques %v, truth %v (%.2f%% off; the campaigns' sum is %d)", got, want, 100*rel, sum)
+	}
+	if float64(sum) < 1.1*want {
+		t.Fatalf("the campaigns' uniques sum to %d, truth over all is %v: the test cannot tell a merge from a sum", sum, want)
+	}
+	t.Logf("uniques over all campaigns: %v (truth %v; the campaigns' sum %d)", got, want, sum)
 }
 
 // apiGet gets url with the bearer token (none when "").
