@@ -50,10 +50,12 @@ class Dashboard {
     this.sort = { key: "clicks", dir: -1 };
     this.filter = "";
     this.rest = new Map(); // campaign -> {kpis, previous}
+    this.restTotal = null; // every campaign together (uniques merged) from REST
     this.live = new LiveStore();
     this.history = null; // uPlot data of the selected range from REST series
     this.drill = null;
     this.bots = null;
+    this.polls = null;
     this.nodeError = null; // why the node is unreachable, or null
     this.stream = { state: "connecting", error: null, node: "", since: null, last: null };
     this.refreshedAt = null;
@@ -179,6 +181,7 @@ class Dashboard {
     this.history = null;
     this.drill = null;
     this.bots = null;
+    this.polls = null;
     Object.assign(this.dirty, { tiles: true, tableAll: true, charts: true, drill: true, status: true });
     this.schedule();
     this.refresh();
@@ -190,6 +193,7 @@ class Dashboard {
     this.history = null;
     this.drill = null;
     this.bots = null;
+    this.polls = null;
     Object.assign(this.dirty, { tiles: true, tableAll: true, charts: true, drill: true });
     this.schedule();
     this.refresh();
@@ -238,6 +242,7 @@ class Dashboard {
   async refreshCampaigns(gen) {
     const body = await this.call(gen, "campaigns", { window: RANGES[this.range].window });
     if (!body) return;
+    this.restTotal = body.total || null;
     const seen = new Set();
     for (const c of body.campaigns || []) {
       seen.add(c.campaign);
@@ -282,15 +287,17 @@ class Dashboard {
       jobs.push(this.call(gen, "kpis", { campaign: c, window: r.window, by: dim }, onError));
       jobs.push(this.call(gen, "series", { campaign: c, metric: "clicks", step: r.step, window: r.window, by: dim }, onError));
       jobs.push(this.call(gen, "bots", { campaign: c, window: r.window }));
+      jobs.push(this.call(gen, "polls", { campaign: c, window: r.window }));
     } else {
       // No kpis?by= across campaigns: add up the series per group instead.
       jobs.push(this.call(gen, "series", { metric: SERIES_METRICS.join(","), step: r.step, window: r.window, by: dim }, onError));
     }
-    const [a, b, bots] = await Promise.all(jobs);
+    const [a, b, bots, polls] = await Promise.all(jobs);
     if (dim !== this.dim || gen !== this.gen) return; // a newer view owns the panel
     if (this.campaign && a && b) {
       this.drill = { dim, groups: a.groups.map((g) => ({ key: g.key, kpis: g.kpis })), series: b.series };
       this.bots = bots;
+      this.polls = polls;
     } else if (!this.campaign && a) {
       const groups = a.series.map((s) => {
         const k = emptyKPIs();
@@ -300,6 +307,7 @@ class Dashboard {
       groups.sort((x, y) => (x.key < y.key ? -1 : 1));
       this.drill = { dim, groups, series: a.series };
       this.bots = null;
+      this.polls = null;
     }
     this.dirty.drill = true;
     this.schedule();
@@ -508,6 +516,11 @@ class Dashboard {
       }
       withRatios(cur);
       prev = havePrev ? withRatios(prev) : null;
+      // A visitor of two campaigns is one visitor: the API merges them.
+      if (this.restTotal) {
+        cur.uniques = this.restTotal.kpis.uniques;
+        if (prev) prev.uniques = this.restTotal.previous.uniques;
+      }
     }
     const known = this.rest.size > 0 || this.live.campaigns.size > 0;
     for (const t of TILES) {
@@ -672,6 +685,38 @@ class Dashboard {
       b.append(strong, ` of events (${fmt.count(this.bots.total)} filtered${reasons ? ": " + reasons : ""})`);
     } else {
       b.textContent = "";
+    }
+    this.renderPolls();
+  }
+
+  /** renderPolls shows the selected campaign's polls: votes per answer. */
+  renderPolls() {
+    const box = $("polls");
+    const polls = (this.polls && this.polls.polls) || [];
+    box.hidden = polls.length === 0;
+    box.textContent = "";
+    for (const p of polls) {
+      const h = document.createElement("h3");
+      h.textContent = `Poll: ${p.poll}`;
+      const votes = document.createElement("span");
+      votes.className = "muted";
+      votes.textContent = ` ${fmt.count(p.total)} votes`;
+      h.append(votes);
+      const table = document.createElement("table");
+      table.className = "grid poll";
+      table.dataset.poll = p.poll;
+      const tbody = table.createTBody();
+      for (const a of p.answers) {
+        const tr = tbody.insertRow();
+        tr.dataset.answer = a.answer;
+        tr.insertCell().textContent = a.answer;
+        tr.insertCell().textContent = fmt.count(a.votes);
+        const cell = tr.insertCell();
+        cell.innerHTML = `<span class="bar"></span>`;
+        cell.firstChild.style.width = `${Math.round(a.share * 160)}px`;
+        cell.append(fmt.pct(a.share));
+      }
+      box.append(h, table);
     }
   }
 }

@@ -145,6 +145,20 @@ func truthClicks(t testing.TB, b backend, role, window string, campaigns []strin
 	return sum
 }
 
+// truthTotal is the API's KPI of every campaign the role sees together
+// (uniques merged, not summed) over window.
+func truthTotal(t testing.TB, b backend, role, window, kpi string) func() float64 {
+	return func() float64 {
+		var body struct {
+			Total struct {
+				KPIs map[string]float64 `json:"kpis"`
+			} `json:"total"`
+		}
+		apiGet(t, b, role, "campaigns", url.Values{"window": {window}}, &body)
+		return body.Total.KPIs[kpi]
+	}
+}
+
 func sameNumber(got, want float64) error {
 	if d := got - want; d > 1e-6*max(1, want) || -d > 1e-6*max(1, want) {
 		return fmt.Errorf("shows %v, API says %v", got, want)

@@ -121,6 +121,8 @@ func testSignInWithForm(t *testing.T, b backend) {
 
 	// Tiles fill with the API's numbers for all campaigns.
 	tb.waitTile("clicks", clicksOf(t, b, "60m", nil), 0, 10*time.Second)
+	// Uniques of all campaigns are merged by the API, not the campaigns' sum.
+	tb.waitTile("uniques", truthTotal(t, b, roleAdmin, "60m", "uniques"), 1, 10*time.Second)
 	for _, k := range []string{"impressions", "conversions", "uniques", "revenue", "cost", "ctr", "cvr", "cpa", "roas", "bots"} {
 		if _, err := tb.tileValue(k); err != nil {
 			t.Errorf("tile %s: %v", k, err)
@@ -210,6 +212,33 @@ func drillRows(tb *tab) map[string]string {
 	return eval[map[string]string](tb, `Object.fromEntries([...document.querySelectorAll("#drill-table tbody tr")].map(r => [r.dataset.key, r.cells[2].textContent]))`)
 }
 
+// checkPolls waits until the poll panel shows the API's votes of the
+// campaign over window, answer by answer.
+func checkPolls(tb *tab, b backend, campaign, window string) {
+	tb.t.Helper()
+	tb.waitUntil("the poll results", 10*time.Second, func() error {
+		var want api.PollsResponse
+		apiGet(tb.t, b, roleAdmin, "polls", url.Values{"campaign": {campaign}, "window": {window}}, &want)
+		if len(want.Polls) == 0 {
+			return fmt.Errorf("the API has no votes for %s over %s: the test data is too thin", campaign, window)
+		}
+		got := eval[map[string]string](tb, `Object.fromEntries([...document.querySelectorAll("#polls table tr")].map(r => [r.closest("table").dataset.poll + "/" + r.dataset.answer, r.cells[1].textContent]))`)
+		n := 0
+		for _, p := range want.Polls {
+			for _, a := range p.Answers {
+				n++
+				if k := p.Poll + "/" + a.Answer; got[k] != fmtCount(float64(a.Votes)) {
+					return fmt.Errorf("%s: the page shows %q votes, the API %d", k, got[k], a.Votes)
+				}
+			}
+		}
+		if len(got) != n {
+			return fmt.Errorf("the page shows %d answers, the API %d: %v", len(got), n, got)
+		}
+		return nil
+	})
+}
+
 func testDrillDownAndRanges(t *testing.T, b backend) {
 	tb := signInByLink(t, b, roleAdmin)
 	campaign := b.Campaigns()[3]
@@ -250,6 +279,7 @@ func testDrillDownAndRanges(t *testing.T, b backend) {
 		apiGet(t, b, roleAdmin, "bots", url.Values{"campaign": {campaign}, "window": {"60m"}}, &bots)
 		return bots.Share
 	}, 0, 10*time.Second)
+	checkPolls(tb, b, campaign, "60m")
 	tb.shot("country")
 
 	for _, r := range []struct{ button, window string }{{"24h", "24h"}, {"7d", "7d"}, {"1h", "1h"}} {

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tally-edge/tally/aggregator/api"
 	"github.com/tally-edge/tally/aggregator/kpi"
 	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/dashboard"
@@ -194,6 +195,7 @@ func newFakeAPI(opts fakeOptions) *fakeAPI {
 	mux.HandleFunc("GET /api/v1/kpis", f.auth(f.kpisRoute))
 	mux.HandleFunc("GET /api/v1/series", f.auth(f.seriesRoute))
 	mux.HandleFunc("GET /api/v1/bots", f.auth(f.botsRoute))
+	mux.HandleFunc("GET /api/v1/polls", f.auth(f.pollsRoute))
 	mux.HandleFunc("GET /api/v1/export.csv", f.auth(f.exportRoute))
 	mux.HandleFunc("GET /api/v1/stream", f.auth(f.streamRoute))
 	mux.Handle("GET /", http.FileServerFS(dashboard.Assets()))
@@ -528,10 +530,12 @@ func (f *fakeAPI) campaignsRoute(w http.ResponseWriter, r *http.Request, who pri
 		Previous kpi.KPIs `json:"previous"`
 	}
 	resp := struct {
-		From      time.Time `json:"from"`
-		To        time.Time `json:"to"`
-		Campaigns []entry   `json:"campaigns"`
-	}{From: q.from.UTC(), To: q.to.UTC(), Campaigns: []entry{}}
+		From      time.Time     `json:"from"`
+		To        time.Time     `json:"to"`
+		Campaigns []entry       `json:"campaigns"`
+		Total     api.TotalKPIs `json:"total"`
+	}{From: q.from.UTC(), To: q.to.UTC(), Campaigns: []entry{},
+		Total: api.TotalKPIs{KPIs: total(f.groups(q, 0)).kpis(), Previous: total(f.groups(prev, 0)).kpis()}}
 	for _, c := range q.campaigns {
 		one, onePrev := q, prev
 		one.campaigns, onePrev.campaigns = []string{c}, []string{c}
@@ -686,6 +690,28 @@ func (f *fakeAPI) botsRoute(w http.ResponseWriter, r *http.Request, who principa
 		share = float64(c.Crawler+c.Headless) / float64(all)
 	}
 	writeJSON(w, map[string]any{"total": c.Crawler + c.Headless, "by_reason": map[string]uint64{"crawler": c.Crawler, "headless": c.Headless}, "share": share})
+}
+
+// pollsRoute answers with one poll whose answers are the campaign's
+// conversions and its other clicks, so the results move with the window.
+func (f *fakeAPI) pollsRoute(w http.ResponseWriter, r *http.Request, who principal) {
+	q, err := f.parse(r, who, true, false)
+	if err != nil {
+		f.fail(w, err)
+		return
+	}
+	c := total(f.groups(q, 0))
+	polls := []api.Poll{}
+	if n := c.Clicks; n > 0 {
+		yes, no := c.Conversions, n-min(c.Conversions, n)
+		p := api.Poll{Poll: "Would you buy again?", Total: yes + no}
+		for _, a := range []api.Answer{{Answer: "yes", Votes: yes}, {Answer: "not yet", Votes: no}} {
+			a.Share = float64(a.Votes) / float64(p.Total)
+			p.Answers = append(p.Answers, a)
+		}
+		polls = append(polls, p)
+	}
+	writeJSON(w, api.PollsResponse{Polls: polls})
 }
 
 func (f *fakeAPI) exportRoute(w http.ResponseWriter, r *http.Request, who principal) {
