@@ -17,6 +17,8 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
+
+	"github.com/tally-edge/tally/aggregator/api"
 )
 
 // scenario is one user story, written against the backend interface only.
