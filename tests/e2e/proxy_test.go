@@ -8,10 +8,10 @@ import (
 	"testing"
 )
 
-// udpProxy relays UDP between loopback clients and loopback upstreams,
-// one listening port per upstream, and can cut every path at once: a
-// partition the test controls. (A veth pair in a network namespace would
-// need the aggregators to listen on a non-loopback address.)
+// udpProxy relays UDP from clients to loopback upstreams, one listening
+// port per upstream, and can cut every path at once: a partition the test
+// controls where it cannot make a network namespace (agentNetns), and the
+// relay from a namespace's veth to the loopback aggregators where it can.
 type udpProxy struct {
 	cut   atomic.Bool
 	addrs []string
@@ -21,7 +21,7 @@ type udpProxy struct {
 	wg    sync.WaitGroup
 }
 
-func newUDPProxy(t *testing.T, upstreams []string) *udpProxy {
+func newUDPProxy(t *testing.T, listen net.IP, upstreams []string) *udpProxy {
 	t.Helper()
 	p := &udpProxy{}
 	for _, up := range upstreams {
@@ -29,7 +29,7 @@ func newUDPProxy(t *testing.T, upstreams []string) *udpProxy {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: listen})
 		if err != nil {
 			t.Fatal(err)
 		}
