@@ -41,6 +41,8 @@ type Config struct {
 	// Seeds are host:port addresses of nodes to join. Entries may be DNS
 	// names that resolve to several addresses: every address is tried.
 	Seeds []string
+	// Resolver looks the DNS names of Seeds up; nil means the system's.
+	Resolver *net.Resolver
 	// SecretKey encrypts and authenticates gossip (AES, 16, 24 or 32
 	// bytes). Empty means plain gossip.
 	SecretKey []byte
@@ -248,7 +250,11 @@ func (c *Cluster) seedAddrs() []string {
 		ips := []string{host}
 		if net.ParseIP(host) == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			got, err := net.DefaultResolver.LookupHost(ctx, host)
+			r := c.cfg.Resolver
+			if r == nil {
+				r = net.DefaultResolver
+			}
+			got, err := r.LookupHost(ctx, host)
 			cancel()
 			if err != nil {
 				c.log.Warn("cannot resolve seed", "seed", s, "err", err)
