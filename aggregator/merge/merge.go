@@ -39,6 +39,9 @@ type minute struct {
 	written     uint64          // gen last written durably
 	dirtyAgents map[string]bool // agents whose contribution point must be rewritten
 	touched     time.Time
+	// cache is the merge of contribs until one of them changes (nil:
+	// none). Callers share it and must not modify it.
+	cache *sketch.State
 }
 
 // Stats is a snapshot of the store's counters.
@@ -139,6 +142,7 @@ func (s *Store) apply(d *Decoded, now time.Time, loaded bool) (bool, error) {
 		set[d.Key.Series] = struct{}{}
 	}
 	m.touched = now
+	m.cache = nil // whatever d changes, the merge is computed again
 	c := m.contribs[d.ID]
 	if c == nil {
 		c = &contrib{}
@@ -182,8 +186,14 @@ func (s *Store) apply(d *Decoded, now time.Time, loaded bool) (bool, error) {
 	return changed, nil
 }
 
-// merged merges the minute's contributions into a new state.
+// merged returns the merge of the minute's contributions. It is computed
+// once per change: a write round's snapshot and its live updates, and the
+// live updates of the other series of a campaign-minute round after round,
+// share it. Callers must not modify it.
 func (m *minute) merged(k sketch.Key) (*sketch.State, error) {
+	if m.cache != nil {
+		return m.cache, nil
+	}
 	merged := &sketch.State{}
 	for _, c := range m.contribs {
 		if c.counters != nil {
@@ -195,10 +205,12 @@ func (m *minute) merged(k sketch.Key) (*sketch.State, error) {
 			return nil, fmt.Errorf("merge %v: %w", k.Series, err)
 		}
 	}
+	m.cache = merged
 	return merged, nil
 }
 
-// Minute is the merged value of one series-minute.
+// Minute is the merged value of one series-minute. State is shared with
+// the store and other readers: read it, never modify it.
 type Minute struct {
 	Key   sketch.Key
 	State *sketch.State

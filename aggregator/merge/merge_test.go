@@ -180,3 +180,42 @@ func TestSubsetMergedAndDropClean(t *testing.T) {
 		t.Fatalf("MergedOf a dropped campaign-minute = %+v, %v", ms, err)
 	}
 }
+
+// TestMergedFollowsEveryChange: the merged value is computed once per
+// change and shared, and every kind of change (a newer version, register
+// updates, a load from storage) is seen by the next reader.
+func TestMergedFollowsEveryChange(t *testing.T) {
+	s := New()
+	cm := []CampaignMinute{{Campaign: series.Campaign, Minute: 600}}
+	read := func() *sketch.State {
+		t.Helper()
+		ms, err := s.MergedOf(cm)
+		if err != nil || len(ms) != 1 {
+			t.Fatalf("MergedOf = %+v, %v", ms, err)
+		}
+		return ms[0].State
+	}
+	apply(t, s, "a", contribution(t, 1, 1, 5, 1, 2))
+	first := read()
+	if again := read(); again != first {
+		t.Fatal("an unchanged minute was merged again")
+	}
+	if sn, _ := s.TakeDirty(0); sn.Minutes[0].State != first {
+		t.Fatal("the write round and the live view merged the same minute twice")
+	}
+	apply(t, s, "a", contribution(t, 1, 2, 7, 3)) // newer version, a new visitor
+	if got := read(); got.Count != 7 || got.UniquesEstimate() != 3 {
+		t.Fatalf("after a newer version: count %d uniques %d, want 7 3", got.Count, got.UniquesEstimate())
+	}
+	loaded := contribution(t, 9, 1, 4, 4, 5)
+	d, _ := Decode("b", &loaded)
+	if err := s.Load([]Decoded{d}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got.Count != 11 || got.UniquesEstimate() != 5 {
+		t.Fatalf("after a load: count %d uniques %d, want 11 5", got.Count, got.UniquesEstimate())
+	}
+	if first.Count != 5 || first.UniquesEstimate() != 2 {
+		t.Fatalf("a reader's earlier value changed under it: %+v", first)
+	}
+}
