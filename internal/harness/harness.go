@@ -130,7 +130,12 @@ func (p *Proc) LogTail(n int) string {
 
 // WaitHTTP polls url until it answers 200, ctx ends, or proc dies.
 func WaitHTTP(ctx context.Context, url string, proc *Proc) error {
-	c := &http.Client{Timeout: 2 * time.Second}
+	return WaitHTTPClient(ctx, &http.Client{Timeout: 2 * time.Second}, url, proc)
+}
+
+// WaitHTTPClient is WaitHTTP with the client c (one that dials into a
+// network namespace, say).
+func WaitHTTPClient(ctx context.Context, c *http.Client, url string, proc *Proc) error {
 	for {
 		resp, err := c.Get(url)
 		if err == nil {

@@ -208,10 +208,12 @@ func TestClusterChaos(t *testing.T) {
 	var proxy *udpProxy
 	if err != nil {
 		t.Logf("no network namespace (%v): edge-cutoff is cut off by a proxy", err)
-		proxy = newUDPProxy(t, net.IPv4(127, 0, 0, 1), quics)
+		proxy = newUDPProxy(t, func() (*net.UDPConn, error) {
+			return net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		}, quics)
 	} else {
-		t.Logf("edge-cutoff runs in network namespace %s; the cut brings veth %s down", ns.name, ns.shipHost)
-		proxy = newUDPProxy(t, ns.shipHostIP, quics)
+		t.Logf("edge-cutoff runs in network namespace %s; the cut brings its veth pair to %s down", ns.agent, ns.edge)
+		proxy = newUDPProxy(t, ns.listenRelay, quics)
 	}
 	cut := func(off bool) {
 		if ns == nil {
@@ -235,7 +237,7 @@ func TestClusterChaos(t *testing.T) {
 		if i == 1 {
 			addrs, ship = proxy.addrs, ship+"\nroute_to_owner: false"
 			if ns != nil {
-				a.http = net.JoinHostPort(ns.ingestNS.String(), "8081")
+				a.http = ns.agentHTTP
 				bin, args = ns.command(bin, args...)
 			}
 		}
@@ -250,7 +252,7 @@ func TestClusterChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := harness.WaitHTTP(ctx, "http://"+a.http+"/healthz", a.proc); err != nil {
+		if err := harness.WaitHTTPClient(ctx, agentClient(a), "http://"+a.http+"/healthz", a.proc); err != nil {
 			t.Fatal(err)
 		}
 		cancel()
@@ -285,7 +287,7 @@ func TestClusterChaos(t *testing.T) {
 	var traffic sync.WaitGroup
 	for ai, a := range c.agents {
 		traffic.Go(func() {
-			client := &loadgen.Client{URL: a.eventsURL(), HTTP: &http.Client{Timeout: 30 * time.Second}}
+			client := &loadgen.Client{URL: a.eventsURL(), HTTP: agentClient(a)}
 			for i := 0; ; i++ {
 				select {
 				case <-stopTraffic:

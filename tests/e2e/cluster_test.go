@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -135,7 +134,7 @@ func (c *cluster) startAgent(a *agentProc) {
 // metrics returns the Prometheus text of an endpoint.
 func metrics(t *testing.T, hostport string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + hostport + "/metrics")
+	resp, err := clientFor(hostport).Get("http://" + hostport + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 
 // udpProxy relays UDP from clients to loopback upstreams, one listening
 // port per upstream, and can cut every path at once: a partition the test
-// controls where it cannot make a network namespace (agentNetns), and the
-// relay from a namespace's veth to the loopback aggregators where it can.
+// controls where it cannot make network namespaces (agentNetns), and the
+// relay from a test namespace to the loopback aggregators where it can.
 type udpProxy struct {
 	cut   atomic.Bool
 	addrs []string
@@ -21,7 +21,9 @@ type udpProxy struct {
 	wg    sync.WaitGroup
 }
 
-func newUDPProxy(t *testing.T, listen net.IP, upstreams []string) *udpProxy {
+// listen opens each listening socket (on loopback, or inside a test
+// namespace); the sockets towards the upstreams are this process's own.
+func newUDPProxy(t *testing.T, listen func() (*net.UDPConn, error), upstreams []string) *udpProxy {
 	t.Helper()
 	p := &udpProxy{}
 	for _, up := range upstreams {
@@ -29,7 +31,7 @@ func newUDPProxy(t *testing.T, listen net.IP, upstreams []string) *udpProxy {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: listen})
+		ln, err := listen()
 		if err != nil {
 			t.Fatal(err)
 		}
