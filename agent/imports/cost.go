@@ -71,10 +71,19 @@ var columnNames = [numFields][]string{
 // reportKind is what differs between the report imports: the columns
 // each reads and requires, and how a row becomes events.
 type reportKind struct {
-	name     string // "cost" or "polls": in metrics, logs and keys
-	what     string // "a spend report", for errors
-	reads    [numFields]bool
-	required []requiredColumn
+	name      string // "cost" or "polls": in metrics and logs
+	what      string // "a spend report", for errors
+	keyPrefix string // of natural row keys: "cost", "poll"
+	reads     [numFields]bool
+	required  []requiredColumn
+	// parseRow reads the kind's own columns into row, whose common
+	// fields (time, dimensions, id) are set.
+	parseRow func(imp *reportImport, rec *record, commaDecimal bool, row *reportRow) error
+	// events are the types a row key becomes, each when it has a count.
+	events []string
+	// visitors says whether rows name people (voters), who are hashed
+	// like visitor ids; spend rows do not.
+	visitors bool
 }
 
 // requiredColumn is a column a report must have: any of fields.
@@ -83,22 +92,25 @@ type requiredColumn struct {
 	label  string
 }
 
-func newKind(name, what string, reads []field, required ...requiredColumn) *reportKind {
-	k := &reportKind{name: name, what: what, required: required}
-	for _, f := range reads {
+// withReads sets the columns k reads: its own and the common ones.
+func (k *reportKind) withReads(own ...field) *reportKind {
+	for _, f := range append(own, fDate, fTS, fCampaign, fSource, fMedium, fCountry, fDevice, fID) {
 		k.reads[f] = true
 	}
 	return k
 }
 
 var (
-	common     = []field{fDate, fTS, fCampaign, fSource, fMedium, fCountry, fDevice, fID}
 	dateOrTS   = requiredColumn{[]field{fDate, fTS}, "date (or ts)"}
 	campaign   = requiredColumn{[]field{fCampaign}, "campaign"}
-	costReport = newKind("cost", "a spend report", append([]field{fCost, fImpressions, fClicks, fCurrency}, common...),
-		campaign, requiredColumn{[]field{fCost}, "cost (or spend)"}, dateOrTS)
-	pollReport = newKind("polls", "a poll report", append([]field{fPoll, fAnswer, fVotes, fVoter}, common...),
-		campaign, requiredColumn{[]field{fAnswer}, "answer"}, dateOrTS)
+	costReport = (&reportKind{name: "cost", what: "a spend report", keyPrefix: "cost",
+		required: []requiredColumn{campaign, {[]field{fCost}, "cost (or spend)"}, dateOrTS},
+		parseRow: (*reportImport).parseCost, events: []string{"cost", "impression", "click"},
+	}).withReads(fCost, fImpressions, fClicks, fCurrency)
+	pollReport = (&reportKind{name: "polls", what: "a poll report", keyPrefix: "poll",
+		required: []requiredColumn{campaign, {[]field{fAnswer}, "answer"}, dateOrTS},
+		parseRow: (*reportImport).parseVotes, events: []string{event.PollVote}, visitors: true,
+	}).withReads(fPoll, fAnswer, fVotes, fVoter)
 )
 
 // field returns the field a column name gives in reports of kind k.
@@ -452,9 +464,9 @@ func (imp *reportImport) add(line, index int, rec *record, commaDecimal bool) {
 	imp.res.Summed++
 }
 
-// hasher hashes the voters of poll reports; spend reports have no visitors.
+// hasher hashes the people a report names; nil for reports of none.
 func (imp *reportImport) hasher() event.Hasher {
-	if imp.kind == pollReport {
+	if imp.kind.visitors {
 		return imp.h.hasher
 	}
 	return nil
@@ -479,15 +491,12 @@ func (imp *reportImport) parse(rec *record, commaDecimal bool) (reportRow, error
 	device, _ := rec.get(fDevice)
 	row.raw = event.Raw{TS: event.Time{UnixMillis: ms, Set: true}, Campaign: campaign,
 		Source: src, Medium: med, Country: country, Device: device}
-	if imp.kind == pollReport {
-		return row, parseVotes(rec, &row)
-	}
-	return row, imp.parseCost(rec, commaDecimal, &row)
+	return row, imp.kind.parseRow(imp, rec, commaDecimal, &row)
 }
 
 // parseVotes reads a poll report row: an answer and its votes (1 when
 // the report has no votes column: a row per vote).
-func parseVotes(rec *record, row *reportRow) error {
+func (imp *reportImport) parseVotes(rec *record, _ bool, row *reportRow) error {
 	answer, ok := rec.get(fAnswer)
 	if !ok {
 		return errors.New("answer: required")
@@ -586,10 +595,7 @@ func naturalKey(rk *reportKind, e *event.Event, day bool) string {
 		when = t.Format("2006-01-02T15:04:05.000Z")
 	}
 	s := &e.Series
-	key := "cost|" + when + "|" + s.Campaign + "|" + s.Source + "|" + s.Medium + "|" + s.Country
-	if rk == pollReport {
-		key = "poll" + key[len("cost"):]
-	}
+	key := rk.keyPrefix + "|" + when + "|" + s.Campaign + "|" + s.Source + "|" + s.Medium + "|" + s.Country
 	if s.Device != event.NoDevice {
 		key += "|" + s.Device
 	}
@@ -607,18 +613,14 @@ func naturalKey(rk *reportKind, e *event.Event, day bool) string {
 // cost event, and an impression and a click event when the report gives
 // any; of a poll report a poll_vote event standing for the votes.
 func (imp *reportImport) events(version uint64) ([]event.Event, error) {
-	out := make([]event.Event, 0, len(imp.groups)*3)
-	types := []string{"cost", "impression", "click"}
-	if imp.kind == pollReport {
-		types = []string{event.PollVote}
-	}
+	out := make([]event.Event, 0, len(imp.groups)*len(imp.kind.events))
 	for i := range imp.groups {
 		g := &imp.groups[i]
 		ctx := &imp.ctx
 		if g.day {
 			ctx = &imp.dayCtx
 		}
-		for _, typ := range types {
+		for _, typ := range imp.kind.events {
 			raw := g.raw
 			raw.Type = typ
 			var weight uint64
@@ -635,7 +637,7 @@ func (imp *reportImport) events(version uint64) ([]event.Event, error) {
 			}
 			var e event.Event
 			if err := event.Normalize(&raw, ctx, imp.hasher(), nil, &e); err != nil {
-				// The cost event of the same row passed: a bug, not bad input.
+				// The row's first event passed: a bug, not bad input.
 				return nil, fmt.Errorf("row %q, %s event: %w", g.key, typ, err)
 			}
 			if typ == "cost" {
