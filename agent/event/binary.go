@@ -102,13 +102,11 @@ func DecodeEvents(b []byte, dst []Event) ([]Event, error) {
 		}
 		fields := [...]*string{&e.Series.Campaign, &e.Series.Source, &e.Series.Medium, &e.Series.Type,
 			&e.Series.Country, &e.Series.Device, &e.Series.Region, &e.Bot, &e.Vote}
+		present := fields[:]
 		if flags&4 == 0 {
-			fields[len(fields)-1] = nil // no vote
+			present = fields[:len(fields)-1] // no vote
 		}
-		for i, f := range fields {
-			if f == nil {
-				break
-			}
+		for i, f := range present {
 			l, rest, ok := uvarint(b)
 			if !ok || l > uint64(len(rest)) {
 				return dst, ErrCorrupt
