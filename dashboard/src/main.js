@@ -57,6 +57,7 @@ class Dashboard {
     this.bots = null;
     this.polls = null;
     this.nodeError = null; // why the node is unreachable, or null
+    this.roundFailed = false; // a request of the current refresh round failed at the node
     this.stream = { state: "connecting", error: null, node: "", since: null, last: null };
     this.refreshedAt = null;
     this.gen = 0;
@@ -203,6 +204,7 @@ class Dashboard {
   async refresh() {
     const gen = ++this.gen;
     clearTimeout(this.refreshTimer);
+    this.roundFailed = false;
     // In the live view the series fill the minutes the stream has not
     // delivered (before the page opened, or while it was down).
     const jobs = [this.refreshCampaigns(gen), this.refreshDrill(gen), this.refreshHistory(gen)];
@@ -211,7 +213,10 @@ class Dashboard {
     this.refreshedAt = new Date();
     this.dirty.status = true;
     this.schedule();
-    this.refreshTimer = setTimeout(() => this.refresh(), this.nodeError ? RETRY_MS : RANGES[this.range].refreshMs);
+    // A request that failed while others of the round got through (a
+    // dropped connection) is retried as soon as a dead node would be.
+    const failed = this.nodeError || this.roundFailed;
+    this.refreshTimer = setTimeout(() => this.refresh(), failed ? RETRY_MS : RANGES[this.range].refreshMs);
   }
 
   /** call runs one REST request; it sorts out node-level failures and answers null on error. */
@@ -229,6 +234,7 @@ class Dashboard {
       if (e.status === 401) {
         this.onSignOut("Your token is no longer accepted (expired or revoked). Sign in again.");
       } else if (e.status === 0 || e.status >= 500) {
+        this.roundFailed = true;
         this.nodeError = e.status === 0 ? "the node is not answering" : `the node answered ${e.status}: ${e.message}`;
         this.dirty.status = true;
         this.schedule();

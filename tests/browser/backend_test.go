@@ -50,6 +50,12 @@ type nodeBreaker interface {
 	SetNodeDown(t testing.TB, down bool)
 }
 
+// requestFailer is a backend that can make single requests fail while
+// the rest of the API answers.
+type requestFailer interface {
+	FailRequests(path string, n int)
+}
+
 // fakeBackend serves the fake API (fakeapi_test.go).
 type fakeBackend struct{ f *fakeAPI }
 
@@ -85,6 +91,8 @@ func (b *fakeBackend) SetStreamDown(down bool) { b.f.setStreamDown(down) }
 func (b *fakeBackend) ResumeIDs() []string     { return b.f.resumeIDs() }
 
 func (b *fakeBackend) SetNodeDown(_ testing.TB, down bool) { b.f.setNodeDown(down) }
+
+func (b *fakeBackend) FailRequests(path string, n int) { b.f.failRequests(path, n) }
 
 // apiGet reads an /api/v1 route with the role's token into out: the
 // ground truth the page's numbers are checked against.

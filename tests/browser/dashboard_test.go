@@ -36,6 +36,7 @@ var scenarios = []scenario{
 	{"ViewerSeesOnlyItsCampaigns", testViewerScope},
 	{"StreamDown", testStreamDown},
 	{"NodeDown", testNodeDown},
+	{"FailedRequestIsRetried", testFailedRequest},
 }
 
 // TestDashboardOnFakeAPI runs every scenario against the in-test fake of
@@ -433,6 +434,25 @@ func testStreamDown(t *testing.T, b backend) {
 	if ids := sb.ResumeIDs(); len(ids) <= resumesBefore {
 		t.Errorf("the stream reconnected without Last-Event-ID")
 	}
+}
+
+// testFailedRequest: when one request of a refresh fails at the node
+// (a 503, a dropped connection, a network change) while the others get
+// through, the page asks again within seconds, not at the range's next
+// refresh (a minute for 24 h).
+func testFailedRequest(t *testing.T, b backend) {
+	rf, ok := b.(requestFailer)
+	if !ok {
+		t.Skip("this backend cannot fail single requests")
+	}
+	tb := signInByLink(t, b, roleAdmin)
+	tb.waitJS("the live state", `document.getElementById("status").textContent === "live"`, 10*time.Second)
+	rf.FailRequests("/api/v1/series", 2) // the chart's and the breakdown's
+	start := time.Now()
+	tb.do("pick 24 h", chromedp.Click(chromedp.CSS(`#range [data-range="24h"]`)))
+	tb.waitJS("the empty chart of a range not loaded yet", `+document.getElementById("chart-traffic").dataset.points === 0`, 5*time.Second)
+	tb.waitJS("the traffic chart after the failed request", `+document.getElementById("chart-traffic").dataset.points > 0`, 15*time.Second)
+	t.Logf("traffic chart filled %s after its request failed", time.Since(start).Round(100*time.Millisecond))
 }
 
 func testNodeDown(t *testing.T, b backend) {

@@ -43,6 +43,7 @@ type fakeAPI struct {
 	log        []streamMessage // recent messages, for Last-Event-ID resumes
 	streamDown bool
 	nodeDown   bool
+	failing    map[string]int // path -> requests still to fail with 503
 	resumes    []string // Last-Event-ID headers seen, in order
 
 	stop chan struct{}
@@ -281,6 +282,18 @@ func (f *fakeAPI) setNodeDown(down bool) {
 	f.mu.Unlock()
 }
 
+// failRequests makes the next n requests to path fail with 503 while
+// the rest of the API answers. (A dropped connection would not do: the
+// browser retries a GET whose reused connection was closed.)
+func (f *fakeAPI) failRequests(path string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failing == nil {
+		f.failing = map[string]int{}
+	}
+	f.failing[path] += n
+}
+
 // resumeIDs returns the Last-Event-ID headers of the stream's reconnects.
 func (f *fakeAPI) resumeIDs() []string {
 	f.mu.Lock()
@@ -342,7 +355,24 @@ func (f *fakeAPI) auth(h func(http.ResponseWriter, *http.Request, principal)) ht
 	return func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		down := f.nodeDown
+		fail := f.failing[r.URL.Path] > 0
+		if fail {
+			f.failing[r.URL.Path]--
+		}
+		armed := 0
+		for _, n := range f.failing {
+			armed += n
+		}
 		f.mu.Unlock()
+		if fail {
+			writeErr(w, http.StatusServiceUnavailable, "the node is restarting")
+			return
+		}
+		if armed > 0 {
+			// While failures are armed, the requests that succeed answer
+			// after those that fail, as a slow query does.
+			time.Sleep(300 * time.Millisecond)
+		}
 		if down {
 			panic(http.ErrAbortHandler) // the connection just dies
 		}
