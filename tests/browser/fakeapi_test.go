@@ -44,7 +44,7 @@ type fakeAPI struct {
 	streamDown bool
 	nodeDown   bool
 	failing    map[string]int // path -> requests still to fail with 503
-	resumes    []string // Last-Event-ID headers seen, in order
+	resumes    []string       // Last-Event-ID headers seen, in order
 
 	stop chan struct{}
 	wg   sync.WaitGroup
