@@ -1,7 +1,8 @@
 // Package cardinality bounds the distinct values of the free-text series
-// dimensions (campaign, source, medium) and of poll answers per minute, so a misbehaving client
-// or a scanner sending random UTM values cannot blow up the number of
-// series at the agent, on the wire and in InfluxDB.
+// dimensions (campaign, source, medium) and of poll answers per minute,
+// so a misbehaving client or a scanner sending random UTM values cannot
+// blow up the number of series (or vote counters) at the agent, on the
+// wire and in InfluxDB.
 //
 // Beyond the limit a value is folded into Other: its events still count,
 // exactly, under the series ("(other)", …) or the poll's answer "(other)";
