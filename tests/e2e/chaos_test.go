@@ -228,7 +228,8 @@ func TestClusterChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := &agentProc{name: name, http: fmt.Sprintf("127.0.0.1:%d", tcp[0])}
-		bin, args := filepath.Join(binDir, "tally-agent"), []string{"-config", filepath.Join(c.dir, name+".yaml")}
+		cfg := filepath.Join(c.dir, name+".yaml")
+		bin, args := filepath.Join(binDir, "tally-agent"), []string{"-config", cfg}
 		// edge-direct sends each batch to its campaign's owner;
 		// edge-cutoff reaches the cluster only through the relay, so it
 		// must not route to the addresses nodes advertise, and the node it
@@ -241,7 +242,6 @@ func TestClusterChaos(t *testing.T) {
 				bin, args = ns.command(bin, args...)
 			}
 		}
-		cfg := filepath.Join(c.dir, name+".yaml")
 		if err := harness.WriteAgentConfig(cfg, harness.AgentOptions{Name: name, Region: "region-" + name, StateDir: filepath.Join(c.dir, name),
 			HTTPAddr: a.http, Aggregators: addrs, CertsDir: c.certs, Secret: testSecret, FlushInterval: time.Second,
 			ShipExtra: ship}); err != nil {
