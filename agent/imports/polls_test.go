@@ -54,6 +54,27 @@ func TestPollReport(t *testing.T) {
 		t.Fatalf("voters are not told apart: %+v", evs)
 	}
 
+	// A poll tool's webhook: one object per vote, retried.
+	f = newFixture(t, nil)
+	vote := []byte(`{
+  "id": "resp-7", "ts": "2026-11-21T10:00:00Z", "campaign": "c",
+  "question": "Colour?", "choice": "Red", "respondent": "cy@example.com"
+}`)
+	var rows []uint64
+	for range 2 {
+		if w, res := post(t, f.h.Polls(), PollsPath, vote); w.Code != http.StatusAccepted || res.Accepted != 1 || res.Events != 1 {
+			t.Fatalf("webhook: %d %+v", w.Code, res)
+		}
+		e := f.sink.last()[0]
+		if e.Vote != sketch.VoteKey("Colour?", "Red") || e.Visitor == 0 {
+			t.Fatalf("webhook vote %+v", e)
+		}
+		rows = append(rows, e.Row)
+	}
+	if rows[0] != rows[1] {
+		t.Fatal("a retried webhook got a new row id: it would count twice")
+	}
+
 	// Not a poll report.
 	f = newFixture(t, nil)
 	w, _ = post(t, f.h.Polls(), PollsPath, []byte("date,campaign,cost\n2026-11-21,a,1\n"), "Content-Type", "text/csv")
