@@ -405,13 +405,20 @@ func testViewerScope(t *testing.T, b backend) {
 	tb.shot("viewer")
 }
 
+// signInLive signs in as an admin and waits for the live stream.
+func signInLive(t *testing.T, b backend) *tab {
+	t.Helper()
+	tb := signInByLink(t, b, roleAdmin)
+	tb.waitJS("the live state", `document.getElementById("status").textContent === "live"`, 10*time.Second)
+	return tb
+}
+
 func testStreamDown(t *testing.T, b backend) {
 	sb, ok := b.(streamBreaker)
 	if !ok {
 		t.Skip("this backend cannot take its stream down alone")
 	}
-	tb := signInByLink(t, b, roleAdmin)
-	tb.waitJS("the live state", `document.getElementById("status").textContent === "live"`, 10*time.Second)
+	tb := signInLive(t, b)
 	resumesBefore := len(sb.ResumeIDs())
 
 	sb.SetStreamDown(true)
@@ -445,8 +452,7 @@ func testFailedRequest(t *testing.T, b backend) {
 	if !ok {
 		t.Skip("this backend cannot fail single requests")
 	}
-	tb := signInByLink(t, b, roleAdmin)
-	tb.waitJS("the live state", `document.getElementById("status").textContent === "live"`, 10*time.Second)
+	tb := signInLive(t, b)
 	rf.FailRequests("/api/v1/series", 2) // the chart's and the breakdown's
 	start := time.Now()
 	tb.do("pick 24 h", chromedp.Click(chromedp.CSS(`#range [data-range="24h"]`)))
@@ -460,8 +466,7 @@ func testNodeDown(t *testing.T, b backend) {
 	if !ok {
 		t.Skip("this backend cannot take its node down")
 	}
-	tb := signInByLink(t, b, roleAdmin)
-	tb.waitJS("the live state", `document.getElementById("status").textContent === "live"`, 10*time.Second)
+	tb := signInLive(t, b)
 	nb.SetNodeDown(t, true)
 	tb.waitJS("the node-down state", `document.getElementById("status").textContent === "node down" && document.getElementById("banner").textContent.includes("Cannot reach")`, 15*time.Second)
 	tb.shot("node-down")
