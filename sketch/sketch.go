@@ -6,9 +6,9 @@
 // protocol. Three rules keep the numbers exact:
 //
 //   - Counters (events, value and cost sums in micro-units, bot counts and
-//     poll votes by answer) are
-//     cumulative per contribution and are replaced, never added, when a newer
-//     version of the same contribution arrives.
+//     poll votes by answer) are cumulative per contribution and are
+//     replaced, never added, when a newer version of the same contribution
+//     arrives.
 //   - Uniques are shipped as the HyperLogLog register updates since the
 //     previous flush (Registers). Union is idempotent and commutative, so the
 //     receiver unions every update it sees, in any order and any number of

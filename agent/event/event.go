@@ -121,7 +121,6 @@ func fieldErr(field, code, format string, args ...any) *Error {
 // client cannot blow up series keys.
 const maxDim = 128
 
-// cleanDim trims and bounds a dimension value; empty becomes def.
 // PollVote is the event type of a poll vote, the one type whose events
 // carry a poll and an answer.
 const PollVote = "poll_vote"
@@ -143,6 +142,7 @@ func cleanVoteLabel(s, def string) string {
 	return cleanDim(s, def)
 }
 
+// cleanDim trims and bounds a dimension value; empty becomes def.
 func cleanDim(s, def string) string {
 	s = strings.TrimSpace(s)
 	if s == "" {
