@@ -600,7 +600,8 @@ func naturalKey(rk *reportKind, e *event.Event, day bool) string {
 		key += "|" + s.Device
 	}
 	if e.Vote != "" {
-		key += "|" + strings.ReplaceAll(e.Vote, "\x1f", "|")
+		poll, answer := sketch.SplitVote(e.Vote)
+		key += "|" + poll + "|" + answer
 	}
 	if e.Visitor != 0 {
 		key += "|" + strconv.FormatUint(e.Visitor, 16)
