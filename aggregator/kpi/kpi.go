@@ -69,12 +69,9 @@ type Accumulator struct {
 	// and an accumulator costs a few hundred bytes instead of up to 16 KB.
 	SkipUniques bool
 
-	byType      map[string]uint64
-	valueMicros int64
-	costMicros  int64
-	bots        map[string]uint64
-	votes       map[string]uint64
-	uniques     sketch.State
+	byType   map[string]uint64
+	counters sketch.State // sums, bots and votes of every point (its Uniques unused)
+	uniques  sketch.State
 }
 
 // Add merges one point into a. It does not modify or keep the point.
@@ -84,20 +81,7 @@ func (a *Accumulator) Add(p Point) error {
 		a.byType = make(map[string]uint64, 4)
 	}
 	a.byType[p.Series.Type] += st.Count
-	a.valueMicros += st.ValueMicros
-	a.costMicros += st.CostMicros
-	for r, n := range st.Bots {
-		if a.bots == nil {
-			a.bots = make(map[string]uint64, len(st.Bots))
-		}
-		a.bots[r] += n
-	}
-	for v, n := range st.Votes {
-		if a.votes == nil {
-			a.votes = make(map[string]uint64, len(st.Votes))
-		}
-		a.votes[v] += n
-	}
+	a.counters.MergeCounters(st)
 	if !a.SkipUniques && p.Series.Type != "cost" {
 		if err := a.uniques.MergeUniques(st.Uniques); err != nil {
 			return fmt.Errorf("merge uniques of %v: %w", p.Series, err)
@@ -108,16 +92,13 @@ func (a *Accumulator) Add(p Point) error {
 
 // Totals returns copies of the exact sums so far.
 func (a *Accumulator) Totals() Totals {
-	t := Totals{ByType: make(map[string]uint64, len(a.byType)), ValueMicros: a.valueMicros,
-		CostMicros: a.costMicros, Bots: make(map[string]uint64, len(a.bots))}
-	for k, v := range a.byType {
-		t.ByType[k] = v
+	t := Totals{ByType: maps.Clone(a.byType), ValueMicros: a.counters.ValueMicros, CostMicros: a.counters.CostMicros,
+		Bots: maps.Clone(a.counters.Bots), Votes: maps.Clone(a.counters.Votes)}
+	if t.ByType == nil {
+		t.ByType = map[string]uint64{}
 	}
-	for k, v := range a.bots {
-		t.Bots[k] = v
-	}
-	if len(a.votes) > 0 {
-		t.Votes = maps.Clone(a.votes)
+	if t.Bots == nil {
+		t.Bots = map[string]uint64{} // "by_reason": {} rather than null
 	}
 	return t
 }
