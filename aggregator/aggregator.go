@@ -266,7 +266,8 @@ type minuteSource struct{ r *influx.Reader }
 
 func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(kpi.Point) error) error {
 	return m.r.EachMinute(ctx, influx.MinuteQuery{Campaigns: q.Campaigns, AllCampaigns: q.AllCampaigns, From: q.From, To: q.To,
-		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region, CountersOnly: q.CountersOnly},
+		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region, Type: q.Type,
+		CountersOnly: q.CountersOnly},
 		func(p influx.MinutePoint) error {
 			return fn(kpi.Point{Series: p.Series, Minute: p.Minute, State: p.State})
 		})

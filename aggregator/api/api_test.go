@@ -65,7 +65,7 @@ func (f *fakeSource) EachMinute(_ context.Context, q Query, fn func(kpi.Point) e
 		}
 		if (q.Source != "" && q.Source != s.Source) || (q.Medium != "" && q.Medium != s.Medium) ||
 			(q.Country != "" && q.Country != s.Country) || (q.Device != "" && q.Device != s.Device) ||
-			(q.Region != "" && q.Region != s.Region) {
+			(q.Region != "" && q.Region != s.Region) || (q.Type != "" && q.Type != s.Type) {
 			continue
 		}
 		if err := fn(p); err != nil {
@@ -658,6 +658,9 @@ func TestPollsByAnswer(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got.Polls, want) {
 		t.Fatalf("polls = %+v\nwant %+v", got.Polls, want)
+	}
+	if q := e.src.lastQuery(); q.Type != "poll_vote" || !q.CountersOnly {
+		t.Fatalf("polls asked the storage for %+v, want poll_vote counters only", q)
 	}
 	if got := decode[PollsResponse](t, e.get("/api/v1/polls?campaign=c&source=web", adminToken)); len(got.Polls) != 1 || got.Polls[0].Total != 3 {
 		t.Fatalf("source=web: %+v", got.Polls)

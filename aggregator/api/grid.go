@@ -19,6 +19,9 @@ type Query struct {
 	From, To     time.Time
 
 	Source, Medium, Country, Device, Region string
+	// Type, when set, selects the series of one event type (the polls
+	// endpoint reads poll_vote series only).
+	Type string
 
 	// CountersOnly: the answer needs no uniques, so the source may leave
 	// the sketches out (they are most of the bytes).

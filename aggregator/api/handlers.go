@@ -299,7 +299,7 @@ type BotsResponse struct {
 // bots serves GET /api/v1/bots: filtered bot events of one campaign over
 // the window, by reason.
 func (s *Server) bots(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	k, t, err := s.counters(r, p)
+	k, t, err := s.counters(r, p, "")
 	if err != nil {
 		return err
 	}
@@ -340,16 +340,20 @@ type Answer struct {
 // polls serves GET /api/v1/polls: the votes of one campaign's polls over
 // the window, by answer, exact.
 func (s *Server) polls(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	_, t, err := s.counters(r, p)
+	_, t, err := s.counters(r, p, pollVoteType)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, PollsResponse{Polls: pollResults(t.Votes)})
 }
 
+// pollVoteType is the event type of the series that carry votes.
+const pollVoteType = "poll_vote"
+
 // counters sums the exact counters (no sketches) of the request's one
-// campaign over its window and filters.
-func (s *Server) counters(r *http.Request, p *auth.Principal) (kpi.KPIs, kpi.Totals, error) {
+// campaign over its window and filters, of the series of type typ ("":
+// every type).
+func (s *Server) counters(r *http.Request, p *auth.Principal, typ string) (kpi.KPIs, kpi.Totals, error) {
 	win, err := parseWindow(r.URL.Query(), s.now(), s.cfg.MaxWindow)
 	if err != nil {
 		return kpi.KPIs{}, kpi.Totals{}, err
@@ -358,7 +362,7 @@ func (s *Server) counters(r *http.Request, p *auth.Principal) (kpi.KPIs, kpi.Tot
 	if err != nil {
 		return kpi.KPIs{}, kpi.Totals{}, err
 	}
-	q.CountersOnly = true
+	q.CountersOnly, q.Type = true, typ
 	acc := kpi.Accumulator{SkipUniques: true}
 	if err := s.each(r.Context(), q, acc.Add); err != nil {
 		return kpi.KPIs{}, kpi.Totals{}, err
