@@ -663,10 +663,7 @@ class Dashboard {
       const share = totalClicks ? k.clicks / totalClicks : 0;
       for (const text of [g.key || "(none)", fmt.count(k.impressions), fmt.count(k.clicks), fmt.pct(k.ctr), fmt.count(k.conversions),
         fmt.money(k.revenue), fmt.money(k.cost), fmt.times(k.roas)]) tr.insertCell().textContent = text;
-      const cell = tr.insertCell();
-      cell.innerHTML = `<span class="bar"></span>`;
-      cell.firstChild.style.width = `${Math.round(share * 80)}px`;
-      cell.append(fmt.pct(share));
+      shareCell(tr, share, 80);
     }
     // Chart: clicks per step of the biggest groups.
     const series = ((this.drill && this.drill.series) || []).slice();
@@ -717,14 +714,20 @@ class Dashboard {
         tr.dataset.answer = a.answer;
         tr.insertCell().textContent = a.answer;
         tr.insertCell().textContent = fmt.count(a.votes);
-        const cell = tr.insertCell();
-        cell.innerHTML = `<span class="bar"></span>`;
-        cell.firstChild.style.width = `${Math.round(a.share * 160)}px`;
-        cell.append(fmt.pct(a.share));
+        shareCell(tr, a.share, 160);
       }
       box.append(h, table);
     }
   }
+}
+
+/** shareCell appends a cell with a bar of up to width px and the share in %. */
+function shareCell(tr, share, width) {
+  const cell = tr.insertCell();
+  const bar = document.createElement("span");
+  bar.className = "bar";
+  bar.style.width = `${Math.round(share * width)}px`;
+  cell.append(bar, fmt.pct(share));
 }
 
 // ---- signing in and out ----
