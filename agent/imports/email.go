@@ -94,13 +94,7 @@ func (h *Handlers) serveEmail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	items, err := splitJSON(body, h.cfg.MaxRows)
-	var tooMany *errTooMany
-	switch {
-	case errors.As(err, &tooMany):
-		h.fail(w, kind, http.StatusRequestEntityTooLarge, err.Error())
-		return
-	case err != nil:
-		h.fail(w, kind, http.StatusBadRequest, err.Error())
+	if h.failedBody(w, kind, err) {
 		return
 	}
 	now := h.cfg.Now()

@@ -232,6 +232,21 @@ func (h *Handlers) fail(w http.ResponseWriter, kind string, code int, msg string
 var errTooLarge = errors.New("body too large")
 
 // readBody reads the request body up to MaxBodyBytes, answering the
+// failedBody answers a body that could not be read as rows: 413 for too
+// many, 400 otherwise. It reports whether it answered (err != nil).
+func (h *Handlers) failedBody(w http.ResponseWriter, kind string, err error) bool {
+	var tooMany *errTooMany
+	switch {
+	case errors.As(err, &tooMany):
+		h.fail(w, kind, http.StatusRequestEntityTooLarge, err.Error())
+	case err != nil:
+		h.fail(w, kind, http.StatusBadRequest, err.Error())
+	default:
+		return false
+	}
+	return true
+}
+
 // request itself when it cannot.
 func (h *Handlers) readBody(w http.ResponseWriter, r *http.Request, kind string) ([]byte, bool) {
 	if r.Method != http.MethodPost {

@@ -197,13 +197,7 @@ func (h *Handlers) serveReport(w http.ResponseWriter, r *http.Request, rk *repor
 	} else {
 		err = imp.readJSON(body)
 	}
-	var tooMany *errTooMany
-	switch {
-	case errors.As(err, &tooMany):
-		h.fail(w, kind, http.StatusRequestEntityTooLarge, err.Error())
-		return
-	case err != nil:
-		h.fail(w, kind, http.StatusBadRequest, err.Error())
+	if h.failedBody(w, kind, err) {
 		return
 	}
 	events, err := imp.events(h.version())
