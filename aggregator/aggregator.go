@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tally-edge/tally/aggregator/api"
-	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
 	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/aggregator/forward"
@@ -27,7 +26,6 @@ import (
 	"github.com/tally-edge/tally/aggregator/ingest"
 	"github.com/tally-edge/tally/aggregator/kpi"
 	"github.com/tally-edge/tally/aggregator/live"
-	"github.com/tally-edge/tally/dashboard"
 	"github.com/tally-edge/tally/internal/pki"
 	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
@@ -134,31 +132,24 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	defer qsrv.Close()
 	registerServerMetrics(reg, qsrv)
 
-	authCfg, err := cfg.Auth.AuthConfig()
+	side, err := newHTTPSide(cfg, hub, func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} },
+		minuteSource{reader}, pipe.Ready, reg, logger)
 	if err != nil {
 		return err
 	}
-	authn, err := auth.New(authCfg)
-	if err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	var audit *auth.Audit
-	if cfg.HTTP.AuditLog != "" {
-		if audit, err = auth.OpenAudit(cfg.HTTP.AuditLog); err != nil {
-			return fmt.Errorf("audit log: %w", err)
-		}
-		defer audit.Close()
-	}
-	apiSrv := api.New(api.Config{MaxWindow: cfg.HTTP.MaxWindow, QueryTimeout: cfg.HTTP.QueryTimeout, MaxPoints: cfg.HTTP.MaxPoints,
-		MetricsToken: cfg.HTTP.MetricsToken, Auth: authn, Audit: audit, Hub: hub,
-		Status: func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} }},
-		minuteSource{reader}, pipe.Ready, reg, reg, dashboard.Assets(), logger)
+	defer side.close()
+	apiSrv := side.api
 	apiSrv.Handle(api.ClusterRoute, clusterHandler(cl, pub))
-	hsrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	hsrv := api.HTTPServer(apiSrv)
 	hsrv.RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
 
-	httpErr := make(chan error, 1)
+	httpErr := make(chan error, 2)
 	go func() { httpErr <- serveHTTP(hsrv, ln, cfg.HTTP) }()
+	go func() {
+		if err := side.serveMetrics(cfg.HTTP); err != nil {
+			httpErr <- err
+		}
+	}()
 	quicCtx, stopQUIC := context.WithCancel(context.Background())
 	defer stopQUIC()
 	quicErr := make(chan error, 1)
@@ -209,6 +200,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	qsrv.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = hsrv.Shutdown(sctx)
+	if side.metrics != nil {
+		_ = side.metrics.Shutdown(sctx)
+	}
 	cancel()
 	stopPipe()
 	wg.Wait()

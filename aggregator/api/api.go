@@ -2,14 +2,22 @@
 // stream under /api/v1/, health and readiness probes, Prometheus metrics
 // and the embedded dashboard.
 //
-// Every /api/v1 route but openapi.json passes through auth.Guard: a
-// bearer token is required (401), the route's roles are checked (403),
-// viewers see only their campaigns, and each request is audited. The
-// dashboard's static files, /healthz and /readyz are public; /metrics is
-// public unless Config.MetricsToken is set.
+// Every /api/v1 route but openapi.json and session passes through
+// auth.Guard: a bearer token is required (401), the route's roles are
+// checked (403), viewers see only their campaigns, and each request is
+// audited. POST /api/v1/session takes a sign-in link token instead and
+// audits itself. The dashboard's static files, /healthz and /readyz are
+// public. /metrics without a credential leaves out every series labelled
+// with a campaign (it is 401 when Config.MetricsToken is set); with the
+// metrics token or an admin's API token it is complete.
+//
+// Storage queries and streams pass through gates that bound how many run
+// at once on the node and for one subject (limits.go); answers are
+// written within Config.WriteTimeout.
 package api
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -17,10 +25,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/live"
@@ -37,8 +47,31 @@ type Config struct {
 	// series, rows of one day of an export, campaigns of a list. Default
 	// 10,080 × 10 (a week of minutes for ten groups).
 	MaxPoints int
-	// MetricsToken, when set, is the bearer token /metrics requires.
+	// MetricsToken, when set, is the bearer token /metrics requires;
+	// without it, /metrics is public but leaves out every series labelled
+	// with a campaign. An admin's API token also opens the full metrics.
 	MetricsToken string
+	// MetricsElsewhere leaves /metrics out of this handler: the node
+	// serves MetricsHandler on its own listener.
+	MetricsElsewhere bool
+	// MaxConcurrentQueries bounds the storage queries (data routes)
+	// running at once on the node; a request waits up to QueryWait for a
+	// slot, then gets 503. Default 16.
+	MaxConcurrentQueries int
+	// MaxQueriesPerSubject bounds the data requests of one subject
+	// admitted at once (running or waiting); beyond it: 429. Default 8.
+	MaxQueriesPerSubject int
+	// QueryWait is how long a data request waits for a query slot.
+	// Default 5s.
+	QueryWait time.Duration
+	// MaxStreams bounds the open streams of the node (503 beyond);
+	// MaxStreamsPerSubject those of one subject (429 beyond). Defaults
+	// 1000 and 16.
+	MaxStreams, MaxStreamsPerSubject int
+	// WriteTimeout bounds writing one answer (or one day of an export) to
+	// a client; a client that reads slower is disconnected, so it cannot
+	// hold a query slot. Default 30s.
+	WriteTimeout time.Duration
 
 	// Auth authenticates API callers. Required: without it every API
 	// request is refused.
@@ -66,6 +99,9 @@ type Server struct {
 	guard  *auth.Guard
 	routes []Route
 
+	queries, streams *gate
+	metrics          http.Handler
+
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
@@ -79,10 +115,15 @@ type Route struct {
 	Roles []auth.Role
 	// Params are the query parameters the route takes; any other is a 400.
 	Params []string
-	// Public routes skip the guard (openapi.json).
+	// Public routes skip the guard (openapi.json; the session exchange
+	// authenticates its link token itself).
 	Public bool
 	// QueryToken accepts ?access_token= (the stream, for EventSource).
 	QueryToken bool
+	// Query routes read storage: they pass the query gate.
+	Query bool
+	// Long routes (the stream) manage their own write deadlines.
+	Long bool
 }
 
 // ClusterRoute is GET /api/v1/cluster (members and owners), for admins
@@ -109,13 +150,29 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 	if cfg.Status == nil {
 		cfg.Status = func() live.Status { return live.Status{Members: 1} }
 	}
+	cfg.MaxConcurrentQueries = cmp.Or(cfg.MaxConcurrentQueries, DefaultMaxConcurrentQueries)
+	cfg.MaxQueriesPerSubject = cmp.Or(cfg.MaxQueriesPerSubject, DefaultMaxQueriesPerSubject)
+	cfg.QueryWait = cmp.Or(cfg.QueryWait, DefaultQueryWait)
+	cfg.MaxStreams = cmp.Or(cfg.MaxStreams, DefaultMaxStreams)
+	cfg.MaxStreamsPerSubject = cmp.Or(cfg.MaxStreamsPerSubject, DefaultMaxStreamsPerSubject)
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
 	s := &Server{cfg: cfg, source: source, ready: ready, log: logger.With("component", "api"), mux: http.NewServeMux(),
 		guard: &auth.Guard{Auth: cfg.Auth, Audit: cfg.Audit}}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_aggregator_api_requests_total",
 		Help: "API requests by route and status code."}, []string{"route", "code"})
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tally_aggregator_api_request_duration_seconds",
 		Help: "API request latency by route.", Buckets: prometheus.DefBuckets}, []string{"route"})
-	reg.MustRegister(s.requests, s.latency)
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_aggregator_api_limited_total",
+		Help: "API requests refused by a concurrency limit: queries or streams of the node (503), or of one subject (subject_queries, subject_streams: 429)."},
+		[]string{"limit"})
+	queriesInFlight := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_api_queries_in_flight",
+		Help: "Storage queries of the API running now."})
+	streamsOpen := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_api_streams_open",
+		Help: "Streams admitted by the stream limit and open now."})
+	reg.MustRegister(s.requests, s.latency, refused, queriesInFlight, streamsOpen)
+	s.queries = newGate("queries", cfg.MaxConcurrentQueries, cfg.MaxQueriesPerSubject, cfg.QueryWait, refused, queriesInFlight)
+	s.streams = newGate("streams", cfg.MaxStreams, cfg.MaxStreamsPerSubject, 0, refused, streamsOpen)
+	s.metrics = s.metricsHandler(gatherer)
 
 	s.mux.Handle("GET /healthz", s.measure("healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -127,22 +184,26 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 		}
 		w.Write([]byte("ready\n"))
 	})))
-	s.mux.Handle("GET /metrics", s.metricsHandler(gatherer))
+	if !cfg.MetricsElsewhere {
+		s.mux.Handle("GET /metrics", s.measure("metrics", s.metrics))
+	}
 
 	all := auth.AllRoles
 	data := params(windowParams, filterParams)
 	s.route(Route{Method: "GET", Path: "/api/v1/openapi.json", Name: "openapi", Public: true}, s.openAPI)
 	s.route(Route{Method: "GET", Path: "/api/v1/whoami", Name: "whoami", Roles: all}, s.whoami)
-	s.route(Route{Method: "GET", Path: "/api/v1/campaigns", Name: "campaigns", Roles: all, Params: data}, s.campaigns)
-	s.route(Route{Method: "GET", Path: "/api/v1/kpis", Name: "kpis", Roles: all, Params: params([]string{pCampaign, pBy}, data)}, s.kpis)
+	s.route(Route{Method: "GET", Path: "/api/v1/campaigns", Name: "campaigns", Roles: all, Params: data, Query: true}, s.campaigns)
+	s.route(Route{Method: "GET", Path: "/api/v1/kpis", Name: "kpis", Roles: all, Params: params([]string{pCampaign, pBy}, data), Query: true}, s.kpis)
 	s.route(Route{Method: "GET", Path: "/api/v1/series", Name: "series", Roles: all,
-		Params: params([]string{pCampaign, pMetric, pStep, pBy}, data)}, s.series)
-	s.route(Route{Method: "GET", Path: "/api/v1/bots", Name: "bots", Roles: all, Params: params([]string{pCampaign}, data)}, s.bots)
-	s.route(Route{Method: "GET", Path: "/api/v1/polls", Name: "polls", Roles: all, Params: params([]string{pCampaign}, data)}, s.polls)
+		Params: params([]string{pCampaign, pMetric, pStep, pBy}, data), Query: true}, s.series)
+	s.route(Route{Method: "GET", Path: "/api/v1/bots", Name: "bots", Roles: all, Params: params([]string{pCampaign}, data), Query: true}, s.bots)
+	s.route(Route{Method: "GET", Path: "/api/v1/polls", Name: "polls", Roles: all, Params: params([]string{pCampaign}, data), Query: true}, s.polls)
 	s.route(Route{Method: "GET", Path: "/api/v1/export.csv", Name: "export", Roles: all,
-		Params: params([]string{pCampaign, pStep, pBy}, data)}, s.export)
+		Params: params([]string{pCampaign, pStep, pBy}, data), Query: true, Long: true}, s.export)
 	s.route(Route{Method: "GET", Path: "/api/v1/stream", Name: "stream", Roles: all, QueryToken: true,
-		Params: []string{pCampaigns, "access_token"}}, s.stream)
+		Params: []string{pCampaigns, pAccessToken}, Long: true}, s.stream)
+	s.route(Route{Method: "POST", Path: "/api/v1/session", Name: "session", Public: true}, s.session)
+	s.route(Route{Method: "POST", Path: "/api/v1/links", Name: "links", Roles: []auth.Role{auth.Admin}}, s.mintLink)
 	if assets != nil {
 		s.mux.Handle("GET /", http.FileServerFS(assets))
 	}
@@ -177,8 +238,24 @@ func (s *Server) route(rt Route, h handlerFunc) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		if err := h(w, r, auth.FromContext(r.Context())); err != nil {
-			s.answerError(w, r, err)
+		p := auth.FromContext(r.Context())
+		if rt.Query {
+			release, err := s.queries.acquire(r.Context(), p.Subject)
+			if err != nil {
+				if r.Context().Err() == nil {
+					writeBusy(w, err)
+				}
+				return
+			}
+			defer release()
+		}
+		if !rt.Long {
+			// The answer is computed (within QueryTimeout), then written
+			// within WriteTimeout.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.QueryTimeout + s.cfg.WriteTimeout))
+		}
+		if err := h(w, r, p); err != nil {
+			s.answerError(w, r, rt.Name, err)
 		}
 	})
 	var handler http.Handler = inner
@@ -195,13 +272,16 @@ func (e errForbidden) Error() string {
 	return fmt.Sprintf("campaign %q is outside your scope", e.campaign)
 }
 
-func (s *Server) answerError(w http.ResponseWriter, r *http.Request, err error) {
+func (s *Server) answerError(w http.ResponseWriter, r *http.Request, route string, err error) {
 	var (
 		pe *paramError
 		tl *tooLargeError
 		fe errForbidden
+		re *requestError
 	)
 	switch {
+	case errors.As(err, &re):
+		writeError(w, http.StatusBadRequest, re.Error())
 	case errors.As(err, &tl):
 		writeError(w, http.StatusBadRequest, tl.Error())
 	case errors.As(err, &pe):
@@ -210,8 +290,19 @@ func (s *Server) answerError(w http.ResponseWriter, r *http.Request, err error) 
 		writeError(w, http.StatusForbidden, fe.Error())
 	case errors.Is(err, errNoStream):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, errSubjectBusy), errors.Is(err, errBusy):
+		writeBusy(w, err)
+	case errors.Is(err, auth.ErrUnauthenticated):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
+		writeError(w, http.StatusUnauthorized, err.Error())
+	case errors.Is(err, auth.ErrTooManyLinks):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads an answer.
 	default:
-		s.log.Error("storage query failed", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+		// The route, not the query: logs never carry what a client sent.
+		s.log.Error("storage query failed", "route", route, "err", err)
 		writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
 	}
 }
@@ -227,19 +318,64 @@ func (s *Server) measure(route string, h http.Handler) http.Handler {
 	})
 }
 
+// MetricsHandler serves /metrics; the node mounts it on its own listener
+// when Config.MetricsElsewhere is set.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics }
+
+// HTTPServer returns the server for this handler, with the header bound
+// and timeouts every listener of the API needs.
+func HTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: MaxHeaderBytes}
+}
+
+// metricsHandler serves the whole registry to a caller with the metrics
+// token or an admin's API token. Without either it is 401 when a metrics
+// token is configured, else the registry without any series labelled
+// with a campaign: campaign names are business data, and a scrape
+// without a credential must not list them.
 func (s *Server) metricsHandler(g prometheus.Gatherer) http.Handler {
-	h := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
-	if s.cfg.MetricsToken == "" {
-		return h
-	}
+	full := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	redacted := promhttp.HandlerFor(withoutLabel(g, "campaign"), promhttp.HandlerOpts{})
 	want := []byte(s.cfg.MetricsToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(auth.BearerToken(r.Header.Get("Authorization"))), want) != 1 {
+		token := auth.BearerToken(r.Header.Get("Authorization"))
+		if token != "" && len(want) > 0 && subtle.ConstantTimeCompare([]byte(token), want) == 1 {
+			full.ServeHTTP(w, r)
+			return
+		}
+		if token != "" && s.cfg.Auth != nil {
+			if p, err := s.cfg.Auth.Authenticate(token); err == nil && p.Role == auth.Admin {
+				full.ServeHTTP(w, r)
+				return
+			}
+		}
+		if len(want) > 0 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tally-metrics"`)
 			writeError(w, http.StatusUnauthorized, "metrics need the metrics token")
 			return
 		}
-		h.ServeHTTP(w, r)
+		redacted.ServeHTTP(w, r)
+	})
+}
+
+// withoutLabel gathers g and leaves out every metric that has the label.
+func withoutLabel(g prometheus.Gatherer, label string) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := g.Gather()
+		out := mfs[:0]
+		for _, mf := range mfs {
+			kept := mf.Metric[:0]
+			for _, m := range mf.Metric {
+				if !slices.ContainsFunc(m.Label, func(l *dto.LabelPair) bool { return l.GetName() == label }) {
+					kept = append(kept, m)
+				}
+			}
+			if mf.Metric = kept; len(kept) > 0 {
+				out = append(out, mf)
+			}
+		}
+		return out, err
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	_ "embed"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -462,10 +463,13 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			if g, err = chunk(start); err != nil {
 				// The status line is gone: end the response abruptly so
 				// the client sees a broken download, not a short file.
-				s.log.Error("export failed mid-stream", "query", r.URL.RawQuery, "err", err)
+				s.log.Error("export failed mid-stream", "route", "export", "err", err)
 				panic(http.ErrAbortHandler)
 			}
 		}
+		// Each day of rows gets WriteTimeout to reach the client: a
+		// client that stops reading cannot hold the query slot.
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		writeRows(cw, g, by != "")
 		cw.Flush()
 		if err := cw.Error(); err != nil {
@@ -528,12 +532,14 @@ func minTime(a, b time.Time) time.Time {
 var errNoStream = errors.New("the live stream is not available on this node")
 
 // stream serves GET /api/v1/stream: Server-Sent Events of the caller's
-// campaigns (or of the campaigns= it names, all of which it must see).
+// campaigns (or of the campaigns= it names, all of which it must see),
+// until the caller's credential expires. A subject may hold
+// MaxStreamsPerSubject streams at once and the node MaxStreams.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	if s.cfg.Hub == nil {
 		return errNoStream
 	}
-	only, err := parseList(r.URL.Query(), pCampaigns)
+	only, err := parseList(r.URL.Query(), pCampaigns, MaxFilterCampaigns)
 	if err != nil {
 		return err
 	}
@@ -542,6 +548,16 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			return errForbidden{c}
 		}
 	}
+	// A JWT is accepted up to its leeway after exp; its stream would end
+	// at once, so refuse it as the expired credential it is.
+	if !p.Expires.IsZero() && !time.Now().Before(p.Expires) {
+		return fmt.Errorf("%w: the token has expired", auth.ErrUnauthenticated)
+	}
+	release, err := s.streams.acquire(r.Context(), p.Subject)
+	if err != nil {
+		return err
+	}
+	defer release()
 	switch {
 	case len(only) > 0:
 		auth.NoteCampaigns(r, only...)
@@ -550,9 +566,120 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	default:
 		auth.NoteCampaigns(r, p.Campaigns...)
 	}
-	scope := func(c string) bool { return p.CanSee(c) && (len(only) == 0 || slices.Contains(only, c)) }
-	_ = s.cfg.Hub.Serve(w, r, scope, s.cfg.Status())
+	named := make(map[string]bool, len(only))
+	for _, c := range only {
+		named[c] = true
+	}
+	scope := func(c string) bool { return p.CanSee(c) && (len(named) == 0 || named[c]) }
+	auth.StreamStarted(r)
+	err = s.cfg.Hub.ServeUntil(w, r, scope, s.cfg.Status(), p.Expires)
+	switch {
+	case errors.Is(err, live.ErrExpired):
+		auth.NoteOutcome(r, "token_expired")
+	case errors.Is(err, live.ErrDropped):
+		auth.NoteOutcome(r, "dropped_slow")
+	case r.Context().Err() != nil:
+		auth.NoteOutcome(r, "client_gone")
+	default:
+		auth.NoteOutcome(r, "node_stopping")
+	}
 	return nil
+}
+
+// SessionResponse is the body of POST /api/v1/session.
+type SessionResponse struct {
+	// Token is the session's bearer token.
+	Token string `json:"token"`
+	// Expires is when the session ends (and any stream opened with it).
+	Expires   time.Time `json:"expires"`
+	Subject   string    `json:"subject"`
+	Role      auth.Role `json:"role"`
+	Campaigns []string  `json:"campaigns,omitempty"`
+}
+
+// session serves POST /api/v1/session: a sign-in link token (as the
+// bearer token) is exchanged, once, for a session token. It is the only
+// route that accepts a link token, and it accepts nothing else.
+func (s *Server) session(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
+	start := time.Now()
+	if s.cfg.Auth == nil {
+		return fmt.Errorf("%w: no credentials are configured", auth.ErrUnauthenticated)
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	token, p, err := s.cfg.Auth.Links().Exchange(auth.BearerToken(r.Header.Get("Authorization")))
+	if err != nil {
+		s.answerError(sw, r, "session", err)
+	} else {
+		_ = writeJSON(sw, SessionResponse{Token: token, Expires: p.Expires, Subject: p.Subject, Role: p.Role, Campaigns: p.Campaigns})
+	}
+	s.cfg.Audit.Record(r, "session", p, nil, sw.status(), 0, time.Since(start))
+	return nil
+}
+
+// LinkRequest is the body of POST /api/v1/links.
+type LinkRequest struct {
+	// Subject the session will stand for; default the caller's.
+	Subject string `json:"subject"`
+	// Role of the session: admin, analyst or viewer.
+	Role string `json:"role"`
+	// Campaigns is a viewer's scope.
+	Campaigns []string `json:"campaigns,omitempty"`
+	// TTL is the link's lifetime (Go duration, e.g. "15m"); default the
+	// node's auth.links.link_ttl, at most 24h.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// LinkResponse is the body of POST /api/v1/links.
+type LinkResponse struct {
+	// LinkToken opens one session (POST /api/v1/session) until Expires.
+	LinkToken string    `json:"link_token"`
+	Expires   time.Time `json:"expires"`
+	// Path is the dashboard link, relative to a node's address.
+	Path string `json:"path"`
+	// ThisNodeOnly is true when no shared links secret is configured:
+	// the link then opens a session on this node only.
+	ThisNodeOnly bool `json:"this_node_only"`
+}
+
+// requestError is a bad request body (400).
+type requestError struct{ msg string }
+
+func (e *requestError) Error() string { return "body: " + e.msg }
+
+// mintLink serves POST /api/v1/links (admins): a short-lived, single-use
+// sign-in link for the dashboard.
+func (s *Server) mintLink(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(10 * time.Second))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxLinkBody))
+	dec.DisallowUnknownFields()
+	var req LinkRequest
+	if err := dec.Decode(&req); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return &requestError{fmt.Sprintf("larger than %d bytes", maxLinkBody)}
+		}
+		return &requestError{"want a JSON object {subject, role, campaigns, ttl}: " + err.Error()}
+	}
+	if dec.More() {
+		return &requestError{"one JSON object only"}
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			return &requestError{fmt.Sprintf("ttl %q: want a duration such as 15m", req.TTL)}
+		}
+		ttl = d
+	}
+	who := auth.Principal{Subject: cmp.Or(req.Subject, p.Subject), Role: auth.Role(req.Role), Campaigns: req.Campaigns}
+	links := s.cfg.Auth.Links()
+	token, exp, err := links.MintLink(who, ttl)
+	if err != nil {
+		return &requestError{err.Error()}
+	}
+	auth.NoteCampaigns(r, req.Campaigns...)
+	auth.NoteOutcome(r, "link_for_"+string(who.Role))
+	return writeJSON(w, LinkResponse{LinkToken: token, Expires: exp, Path: "/?link=" + token, ThisNodeOnly: !links.Shared()})
 }
 
 //go:embed openapi.json

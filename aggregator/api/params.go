@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tally-edge/tally/aggregator/auth"
 )
 
 // paramError names the query parameter at fault; it answers 400.
@@ -29,6 +32,8 @@ const (
 	pBy        = "by"
 	pStep      = "step"
 	pMetric    = "metric"
+	// pAccessToken is the stream's bearer token in the query.
+	pAccessToken = "access_token"
 )
 
 // Dimensions are the series dimensions a query can filter on and group
@@ -43,8 +48,15 @@ var (
 // params lists a route's parameters: the names plus the shared groups.
 func params(names ...[]string) []string { return slices.Concat(names...) }
 
-// maxParamLen bounds every parameter value.
+// maxParamLen bounds every parameter value but those of paramLimits.
 const maxParamLen = 512
+
+// paramLimits are the parameters allowed longer values: a list of
+// campaigns and a bearer token.
+var paramLimits = map[string]int{
+	pCampaigns:   MaxFilterCampaigns * (auth.MaxNameBytes + 1),
+	pAccessToken: auth.MaxTokenBytes,
+}
 
 // checkParams refuses unknown and repeated parameters, so a typo never
 // silently becomes a default.
@@ -61,8 +73,8 @@ func checkParams(q url.Values, allowed []string) error {
 		if len(q[k]) > 1 {
 			return badParam(k, "given more than once")
 		}
-		if len(q[k][0]) > maxParamLen {
-			return badParam(k, "longer than %d bytes", maxParamLen)
+		if limit := cmp.Or(paramLimits[k], maxParamLen); len(q[k][0]) > limit {
+			return badParam(k, "longer than %d bytes", limit)
 		}
 	}
 	return nil
@@ -213,8 +225,9 @@ func parseMetrics(q url.Values) ([]string, error) {
 	return out, nil
 }
 
-// parseList reads a comma-separated list of names (empty: none).
-func parseList(q url.Values, name string) ([]string, error) {
+// parseList reads a comma-separated list of at most max names, each at
+// most auth.MaxNameBytes long (empty: none). Repeats count once.
+func parseList(q url.Values, name string, max int) ([]string, error) {
 	v := q.Get(name)
 	if v == "" {
 		if q.Has(name) {
@@ -224,8 +237,15 @@ func parseList(q url.Values, name string) ([]string, error) {
 	}
 	var out []string
 	for c := range strings.SplitSeq(v, ",") {
-		if c == "" {
+		switch {
+		case c == "":
 			return nil, badParam(name, "empty name in the list")
+		case len(c) > auth.MaxNameBytes:
+			return nil, badParam(name, "a name longer than %d bytes", auth.MaxNameBytes)
+		case slices.Contains(out, c):
+			continue
+		case len(out) == max:
+			return nil, badParam(name, "more than %d names", max)
 		}
 		out = append(out, c)
 	}

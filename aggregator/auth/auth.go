@@ -57,7 +57,24 @@ type Principal struct {
 	// Campaigns is a viewer's scope, sorted; empty for admin and analyst,
 	// who see every campaign.
 	Campaigns []string `json:"campaigns,omitempty"`
+	// Expires is when the credential stops being accepted (a JWT's or a
+	// session's exp); zero for static tokens, which do not expire. A
+	// stream opened with the credential ends then.
+	Expires time.Time `json:"expires,omitzero"`
 }
+
+// Bounds on what a credential may carry. A token is read from a request
+// header, so these also bound the work an unauthenticated request can
+// cause before it is refused.
+const (
+	// MaxTokenBytes bounds a bearer token; a longer one is refused
+	// before it is parsed or hashed.
+	MaxTokenBytes = 16 << 10
+	// MaxScopeCampaigns bounds a viewer's scope (configured or in a JWT).
+	MaxScopeCampaigns = 1000
+	// MaxNameBytes bounds a subject and each campaign name of a scope.
+	MaxNameBytes = 256
+)
 
 // AllCampaigns reports whether p sees every campaign.
 func (p *Principal) AllCampaigns() bool { return p.Role == Admin || p.Role == Analyst }
@@ -87,9 +104,11 @@ type StaticToken struct {
 	Campaigns []string
 }
 
-// JWTConfig verifies JWTs. At least one key is set. Tokens must carry
-// exp, sub and role claims (and campaigns for a viewer); iss and aud are
-// checked when Issuer and Audience are set.
+// JWTConfig verifies JWTs. At least one key is set, and Issuer and
+// Audience are required: a token the same identity provider minted for
+// another service (another audience) or another provider signed with a
+// shared key must not open Tally. Tokens must carry exp, sub, role, iss
+// and aud claims (and campaigns for a viewer).
 type JWTConfig struct {
 	// HS256Secret verifies HS256 tokens (at least 32 bytes).
 	HS256Secret []byte
@@ -106,6 +125,8 @@ type JWTConfig struct {
 type Config struct {
 	Tokens []StaticToken
 	JWT    *JWTConfig
+	// Links mints and verifies sign-in links and dashboard sessions.
+	Links LinkConfig
 }
 
 // Authenticator turns bearer tokens into principals. It is safe for
@@ -114,6 +135,7 @@ type Authenticator struct {
 	tokens []hashedToken
 	parser *jwt.Parser
 	keys   map[string]any // JWT alg → verification key
+	links  *Links
 }
 
 type hashedToken struct {
@@ -169,8 +191,13 @@ func New(cfg Config) (*Authenticator, error) {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
 		}
 	}
-	if len(a.tokens) == 0 && a.parser == nil && len(errs) == 0 {
-		errs = append(errs, errors.New("no tokens and no jwt key: nobody could use the API"))
+	links, err := newLinks(cfg.Links)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("links: %w", err))
+	}
+	a.links = links
+	if len(a.tokens) == 0 && a.parser == nil && len(cfg.Links.Secret) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no tokens, no jwt key and no links secret: nobody could use the API"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -181,6 +208,9 @@ func New(cfg Config) (*Authenticator, error) {
 func (a *Authenticator) setupJWT(c JWTConfig) error {
 	if len(c.HS256Secret) == 0 && len(c.PublicKeyPEM) == 0 {
 		return errors.New("hs256_secret or public_key_file required")
+	}
+	if c.Issuer == "" || c.Audience == "" {
+		return errors.New("issuer and audience required when a key is set (a token minted for another service must not open Tally)")
 	}
 	if len(c.HS256Secret) > 0 {
 		if len(c.HS256Secret) < 32 {
@@ -202,14 +232,8 @@ func (a *Authenticator) setupJWT(c JWTConfig) error {
 	if c.Leeway <= 0 {
 		c.Leeway = 30 * time.Second
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(algs), jwt.WithExpirationRequired(), jwt.WithLeeway(c.Leeway)}
-	if c.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(c.Issuer))
-	}
-	if c.Audience != "" {
-		opts = append(opts, jwt.WithAudience(c.Audience))
-	}
-	a.parser = jwt.NewParser(opts...)
+	a.parser = jwt.NewParser(jwt.WithValidMethods(algs), jwt.WithExpirationRequired(), jwt.WithLeeway(c.Leeway),
+		jwt.WithIssuer(c.Issuer), jwt.WithAudience(c.Audience))
 	return nil
 }
 
@@ -242,6 +266,9 @@ func principal(subject, role string, campaigns []string) (*Principal, error) {
 	if subject == "" {
 		return nil, errors.New("subject required")
 	}
+	if len(subject) > MaxNameBytes {
+		return nil, fmt.Errorf("subject longer than %d bytes", MaxNameBytes)
+	}
 	r, err := ParseRole(role)
 	if err != nil {
 		return nil, fmt.Errorf("subject %s: %w", subject, err)
@@ -252,9 +279,15 @@ func principal(subject, role string, campaigns []string) (*Principal, error) {
 	case r != Viewer && len(campaigns) > 0:
 		return nil, fmt.Errorf("subject %s: campaigns are for viewers only (%s sees every campaign)", subject, r)
 	}
+	if len(campaigns) > MaxScopeCampaigns {
+		return nil, fmt.Errorf("subject %s: %d campaigns, more than %d", subject, len(campaigns), MaxScopeCampaigns)
+	}
 	for _, c := range campaigns {
 		if c == "" {
 			return nil, fmt.Errorf("subject %s: empty campaign name", subject)
+		}
+		if len(c) > MaxNameBytes {
+			return nil, fmt.Errorf("subject %s: a campaign name longer than %d bytes", subject, MaxNameBytes)
 		}
 	}
 	cs := slices.Clone(campaigns)
@@ -269,7 +302,9 @@ type claims struct {
 	jwt.RegisteredClaims
 }
 
-// Authenticate returns the principal a bearer token stands for. A token
+// Authenticate returns the principal a bearer token stands for. A
+// session token (from POST /api/v1/session) is verified with the links
+// key; a sign-in link token is refused (it only opens a session); a token
 // with two dots is read as a JWT when a key is configured; any other is
 // looked up among the static tokens, comparing SHA-256 digests in
 // constant time (every configured token is compared, so timing reveals
@@ -277,6 +312,15 @@ type claims struct {
 func (a *Authenticator) Authenticate(token string) (*Principal, error) {
 	if token == "" {
 		return nil, fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
+	}
+	if len(token) > MaxTokenBytes {
+		return nil, fmt.Errorf("%w: token longer than %d bytes", ErrUnauthenticated, MaxTokenBytes)
+	}
+	switch {
+	case strings.HasPrefix(token, sessionPrefix):
+		return a.links.verify(token, purposeSession)
+	case strings.HasPrefix(token, linkPrefix):
+		return nil, fmt.Errorf("%w: a sign-in link token only opens a session (POST /api/v1/session)", ErrUnauthenticated)
 	}
 	if a.parser != nil && strings.Count(token, ".") == 2 {
 		return a.verifyJWT(token)
@@ -310,8 +354,12 @@ func (a *Authenticator) verifyJWT(token string) (*Principal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jwt claims: %v", ErrUnauthenticated, err)
 	}
+	p.Expires = c.ExpiresAt.Time // required by the parser
 	return p, nil
 }
+
+// Links returns the minter and verifier of sign-in links and sessions.
+func (a *Authenticator) Links() *Links { return a.links }
 
 // BearerToken returns the token of an "Authorization: Bearer <token>"
 // header value, or "" when there is none.

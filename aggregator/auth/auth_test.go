@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -75,6 +76,11 @@ func TestStaticTokens(t *testing.T) {
 			t.Fatalf("token %q: %v, want ErrUnauthenticated", bad, err)
 		}
 	}
+	// A huge token is refused before it is hashed or parsed.
+	if _, err := a.Authenticate(strings.Repeat("t", MaxTokenBytes+1)); !errors.Is(err, ErrUnauthenticated) ||
+		!strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("oversized token: %v", err)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -92,8 +98,16 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Tokens: []StaticToken{{Token: adminToken, Role: Admin}}}, "subject required"},
 		{Config{Tokens: []StaticToken{{Token: adminToken, Subject: "a", Role: Admin}, {TokenSHA256: HashToken(adminToken), Subject: "b", Role: Viewer, Campaigns: []string{"c"}}}}, "twice"},
 		{Config{JWT: &JWTConfig{}}, "hs256_secret or public_key_file"},
-		{Config{JWT: &JWTConfig{HS256Secret: []byte("short")}}, "32 bytes"},
-		{Config{JWT: &JWTConfig{PublicKeyPEM: []byte("not pem")}}, "PUBLIC KEY"},
+		{Config{JWT: &JWTConfig{HS256Secret: []byte("short"), Issuer: "i", Audience: "a"}}, "32 bytes"},
+		{Config{JWT: &JWTConfig{PublicKeyPEM: []byte("not pem"), Issuer: "i", Audience: "a"}}, "PUBLIC KEY"},
+		// A key without issuer and audience would accept any token the
+		// identity provider signs, whatever service it was minted for.
+		{Config{JWT: &JWTConfig{HS256Secret: []byte(secret)}}, "issuer and audience required"},
+		{Config{JWT: &JWTConfig{HS256Secret: []byte(secret), Issuer: "idp"}}, "issuer and audience required"},
+		{Config{JWT: &JWTConfig{HS256Secret: []byte(secret), Audience: "tally"}}, "issuer and audience required"},
+		{Config{Tokens: []StaticToken{{Token: adminToken, Subject: strings.Repeat("s", MaxNameBytes+1), Role: Admin}}}, "longer than"},
+		{Config{Tokens: []StaticToken{{Token: adminToken, Subject: "a", Role: Admin}}, Links: LinkConfig{Secret: []byte("short")}}, "secret shorter"},
+		{Config{Tokens: []StaticToken{{Token: adminToken, Subject: "a", Role: Admin}}, Links: LinkConfig{LinkTTL: 48 * time.Hour}}, "link_ttl"},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("%+v: %v, want an error containing %q", tc.cfg, err, tc.want)
@@ -103,7 +117,7 @@ func TestConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Config{JWT: &JWTConfig{PublicKeyPEM: pemOf(t, &small.PublicKey)}}); err == nil || !strings.Contains(err.Error(), "2048") {
+	if _, err := New(Config{JWT: &JWTConfig{PublicKeyPEM: pemOf(t, &small.PublicKey), Issuer: "i", Audience: "a"}}); err == nil || !strings.Contains(err.Error(), "2048") {
 		t.Fatalf("1024-bit RSA key accepted: %v", err)
 	}
 }
@@ -125,7 +139,7 @@ func TestJWT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es, err := New(Config{JWT: &JWTConfig{PublicKeyPEM: pemOf(t, &ecKey.PublicKey)}})
+	es, err := New(Config{JWT: &JWTConfig{PublicKeyPEM: pemOf(t, &ecKey.PublicKey), Issuer: "idp", Audience: "tally"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +151,14 @@ func TestJWT(t *testing.T) {
 	wrongIss["iss"] = "elsewhere"
 	wrongAud := valid("bob", "analyst")
 	wrongAud["aud"] = "grafana"
+	noIss := valid("bob", "analyst")
+	delete(noIss, "iss")
+	noAud := valid("bob", "analyst")
+	delete(noAud, "aud")
+	bigScope := make([]string, MaxScopeCampaigns+1)
+	for i := range bigScope {
+		bigScope[i] = fmt.Sprintf("c%d", i)
+	}
 	// A token whose signature is an HMAC keyed with the RSA public key:
 	// the classic algorithm-confusion attack.
 	confused := sign(t, jwt.SigningMethodHS256, pemOf(t, &rsaKey.PublicKey), valid("mallory", "admin"))
@@ -158,6 +180,11 @@ func TestJWT(t *testing.T) {
 		{"no exp", hsRS, sign(t, jwt.SigningMethodHS256, []byte(secret), noExp), nil},
 		{"wrong issuer", hsRS, sign(t, jwt.SigningMethodHS256, []byte(secret), wrongIss), nil},
 		{"wrong audience", hsRS, sign(t, jwt.SigningMethodHS256, []byte(secret), wrongAud), nil},
+		{"no issuer", hsRS, sign(t, jwt.SigningMethodHS256, []byte(secret), noIss), nil},
+		{"no audience", hsRS, sign(t, jwt.SigningMethodHS256, []byte(secret), noAud), nil},
+		{"scope over the bound", hsRS, sign(t, jwt.SigningMethodHS256, []byte(secret), valid("bob", "viewer", bigScope...)), nil},
+		{"subject over the bound", hsRS, sign(t, jwt.SigningMethodHS256, []byte(secret), valid(strings.Repeat("b", MaxNameBytes+1), "admin")), nil},
+		{"token over the bound", hsRS, strings.Repeat("x", MaxTokenBytes) + "." + "y." + "z", nil},
 		{"bad signature", hsRS, sign(t, jwt.SigningMethodHS256, []byte(secret+"x"), valid("bob", "admin")), nil},
 		{"tampered claims", hsRS, tampered, nil},
 		{"other ec key", es, sign(t, jwt.SigningMethodES256, otherEC, valid("dave", "analyst")), nil},
@@ -177,6 +204,8 @@ func TestJWT(t *testing.T) {
 			t.Fatalf("%s: %v", tc.name, err)
 		case tc.want != nil && (p.Subject != tc.want.Subject || p.Role != tc.want.Role || strings.Join(p.Campaigns, ",") != strings.Join(tc.want.Campaigns, ",")):
 			t.Fatalf("%s: %+v, want %+v", tc.name, p, tc.want)
+		case tc.want != nil && (p.Expires.IsZero() || time.Until(p.Expires) > time.Hour+time.Second):
+			t.Fatalf("%s: expires %v, want the token's exp", tc.name, p.Expires)
 		}
 	}
 }
@@ -198,7 +227,7 @@ func TestGuardAndAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	audit, err := OpenAudit(path)
+	audit, err := OpenAudit(AuditConfig{Path: path}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,7 @@ package auth
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"net/url"
-	"os"
-	"sort"
 	"sync"
 	"time"
 )
@@ -42,7 +38,7 @@ func (g *Guard) Wrap(rt Route, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		cw := &countingWriter{ResponseWriter: w}
-		note := &Note{}
+		note := &Note{audit: g.Audit, route: rt.Name}
 		r = r.WithContext(withNote(r.Context(), note))
 		var p *Principal
 		token := BearerToken(r.Header.Get("Authorization"))
@@ -62,6 +58,7 @@ func (g *Guard) Wrap(rt Route, next http.Handler) http.Handler {
 			WriteError(cw, http.StatusForbidden, "role "+string(pr.Role)+" may not use "+rt.Name)
 		default:
 			p = pr
+			note.p = p
 			next.ServeHTTP(cw, r.WithContext(WithPrincipal(r.Context(), pr)))
 		}
 		g.Audit.Record(r, rt.Name, p, note, cw.status(), cw.bytes, time.Since(start))
@@ -124,10 +121,16 @@ func (c *countingWriter) status() int {
 }
 
 // Note is what a handler tells the audit log about a request: the
-// campaigns it read. Handlers call NoteCampaigns.
+// campaigns it read (NoteCampaigns) and how a long request ended
+// (NoteOutcome). StreamStarted writes a stream's opening line.
 type Note struct {
 	mu        sync.Mutex
 	campaigns []string
+	outcome   string
+
+	audit *Audit
+	route string
+	p     *Principal
 }
 
 type noteKey struct{}
@@ -148,77 +151,27 @@ func NoteCampaigns(r *http.Request, campaigns ...string) {
 	n.mu.Unlock()
 }
 
-// Audit writes one JSON line per API request: who (subject, role) read or
-// exported what (route, campaigns, parameters), with the status, the body
-// bytes and the duration. It is safe for concurrent use; a nil *Audit
-// writes nothing.
-type Audit struct {
-	log  *slog.Logger
-	file *os.File
-}
-
-// MaxAuditCampaigns bounds the campaigns named on one audit line; the
-// line says how many more there were.
-const MaxAuditCampaigns = 100
-
-// OpenAudit appends audit lines to the file at path (created 0600).
-func OpenAudit(path string) (*Audit, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	return &Audit{log: slog.New(slog.NewJSONHandler(f, nil)), file: f}, nil
-}
-
-// Close closes the file; safe on nil.
-func (a *Audit) Close() error {
-	if a == nil {
-		return nil
-	}
-	return a.file.Close()
-}
-
-// Record writes the line of one request. p is nil when the caller was not
-// authenticated.
-func (a *Audit) Record(r *http.Request, route string, p *Principal, n *Note, status int, bytes int64, d time.Duration) {
-	if a == nil {
+// NoteOutcome records, for the audit line of r, how it ended (a short
+// reason code such as "token_expired"). It is a no-op outside Guard.
+func NoteOutcome(r *http.Request, outcome string) {
+	n, _ := r.Context().Value(noteKey{}).(*Note)
+	if n == nil {
 		return
 	}
-	q := r.URL.Query()
-	q.Del("access_token")
-	attrs := []slog.Attr{
-		slog.String("route", route),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
-		slog.String("params", canonicalQuery(q)),
-		slog.Int("status", status),
-		slog.Int64("bytes", bytes),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-		slog.String("remote", r.RemoteAddr),
-	}
-	if p != nil {
-		attrs = append(attrs, slog.String("subject", p.Subject), slog.String("role", string(p.Role)))
-	} else {
-		attrs = append(attrs, slog.String("subject", ""), slog.String("role", ""))
-	}
 	n.mu.Lock()
-	cs := n.campaigns
+	n.outcome = outcome
 	n.mu.Unlock()
-	sort.Strings(cs)
-	if len(cs) > MaxAuditCampaigns {
-		attrs = append(attrs, slog.Int("campaigns_more", len(cs)-MaxAuditCampaigns))
-		cs = cs[:MaxAuditCampaigns]
-	}
-	attrs = append(attrs, slog.Any("campaigns", nonNil(cs)))
-	a.log.LogAttrs(r.Context(), slog.LevelInfo, "api", attrs...)
 }
 
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
+// StreamStarted writes the audit line of a stream about to send its
+// first event (who opened it, which campaigns, until when its token is
+// good), so that a long stream is on record when it starts rather than
+// only when it ends. Call it after NoteCampaigns. It is a no-op outside
+// Guard or without an audit log.
+func StreamStarted(r *http.Request) {
+	n, _ := r.Context().Value(noteKey{}).(*Note)
+	if n == nil || n.audit == nil {
+		return
 	}
-	return s
+	n.audit.recordStart(r, n.route, n.p, n)
 }
-
-// canonicalQuery encodes q with sorted keys (url.Values.Encode sorts).
-func canonicalQuery(q url.Values) string { return q.Encode() }

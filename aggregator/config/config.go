@@ -65,13 +65,39 @@ type HTTP struct {
 	// AuditLog is a file that gets one JSON line per API request (who
 	// read or exported what). Empty: no audit log.
 	AuditLog string `yaml:"audit_log"`
-	// MetricsToken, when set, is the bearer token /metrics requires.
+	// AuditMaxBytes rotates the audit log by size (file → file.1 …).
+	// Default 64MiB, at least 64KiB.
+	AuditMaxBytes yamlconf.ByteSize `yaml:"audit_max_bytes"`
+	// AuditMaxFiles is how many rotated audit files are kept. Default 5.
+	AuditMaxFiles int `yaml:"audit_max_files"`
+	// AuditRefusedPerSecond is how many refused requests (401, 429) per
+	// second get an audit line each; the rest are counted in summary
+	// lines. Default 10; -1: none one by one.
+	AuditRefusedPerSecond int `yaml:"audit_refused_per_second"`
+	// MetricsToken, when set, is the bearer token /metrics requires
+	// (an admin's API token also works); without it /metrics is public
+	// but leaves out every series labelled with a campaign.
 	MetricsToken string `yaml:"metrics_token"`
+	// MetricsListen serves /metrics on its own address instead of
+	// Listen (the API listener then has no /metrics). Empty: on Listen.
+	MetricsListen string `yaml:"metrics_listen"`
 	// QueryTimeout bounds one storage query of the API. Default 30s.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
 	// MaxPoints bounds the points of one answer (steps × groups).
 	// Default 100800.
 	MaxPoints int `yaml:"max_points"`
+	// MaxConcurrentQueries bounds the storage queries of the API running
+	// at once on this node. Default 16.
+	MaxConcurrentQueries int `yaml:"max_concurrent_queries"`
+	// MaxQueriesPerSubject bounds one subject's data requests admitted at
+	// once (429 beyond). Default 8.
+	MaxQueriesPerSubject int `yaml:"max_queries_per_subject"`
+	// QueryWait is how long a data request waits for a query slot before
+	// 503. Default 5s.
+	QueryWait time.Duration `yaml:"query_wait"`
+	// WriteTimeout bounds writing one answer (one day of an export) to a
+	// client. Default 30s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// Stream tunes GET /api/v1/stream.
 	Stream Stream `yaml:"stream"`
 }
@@ -86,6 +112,12 @@ type Stream struct {
 	// WriteTimeout drops a client that takes longer to accept one
 	// message. Default 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// MaxStreams bounds the open streams of this node (503 beyond).
+	// Default 1000.
+	MaxStreams int `yaml:"max_streams"`
+	// MaxPerSubject bounds the open streams of one subject (429 beyond).
+	// Default 16.
+	MaxPerSubject int `yaml:"max_per_subject"`
 }
 
 // Influx is the storage.
@@ -170,7 +202,10 @@ func DefaultConfig() Config {
 		QUIC:    QUIC{Listen: "127.0.0.1:7400", RequireAgentCN: &yes, MaxFrameBytes: 16 << 20},
 		Cluster: Cluster{Profile: "lan", DeadNodeReclaim: 10 * time.Second, JoinTimeout: 10 * time.Second, HandoffSettle: 2 * time.Second},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxWindow: 31 * 24 * time.Hour, QueryTimeout: 30 * time.Second, MaxPoints: 100800,
-			Stream: Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second}},
+			AuditMaxBytes: auth.DefaultAuditMaxBytes, AuditMaxFiles: auth.DefaultAuditMaxFiles, AuditRefusedPerSecond: auth.DefaultAuditRefusedPerSecond,
+			MaxConcurrentQueries: 16, MaxQueriesPerSubject: 8, QueryWait: 5 * time.Second, WriteTimeout: 30 * time.Second,
+			Stream: Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16}},
+		Auth:   Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
 		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
 		Merge:  Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second},
 	}
@@ -189,7 +224,14 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		bad("data_dir: required")
 	}
-	for key, addr := range map[string]string{"quic.listen": c.QUIC.Listen, "http.listen": c.HTTP.Listen} {
+	addrs := map[string]string{"quic.listen": c.QUIC.Listen, "http.listen": c.HTTP.Listen}
+	if c.HTTP.MetricsListen != "" {
+		addrs["http.metrics_listen"] = c.HTTP.MetricsListen
+		if c.HTTP.MetricsListen == c.HTTP.Listen {
+			bad("http.metrics_listen: must differ from http.listen (leave it empty to serve /metrics there)")
+		}
+	}
+	for key, addr := range addrs {
 		if _, err := netip.ParseAddrPort(addr); err != nil && !strings.HasPrefix(addr, ":") {
 			bad("%s %q: want ip:port", key, addr)
 		}
@@ -298,6 +340,29 @@ func (h *HTTP) validate() error {
 	if h.MetricsToken != "" && len(h.MetricsToken) < 16 {
 		bad("http.metrics_token: at least 16 characters")
 	}
+	if h.AuditMaxBytes < 64<<10 {
+		bad("http.audit_max_bytes: at least 64KiB")
+	}
+	if h.AuditMaxFiles < 1 || h.AuditMaxFiles > 1000 {
+		bad("http.audit_max_files %d: want 1 to 1000", h.AuditMaxFiles)
+	}
+	if h.AuditRefusedPerSecond < -1 || h.AuditRefusedPerSecond == 0 {
+		bad("http.audit_refused_per_second %d: want -1 (none) or at least 1", h.AuditRefusedPerSecond)
+	}
+	if h.MaxConcurrentQueries < 1 || h.MaxQueriesPerSubject < 1 || h.MaxQueriesPerSubject > h.MaxConcurrentQueries {
+		bad("http.max_concurrent_queries %d, http.max_queries_per_subject %d: want 1 ≤ per subject ≤ concurrent",
+			h.MaxConcurrentQueries, h.MaxQueriesPerSubject)
+	}
+	if h.QueryWait < 0 || h.QueryWait > time.Minute {
+		bad("http.query_wait %s: want 0 to 1m", h.QueryWait)
+	}
+	if h.WriteTimeout < time.Second {
+		bad("http.write_timeout %s: at least 1s", h.WriteTimeout)
+	}
+	if h.Stream.MaxStreams < 1 || h.Stream.MaxPerSubject < 1 || h.Stream.MaxPerSubject > h.Stream.MaxStreams {
+		bad("http.stream.max_streams %d, http.stream.max_per_subject %d: want 1 ≤ per subject ≤ max_streams",
+			h.Stream.MaxStreams, h.Stream.MaxPerSubject)
+	}
 	return errors.Join(errs...)
 }
 
@@ -334,11 +399,47 @@ func (c *Cluster) GossipKey() ([]byte, error) {
 	return k, nil
 }
 
-// Auth lists who may use the API: static bearer tokens and a JWT
-// verifier. At least one of them is required.
+// Auth lists who may use the API: static bearer tokens, a JWT verifier
+// and sign-in links. At least one of tokens, jwt and links.secret is
+// required.
 type Auth struct {
 	Tokens []Token `yaml:"tokens"`
 	JWT    *JWT    `yaml:"jwt"`
+	Links  Links   `yaml:"links"`
+}
+
+// Links configures the dashboard's sign-in links (`tally-aggregator
+// link`, POST /api/v1/links) and the sessions they open.
+type Links struct {
+	// Secret keys links and sessions (at least 32 bytes, the same on
+	// every node; use ${VAR} or SecretFile). Empty: a random key per
+	// process, so links minted with the admin API open sessions on that
+	// node only, and `tally-aggregator link` cannot mint any.
+	Secret string `yaml:"secret"`
+	// SecretFile is a file holding the secret.
+	SecretFile string `yaml:"secret_file"`
+	// LinkTTL is a link's default lifetime. Default 15m, at most 24h.
+	LinkTTL time.Duration `yaml:"link_ttl"`
+	// SessionTTL is a session's lifetime. Default 12h, at most 168h.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+	// MaxUsedLinks bounds the exchanged links a node remembers until
+	// they expire (so each opens one session). Default 100000.
+	MaxUsedLinks int `yaml:"max_used_links"`
+}
+
+// LinkSecret returns the links secret, reading SecretFile if set.
+func (l Links) LinkSecret() ([]byte, error) {
+	if l.Secret != "" && l.SecretFile != "" {
+		return nil, errors.New("auth.links.secret and auth.links.secret_file: set one")
+	}
+	if l.SecretFile != "" {
+		b, err := os.ReadFile(l.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth.links.secret_file: %w", err)
+		}
+		return []byte(strings.TrimSpace(string(b))), nil
+	}
+	return []byte(l.Secret), nil
 }
 
 // Token is one static bearer token with its subject and role.
@@ -355,8 +456,8 @@ type Token struct {
 }
 
 // JWT verifies signed tokens: HS256 with a shared secret and/or RS256 or
-// ES256 with a public key. Tokens carry sub, role, campaigns (viewers)
-// and exp.
+// ES256 with a public key. Tokens carry sub, role, campaigns (viewers),
+// exp, and the configured iss and aud (both required).
 type JWT struct {
 	HS256Secret   string        `yaml:"hs256_secret"`
 	PublicKeyFile string        `yaml:"public_key_file"`
@@ -384,6 +485,11 @@ func (a Auth) AuthConfig() (auth.Config, error) {
 		}
 		out.JWT = j
 	}
+	secret, err := a.Links.LinkSecret()
+	if err != nil {
+		return out, err
+	}
+	out.Links = auth.LinkConfig{Secret: secret, LinkTTL: a.Links.LinkTTL, SessionTTL: a.Links.SessionTTL, MaxUsedLinks: a.Links.MaxUsedLinks}
 	return out, nil
 }
 

@@ -23,6 +23,15 @@ func TestGood(t *testing.T) {
 		len(c.Auth.Tokens) != 2 || c.Auth.Tokens[1].Campaigns[0] != "spring_sale" || c.Auth.JWT.Audience != "tally" {
 		t.Fatalf("decoded http %+v auth %+v", c.HTTP, c.Auth)
 	}
+	if c.HTTP.AuditMaxBytes != 16<<20 || c.HTTP.AuditMaxFiles != 5 || c.HTTP.MetricsListen != "127.0.0.1:9090" ||
+		c.HTTP.MaxQueriesPerSubject != 4 || c.HTTP.MaxConcurrentQueries != 16 || c.HTTP.Stream.MaxPerSubject != 16 ||
+		c.Auth.Links.LinkTTL != 5*time.Minute || c.Auth.Links.SessionTTL != 12*time.Hour {
+		t.Fatalf("decoded limits %+v links %+v", c.HTTP, c.Auth.Links)
+	}
+	a, err := c.Auth.AuthConfig()
+	if err != nil || string(a.Links.Secret) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("links secret %q %v", a.Links.Secret, err)
+	}
 }
 
 func TestBad(t *testing.T) {
@@ -32,7 +41,11 @@ func TestBad(t *testing.T) {
 			"cluster.seeds: \"nowhere\"", "set cluster.bind", "cluster.profile \"moon\"", "cluster.secret_key: 5 bytes"},
 		"testdata/auth.bad.yaml": {"http.tls_cert and http.tls_key", "http.stream.buffer 5", "auth.jwt.public_key_file",
 			"tokens[0] (ops): token shorter than 16", "tokens[1]: subject bob: unknown role \"owner\"", "tokens[2]: subject carol: a viewer needs"},
-		"testdata/noauth.bad.yaml": {"auth: no tokens and no jwt key"},
+		"testdata/noauth.bad.yaml":         {"auth: no tokens, no jwt key and no links secret"},
+		"testdata/jwt_noaudience.bad.yaml": {"jwt: issuer and audience required"},
+		"testdata/apilimits.bad.yaml": {"http.metrics_listen: must differ", "http.audit_max_bytes", "http.audit_max_files 0",
+			"http.audit_refused_per_second 0", "max_queries_per_subject 8", "http.write_timeout", "http.stream.max_streams 10",
+			"links: link_ttl 48h", "secret shorter than 32 bytes"},
 	} {
 		_, err := Load(file)
 		if err == nil {

@@ -36,6 +36,29 @@ type Message struct {
 // complete up to. A write that takes longer than WriteTimeout drops the
 // client. Serve returns nil when the client or Close ended the stream.
 func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status Status) error {
+	return h.ServeUntil(w, r, scope, status, time.Time{})
+}
+
+// ErrExpired is returned by ServeUntil when the stream ended because its
+// credential expired.
+var ErrExpired = errors.New("live: the stream's credential expired")
+
+// ServeUntil is Serve for a client whose credential stops being valid at
+// until (zero: never). Then the stream sends
+//
+//	event: expired
+//	data: {"reason":"token_expired"}
+//
+// and ends with ErrExpired: a stream must not outlive the token that
+// opened it, and the event tells the client to sign in again rather than
+// reconnect with the same token (which would be refused with 401).
+func (h *Hub) ServeUntil(w http.ResponseWriter, r *http.Request, scope Scope, status Status, until time.Time) error {
+	var expire <-chan time.Time
+	if !until.IsZero() {
+		t := time.NewTimer(time.Until(until))
+		defer t.Stop()
+		expire = t.C
+	}
 	rc := http.NewResponseController(w)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -75,6 +98,11 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status 
 			wait.Stop()
 		}
 	}()
+	expired := func() error {
+		sw.event("expired", "", []byte(`{"reason":"token_expired"}`))
+		_ = sw.flush()
+		return ErrExpired
+	}
 	for {
 		select {
 		case <-h.done:
@@ -82,7 +110,9 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status 
 		case <-r.Context().Done():
 			return nil
 		case <-s.dropped:
-			return errDropped
+			return ErrDropped
+		case <-expire:
+			return expired()
 		case <-heartbeat.C:
 			sw.comment("ping")
 			if err := sw.flush(); err != nil {
@@ -109,7 +139,9 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status 
 			case <-r.Context().Done():
 				return nil
 			case <-s.dropped:
-				return errDropped
+				return ErrDropped
+			case <-expire:
+				return expired()
 			case <-wait.C:
 			}
 		}
@@ -129,14 +161,16 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, scope Scope, status 
 	}
 }
 
-var errDropped = errors.New("live: subscriber dropped: it could not keep up")
+// ErrDropped is returned by Serve when the hub dropped a client that
+// could not keep up (its buffer overflowed or a write timed out).
+var ErrDropped = errors.New("live: subscriber dropped: it could not keep up")
 
 // writeFailed drops s when the write timed out (a slow client); other
 // errors are a client that went away.
 func (h *Hub) writeFailed(s *subscriber, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		h.drop(s, DropWrite)
-		return errDropped
+		return ErrDropped
 	}
 	return nil
 }

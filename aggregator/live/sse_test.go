@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -344,5 +345,61 @@ func TestSlowClientDroppedWithoutBlockingPublish(t *testing.T) {
 				t.Fatalf("%v drops counted as %s", n, other)
 			}
 		})
+	}
+}
+
+// TestStreamEndsWhenCredentialExpires: a stream opened with a credential
+// good until t sends "expired" at t and ends, though the hub keeps
+// publishing and heartbeats keep it busy; one without an expiry goes on.
+func TestStreamEndsWhenCredentialExpires(t *testing.T) {
+	h := NewHub(HubConfig{Interval: 10 * time.Millisecond, Heartbeat: 50 * time.Millisecond}, nil)
+	until := time.Now().Add(700 * time.Millisecond)
+	ended := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("forever") {
+			_ = h.Serve(w, r, all, Status{Node: "agg-1", Members: 1})
+			return
+		}
+		ended <- h.ServeUntil(w, r, all, Status{Node: "agg-1", Members: 1}, until)
+	}))
+	t.Cleanup(func() {
+		h.Close()
+		srv.Close()
+	})
+	expiring, forever := connect(t, srv.URL, ""), connect(t, srv.URL+"?forever", "")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // keep the stream busy past the expiry
+		for i := uint64(1); ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				h.Publish([]Update{upd("c", nowMinute(), i)})
+			}
+		}
+	}()
+	var last event
+	for ev := range expiring.events {
+		if ev.comment == "" {
+			last = ev
+		}
+	}
+	if last.name != "expired" || last.data != `{"reason":"token_expired"}` || last.at.Before(until) || last.at.After(until.Add(2*time.Second)) {
+		t.Fatalf("last event %+v (expiry %v)", last, until)
+	}
+	if err := <-ended; !errors.Is(err, ErrExpired) {
+		t.Fatalf("ServeUntil returned %v", err)
+	}
+	// The stream without an expiry is still delivering.
+	for deadline := time.After(5 * time.Second); ; {
+		select {
+		case ev := <-forever.events:
+			if ev.name == "minutes" && ev.at.After(until) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the stream without an expiry stopped too")
+		}
 	}
 }

@@ -25,6 +25,42 @@ export function takeTokenFromURL() {
   return true;
 }
 
+/**
+ * takeLinkFromURL removes a ?link= (a sign-in link token) from the
+ * address bar and the history and answers it ("" when there is none). The
+ * link token is no credential: it only opens a session, once.
+ */
+export function takeLinkFromURL() {
+  const url = new URL(location.href);
+  const link = url.searchParams.get("link");
+  if (link === null) return "";
+  url.searchParams.delete("link");
+  history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+  return link.trim();
+}
+
+/**
+ * exchangeLink opens a session with a sign-in link token (POST
+ * api/v1/session): it answers {token, expires, subject, role} or throws
+ * HTTPError (401: expired, used already or not a link).
+ */
+export async function exchangeLink(link) {
+  let resp;
+  try {
+    resp = await fetch("api/v1/session", { method: "POST", headers: { Authorization: "Bearer " + link }, cache: "no-store" });
+  } catch (e) {
+    throw new HTTPError(0, "node unreachable");
+  }
+  if (!resp.ok) {
+    let msg = resp.statusText;
+    try {
+      msg = (await resp.json()).error || msg;
+    } catch (_) { /* not JSON */ }
+    throw new HTTPError(resp.status, msg);
+  }
+  return resp.json();
+}
+
 /** saveToken keeps the token for this tab, or on this device if remember. */
 export function saveToken(token, remember) {
   clearToken();

@@ -5,7 +5,7 @@
 
 import "uplot/dist/uPlot.min.css";
 import "./styles.css";
-import { Client, HTTPError, takeTokenFromURL, saveToken, loadToken, clearToken, filenameOf } from "./api.js";
+import { Client, HTTPError, takeTokenFromURL, takeLinkFromURL, exchangeLink, saveToken, loadToken, clearToken, filenameOf } from "./api.js";
 import { EventStream } from "./sse.js";
 import { TILES, fmt, emptyKPIs, addCounters, withRatios, change, botShare } from "./kpi.js";
 import { LiveStore } from "./store.js";
@@ -767,14 +767,25 @@ function signOut(message) {
   showSignIn(message);
 }
 
-function boot() {
+async function boot() {
   $("boot").hidden = true;
   takeTokenFromURL();
+  const link = takeLinkFromURL();
   $("signin-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const token = $("token-input").value.trim();
     if (token) signIn(token, $("remember").checked);
   });
+  // A sign-in link carries a link token that opens one session; the
+  // session token is kept for this tab only.
+  if (link) {
+    try {
+      saveToken((await exchangeLink(link)).token, false);
+    } catch (e) {
+      return showSignIn(e.status === 401 ? "This sign-in link has expired or was used already. Ask for a new one, or paste a token."
+        : e.status === 0 ? "Cannot reach the Tally node. Try again in a moment." : `Sign-in failed: ${e.message}`);
+    }
+  }
   const token = loadToken();
   if (token) signIn(token, null);
   else showSignIn("");

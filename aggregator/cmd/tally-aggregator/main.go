@@ -6,17 +6,22 @@
 //	tally-aggregator [flags]        run (default)
 //	tally-aggregator certs [flags]  create a development CA and certificates
 //	tally-aggregator token          print a new API token and its SHA-256
+//	tally-aggregator link [flags]   print a short-lived, single-use dashboard sign-in link
 package main
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/tally-edge/tally/aggregator"
 	"github.com/tally-edge/tally/aggregator/auth"
@@ -33,6 +38,9 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
+	}
+	if len(args) > 0 && args[0] == "link" {
+		return link(args[1:], os.Stdout, os.Stderr)
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
@@ -55,6 +63,78 @@ func token(args []string) int {
 	t := hex.EncodeToString(b)
 	fmt.Printf("token: %s\ntoken_sha256: %s\n", t, auth.HashToken(t))
 	return 0
+}
+
+// link prints a dashboard sign-in link: the node's address with a link
+// token that opens one session (of the role and scope asked for) and
+// expires soon. It signs with auth.links.secret of the configuration, so
+// every node sharing that secret accepts it; without the secret it fails
+// (a node would not accept the link).
+func link(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tally-aggregator link", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "tally-aggregator.yaml", "the node's configuration (for auth.links and http.listen)")
+	role := fs.String("role", "admin", "role of the session: admin, analyst or viewer")
+	subject := fs.String("subject", "", "subject of the session (default: link-<role>)")
+	campaigns := fs.String("campaigns", "", "comma-separated campaigns of a viewer")
+	ttl := fs.Duration("ttl", 0, "lifetime of the link (default auth.links.link_ttl, 15m; at most 24h)")
+	base := fs.String("url", "", "the dashboard's address (default from http.listen)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "tally-aggregator link:", err)
+		return 1
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return fail(err)
+	}
+	authCfg, err := cfg.Auth.AuthConfig()
+	if err != nil {
+		return fail(err)
+	}
+	authn, err := auth.New(authCfg)
+	if err != nil {
+		return fail(err)
+	}
+	links := authn.Links()
+	if !links.Shared() {
+		return fail(errors.New("auth.links.secret is not set in " + *cfgPath + ": the nodes would not accept a link minted here " +
+			"(set it on every node, or mint a link with POST /api/v1/links)"))
+	}
+	who := auth.Principal{Subject: *subject, Role: auth.Role(*role), Campaigns: split(*campaigns)}
+	if who.Subject == "" {
+		who.Subject = "link-" + *role
+	}
+	token, exp, err := links.MintLink(who, *ttl)
+	if err != nil {
+		return fail(err)
+	}
+	u := *base
+	if u == "" {
+		u = dashboardURL(cfg.HTTP)
+	}
+	fmt.Fprintf(stdout, "%s/?link=%s\n", strings.TrimRight(u, "/"), token)
+	fmt.Fprintf(stderr, "opens one %s session for %s; valid until %s\n", who.Role, who.Subject, exp.Local().Format(time.DateTime))
+	return 0
+}
+
+// dashboardURL is the address http.listen serves at (localhost when it
+// listens on every interface).
+func dashboardURL(h config.HTTP) string {
+	scheme := "http"
+	if h.TLSCert != "" {
+		scheme = "https"
+	}
+	host, port, err := net.SplitHostPort(h.Listen)
+	if err != nil {
+		return scheme + "://" + h.Listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // certs creates a development CA and certificates for agents and nodes.

@@ -18,9 +18,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,6 +40,7 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	bin := flag.String("bin", "bin", "directory with tally-agent and tally-aggregator")
+	binDir = bin
 	influxd := flag.String("influxd", ".bin/influxd", "influxd binary (make influxdb installs it)")
 	dir := flag.String("dir", ".demo", "state directory (certificates, data, logs)")
 	flag.Parse()
@@ -50,6 +53,9 @@ func run() int {
 	}
 	return 0
 }
+
+// binDir is the -bin flag as given, for the commands the demo prints.
+var binDir *string
 
 func env(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -69,6 +75,7 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	if err != nil {
 		return err
 	}
+	dirArg := dir // as given, for the commands the banner prints
 	for _, p := range []*string{&dir, &influxd, &aggBin, &agentBin} {
 		abs, err := filepath.Abs(*p)
 		if err != nil {
@@ -96,7 +103,13 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	}
 	defer db.Close()
 
-	token, err := adminToken(filepath.Join(dir, "token"))
+	token, err := secretFile(filepath.Join(dir, "token"))
+	if err != nil {
+		return err
+	}
+	// The nodes share the key of sign-in links, so a link minted with
+	// `tally-aggregator link` opens a session on any of them.
+	linkSecret, err := secretFile(filepath.Join(dir, "link-secret"))
 	if err != nil {
 		return err
 	}
@@ -117,7 +130,7 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		cfg := filepath.Join(dir, n.name+".yaml")
 		if err := harness.WriteAggregatorConfig(cfg, harness.AggregatorOptions{Name: n.name, DataDir: filepath.Join(dir, n.name),
 			QUICAddr: n.quic, HTTPAddr: n.http, CertsDir: certs, InfluxURL: db.URL(), InfluxBucket: db.Bucket(),
-			GossipAddr: n.gossip, Seeds: seeds, AdminToken: token}); err != nil {
+			GossipAddr: n.gossip, Seeds: seeds, AdminToken: token, AuthExtra: "links: {secret: \"" + linkSecret + "\"}"}); err != nil {
 			return err
 		}
 		n.proc = &harness.Proc{Name: n.name, Bin: aggBin, Args: []string{"-config", cfg}, LogPath: filepath.Join(logs, n.name+".log")}
@@ -158,26 +171,20 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		clients = append(clients, &loadgen.Client{URL: "http://" + addr + "/v1/events", HTTP: &http.Client{Timeout: 30 * time.Second}})
 	}
 
-	fmt.Printf(`
-Tally demo is running.
-
-  Dashboard   http://%[1]s/?token=%[11]s
-              (every node serves the same global view: %[10]s)
-  KPI API     curl -H "Authorization: Bearer $(cat %[12]s)" 'http://%[1]s/api/v1/kpis?campaign=spring_sale&window=15m'
-  Cluster     curl -H "Authorization: Bearer $(cat %[12]s)" 'http://%[1]s/api/v1/cluster'   (members, owners)
-  Admin token %[12]s
-  Metrics     http://%[1]s/metrics  (a node)   http://127.0.0.1:%[2]d/metrics  http://127.0.0.1:%[3]d/metrics  (agents)
-  Agents      agent-eu (eu-west) POST http://127.0.0.1:%[2]d/v1/events
-              agent-us (us-east) POST http://127.0.0.1:%[3]d/v1/events
-  QUIC        %[4]s (mutual TLS, certificates in %[5]s)
-  InfluxDB    %[6]s  bucket %[7]s
-  Logs        %[8]s
-  Traffic     %[9]d events/s over 6 campaigns, about 5%% from crawlers (filtered at the edge)
-
-Press Ctrl-C to stop everything.
-
-`, httpAddr, euPort, usPort, strings.Join(quics, " "), certs, db.URL(), db.Bucket(), logs, rate, strings.Join(nodeURLs, " "),
-		token, filepath.Join(dir, "token"))
+	// The dashboard link carries a short-lived, single-use link token,
+	// minted by the same command the banner tells the user to run for a
+	// new one, never the admin token.
+	linkCmd := []string{filepath.Join(*binDir, "tally-aggregator"), "link", "-config", filepath.Join(dirArg, nodes[0].name+".yaml"),
+		"-url", "http://" + httpAddr}
+	mint := exec.CommandContext(ctx, aggBin, linkCmd[1:]...)
+	mint.Dir, _ = os.Getwd()
+	out, err := mint.Output()
+	if err != nil {
+		return fmt.Errorf("mint the dashboard link: %w", err)
+	}
+	printBanner(os.Stdout, banner{HTTP: httpAddr, Link: strings.TrimSpace(string(out)), LinkCommand: strings.Join(linkCmd, " "),
+		NodeURLs: nodeURLs, TokenPath: filepath.Join(dirArg, "token"), EU: euPort, US: usPort, QUIC: quics, Certs: certs,
+		Influx: db.URL(), Bucket: db.Bucket(), Logs: logs, Rate: rate})
 
 	return generate(ctx, clients, rate, logger)
 }
@@ -220,10 +227,50 @@ func generate(ctx context.Context, clients []*loadgen.Client, rate int, logger *
 	}
 }
 
-// adminToken returns the demo's admin API token from path, creating a
-// random one (readable by the owner only) on first use, so that a
-// dashboard link keeps working across demo runs.
-func adminToken(path string) (string, error) {
+// banner is what the demo prints once everything runs.
+type banner struct {
+	HTTP, Link, LinkCommand string
+	NodeURLs                []string
+	TokenPath               string
+	EU, US                  int
+	QUIC                    []string
+	Certs, Influx, Bucket   string
+	Logs                    string
+	Rate                    int
+}
+
+// printBanner writes where everything runs. The dashboard link holds a
+// link token, not the admin token: the banner names the admin token's
+// file, never its value.
+func printBanner(w io.Writer, b banner) {
+	fmt.Fprintf(w, `
+Tally demo is running.
+
+  Dashboard   %[1]s
+              (opens one admin session, once, within 15 minutes; a new link:
+               %[2]s)
+              every node serves the same global view: %[3]s
+  KPI API     curl -H "Authorization: Bearer $(cat %[4]s)" 'http://%[5]s/api/v1/kpis?campaign=spring_sale&window=15m'
+  Cluster     curl -H "Authorization: Bearer $(cat %[4]s)" 'http://%[5]s/api/v1/cluster'   (members, owners)
+  Admin token %[4]s
+  Metrics     http://%[5]s/metrics  (a node; campaign series need the admin token)   http://127.0.0.1:%[6]d/metrics  http://127.0.0.1:%[7]d/metrics  (agents)
+  Agents      agent-eu (eu-west) POST http://127.0.0.1:%[6]d/v1/events
+              agent-us (us-east) POST http://127.0.0.1:%[7]d/v1/events
+  QUIC        %[8]s (mutual TLS, certificates in %[9]s)
+  InfluxDB    %[10]s  bucket %[11]s
+  Logs        %[12]s
+  Traffic     %[13]d events/s over 6 campaigns, about 5%% from crawlers (filtered at the edge)
+
+Press Ctrl-C to stop everything.
+
+`, b.Link, b.LinkCommand, strings.Join(b.NodeURLs, " "), b.TokenPath, b.HTTP, b.EU, b.US, strings.Join(b.QUIC, " "), b.Certs,
+		b.Influx, b.Bucket, b.Logs, b.Rate)
+}
+
+// secretFile returns the secret kept in path, creating a random one
+// (readable by the owner only) on first use, so that the admin token and
+// the links secret stay the same across demo runs.
+func secretFile(path string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
 		return strings.TrimSpace(string(b)), nil
 	}
@@ -233,7 +280,7 @@ func adminToken(path string) (string, error) {
 	}
 	token := hex.EncodeToString(buf)
 	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write admin token: %w", err)
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	return token, nil
 }
