@@ -91,10 +91,10 @@ func TestEveryAlertTestedAndDocumented(t *testing.T) {
 	}
 	rules, _ := os.ReadFile("tally-rules.yml")
 	for _, a := range alerts {
-		if !regexp.MustCompile(`alertname: `+a+`\n\s+exp_alerts:\n\s+- exp_labels`).Match(tests) {
+		if !regexp.MustCompile(`alertname: ` + a + `\n\s+exp_alerts:\n\s+- exp_labels`).Match(tests) {
 			t.Errorf("alert %s never fires in tally-rules.test.yml", a)
 		}
-		if !regexp.MustCompile(`(?m)^#### `+a+`$`).Match(doc) {
+		if !regexp.MustCompile(`(?m)^#### ` + a + `$`).Match(doc) {
 			t.Errorf("alert %s: no runbook section \"#### %s\" in docs/operations.md", a, a)
 		}
 		if !strings.Contains(string(rules), "runbook: docs/operations.md#"+strings.ToLower(a)+"\n") {
