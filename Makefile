@@ -143,9 +143,12 @@ $(NFPM): deploy/tools/go.mod deploy/tools/go.sum
 	$(GO) -C deploy/tools build -o $(NFPM) github.com/goreleaser/nfpm/v2/cmd/nfpm
 
 package: release $(NFPM) ## Build .deb and .rpm packages (nfpm) for both architectures into dist/.
-	@for arch in $(RELEASE_ARCHES); do for fmt in deb rpm; do \
-	  VERSION="$(VERSION)" ARCH=$$arch BIN_DIR=$(DIST)/linux-$$arch $(NFPM) package -f deploy/packaging/nfpm.yaml -p $$fmt -t $(DIST)/; \
-	done; done
+	@for arch in $(RELEASE_ARCHES); do \
+	  sed "s|\$${BIN_DIR}|$(DIST)/linux-$$arch|" deploy/packaging/nfpm.yaml > $(DIST)/nfpm-$$arch.yaml; \
+	  for fmt in deb rpm; do \
+	    VERSION="$(VERSION)" ARCH=$$arch $(NFPM) package -f $(DIST)/nfpm-$$arch.yaml -p $$fmt -t $(DIST)/; \
+	  done; rm $(DIST)/nfpm-$$arch.yaml; \
+	done
 	cd $(DIST) && sha256sum *.tar.gz *.deb *.rpm > SHA256SUMS
 
 dashboards-json: ## Regenerate the Grafana dashboards JSON from deploy/tools/grafana.

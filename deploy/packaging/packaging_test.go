@@ -12,11 +12,13 @@
 package packaging_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tally-edge/tally/internal/harness"
@@ -25,30 +27,64 @@ import (
 // version is stamped into the test binaries and the package alike.
 const version = "9.8.7"
 
+// workDir holds the binaries, nfpm and the packages, built once for all
+// tests of the package.
+var (
+	workDir string
+	buildMu sync.Mutex
+	built   = map[string]string{}
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tally-packaging-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	workDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // build compiles both binaries for this machine's architecture with the
-// release stamp, and nfpm from deploy/tools, and packages them.
+// release stamp, and nfpm from deploy/tools (once), and packages them in
+// the given format (once per format).
 func build(t *testing.T, format string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds binaries and packages")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	ldflags := "-X github.com/tally-edge/tally/internal/buildinfo.version=" + version +
-		" -X github.com/tally-edge/tally/internal/buildinfo.revision=0123456789abcdef"
-	if err := harness.Build(bin, []string{"-trimpath", "-ldflags", ldflags}, harness.AgentPkg, harness.AggregatorPkg); err != nil {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p := built[format]; p != "" {
+		return p
+	}
+	bin := filepath.Join(workDir, "bin")
+	nfpm := filepath.Join(workDir, "nfpm")
+	if len(built) == 0 {
+		ldflags := "-X github.com/tally-edge/tally/internal/buildinfo.version=" + version +
+			" -X github.com/tally-edge/tally/internal/buildinfo.revision=0123456789abcdef"
+		if err := harness.Build(bin, []string{"-trimpath", "-ldflags", ldflags}, harness.AgentPkg, harness.AggregatorPkg); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("go", "-C", "../tools", "build", "-o", nfpm, "github.com/goreleaser/nfpm/v2/cmd/nfpm")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build nfpm: %v\n%s", err, out)
+		}
+	}
+	out := filepath.Join(workDir, "dist-"+format)
+	must(t, os.MkdirAll(out, 0o755))
+	// As the Makefile does: ${BIN_DIR} replaced in the description.
+	desc, err := os.ReadFile("nfpm.yaml")
+	if err != nil {
 		t.Fatal(err)
 	}
-	nfpm := filepath.Join(dir, "nfpm")
-	cmd := exec.Command("go", "-C", "../tools", "build", "-o", nfpm, "github.com/goreleaser/nfpm/v2/cmd/nfpm")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build nfpm: %v\n%s", err, out)
-	}
-	out := filepath.Join(dir, "dist")
-	must(t, os.MkdirAll(out, 0o755))
-	cmd = exec.Command(nfpm, "package", "-f", "deploy/packaging/nfpm.yaml", "-p", format, "-t", out)
+	cfg := filepath.Join(workDir, "nfpm-"+format+".yaml")
+	must(t, os.WriteFile(cfg, []byte(strings.ReplaceAll(string(desc), "${BIN_DIR}", bin)), 0o644))
+	cmd := exec.Command(nfpm, "package", "-f", cfg, "-p", format, "-t", out)
 	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "VERSION="+version, "ARCH="+runtime.GOARCH, "BIN_DIR="+bin)
+	cmd.Env = append(os.Environ(), "VERSION="+version, "ARCH="+runtime.GOARCH)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nfpm package -p %s: %v\n%s", format, err, b)
 	}
@@ -56,6 +92,7 @@ func build(t *testing.T, format string) string {
 	if len(matches) != 1 {
 		t.Fatalf("%s packages built: %v", format, matches)
 	}
+	built[format] = matches[0]
 	return matches[0]
 }
 
