@@ -24,6 +24,11 @@ export TALLY_INFLUXD := $(INFLUXD)
 VERSION  ?= $(or $(patsubst v%,%,$(shell git describe --tags --match 'v[0-9]*' 2>/dev/null)),0.0.0+git.$(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
+# Evaluate once: a commit made while `make package` runs must not give the
+# tarballs and the packages different versions.
+VERSION  := $(VERSION)
+REVISION := $(REVISION)
+BUILD_DATE := $(BUILD_DATE)
 RELEASE_ARCHES := amd64 arm64
 DIST     := dist
 BUILDINFO := github.com/tally-edge/tally/internal/buildinfo
