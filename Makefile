@@ -16,11 +16,29 @@ TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
 
-.PHONY: help build test test-short test-deps node-deps demo bench chaos attack fuzz lint fmt tidy-check dashboard certs influxdb clean
+.PHONY: help build test test-short test-deps node-deps demo bench chaos attack fuzz lint fmt tidy-check dashboard certs influxdb clean release package dashboards-json
 
-# Debian packages that tests drive for real (nginx, chromium) and that the
-# benchmarks compare against (goaccess). Installed with apt-get when absent.
-DEB_PACKAGES := nginx chromium goaccess
+# Release builds: VERSION from the latest v* tag (without the v), else
+# 0.0.0+git.<commit>; stamped into the binaries with the commit and its
+# time (internal/buildinfo) and used as the package version.
+VERSION  ?= $(or $(patsubst v%,%,$(shell git describe --tags --match 'v[0-9]*' 2>/dev/null)),0.0.0+git.$(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
+# Evaluate once: a commit made while `make package` runs must not give the
+# tarballs and the packages different versions.
+VERSION  := $(VERSION)
+REVISION := $(REVISION)
+BUILD_DATE := $(BUILD_DATE)
+RELEASE_ARCHES := amd64 arm64
+DIST     := dist
+BUILDINFO := github.com/tally-edge/tally/internal/buildinfo
+RELEASE_LDFLAGS := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION) -X $(BUILDINFO).date=$(BUILD_DATE)
+NFPM     := $(TOOLS)/nfpm
+
+# Debian packages that tests drive for real (nginx, chromium, prometheus and
+# promtool, systemd-analyze) and that the benchmarks compare against
+# (goaccess). Installed with apt-get when absent.
+DEB_PACKAGES := nginx chromium goaccess prometheus systemd
 
 help: ## Show the verbs.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,15 +54,19 @@ $(INFLUXD):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXDB_VERSION)
 
-test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e and browser tests.
+test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e, browser and deployment tests.
 	cd dashboard && npm test --silent
-	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
+	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 TALLY_REQUIRE_OPS_TOOLS=1 TALLY_PACKAGE_INSTALL_TEST=1 \
+	  $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
+	cd deploy/tools && $(GO) test -count=1 ./...
 
-test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess) when absent.
+test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess, prometheus, systemd) when absent.
 	@missing=""; \
 	  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  command -v goaccess >/dev/null 2>&1 || missing="$$missing goaccess"; \
+	  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -92,8 +114,9 @@ fuzz: ## Run every fuzzer (wire, sketch) for FUZZTIME each (default 30s).
 	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s $$pkg; done; done
 
-lint: fmt-check tidy-check ## go vet, gofmt and go.mod tidiness.
+lint: fmt-check tidy-check ## go vet, gofmt and go.mod tidiness (the main module and deploy/tools).
 	$(GO) vet $(PKGS)
+	cd deploy/tools && $(GO) vet ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -103,13 +126,41 @@ fmt: ## Format the code.
 	gofmt -w $$(git ls-files '*.go')
 
 tidy-check:
-	@cp go.mod /tmp/tally-go.mod.bak; cp go.sum /tmp/tally-go.sum.bak; \
-	  $(GO) mod tidy; \
-	  if ! diff -q go.mod /tmp/tally-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/tally-go.sum.bak >/dev/null; then \
-	    echo "go.mod/go.sum are not tidy (run go mod tidy and commit)"; diff go.mod /tmp/tally-go.mod.bak || true; exit 1; fi
+	@for m in . deploy/tools; do \
+	  cp $$m/go.mod /tmp/tally-go.mod.bak; cp $$m/go.sum /tmp/tally-go.sum.bak; \
+	  (cd $$m && $(GO) mod tidy); \
+	  if ! diff -q $$m/go.mod /tmp/tally-go.mod.bak >/dev/null || ! diff -q $$m/go.sum /tmp/tally-go.sum.bak >/dev/null; then \
+	    echo "$$m: go.mod/go.sum are not tidy (run go mod tidy there and commit)"; diff $$m/go.mod /tmp/tally-go.mod.bak || true; exit 1; fi; \
+	done
 
 certs: build ## Create a dev CA and certificates in .demo/certs.
 	$(BIN)/tally-aggregator certs -dir .demo/certs -agents agent-eu,agent-us -aggregators agg-1,agg-2,agg-3
 
+release: dashboard ## Build static linux/amd64 and linux/arm64 binaries with version information into dist/ (tarballs and SHA256SUMS).
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	@for arch in $(RELEASE_ARCHES); do \
+	  echo "building $(VERSION) linux/$$arch"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(RELEASE_LDFLAGS)" \
+	    -o $(DIST)/linux-$$arch/ ./agent/cmd/tally-agent ./aggregator/cmd/tally-aggregator; \
+	  tar -C $(DIST)/linux-$$arch -czf $(DIST)/tally-$(VERSION)-linux-$$arch.tar.gz tally-agent tally-aggregator; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS
+
+$(NFPM): deploy/tools/go.mod deploy/tools/go.sum
+	@mkdir -p $(TOOLS)
+	$(GO) -C deploy/tools build -o $(NFPM) github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+package: release $(NFPM) ## Build .deb and .rpm packages (nfpm) for both architectures into dist/.
+	@for arch in $(RELEASE_ARCHES); do \
+	  sed "s|\$${BIN_DIR}|$(DIST)/linux-$$arch|" deploy/packaging/nfpm.yaml > $(DIST)/nfpm-$$arch.yaml; \
+	  for fmt in deb rpm; do \
+	    VERSION="$(VERSION)" ARCH=$$arch $(NFPM) package -f $(DIST)/nfpm-$$arch.yaml -p $$fmt -t $(DIST)/; \
+	  done; rm $(DIST)/nfpm-$$arch.yaml; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz *.deb *.rpm > SHA256SUMS
+
+dashboards-json: ## Regenerate the Grafana dashboards JSON from deploy/tools/grafana.
+	cd deploy/tools && $(GO) run ./cmd/gen-dashboards -out ../grafana/dashboards
+
 clean: ## Remove build output and demo state (keeps .bin/influxd).
-	rm -rf $(BIN) .demo dashboard/node_modules dashboard/static/app.js dashboard/static/app.css
+	rm -rf $(BIN) $(DIST) .demo dashboard/node_modules dashboard/static/app.js dashboard/static/app.css

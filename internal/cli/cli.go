@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tally-edge/tally/internal/buildinfo"
 )
 
 // NewLogger returns a logger writing to w in format "text" or "json" at
@@ -55,19 +57,25 @@ func SignalContext(logger *slog.Logger) (context.Context, context.CancelFunc) {
 }
 
 // Main is the common body of both daemons' main: flags -config,
-// -check-config, -log-format and -log-level, strict configuration
-// loading, signals, and exit codes (0 ok, 1 failed, 2 bad usage or
-// configuration). load reads and validates the file; run runs until its
-// context ends.
+// -check-config, -version, -log-format and -log-level, strict
+// configuration loading, signals, systemd notification, and exit codes (0
+// ok, 1 failed, 2 bad usage or configuration). load reads and validates
+// the file; run runs until its context ends and calls svc.Ready once it
+// serves.
 func Main[C any](name, defaultConfig string, args []string, load func(path string) (C, error),
-	run func(ctx context.Context, cfg C, logger *slog.Logger) error) int {
+	run func(ctx context.Context, cfg C, logger *slog.Logger, svc *Service) error) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	configPath := fs.String("config", defaultConfig, "configuration file (YAML)")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration file and exit")
+	showVersion := fs.Bool("version", false, "print the version and build information and exit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *showVersion {
+		fmt.Println(buildinfo.Get().String(name))
+		return 0
 	}
 	logger, err := NewLogger(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -85,7 +93,10 @@ func Main[C any](name, defaultConfig string, args []string, load func(path strin
 	}
 	ctx, stop := SignalContext(logger)
 	defer stop()
-	if err := run(ctx, cfg, logger); err != nil {
+	logger.Info("starting", "version", buildinfo.Get().String(name))
+	svc := newService(logger)
+	defer svc.close()
+	if err := run(ctx, cfg, logger, svc); err != nil {
 		logger.Error(name+" failed", "err", err)
 		return 1
 	}

@@ -4,7 +4,8 @@
 //
 // Subcommands:
 //
-//	tally-agent [flags]                     run (default)
+//	tally-agent [flags]                     run (default; -version prints the build)
+//	tally-agent status [-url URL]           summarise the health of a running agent
 //	tally-agent import-log [flags] FILE...  backfill historical access logs
 //	tally-agent import-cost [-agent URL] FILE...   post spend reports to a running agent
 //	tally-agent import-email [-agent URL] FILE...  post email event files to a running agent
@@ -26,11 +27,15 @@ import (
 	"github.com/tally-edge/tally/agent/imports"
 	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/internal/cli"
+	"github.com/tally-edge/tally/internal/status"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "status" {
+		return status.Command("tally-agent", "http://127.0.0.1:8081", args[1:], os.Stdout, os.Stderr, status.Agent)
+	}
 	if len(args) > 0 && args[0] == "import-log" {
 		return importLog(args[1:])
 	}
@@ -38,8 +43,10 @@ func run(args []string) int {
 		return importFiles(args[0], args[1:])
 	}
 	return cli.Main("tally-agent", "tally-agent.yaml", args, config.Load,
-		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
-			return agent.Run(ctx, cfg, logger, nil)
+		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
+			return agent.Run(ctx, cfg, logger, func(httpAddr string) {
+				svc.Ready(ctx, "serving on "+httpAddr, cli.HealthzCheck(httpAddr, false))
+			})
 		})
 }
 

@@ -3,7 +3,8 @@
 //
 // Subcommands:
 //
-//	tally-aggregator [flags]        run (default)
+//	tally-aggregator [flags]        run (default; -version prints the build)
+//	tally-aggregator status         summarise the health of a running node
 //	tally-aggregator certs [flags]  create a development CA and certificates
 //	tally-aggregator token          print a new API token and its SHA-256
 //	tally-aggregator link [flags]   print a short-lived, single-use dashboard sign-in link
@@ -28,6 +29,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/internal/cli"
 	"github.com/tally-edge/tally/internal/pki"
+	"github.com/tally-edge/tally/internal/status"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -36,6 +38,9 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "certs" {
 		return certs(args[1:])
 	}
+	if len(args) > 0 && args[0] == "status" {
+		return status.Command("tally-aggregator", "http://127.0.0.1:8080", args[1:], os.Stdout, os.Stderr, status.Aggregator)
+	}
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
 	}
@@ -43,8 +48,12 @@ func run(args []string) int {
 		return link(args[1:], os.Stdout, os.Stderr)
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
-		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
-			return aggregator.Run(ctx, cfg, logger, nil)
+		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
+			return aggregator.Run(ctx, cfg, logger, func(a aggregator.Addrs) {
+				// Ready once both listeners are up; /readyz says when the
+				// node has also rebuilt its open minutes.
+				svc.Ready(ctx, "serving API on "+a.HTTP+", QUIC on "+a.QUIC, cli.HealthzCheck(a.HTTP, cfg.HTTP.TLSCert != ""))
+			})
 		})
 }
 
