@@ -25,18 +25,30 @@ import (
 type scenario struct {
 	name string
 	run  func(t *testing.T, b backend)
+	// pageOnly marks a story about the page's own behaviour (keys,
+	// history, parsing a link) whose figures the fake proves as well as a
+	// real stack: it runs on the fake only, to keep the real suite short.
+	pageOnly bool
 }
 
 // scenarios run against every backend.
 var scenarios = []scenario{
-	{"SignInWithForm", testSignInWithForm},
-	{"SignInWithLink", testSignInWithLink},
-	{"DrillDownAndRanges", testDrillDownAndRanges},
-	{"ExportCSV", testExportCSV},
-	{"ViewerSeesOnlyItsCampaigns", testViewerScope},
-	{"StreamDown", testStreamDown},
-	{"NodeDown", testNodeDown},
-	{"FailedRequestIsRetried", testFailedRequest},
+	{name: "SignInWithForm", run: testSignInWithForm},
+	{name: "SignInWithLink", run: testSignInWithLink},
+	{name: "DrillDownAndRanges", run: testDrillDownAndRanges},
+	{name: "ExportCSV", run: testExportCSV},
+	{name: "ViewerSeesOnlyItsCampaigns", run: testViewerScope},
+	{name: "StreamDown", run: testStreamDown},
+	{name: "NodeDown", run: testNodeDown},
+	{name: "FailedRequestIsRetried", run: testFailedRequest},
+	{name: "LayoutAtEveryWidth", run: testLayoutAtEveryWidth},
+	{name: "Accessibility", run: testAccessibility},
+	{name: "LinkInAnotherProfile", run: testLinkInAnotherProfile},
+	{name: "ViewerLinkOutsideScope", run: testViewerLinkOutsideScope},
+	{name: "BackAndForward", run: testBackAndForward, pageOnly: true},
+	{name: "Keyboard", run: testKeyboard, pageOnly: true},
+	{name: "CustomRange", run: testCustomRange, pageOnly: true},
+	{name: "HostileLink", run: testHostileLink, pageOnly: true},
 }
 
 // TestDashboardOnFakeAPI runs every scenario against the in-test fake of
@@ -48,6 +60,12 @@ func TestDashboardOnFakeAPI(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) { s.run(t, b) })
 	}
 }
+
+// restWait bounds a wait for figures that come from REST: on a loaded
+// 2-core machine one query of a real node to InfluxDB can take seconds,
+// and a refresh round makes several. A wait ends as soon as its condition
+// holds, so a long bound costs nothing when things are quick.
+const restWait = 30 * time.Second
 
 // signInByLink opens the dashboard with ?token= in a new tab that lives
 // for at most 90 s, and waits for it to show.
@@ -134,7 +152,7 @@ func testSignInWithForm(t *testing.T, b backend) {
 	// The change against the previous window comes with the campaigns
 	// list, which may answer after the live stream filled the value.
 	tb.waitJS("the clicks tile's change against the previous window",
-		`document.querySelector('[data-kpi=clicks] .delta').textContent.includes("vs previous 60m")`, 10*time.Second)
+		`document.querySelector('[data-kpi=clicks] .delta').textContent.includes("vs previous 60 min")`, 10*time.Second)
 	// Charts fill.
 	tb.waitJS("the traffic chart", `+document.getElementById("chart-traffic").dataset.points > 0`, 10*time.Second)
 	tb.waitJS("the money chart", `+document.getElementById("chart-money").dataset.points > 0`, 10*time.Second)
@@ -179,7 +197,9 @@ func testSignInWithLink(t *testing.T, b backend) {
 	if strings.Contains(loc, "token") || strings.Contains(loc, b.Token(roleAnalyst)) {
 		t.Errorf("the token is still in the address bar: %s", loc)
 	}
-	if !strings.HasSuffix(loc, "/?campaign=x#top") {
+	// The rest of the link stays: the view it names (written out in
+	// full) and the fragment.
+	if u, err := url.Parse(loc); err != nil || u.Query().Get("campaign") != "x" || u.Fragment != "top" {
 		t.Errorf("the rest of the address changed: %s", loc)
 	}
 	if got := eval[string](tb, `sessionStorage.getItem("tally.token") || ""`); got != b.Token(roleAnalyst) {
@@ -257,7 +277,7 @@ func testDrillDownAndRanges(t *testing.T, b backend) {
 		if len(want.Groups) == 0 {
 			t.Fatalf("no %s groups for %s over %s: the test data is too thin", dim, campaign, window)
 		}
-		tb.waitUntil("the breakdown by "+dim+" over "+window, 10*time.Second, func() error {
+		tb.waitUntil("the breakdown by "+dim+" over "+window, restWait, func() error {
 			got := drillRows(tb)
 			if len(got) != len(want.Groups) {
 				return fmt.Errorf("%d rows, API has %d groups (%v)", len(got), len(want.Groups), got)
@@ -298,7 +318,7 @@ func testDrillDownAndRanges(t *testing.T, b backend) {
 	// All campaigns: the breakdown is added up from series?by=.
 	tb.do("back to all campaigns", chromedp.SetValue(chromedp.CSS("#campaign"), ""),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById("campaign").dispatchEvent(new Event("change"))`))
-	tb.waitUntil("an all-campaign breakdown", 10*time.Second, func() error {
+	tb.waitUntil("an all-campaign breakdown", restWait, func() error {
 		if n := len(drillRows(tb)); n == 0 {
 			return fmt.Errorf("no rows")
 		}
