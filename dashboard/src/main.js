@@ -32,7 +32,7 @@ const CHART_METRICS = [...TRAFFIC, ...MONEY].map(([m]) => m);
 const COMPARE_DASH = [6, 4];
 
 // tallyStats counts renders for anyone curious (the browser tests read it).
-const stats = (window.tallyStats = { renders: 0, renderMsMax: 0, renderMsTotal: 0, streamMessages: 0, lastEventId: "" });
+const stats = (window.tallyStats = { renders: 0, renderMsMax: 0, renderMsTotal: 0, fitMsTotal: 0, streamMessages: 0, lastEventId: "" });
 
 const time = (d) => d.toLocaleTimeString("en-GB");
 const setText = (el, text) => {
@@ -580,8 +580,10 @@ class Dashboard {
     const d = this.dirty;
     if (d.view) this.renderView();
     if (d.options) this.renderOptions();
-    if (d.status) this.renderStatus();
+    // Tiles measure their numbers: before anything else of this pass
+    // changes the page, so that measuring costs little.
     if (d.tiles) this.renderTiles();
+    if (d.status || d.view) this.renderStatus();
     if (d.tableAll || d.table.size) this.renderTable();
     if (d.charts) this.renderCharts();
     if (d.drill) this.renderDrill();
@@ -674,7 +676,6 @@ class Dashboard {
       }
     }
     notice.hidden = notice.childNodes.length === 0;
-    this.dirty.status = true;
   }
 
   renderOptions() {
@@ -750,11 +751,11 @@ class Dashboard {
   }
 
   /**
-   * setTileValue writes v in the tile as f formats it: the exact form when
-   * it fits, else the longest shorter form that does ("1.85M"); the exact
-   * value is always in the title (on hover) and in the tables.
+   * setTileValue writes v in the tile as f formats it, exactly for now;
+   * fitTiles then shortens what does not fit. The exact value is always in
+   * the title (on hover) and in the tables.
    */
-  setTileValue(tile, f, v, known) {
+  setTileValue(tile, f, v, known, fit) {
     const el = tile.value;
     el.dataset.value = String(v);
     if (!known) {
@@ -765,11 +766,29 @@ class Dashboard {
     }
     const forms = shortForms(f, v);
     el.title = forms[0];
-    let i = 0;
     setText(el, forms[0]);
-    while (i + 1 < forms.length && el.scrollWidth > el.clientWidth) setText(el, forms[++i]);
-    if (i > 0) el.dataset.short = "1";
-    else delete el.dataset.short;
+    fit.push({ el, forms, i: 0 });
+  }
+
+  /**
+   * fitTiles gives each tile number of items the longest of its forms that
+   * fits its tile ("1,849,523.12", else "1.85M", "1.8M", "2M"). It reads
+   * every width in one pass before writing any text, so the browser lays
+   * the page out once per round, not once per tile.
+   */
+  fitTiles(items) {
+    const t0 = performance.now();
+    let pending = items;
+    while (pending.length) {
+      const over = pending.filter((it) => it.i + 1 < it.forms.length && it.el.scrollWidth > it.el.clientWidth);
+      for (const it of over) setText(it.el, it.forms[++it.i]);
+      pending = over;
+    }
+    for (const it of items) {
+      if (it.i > 0) it.el.dataset.short = "1";
+      else delete it.el.dataset.short;
+    }
+    stats.fitMsTotal += performance.now() - t0;
   }
 
   renderTiles() {
@@ -787,10 +806,11 @@ class Dashboard {
     const cmpK = this.compareKPIs();
     const cmp = cmpK ? this.cmp : null;
     const known = this.restLoaded || (this.streamed && this.live.campaigns.size > 0);
+    const fit = [];
     for (const t of TILES) {
       const tile = this.tiles[t.key];
       const v = cur[t.key];
-      this.setTileValue(tile, t.fmt, v, known);
+      this.setTileValue(tile, t.fmt, v, known, fit);
       const ch = known && cmp ? change(v, cmpK[t.key], t.better) : { text: "", cls: "", word: "" };
       setText(tile.deltaText, ch.text ? `${ch.text} vs ${cmp.label}` : "");
       setText(tile.deltaWord, ch.word ? ` (${ch.word})` : "");
@@ -810,12 +830,13 @@ class Dashboard {
       help = "of all events, left out of every figure";
     }
     setText(b.help, help);
-    this.setTileValue(b, fmt.pct, share, known);
+    this.setTileValue(b, fmt.pct, share, known, fit);
     setText(b.deltaText, known ? `${fmt.count(bots)} bot events filtered` : "");
     setText(b.deltaWord, "");
     b.delta.className = "delta flat";
     setText($("traffic-title"), `Traffic ${this.win.stepText}`);
     setText($("money-title"), `Revenue and cost ${this.win.stepText}`);
+    this.fitTiles(fit);
   }
 
   renderTable() {
@@ -854,8 +875,11 @@ class Dashboard {
       row.k = k;
       TABLE_COLS.forEach(([key, f], i) => setText(row.cells[i + 1], f(k[key])));
       const selected = c === this.view.campaign;
-      row.tr.classList.toggle("selected", selected);
-      row.button.setAttribute("aria-pressed", String(selected));
+      if (row.selected !== selected) {
+        row.selected = selected;
+        row.tr.classList.toggle("selected", selected);
+        row.button.setAttribute("aria-pressed", String(selected));
+      }
       orderChanged = orderChanged || this.sort.key !== "campaign";
     }
     const f = this.filter;
