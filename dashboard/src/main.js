@@ -124,7 +124,8 @@ class Dashboard {
       if (b) this.change({ filters: { ...this.view.filters, [this.view.by]: b.dataset.key } });
     });
     this.on($("notice"), "click", (e) => {
-      if (e.target.closest("button[data-all]")) this.change({ campaign: "" });
+      const b = e.target.closest("button[data-pick]");
+      if (b) this.change({ campaign: b.dataset.pick });
     });
     this.on($("filter"), "input", () => {
       this.filter = $("filter").value.trim().toLowerCase();
@@ -285,15 +286,14 @@ class Dashboard {
     clearTimeout(this.refreshTimer);
     this.roundFailed = false;
     this.win = windowOf(this.view, Date.now());
-    if (this.denied) {
-      // Nothing to ask for a campaign outside the scope: the notice says so.
-      this.dirty = ALL_DIRTY();
-      this.schedule();
-      return;
-    }
+    // Nothing is asked about a campaign outside the scope (the notice says
+    // so); the list of the campaigns the viewer may see still loads, for
+    // the picker.
+    const denied = this.denied;
     // In the live view the series fill the minutes the stream has not
     // delivered (before the page opened, or while it was down).
-    await Promise.all([this.refreshCampaigns(gen), this.refreshDrill(gen), this.refreshHistory(gen), this.refreshCompare(gen)]);
+    await Promise.all(denied ? [this.refreshCampaigns(gen)]
+      : [this.refreshCampaigns(gen), this.refreshDrill(gen), this.refreshHistory(gen), this.refreshCompare(gen)]);
     if (gen !== this.gen || this.stopped) return;
     this.refreshedAt = new Date();
     this.dirty.status = true;
@@ -657,11 +657,18 @@ class Dashboard {
       p.textContent = this.forbidden
         ? `The server refused it for ${this.who.subject} (${this.who.role}): ${this.forbidden}. ${mine}`
         : `This link opens a campaign outside the scope of ${this.who.subject} (${this.who.role}). ${mine} Ask an administrator for access if you need it.`;
-      const b = document.createElement("button");
-      b.type = "button";
-      b.dataset.all = "1";
-      b.textContent = "Show my campaigns";
-      notice.append(h, p, b);
+      const picks = document.createElement("div");
+      picks.className = "picks";
+      const pickButton = (campaign, text) => {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.dataset.pick = campaign;
+        b.textContent = text;
+        picks.append(b);
+      };
+      pickButton("", "Show all my campaigns");
+      for (const m of (this.who.campaigns || []).slice(0, 8)) pickButton(m, `Show ${m}`);
+      notice.append(h, p, picks);
     } else {
       const lines = [];
       const c = v.campaign;
@@ -700,7 +707,10 @@ class Dashboard {
     const banner = $("banner");
     let text, cls, msg = "";
     const streamed = this.streamed;
-    if (this.nodeError) {
+    if (this.denied) {
+      text = "no access";
+      cls = "";
+    } else if (this.nodeError) {
       text = "node down";
       cls = "down";
       msg = `Cannot reach the Tally node: ${this.nodeError}. Retrying every ${RETRY_MS / 1000} s` +

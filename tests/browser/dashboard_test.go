@@ -206,6 +206,8 @@ func testSignInWithLink(t *testing.T, b backend) {
 		t.Errorf("session storage holds %q, want the token", got)
 	}
 	tb.waitJS("who is signed in", `document.getElementById("whoami").textContent.endsWith("· analyst")`, 10*time.Second)
+	// The link names a campaign without traffic: the page says so.
+	tb.waitJS("the notice of a campaign without traffic", `document.getElementById("notice").textContent.includes("“x” has no traffic")`, restWait)
 
 	// A reload keeps the session.
 	tb.do("reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#tiles .tile")))

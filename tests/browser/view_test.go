@@ -349,8 +349,20 @@ func testViewerLinkOutsideScope(t *testing.T, b backend) {
 	// administrator), and the controls say which campaign it was.
 	tb.waitControls(v, 5*time.Second)
 	tb.shot("denied")
+	checkAxe(tb, axeSource(t), "notice of a campaign outside the scope")
 
-	tb.do("show my campaigns", chromedp.Click(chromedp.CSS(`#notice button[data-all]`)))
+	// The picker lists the viewer's campaigns, and the notice offers them.
+	tb.waitUntil("the viewer's campaigns in the picker", restWait, func() error {
+		opts := eval[[]string](tb, `[...document.getElementById("campaign").options].slice(1).map(o => o.value)`)
+		if want := append(slices.Sorted(slices.Values(mine)), other); !slices.Equal(opts, want) {
+			return fmt.Errorf("the picker offers %v, want %v", opts, want)
+		}
+		return nil
+	})
+	if st := eval[string](tb, `document.getElementById("status").textContent`); st != "no access" {
+		t.Errorf("the status says %q", st)
+	}
+	tb.do("show all my campaigns", chromedp.Click(chromedp.CSS(`#notice button[data-pick=""]`)))
 	v.Campaign = ""
 	tb.waitJS("the figures", `!document.getElementById("data").hidden && document.getElementById("notice").hidden`, restWait)
 	waitViewData(tb, b, roleViewer, v)
