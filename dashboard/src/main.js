@@ -51,7 +51,6 @@ class Dashboard {
     this.ignored = ignored; // parameters of the address that were refused
     this.win = windowOf(view, Date.now());
     this.sort = { key: "clicks", dir: -1 };
-    this.filter = "";
     this.rest = new Map(); // campaign -> {kpis}, from REST over the view's window and filters
     this.restTotal = null; // every campaign together (uniques merged) from REST
     this.restLoaded = false; // the campaign list of the current view has arrived
@@ -127,8 +126,11 @@ class Dashboard {
       const b = e.target.closest("button[data-pick]");
       if (b) this.change({ campaign: b.dataset.pick });
     });
+    // Typing narrows the table at once; the address follows without a
+    // history entry per keystroke.
     this.on($("filter"), "input", () => {
-      this.filter = $("filter").value.trim().toLowerCase();
+      this.view = withView(this.view, { find: $("filter").value.trim().slice(0, 200) });
+      this.writeAddress("replace");
       this.dirty.tableAll = true;
       this.schedule();
     });
@@ -252,8 +254,14 @@ class Dashboard {
     this.forbidden = "";
     this.dirty = ALL_DIRTY();
     const same = (k) => JSON.stringify(old[k]) === JSON.stringify(view[k]);
-    const onlyBy = !same("by") && ["campaign", "range", "from", "to", "compare", "filters"].every(same);
-    const onlyCompare = !same("compare") && ["campaign", "range", "from", "to", "by", "filters"].every(same);
+    const data = ["campaign", "range", "from", "to", "by", "compare", "filters"];
+    const only = (k) => !same(k) && data.filter((x) => x !== k).every(same);
+    const onlyBy = only("by");
+    const onlyCompare = only("compare");
+    if (data.every(same)) {
+      this.schedule(); // the table's find text alone: nothing to load
+      return;
+    }
     if (onlyBy) {
       this.drill = null;
       this.schedule();
@@ -267,8 +275,8 @@ class Dashboard {
       return;
     }
     if (!same("range") || !same("from") || !same("to") || !same("filters")) {
-      // Another window or other filters: every figure of the old one goes.
-      this.rest.clear();
+      // Another window or other filters: the tiles wait for its figures
+      // (the campaign list stays, so the picker does not flicker).
       this.restTotal = null;
       this.restLoaded = false;
     }
@@ -596,6 +604,7 @@ class Dashboard {
     this.ranges.set(v.range);
     this.dims.set(v.by);
     $("compare").value = v.compare;
+    if ($("filter").value.trim() !== v.find) $("filter").value = v.find;
     const custom = $("custom");
     custom.hidden = v.range !== "custom";
     // The inputs follow the view when it changes, never while someone types.
@@ -692,12 +701,12 @@ class Dashboard {
     // A campaign of the view that is not listed (no traffic, or no
     // access) still shows as chosen.
     const extra = c && !names.includes(c) ? [c] : [];
-    const want = [...names, ...extra];
-    const have = [...sel.options].slice(1).map((o) => o.value);
+    const label = (n) => extra.includes(n) ? n + (this.denied ? " (no access)" : this.restLoaded ? " (no data)" : "") : n;
+    const want = [...names, ...extra].map(label);
+    const have = [...sel.options].slice(1).map((o) => o.text);
     if (have.join("\n") !== want.join("\n")) {
       sel.length = 1;
-      for (const n of names) sel.add(new Option(n, n));
-      for (const n of extra) sel.add(new Option(`${n} (${this.denied ? "no access" : "no data"})`, n));
+      for (const n of [...names, ...extra]) sel.add(new Option(label(n), n));
     }
     sel.value = c;
   }
@@ -892,7 +901,7 @@ class Dashboard {
       }
       orderChanged = orderChanged || this.sort.key !== "campaign";
     }
-    const f = this.filter;
+    const f = this.view.find.toLowerCase();
     let shown = 0;
     for (const [c, row] of this.rows) {
       const hide = f !== "" && !c.toLowerCase().includes(f);

@@ -1,5 +1,6 @@
 // The view: what a marketer chose to look at (campaign, time range,
-// breakdown, filters, comparison), kept in the address bar's query string
+// breakdown, filters, comparison, and the text that narrows the campaign
+// table), kept in the address bar's query string
 // so that a reload, a bookmark or a link in a chat opens the same view.
 // The token never goes here (api.js takes it out of the address first).
 //
@@ -55,11 +56,11 @@ const STEP_TEXT = Object.fromEntries(STEPS.map(([s, , text]) => [s, text]));
 
 /** defaultView is the view of a link without parameters. */
 export function defaultView() {
-  return { campaign: "", range: "live", from: "", to: "", by: "source", compare: "prev", filters: {} };
+  return { campaign: "", range: "live", from: "", to: "", by: "source", compare: "prev", filters: {}, find: "" };
 }
 
 // The query parameters the view owns; any other is left alone.
-const OWNED = ["campaign", "range", "from", "to", "by", "compare", ...DIMS];
+const OWNED = ["campaign", "range", "from", "to", "by", "compare", "find", ...DIMS];
 
 /** isoMinute formats a time as RFC 3339 in UTC, to the minute ("2026-12-07T10:00:00Z"). */
 export function isoMinute(ms) {
@@ -131,6 +132,11 @@ export function parseView(search) {
     if (okValue(v)) view.filters[d] = v;
     else ignored.push(d);
   }
+  const find = one("find");
+  if (find !== null && find !== "") {
+    if (okValue(find)) view.find = find;
+    else ignored.push("find");
+  }
   return { view, ignored: [...new Set(ignored)] };
 }
 
@@ -152,6 +158,7 @@ export function viewSearch(view, search = "") {
   q.set("by", view.by);
   q.set("compare", view.compare);
   for (const d of DIMS) if (view.filters[d]) q.set(d, view.filters[d]);
+  if (view.find) q.set("find", view.find);
   const s = q.toString();
   return s ? "?" + s : "";
 }

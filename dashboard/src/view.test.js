@@ -11,7 +11,7 @@ import { shortForms, fmt } from "./kpi.js";
 test("a view survives the address: every choice comes back", () => {
   const v = withView(defaultView(), {
     campaign: "spring sale/2026 & co", range: "custom", from: "2026-12-01T10:00:00Z", to: "2026-12-02T10:00:00Z",
-    by: "country", compare: "week", filters: { source: "google", device: "mobile" },
+    by: "country", compare: "week", filters: { source: "google", device: "mobile" }, find: "q4 ",
   });
   const search = viewSearch(v);
   assert.ok(!search.includes("token"));

@@ -198,6 +198,17 @@ func (tb *tab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// press clicks the element sel selects as a script does (el.click()),
+// once it is visible. A mouse click at the element's coordinates could
+// land elsewhere when arriving figures move the layout between finding
+// the element and clicking.
+func press(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.WaitVisible(chromedp.CSS(sel)),
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).click()`, sel)),
+	)
+}
+
 // eval evaluates a JS expression.
 func eval[T any](tb *tab, expr string) T {
 	tb.t.Helper()

@@ -111,10 +111,7 @@ func clicksOf(t testing.TB, b backend, window string, campaigns []string) func()
 // coordinates could land on another row when live updates re-sort the
 // table in between.
 func clickRow(campaign string) chromedp.Action[chromedp.Void] {
-	return chromedp.Steps(
-		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf("#campaigns tr[data-campaign=%q]", campaign))),
-		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector('#campaigns tr[data-campaign=%q]').click()`, campaign)),
-	)
+	return press(fmt.Sprintf("#campaigns tr[data-campaign=%q]", campaign))
 }
 
 func testSignInWithForm(t *testing.T, b backend) {
@@ -294,7 +291,7 @@ func testDrillDownAndRanges(t *testing.T, b backend) {
 		tb.waitJS("the breakdown chart", `+document.getElementById("chart-drill").dataset.points > 0`, 10*time.Second)
 	}
 	check("60m", "source")
-	tb.do("break down by country", chromedp.Click(chromedp.CSS(`#dims [data-dim=country]`)))
+	tb.do("break down by country", press(`#dims [data-dim=country]`))
 	check("60m", "country")
 	tb.waitJS("the bot share", `document.getElementById("bots").textContent.includes("of events")`, 10*time.Second)
 	tb.waitTile("bots", func() float64 {
@@ -308,13 +305,13 @@ func testDrillDownAndRanges(t *testing.T, b backend) {
 	tb.shot("country")
 
 	for _, r := range []struct{ button, window string }{{"24h", "24h"}, {"7d", "7d"}, {"1h", "1h"}} {
-		tb.do("pick "+r.button, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#range [data-range=%q]`, r.button))))
+		tb.do("pick "+r.button, press(fmt.Sprintf(`#range [data-range=%q]`, r.button)))
 		check(r.window, "country")
 		tb.waitTile("clicks", clicksOf(t, b, r.window, []string{campaign}), 0, 10*time.Second)
 		tb.waitJS("the traffic chart", `+document.getElementById("chart-traffic").dataset.points > 0`, 10*time.Second)
 		tb.shot(r.button)
 	}
-	tb.do("break down by device", chromedp.Click(chromedp.CSS(`#dims [data-dim=device]`)))
+	tb.do("break down by device", press(`#dims [data-dim=device]`))
 	check("1h", "device")
 
 	// All campaigns: the breakdown is added up from series?by=.
@@ -356,10 +353,10 @@ func testExportCSV(t *testing.T, b backend) {
 	campaign := b.Campaigns()[2]
 	tb.do("pick a campaign and 24 h",
 		clickRow(campaign),
-		chromedp.Click(chromedp.CSS(`#range [data-range="24h"]`)),
+		press(`#range [data-range="24h"]`),
 	)
 	tb.waitJS("export enabled", `!document.getElementById("export").disabled`, 5*time.Second)
-	tb.do("export", chromedp.Click(chromedp.CSS("#export")))
+	tb.do("export", press("#export"))
 
 	var file string
 	tb.waitUntil("the downloaded CSV", 15*time.Second, func() error {
@@ -477,7 +474,7 @@ func testFailedRequest(t *testing.T, b backend) {
 	tb := signInLive(t, b)
 	rf.FailRequests("/api/v1/series", 2) // the chart's and the breakdown's
 	start := time.Now()
-	tb.do("pick 24 h", chromedp.Click(chromedp.CSS(`#range [data-range="24h"]`)))
+	tb.do("pick 24 h", press(`#range [data-range="24h"]`))
 	tb.waitJS("the empty chart of a range not loaded yet", `+document.getElementById("chart-traffic").dataset.points === 0`, 5*time.Second)
 	tb.waitJS("the traffic chart after the failed request", `+document.getElementById("chart-traffic").dataset.points > 0`, 15*time.Second)
 	t.Logf("traffic chart filled %s after its request failed", time.Since(start).Round(100*time.Millisecond))

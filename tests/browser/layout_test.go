@@ -260,7 +260,7 @@ func testAccessibility(t *testing.T, b backend) {
 	waitViewData(tb, b, roleAdmin, v)
 	// Filter by the first group of the breakdown, so the chips show too.
 	key := eval[string](tb, `document.querySelector("#drill-table tbody button[data-key]").dataset.key`)
-	tb.do("filter by a group", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#drill-table button[data-key=%q]`, key))))
+	tb.do("filter by a group", press(fmt.Sprintf(`#drill-table button[data-key=%q]`, key)))
 	v.Filters = map[string]string{"source": key}
 	waitViewData(tb, b, roleAdmin, v)
 	checkAxe(tb, src, "main view")

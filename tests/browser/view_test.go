@@ -23,6 +23,8 @@ type wantView struct {
 	By       string            `json:"by"`
 	Compare  string            `json:"compare"`
 	Filters  map[string]string `json:"filters"`
+	// Find is the text that narrows the campaign table.
+	Find string `json:"find"`
 }
 
 // presets are the dashboard's preset ranges: the API window and the
@@ -54,6 +56,9 @@ func (v wantView) search() string {
 	q.Set("compare", v.Compare)
 	for d, val := range v.Filters {
 		q.Set(d, val)
+	}
+	if v.Find != "" {
+		q.Set("find", v.Find)
 	}
 	return "?" + q.Encode()
 }
@@ -125,6 +130,7 @@ const readViewJS = `(() => {
 		by: checked("dims", "dim"),
 		compare: document.getElementById("compare").value,
 		filters: Object.fromEntries([...document.querySelectorAll("#filters .chip")].map(c => [c.dataset.dim, c.firstChild.textContent.replace(/^[^:]*: /, "")])),
+		find: document.getElementById("filter").value,
 	};
 })()`
 
@@ -138,7 +144,7 @@ func (v wantView) equal(o wantView) bool {
 		return m
 	}
 	return v.Campaign == o.Campaign && v.Range == o.Range && v.From == o.From && v.To == o.To && v.By == o.By &&
-		v.Compare == o.Compare && maps.Equal(norm(v.Filters), norm(o.Filters))
+		v.Compare == o.Compare && maps.Equal(norm(v.Filters), norm(o.Filters)) && v.Find == o.Find
 }
 
 // waitControls waits until the page's controls show v.
@@ -279,18 +285,22 @@ func testLinkInAnotherProfile(t *testing.T, b backend) {
 	tb := signInByLink(t, b, roleAdmin)
 	tb.do("choose a campaign, 24 h, by country, compared with last week",
 		pick("campaign", campaign),
-		chromedp.Click(chromedp.CSS(`#range [data-range="24h"]`)),
-		chromedp.Click(chromedp.CSS(`#dims [data-dim="country"]`)),
+		press(`#range [data-range="24h"]`),
+		press(`#dims [data-dim="country"]`),
 		pick("compare", "week"),
 	)
 	v := wantView{Campaign: campaign, Range: "24h", By: "country", Compare: "week"}
 	waitViewData(tb, b, roleAdmin, v)
 	key := firstGroup(tb)
-	tb.do("filter by the first country", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#drill-table button[data-key=%q]`, key))))
-	tb.do("then break down by source", chromedp.Click(chromedp.CSS(`#dims [data-dim="source"]`)))
+	tb.do("filter by the first country", press(fmt.Sprintf(`#drill-table button[data-key=%q]`, key)))
+	tb.do("then break down by source", press(`#dims [data-dim="source"]`))
 	v.Filters = map[string]string{"country": key}
 	v.By = "source"
 	waitViewData(tb, b, roleAdmin, v)
+	// Narrow the campaign table down to the chosen campaign.
+	tb.do("find the campaign in the table", chromedp.SendKeys(chromedp.CSS("#filter"), campaign))
+	v.Find = campaign
+	tb.waitControls(v, 10*time.Second)
 	link := eval[string](tb, `location.href`)
 	if strings.Contains(link, "token") || strings.Contains(link, b.Token(roleAdmin)) {
 		t.Fatalf("the address holds the token: %s", link)
@@ -311,6 +321,10 @@ func testLinkInAnotherProfile(t *testing.T, b backend) {
 	waitViewData(other, b, roleAnalyst, v)
 	if got := eval[string](other, `location.href`); got != link {
 		t.Errorf("the other profile's address is %s, the link was %s", got, link)
+	}
+	rows := eval[[]string](other, `[...document.querySelectorAll("#campaigns tbody tr:not([hidden])")].map(r => r.dataset.campaign)`)
+	if !slices.Equal(rows, []string{campaign}) {
+		t.Errorf("the campaign table shows %v, want only %s", rows, campaign)
 	}
 	other.shot("receiver")
 }
@@ -362,7 +376,7 @@ func testViewerLinkOutsideScope(t *testing.T, b backend) {
 	if st := eval[string](tb, `document.getElementById("status").textContent`); st != "no access" {
 		t.Errorf("the status says %q", st)
 	}
-	tb.do("show all my campaigns", chromedp.Click(chromedp.CSS(`#notice button[data-pick=""]`)))
+	tb.do("show all my campaigns", press(`#notice button[data-pick=""]`))
 	v.Campaign = ""
 	tb.waitJS("the figures", `!document.getElementById("data").hidden && document.getElementById("notice").hidden`, restWait)
 	waitViewData(tb, b, roleViewer, v)
@@ -386,14 +400,14 @@ func testBackAndForward(t *testing.T, b backend) {
 	tb.do("pick a campaign", clickRow(campaign))
 	steps = append(steps, wantView{Campaign: campaign, Range: "live", By: "source", Compare: "prev"})
 	tb.waitControls(steps[1], 10*time.Second)
-	tb.do("pick 24 h", chromedp.Click(chromedp.CSS(`#range [data-range="24h"]`)))
+	tb.do("pick 24 h", press(`#range [data-range="24h"]`))
 	steps = append(steps, wantView{Campaign: campaign, Range: "24h", By: "source", Compare: "prev"})
 	tb.waitControls(steps[2], 10*time.Second)
-	tb.do("break down by device", chromedp.Click(chromedp.CSS(`#dims [data-dim="device"]`)))
+	tb.do("break down by device", press(`#dims [data-dim="device"]`))
 	steps = append(steps, wantView{Campaign: campaign, Range: "24h", By: "device", Compare: "prev"})
 	waitViewData(tb, b, roleAdmin, steps[3])
 	key := firstGroup(tb)
-	tb.do("filter by the first device", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#drill-table button[data-key=%q]`, key))))
+	tb.do("filter by the first device", press(fmt.Sprintf(`#drill-table button[data-key=%q]`, key)))
 	steps = append(steps, wantView{Campaign: campaign, Range: "24h", By: "device", Compare: "prev", Filters: map[string]string{"device": key}})
 	waitViewData(tb, b, roleAdmin, steps[4])
 
@@ -411,7 +425,7 @@ func testBackAndForward(t *testing.T, b backend) {
 	}
 	waitViewData(tb, b, roleAdmin, steps[len(steps)-1])
 	// Removing the filter is a step of its own, which back undoes.
-	tb.do("remove the filter", chromedp.Click(chromedp.CSS(`#filters button[data-remove="device"]`)))
+	tb.do("remove the filter", press(`#filters button[data-remove="device"]`))
 	waitViewData(tb, b, roleAdmin, steps[3])
 	tb.do("back", chromedp.Evaluate[chromedp.Void](`history.back()`))
 	waitViewData(tb, b, roleAdmin, steps[4])
@@ -550,10 +564,10 @@ func testKeyboard(t *testing.T, b backend) {
 func testCustomRange(t *testing.T, b backend) {
 	tb := signInByLink(t, b, roleAdmin)
 	campaign := b.Campaigns()[0]
-	tb.do("pick a campaign and 24 h", pick("campaign", campaign), chromedp.Click(chromedp.CSS(`#range [data-range="24h"]`)))
+	tb.do("pick a campaign and 24 h", pick("campaign", campaign), press(`#range [data-range="24h"]`))
 	tb.waitControls(wantView{Campaign: campaign, Range: "24h", By: "source", Compare: "prev"}, 10*time.Second)
 	// Custom starts as the window on screen, frozen.
-	tb.do("choose custom", chromedp.Click(chromedp.CSS(`#range [data-range="custom"]`)))
+	tb.do("choose custom", press(`#range [data-range="custom"]`))
 	tb.waitJS("the custom range form", `!document.getElementById("custom").hidden && new URLSearchParams(location.search).get("range") === "custom"`, 10*time.Second)
 	// Then three hours, typed in the browser's time zone.
 	now := time.Now().Truncate(time.Minute)
@@ -562,7 +576,7 @@ func testCustomRange(t *testing.T, b backend) {
 	tb.do("type a range and apply", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
 		document.getElementById("custom-from").value = %q;
 		document.getElementById("custom-to").value = %q;
-	})()`, local(from), local(to))), chromedp.Click(chromedp.CSS("#custom-apply")))
+	})()`, local(from), local(to))), press("#custom-apply"))
 	v := wantView{Campaign: campaign, Range: "custom", From: from.UTC().Format(time.RFC3339), To: to.UTC().Format(time.RFC3339), By: "source", Compare: "prev"}
 	waitViewData(tb, b, roleAdmin, v)
 	tb.waitJS("the traffic chart with its comparison", `+document.getElementById("chart-traffic").dataset.series === 6 && +document.getElementById("chart-traffic").dataset.points > 0`, 10*time.Second)
@@ -570,7 +584,7 @@ func testCustomRange(t *testing.T, b backend) {
 	tb.do("type a backwards range", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
 		document.getElementById("custom-from").value = %q;
 		document.getElementById("custom-to").value = %q;
-	})()`, local(to), local(from))), chromedp.Click(chromedp.CSS("#custom-apply")))
+	})()`, local(to), local(from))), press("#custom-apply"))
 	tb.waitJS("the refusal", `document.getElementById("custom-error").textContent.includes("after the start")`, 5*time.Second)
 	tb.waitControls(v, 5*time.Second)
 	// Without comparison the dashed lines and the changes go.
