@@ -76,10 +76,21 @@ func signInByLink(t testing.TB, b backend, role string) *tab {
 func signInByLinkFor(t testing.TB, b backend, role string, timeout time.Duration) *tab {
 	tb := newTab(t, timeout)
 	tb.do("open the dashboard with a token link",
-		chromedp.Navigate(b.URL()+"/?token="+url.QueryEscape(b.Token(role))),
+		chromedp.Navigate(signInLink(b, role, "")),
 		chromedp.WaitVisible(chromedp.CSS("#tiles .tile")),
 	)
 	return tb
+}
+
+// signInLink is a link that signs the role in and opens the view of
+// search ("?campaign=…&range=…", or ""): the one place that knows how a
+// link carries sign-in.
+func signInLink(b backend, role, search string) string {
+	sep := "?"
+	if search != "" {
+		sep = "&"
+	}
+	return b.URL() + "/" + search + sep + "token=" + url.QueryEscape(b.Token(role))
 }
 
 // waitTile waits until the KPI tile shows what the API says, asking the

@@ -344,7 +344,7 @@ func testViewerLinkOutsideScope(t *testing.T, b backend) {
 	v := wantView{Campaign: other, Range: "24h", By: "country", Compare: "prev"}
 	tb := newTab(t, 90*time.Second)
 	tb.do("open a link to another campaign as a viewer",
-		chromedp.Navigate(b.URL()+"/"+v.search()+"&token="+url.QueryEscape(b.Token(roleViewer))),
+		chromedp.Navigate(signInLink(b, roleViewer, v.search())),
 	)
 	tb.waitJS("the notice", `!document.getElementById("notice").hidden`, 15*time.Second)
 	msg := eval[string](tb, `document.getElementById("notice").textContent`)
