@@ -6,7 +6,7 @@
 
 import "uplot/dist/uPlot.min.css";
 import "./styles.css";
-import { Client, takeTokenFromURL, saveToken, loadToken, clearToken, filenameOf } from "./api.js";
+import { Client, HTTPError, takeTokenFromURL, saveToken, loadToken, clearToken, filenameOf } from "./api.js";
 import { EventStream } from "./sse.js";
 import { TILES, fmt, shortForms, emptyKPIs, addCounters, withRatios, change, botShare } from "./kpi.js";
 import { LiveStore } from "./store.js";
