@@ -236,7 +236,6 @@ class Dashboard {
   pickRange(r) {
     if (r !== "custom") return this.change({ range: r });
     const w = windowOf(this.view, Date.now());
-    $("custom").hidden = false;
     this.change({ range: "custom", from: isoMinute(w.from), to: isoMinute(w.to) });
   }
 
