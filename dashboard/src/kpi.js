@@ -11,6 +11,31 @@ export const fmt = {
   times: (n) => nf2.format(n) + "×",
 };
 
+// Compact forms ("1.85M", "761.3K"), most precise first.
+const compact = [2, 1, 0].map((d) => new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: d }));
+
+/**
+ * shortForms lists ever shorter forms of v as f writes it, the exact one
+ * first: a narrow tile shows the first that fits (and the exact one on
+ * hover). Percentages and ratios keep their unit.
+ */
+export function shortForms(f, v) {
+  const out = [f(v)];
+  let scaled = v;
+  let unit = "";
+  if (f === fmt.pct) {
+    scaled = 100 * v;
+    unit = " %";
+  } else if (f === fmt.times) {
+    unit = "×";
+  }
+  for (const c of compact) {
+    const s = c.format(scaled) + unit;
+    if (!out.includes(s)) out.push(s);
+  }
+  return out;
+}
+
 /**
  * TILES are the headline KPIs. better is +1 when a rise is good news,
  * -1 when it is bad news (cost, cost per acquisition).
@@ -55,16 +80,26 @@ export function withRatios(k) {
   return k;
 }
 
-/** change describes cur against prev: {text, cls} for a tile. */
+/**
+ * change describes cur against prev for a tile: {text, cls, dir, word}.
+ * The arrow of text carries the direction (▲ up, ▼ down) and word says
+ * whether that is good news ("better", "worse"), so neither depends on
+ * the colour of cls ("good", "bad", "flat") alone.
+ */
 export function change(cur, prev, better) {
-  if (prev === undefined || prev === null) return { text: "", cls: "" };
-  if (prev === 0) return cur === 0 ? { text: "± 0 %", cls: "flat" } : { text: "new", cls: better > 0 ? "good" : "bad" };
+  if (prev === undefined || prev === null) return { text: "", cls: "", dir: "", word: "" };
+  if (prev === 0) {
+    if (cur === 0) return { text: "± 0 %", cls: "flat", dir: "flat", word: "unchanged" };
+    const good = cur * better > 0;
+    return { text: `${cur > 0 ? "▲" : "▼"} new`, cls: good ? "good" : "bad", dir: cur > 0 ? "up" : "down", word: good ? "better" : "worse" };
+  }
   const d = (cur - prev) / Math.abs(prev);
-  if (Math.abs(d) < 0.0005) return { text: "± 0 %", cls: "flat" };
+  if (Math.abs(d) < 0.0005) return { text: "± 0 %", cls: "flat", dir: "flat", word: "unchanged" };
   const arrow = d > 0 ? "▲" : "▼";
   const good = d * better > 0;
   const p = Math.abs(d) * 100;
-  return { text: `${arrow} ${p < 10 ? p.toFixed(1) : nf0.format(p)} %`, cls: good ? "good" : "bad" };
+  return { text: `${arrow} ${p < 10 ? p.toFixed(1) : nf0.format(p)} %`, cls: good ? "good" : "bad", dir: d > 0 ? "up" : "down",
+    word: good ? "better" : "worse" };
 }
 
 /** botShare is bots over all counted events, bots included. */

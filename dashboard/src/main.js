@@ -1,27 +1,25 @@
 // Tally's dashboard: sign-in, KPI tiles, charts, breakdown, campaign
 // table and the live stream. All data comes from /api/v1 with the
 // signed-in token; rendering is batched into animation frames and
-// touches only what changed.
+// touches only what changed. What the user looks at (the view) lives in
+// the address bar (view.js), so links open the same view.
 
 import "uplot/dist/uPlot.min.css";
 import "./styles.css";
 import { Client, HTTPError, takeTokenFromURL, takeLinkFromURL, exchangeLink, saveToken, loadToken, clearToken, filenameOf } from "./api.js";
 import { EventStream } from "./sse.js";
-import { TILES, fmt, emptyKPIs, addCounters, withRatios, change, botShare } from "./kpi.js";
+import { TILES, fmt, shortForms, emptyKPIs, addCounters, withRatios, change, botShare } from "./kpi.js";
 import { LiveStore } from "./store.js";
-import { LineChart } from "./charts.js";
+import { LineChart, COLORS } from "./charts.js";
+import { RadioGroup } from "./radios.js";
+import {
+  DIMS, DIM_NAMES, RANGES, parseView, viewSearch, withView, sameView, filterParams, windowOf, comparisonOf,
+  localInput, customRange, isoMinute,
+} from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 
-/** RANGES are the time-range choices: REST window, chart step, refresh period. */
-const RANGES = {
-  live: { window: "60m", step: "1m", stepText: "per minute", text: "the last 60 minutes, live", refreshMs: 10000 },
-  "1h": { window: "1h", step: "1m", stepText: "per minute", text: "the last hour", refreshMs: 30000 },
-  "24h": { window: "24h", step: "15m", stepText: "per 15 minutes", text: "the last 24 hours", refreshMs: 60000 },
-  "7d": { window: "7d", step: "1h", stepText: "per hour", text: "the last 7 days", refreshMs: 120000 },
-};
 const RETRY_MS = 5000;
-const DIM_NAMES = { source: "Source", medium: "Medium", region: "Region", country: "Country", device: "Device" };
 const TABLE_COLS = [
   ["impressions", fmt.count], ["clicks", fmt.count], ["ctr", fmt.pct], ["conversions", fmt.count], ["cvr", fmt.pct],
   ["revenue", fmt.money], ["cost", fmt.money], ["cpa", fmt.money], ["roas", fmt.times],
@@ -29,14 +27,18 @@ const TABLE_COLS = [
 const TRAFFIC = [["impressions", "Impressions", fmt.count], ["clicks", "Clicks", fmt.count], ["conversions", "Conversions", fmt.count]];
 const MONEY = [["revenue", "Revenue", fmt.money], ["cost", "Cost", fmt.money]];
 const SERIES_METRICS = ["impressions", "clicks", "conversions", "pageviews", "revenue", "cost", "bots_filtered"];
+const CHART_METRICS = [...TRAFFIC, ...MONEY].map(([m]) => m);
+// A comparison line is its metric's colour, dashed.
+const COMPARE_DASH = [6, 4];
 
 // tallyStats counts renders for anyone curious (the browser tests read it).
-const stats = (window.tallyStats = { renders: 0, renderMsMax: 0, renderMsTotal: 0, streamMessages: 0, lastEventId: "" });
+const stats = (window.tallyStats = { renders: 0, renderMsMax: 0, renderMsTotal: 0, fitMsTotal: 0, streamMessages: 0, lastEventId: "" });
 
 const time = (d) => d.toLocaleTimeString("en-GB");
 const setText = (el, text) => {
   if (el.textContent !== text) el.textContent = text;
 };
+const ALL_DIRTY = () => ({ tiles: true, table: new Set(), tableAll: true, charts: true, drill: true, status: true, options: true, view: true });
 
 /** Dashboard is one signed-in session; stop() tears it down. */
 class Dashboard {
@@ -44,13 +46,16 @@ class Dashboard {
     this.client = client;
     this.who = who;
     this.onSignOut = onSignOut;
-    this.range = "live";
-    this.campaign = "";
-    this.dim = "source";
+    const { view, ignored } = parseView(location.search);
+    this.view = view;
+    this.ignored = ignored; // parameters of the address that were refused
+    this.win = windowOf(view, Date.now());
     this.sort = { key: "clicks", dir: -1 };
-    this.filter = "";
-    this.rest = new Map(); // campaign -> {kpis, previous}
+    this.rest = new Map(); // campaign -> {kpis}, from REST over the view's window and filters
     this.restTotal = null; // every campaign together (uniques merged) from REST
+    this.restLoaded = false; // the campaign list of the current view has arrived
+    this.cmp = null; // the comparison period's KPIs and series, or null
+    this.forbidden = ""; // the API refused the view's campaign (403): its message
     this.live = new LiveStore();
     this.history = null; // uPlot data of the selected range from REST series
     this.drill = null;
@@ -64,9 +69,22 @@ class Dashboard {
     this.timers = [];
     this.abort = new AbortController();
     this.rows = new Map(); // campaign -> {tr, cells, k}
-    this.dirty = { tiles: true, table: new Set(), tableAll: true, charts: true, drill: true, status: true, options: true };
+    this.dirty = ALL_DIRTY();
     this.raf = 0;
     this.listeners = [];
+  }
+
+  /** streamed: the live stream feeds the figures (live range, no filters: the stream is per campaign only). */
+  get streamed() {
+    return this.view.range === "live" && Object.keys(this.view.filters).length === 0;
+  }
+
+  /** denied names the view's campaign when this viewer may not see it ("" otherwise). */
+  get denied() {
+    const c = this.view.campaign;
+    if (!c) return "";
+    if (this.forbidden) return c;
+    return this.who.campaigns && !this.who.campaigns.includes(c) ? c : "";
   }
 
   start() {
@@ -76,47 +94,72 @@ class Dashboard {
     $("scope").textContent = !who.campaigns ? "" : who.campaigns.length
       ? `Signed in as a viewer of: ${who.campaigns.join(", ")}.`
       : "Signed in as a viewer of no campaign yet: ask an administrator for access.";
-    // The controls start where this session's state does (a previous
-    // session may have left them elsewhere).
-    for (const b of $("range").children) b.classList.toggle("on", b.dataset.range === this.range);
-    for (const b of $("dims").children) b.classList.toggle("on", b.dataset.dim === this.dim);
+    // The address now says exactly what is shown (defaults written out,
+    // refused values dropped), so copying it shares this view.
+    this.writeAddress("replace");
     this.buildTiles();
     this.charts = { traffic: new LineChart($("chart-traffic")), money: new LineChart($("chart-money")), drill: new LineChart($("chart-drill"), 200) };
-    this.on($("range"), "click", (e) => {
-      const r = e.target.dataset.range;
-      if (r && r !== this.range) this.setRange(r);
+    const on = (el, ev, fn) => this.on(el, ev, fn);
+    this.ranges = new RadioGroup($("range"), "range", on, (r) => this.pickRange(r));
+    this.dims = new RadioGroup($("dims"), "dim", on, (d) => this.change({ by: d }));
+    this.on($("campaign"), "change", () => this.change({ campaign: $("campaign").value }));
+    this.on($("compare"), "change", () => this.change({ compare: $("compare").value }));
+    this.on($("custom"), "submit", (e) => {
+      e.preventDefault();
+      const r = customRange($("custom-from").value, $("custom-to").value);
+      setText($("custom-error"), r.error || "");
+      if (!r.error) this.change({ range: "custom", from: r.from, to: r.to });
     });
-    this.on($("dims"), "click", (e) => {
-      const d = e.target.dataset.dim;
-      if (d && d !== this.dim) {
-        this.dim = d;
-        for (const b of $("dims").children) b.classList.toggle("on", b.dataset.dim === d);
-        this.drill = null;
-        this.dirty.drill = true;
-        this.schedule();
-        this.refreshDrill(this.gen);
-      }
+    this.on($("filters"), "click", (e) => {
+      const b = e.target.closest("button[data-remove]");
+      if (!b) return;
+      const filters = { ...this.view.filters };
+      if (b.dataset.remove === "*") for (const d of DIMS) delete filters[d];
+      else delete filters[b.dataset.remove];
+      this.change({ filters });
     });
-    this.on($("campaign"), "change", () => this.select($("campaign").value));
+    this.on($("drill-table").tBodies[0], "click", (e) => {
+      const b = e.target.closest("button[data-key]");
+      if (b) this.change({ filters: { ...this.view.filters, [this.view.by]: b.dataset.key } });
+    });
+    this.on($("notice"), "click", (e) => {
+      const b = e.target.closest("button[data-pick]");
+      if (b) this.change({ campaign: b.dataset.pick });
+    });
+    // Typing narrows the table at once; the address follows without a
+    // history entry per keystroke.
     this.on($("filter"), "input", () => {
-      this.filter = $("filter").value.trim().toLowerCase();
+      this.view = withView(this.view, { find: $("filter").value.trim().slice(0, 200) });
+      this.writeAddress("replace");
       this.dirty.tableAll = true;
       this.schedule();
     });
     this.on($("campaigns").tHead, "click", (e) => {
-      const key = e.target.dataset.sort;
-      if (!key) return;
+      const th = e.target.closest("th[data-sort]");
+      if (!th) return;
+      const key = th.dataset.sort;
       this.sort = { key, dir: this.sort.key === key ? -this.sort.dir : key === "campaign" ? 1 : -1 };
       this.dirty.tableAll = true;
       this.schedule();
     });
     this.on($("campaigns").tBodies[0], "click", (e) => {
       const tr = e.target.closest("tr");
-      if (tr) this.select(tr.dataset.campaign === this.campaign ? "" : tr.dataset.campaign);
+      if (tr) this.change({ campaign: tr.dataset.campaign === this.view.campaign ? "" : tr.dataset.campaign });
     });
     this.on($("export"), "click", () => this.exportCSV());
     this.on($("signout"), "click", () => this.onSignOut(""));
-    this.on(window, "resize", () => Object.values(this.charts).forEach((c) => c.resize()));
+    // Back and forward move between views.
+    this.on(window, "popstate", () => {
+      const { view, ignored } = parseView(location.search);
+      this.ignored = ignored;
+      this.apply(view);
+    });
+    // Narrower tiles may need shorter numbers.
+    this.tileSizes = new ResizeObserver(() => {
+      this.dirty.tiles = true;
+      this.schedule();
+    });
+    this.tileSizes.observe($("tiles"));
 
     this.stream.client = new EventStream({
       url: "api/v1/stream",
@@ -130,6 +173,7 @@ class Dashboard {
       this.dirty.tiles = this.dirty.charts = this.dirty.status = true;
       this.schedule();
     });
+    this.schedule();
     this.refresh();
   }
 
@@ -141,13 +185,16 @@ class Dashboard {
     for (const t of this.timers) clearInterval(t);
     for (const [el, ev, fn] of this.listeners) el.removeEventListener(ev, fn);
     if (this.raf) cancelAnimationFrame(this.raf);
-    Object.values(this.charts).forEach((c) => c.destroy());
+    this.tileSizes.disconnect();
+    Object.values(this.charts).forEach((c) => c.close());
     $("tiles").textContent = "";
     $("campaigns").tBodies[0].textContent = "";
     $("drill-table").tBodies[0].textContent = "";
     $("campaign").length = 1;
     $("filter").value = "";
     $("banner").hidden = true;
+    $("notice").hidden = true;
+    $("filters").hidden = true;
     $("app").hidden = true;
   }
 
@@ -174,41 +221,86 @@ class Dashboard {
     }
   }
 
+  // ---- the view ----
+
+  /** change applies a change the user made, as a new entry of the history. */
+  change(changes) {
+    this.ignored = [];
+    const next = withView(this.view, changes);
+    if (sameView(next, this.view)) return;
+    this.apply(next);
+    this.writeAddress("push");
+  }
+
+  /** pickRange: a preset, or Custom, which starts as the window on screen. */
+  pickRange(r) {
+    if (r !== "custom") return this.change({ range: r });
+    const w = windowOf(this.view, Date.now());
+    this.change({ range: "custom", from: isoMinute(w.from), to: isoMinute(w.to) });
+  }
+
+  writeAddress(how) {
+    const url = location.pathname + viewSearch(this.view, location.search) + location.hash;
+    if (url === location.pathname + location.search + location.hash) return;
+    if (how === "push") history.pushState(null, "", url);
+    else history.replaceState(history.state, "", url);
+  }
+
+  /** apply shows view, reloading only what it changes. */
+  apply(view) {
+    const old = this.view;
+    this.view = view;
+    this.forbidden = "";
+    this.dirty = ALL_DIRTY();
+    const same = (k) => JSON.stringify(old[k]) === JSON.stringify(view[k]);
+    const data = ["campaign", "range", "from", "to", "by", "compare", "filters"];
+    const only = (k) => !same(k) && data.filter((x) => x !== k).every(same);
+    const onlyBy = only("by");
+    const onlyCompare = only("compare");
+    if (data.every(same)) {
+      this.schedule(); // the table's find text alone: nothing to load
+      return;
+    }
+    if (onlyBy) {
+      this.drill = null;
+      this.schedule();
+      this.refreshDrill(this.gen);
+      return;
+    }
+    if (onlyCompare) {
+      this.cmp = null;
+      this.schedule();
+      this.refreshCompare(this.gen);
+      return;
+    }
+    if (!same("range") || !same("from") || !same("to") || !same("filters")) {
+      // Another window or other filters: the tiles wait for its figures
+      // (the campaign list stays, so the picker does not flicker).
+      this.restTotal = null;
+      this.restLoaded = false;
+    }
+    this.win = windowOf(view, Date.now());
+    this.history = this.drill = this.bots = this.polls = this.cmp = null;
+    this.schedule();
+    this.refresh();
+  }
+
   // ---- data ----
-
-  setRange(r) {
-    this.range = r;
-    for (const b of $("range").children) b.classList.toggle("on", b.dataset.range === r);
-    this.history = null;
-    this.drill = null;
-    this.bots = null;
-    this.polls = null;
-    Object.assign(this.dirty, { tiles: true, tableAll: true, charts: true, drill: true, status: true });
-    this.schedule();
-    this.refresh();
-  }
-
-  select(c) {
-    this.campaign = c;
-    $("campaign").value = c;
-    this.history = null;
-    this.drill = null;
-    this.bots = null;
-    this.polls = null;
-    Object.assign(this.dirty, { tiles: true, tableAll: true, charts: true, drill: true });
-    this.schedule();
-    this.refresh();
-  }
 
   /** refresh reloads everything REST serves for the current view, then re-arms itself. */
   async refresh() {
     const gen = ++this.gen;
     clearTimeout(this.refreshTimer);
     this.roundFailed = false;
+    this.win = windowOf(this.view, Date.now());
+    // Nothing is asked about a campaign outside the scope (the notice says
+    // so); the list of the campaigns the viewer may see still loads, for
+    // the picker.
+    const denied = this.denied;
     // In the live view the series fill the minutes the stream has not
     // delivered (before the page opened, or while it was down).
-    const jobs = [this.refreshCampaigns(gen), this.refreshDrill(gen), this.refreshHistory(gen)];
-    await Promise.all(jobs);
+    await Promise.all(denied ? [this.refreshCampaigns(gen)]
+      : [this.refreshCampaigns(gen), this.refreshDrill(gen), this.refreshHistory(gen), this.refreshCompare(gen)]);
     if (gen !== this.gen || this.stopped) return;
     this.refreshedAt = new Date();
     this.dirty.status = true;
@@ -216,7 +308,7 @@ class Dashboard {
     // A request that failed while others of the round got through (a
     // dropped connection) is retried as soon as a dead node would be.
     const failed = this.nodeError || this.roundFailed;
-    this.refreshTimer = setTimeout(() => this.refresh(), failed ? RETRY_MS : RANGES[this.range].refreshMs);
+    this.refreshTimer = setTimeout(() => this.refresh(), failed ? RETRY_MS : this.win.refreshMs);
   }
 
   /** call runs one REST request; it sorts out node-level failures and answers null on error. */
@@ -238,6 +330,12 @@ class Dashboard {
         this.nodeError = e.status === 0 ? "the node is not answering" : `the node answered ${e.status}: ${e.message}`;
         this.dirty.status = true;
         this.schedule();
+      } else if (e.status === 403 && this.view.campaign) {
+        // The scope changed since sign-in, or the token's role is not
+        // what whoami said: say so instead of showing empty figures.
+        this.forbidden = e.message;
+        this.dirty = ALL_DIRTY();
+        this.schedule();
       } else if (onError) {
         onError(e);
       }
@@ -245,15 +343,21 @@ class Dashboard {
     }
   }
 
+  /** params are the API parameters of the view's window and filters, plus extra. */
+  params(extra) {
+    return { ...extra, ...this.win.params, ...filterParams(this.view) };
+  }
+
   async refreshCampaigns(gen) {
-    const body = await this.call(gen, "campaigns", { window: RANGES[this.range].window });
+    const body = await this.call(gen, "campaigns", this.params({}));
     if (!body) return;
     this.restTotal = body.total || null;
+    this.restLoaded = true;
     const seen = new Set();
     for (const c of body.campaigns || []) {
       seen.add(c.campaign);
       const old = this.rest.get(c.campaign);
-      if (!old || JSON.stringify(old) !== JSON.stringify(c)) {
+      if (!old || JSON.stringify(old.kpis) !== JSON.stringify(c.kpis) || JSON.stringify(old.previous) !== JSON.stringify(c.previous)) {
         this.rest.set(c.campaign, { kpis: c.kpis, previous: c.previous });
         this.dirty.table.add(c.campaign);
         if (!old) this.dirty.options = true;
@@ -266,13 +370,13 @@ class Dashboard {
         this.dirty.options = true;
       }
     }
-    this.dirty.tiles = true;
+    this.dirty.tiles = this.dirty.view = true;
     this.schedule();
   }
 
   async refreshHistory(gen) {
-    const r = RANGES[this.range];
-    const body = await this.call(gen, "series", { campaign: this.campaign, metric: SERIES_METRICS.join(","), step: r.step, window: r.window },
+    const w = this.win;
+    const body = await this.call(gen, "series", this.params({ campaign: this.view.campaign, metric: SERIES_METRICS.join(","), step: w.step }),
       (e) => (this.history = { error: e.message }));
     if (body) {
       const pts = (body.series[0] && body.series[0].points) || [];
@@ -282,29 +386,77 @@ class Dashboard {
     this.schedule();
   }
 
+  /**
+   * refreshCompare loads the comparison period: its KPIs (one campaign's,
+   * or every campaign's together with uniques merged) and its series for
+   * the dashed lines of the charts. The previous period of a preset range
+   * comes with the campaign list (refreshCampaigns), so it costs no query
+   * of its own; and a period already loaded is not asked again until the
+   * window moves on (a minute, in the live view).
+   */
+  async refreshCompare(gen) {
+    const cmp = comparisonOf(this.view, this.win);
+    if (!cmp) {
+      this.cmp = null;
+      this.dirty.tiles = this.dirty.charts = true;
+      this.schedule();
+      return;
+    }
+    const c = this.view.campaign;
+    const base = { ...cmp.params, ...filterParams(this.view) };
+    const key = JSON.stringify([c, base, this.win.step]);
+    const fromList = cmp.compare === "prev" && this.win.sliding;
+    if (this.cmp && this.cmp.key === key && !this.cmp.error) return;
+    const onError = (e) => (this.cmp = { ...cmp, key, error: e.message });
+    const [k, s] = await Promise.all([
+      fromList ? null : c ? this.call(gen, "kpis", { campaign: c, ...base }, onError) : this.call(gen, "campaigns", base, onError),
+      this.call(gen, "series", { campaign: c, metric: CHART_METRICS.join(","), step: this.win.step, ...base }, onError),
+    ]);
+    if (gen !== this.gen || this.view.compare !== cmp.compare) return;
+    if ((k || fromList) && s) {
+      const pts = (s.series[0] && s.series[0].points) || [];
+      this.cmp = { ...cmp, key, fromList, kpis: fromList ? null : c ? k : (k.total && k.total.kpis) || emptyKPIs(),
+        xs: pts.map((p) => Date.parse(p.t) / 1000 + cmp.shiftMs / 1000),
+        ys: Object.fromEntries(CHART_METRICS.map((m) => [m, pts.map((p) => p.values[m] ?? null)])) };
+    }
+    this.dirty.tiles = this.dirty.charts = true;
+    this.schedule();
+  }
+
+  /** compareKPIs are the comparison period's KPIs of what the tiles show, or null. */
+  compareKPIs() {
+    const cmp = this.cmp;
+    if (!cmp || cmp.error) return null;
+    if (!cmp.fromList) return cmp.kpis;
+    if (!this.restLoaded) return null;
+    const c = this.view.campaign;
+    if (c) return (this.rest.get(c) || {}).previous || emptyKPIs();
+    return this.restTotal ? this.restTotal.previous : null;
+  }
+
   /** refreshDrill loads the breakdown by the chosen dimension, and the bot share. */
   async refreshDrill(gen) {
-    const r = RANGES[this.range];
-    const dim = this.dim;
+    const w = this.win;
+    const dim = this.view.by;
+    const campaign = this.view.campaign;
     const onError = (e) => (this.drill = { error: e.message });
     const jobs = [];
-    if (this.campaign) {
-      const c = this.campaign;
-      jobs.push(this.call(gen, "kpis", { campaign: c, window: r.window, by: dim }, onError));
-      jobs.push(this.call(gen, "series", { campaign: c, metric: "clicks", step: r.step, window: r.window, by: dim }, onError));
-      jobs.push(this.call(gen, "bots", { campaign: c, window: r.window }));
-      jobs.push(this.call(gen, "polls", { campaign: c, window: r.window }));
+    if (campaign) {
+      jobs.push(this.call(gen, "kpis", this.params({ campaign, by: dim }), onError));
+      jobs.push(this.call(gen, "series", this.params({ campaign, metric: "clicks", step: w.step, by: dim }), onError));
+      jobs.push(this.call(gen, "bots", this.params({ campaign })));
+      jobs.push(this.call(gen, "polls", this.params({ campaign })));
     } else {
       // No kpis?by= across campaigns: add up the series per group instead.
-      jobs.push(this.call(gen, "series", { metric: SERIES_METRICS.join(","), step: r.step, window: r.window, by: dim }, onError));
+      jobs.push(this.call(gen, "series", this.params({ metric: SERIES_METRICS.join(","), step: w.step, by: dim }), onError));
     }
     const [a, b, bots, polls] = await Promise.all(jobs);
-    if (dim !== this.dim || gen !== this.gen) return; // a newer view owns the panel
-    if (this.campaign && a && b) {
+    if (dim !== this.view.by || gen !== this.gen) return; // a newer view owns the panel
+    if (campaign && a && b) {
       this.drill = { dim, groups: a.groups.map((g) => ({ key: g.key, kpis: g.kpis })), series: b.series };
       this.bots = bots;
       this.polls = polls;
-    } else if (!this.campaign && a) {
+    } else if (!campaign && a) {
       const groups = a.series.map((s) => {
         const k = emptyKPIs();
         for (const p of s.points) addCounters(k, p.values, false);
@@ -322,7 +474,6 @@ class Dashboard {
   onStreamEvent(ev) {
     stats.streamMessages++;
     stats.lastEventId = ev.id;
-    let changed;
     if (ev.type === "status") {
       try {
         const s = JSON.parse(ev.data);
@@ -340,15 +491,15 @@ class Dashboard {
     } catch (_) {
       return;
     }
-    changed = ev.type === "snapshot" ? this.live.reset(body.updates) : this.live.apply(body.updates);
-    for (const c of changed) {
-      this.dirty.table.add(c);
-      if (!this.rows.has(c) && !this.rest.has(c)) this.dirty.options = true;
-    }
-    this.stream.last = new Date();
-    if (this.range === "live") {
+    const changed = ev.type === "snapshot" ? this.live.reset(body.updates) : this.live.apply(body.updates);
+    if (this.streamed) {
+      for (const c of changed) {
+        this.dirty.table.add(c);
+        if (!this.rows.has(c) && !this.rest.has(c)) this.dirty.options = true;
+      }
       this.dirty.tiles = this.dirty.charts = true;
     }
+    this.stream.last = new Date();
     this.dirty.status = true;
     this.schedule();
   }
@@ -389,7 +540,7 @@ class Dashboard {
     const r = this.rest.get(c);
     // While the stream is down its minutes go stale: REST, refreshed
     // every few seconds, is the better source then.
-    if (this.range === "live" && this.stream.state === "live" && this.live.campaigns.has(c)) {
+    if (this.streamed && this.stream.state === "live" && this.live.campaigns.has(c)) {
       const k = this.live.totals(c);
       // Uniques do not add up across minutes: they come merged from REST.
       k.uniques = r ? r.kpis.uniques : 0;
@@ -400,19 +551,20 @@ class Dashboard {
 
   campaignNames() {
     const names = new Set(this.rest.keys());
-    for (const c of this.live.campaigns.keys()) names.add(c);
+    if (this.streamed) for (const c of this.live.campaigns.keys()) names.add(c);
     return [...names].sort();
   }
 
   async exportCSV() {
-    if (!this.campaign) return;
-    const r = RANGES[this.range];
+    const c = this.view.campaign;
+    if (!c || this.denied) return;
+    const w = windowOf(this.view, Date.now());
     const btn = $("export");
     btn.disabled = true;
     try {
-      const resp = await this.client.fetch("export.csv", { campaign: this.campaign, step: r.step, window: r.window }, this.abort.signal);
+      const resp = await this.client.fetch("export.csv", { campaign: c, step: w.step, ...w.params, ...filterParams(this.view) }, this.abort.signal);
       const blob = await resp.blob();
-      const name = filenameOf(resp.headers.get("Content-Disposition"), `tally-${this.campaign}.csv`);
+      const name = filenameOf(resp.headers.get("Content-Disposition"), `tally-${c}.csv`);
       const a = document.createElement("a");
       a.href = URL.createObjectURL(blob);
       a.download = name;
@@ -425,7 +577,7 @@ class Dashboard {
       if (e.status === 401) return this.onSignOut("Your token is no longer accepted. Sign in again.");
       $("drill-error").textContent = "Export failed: " + e.message;
     } finally {
-      btn.disabled = !this.campaign;
+      btn.disabled = !this.view.campaign;
     }
   }
 
@@ -433,42 +585,151 @@ class Dashboard {
 
   render() {
     const d = this.dirty;
+    if (d.view) this.renderView();
     if (d.options) this.renderOptions();
-    if (d.status) this.renderStatus();
+    // Tiles measure their numbers: before anything else of this pass
+    // changes the page, so that measuring costs little.
     if (d.tiles) this.renderTiles();
+    if (d.status || d.view) this.renderStatus();
     if (d.tableAll || d.table.size) this.renderTable();
     if (d.charts) this.renderCharts();
     if (d.drill) this.renderDrill();
-    this.dirty = { tiles: false, table: new Set(), tableAll: false, charts: false, drill: false, status: false, options: false };
+    this.dirty = { tiles: false, table: new Set(), tableAll: false, charts: false, drill: false, status: false, options: false, view: false };
+  }
+
+  /** renderView sets the controls, the filter chips and the notice from the view. */
+  renderView() {
+    const v = this.view;
+    this.ranges.set(v.range);
+    this.dims.set(v.by);
+    $("compare").value = v.compare;
+    if ($("filter").value.trim() !== v.find) $("filter").value = v.find;
+    const custom = $("custom");
+    custom.hidden = v.range !== "custom";
+    // The inputs follow the view when it changes, never while someone types.
+    const range = v.range === "custom" ? v.from + "/" + v.to : "";
+    if (range && range !== this.customShown) {
+      $("custom-from").value = localInput(Date.parse(v.from));
+      $("custom-to").value = localInput(Date.parse(v.to));
+      setText($("custom-error"), "");
+    }
+    this.customShown = range;
+    this.renderOptions();
+
+    // Filter chips: each says what it keeps and can be removed.
+    const box = $("filters");
+    box.textContent = "";
+    const active = DIMS.filter((d) => v.filters[d]);
+    box.hidden = active.length === 0;
+    if (active.length) {
+      const lead = document.createElement("span");
+      lead.className = "muted";
+      lead.textContent = "Showing only";
+      box.append(lead);
+      for (const d of active) {
+        const chip = document.createElement("span");
+        chip.className = "chip";
+        chip.dataset.dim = d;
+        const text = `${DIM_NAMES[d]}: ${v.filters[d]}`;
+        const b = document.createElement("button");
+        b.type = "button";
+        b.dataset.remove = d;
+        b.setAttribute("aria-label", `Remove the filter ${text}`);
+        b.textContent = "✕";
+        chip.append(text, b);
+        box.append(chip);
+      }
+      if (active.length > 1) {
+        const all = document.createElement("button");
+        all.type = "button";
+        all.className = "ghost";
+        all.dataset.remove = "*";
+        all.textContent = "Clear filters";
+        box.append(all);
+      }
+    }
+
+    // The notice: a campaign this account may not see, a campaign with no
+    // traffic, or a part of the link that was refused.
+    const notice = $("notice");
+    notice.textContent = "";
+    const denied = this.denied;
+    $("data").hidden = !!denied;
+    notice.className = "notice" + (denied ? " denied" : "");
+    notice.setAttribute("role", denied ? "alert" : "status");
+    if (denied) {
+      const h = document.createElement("h2");
+      h.textContent = `You cannot see the campaign “${denied}”`;
+      const p = document.createElement("p");
+      const mine = this.who.campaigns && this.who.campaigns.length ? `Your campaigns are ${this.who.campaigns.join(", ")}.` : "";
+      p.textContent = this.forbidden
+        ? `The server refused it for ${this.who.subject} (${this.who.role}): ${this.forbidden}. ${mine}`
+        : `This link opens a campaign outside the scope of ${this.who.subject} (${this.who.role}). ${mine} Ask an administrator for access if you need it.`;
+      const picks = document.createElement("div");
+      picks.className = "picks";
+      const pickButton = (campaign, text) => {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.dataset.pick = campaign;
+        b.textContent = text;
+        picks.append(b);
+      };
+      pickButton("", "Show all my campaigns");
+      for (const m of (this.who.campaigns || []).slice(0, 8)) pickButton(m, `Show ${m}`);
+      notice.append(h, p, picks);
+    } else {
+      const lines = [];
+      const c = v.campaign;
+      if (c && this.restLoaded && !this.rest.has(c) && !(this.streamed && this.live.campaigns.has(c))) {
+        lines.push(`The campaign “${c}” has no traffic in ${this.win.text}${active.length ? " with these filters" : ""}.`);
+      }
+      if (this.ignored.length) lines.push(`Part of the link could not be used and was left out: ${this.ignored.join(", ")}.`);
+      for (const l of lines) {
+        const p = document.createElement("p");
+        p.textContent = l;
+        notice.append(p);
+      }
+    }
+    notice.hidden = notice.childNodes.length === 0;
   }
 
   renderOptions() {
     const sel = $("campaign");
     const names = this.campaignNames();
-    const have = [...sel.options].slice(1).map((o) => o.value);
-    if (have.join("\n") === names.join("\n")) return;
-    sel.length = 1;
-    for (const c of names) sel.add(new Option(c, c));
-    sel.value = this.campaign;
+    const c = this.view.campaign;
+    // A campaign of the view that is not listed (no traffic, or no
+    // access) still shows as chosen.
+    const extra = c && !names.includes(c) ? [c] : [];
+    const label = (n) => extra.includes(n) ? n + (this.denied ? " (no access)" : this.restLoaded ? " (no data)" : "") : n;
+    const want = [...names, ...extra].map(label);
+    const have = [...sel.options].slice(1).map((o) => o.text);
+    if (have.join("\n") !== want.join("\n")) {
+      sel.length = 1;
+      for (const n of [...names, ...extra]) sel.add(new Option(label(n), n));
+    }
+    sel.value = c;
   }
 
   renderStatus() {
     const st = $("status");
     const banner = $("banner");
     let text, cls, msg = "";
-    const live = this.range === "live";
-    if (this.nodeError) {
+    const streamed = this.streamed;
+    if (this.denied) {
+      text = "no access";
+      cls = "";
+    } else if (this.nodeError) {
       text = "node down";
       cls = "down";
       msg = `Cannot reach the Tally node: ${this.nodeError}. Retrying every ${RETRY_MS / 1000} s` +
         (this.refreshedAt ? `; the figures below are from ${time(this.refreshedAt)}.` : ".");
-    } else if (live && this.stream.state === "down") {
+    } else if (streamed && this.stream.state === "down") {
       text = "stream down";
       cls = "down";
       msg = `Live updates stopped: ${this.stream.error || "stream disconnected"}` +
         ` (since ${time(this.stream.since)}). Reconnecting… Meanwhile the figures are refreshed every ${RANGES.live.refreshMs / 1000} s` +
         (this.refreshedAt ? `, last at ${time(this.refreshedAt)}.` : ".");
-    } else if (live) {
+    } else if (streamed) {
       text = this.stream.state === "live" ? "live" : "connecting…";
       cls = this.stream.state === "live" ? "live" : "connecting";
     } else {
@@ -482,8 +743,9 @@ class Dashboard {
     banner.hidden = !msg;
     document.querySelector("main").classList.toggle("stale", !!this.nodeError);
     const exp = $("export");
-    exp.disabled = !this.campaign;
-    exp.title = this.campaign ? `Download ${this.campaign}, ${RANGES[this.range].text}, as CSV` : "Choose a campaign to export";
+    const can = !!this.view.campaign && !this.denied;
+    exp.disabled = !can;
+    exp.title = can ? `Download ${this.view.campaign}, ${this.win.text}, as CSV` : "Choose a campaign to export";
   }
 
   buildTiles() {
@@ -494,49 +756,85 @@ class Dashboard {
       const el = document.createElement("div");
       el.className = "tile";
       el.dataset.kpi = t.key;
-      el.innerHTML = `<div class="label"></div><div class="value">–</div><div class="delta"></div><div class="help"></div>`;
+      el.setAttribute("role", "group");
+      el.setAttribute("aria-labelledby", `tile-${t.key}`);
+      el.innerHTML = `<div class="label"></div><div class="value">–</div><div class="delta"><span class="text"></span><span class="sr-only"></span></div><div class="help"></div>`;
+      el.children[0].id = `tile-${t.key}`;
       el.children[0].textContent = t.label;
       el.children[3].textContent = t.help;
       box.appendChild(el);
-      this.tiles[t.key] = { value: el.children[1], delta: el.children[2], help: el.children[3] };
+      const delta = el.children[2];
+      this.tiles[t.key] = { el, value: el.children[1], delta, deltaText: delta.children[0], deltaWord: delta.children[1], help: el.children[3] };
     }
   }
 
+  /**
+   * setTileValue writes v in the tile as f formats it, exactly for now;
+   * fitTiles then shortens what does not fit. The exact value is always in
+   * the title (on hover) and in the tables.
+   */
+  setTileValue(tile, f, v, known, fit) {
+    const el = tile.value;
+    el.dataset.value = String(v);
+    if (!known) {
+      setText(el, "–");
+      el.title = "";
+      delete el.dataset.short;
+      return;
+    }
+    const forms = shortForms(f, v);
+    el.title = forms[0];
+    setText(el, forms[0]);
+    fit.push({ el, forms, i: 0 });
+  }
+
+  /**
+   * fitTiles gives each tile number of items the longest of its forms that
+   * fits its tile ("1,849,523.12", else "1.85M", "1.8M", "2M"). It reads
+   * every width in one pass before writing any text, so the browser lays
+   * the page out once per round, not once per tile.
+   */
+  fitTiles(items) {
+    const t0 = performance.now();
+    let pending = items;
+    while (pending.length) {
+      const over = pending.filter((it) => it.i + 1 < it.forms.length && it.el.scrollWidth > it.el.clientWidth);
+      for (const it of over) setText(it.el, it.forms[++it.i]);
+      pending = over;
+    }
+    for (const it of items) {
+      if (it.i > 0) it.el.dataset.short = "1";
+      else delete it.el.dataset.short;
+    }
+    stats.fitMsTotal += performance.now() - t0;
+  }
+
   renderTiles() {
-    let cur, prev;
-    if (this.campaign) {
-      cur = this.campaignKPIs(this.campaign);
-      const r = this.rest.get(this.campaign);
-      prev = r && r.previous;
+    let cur;
+    const c = this.view.campaign;
+    if (c) {
+      cur = this.campaignKPIs(c);
     } else {
       cur = emptyKPIs();
-      prev = emptyKPIs();
-      let havePrev = false;
-      for (const c of this.campaignNames()) {
-        addCounters(cur, this.campaignKPIs(c), true);
-        const r = this.rest.get(c);
-        if (r && r.previous) {
-          addCounters(prev, r.previous, true);
-          havePrev = true;
-        }
-      }
+      for (const n of this.campaignNames()) addCounters(cur, this.campaignKPIs(n), true);
       withRatios(cur);
-      prev = havePrev ? withRatios(prev) : null;
       // A visitor of two campaigns is one visitor: the API merges them.
-      if (this.restTotal) {
-        cur.uniques = this.restTotal.kpis.uniques;
-        if (prev) prev.uniques = this.restTotal.previous.uniques;
-      }
+      if (this.restTotal) cur.uniques = this.restTotal.kpis.uniques;
     }
-    const known = this.rest.size > 0 || this.live.campaigns.size > 0;
+    const cmpK = this.compareKPIs();
+    const cmp = cmpK ? this.cmp : null;
+    const known = this.restLoaded || (this.streamed && this.live.campaigns.size > 0);
+    const fit = [];
     for (const t of TILES) {
       const tile = this.tiles[t.key];
       const v = cur[t.key];
-      setText(tile.value, known ? t.fmt(v) : "–");
-      tile.value.dataset.value = String(v);
-      const ch = known ? change(v, prev ? prev[t.key] : null, t.better) : { text: "", cls: "" };
-      setText(tile.delta, ch.text ? `${ch.text} vs previous ${RANGES[this.range].window}` : "");
+      this.setTileValue(tile, t.fmt, v, known, fit);
+      const ch = known && cmp ? change(v, cmpK[t.key], t.better) : { text: "", cls: "", word: "" };
+      setText(tile.deltaText, ch.text ? `${ch.text} vs ${cmp.label}` : "");
+      setText(tile.deltaWord, ch.word ? ` (${ch.word})` : "");
       tile.delta.className = "delta " + ch.cls;
+      tile.delta.dataset.dir = ch.dir || "";
+      tile.delta.title = ch.text ? `${t.label}: ${t.fmt(v)} now, ${t.fmt(cmpK[t.key])} ${cmp.legend === "last week" ? "the same time last week" : "in the previous period"}` : "";
     }
     const b = this.tiles.bots;
     // One campaign: /bots, over every event type. All campaigns: the
@@ -544,18 +842,19 @@ class Dashboard {
     let share = botShare(cur);
     let bots = cur.bots_filtered;
     let help = "of impressions, clicks, conversions and page views";
-    if (this.campaign && this.bots) {
+    if (c && this.bots) {
       share = this.bots.share;
       bots = this.bots.total;
       help = "of all events, left out of every figure";
     }
-    setText(this.tiles.bots.help, help);
-    setText(b.value, known ? fmt.pct(share) : "–");
-    b.value.dataset.value = String(share);
-    setText(b.delta, known ? `${fmt.count(bots)} bot events filtered` : "");
+    setText(b.help, help);
+    this.setTileValue(b, fmt.pct, share, known, fit);
+    setText(b.deltaText, known ? `${fmt.count(bots)} bot events filtered` : "");
+    setText(b.deltaWord, "");
     b.delta.className = "delta flat";
-    setText($("traffic-title"), `Traffic ${RANGES[this.range].stepText}`);
-    setText($("money-title"), `Revenue and cost ${RANGES[this.range].stepText}`);
+    setText($("traffic-title"), `Traffic ${this.win.stepText}`);
+    setText($("money-title"), `Revenue and cost ${this.win.stepText}`);
+    this.fitTiles(fit);
   }
 
   renderTable() {
@@ -578,8 +877,13 @@ class Dashboard {
         tr.dataset.campaign = c;
         const cells = [];
         for (let i = 0; i <= TABLE_COLS.length; i++) cells.push(tr.insertCell());
-        cells[0].textContent = c;
-        row = { tr, cells, k: null };
+        // A button, so the keyboard can pick a campaign too.
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "link";
+        b.textContent = c;
+        cells[0].append(b);
+        row = { tr, cells, k: null, button: b };
         this.rows.set(c, row);
         orderChanged = true;
       } else if (!all && !this.dirty.table.has(c)) {
@@ -588,10 +892,15 @@ class Dashboard {
       const k = this.campaignKPIs(c);
       row.k = k;
       TABLE_COLS.forEach(([key, f], i) => setText(row.cells[i + 1], f(k[key])));
-      row.tr.classList.toggle("selected", c === this.campaign);
+      const selected = c === this.view.campaign;
+      if (row.selected !== selected) {
+        row.selected = selected;
+        row.tr.classList.toggle("selected", selected);
+        row.button.setAttribute("aria-pressed", String(selected));
+      }
       orderChanged = orderChanged || this.sort.key !== "campaign";
     }
-    const f = this.filter;
+    const f = this.view.find.toLowerCase();
     let shown = 0;
     for (const [c, row] of this.rows) {
       const hide = f !== "" && !c.toLowerCase().includes(f);
@@ -600,8 +909,11 @@ class Dashboard {
     }
     setText($("campaign-count"), f ? `(${shown} of ${this.rows.size})` : `(${this.rows.size})`);
     for (const th of $("campaigns").tHead.rows[0].cells) {
-      th.classList.toggle("asc", th.dataset.sort === this.sort.key && this.sort.dir > 0);
-      th.classList.toggle("desc", th.dataset.sort === this.sort.key && this.sort.dir < 0);
+      const on = th.dataset.sort === this.sort.key;
+      th.classList.toggle("asc", on && this.sort.dir > 0);
+      th.classList.toggle("desc", on && this.sort.dir < 0);
+      if (on) th.setAttribute("aria-sort", this.sort.dir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
     }
     if (!orderChanged) return;
     const { key, dir } = this.sort;
@@ -621,9 +933,9 @@ class Dashboard {
 
   renderCharts() {
     let data;
-    if (this.range === "live") {
-      const metrics = [...TRAFFIC, ...MONEY].map(([m]) => m);
-      const { data: d, has } = this.live.series(this.campaign ? [this.campaign] : null, metrics, Date.now() / 1000);
+    if (this.streamed) {
+      const c = this.view.campaign;
+      const { data: d, has } = this.live.series(c ? [c] : null, CHART_METRICS, Date.now() / 1000);
       const h = this.history && !this.history.error ? this.history : null;
       if (this.stream.state !== "live") has.fill(false);
       if (h) {
@@ -631,37 +943,69 @@ class Dashboard {
         d[0].forEach((x, i) => {
           const j = at.get(x);
           if (has[i] || j === undefined) return;
-          metrics.forEach((m, k) => (d[1 + k][i] = h[1 + SERIES_METRICS.indexOf(m)][j]));
+          CHART_METRICS.forEach((m, k) => (d[1 + k][i] = h[1 + SERIES_METRICS.indexOf(m)][j]));
         });
       }
-      data = { xs: d[0], get: (m) => d[1 + metrics.indexOf(m)] };
+      data = { xs: d[0], get: (m) => d[1 + CHART_METRICS.indexOf(m)] };
     } else if (this.history && !this.history.error) {
       const h = this.history;
       data = { xs: h[0], get: (m) => h[1 + SERIES_METRICS.indexOf(m)] };
     } else {
       data = { xs: [], get: () => [] };
     }
-    const draw = (chart, defs) => chart.set(defs.map((x) => x[1]), defs.map((x) => x[2]), [data.xs, ...defs.map(([m]) => data.get(m))]);
+    // The comparison period, shifted onto this period's steps.
+    const cmp = this.cmp && this.cmp.xs ? this.cmp : null;
+    const cmpOf = (m) => {
+      const out = data.xs.map(() => null);
+      if (!cmp || data.xs.length === 0) return out;
+      const step = data.xs.length > 1 ? data.xs[1] - data.xs[0] : this.win.stepMs / 1000;
+      cmp.xs.forEach((x, i) => {
+        const k = Math.round((x - data.xs[0]) / step);
+        if (k >= 0 && k < out.length) out[k] = cmp.ys[m][i];
+      });
+      return out;
+    };
+    const draw = (chart, defs) => {
+      const specs = defs.map(([, label, f], i) => ({ label, fmt: f, color: COLORS[i] }));
+      const ys = defs.map(([m]) => data.get(m));
+      if (cmp) {
+        defs.forEach(([m, label, f], i) => {
+          specs.push({ label: `${label} (${cmp.legend})`, fmt: f, color: COLORS[i] + "a0", dash: COMPARE_DASH });
+          ys.push(cmpOf(m));
+        });
+      }
+      chart.set(specs, [data.xs, ...ys]);
+    };
     draw(this.charts.traffic, TRAFFIC);
     draw(this.charts.money, MONEY);
   }
 
   renderDrill() {
-    const name = DIM_NAMES[this.dim];
+    const dim = this.view.by;
+    const name = DIM_NAMES[dim];
     setText($("drill-dim"), name);
-    setText($("drill-title"), `Clicks by ${name.toLowerCase()} ${RANGES[this.range].stepText}`);
+    setText($("drill-title"), `Clicks by ${name.toLowerCase()} ${this.win.stepText}`);
     const tbody = $("drill-table").tBodies[0];
     const err = $("drill-error");
     setText(err, this.drill && this.drill.error ? "Breakdown unavailable: " + this.drill.error : "");
     const groups = (this.drill && this.drill.groups) || [];
     const totalClicks = groups.reduce((s, g) => s + g.kpis.clicks, 0);
     tbody.textContent = "";
+    const filtered = this.view.filters[dim];
     for (const g of groups) {
       const k = g.kpis;
       const tr = tbody.insertRow();
       tr.dataset.key = g.key;
       const share = totalClicks ? k.clicks / totalClicks : 0;
-      for (const text of [g.key || "(none)", fmt.count(k.impressions), fmt.count(k.clicks), fmt.pct(k.ctr), fmt.count(k.conversions),
+      // The group's name is a button: it adds the filter "only this group".
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "link";
+      b.dataset.key = g.key;
+      b.textContent = g.key || "(none)";
+      b.title = filtered === g.key ? `Showing only ${name.toLowerCase()} ${g.key}` : `Show only ${name.toLowerCase()} ${g.key}`;
+      tr.insertCell().append(b);
+      for (const text of [fmt.count(k.impressions), fmt.count(k.clicks), fmt.pct(k.ctr), fmt.count(k.conversions),
         fmt.money(k.revenue), fmt.money(k.cost), fmt.times(k.roas)]) tr.insertCell().textContent = text;
       shareCell(tr, share, 80);
     }
@@ -677,7 +1021,7 @@ class Dashboard {
       const m = new Map(s.points.map((p) => [Date.parse(p.t) / 1000, p.values.clicks]));
       return xs.map((x) => m.get(x) ?? null);
     });
-    this.charts.drill.set(top.map((s) => s.key || "(none)"), top.map(() => fmt.count), [xs, ...ys]);
+    this.charts.drill.set(top.map((s, i) => ({ label: s.key || "(none)", fmt: fmt.count, color: COLORS[i % COLORS.length] })), [xs, ...ys]);
     const b = $("bots");
     if (this.bots && this.bots.by_reason) {
       const reasons = Object.entries(this.bots.by_reason).sort((x, y) => y[1] - x[1]).map(([r, n]) => `${r} ${fmt.count(n)}`).join(" · ");
@@ -705,6 +1049,8 @@ class Dashboard {
       votes.className = "muted";
       votes.textContent = ` ${fmt.count(p.total)} votes`;
       h.append(votes);
+      const wrap = document.createElement("div");
+      wrap.className = "table-wrap";
       const table = document.createElement("table");
       table.className = "grid poll";
       table.dataset.poll = p.poll;
@@ -716,7 +1062,8 @@ class Dashboard {
         tr.insertCell().textContent = fmt.count(a.votes);
         shareCell(tr, a.share, 160);
       }
-      box.append(h, table);
+      wrap.append(table);
+      box.append(h, wrap);
     }
   }
 }

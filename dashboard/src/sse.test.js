@@ -71,11 +71,14 @@ test("the live store replaces minutes, adds them up and prunes the old", () => {
   assert.equal(s.campaigns.has("a"), false);
 });
 
-test("change against the previous window", () => {
-  assert.deepEqual(change(110, 100, 1), { text: "▲ 10 %", cls: "good" });
-  assert.deepEqual(change(110, 100, -1), { text: "▲ 10 %", cls: "bad" });
-  assert.deepEqual(change(95, 100, 1), { text: "▼ 5.0 %", cls: "bad" });
-  assert.deepEqual(change(0, 0, 1), { text: "± 0 %", cls: "flat" });
-  assert.equal(change(3, 0, 1).text, "new");
+test("change against the comparison: the arrow gives the direction, the word the verdict", () => {
+  assert.deepEqual(change(110, 100, 1), { text: "▲ 10 %", cls: "good", dir: "up", word: "better" });
+  assert.deepEqual(change(110, 100, -1), { text: "▲ 10 %", cls: "bad", dir: "up", word: "worse" });
+  assert.deepEqual(change(95, 100, 1), { text: "▼ 5.0 %", cls: "bad", dir: "down", word: "worse" });
+  assert.deepEqual(change(95, 100, -1), { text: "▼ 5.0 %", cls: "good", dir: "down", word: "better" });
+  assert.deepEqual(change(0, 0, 1), { text: "± 0 %", cls: "flat", dir: "flat", word: "unchanged" });
+  assert.deepEqual(change(3, 0, 1), { text: "▲ new", cls: "good", dir: "up", word: "better" });
+  assert.deepEqual(change(3, 0, -1), { text: "▲ new", cls: "bad", dir: "up", word: "worse" });
+  assert.equal(change(3, null, 1).text, "");
   assert.equal(withRatios(Object.assign(emptyKPIs(), { cost: 10, conversions: 0 })).cpa, 0);
 });

@@ -98,7 +98,9 @@ func (b *fakeBackend) FailRequests(path string, n int) { b.f.failRequests(path, 
 // ground truth the page's numbers are checked against.
 func apiGet(t testing.TB, b backend, role, path string, params url.Values, out any) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Generous: on a loaded machine one query of a real node can take
+	// seconds; the scenario's waits bound the time, not this.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "GET", b.URL()+"/api/v1/"+path+"?"+params.Encode(), nil)
 	if err != nil {

@@ -1,16 +1,20 @@
 // Package browser drives Tally's dashboard in a real headless Chromium
 // (Debian's /usr/bin/chromium, over the DevTools protocol with chromedp):
 // signing in, tiles and charts, drill-down, CSV export, a viewer's
-// scope, the stream-down state and 500 campaigns at one update a second.
+// scope, the stream-down state, 500 campaigns at one update a second, the
+// layout at four widths (layout_test.go), an axe-core accessibility check,
+// and the view in the address: links shared between browser profiles,
+// back and forward, the keyboard (view_test.go).
 //
-// The scenarios talk to a backend (backend_test.go). Today that is an
-// in-test fake of the API contract that serves the real embedded
-// dashboard; the same scenarios are meant to run against real
-// aggregator and agent processes once the API lands.
+// The scenarios talk to a backend (backend_test.go): an in-test fake of
+// the API contract that serves the real embedded dashboard
+// (fakeapi_test.go), and real InfluxDB, aggregator and agent processes
+// (realbackend_test.go).
 //
-// One Chromium serves every scenario, each in its own tab. Screenshots go
-// to tests/browser/artifacts/. The tests need the dashboard bundle: run
-// `make dashboard` first (make test does).
+// One Chromium serves every scenario, each in its own tab (a tab may have
+// a browser context of its own, as another profile). Screenshots go to
+// tests/browser/artifacts/. The tests need the dashboard bundle and
+// axe-core: run `make dashboard` first (make test does).
 package browser
 
 import (
@@ -132,7 +136,19 @@ type tab struct {
 // scenario is bounded by timeout. Uncaught page exceptions fail the test.
 func newTab(t testing.TB, timeout time.Duration) *tab {
 	t.Helper()
-	tctx, cancelTab := chromedp.NewContext(browserContext(t))
+	return newTabIn(t, timeout, false)
+}
+
+// newTabIn opens a tab as newTab does; with isolated, in a browser context
+// of its own (like another browser profile: no cookies, storage or
+// session shared with any other tab), disposed with the tab.
+func newTabIn(t testing.TB, timeout time.Duration, isolated bool) *tab {
+	t.Helper()
+	var opts []chromedp.ContextOption
+	if isolated {
+		opts = append(opts, chromedp.WithNewBrowserContext())
+	}
+	tctx, cancelTab := chromedp.NewContext(browserContext(t), opts...)
 	if err := chromedp.Do(tctx); err != nil {
 		cancelTab()
 		t.Fatalf("open a tab: %v", err)
@@ -180,6 +196,17 @@ func (tb *tab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 		tb.shot("failed-" + safeName(what))
 		tb.t.Fatalf("%s: %v", what, err)
 	}
+}
+
+// press clicks the element sel selects as a script does (el.click()),
+// once it is visible. A mouse click at the element's coordinates could
+// land elsewhere when arriving figures move the layout between finding
+// the element and clicking.
+func press(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.WaitVisible(chromedp.CSS(sel)),
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).click()`, sel)),
+	)
 }
 
 // eval evaluates a JS expression.

@@ -182,8 +182,8 @@ func newFakeAPI(opts fakeOptions) *fakeAPI {
 			if ago > 180 && ago%15 != 0 {
 				continue
 			}
-			if nearEdge(ago, 1440) || nearEdge(ago, 7*1440) {
-				continue // keep the 24 h and 7 d windows' edges empty too
+			if slices.ContainsFunc(windowEdges, func(e int64) bool { return nearEdge(ago, e) }) {
+				continue // keep the other windows' edges empty too
 			}
 			for range 2 {
 				m[t] = append(m[t], randomCell(rng))
@@ -206,6 +206,12 @@ func newFakeAPI(opts fakeOptions) *fakeAPI {
 	return f
 }
 
+// windowEdges are the edges (minutes before start) of the windows the
+// scenarios read besides the live one: the 24 h and 7 d ranges, and the
+// periods they are compared with (the previous one, the same one a week
+// before; for the hour too).
+var windowEdges = []int64{2 * 60, 24 * 60, 2 * 24 * 60, 7 * 24 * 60, 7*24*60 + 60, 8 * 24 * 60}
+
 // nearEdge reports whether a minute ago minutes old is within half an
 // hour of the edge of a window of size minutes.
 func nearEdge(ago, size int64) bool { return ago >= size-30 && ago <= size+30 }
@@ -218,10 +224,12 @@ func randomCell(rng *rand.Rand) cell {
 	imp := 20 + rng.Uint64N(200)
 	clicks := imp * (2 + rng.Uint64N(8)) / 100
 	conv := clicks * rng.Uint64N(20) / 100
+	// Big-ticket sales ($1,000 to $6,000 each): a campaign's week of
+	// revenue runs into millions, wider than a narrow tile.
 	return cell{dims: d, c: counters{
 		Impressions: imp, Clicks: clicks, Conversions: conv, Pageviews: clicks + rng.Uint64N(10),
 		Uniques: imp / 2, Crawler: rng.Uint64N(4), Headless: rng.Uint64N(2),
-		RevenueCents: int64(conv) * (1000 + rng.Int64N(5000)), CostCents: int64(clicks) * (20 + rng.Int64N(60)),
+		RevenueCents: int64(conv) * (100000 + rng.Int64N(500000)), CostCents: int64(clicks) * (20 + rng.Int64N(60)),
 	}}
 }
 
