@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tally-edge/tally/aggregator/archive"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
@@ -31,6 +32,9 @@ type Config struct {
 	// runs alone and owns every campaign.
 	Cluster Cluster `yaml:"cluster"`
 	Auth    Auth    `yaml:"auth"`
+	// Archive exports settled days to Parquet in object storage
+	// (docs/archive.md); off without archive.target.
+	Archive archive.Config `yaml:"archive"`
 }
 
 // QUIC is the listener agents ship to.
@@ -205,9 +209,10 @@ func DefaultConfig() Config {
 			AuditMaxBytes: auth.DefaultAuditMaxBytes, AuditMaxFiles: auth.DefaultAuditMaxFiles, AuditRefusedPerSecond: auth.DefaultAuditRefusedPerSecond,
 			MaxConcurrentQueries: 16, MaxQueriesPerSubject: 8, QueryWait: 5 * time.Second, WriteTimeout: 30 * time.Second,
 			Stream: Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16}},
-		Auth:   Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
-		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
-		Merge:  Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second},
+		Auth:    Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
+		Influx:  Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
+		Merge:   Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second},
+		Archive: archive.DefaultConfig(),
 	}
 }
 
@@ -257,7 +262,7 @@ func (c *Config) Validate() error {
 	if c.Merge.WALMaxBytes < 1<<20 {
 		bad("merge.wal_max_bytes: at least 1MiB")
 	}
-	errs = append(errs, c.Cluster.validate(), c.HTTP.validate(), c.Auth.validate())
+	errs = append(errs, c.Cluster.validate(), c.HTTP.validate(), c.Auth.validate(), c.Archive.Validate(c.Merge.Lateness))
 	if c.QUIC.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.QUIC.Advertise); err != nil {
 			bad("quic.advertise %q: want host:port", c.QUIC.Advertise)

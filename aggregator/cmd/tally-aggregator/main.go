@@ -8,6 +8,8 @@
 //	tally-aggregator certs [flags]  create a development CA and certificates
 //	tally-aggregator token          print a new API token and its SHA-256
 //	tally-aggregator link [flags]   print a short-lived, single-use dashboard sign-in link
+//	tally-aggregator archive export|verify|restore|list -from DAY -to DAY
+//	                                the Parquet archive of settled days (docs/archive.md)
 package main
 
 import (
@@ -43,6 +45,9 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
+	}
+	if len(args) > 0 && args[0] == "archive" {
+		return archiveCmd(args[1:], os.Stdout, os.Stderr)
 	}
 	if len(args) > 0 && args[0] == "link" {
 		return link(args[1:], os.Stdout, os.Stderr)
