@@ -10,13 +10,23 @@ BIN      := bin
 TOOLS    := $(CURDIR)/.bin
 INFLUXD  := $(TOOLS)/influxd
 INFLUXDB_VERSION := v1.8.10
+# SeaweedFS, the S3-compatible server the archive's tests run against. Its
+# module publishes no semantic versions, so this is the proxy's pseudo-version
+# of a 4.x release; `go install mod@version` refuses it (its go.mod has replace
+# directives), so the target downloads the module and builds weed in place.
+WEED     := $(TOOLS)/weed
+SEAWEEDFS_VERSION := v0.0.0-20261109003541-7506e5f91cd6
+# DuckDB for Node, from tests/e2e/duckdb/package-lock.json: the end-to-end
+# test reads the Parquet archive with it.
+DUCKDB_DEPS := tests/e2e/duckdb/node_modules/.package-lock.json
 PKGS     := ./...
 # make test must stay under 10 minutes on 2 cores; the race detector is on.
 TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
+export TALLY_WEED := $(WEED)
 
-.PHONY: help build test test-short test-deps node-deps demo bench chaos attack fuzz lint fmt tidy-check dashboard certs influxdb clean release package dashboards-json
+.PHONY: help build test test-short test-deps node-deps demo bench chaos attack fuzz lint fmt tidy-check dashboard certs influxdb seaweedfs duckdb clean release package dashboards-json
 
 # Release builds: VERSION from the latest v* tag (without the v), else
 # 0.0.0+git.<commit>; stamped into the binaries with the commit and its
@@ -54,7 +64,20 @@ $(INFLUXD):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXDB_VERSION)
 
-test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e, browser and deployment tests.
+seaweedfs: $(WEED) ## Build SeaweedFS (weed, the archive tests' S3 server) into .bin/ from the Go module proxy.
+
+$(WEED):
+	@echo "building weed (SeaweedFS $(SEAWEEDFS_VERSION)) into $(TOOLS) (from source: several minutes the first time)"
+	@mkdir -p $(TOOLS)
+	dir=$$(GOFLAGS=-mod=mod $(GO) mod download -json github.com/seaweedfs/seaweedfs@$(SEAWEEDFS_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	  test -n "$$dir" && GOFLAGS=-mod=mod $(GO) build -C "$$dir" -trimpath -ldflags '-s -w' -o $(WEED) ./weed
+
+duckdb: $(DUCKDB_DEPS) ## Install DuckDB for Node (npm ci from tests/e2e/duckdb/package-lock.json); the archive test reads Parquet with it.
+
+$(DUCKDB_DEPS): tests/e2e/duckdb/package.json tests/e2e/duckdb/package-lock.json | node-deps
+	cd tests/e2e/duckdb && npm ci --no-audit --no-fund
+
+test: dashboard influxdb seaweedfs duckdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e, browser and deployment tests.
 	cd dashboard && npm test --silent
 	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 TALLY_REQUIRE_OPS_TOOLS=1 TALLY_PACKAGE_INSTALL_TEST=1 \
 	  $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
@@ -100,7 +123,7 @@ test-short: ## Unit tests only (no InfluxDB, no e2e).
 demo: dashboard build influxdb ## Build, start InfluxDB, three aggregator nodes, two agents and generated traffic; print the dashboard link.
 	$(BIN)/tally-demo -bin $(BIN) -influxd $(INFLUXD) -dir .demo
 
-bench: dashboard influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
+bench: dashboard influxdb seaweedfs test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
 
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
@@ -162,5 +185,5 @@ package: release $(NFPM) ## Build .deb and .rpm packages (nfpm) for both archite
 dashboards-json: ## Regenerate the Grafana dashboards JSON from deploy/tools/grafana.
 	cd deploy/tools && $(GO) run ./cmd/gen-dashboards -out ../grafana/dashboards
 
-clean: ## Remove build output and demo state (keeps .bin/influxd).
-	rm -rf $(BIN) $(DIST) .demo dashboard/node_modules dashboard/static/app.js dashboard/static/app.css
+clean: ## Remove build output and demo state (keeps .bin/influxd and .bin/weed).
+	rm -rf $(BIN) $(DIST) .demo dashboard/node_modules dashboard/static/app.js dashboard/static/app.css tests/e2e/duckdb/node_modules
