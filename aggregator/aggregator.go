@@ -178,6 +178,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	var wg sync.WaitGroup
 	pipeErr := make(chan error, 1)
 	wg.Go(func() { pipeErr <- pipe.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
+	wg.Go(func() { runScheduledArchive(pipeCtx, cfg, reader, cl, reg, logger) })
 	if cfg.Cluster.Bind != "" {
 		wg.Go(func() {
 			handoff(pipeCtx, cl, pipe, cfg.Cluster.HandoffSettle, reg, logger.With("component", "handoff"))
