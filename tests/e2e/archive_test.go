@@ -43,7 +43,7 @@ func TestArchiveMatchesTheAPI(t *testing.T) {
 	var evs []loadgen.Event
 	for i := range 6000 {
 		// Scattered over the three days, out of order.
-		off := time.Duration((uint64(i) * 0x9E3779B97F4A7C15) % uint64(3*24*time.Hour/time.Second)) * time.Second
+		off := time.Duration((uint64(i)*0x9E3779B97F4A7C15)%uint64(3*24*time.Hour/time.Second)) * time.Second
 		evs = append(evs, gen.Event(first.Add(off)))
 	}
 	post := func(part []loadgen.Event) {
