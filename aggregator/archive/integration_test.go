@@ -15,7 +15,9 @@ type influxPair struct {
 	w *influx.Writer
 }
 
-func startInflux(t *testing.T) influxPair {
+func startInflux(t *testing.T) influxPair { return startInfluxTB(t) }
+
+func startInfluxTB(t testing.TB) influxPair {
 	t.Helper()
 	s := influxtest.Start(t)
 	cfg := influx.Config{URL: s.URL(), Token: s.Token(), Org: s.Org(), Bucket: s.Bucket()}
