@@ -107,10 +107,13 @@ func New(o Options) (*Archiver, error) {
 //
 //	day=2024-03-01/part-00000.parquet
 //	day=2024-03-01/part-00001.parquet
-//	day=2024-03-01/manifest.json
+//	day=2024-03-01/_manifest.json
+//
+// The manifest's leading underscore makes Hive-style engines (Athena,
+// Spark, Trino) skip it when they read every object of a partition.
 
 func dayPrefix(day string) string   { return "day=" + day + "/" }
-func manifestKey(day string) string { return dayPrefix(day) + "manifest.json" }
+func manifestKey(day string) string { return dayPrefix(day) + "_manifest.json" }
 
 // Outcome says what Export did with a day.
 type Outcome string
@@ -513,7 +516,7 @@ func (a *Archiver) Days(ctx context.Context) ([]string, error) {
 		if !ok {
 			continue
 		}
-		if d, ok = strings.CutSuffix(d, "/manifest.json"); ok {
+		if d, ok = strings.CutSuffix(d, "/_manifest.json"); ok {
 			if _, err := ParseDay(d); err == nil {
 				days = append(days, d)
 			}

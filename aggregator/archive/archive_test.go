@@ -122,7 +122,7 @@ func (f *faultyStore) Put(ctx context.Context, key string, r io.Reader, size int
 }
 
 func TestExportResumesAfterAnInterruption(t *testing.T) {
-	for _, failOn := range []string{"part-00001", "manifest.json"} {
+	for _, failOn := range []string{"part-00001", "_manifest.json"} {
 		t.Run(failOn, func(t *testing.T) {
 			src := newMem()
 			fill(src, 3, day1, 24*time.Hour, "a", "b", "c")

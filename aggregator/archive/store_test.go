@@ -34,21 +34,21 @@ func storeContract(t *testing.T, s Store) {
 		return string(b)
 	}
 	put("day=2026-03-01/part-00000.parquet", "one")
-	put("day=2026-03-01/manifest.json", "{}")
+	put("day=2026-03-01/_manifest.json", "{}")
 	put("day=2026-03-02/part-00000.parquet", "two")
 	put("day=2026-03-01/part-00000.parquet", "replaced")
 	if got := get("day=2026-03-01/part-00000.parquet"); got != "replaced" {
 		t.Fatalf("after replacing: %q", got)
 	}
 	keys, err := s.List(ctx, "day=2026-03-01/")
-	if err != nil || !slices.Equal(keys, []string{"day=2026-03-01/manifest.json", "day=2026-03-01/part-00000.parquet"}) {
+	if err != nil || !slices.Equal(keys, []string{"day=2026-03-01/_manifest.json", "day=2026-03-01/part-00000.parquet"}) {
 		t.Fatalf("list: %q %v", keys, err)
 	}
 	all, err := s.List(ctx, "")
 	if err != nil || len(all) != 3 {
 		t.Fatalf("list all: %q %v", all, err)
 	}
-	if _, err := s.Get(ctx, "day=2026-03-09/manifest.json"); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := s.Get(ctx, "day=2026-03-09/_manifest.json"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing key: %v", err)
 	}
 	if err := s.Delete(ctx, "day=2026-03-02/part-00000.parquet"); err != nil {
