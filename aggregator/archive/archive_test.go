@@ -125,11 +125,11 @@ func TestExportResumesAfterAnInterruption(t *testing.T) {
 	for _, failOn := range []string{"part-00001", "_manifest.json"} {
 		t.Run(failOn, func(t *testing.T) {
 			src := newMem()
-			fill(src, 3, day1, 24*time.Hour, "a", "b", "c")
+			fill(src, 3, day1, 8*time.Hour, "a", "b", "c")
 			store, _ := OpenDir(t.TempDir())
 			fs := &faultyStore{Store: store, failOn: failOn}
 			a := newTestArchiver(t, src, nil, fs)
-			a.o.partRows = 700 // several parts
+			a.o.partRows = 150 // several parts
 			if _, err := a.Export(ctx, day1, false); err == nil {
 				t.Fatal("export with a failing store succeeded")
 			}
@@ -153,7 +153,7 @@ func TestLateDataIsExportedAgainAndStalePartsGo(t *testing.T) {
 	dir := t.TempDir()
 	store, _ := OpenDir(dir)
 	a := newTestArchiver(t, src, nil, store)
-	a.o.partRows = 500
+	a.o.partRows = 200
 	first, err := a.Export(ctx, day1, false)
 	if err != nil {
 		t.Fatal(err)

@@ -85,7 +85,7 @@ func fill(m *memSource, seed uint64, from time.Time, span time.Duration, campaig
 		for _, typ := range []string{"pageview", "click", "conversion", "cost", "poll_vote"} {
 			s := sketch.Series{Campaign: c, Source: "google", Medium: "cpc", Type: typ, Country: []string{"DE", "", "FR"}[r.IntN(3)],
 				Device: "mobile", Region: "eu, \"west\""}
-			for t := from; t.Before(from.Add(span)); t = t.Add(time.Duration(1+r.IntN(7)) * time.Minute) {
+			for t := from; t.Before(from.Add(span)); t = t.Add(time.Duration(1+r.IntN(20)) * time.Minute) {
 				st := &sketch.State{}
 				visitors := 1 + r.IntN(40)
 				if r.IntN(400) == 0 {

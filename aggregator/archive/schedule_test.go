@@ -58,7 +58,9 @@ func TestScheduledExportOnACluster(t *testing.T) {
 	}
 	now := day1.Add(10*24*time.Hour + 5*time.Hour)
 	src := newMem()
-	fill(src, 21, day1, 10*24*time.Hour, "a", "b")
+	for d := range 10 {
+		fill(src, uint64(21+d), day1.Add(time.Duration(d)*24*time.Hour+time.Hour), 2*time.Hour, "a", "b")
+	}
 	base, _ := OpenDir(t.TempDir())
 	store := &countingStore{Store: base, manifests: map[string][]string{}}
 	cfg := DefaultConfig()

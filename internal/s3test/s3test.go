@@ -211,20 +211,15 @@ func (s *Server) LogTail(n int) string {
 	return string(b)
 }
 
-// Close stops weed (SIGTERM, SIGKILL after 5 s: it stops slowly and
-// holds nothing a test needs) and removes its directory. It is safe to
-// call more than once.
+// Close kills weed and removes its directory. SIGKILL, not SIGTERM:
+// weed takes seconds to stop gracefully and its data dies with the test.
+// It is safe to call more than once.
 func (s *Server) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
+		_ = s.cmd.Process.Signal(syscall.SIGKILL)
+		<-s.done
 		s.cmd = nil
 	}
 	os.RemoveAll(s.dir)
