@@ -123,7 +123,7 @@ test-short: ## Unit tests only (no InfluxDB, no e2e).
 demo: dashboard build influxdb ## Build, start InfluxDB, three aggregator nodes, two agents and generated traffic; print the dashboard link.
 	$(BIN)/tally-demo -bin $(BIN) -influxd $(INFLUXD) -dir .demo
 
-bench: dashboard influxdb seaweedfs test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
+bench: dashboard influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
 
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).

@@ -30,9 +30,12 @@ import (
 // the next export, and `archive restore` loads the days into an empty
 // InfluxDB with the same counts and sums.
 func TestArchiveMatchesTheAPI(t *testing.T) {
+	began := time.Now()
+	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(began).Seconds(), what) }
 	c := startCluster(t, "agent-eu")
 	s3 := s3test.Start(t)
 	node := requireDuckDB(t)
+	phase("processes started")
 
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	first := today.Add(-3 * 24 * time.Hour)
@@ -59,6 +62,7 @@ func TestArchiveMatchesTheAPI(t *testing.T) {
 		post(evs[i:min(i+1000, len(evs))])
 	}
 	waitForTruth(t, c.influx, truth, first, today)
+	phase("InfluxDB holds the truth")
 
 	cfg := archiveConfig(t, c, c.influx, s3, "cli.yaml")
 	dayArg := func(d time.Time) string { return d.Format(time.DateOnly) }
@@ -70,7 +74,9 @@ func TestArchiveMatchesTheAPI(t *testing.T) {
 	if strings.Count(out, " ok: ") != 3 {
 		t.Fatalf("verify:\n%s", out)
 	}
+	phase("exported and verified")
 	checkDuckDBAgainstAPI(t, c, s3, node, truth, days)
+	phase("DuckDB equals the API")
 
 	// A late event for the middle day, a settled one.
 	late := gen.Event(days[1].Add(17*time.Hour + 3*time.Minute))
@@ -84,6 +90,7 @@ func TestArchiveMatchesTheAPI(t *testing.T) {
 		t.Fatalf("export after a late event:\n%s", out)
 	}
 	checkDuckDBAgainstAPI(t, c, s3, node, truth, days)
+	phase("late event archived")
 
 	// Restore into an empty InfluxDB: the same cells as the first.
 	other := influxtest.Start(t)
@@ -95,6 +102,7 @@ func TestArchiveMatchesTheAPI(t *testing.T) {
 	if diff := cellsEqual(queryInfluxRetrying(t, other, first, today), queryInfluxRetrying(t, c.influx, first, today)); diff != "" {
 		t.Fatalf("restored InfluxDB differs: %s", diff)
 	}
+	phase("restored")
 	out = runArchive(t, "verify", "-config", cfg2, "-from", dayArg(days[0]), "-to", dayArg(days[2]))
 	if strings.Count(out, " ok: ") != 3 {
 		t.Fatalf("verify of the restored InfluxDB (sketches included):\n%s", out)
