@@ -53,7 +53,7 @@ func runScheduledArchive(ctx context.Context, cfg config.Config, reader *influx.
 
 	owns := func(key string) bool { return cl.View().Owner(key).Name == cfg.Name }
 	// The first pass waits until ownership has settled after start.
-	delay := cfg.Cluster.HandoffSettle + 30*time.Second
+	delay := cfg.Cluster.HandoffSettle + 10*time.Second
 	for {
 		store, err := archive.OpenStore(ctx, cfg.Archive)
 		if err == nil {

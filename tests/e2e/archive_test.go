@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/tally-edge/tally/aggregator/archive"
 	"github.com/tally-edge/tally/internal/influxtest"
 	"github.com/tally-edge/tally/internal/loadgen"
 	"github.com/tally-edge/tally/internal/s3test"
@@ -32,7 +35,11 @@ import (
 func TestArchiveMatchesTheAPI(t *testing.T) {
 	began := time.Now()
 	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(began).Seconds(), what) }
-	c := startCluster(t, "agent-eu")
+	// The aggregator also exports by itself (archive.schedule) to a
+	// directory.
+	scheduled := t.TempDir()
+	aggStarted := time.Now()
+	c := startClusterWith(t, fmt.Sprintf("archive:\n  target: %s\n  schedule: true\n", scheduled), "agent-eu")
 	s3 := s3test.Start(t)
 	node := requireDuckDB(t)
 	phase("processes started")
@@ -77,6 +84,8 @@ func TestArchiveMatchesTheAPI(t *testing.T) {
 	phase("exported and verified")
 	checkDuckDBAgainstAPI(t, c, s3, node, truth, days)
 	phase("DuckDB equals the API")
+	checkScheduledExport(t, c, s3, scheduled, aggStarted, days)
+	phase("the aggregator exported the same days by itself")
 
 	// A late event for the middle day, a settled one.
 	late := gen.Event(days[1].Add(17*time.Hour + 3*time.Minute))
@@ -107,6 +116,65 @@ func TestArchiveMatchesTheAPI(t *testing.T) {
 	if strings.Count(out, " ok: ") != 3 {
 		t.Fatalf("verify of the restored InfluxDB (sketches included):\n%s", out)
 	}
+}
+
+// checkScheduledExport waits for the aggregator's first scheduled pass
+// (archive.schedule, 12 s after start with the harness's settings) and
+// checks that every settled day of the window has a manifest in the
+// directory archive, and that the days with data hold the same counters
+// as the manifests the command wrote to S3.
+func checkScheduledExport(t *testing.T, c *cluster, s3 *s3test.Server, dir string, started time.Time, days []time.Time) {
+	t.Helper()
+	window := archive.SettledDays(started, archive.DefaultConfig())
+	deadline := time.Now().Add(120 * time.Second)
+	for metricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_days_exported_total") < float64(len(window)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the aggregator exported %v of %d days by itself",
+				metricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_days_exported_total"), len(window))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if f := metricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_failures_total"); f != 0 {
+		t.Fatalf("%v scheduled exports failed", f)
+	}
+	mc, err := s3.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range window {
+		ds := d.Format(time.DateOnly)
+		b, err := os.ReadFile(filepath.Join(dir, "day="+ds, "_manifest.json"))
+		if err != nil {
+			t.Fatalf("scheduled export of %s: %v", ds, err)
+		}
+		mine, err := archive.DecodeManifest(b)
+		if err != nil || mine.ExportedBy != "agg-1" {
+			t.Fatalf("scheduled manifest of %s: %+v %v", ds, mine, err)
+		}
+		if !slices.ContainsFunc(days, func(x time.Time) bool { return x.Equal(d) }) {
+			if mine.Counters.Rows != 0 {
+				t.Fatalf("%s has no events but %d rows", ds, mine.Counters.Rows)
+			}
+			continue
+		}
+		o, err := mc.GetObject(context.Background(), "tally", "e2e/day="+ds+"/_manifest.json", minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb, err := io.ReadAll(o)
+		o.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli, err := archive.DecodeManifest(cb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mine.Counters != cli.Counters || mine.Counters.Rows == 0 || len(mine.Parts) != 1 || mine.Parts[0].SHA256 != cli.Parts[0].SHA256 {
+			t.Fatalf("%s: scheduled %+v, command %+v", ds, mine, cli)
+		}
+	}
+	t.Logf("the aggregator archived the %d settled days of its window by itself, byte for byte as the command did", len(window))
 }
 
 // queryInfluxRetrying is queryInflux, asked up to three times: a query of
@@ -149,6 +217,9 @@ func archiveConfig(t *testing.T, c *cluster, influx *influxtest.Server, s3 *s3te
 		t.Fatal(err)
 	}
 	conf := strings.Replace(string(b), c.influx.URL(), influx.URL(), 1)
+	if i := strings.Index(conf, "\narchive:"); i >= 0 {
+		conf = conf[:i+1] // the scheduled export's section, replaced below
+	}
 	conf += fmt.Sprintf("archive:\n  target: s3://tally/e2e\n  s3: {endpoint: %q, access_key: %q, secret_key: %q, insecure: true, bucket_lookup: path}\n",
 		s3.Endpoint(), s3.AccessKey(), s3.SecretKey())
 	path := filepath.Join(c.dir, name)

@@ -41,6 +41,13 @@ const testSecret = "e2e-deployment-secret-0123456789"
 
 func startCluster(t *testing.T, agentNames ...string) *cluster {
 	t.Helper()
+	return startClusterWith(t, "", agentNames...)
+}
+
+// startClusterWith is startCluster with aggExtra appended to the
+// aggregator's configuration.
+func startClusterWith(t *testing.T, aggExtra string, agentNames ...string) *cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e: needs built binaries and InfluxDB")
 	}
@@ -63,7 +70,7 @@ func startCluster(t *testing.T, agentNames ...string) *cluster {
 	aggCfg := filepath.Join(c.dir, "agg-1.yaml")
 	if err := harness.WriteAggregatorConfig(aggCfg, harness.AggregatorOptions{Name: "agg-1", DataDir: filepath.Join(c.dir, "agg-1"),
 		QUICAddr: c.aggQUIC, HTTPAddr: c.aggHTTP, CertsDir: c.certs, InfluxURL: c.influx.URL(), InfluxBucket: c.influx.Bucket(),
-		WriteInterval: 300 * time.Millisecond}); err != nil {
+		WriteInterval: 300 * time.Millisecond, Extra: aggExtra}); err != nil {
 		t.Fatal(err)
 	}
 	c.agg = &harness.Proc{Name: "agg-1", Bin: filepath.Join(binDir, "tally-aggregator"), Args: []string{"-config", aggCfg, "-log-level", "debug"},
