@@ -328,7 +328,7 @@ func (a *Archiver) writeParts(ctx context.Context, ds string, from, to time.Time
 		}
 		info, serr := file.Stat()
 		if cerr := file.Close(); err == nil {
-			err = cmpErr(serr, cerr)
+			err = errors.Join(serr, cerr)
 		}
 		if err != nil {
 			return err
@@ -403,8 +403,6 @@ func (a *Archiver) writeParts(ctx context.Context, ds string, from, to time.Time
 	}
 	return out, written, nil
 }
-
-func cmpErr(errs ...error) error { return errors.Join(errs...) }
 
 func (a *Archiver) upload(ctx context.Context, key, path string, size int64) error {
 	f, err := os.Open(path)
