@@ -6,6 +6,9 @@
 //	tally-aggregator [flags]        run (default)
 //	tally-aggregator certs [flags]  create a development CA and certificates
 //	tally-aggregator token          print a new API token and its SHA-256
+//	tally-aggregator anomaly-eval -csv FILE
+//	                                replay a timestamp,value CSV through the
+//	                                anomaly detector; one JSON line per alert
 package main
 
 import (
@@ -19,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/tally-edge/tally/aggregator"
+	"github.com/tally-edge/tally/aggregator/anomaly"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/internal/cli"
@@ -33,6 +37,9 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
+	}
+	if len(args) > 0 && args[0] == "anomaly-eval" {
+		return anomalyEval(args[1:])
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
@@ -54,6 +61,36 @@ func token(args []string) int {
 	}
 	t := hex.EncodeToString(b)
 	fmt.Printf("token: %s\ntoken_sha256: %s\n", t, auth.HashToken(t))
+	return 0
+}
+
+// anomalyEval replays a CSV through the live detector (default
+// configuration, the series taken as event counts) and prints each alert
+// as a JSON line.
+func anomalyEval(args []string) int {
+	fs := flag.NewFlagSet("tally-aggregator anomaly-eval", flag.ContinueOnError)
+	path := fs.String("csv", "", "CSV file of timestamp,value rows (- for standard input)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: tally-aggregator anomaly-eval -csv FILE")
+		return 2
+	}
+	in := os.Stdin
+	if *path != "-" {
+		f, err := os.Open(*path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tally-aggregator anomaly-eval:", err)
+			return 1
+		}
+		defer f.Close()
+		in = f
+	}
+	if _, err := anomaly.Replay(anomaly.DefaultConfig(), in, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "tally-aggregator anomaly-eval: %s: %v\n", *path, err)
+		return 1
+	}
 	return 0
 }
 
