@@ -509,7 +509,7 @@ func (d *Detector) judge(n int64) Result {
 	}
 	best := 0.0
 	for _, w := range d.win {
-		z, obs, exp, ok := d.score(n, w, seasonal)
+		z, obs, exp, ok := d.judgeWindow(n, w, seasonal)
 		if ok && math.Abs(z) > math.Abs(best) {
 			best = z
 			r.Window, r.Observed, r.Expected = time.Duration(w*d.step), obs, exp
@@ -531,8 +531,41 @@ func (d *Detector) stateNow() State {
 	return Normal
 }
 
-// score judges the window of w steps that ends with step n.
-func (d *Detector) score(n, w int64, seasonal bool) (z, obs, exp float64, ok bool) {
+// judgeWindow scores the window of w steps ending with step n. With
+// seasonal history the window must deviate from the same time of day in
+// previous days and from the same time of week in previous weeks alike:
+// the milder of the two scores counts, and none when they disagree, so a
+// weekly pattern (quiet weekends) never reads as a daily anomaly. Either
+// baseline alone serves while the other has too little history.
+func (d *Detector) judgeWindow(n, w int64, seasonal bool) (z, obs, exp float64, ok bool) {
+	if !seasonal {
+		return d.score(n, w, sampleRolling)
+	}
+	z, obs, exp, ok = d.score(n, w, sampleDaily)
+	zw, obsw, expw, okw := d.score(n, w, sampleWeekly)
+	switch {
+	case !okw:
+		return z, obs, exp, ok
+	case !ok:
+		return zw, obsw, expw, okw
+	case zw*z <= 0:
+		return 0, obs, exp, true
+	case math.Abs(zw) < math.Abs(z):
+		return zw, obsw, expw, true
+	}
+	return z, obs, exp, true
+}
+
+// Where score takes its samples from.
+const (
+	sampleRolling = iota
+	sampleDaily
+	sampleWeekly
+)
+
+// score judges the window of w steps ending with step n against the
+// samples of one baseline.
+func (d *Detector) score(n, w int64, which int) (z, obs, exp float64, ok bool) {
 	var num, den, ev float64
 	for k := max(n-w+1, d.first); k <= n; k++ {
 		i := k % d.maxW
@@ -552,18 +585,18 @@ func (d *Detector) score(n, w int64, seasonal bool) (z, obs, exp float64, ok boo
 		poolNum += sn
 		poolEv += se
 	}
-	if seasonal {
-		for _, season := range []struct {
-			period float64
-			count  int
-		}{{d.day, d.cfg.SeasonalDays}, {d.week, d.cfg.SeasonalWeeks}} {
-			for k := 1; k <= season.count; k++ {
-				for o := -d.nb; o <= d.nb; o++ {
-					add(end - float64(k)*season.period + float64(o*d.sps))
-				}
+	switch which {
+	case sampleDaily, sampleWeekly:
+		period, count := d.day, d.cfg.SeasonalDays
+		if which == sampleWeekly {
+			period, count = d.week, d.cfg.SeasonalWeeks
+		}
+		for k := 1; k <= count; k++ {
+			for o := -d.nb; o <= d.nb; o++ {
+				add(end - float64(k)*period + float64(o*d.sps))
 			}
 		}
-	} else {
+	default:
 		// Rolling: windows of the same length ending at slot boundaries
 		// before the current window, back to RollingWindow.
 		top := float64(floorDiv(n+1-w, d.sps) * d.sps)
