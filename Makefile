@@ -16,7 +16,13 @@ TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
 
-.PHONY: help build test test-short test-deps node-deps demo bench chaos fuzz lint fmt tidy-check dashboard certs influxdb clean
+# Labelled anomaly series (../shared/data/anomaly beside the repository) and
+# the scorer two levels above them; make anomaly-eval and the anomaly
+# benchmark skip, saying so, when they are absent.
+TALLY_ANOMALY_DATA ?= $(abspath $(CURDIR)/../shared/data/anomaly)
+export TALLY_ANOMALY_DATA
+
+.PHONY: help build test test-short test-deps node-deps demo bench anomaly-eval chaos fuzz lint fmt tidy-check dashboard certs influxdb clean
 
 # Debian packages that tests drive for real (nginx, chromium) and that the
 # benchmarks compare against (goaccess). Installed with apt-get when absent.
@@ -80,6 +86,16 @@ demo: dashboard build influxdb ## Build, start InfluxDB, three aggregator nodes,
 
 bench: dashboard influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
+
+anomaly-eval: ## Replay every labelled anomaly series through tally-aggregator anomaly-eval and score the alerts.
+	@if [ ! -f "$(TALLY_ANOMALY_DATA)/windows.json" ]; then \
+	  echo "anomaly-eval: skipped, no labelled series at $(TALLY_ANOMALY_DATA) (set TALLY_ANOMALY_DATA)"; exit 0; fi; \
+	mkdir -p $(BIN); $(GO) build -trimpath -o $(BIN)/ ./aggregator/cmd/tally-aggregator; \
+	out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
+	for f in "$(TALLY_ANOMALY_DATA)"/series/*/*.csv; do \
+	  rel=$${f#"$(TALLY_ANOMALY_DATA)/series/"}; mkdir -p "$$out/$$(dirname "$$rel")"; \
+	  $(BIN)/tally-aggregator anomaly-eval -csv "$$f" > "$$out/$${rel%.csv}.jsonl"; done; \
+	$(GO) run "$(TALLY_ANOMALY_DATA)/../../tools/anomaly-score/main.go" -windows "$(TALLY_ANOMALY_DATA)/windows.json" -alerts "$$out"
 
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
 	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/

@@ -184,6 +184,12 @@ type AlertState struct {
 	// (cooldown), zero when never.
 	LastSpikeResolved time.Time `json:"last_spike_resolved,omitzero"`
 	LastDropResolved  time.Time `json:"last_drop_resolved,omitzero"`
+	// Pending counts the consecutive anomalous points of direction
+	// PendingDir not yet fired (persistence); Calm the consecutive quiet
+	// points of a firing alert (resolution).
+	Pending    int       `json:"pending,omitempty"`
+	PendingDir Direction `json:"pending_dir,omitempty"`
+	Calm       int       `json:"calm,omitempty"`
 }
 
 // Errors of Observe and Warm.
@@ -328,6 +334,7 @@ func (d *Detector) AlertState() AlertState {
 	if d.resolved[1] != noStep {
 		s.LastDropResolved = d.time(d.resolved[1])
 	}
+	s.Pending, s.PendingDir, s.Calm = d.pending, d.pendingDir, d.calm
 	return s
 }
 
@@ -365,9 +372,12 @@ func (d *Detector) SetAlertState(s AlertState) error {
 	if s.Firing != 0 && start == noStep {
 		return errors.New("anomaly: firing alert without a start")
 	}
+	if s.PendingDir != 0 && s.PendingDir != Spike && s.PendingDir != Drop || s.Pending < 0 || s.Calm < 0 {
+		return errors.New("anomaly: bad pending or calm count")
+	}
 	d.firing, d.start, d.peak = s.Firing, start, s.Peak
 	d.resolved = [2]int64{rs, rd}
-	d.pending, d.pendingDir, d.calm = 0, 0, 0
+	d.pending, d.pendingDir, d.calm = s.Pending, s.PendingDir, s.Calm
 	return nil
 }
 
