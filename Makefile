@@ -24,9 +24,10 @@ export TALLY_ANOMALY_DATA
 
 .PHONY: help build test test-short test-deps node-deps demo bench anomaly-eval chaos fuzz lint fmt tidy-check dashboard certs influxdb clean
 
-# Debian packages that tests drive for real (nginx, chromium) and that the
-# benchmarks compare against (goaccess). Installed with apt-get when absent.
-DEB_PACKAGES := nginx chromium goaccess
+# Debian packages that tests drive for real (nginx, chromium,
+# prometheus-alertmanager) and that the benchmarks compare against
+# (goaccess). Installed with apt-get when absent.
+DEB_PACKAGES := nginx chromium goaccess prometheus-alertmanager
 
 help: ## Show the verbs.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,13 +45,14 @@ $(INFLUXD):
 
 test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e and browser tests.
 	cd dashboard && npm test --silent
-	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
+	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 TALLY_REQUIRE_ALERTMANAGER=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
 
-test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess) when absent.
+test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess, prometheus-alertmanager) when absent.
 	@missing=""; \
 	  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  command -v goaccess >/dev/null 2>&1 || missing="$$missing goaccess"; \
+	  command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
