@@ -72,9 +72,10 @@ type Obs struct {
 // Direction is the sign of a deviation.
 type Direction int8
 
+// The directions of a deviation.
 const (
-	Spike Direction = 1
-	Drop  Direction = -1
+	Spike Direction = 1  // more than expected
+	Drop  Direction = -1 // less than expected
 )
 
 func (d Direction) String() string {
@@ -97,10 +98,11 @@ func (d Direction) index() int {
 // State is an alert's state.
 type State uint8
 
+// The states of an alert.
 const (
-	Normal State = iota
-	Firing
-	Resolved
+	Normal   State = iota // no alert
+	Firing                // an alert is firing
+	Resolved              // reported once, on the point that resolved it
 )
 
 func (s State) String() string {

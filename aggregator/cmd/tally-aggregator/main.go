@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -39,7 +40,7 @@ func run(args []string) int {
 		return token(args[1:])
 	}
 	if len(args) > 0 && args[0] == "anomaly-eval" {
-		return anomalyEval(args[1:])
+		return anomalyEval(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
@@ -67,28 +68,29 @@ func token(args []string) int {
 // anomalyEval replays a CSV through the live detector (default
 // configuration, the series taken as event counts) and prints each alert
 // as a JSON line.
-func anomalyEval(args []string) int {
+func anomalyEval(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tally-aggregator anomaly-eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	path := fs.String("csv", "", "CSV file of timestamp,value rows (- for standard input)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: tally-aggregator anomaly-eval -csv FILE")
+		fmt.Fprintln(stderr, "usage: tally-aggregator anomaly-eval -csv FILE")
 		return 2
 	}
-	in := os.Stdin
+	in := stdin
 	if *path != "-" {
 		f, err := os.Open(*path)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "tally-aggregator anomaly-eval:", err)
+			fmt.Fprintln(stderr, "tally-aggregator anomaly-eval:", err)
 			return 1
 		}
 		defer f.Close()
 		in = f
 	}
-	if _, err := anomaly.Replay(anomaly.DefaultConfig(), in, os.Stdout); err != nil {
-		fmt.Fprintf(os.Stderr, "tally-aggregator anomaly-eval: %s: %v\n", *path, err)
+	if _, err := anomaly.Replay(anomaly.DefaultConfig(), in, stdout); err != nil {
+		fmt.Fprintf(stderr, "tally-aggregator anomaly-eval: %s: %v\n", *path, err)
 		return 1
 	}
 	return 0
