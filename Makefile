@@ -102,8 +102,8 @@ anomaly-eval: ## Replay every labelled anomaly series through tally-aggregator a
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
 	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/
 
-fuzz: ## Run every fuzzer (wire, sketch) for FUZZTIME each (default 30s).
-	@for pkg in ./wire ./sketch; do \
+fuzz: ## Run every fuzzer (wire, sketch, anomaly replay) for FUZZTIME each (default 30s).
+	@for pkg in ./wire ./sketch ./aggregator/anomaly; do \
 	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s $$pkg; done; done
 

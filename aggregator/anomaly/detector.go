@@ -198,6 +198,7 @@ type AlertState struct {
 var (
 	ErrOutOfOrder = errors.New("anomaly: point not after the previous one")
 	ErrOffGrid    = errors.New("anomaly: point not on the series' step grid")
+	ErrTimeRange  = errors.New("anomaly: time outside the years 1900-2200")
 )
 
 const noStep = math.MinInt64
@@ -387,6 +388,9 @@ func (d *Detector) time(n int64) time.Time { return time.Unix(0, n*d.step+d.phas
 
 // push records a point and returns its step index.
 func (d *Detector) push(t time.Time, o Obs) (int64, error) {
+	if y := t.Year(); y < 1900 || y > 2200 {
+		return 0, fmt.Errorf("%w: %v", ErrTimeRange, t) // UnixNano holds 1678-2262
+	}
 	ns := t.UnixNano()
 	if d.last == noStep {
 		d.phase = ((ns % d.step) + d.step) % d.step
@@ -428,7 +432,7 @@ func (d *Detector) record(n int64, o Obs) {
 	if d.spec.Kind.hasEvents() {
 		ev = clean(o.Events)
 	}
-	i := n % d.maxW
+	i := mod(n, d.maxW)
 	d.rNum[i], d.rDen[i], d.rEv[i] = num, den, ev
 
 	s := floorDiv(n, d.sps)
@@ -454,7 +458,7 @@ func (d *Detector) closeSlots(s int64) {
 }
 
 func (d *Detector) setSlot(j int64, num, den, ev float64) {
-	i := j % int64(len(d.hNum))
+	i := mod(j, int64(len(d.hNum)))
 	d.hNum[i] = float32(num)
 	if d.hDen != nil {
 		d.hDen[i] = float32(den)
@@ -469,6 +473,15 @@ func clean(x float64) float64 {
 		return x
 	}
 	return 0 // negative, NaN and +Inf carry no events
+}
+
+// mod is a's non-negative remainder by b (times before 1970 have negative
+// step indexes).
+func mod(a, b int64) int64 {
+	if r := a % b; r < 0 {
+		return r + b
+	}
+	return a % b
 }
 
 func floorDiv(a, b int64) int64 {
@@ -492,7 +505,7 @@ func (d *Detector) sum(a, b float64) (num, den, ev float64, ok bool) {
 	for j := int64(math.Floor(a / sps)); float64(j)*sps < b; j++ {
 		lo, hi := max(a, float64(j)*sps), min(b, float64(j+1)*sps)
 		f := (hi - lo) / sps
-		i := j % size
+		i := mod(j, size)
 		num += f * float64(d.hNum[i])
 		if d.hDen != nil {
 			den += f * float64(d.hDen[i])
@@ -580,7 +593,7 @@ const (
 func (d *Detector) score(n, w int64, which int) (z, obs, exp float64, ok bool) {
 	var num, den, ev float64
 	for k := max(n-w+1, d.first); k <= n; k++ {
-		i := k % d.maxW
+		i := mod(k, d.maxW)
 		num += d.rNum[i]
 		den += d.rDen[i]
 		ev += d.rEv[i]

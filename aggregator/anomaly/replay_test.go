@@ -72,6 +72,24 @@ func TestReplayMatchesDetector(t *testing.T) {
 	}
 }
 
+// TestReplayOldTimes: times before 1970 (negative step indexes) replay.
+func TestReplayOldTimes(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("timestamp,value\n")
+	start := time.Date(1901, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range threeDays + 6 {
+		v := 100
+		if i >= threeDays {
+			v = 800
+		}
+		fmt.Fprintf(&b, "%s,%d\n", start.Add(time.Duration(i)*step5).Format(time.RFC3339), v)
+	}
+	st, err := Replay(DefaultConfig(), strings.NewReader(b.String()), &bytes.Buffer{})
+	if err != nil || st.Alerts != 1 {
+		t.Fatalf("1901: %+v, %v; want one alert", st, err)
+	}
+}
+
 // TestReplayStepFromFirstRows: a gap among the first rows does not make the
 // step; gaps count as steps without events.
 func TestReplayStepFromFirstRows(t *testing.T) {
@@ -99,10 +117,35 @@ func TestReplayRejects(t *testing.T) {
 		"off grid":   {csvOf(make([]float64, 70), "2006-01-02 15:04:05") + "2026-03-02 23:59:01,1\n", "line 72"},
 		"late order": {csvOf(make([]float64, 70), "2006-01-02 15:04:05") + "2026-03-02 00:00:07,1\n", "line 72"},
 		"long line":  {long, "too long"},
+		"year 9999":  {"timestamp,value\n9999-01-01 00:00:00,1\n9999-01-01 00:05:00,1\n", "outside the years"},
 	} {
 		_, err := Replay(DefaultConfig(), strings.NewReader(tc.in), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", name, err, tc.want)
 		}
 	}
+}
+
+// FuzzReplay: no input makes the replay panic or print anything but
+// well-formed alert lines.
+func FuzzReplay(f *testing.F) {
+	f.Add("timestamp,value\n2026-03-02 00:00:00,1\n2026-03-02 00:05:00,2\n")
+	f.Add("timestamp,value\n2026-03-02T00:00:00Z,1\n2026-03-02T00:00:01Z,-1e308\n2026-03-02T00:00:03Z,1e308\n")
+	f.Add("timestamp,value\n1900-01-01 00:00:00,0\n2200-12-31 23:59:59,5\n")
+	f.Add(csvOf([]float64{1, 2, 3, 500, 500, 500, 0, 0}, "2006-01-02 15:04:05"))
+	f.Fuzz(func(t *testing.T, in string) {
+		var out bytes.Buffer
+		cfg := DefaultConfig()
+		cfg.MinHistory = 0
+		Replay(cfg, strings.NewReader(in), &out)
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			if line == "" {
+				continue
+			}
+			var a ReplayAlert
+			if err := json.Unmarshal([]byte(line), &a); err != nil || (a.Direction != "spike" && a.Direction != "drop") {
+				t.Fatalf("line %q: %v", line, err)
+			}
+		}
+	})
 }
