@@ -178,6 +178,7 @@ func daily(rng *rand.Rand, at time.Time, night, day float64) float64 {
 // daily pattern and the morning rise and evening fall alert; from the third day the same
 // rise is expected; a day that stays at its night level is a drop.
 func TestSeasonalBaseline(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewPCG(1, 2))
 	d := newDet(t, DefaultConfig(), step5, Spec{Kind: Count})
 	const days = 6
@@ -214,6 +215,7 @@ func TestSeasonalBaseline(t *testing.T) {
 // the weekend is expected; the same-time-of-day baseline alone (five
 // weekdays in every seven days) would read every Saturday as a drop.
 func TestWeeklyPattern(t *testing.T) {
+	t.Parallel()
 	feed := func(weeks int) []Transition {
 		cfg := DefaultConfig()
 		cfg.SeasonalWeeks = weeks
@@ -389,6 +391,7 @@ func TestDirections(t *testing.T) {
 // point exactly as the live one does. Two detectors fed the same points are
 // identical.
 func TestRebuild(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewPCG(5, 6))
 	vals := make([]float64, 9*288)
 	for i := range vals {

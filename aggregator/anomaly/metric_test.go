@@ -56,6 +56,7 @@ func keys(m map[Metric]Direction) []string {
 }
 
 func TestMonitorQuiet(t *testing.T) {
+	t.Parallel()
 	got, m := monitorRun(t, DefaultMonitorConfig(), func(*Counters) {})
 	if len(got) != 0 {
 		t.Fatalf("quiet campaign alerted: %v", keys(got))
@@ -69,6 +70,7 @@ func TestMonitorQuiet(t *testing.T) {
 // TestMonitorMixShift: google's share of clicks falls from 50 % to 20 % and
 // bing's rises, with the same clicks in total: only the shares alert.
 func TestMonitorMixShift(t *testing.T) {
+	t.Parallel()
 	got, _ := monitorRun(t, DefaultMonitorConfig(), func(c *Counters) {
 		c.SourceClicks = map[string]float64{"google": 40, "bing": 120, "meta": 40}
 	})
@@ -80,6 +82,7 @@ func TestMonitorMixShift(t *testing.T) {
 
 // TestMonitorBotShare: five times the bots on the same traffic.
 func TestMonitorBotShare(t *testing.T) {
+	t.Parallel()
 	got, _ := monitorRun(t, DefaultMonitorConfig(), func(c *Counters) { c.Bots *= 5 })
 	if want := []string{"bot_share:spike"}; !slices.Equal(keys(got), want) {
 		t.Fatalf("alerts %v, want %v", keys(got), want)
@@ -90,6 +93,7 @@ func TestMonitorBotShare(t *testing.T) {
 // while clicks and spend continue: conversions, revenue, CVR and ROAS drop
 // and CPA (judged as conversions per unit of spend) spikes.
 func TestMonitorBrokenTracking(t *testing.T) {
+	t.Parallel()
 	got, _ := monitorRun(t, DefaultMonitorConfig(), func(c *Counters) { c.Conversions, c.Revenue = 0, 0 })
 	want := []string{"conversions:drop", "cpa:spike", "cvr:drop", "revenue:drop", "roas:drop"}
 	if !slices.Equal(keys(got), want) {
@@ -100,6 +104,7 @@ func TestMonitorBrokenTracking(t *testing.T) {
 // TestMonitorMaxShares: the share detectors are bounded; the first sources
 // seen at once are taken in name order.
 func TestMonitorMaxShares(t *testing.T) {
+	t.Parallel()
 	cfg := DefaultMonitorConfig()
 	cfg.MaxShares = 2
 	_, m := monitorRun(t, cfg, func(c *Counters) {
