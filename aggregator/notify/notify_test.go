@@ -489,3 +489,24 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertmanagerMapping: labels, and the end time of a firing alert (ahead,
+// refreshed) and of a resolved one (its end, or its transition time).
+func TestAlertmanagerMapping(t *testing.T) {
+	a := testAlert(1)
+	ahead := t0.Add(4 * time.Minute)
+	m := toAlertmanager(a, "https://x/?alert=1", ahead)
+	if m.Labels["alertname"] != "tally_anomaly" || m.Labels["alert_id"] != a.ID || m.Labels["direction"] != "drop" ||
+		!m.EndsAt.Equal(ahead) || !m.StartsAt.Equal(a.Start) || m.GeneratorURL != "https://x/?alert=1" {
+		t.Fatalf("firing: %+v", m)
+	}
+	a.State, a.At = alert.StateResolved, t0.Add(time.Hour)
+	if m := toAlertmanager(a, "", ahead); !m.EndsAt.Equal(a.At) {
+		t.Fatalf("resolved without End ends at %v, want %v", m.EndsAt, a.At)
+	}
+	end := t0.Add(50 * time.Minute)
+	a.End = &end
+	if m := toAlertmanager(a, "", ahead); !m.EndsAt.Equal(end) {
+		t.Fatalf("resolved ends at %v, want %v", m.EndsAt, end)
+	}
+}

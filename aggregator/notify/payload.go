@@ -186,8 +186,11 @@ func toAlertmanager(a alert.Alert, link string, endsAt time.Time) amAlert {
 	out := amAlert{Labels: labels, StartsAt: a.Start, EndsAt: endsAt, GeneratorURL: link,
 		Annotations: map[string]string{"summary": clip(a.Summary, 4096),
 			"value": strconv.FormatFloat(a.Value, 'g', 8, 64), "expected": strconv.FormatFloat(a.Expected, 'g', 8, 64)}}
-	if a.State == alert.StateResolved && a.End != nil {
-		out.EndsAt = *a.End
+	if a.State == alert.StateResolved {
+		out.EndsAt = a.At
+		if a.End != nil {
+			out.EndsAt = *a.End
+		}
 	}
 	return out
 }
