@@ -243,3 +243,40 @@ func TestHistoryBounded(t *testing.T) {
 		t.Fatalf("%d days kept, %v spent before", len(f.days), f.spentBefore)
 	}
 }
+
+// TestConversionsFollowSpend: a lucky morning (twice the usual conversions
+// on the usual spend) does not double the day: the afternoon's spend buys
+// conversions at a yield between today's and a typical day's.
+func TestConversionsFollowSpend(t *testing.T) {
+	f := newF(t, "UTC")
+	for d := range 7 {
+		day := monday.AddDate(0, 0, d)
+		for m := range 1440 {
+			a := Amounts{Spend: 10, CostEvents: 1}
+			if m%10 == 0 {
+				a.Conversions = 0.5 // 72 a day
+			}
+			if err := f.Observe(day.Add(time.Duration(m)*time.Minute), a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	today := monday.AddDate(0, 0, 7)
+	for m := range 720 {
+		a := Amounts{Spend: 10, CostEvents: 1}
+		if m%10 == 0 {
+			a.Conversions = 2 // 144 by noon
+		}
+		if err := f.Observe(today.Add(time.Duration(m)*time.Minute), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fc, err := f.Today(today.Add(12 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Yield (144 + 72) / (7,200 + 14,400) on the 7,200 still to spend: 72 more.
+	if !near(fc.Spend.Projected, 14400, 1) || !near(fc.Conversions.Projected, 216, 2) {
+		t.Fatalf("spend %v, conversions %v: want 14,400 and 216 (not the morning's pace, 288)", fc.Spend.Projected, fc.Conversions.Projected)
+	}
+}

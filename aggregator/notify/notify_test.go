@@ -1,6 +1,8 @@
 package notify
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -295,6 +297,28 @@ func TestQueueBound(t *testing.T) {
 	}
 }
 
+// TestRetryQueueBound: alerts waiting for a retry count against the queue
+// too, so a receiver that fails fast cannot grow it without bound.
+func TestRetryQueueBound(t *testing.T) {
+	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusServiceUnavailable })
+	cfg := testConfig(t)
+	cfg.QueueLength = 5
+	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour
+	cfg.ShutdownTimeout = 10 * time.Millisecond
+	cfg.Webhooks = []Webhook{{Name: "down", URL: rc.URL}}
+	n, _ := start(t, cfg)
+	for i := range 5 {
+		n.Send(testAlert(i))
+		rc.wait(t) // each tried once, then waiting an hour
+	}
+	for i := 5; i < 100; i++ {
+		n.Send(testAlert(i))
+	}
+	if dropped := testutil.ToFloat64(n.m.dead.WithLabelValues("down", ReasonQueueFull)); dropped != 100-2*5 {
+		t.Fatalf("%v dropped, want 90 (5 waiting for a retry, 5 in the channel)", dropped)
+	}
+}
+
 // TestDeadLettersBounded: the files never hold more than the bound, and the
 // newest letters are the ones kept.
 func TestDeadLettersBounded(t *testing.T) {
@@ -457,6 +481,18 @@ func TestVerify(t *testing.T) {
 	}
 	if err := Verify([]byte(secret), "v1=abc", body, t0, time.Minute); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("no time: %v", err)
+	}
+	// The time is signed: moving it forward (to dodge the replay check)
+	// breaks the signature.
+	moved := strings.Replace(sig, fmt.Sprintf("t=%d", t0.Unix()), fmt.Sprintf("t=%d", t0.Add(time.Hour).Unix()), 1)
+	if err := Verify([]byte(secret), moved, body, t0.Add(time.Hour), time.Minute); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("moved time: %v", err)
+	}
+	// The format, computed independently: HMAC-SHA256 of "<t>.<body>".
+	m := hmac.New(sha256.New, []byte(secret))
+	fmt.Fprintf(m, "%d.%s", t0.Unix(), body)
+	if want := fmt.Sprintf("t=%d,v1=%x", t0.Unix(), m.Sum(nil)); sig != want {
+		t.Fatalf("signature %s, want %s", sig, want)
 	}
 }
 
