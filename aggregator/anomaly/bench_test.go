@@ -3,6 +3,7 @@ package anomaly
 import (
 	"fmt"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -197,4 +198,62 @@ func BenchmarkMonitor(b *testing.B) {
 		bytes += m.Detector(name).HistoryBytes()
 	}
 	b.ReportMetric(float64(bytes), "history_B/campaign")
+}
+
+// BenchmarkDetectionDelay reports how many minutes after it starts an
+// anomaly fires at one-minute steps, by the metric's events per minute: a
+// drop to zero (broken tracking) and a tripling, after two weeks of flat
+// Poisson traffic (docs/alerts.md):
+//
+//	go test -run='^$' -bench=DetectionDelay -benchtime=1x ./aggregator/anomaly/
+func BenchmarkDetectionDelay(b *testing.B) {
+	for _, rate := range []float64{2, 5, 10, 25, 100} {
+		for _, kind := range []struct {
+			name   string
+			factor float64
+		}{{"drop_to_zero", 0}, {"triple", 3}} {
+			b.Run(fmt.Sprintf("%s_%gpm", kind.name, rate), func(b *testing.B) {
+				var delay float64
+				for i := 0; i < b.N; i++ {
+					rng := rand.New(rand.NewPCG(uint64(rate), uint64(i)))
+					d, err := New(DefaultConfig(), time.Minute, Spec{Kind: Count})
+					if err != nil {
+						b.Fatal(err)
+					}
+					at := t0
+					for range 14 * 1440 {
+						d.Warm(at, Obs{Num: float64(poissonN(rng, rate))})
+						at = at.Add(time.Minute)
+					}
+					delay = -1
+					for m := 1; m <= 120; m++ {
+						r, _ := d.Observe(at, Obs{Num: float64(poissonN(rng, rate*kind.factor))})
+						at = at.Add(time.Minute)
+						if r.Transition != nil && r.Transition.State == Firing {
+							delay = float64(m)
+							break
+						}
+					}
+				}
+				b.ReportMetric(delay, "minutes_to_alert")
+			})
+		}
+	}
+}
+
+func poissonN(rng *rand.Rand, lambda float64) int {
+	if lambda == 0 {
+		return 0
+	}
+	if lambda > 50 {
+		return max(0, int(lambda+rng.NormFloat64()*math.Sqrt(lambda)+0.5))
+	}
+	l, k, p := math.Exp(-lambda), 0, 1.0
+	for {
+		p *= rng.Float64()
+		if p <= l {
+			return k
+		}
+		k++
+	}
 }

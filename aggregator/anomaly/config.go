@@ -34,7 +34,8 @@ type Config struct {
 	// largest score wins. A short window catches a sharp spike at once, a
 	// long one a moderate shift that lasts (a drop to zero of a metric that
 	// counts a few events a minute). A window shorter than the step is one
-	// step. Default 1m, 15m, 1h.
+	// step (at 5-minute steps the default is 5m, 15m, 1h). Default 1m, 2m,
+	// 5m, 15m, 1h.
 	Windows []time.Duration `yaml:"windows"`
 	// Slot is the resolution of the history the seasonal baseline is read
 	// from. Memory per series is about 12 bytes × History/Slot. Default 5m.
@@ -76,7 +77,7 @@ func DefaultConfig() Config {
 		Persistence:        2,
 		ResolvePoints:      3,
 		Cooldown:           24 * time.Hour,
-		Windows:            []time.Duration{time.Minute, 15 * time.Minute, time.Hour},
+		Windows:            []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute, 15 * time.Minute, time.Hour},
 		Slot:               5 * time.Minute,
 		SeasonalDays:       7,
 		SeasonalWeeks:      2,
