@@ -561,12 +561,18 @@ func (d *Detector) stateNow() State {
 // previous days and from the same time of week in previous weeks alike:
 // the milder of the two scores counts, and none when they disagree, so a
 // weekly pattern (quiet weekends) never reads as a daily anomaly. Either
-// baseline alone serves while the other has too little history.
+// baseline alone serves while the other has too little history. A daily
+// score below the resolve threshold is final: the weekly one could only
+// lower it, and no state changes on scores that low (half the work for
+// a quiet point).
 func (d *Detector) judgeWindow(n, w int64, seasonal bool) (z, obs, exp float64, ok bool) {
 	if !seasonal {
 		return d.score(n, w, sampleRolling)
 	}
 	z, obs, exp, ok = d.score(n, w, sampleDaily)
+	if ok && math.Abs(z) < d.cfg.ResolveThreshold {
+		return z, obs, exp, ok
+	}
 	zw, obsw, expw, okw := d.score(n, w, sampleWeekly)
 	switch {
 	case !okw:
