@@ -142,7 +142,9 @@ type Result struct {
 	Time time.Time
 	// Score is the signed deviation of the window that deviates most, in
 	// standard deviations of its variance-stabilised noise; 0 when the
-	// point could not be judged (too little history or volume).
+	// point could not be judged (too little history or volume). With
+	// seasonal history it is the milder of the daily and weekly scores, or
+	// the daily one alone when that is below the resolve threshold.
 	Score float64
 	// Window is the length of that window; Observed and Expected are its
 	// sum of Num and the baseline's expectation of it.
