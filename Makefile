@@ -16,7 +16,13 @@ TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
 
-.PHONY: help build test test-short test-deps node-deps demo bench chaos attack fuzz lint fmt tidy-check dashboard certs influxdb clean release package dashboards-json
+# Labelled anomaly series (../shared/data/anomaly beside the repository) and
+# the scorer two levels above them; make anomaly-eval and the anomaly
+# benchmark skip, saying so, when they are absent.
+TALLY_ANOMALY_DATA ?= $(abspath $(CURDIR)/../shared/data/anomaly)
+export TALLY_ANOMALY_DATA
+
+.PHONY: help build test test-short test-deps node-deps demo bench anomaly-eval chaos attack fuzz lint fmt tidy-check dashboard certs influxdb clean release package dashboards-json
 
 # Release builds: VERSION from the latest v* tag (without the v), else
 # 0.0.0+git.<commit>; stamped into the binaries with the commit and its
@@ -36,9 +42,9 @@ RELEASE_LDFLAGS := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revi
 NFPM     := $(TOOLS)/nfpm
 
 # Debian packages that tests drive for real (nginx, chromium, prometheus and
-# promtool, systemd-analyze) and that the benchmarks compare against
+# promtool, systemd-analyze, prometheus-alertmanager) and that the benchmarks compare against
 # (goaccess). Installed with apt-get when absent.
-DEB_PACKAGES := nginx chromium goaccess prometheus systemd
+DEB_PACKAGES := nginx chromium goaccess prometheus systemd prometheus-alertmanager
 
 help: ## Show the verbs.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,17 +62,18 @@ $(INFLUXD):
 
 test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e, browser and deployment tests.
 	cd dashboard && npm test --silent
-	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 TALLY_REQUIRE_OPS_TOOLS=1 TALLY_PACKAGE_INSTALL_TEST=1 \
+	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 TALLY_REQUIRE_OPS_TOOLS=1 TALLY_PACKAGE_INSTALL_TEST=1 TALLY_REQUIRE_ALERTMANAGER=1 \
 	  $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
 	cd deploy/tools && $(GO) test -count=1 ./...
 
-test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess, prometheus, systemd) when absent.
+test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess, prometheus, systemd, prometheus-alertmanager) when absent.
 	@missing=""; \
 	  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  command -v goaccess >/dev/null 2>&1 || missing="$$missing goaccess"; \
 	  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -103,14 +110,24 @@ demo: dashboard build influxdb ## Build, start InfluxDB, three aggregator nodes,
 bench: dashboard influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, end to end).
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./agent/... ./aggregator/... ./wire/... ./sketch/... ./internal/... ./tests/...
 
+anomaly-eval: ## Replay every labelled anomaly series through tally-aggregator anomaly-eval and score the alerts.
+	@if [ ! -f "$(TALLY_ANOMALY_DATA)/windows.json" ]; then \
+	  echo "anomaly-eval: skipped, no labelled series at $(TALLY_ANOMALY_DATA) (set TALLY_ANOMALY_DATA)"; exit 0; fi; \
+	mkdir -p $(BIN); $(GO) build -trimpath -o $(BIN)/ ./aggregator/cmd/tally-aggregator; \
+	out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
+	for f in "$(TALLY_ANOMALY_DATA)"/series/*/*.csv; do \
+	  rel=$${f#"$(TALLY_ANOMALY_DATA)/series/"}; mkdir -p "$$out/$$(dirname "$$rel")"; \
+	  $(BIN)/tally-aggregator anomaly-eval -csv "$$f" > "$$out/$${rel%.csv}.jsonl"; done; \
+	$(GO) run "$(TALLY_ANOMALY_DATA)/../../tools/anomaly-score/main.go" -windows "$(TALLY_ANOMALY_DATA)/windows.json" -alerts "$$out"
+
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
 	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/
 
 attack: dashboard influxdb test-deps ## The adversarial suites at full length (TALLY_ATTACK=long): every attack mixed with legitimate traffic for minutes, then exactness checked.
 	TALLY_ATTACK=long TALLY_REQUIRE_BROWSER=1 $(GO) test -count=1 -timeout 30m -v ./tests/attack/...
 
-fuzz: ## Run every fuzzer (wire, sketch) for FUZZTIME each (default 30s).
-	@for pkg in ./wire ./sketch; do \
+fuzz: ## Run every fuzzer (wire, sketch, anomaly replay) for FUZZTIME each (default 30s).
+	@for pkg in ./wire ./sketch ./aggregator/anomaly; do \
 	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s $$pkg; done; done
 

@@ -8,6 +8,9 @@
 //	tally-aggregator certs [flags]  create a development CA and certificates
 //	tally-aggregator token          print a new API token and its SHA-256
 //	tally-aggregator link [flags]   print a short-lived, single-use dashboard sign-in link
+//	tally-aggregator anomaly-eval -csv FILE
+//	                                replay a timestamp,value CSV through the
+//	                                anomaly detector; one JSON line per alert
 package main
 
 import (
@@ -25,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tally-edge/tally/aggregator"
+	"github.com/tally-edge/tally/aggregator/anomaly"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/internal/cli"
@@ -46,6 +50,9 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "link" {
 		return link(args[1:], os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && args[0] == "anomaly-eval" {
+		return anomalyEval(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
@@ -144,6 +151,37 @@ func dashboardURL(h config.HTTP) string {
 		host = "localhost"
 	}
 	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// anomalyEval replays a CSV through the live detector (default
+// configuration, the series taken as event counts) and prints each alert
+// as a JSON line.
+func anomalyEval(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tally-aggregator anomaly-eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("csv", "", "CSV file of timestamp,value rows (- for standard input)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: tally-aggregator anomaly-eval -csv FILE")
+		return 2
+	}
+	in := stdin
+	if *path != "-" {
+		f, err := os.Open(*path)
+		if err != nil {
+			fmt.Fprintln(stderr, "tally-aggregator anomaly-eval:", err)
+			return 1
+		}
+		defer f.Close()
+		in = f
+	}
+	if _, err := anomaly.Replay(anomaly.DefaultConfig(), in, stdout); err != nil {
+		fmt.Fprintf(stderr, "tally-aggregator anomaly-eval: %s: %v\n", *path, err)
+		return 1
+	}
+	return 0
 }
 
 // certs creates a development CA and certificates for agents and nodes.
