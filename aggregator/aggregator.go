@@ -25,7 +25,6 @@ import (
 	"github.com/tally-edge/tally/aggregator/forward"
 	"github.com/tally-edge/tally/aggregator/influx"
 	"github.com/tally-edge/tally/aggregator/ingest"
-	"github.com/tally-edge/tally/aggregator/kpi"
 	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/dashboard"
 	"github.com/tally-edge/tally/internal/pki"
@@ -264,13 +263,10 @@ func (s storage) LoadContributionsFunc(ctx context.Context, from, to time.Time, 
 // minuteSource answers API queries from InfluxDB.
 type minuteSource struct{ r *influx.Reader }
 
-func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(kpi.Point) error) error {
+func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(sketch.Minute) error) error {
 	return m.r.EachMinute(ctx, influx.MinuteQuery{Campaigns: q.Campaigns, AllCampaigns: q.AllCampaigns, From: q.From, To: q.To,
 		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region, Type: q.Type,
-		CountersOnly: q.CountersOnly},
-		func(p influx.MinutePoint) error {
-			return fn(kpi.Point{Series: p.Series, Minute: p.Minute, State: p.State})
-		})
+		CountersOnly: q.CountersOnly}, fn)
 }
 
 func registerWriterMetrics(reg prometheus.Registerer, w *influx.Writer) {

@@ -119,7 +119,7 @@ func series(campaign, source, country, region string) sketch.Series {
 }
 
 // sortMinutes orders points by series then minute, for comparisons.
-func sortMinutes(ps []MinutePoint) {
+func sortMinutes(ps []sketch.Minute) {
 	sort.Slice(ps, func(i, j int) bool {
 		if a, b := ps[i].Series.String(), ps[j].Series.String(); a != b {
 			return a < b
@@ -155,7 +155,7 @@ func checkState(t *testing.T, what string, got, want *sketch.State) {
 func testMinutesRoundTrip(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i, s := range []sketch.Series{
 		series("spring", "google", "DE", "eu-1"),
 		series("spring", "google", "FR", "eu-1"),
@@ -164,11 +164,11 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	} {
 		for m := 0; m < 3; m++ {
 			visitors := 50 + 400*i // includes a large HLL
-			pts = append(pts, MinutePoint{Series: s, Minute: baseMinute + int64(60*m),
+			pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute + int64(60*m),
 				State: newState(uint64(10*i+m), 100+i*7+m, visitors, 20*m)})
 		}
 	}
-	pts = append(pts, MinutePoint{Series: series("spring", "mail", "US", "us-1"), Minute: baseMinute, State: &sketch.State{Count: 3}})
+	pts = append(pts, sketch.Minute{Series: series("spring", "mail", "US", "us-1"), Minute: baseMinute, State: &sketch.State{Count: 3}})
 	if err := w.Write(ctx, pts, nil); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
@@ -181,7 +181,7 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatalf("QueryMinutes: %v", err)
 	}
-	var want []MinutePoint
+	var want []sketch.Minute
 	for _, p := range pts {
 		if p.Series.Campaign == "spring" {
 			want = append(want, p)
@@ -200,7 +200,7 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	}
 
 	// The derived fields are there for dashboards that read InfluxDB.
-	var p MinutePoint
+	var p sketch.Minute
 	for _, c := range want {
 		if c.State.Values != nil && c.Series.Source == "" {
 			p = c
@@ -241,7 +241,7 @@ func testIdempotentOverwrite(t *testing.T, b backend) {
 	big.AddValue(sketch.ToMicros(99.5))
 	big.AddVisitor(12345)
 	for _, st := range []*sketch.State{small, big, big} { // the repeat must change nothing
-		if err := w.Write(ctx, []MinutePoint{{Series: s, Minute: baseMinute, State: st}}, nil); err != nil {
+		if err := w.Write(ctx, []sketch.Minute{{Series: s, Minute: baseMinute, State: st}}, nil); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 	}
@@ -367,12 +367,12 @@ func testFilters(t *testing.T, b backend) {
 		{Campaign: "f", Source: "", Medium: "", Type: "pageview", Country: "US", Device: "", Region: "us"},
 		{Campaign: "other", Source: "google", Medium: "cpc", Type: "click", Country: "DE", Device: "mobile", Region: "eu"},
 	}
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i, s := range all {
 		st := &sketch.State{Count: uint64(i + 1)}
 		st.AddVisitor(uint64(i+1) * 0x9e3779b97f4a7c15)
 		st.AddValue(1_500_000)
-		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: st})
+		pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute, State: st})
 	}
 	if err := w.Write(ctx, pts, nil); err != nil {
 		t.Fatalf("Write: %v", err)
@@ -438,7 +438,7 @@ func testFilters(t *testing.T, b backend) {
 	// EachMinute stops at the first error of fn and returns it as is.
 	stop := errors.New("enough")
 	calls := 0
-	err = r.EachMinute(ctx, MinuteQuery{AllCampaigns: true, From: from, To: to}, func(MinutePoint) error {
+	err = r.EachMinute(ctx, MinuteQuery{AllCampaigns: true, From: from, To: to}, func(sketch.Minute) error {
 		calls++
 		return stop
 	})
@@ -464,11 +464,11 @@ func testAwkwardTagValues(t *testing.T, b backend) {
 		`(none)`, // looks like the empty marker
 		`=starts-with-equals`,
 	}
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	var cps []ContribPoint
 	for i, c := range campaigns {
 		s := sketch.Series{Campaign: c, Source: c, Type: "click", Region: `r\`}
-		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
+		pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
 		cps = append(cps, ContribPoint{Series: s, Minute: baseMinute, Agent: "agent " + c,
 			Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 1, &sketch.State{Count: uint64(i + 1)})}})
 	}
@@ -509,7 +509,7 @@ func testAwkwardTagValues(t *testing.T, b backend) {
 func testFluxInjection(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
-	pts := []MinutePoint{
+	pts := []sketch.Minute{
 		{Series: series("victim", "google", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 7}},
 		{Series: series("secret", "google", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 9}},
 	}
@@ -556,9 +556,9 @@ func testSplitRequests(t *testing.T, b backend) {
 	cfg := b.bucket(t)
 	cfg.BatchSize = 40
 	w, r := newPair(t, cfg)
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i := 0; i < 130; i++ {
-		pts = append(pts, MinutePoint{Series: series("split", fmt.Sprintf("s%03d", i), "DE", "eu"), Minute: baseMinute,
+		pts = append(pts, sketch.Minute{Series: series("split", fmt.Sprintf("s%03d", i), "DE", "eu"), Minute: baseMinute,
 			State: newState(uint64(i), 5, 3, 1)})
 	}
 	if err := w.Write(ctx, pts, nil); err != nil {
@@ -581,7 +581,7 @@ func testMissingBucket(t *testing.T, b backend) {
 	}
 	defer w.Close()
 	start := time.Now()
-	err = w.Write(ctxT(t), []MinutePoint{{Series: series("m", "g", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}}}, nil)
+	err = w.Write(ctxT(t), []sketch.Minute{{Series: series("m", "g", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}}}, nil)
 	var perr *PermanentError
 	if !errors.As(err, &perr) {
 		t.Fatalf("Write to a missing bucket = %v, want a *PermanentError", err)
@@ -606,8 +606,8 @@ func testPointTooLarge(t *testing.T, b backend) {
 	for cid := uint64(1); cid <= 3; cid++ {
 		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, 1, dense))
 	}
-	ok := MinutePoint{Series: s, Minute: baseMinute, State: dense}
-	err := w.Write(ctx, []MinutePoint{ok}, []ContribPoint{p})
+	ok := sketch.Minute{Series: s, Minute: baseMinute, State: dense}
+	err := w.Write(ctx, []sketch.Minute{ok}, []ContribPoint{p})
 	var tooLarge *PointTooLargeError
 	var perr *PermanentError
 	if !errors.As(err, &tooLarge) || !errors.As(err, &perr) {
@@ -624,7 +624,7 @@ func testPointTooLarge(t *testing.T, b backend) {
 		t.Fatalf("%d points written by a refused call, want 0", n)
 	}
 	p.Contribs = p.Contribs[:2]
-	if err := w.Write(ctx, []MinutePoint{ok}, []ContribPoint{p}); err != nil {
+	if err := w.Write(ctx, []sketch.Minute{ok}, []ContribPoint{p}); err != nil {
 		t.Fatalf("Write of 2 dense contributions: %v", err)
 	}
 }
@@ -635,7 +635,7 @@ func testInvalidPoints(t *testing.T, b backend) {
 	other := series("bad", "other", "DE", "eu")
 	for name, call := range map[string]func() error{
 		"nil state": func() error {
-			return w.Write(ctxT(t), []MinutePoint{{Series: s, Minute: baseMinute}}, nil)
+			return w.Write(ctxT(t), []sketch.Minute{{Series: s, Minute: baseMinute}}, nil)
 		},
 		"no agent": func() error {
 			return w.Write(ctxT(t), nil, []ContribPoint{{Series: s, Minute: baseMinute,
@@ -671,7 +671,7 @@ func testWriteThroughOutage(t *testing.T, b backend) {
 	cfg.RetryInitial, cfg.RetryMax, cfg.Timeout = 50*time.Millisecond, 400*time.Millisecond, 5*time.Second
 	w, r := newPair(t, cfg)
 	s := series("outage", "google", "DE", "eu")
-	pts := []MinutePoint{{Series: s, Minute: baseMinute, State: newState(3, 42, 100, 10)}}
+	pts := []sketch.Minute{{Series: s, Minute: baseMinute, State: newState(3, 42, 100, 10)}}
 	cps := []ContribPoint{{Series: s, Minute: baseMinute, Agent: "edge-1",
 		Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 9, pts[0].State)}}}
 	// Warm a keep-alive connection, so the outage also kills one in use.

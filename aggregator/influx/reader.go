@@ -212,9 +212,9 @@ func storedSeries(s sketch.Series) sketch.Series {
 //
 // A point that cannot be decoded is skipped; then the other points are
 // returned together with a *CorruptPointError.
-func (r *Reader) QueryMinutes(ctx context.Context, q MinuteQuery) ([]MinutePoint, error) {
-	var out []MinutePoint
-	err := r.EachMinute(ctx, q, func(p MinutePoint) error {
+func (r *Reader) QueryMinutes(ctx context.Context, q MinuteQuery) ([]sketch.Minute, error) {
+	var out []sketch.Minute
+	err := r.EachMinute(ctx, q, func(p sketch.Minute) error {
 		out = append(out, p)
 		return nil
 	})
@@ -232,7 +232,7 @@ func (r *Reader) QueryMinutes(ctx context.Context, q MinuteQuery) ([]MinutePoint
 //
 // Points that cannot be decoded are skipped; then EachMinute returns a
 // *CorruptPointError after the other points.
-func (r *Reader) EachMinute(ctx context.Context, q MinuteQuery, fn func(MinutePoint) error) error {
+func (r *Reader) EachMinute(ctx context.Context, q MinuteQuery, fn func(sketch.Minute) error) error {
 	if err := q.check(); err != nil {
 		return fmt.Errorf("influx query minutes: %w", err)
 	}
@@ -301,8 +301,8 @@ func (q MinuteQuery) campaignsString() string {
 }
 
 // minuteFromRecord decodes one pivoted tally row.
-func minuteFromRecord(rec *query.FluxRecord) (MinutePoint, error) {
-	p := MinutePoint{Series: seriesFromRecord(rec), Minute: rec.Time().Unix()}
+func minuteFromRecord(rec *query.FluxRecord) (sketch.Minute, error) {
+	p := sketch.Minute{Series: seriesFromRecord(rec), Minute: rec.Time().Unix()}
 	var enc sketch.Encoded
 	for k, v := range rec.Values() {
 		if v == nil {
@@ -341,12 +341,12 @@ func minuteFromRecord(rec *query.FluxRecord) (MinutePoint, error) {
 			}
 		}
 		if err != nil {
-			return MinutePoint{}, fmt.Errorf("tally %s minute %d: field %s: %w", p.Series, p.Minute, k, err)
+			return sketch.Minute{}, fmt.Errorf("tally %s minute %d: field %s: %w", p.Series, p.Minute, k, err)
 		}
 	}
 	st, err := enc.Decode()
 	if err != nil {
-		return MinutePoint{}, fmt.Errorf("tally %s minute %d: %w", p.Series, p.Minute, err)
+		return sketch.Minute{}, fmt.Errorf("tally %s minute %d: %w", p.Series, p.Minute, err)
 	}
 	p.State = st
 	return p, nil

@@ -71,16 +71,6 @@ const MaxStringField = 65535
 // MaxSeriesKey is InfluxDB's limit on measurement plus tags, in bytes.
 const MaxSeriesKey = 65535
 
-// MinutePoint is the merged value of one series in one minute.
-type MinutePoint struct {
-	Series sketch.Series
-	// Minute is the unix time in seconds of the start of the minute.
-	Minute int64
-	// State is the complete merged state. Write reads it and does not
-	// keep it; the caller must not change it during Write.
-	State *sketch.State
-}
-
 // ContribPoint is everything one agent contributed to one series-minute:
 // one wire.Contribution per distinct CID, each with its latest version and
 // cumulative state (counters, the union of every HLL delta received for
@@ -269,7 +259,7 @@ func toInt(v uint64, what string) (int64, error) {
 }
 
 // appendMinute appends the line of p's merged value.
-func appendMinute(b []byte, p *MinutePoint) ([]byte, error) {
+func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 	if p.State == nil {
 		return b, fmt.Errorf("%w: %s minute %d has no state", errInvalidPoint, p.Series, p.Minute)
 	}

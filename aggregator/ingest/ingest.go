@@ -53,7 +53,7 @@ type Routing interface {
 // Storage is where merged minutes live. Write must be durable when it
 // returns nil and idempotent. Implementations must be safe for concurrent use.
 type Storage interface {
-	Write(ctx context.Context, minutes []influx.MinutePoint, contribs []influx.ContribPoint) error
+	Write(ctx context.Context, minutes []sketch.Minute, contribs []influx.ContribPoint) error
 	LoadContributions(ctx context.Context, from, to time.Time) ([]influx.ContribPoint, error)
 	LoadContributionsFunc(ctx context.Context, from, to time.Time, keep func(sketch.Series) bool) ([]influx.ContribPoint, error)
 }
@@ -454,10 +454,7 @@ func (p *Pipeline) WriteOnce(ctx context.Context) error {
 // write writes a snapshot to storage and publishes what changed.
 func (p *Pipeline) write(ctx context.Context, sn *merge.Snapshot) error {
 	start := time.Now()
-	minutes := make([]influx.MinutePoint, len(sn.Minutes))
-	for i, m := range sn.Minutes {
-		minutes[i] = influx.MinutePoint{Series: m.Key.Series, Minute: m.Key.Minute, State: m.State}
-	}
+	minutes := sn.Minutes
 	contribs := make([]influx.ContribPoint, len(sn.Contribs))
 	for i, c := range sn.Contribs {
 		contribs[i] = influx.ContribPoint{Series: c.Key.Series, Minute: c.Key.Minute, Agent: c.Agent, Node: p.cfg.Node, Contribs: c.Contribs}
@@ -485,7 +482,7 @@ func (p *Pipeline) publish(sn *merge.Snapshot) {
 	touched := map[merge.CampaignMinute]bool{}
 	var cms []merge.CampaignMinute
 	for _, m := range sn.Minutes {
-		cm := merge.CampaignMinute{Campaign: m.Key.Series.Campaign, Minute: m.Key.Minute}
+		cm := merge.CampaignMinute{Campaign: m.Series.Campaign, Minute: m.Minute}
 		if !touched[cm] {
 			touched[cm] = true
 			cms = append(cms, cm)
@@ -496,10 +493,10 @@ func (p *Pipeline) publish(sn *merge.Snapshot) {
 		p.log.Error("cannot compute live updates", "err", err)
 		return
 	}
-	groups := map[merge.CampaignMinute][]kpi.Point{}
+	groups := map[merge.CampaignMinute][]sketch.Minute{}
 	for _, m := range ms {
-		cm := merge.CampaignMinute{Campaign: m.Key.Series.Campaign, Minute: m.Key.Minute}
-		groups[cm] = append(groups[cm], kpi.Point{Series: m.Key.Series, Minute: m.Key.Minute, State: m.State})
+		cm := merge.CampaignMinute{Campaign: m.Series.Campaign, Minute: m.Minute}
+		groups[cm] = append(groups[cm], m)
 	}
 	updates := make([]live.Update, 0, len(groups))
 	for cm, pts := range groups {

@@ -20,11 +20,11 @@ import (
 // fakeStorage records writes.
 type fakeStorage struct {
 	mu      sync.Mutex
-	minutes []influx.MinutePoint
+	minutes []sketch.Minute
 	stored  []influx.ContribPoint
 }
 
-func (s *fakeStorage) Write(_ context.Context, ms []influx.MinutePoint, cs []influx.ContribPoint) error {
+func (s *fakeStorage) Write(_ context.Context, ms []sketch.Minute, cs []influx.ContribPoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.minutes = append(s.minutes, ms...)

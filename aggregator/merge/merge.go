@@ -209,13 +209,6 @@ func (m *minute) merged(k sketch.Key) (*sketch.State, error) {
 	return merged, nil
 }
 
-// Minute is the merged value of one series-minute. State is shared with
-// the store and other readers: read it, never modify it.
-type Minute struct {
-	Key   sketch.Key
-	State *sketch.State
-}
-
 // AgentContribs is everything one agent contributed to one series-minute,
 // with cumulative HLLs: the unit stored for rebuilds.
 type AgentContribs struct {
@@ -226,7 +219,7 @@ type AgentContribs struct {
 
 // Snapshot is a set of changes to write, and the generations it covers.
 type Snapshot struct {
-	Minutes  []Minute
+	Minutes  []sketch.Minute
 	Contribs []AgentContribs
 	gens     map[sketch.Key]uint64
 	agents   map[sketch.Key][]string
@@ -253,7 +246,7 @@ func (s *Store) TakeDirty(max int) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		sn.Minutes = append(sn.Minutes, Minute{Key: k, State: merged})
+		sn.Minutes = append(sn.Minutes, sketch.Minute{Series: k.Series, Minute: k.Minute, State: merged})
 		sn.gens[k] = m.gen
 		for agent := range m.dirtyAgents {
 			ac := AgentContribs{Key: k, Agent: agent}
@@ -347,7 +340,7 @@ func (s *Store) Stats() Stats {
 func (sn *Snapshot) Subset(keep func(sketch.Key) bool) *Snapshot {
 	out := &Snapshot{gens: map[sketch.Key]uint64{}, agents: map[sketch.Key][]string{}}
 	for _, m := range sn.Minutes {
-		if keep(m.Key) {
+		if keep(m.Key()) {
 			out.Minutes = append(out.Minutes, m)
 		}
 	}
@@ -374,10 +367,10 @@ type CampaignMinute struct {
 // MergedOf returns the merged value of every series-minute in memory of
 // the given campaign-minutes (the live view of what a write round
 // touched), found through an index rather than a scan of the store.
-func (s *Store) MergedOf(cms []CampaignMinute) ([]Minute, error) {
+func (s *Store) MergedOf(cms []CampaignMinute) ([]sketch.Minute, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []Minute
+	var out []sketch.Minute
 	for _, cm := range cms {
 		for series := range s.byCampaign[cm] {
 			k := sketch.Key{Series: series, Minute: cm.Minute}
@@ -385,7 +378,7 @@ func (s *Store) MergedOf(cms []CampaignMinute) ([]Minute, error) {
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, Minute{Key: k, State: merged})
+			out = append(out, sketch.Minute{Series: k.Series, Minute: k.Minute, State: merged})
 		}
 	}
 	return out, nil
