@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
+	"os"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +18,8 @@ import (
 	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
 )
+
+var updateGolden = flag.Bool("update", false, "rewrite testdata/points_v2.lp from the current encoder")
 
 // backend is one kind of InfluxDB the contract suite runs against. Today
 // that is the real InfluxDB 1.8.10 of the tests and the demo; an InfluxDB
@@ -67,6 +72,9 @@ func runContract(t *testing.T, b backend) {
 		{"SplitRequests", testSplitRequests},
 		{"MissingBucketIsPermanent", testMissingBucket},
 		{"PointTooLarge", testPointTooLarge},
+		{"ContributionsSplitIntoParts", testContributionsSplitIntoParts},
+		{"IsolatesRefusedPoints", testIsolatesRefusedPoints},
+		{"ReadsFormat1Points", testReadsFormat1Points},
 		{"InvalidPoints", testInvalidPoints},
 		{"WriteThroughOutage", testWriteThroughOutage},
 	}
@@ -597,36 +605,198 @@ func testMissingBucket(t *testing.T, b backend) {
 	}
 }
 
+// testPointTooLarge: a single contribution whose encoding cannot fit a
+// string field (a poll minute with thousands of long answers) is refused
+// before any request; Write fails, WriteIsolating writes the rest.
 func testPointTooLarge(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
 	s := series("huge", "google", "DE", "eu")
-	dense := newState(7, 10, 20000, 10) // dense HLL: 21.9 KB of base64 each
-	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1"}
-	for cid := uint64(1); cid <= 3; cid++ {
-		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, 1, dense))
+	big := &sketch.State{Count: 1}
+	for i := range 3000 {
+		big.AddVotes(sketch.VoteKey("poll", fmt.Sprintf("answer number %d with a long text", i)), 1)
 	}
-	ok := sketch.Minute{Series: s, Minute: baseMinute, State: dense}
+	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1", Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 1, big)}}
+	ok := sketch.Minute{Series: s, Minute: baseMinute, State: newState(7, 10, 200, 10)}
 	err := w.Write(ctx, []sketch.Minute{ok}, []ContribPoint{p})
 	var tooLarge *PointTooLargeError
 	var perr *PermanentError
 	if !errors.As(err, &tooLarge) || !errors.As(err, &perr) {
-		t.Fatalf("Write of a 3-dense-HLL contribution point = %v, want *PointTooLargeError inside *PermanentError", err)
+		t.Fatalf("Write of an oversized contribution = %v, want *PointTooLargeError inside *PermanentError", err)
 	}
-	if tooLarge.Field != FieldContribs || tooLarge.Size <= MaxStringField || tooLarge.Contribs != 3 || tooLarge.Agent != "edge-1" {
+	if tooLarge.Field != FieldContribs || tooLarge.Size <= MaxStringField || tooLarge.Contribs != 1 || tooLarge.Agent != "edge-1" {
 		t.Fatalf("PointTooLargeError = %+v", tooLarge)
 	}
 	if st := w.Stats(); st.Requests != 0 {
 		t.Fatalf("Stats = %+v, want no request sent", st)
 	}
-	// Nothing of the call was written; two contributions fit.
-	if n := countPoints(t, ctx, r, MeasurementMinute, "huge"); n != 0 {
-		t.Fatalf("%d points written by a refused call, want 0", n)
+	refused, err := w.WriteIsolating(ctx, []sketch.Minute{ok}, []ContribPoint{p})
+	if err != nil || len(refused) != 1 || refused[0].Reason != ReasonTooLarge || refused[0].Agent != "edge-1" || refused[0].Key() != (sketch.Key{Series: s, Minute: baseMinute}) {
+		t.Fatalf("WriteIsolating = %+v, %v; want the contribution point refused as too_large", refused, err)
 	}
-	p.Contribs = p.Contribs[:2]
-	if err := w.Write(ctx, []sketch.Minute{ok}, []ContribPoint{p}); err != nil {
-		t.Fatalf("Write of 2 dense contributions: %v", err)
+	if n := countPoints(t, ctx, r, MeasurementMinute, "huge"); n != 1 {
+		t.Fatalf("%d merged points written, want the 1 that fits", n)
 	}
+}
+
+// testContributionsSplitIntoParts: however many dense contributions one
+// agent has in a series-minute, they are written (as parts) and read
+// back whole.
+func testContributionsSplitIntoParts(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	s := series("parts", "google", "DE", "eu")
+	dense := newState(7, 10, 20000, 10) // dense HLL: 21.9 KB of base64 each
+	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1", Node: "agg-1"}
+	for cid := uint64(1); cid <= 10; cid++ {
+		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, cid, dense))
+	}
+	if err := w.Write(ctx, nil, []ContribPoint{p}); err != nil {
+		t.Fatalf("Write of 10 dense contributions: %v", err)
+	}
+	got, err := r.LoadContributions(ctx, time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < 4 {
+		t.Fatalf("%d points read back; 10 dense contributions need at least 4 parts", len(got))
+	}
+	var all []wire.Contribution
+	for _, g := range got {
+		if g.Agent != "edge-1" || g.Node != "agg-1" || g.Series != s {
+			t.Fatalf("part %+v", g)
+		}
+		all = append(all, g.Contribs...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].CID < all[j].CID })
+	if !contribsEqual(all, p.Contribs) {
+		t.Fatalf("parts hold %d contributions, not the 10 written", len(all))
+	}
+}
+
+// testIsolatesRefusedPoints: points the server refuses for good (older
+// than the retention policy keeps, a field of another type) are returned
+// as refusals and every other point is written.
+func testIsolatesRefusedPoints(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	cfg := b.bucket(t)
+	srv := sharedServer(t)
+	db := strings.SplitN(cfg.Bucket, "/", 2)[0]
+	if err := srv.CreateRetentionPolicy(ctx, db, "hour", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Bucket = db + "/hour"
+	w, r := newPair(t, cfg)
+	now := time.Now().Truncate(time.Minute).Unix()
+	var minutes []sketch.Minute
+	for i := range 40 {
+		minutes = append(minutes, sketch.Minute{Series: series("iso", fmt.Sprintf("src-%d", i), "DE", "eu"), Minute: now - 120, State: &sketch.State{Count: uint64(i + 1)}})
+	}
+	old := []int{3, 17, 29}
+	for _, i := range old {
+		minutes[i].Minute = now - 3*3600 // beyond the hour the policy keeps
+	}
+	refused, err := w.WriteIsolating(ctx, minutes, nil)
+	if err != nil {
+		t.Fatalf("WriteIsolating: %v", err)
+	}
+	reasons := map[string]string{}
+	for _, rf := range refused {
+		reasons[rf.Series.Source] = rf.Reason
+	}
+	want := map[string]string{"src-3": ReasonRetention, "src-17": ReasonRetention, "src-29": ReasonRetention}
+	if !reflect.DeepEqual(reasons, want) {
+		t.Fatalf("refused %v, want %v", reasons, want)
+	}
+	if n := countPoints(t, ctx, r, MeasurementMinute, "iso"); n != 40-3 {
+		t.Fatalf("%d points stored, want the 37 accepted", n)
+	}
+
+	// A field of another type: in one shard (a week of the default
+	// policy), "count" was first written as a float; a minute of another
+	// week is unaffected.
+	w2, r2 := newPair(t, b.bucket(t))
+	conflict := series("iso2", "conflict", "DE", "eu")
+	weekLater := baseMinute + 7*24*3600
+	if err := w2.api.WriteRecord(ctx, fmt.Sprintf("tally,campaign=iso2,country=DE,device=(none),medium=(none),region=eu,source=other,type=(none) count=1.5 %d\n", weekLater)); err != nil {
+		t.Fatal(err)
+	}
+	refused, err = w2.WriteIsolating(ctx, []sketch.Minute{
+		{Series: series("iso2", "fine", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}},
+		{Series: conflict, Minute: weekLater, State: &sketch.State{Count: 2}},
+	}, nil)
+	if err != nil || len(refused) != 1 || refused[0].Series != conflict || refused[0].Reason != ReasonFieldConflict {
+		t.Fatalf("WriteIsolating = %+v, %v; want the conflicting minute refused", refused, err)
+	}
+	got, err := r2.QueryMinutes(ctx, MinuteQuery{Campaign: "iso2", Source: "fine", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+	if err != nil || len(got) != 1 || got[0].State.Count != 1 {
+		t.Fatalf("the fine minute reads back as %+v, %v", got, err)
+	}
+}
+
+// testReadsFormat1Points: tally_contrib points written by the first
+// release (no format field, no part tag; testdata/points_v1.lp) load
+// like today's, and today's encoding of the same point is pinned in
+// testdata/points_v2.lp.
+func testReadsFormat1Points(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	v1, err := os.ReadFile("testdata/points_v1.lp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.api.WriteRecord(ctx, string(v1)); err != nil {
+		t.Fatal(err)
+	}
+	want := goldenContribPoint()
+	got, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("LoadContributions = %+v, %v", got, err)
+	}
+	if g := got[0]; g.Series != want.Series || g.Agent != want.Agent || g.Node != want.Node || !contribsEqual(g.Contribs, want.Contribs) {
+		t.Fatalf("format-1 point read as %+v, want %+v", g, want)
+	}
+	line, err := appendContrib(nil, &want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *updateGolden {
+		if err := os.WriteFile("testdata/points_v2.lp", line, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pinned, err := os.ReadFile("testdata/points_v2.lp")
+	if err != nil || !bytes.Equal(line, pinned) {
+		t.Fatalf("format-2 line differs from testdata/points_v2.lp (%v): a format change must bump ContribFormat\n%s", err, line)
+	}
+	if err := w.api.WriteRecord(ctx, string(line)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0)); err != nil || len(got) != 1 || !contribsEqual(got[0].Contribs, want.Contribs) {
+		t.Fatalf("format-2 point over the format-1 one read as %+v, %v", got, err)
+	}
+	// A format from the future is refused, not misread.
+	future := bytes.Replace(line, []byte("format=2i"), []byte("format=3i"), 1)
+	if err := w.api.WriteRecord(ctx, string(future)); err != nil {
+		t.Fatal(err)
+	}
+	var corrupt *CorruptPointError
+	if _, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0)); !errors.As(err, &corrupt) {
+		t.Fatalf("a point of format 3 loaded with err %v, want a *CorruptPointError", err)
+	}
+}
+
+// goldenContribPoint is the point of testdata/points_v1.lp.
+func goldenContribPoint() ContribPoint {
+	s := sketch.Series{Campaign: "spring", Source: "google", Medium: "cpc", Type: "click", Country: "DE", Device: "mobile", Region: "eu"}
+	st1 := &sketch.State{Count: 4}
+	st1.AddBot("crawler")
+	st1.AddVisitor(0x1111111111111111)
+	st1.AddVisitor(0x2222222222222222)
+	st2 := &sketch.State{Count: 5}
+	st2.AddVisitor(0x3333333333333333)
+	cs := []wire.Contribution{newContribution(s, 1_700_000_040, 1<<32|1, 2, st1), newContribution(s, 1_700_000_040, 2<<32|7, 1, st2)}
+	return ContribPoint{Series: s, Minute: 1_700_000_040, Agent: "edge-1", Node: "agg-1", Contribs: cs}
 }
 
 func testInvalidPoints(t *testing.T, b backend) {

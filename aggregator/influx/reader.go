@@ -175,9 +175,18 @@ func contribFromRecord(rec *query.FluxRecord) (ContribPoint, error) {
 	tags := seriesFromRecord(rec)
 	agent := valueFromTag(stringValue(rec, TagAgent))
 	where := fmt.Sprintf("tally_contrib %s minute %d agent %q", tags, minute, agent)
-	s, ok := rec.Value().(string)
+	switch f := rec.ValueByKey(FieldFormat).(type) {
+	case nil: // format 1
+	case int64:
+		if f < 1 || f > ContribFormat {
+			return ContribPoint{}, fmt.Errorf("%s: format %d; this node reads formats 1 to %d (written by a newer release?)", where, f, ContribFormat)
+		}
+	default:
+		return ContribPoint{}, fmt.Errorf("%s: format is %T, not an integer", where, f)
+	}
+	s, ok := rec.ValueByKey(FieldContribs).(string)
 	if !ok {
-		return ContribPoint{}, fmt.Errorf("%s: contribs is %T, not a string", where, rec.Value())
+		return ContribPoint{}, fmt.Errorf("%s: contribs is %T, not a string", where, rec.ValueByKey(FieldContribs))
 	}
 	cs, err := decodeContribs(s)
 	if err != nil {
