@@ -33,6 +33,8 @@ func TestBad(t *testing.T) {
 		"testdata/auth.bad.yaml": {"http.tls_cert and http.tls_key", "http.stream.buffer 5", "auth.jwt.public_key_file",
 			"tokens[0] (ops): token shorter than 16", "tokens[1]: subject bob: unknown role \"owner\"", "tokens[2]: subject carol: a viewer needs"},
 		"testdata/noauth.bad.yaml": {"auth: no tokens and no jwt key"},
+		"testdata/gossip.bad.yaml": {"gossip on \"10.0.0.5:7946\" without cluster.secret_key", "max_conns_per_peer",
+			"quic.max_decode_bytes_per_peer", "merge.quarantine_max_bytes"},
 	} {
 		_, err := Load(file)
 		if err == nil {

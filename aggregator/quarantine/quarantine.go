@@ -34,6 +34,7 @@
 package quarantine
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -347,4 +348,58 @@ func syncDir(dir string) error {
 	}
 	defer f.Close()
 	return f.Sync()
+}
+
+// Sender hands one agent's contributions to a node and returns nil once
+// the node acknowledged them as durable (a forward with ALPN tally-fwd/1).
+type Sender func(ctx context.Context, agent string, cs []wire.Contribution) error
+
+// Replay sends every record back through a node: it claims the record
+// (so no other replay takes it), sends each agent's contributions, and
+// removes the record once the node acknowledged all of them; a record
+// that fails is given back for the next replay. report, if set, is called
+// for every record with its outcome. A record the node sets aside again
+// (the cause is not fixed) comes back as a new record.
+func (d *Dir) Replay(ctx context.Context, send Sender, report func(e Entry, err error)) (replayed, failed int, err error) {
+	entries, err := d.List()
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			return replayed, failed, ctx.Err()
+		}
+		rerr := e.Err
+		if rerr == nil {
+			rerr = d.replayOne(ctx, e, send)
+		}
+		if rerr != nil {
+			failed++
+		} else {
+			replayed++
+		}
+		if report != nil {
+			report(e, rerr)
+		}
+	}
+	return replayed, failed, nil
+}
+
+func (d *Dir) replayOne(ctx context.Context, e Entry, send Sender) error {
+	claimed, err := d.Claim(e.Name)
+	if err != nil {
+		return err
+	}
+	for _, ac := range e.Record.Contribs {
+		if len(ac.Contribs) == 0 {
+			continue
+		}
+		if err := send(ctx, ac.Agent, ac.Contribs); err != nil {
+			if uerr := d.Unclaim(claimed); uerr != nil {
+				return errors.Join(err, uerr)
+			}
+			return err
+		}
+	}
+	return d.Remove(claimed)
 }
