@@ -101,6 +101,10 @@ type Cluster struct {
 	done      sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
+	// lifeMu orders Leave with Close (memberlist panics on a Leave after
+	// its Shutdown); closed is set under it.
+	lifeMu sync.Mutex
+	closed bool
 }
 
 // Start creates this node's membership and, in the background, joins the
@@ -439,10 +443,12 @@ func (c *Cluster) Broadcast(msg []byte) error {
 // Leave tells the others this node is going (they move its campaigns at
 // once instead of after failure detection) and stops gossip.
 func (c *Cluster) Leave(timeout time.Duration) error {
-	if c.ml() == nil {
-		return c.Close()
+	var err error
+	c.lifeMu.Lock()
+	if ml := c.ml(); ml != nil && !c.closed {
+		err = ml.Leave(timeout)
 	}
-	err := c.ml().Leave(timeout)
+	c.lifeMu.Unlock()
 	return errors.Join(err, c.Close())
 }
 
@@ -496,6 +502,9 @@ func loopback(host string) bool {
 // call returns once gossip has stopped.
 func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() {
+		c.lifeMu.Lock()
+		c.closed = true
+		c.lifeMu.Unlock()
 		close(c.stop)
 		c.done.Wait()
 		if ml := c.ml(); ml != nil {
