@@ -373,6 +373,10 @@ func (s *Server) CreateRetentionPolicy(ctx context.Context, db, rp string, durat
 	return s.exec(ctx, q)
 }
 
+// Exec runs one InfluxQL statement (ALTER RETENTION POLICY, DROP ...)
+// and returns the server's error, if any.
+func (s *Server) Exec(ctx context.Context, statement string) error { return s.exec(ctx, statement) }
+
 // exec runs one InfluxQL statement through POST /query.
 func (s *Server) exec(ctx context.Context, q string) error {
 	form := url.Values{"q": {q}}
