@@ -285,18 +285,21 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	case err := <-quicErr:
 		runErr = fmt.Errorf("quic server: %w", err)
 	}
-	logger.Info("shutting down: stop QUIC, stop HTTP, write what is merged, leave the cluster")
+	// /readyz answers 503 from here on, and goes on answering while what
+	// is merged is written, so a balancer sees the node leave.
+	logger.Info("shutting down: stop QUIC, write what is merged, stop HTTP, leave the cluster")
+	pipe.Stop()
 	stopQUIC()
 	qsrv.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = hsrv.Shutdown(sctx)
-	cancel()
 	stopPipe()
 	pipeWG.Wait()
 	if err := <-writeErr; err != nil {
 		runErr = errors.Join(runErr, err)
 	}
 	fanout.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = hsrv.Shutdown(sctx)
+	cancel()
 	// Leave only now: the new owners rebuild from what was just written.
 	if err := cl.Leave(5 * time.Second); err != nil {
 		logger.Warn("leaving the cluster gracefully failed; the others will detect it", "err", err)

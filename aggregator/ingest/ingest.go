@@ -155,6 +155,7 @@ type Pipeline struct {
 	mu sync.Mutex
 
 	ready      atomic.Bool
+	stopping   atomic.Bool
 	brokenOnce sync.Once
 	broken     chan struct{} // closed when the log breaks
 	loadKick   chan struct{} // capacity 1: "late minutes are pending"
@@ -269,17 +270,24 @@ func (p *Pipeline) noteBroken() {
 	})
 }
 
-// Ready reports whether the pipeline takes batches: recovered, and its
-// log not broken.
+// Ready reports whether the pipeline takes batches: recovered, not
+// stopping, and its log not broken.
 func (p *Pipeline) Ready() error {
 	if err := p.wal.Broken(); err != nil {
 		return fmt.Errorf("write-ahead log broken (the node is stopping): %w", err)
+	}
+	if p.stopping.Load() {
+		return errors.New("stopping: writing what is merged")
 	}
 	if !p.ready.Load() {
 		return errors.New("rebuilding open minutes")
 	}
 	return nil
 }
+
+// Stop makes the pipeline answer every batch busy from now on: the node
+// is shutting down.
+func (p *Pipeline) Stop() { p.stopping.Store(true) }
 
 // LoadHealth returns the last error of loading late minutes, or nil once
 // a load succeeded since.

@@ -25,6 +25,9 @@ type AggregatorOptions struct {
 	Seeds      []string
 	// Extra is YAML appended to the file as is.
 	Extra string
+	// QUICExtra is YAML added to the quic: section (indented by two
+	// spaces), for listener limits the options do not cover.
+	QUICExtra string
 	// AdminToken is the API's admin bearer token; default
 	// DefaultAdminToken.
 	AdminToken string
@@ -61,6 +64,9 @@ quic:
   ca: {{.CertsDir}}/ca.pem
   cert: {{.CertsDir}}/{{.Name}}.pem
   key: {{.CertsDir}}/{{.Name}}-key.pem
+{{- range .QUICLines}}
+  {{.}}
+{{- end}}
 http:
   listen: {{.HTTPAddr}}
 influx:
@@ -119,10 +125,17 @@ func WriteAggregatorConfig(path string, o AggregatorOptions) error {
 	if o.AdminToken == "" {
 		o.AdminToken = DefaultAdminToken
 	}
+	var quicLines []string
+	for _, l := range strings.Split(strings.TrimSpace(o.QUICExtra), "\n") {
+		if l != "" {
+			quicLines = append(quicLines, l)
+		}
+	}
 	data := struct {
 		AggregatorOptions
-		SeedList string
-	}{o, strings.Join(o.Seeds, ", ")}
+		SeedList  string
+		QUICLines []string
+	}{o, strings.Join(o.Seeds, ", "), quicLines}
 	return writeTmpl(path, aggregatorTmpl, data)
 }
 
