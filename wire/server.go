@@ -16,6 +16,13 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
+// Receive windows of server connections: enough for a sender on a
+// 100 ms path to keep about 300 Mbit/s in flight on one connection.
+const (
+	maxStreamReceiveWindow = 2 << 20
+	maxConnReceiveWindow   = 4 << 20
+)
+
 // ErrServerClosed is returned by Serve after Close, and by Serve on a
 // server that was already closed.
 var ErrServerClosed = errors.New("wire: server closed")
@@ -211,6 +218,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			MaxIdleTimeout:        cfg.IdleTimeout,
 			MaxIncomingStreams:    int64(cfg.MaxStreamsPerConn),
 			MaxIncomingUniStreams: -1,
+			// What a connection may have in flight but unread is bounded
+			// by its receive windows: streams that wait for a slot or for
+			// decode room hold at most this much in quic-go's buffers
+			// (the defaults grow to 15 MiB per connection).
+			MaxStreamReceiveWindow:     maxStreamReceiveWindow,
+			MaxConnectionReceiveWindow: maxConnReceiveWindow,
 		},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

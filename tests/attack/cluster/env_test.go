@@ -81,6 +81,10 @@ type aggNodeOptions struct {
 	DataDir string
 	// NoWait returns without waiting for /readyz.
 	NoWait bool
+	// Env is added to the node's environment.
+	Env []string
+	// InfluxURL overrides the InfluxDB the node writes to (a proxy).
+	InfluxURL string
 }
 
 // aggStart writes a node's config and starts it.
@@ -100,6 +104,9 @@ func (e *aggEnv) aggStart(name string, o aggNodeOptions) *aggNode {
 	if o.DataDir != "" {
 		opts.DataDir = o.DataDir
 	}
+	if o.InfluxURL != "" {
+		opts.InfluxURL = o.InfluxURL
+	}
 	if o.Cluster {
 		n.gossip = fmt.Sprintf("127.0.0.1:%d", tcp[1])
 		e.seeds = append(e.seeds, n.gossip)
@@ -115,7 +122,7 @@ func (e *aggEnv) aggStart(name string, o aggNodeOptions) *aggNode {
 		args = append(append(o.Wrap[1:], bin), args...)
 		bin = o.Wrap[0]
 	}
-	n.proc = &harness.Proc{Name: name, Bin: bin, Args: args, LogPath: filepath.Join(e.dir, name+".log")}
+	n.proc = &harness.Proc{Name: name, Bin: bin, Args: args, LogPath: filepath.Join(e.dir, name+".log"), Env: o.Env}
 	e.nodes = append(e.nodes, n)
 	if err := n.proc.Start(); err != nil {
 		e.t.Fatal(err)
