@@ -247,24 +247,39 @@ func (w *Writer) Round(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	// Writing and handing over go on at once: an owner waiting for its
+	// contributions should not wait for this node's storage writes.
+	var (
+		errs   []error
+		errsMu sync.Mutex
+		wg     sync.WaitGroup
+	)
+	fail := func(err error) {
+		errsMu.Lock()
+		errs = append(errs, err)
+		errsMu.Unlock()
+	}
 	if sn.Len() > 0 {
 		owned := sn.Subset(func(k sketch.Key) bool { return isOwned(k.Series.Campaign) })
+		foreign := sn.Subset(func(k sketch.Key) bool { return !isOwned(k.Series.Campaign) })
+		if foreign.Len() > 0 {
+			wg.Go(func() {
+				if err := w.handOver(ctx, foreign, func(c string) string {
+					ownMu.Lock()
+					defer ownMu.Unlock()
+					addr, _ := own.owner(c)
+					return addr
+				}); err != nil {
+					fail(err)
+				}
+			})
+		}
 		if owned.Len() > 0 {
 			if err := w.write(ctx, owned); err != nil {
-				errs = append(errs, err)
+				fail(err)
 			}
 		}
-		if foreign := sn.Subset(func(k sketch.Key) bool { return !isOwned(k.Series.Campaign) }); foreign.Len() > 0 {
-			if err := w.handOver(ctx, foreign, func(c string) string {
-				ownMu.Lock()
-				defer ownMu.Unlock()
-				addr, _ := own.owner(c)
-				return addr
-			}); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		wg.Wait()
 	}
 	if err := src.Release(at); err != nil {
 		w.log.Warn("releasing write-ahead log segments failed; retrying next round", "reason", "wal_release_failed", "err", err)
