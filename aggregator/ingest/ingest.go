@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -184,6 +185,10 @@ func Open(cfg Config, storage Storage, reg prometheus.Registerer, logger *slog.L
 	}
 	cfg.setDefaults()
 	logger = logger.With("component", "ingest")
+	// The data directory holds every agent's batches: the node's user only.
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
 	log, dropped, err := wal.Open(filepath.Join(cfg.Dir, "wal"), wal.Options{MaxBytes: cfg.WALMaxBytes})
 	if err != nil {
 		return nil, err
