@@ -28,8 +28,9 @@ type aggEnv struct {
 	dir    string
 	certs  string
 	influx *influxtest.Server
-	// bucket is the bucket the nodes write to (default the server's).
-	bucket string
+	// db is the test's database; bucket the bucket the nodes write to
+	// (default db and the server's retention policy).
+	db, bucket string
 	seeds  []string
 	nodes  []*aggNode
 }
@@ -49,8 +50,14 @@ func aggNewEnv(t *testing.T, opts influxtest.Options, agents, nodes []string) *a
 		t.Skip("attack suite: needs InfluxDB and built binaries")
 	}
 	e := &aggEnv{t: t, dir: t.TempDir()}
-	e.influx = influxtest.StartWith(t, opts)
-	e.bucket = e.influx.Bucket()
+	if opts == (influxtest.Options{}) {
+		// Most attacks share one influxd, each in a database of its own.
+		e.influx, e.db = aggSharedDatabase(t)
+	} else {
+		e.influx = influxtest.StartWith(t, opts)
+		e.db = e.influx.Database()
+	}
+	e.bucket = e.db + "/" + e.influx.RetentionPolicy()
 	e.certs = filepath.Join(e.dir, "certs")
 	if _, err := pki.GenerateDev(e.certs, pki.DevOptions{Agents: agents, Aggregators: nodes}); err != nil {
 		t.Fatal(err)
@@ -66,6 +73,34 @@ func aggNewEnv(t *testing.T, opts influxtest.Options, agents, nodes []string) *a
 		}
 	})
 	return e
+}
+
+// aggShared is the influxd most tests share.
+var aggShared struct {
+	once sync.Once
+	srv  *influxtest.Server
+	err  error
+	dbs  atomic.Int64
+}
+
+// aggSharedDatabase returns the shared influxd and a new database on it.
+func aggSharedDatabase(t *testing.T) (*influxtest.Server, string) {
+	t.Helper()
+	aggShared.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		aggShared.srv, aggShared.err = influxtest.Launch(ctx, influxtest.Options{})
+	})
+	if aggShared.err != nil {
+		t.Fatalf("influxtest: %v", aggShared.err)
+	}
+	db := fmt.Sprintf("attack%d", aggShared.dbs.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := aggShared.srv.CreateDatabase(ctx, db, aggShared.srv.RetentionPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	return aggShared.srv, db
 }
 
 // aggNodeOptions shape one node.

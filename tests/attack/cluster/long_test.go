@@ -54,10 +54,10 @@ func TestAggMixedAttacksLong(t *testing.T) {
 	e := aggNewEnv(t, influxtest.Options{}, agents, []string{"agg-1", "agg-2", "agg-3"})
 	ctx, cancel := context.WithTimeout(context.Background(), duration+10*time.Minute)
 	defer cancel()
-	if err := e.influx.CreateRetentionPolicy(ctx, e.influx.Database(), "day", 24*time.Hour); err != nil {
+	if err := e.influx.CreateRetentionPolicy(ctx, e.db, "day", 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	e.bucket = e.influx.Database() + "/day"
+	e.bucket = e.db + "/day"
 	var nodes []*aggNode
 	for _, name := range []string{"agg-1", "agg-2", "agg-3"} {
 		nodes = append(nodes, e.aggStart(name, aggNodeOptions{Cluster: true}))
@@ -217,7 +217,7 @@ func TestAggMixedAttacksLong(t *testing.T) {
 	}
 
 	// The operator keeps a week; every node replays its quarantine.
-	if err := e.influx.Exec(ctx, fmt.Sprintf("ALTER RETENTION POLICY day ON %s DURATION 168h", e.influx.Database())); err != nil {
+	if err := e.influx.Exec(ctx, fmt.Sprintf("ALTER RETENTION POLICY day ON %s DURATION 168h", e.db)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second) // the last rounds' refusals reach the quarantines

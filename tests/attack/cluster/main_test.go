@@ -30,7 +30,11 @@ func TestMain(m *testing.M) {
 	}
 	if dir := os.Getenv("TALLY_ATTACK_BIN"); dir != "" {
 		aggBinDir = dir
-		os.Exit(m.Run())
+		code := m.Run()
+		if aggShared.srv != nil {
+			_ = aggShared.srv.Close()
+		}
+		os.Exit(code)
 	}
 	dir, err := os.MkdirTemp("", "tally-attack-bin-")
 	if err != nil {
@@ -46,5 +50,10 @@ func TestMain(m *testing.M) {
 	aggBinDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
+	if aggShared.srv != nil {
+		if err := aggShared.srv.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "close shared influxd:", err)
+		}
+	}
 	os.Exit(code)
 }

@@ -102,10 +102,10 @@ func TestAggPointsBeyondRetention(t *testing.T) {
 	e := aggNewEnv(t, influxtest.Options{}, []string{"attacker", "legit"}, []string{"agg-1"})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := e.influx.CreateRetentionPolicy(ctx, e.influx.Database(), "hour", time.Hour); err != nil {
+	if err := e.influx.CreateRetentionPolicy(ctx, e.db, "hour", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	e.bucket = e.influx.Database() + "/hour"
+	e.bucket = e.db + "/hour"
 	n := e.aggStart("agg-1", aggNodeOptions{})
 	c := e.aggClient("attacker", n, wire.ALPN)
 	old := time.Now().Add(-3 * time.Hour).Truncate(time.Minute).Unix()
@@ -130,7 +130,7 @@ func TestAggPointsBeyondRetention(t *testing.T) {
 	}
 
 	// The operator keeps a week; the replay stores the old minutes.
-	if err := e.influx.Exec(ctx, fmt.Sprintf("ALTER RETENTION POLICY hour ON %s DURATION 1000h", e.influx.Database())); err != nil {
+	if err := e.influx.Exec(ctx, fmt.Sprintf("ALTER RETENTION POLICY hour ON %s DURATION 1000h", e.db)); err != nil {
 		t.Fatal(err)
 	}
 	out, err = exec.Command(filepath.Join(aggBinDir, "tally-aggregator"), "quarantine", "replay", "-config", n.cfgPath).CombinedOutput()
