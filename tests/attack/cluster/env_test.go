@@ -31,8 +31,8 @@ type aggEnv struct {
 	// db is the test's database; bucket the bucket the nodes write to
 	// (default db and the server's retention policy).
 	db, bucket string
-	seeds  []string
-	nodes  []*aggNode
+	seeds      []string
+	nodes      []*aggNode
 }
 
 // aggNode is one tally-aggregator process.
