@@ -27,7 +27,7 @@ type owner struct {
 	batches  int
 	now      atomic.Int64
 	peak     atomic.Int64
-	status   func(b *wire.Batch) wire.AckStatus
+	status   atomic.Pointer[func(b *wire.Batch) wire.AckStatus]
 	maxBatch int
 }
 
@@ -42,8 +42,8 @@ func (o *owner) HandleBatch(_ context.Context, p wire.Peer, b *wire.Batch) wire.
 	}
 	time.Sleep(100 * time.Millisecond) // a slow fsync: batches overlap if they are pipelined
 	st := wire.AckOK
-	if o.status != nil {
-		st = o.status(b)
+	if f := o.status.Load(); f != nil {
+		st = (*f)(b)
 	}
 	if st == wire.AckOK {
 		o.mu.Lock()
@@ -149,17 +149,18 @@ func TestForwardFailsUnlessAcknowledged(t *testing.T) {
 	e := newEnv(t)
 	for _, st := range []wire.AckStatus{wire.AckBusy, wire.AckRejected} {
 		var n atomic.Int64
-		e.own.status = func(*wire.Batch) wire.AckStatus {
+		f := func(*wire.Batch) wire.AckStatus {
 			if n.Add(1) == 2 {
 				return st
 			}
 			return wire.AckOK
 		}
+		e.own.status.Store(&f)
 		if err := e.fwd.Forward(context.Background(), e.addr, "edge", contributions(3*MaxContribsPerBatch, 0)); err == nil {
 			t.Fatalf("Forward succeeded although a batch was answered %s", st)
 		}
 	}
-	e.own.status = nil
+	e.own.status.Store(nil)
 	e.srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
