@@ -574,15 +574,6 @@ func (s *Store) Evict(before time.Time) int {
 	return n
 }
 
-// MaxEvictedMinute returns the latest minute ever evicted (0 if none).
-// A minute at or before it that is not in memory may have state in
-// storage that must be loaded before new data is merged into it.
-func (s *Store) MaxEvictedMinute() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.maxEvicted
-}
-
 // Stats returns a snapshot of the counters.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
