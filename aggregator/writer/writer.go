@@ -117,7 +117,7 @@ type Writer struct {
 	storageErr     atomic.Pointer[string]
 	quarantineErr  atomic.Pointer[string]
 	lastWrite      atomic.Int64
-	quarantineSeen atomic.Int64 // records the quarantine held at the last check
+	failedRounds   int // consecutive failed rounds of Run, for its log
 
 	m writerMetrics
 }
@@ -195,10 +195,20 @@ func (w *Writer) Run(ctx context.Context, drainTimeout time.Duration) error {
 			return nil
 		case <-t.C:
 			rctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
-			if err := w.Round(rctx); err != nil && ctx.Err() == nil {
-				w.log.Warn("write round incomplete; the write-ahead log holds the rest, next round retries", "reason", "write_round_failed", "err", err)
-			}
+			err := w.Round(rctx)
 			cancel()
+			switch {
+			case err != nil && ctx.Err() == nil:
+				// The first failure and every thirtieth in a row: an outage
+				// of minutes must not flood the log.
+				if w.failedRounds++; w.failedRounds == 1 || w.failedRounds%30 == 0 {
+					w.log.Warn("write round incomplete; the write-ahead log holds the rest, next round retries", "reason", "write_round_failed",
+						"failed_rounds", w.failedRounds, "err", err)
+				}
+			case err == nil && w.failedRounds > 0:
+				w.log.Info("write rounds complete again", "failed_rounds", w.failedRounds)
+				w.failedRounds = 0
+			}
 			if time.Since(lastEvict) > time.Minute {
 				if n := store.Evict(time.Now().Add(-w.cfg.Lateness)); n > 0 {
 					w.log.Debug("evicted idle minutes", "minutes", n)
@@ -313,6 +323,7 @@ func (w *Writer) write(ctx context.Context, sn *merge.Snapshot) error {
 	held := map[sketch.Key]bool{}
 	var qerr error
 	seen := map[sketch.Key]bool{}
+	reasons := map[string]int{}
 	for _, rf := range refused {
 		k := rf.Key()
 		if seen[k] {
@@ -322,7 +333,14 @@ func (w *Writer) write(ctx context.Context, sn *merge.Snapshot) error {
 		if err := w.setAside(store, rf); err != nil {
 			held[k] = true
 			qerr = err
+			continue
 		}
+		reasons[rf.Reason]++
+	}
+	if n := len(seen) - len(held); n > 0 {
+		// One line per round, however many were refused.
+		w.log.Warn("InfluxDB refused points for good; their series-minutes are in the quarantine (tally-aggregator quarantine list)",
+			"reason", "quarantined", "series_minutes", n, "refusals", reasons, "first", refused[0].Err)
 	}
 	if qerr != nil {
 		msg := qerr.Error()
@@ -365,9 +383,8 @@ func (w *Writer) setAside(store *merge.Store, rf influx.Refusal) error {
 		return fmt.Errorf("set aside %s minute %d: %w", k.Series, k.Minute, err)
 	}
 	w.m.quarantined.WithLabelValues(rf.Reason).Inc()
-	w.log.Warn("InfluxDB refused a point for good; its series-minute is in the quarantine", "reason", "quarantined",
-		"refusal", rf.Reason, "measurement", rf.Measurement, "campaign", k.Series.Campaign, "minute", k.Minute, "record", name,
-		"events", rec.Count())
+	w.log.Debug("series-minute set aside", "refusal", rf.Reason, "measurement", rf.Measurement, "campaign", k.Series.Campaign,
+		"minute", k.Minute, "record", name, "events", rec.Count())
 	return nil
 }
 
