@@ -772,11 +772,14 @@ func testReadsFormat1Points(t *testing.T, b backend) {
 	if err := w.api.WriteRecord(ctx, string(line)); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0)); err != nil || len(got) != 1 || !contribsEqual(got[0].Contribs, want.Contribs) {
-		t.Fatalf("format-2 point over the format-1 one read as %+v, %v", got, err)
+	// The format-2 point is a series of its own beside the format-1 one
+	// (the format tag): both load, holding the same contributions.
+	got, err = r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
+	if err != nil || len(got) != 2 || !contribsEqual(got[0].Contribs, want.Contribs) || !contribsEqual(got[1].Contribs, want.Contribs) {
+		t.Fatalf("format-1 and format-2 points read as %+v, %v", got, err)
 	}
 	// A format from the future is refused, not misread.
-	future := bytes.Replace(line, []byte("format=2i"), []byte("format=3i"), 1)
+	future := bytes.Replace(line, []byte(",format=2,"), []byte(",format=3,"), 1)
 	if err := w.api.WriteRecord(ctx, string(future)); err != nil {
 		t.Fatal(err)
 	}

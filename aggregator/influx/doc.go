@@ -15,11 +15,11 @@
 // merged again).
 //
 // Measurement "tally_contrib" holds one point per (agent, series, minute,
-// node): the series tags plus agent and node; field contribs (string,
-// base64 of the msgpack of that agent's []wire.Contribution, one per CID,
-// each with its version and cumulative state), count (their sum, for
-// humans) and format (ContribFormat). Contributions that do not fit one
-// string field are split into parts (tag part). Any aggregator node
+// node): the series tags plus agent, node and format (ContribFormat);
+// field contribs (string, base64 of the msgpack of that agent's
+// []wire.Contribution, one per CID, each with its version and cumulative
+// state) and count (their sum, for humans). Contributions that do not fit
+// one string field are split into parts (tag part). Any aggregator node
 // rebuilds exact per-contribution state from it after a crash or an
 // ownership move.
 //

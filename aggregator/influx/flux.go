@@ -116,16 +116,14 @@ func minutesQuery(bucket string, q MinuteQuery) string {
 		"\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")"
 }
 
-// contribsQuery builds the loaders' Flux: the contribs and format fields
-// of tally_contrib, one row per point, optionally for a set of campaigns
-// only. Format-1 points have no format field: their rows hold null there.
+// contribsQuery builds the loaders' Flux: the contribs field of
+// tally_contrib, optionally for a set of campaigns only.
 func contribsQuery(bucket string, from, to time.Time, campaigns []string) string {
-	pred := `r._measurement == "` + MeasurementContrib + `" and (r._field == "` + FieldContribs + `" or r._field == "` + FieldFormat + `")`
+	pred := `r._measurement == "` + MeasurementContrib + `" and r._field == "` + FieldContribs + `"`
 	if len(campaigns) > 0 {
 		pred += " and " + campaignsIn(campaigns)
 	}
-	return fluxFrom(bucket, from, to, pred) +
-		"\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")"
+	return fluxFrom(bucket, from, to, pred)
 }
 
 // campaignsIn returns a predicate true for any of the campaigns: an "or"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -175,18 +176,14 @@ func contribFromRecord(rec *query.FluxRecord) (ContribPoint, error) {
 	tags := seriesFromRecord(rec)
 	agent := valueFromTag(stringValue(rec, TagAgent))
 	where := fmt.Sprintf("tally_contrib %s minute %d agent %q", tags, minute, agent)
-	switch f := rec.ValueByKey(FieldFormat).(type) {
-	case nil: // format 1
-	case int64:
-		if f < 1 || f > ContribFormat {
-			return ContribPoint{}, fmt.Errorf("%s: format %d; this node reads formats 1 to %d (written by a newer release?)", where, f, ContribFormat)
-		}
+	switch f := stringValue(rec, TagFormat); f {
+	case "", "1", strconv.Itoa(ContribFormat):
 	default:
-		return ContribPoint{}, fmt.Errorf("%s: format is %T, not an integer", where, f)
+		return ContribPoint{}, fmt.Errorf("%s: format %q; this node reads formats 1 to %d (written by a newer release?)", where, f, ContribFormat)
 	}
-	s, ok := rec.ValueByKey(FieldContribs).(string)
+	s, ok := rec.Value().(string)
 	if !ok {
-		return ContribPoint{}, fmt.Errorf("%s: contribs is %T, not a string", where, rec.ValueByKey(FieldContribs))
+		return ContribPoint{}, fmt.Errorf("%s: contribs is %T, not a string", where, rec.Value())
 	}
 	cs, err := decodeContribs(s)
 	if err != nil {

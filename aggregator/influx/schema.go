@@ -40,6 +40,11 @@ const (
 	// TagPart numbers the parts of a tally_contrib point whose
 	// contributions do not fit one string field (absent on part 0).
 	TagPart = "part"
+	// TagFormat holds a tally_contrib point's ContribFormat (absent on
+	// format 1). A tag rather than a field, so that it comes with every
+	// row of the contribs field: InfluxDB 1.8's pivot does not reliably
+	// join two fields of one point into one row.
+	TagFormat = "format"
 
 	FieldCount       = "count"
 	FieldValueMicros = "value_micros"
@@ -58,8 +63,6 @@ const (
 	FieldHLL        = "hll"
 	FieldQuantiles  = "quantiles"
 	FieldContribs   = "contribs"
-	// FieldFormat holds a tally_contrib point's ContribFormat.
-	FieldFormat = "format"
 )
 
 // NoneTag is stored for an empty dimension, because InfluxDB drops tags
@@ -188,7 +191,7 @@ func appendKey(b []byte, s string) []byte {
 
 // appendSeriesKey appends measurement and tags, in key order (InfluxDB
 // sorts them anyway; sorted input saves it the work).
-func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent, node string, part int) []byte {
+func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent, node string, part, format int) []byte {
 	b = append(b, measurement...)
 	if agent != "" {
 		b = appendTag(b, TagAgent, agent)
@@ -196,6 +199,10 @@ func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent, node 
 	b = appendTag(b, TagCampaign, s.Campaign)
 	b = appendTag(b, TagCountry, s.Country)
 	b = appendTag(b, TagDevice, s.Device)
+	if format > 0 {
+		b = append(b, ","+TagFormat+"="...)
+		b = strconv.AppendInt(b, int64(format), 10)
+	}
 	b = appendTag(b, TagMedium, s.Medium)
 	if node != "" {
 		b = appendTag(b, TagNode, node)
@@ -276,7 +283,7 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 	}
 	st := p.State
 	start := len(b)
-	b = appendSeriesKey(b, MeasurementMinute, p.Series, "", "", 0)
+	b = appendSeriesKey(b, MeasurementMinute, p.Series, "", "", 0, 0)
 	if n := len(b) - start - 1; n > MaxSeriesKey {
 		return b[:start], &PointTooLargeError{Measurement: MeasurementMinute, Series: p.Series, Minute: p.Minute, Size: n, Limit: MaxSeriesKey}
 	}
@@ -342,10 +349,13 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 }
 
 // ContribFormat is the version of the tally_contrib points Write
-// writes, stored in their "format" field. Format 1 (the first release)
-// has no format field and no part tag; format 2 adds both and keeps the
+// writes, stored in their "format" tag. Format 1 (the first release) has
+// neither a format nor a part tag; format 2 adds both and keeps the
 // contribs field as it was, so a format-1 reader still reads format-2
-// points. Readers refuse points of a format they do not know.
+// points (the extra tags are just more series to it). A point rewritten
+// after an upgrade is a new series beside its format-1 predecessor, which
+// stays as an older copy the merge ignores. Readers refuse points of a
+// format they do not know.
 const ContribFormat = 2
 
 // maxContribPayload is the most msgpack bytes one part's contribs field
@@ -419,13 +429,12 @@ func appendContribPart(b []byte, p *ContribPoint, part int, cs []wire.Contributi
 		raw = append(raw, e...)
 	}
 	start := len(b)
-	b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent, p.Node, part)
+	b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent, p.Node, part, ContribFormat)
 	if size := len(b) - start - 1; size > MaxSeriesKey {
 		return b[:start], &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent, Size: size, Limit: MaxSeriesKey}
 	}
 	f := fieldWriter{b: b, first: true}
 	f.int(FieldCount, n)
-	f.int(FieldFormat, ContribFormat)
 	f.base64(FieldContribs, raw)
 	b = f.b
 	b = append(b, ' ')

@@ -72,7 +72,7 @@ func TestAppendContribLine(t *testing.T) {
 		t.Fatalf("appendContrib: %v", err)
 	}
 	line := string(b)
-	prefix := `tally_contrib,agent=edge\ 1,campaign=c,country=(none),device=(none),medium=(none),region=eu,source=(none),type=(none) count=9i,format=2i,contribs="`
+	prefix := `tally_contrib,agent=edge\ 1,campaign=c,country=(none),device=(none),format=2,medium=(none),region=eu,source=(none),type=(none) count=9i,contribs="`
 	if !strings.HasPrefix(line, prefix) || !strings.HasSuffix(line, "\" 60\n") {
 		t.Fatalf("line = %s", line)
 	}

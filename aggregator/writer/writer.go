@@ -113,11 +113,11 @@ type Writer struct {
 	cfg Config
 	log *slog.Logger
 
-	mu             sync.Mutex // one round at a time
-	storageErr     atomic.Pointer[string]
-	quarantineErr  atomic.Pointer[string]
-	lastWrite      atomic.Int64
-	failedRounds   int // consecutive failed rounds of Run, for its log
+	mu            sync.Mutex // one round at a time
+	storageErr    atomic.Pointer[string]
+	quarantineErr atomic.Pointer[string]
+	lastWrite     atomic.Int64
+	failedRounds  int // consecutive failed rounds of Run, for its log
 
 	m writerMetrics
 }
