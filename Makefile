@@ -124,7 +124,7 @@ chaos: influxdb ## The cluster fault-injection suite at full length (60 s partit
 	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/
 
 attack: dashboard influxdb test-deps ## The adversarial suites at full length (TALLY_ATTACK=long): every attack mixed with legitimate traffic for minutes, then exactness checked.
-	TALLY_ATTACK=long TALLY_REQUIRE_BROWSER=1 $(GO) test -count=1 -timeout 30m -v ./tests/attack/...
+	TALLY_ATTACK=long TALLY_REQUIRE_BROWSER=1 $(GO) test -count=1 -timeout 40m -v ./tests/attack/...
 
 fuzz: ## Run every fuzzer (wire, sketch, anomaly replay) for FUZZTIME each (default 30s).
 	@for pkg in ./wire ./sketch ./aggregator/anomaly; do \

@@ -132,7 +132,9 @@ type Route struct {
 var ClusterRoute = Route{Method: http.MethodGet, Path: "/api/v1/cluster", Name: "cluster", Roles: []auth.Role{auth.Admin, auth.Analyst}}
 
 // New builds the API. ready reports whether the node can serve (nil when
-// it can); gatherer is exported at /metrics; assets (may be nil) is the
+// it can; an error with a Degraded() method returning true when it serves
+// but needs attention, which /readyz answers with 200 and the reason);
+// gatherer is exported at /metrics; assets (may be nil) is the
 // dashboard served at /.
 func New(cfg Config, source Source, ready func() error, reg prometheus.Registerer, gatherer prometheus.Gatherer, assets fs.FS, logger *slog.Logger) *Server {
 	if cfg.MaxWindow <= 0 {
@@ -179,6 +181,12 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 	})))
 	s.mux.Handle("GET /readyz", s.measure("readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.ready(); err != nil {
+			// A degraded node serves (200) and says why.
+			var d interface{ Degraded() bool }
+			if errors.As(err, &d) && d.Degraded() {
+				w.Write([]byte(err.Error() + "\n"))
+				return
+			}
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}

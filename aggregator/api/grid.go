@@ -33,7 +33,7 @@ type Query struct {
 // first error, which it returns. Implementations must be safe for
 // concurrent use.
 type Source interface {
-	EachMinute(ctx context.Context, q Query, fn func(kpi.Point) error) error
+	EachMinute(ctx context.Context, q Query, fn func(sketch.Minute) error) error
 }
 
 // noneKey is the group key of an empty dimension value.
@@ -105,7 +105,7 @@ func (g *grid) buckets() int {
 }
 
 // add folds one point in.
-func (g *grid) add(p kpi.Point) error {
+func (g *grid) add(p sketch.Minute) error {
 	c := cell{key: g.keyOf(p.Series)}
 	if g.step > 0 {
 		c.t = floorTo(p.Minute, g.step)

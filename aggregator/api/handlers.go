@@ -53,7 +53,7 @@ func scoped(r *http.Request, p *auth.Principal, w window, requireCampaign bool) 
 }
 
 // each runs q against the source within the query timeout.
-func (s *Server) each(ctx context.Context, q Query, fn func(kpi.Point) error) error {
+func (s *Server) each(ctx context.Context, q Query, fn func(sketch.Minute) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
 	return s.source.EachMinute(ctx, q, fn)
@@ -104,7 +104,7 @@ func (s *Server) campaigns(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	prev := map[string]*kpi.Accumulator{}
 	var curTotal, prevTotal kpi.Accumulator
 	fromSec := ceilMinute(win.From)
-	err = s.each(r.Context(), q, func(pt kpi.Point) error {
+	err = s.each(r.Context(), q, func(pt sketch.Minute) error {
 		m, total := cur, &curTotal
 		if pt.Minute < fromSec {
 			m, total = prev, &prevTotal
@@ -189,7 +189,7 @@ func (s *Server) kpis(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 		return writeJSON(w, k)
 	}
 	g := newGrid(win, 0, dimension(by), false, s.cfg.MaxPoints, pBy)
-	err = s.each(r.Context(), q, func(pt kpi.Point) error {
+	err = s.each(r.Context(), q, func(pt sketch.Minute) error {
 		if err := total.Add(pt); err != nil {
 			return err
 		}

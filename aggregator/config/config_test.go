@@ -46,6 +46,8 @@ func TestBad(t *testing.T) {
 		"testdata/apilimits.bad.yaml": {"http.metrics_listen: must differ", "http.audit_max_bytes", "http.audit_max_files 0",
 			"http.audit_refused_per_second 0", "max_queries_per_subject 8", "http.write_timeout", "http.stream.max_streams 10",
 			"links: link_ttl 48h", "secret shorter than 32 bytes"},
+		"testdata/gossip.bad.yaml": {"gossip on \"10.0.0.5:7946\" without cluster.secret_key", "max_conns_per_peer",
+			"quic.max_decode_bytes_per_peer", "merge.quarantine_max_bytes"},
 	} {
 		_, err := Load(file)
 		if err == nil {

@@ -12,14 +12,14 @@ import (
 // benchPoints returns n merged minutes of distinct series, each with a
 // clone of one of a few states of the given visitors per minute (line
 // sizes: 100 visitors ≈ 1 KB, 1000 ≈ 4.2 KB, 20000 (dense HLL) ≈ 22 KB).
-func benchPoints(n, visitors int) []MinutePoint {
+func benchPoints(n, visitors int) []sketch.Minute {
 	states := make([]*sketch.State, 8)
 	for i := range states {
 		states[i] = newState(uint64(i), 200, visitors, 20)
 	}
-	pts := make([]MinutePoint, n)
+	pts := make([]sketch.Minute, n)
 	for i := range pts {
-		pts[i] = MinutePoint{
+		pts[i] = sketch.Minute{
 			Series: sketch.Series{Campaign: fmt.Sprintf("camp-%02d", i%50), Source: fmt.Sprintf("src-%d", i/50%10),
 				Medium: "cpc", Type: "click", Country: []string{"DE", "FR", "US", "GB"}[i%4], Device: "mobile", Region: "eu-1"},
 			Minute: baseMinute + int64(60*(i/2000)),

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
+	"os"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +18,8 @@ import (
 	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
 )
+
+var updateGolden = flag.Bool("update", false, "rewrite testdata/points_v2.lp from the current encoder")
 
 // backend is one kind of InfluxDB the contract suite runs against. Today
 // that is the real InfluxDB 1.8.10 of the tests and the demo; an InfluxDB
@@ -67,6 +72,9 @@ func runContract(t *testing.T, b backend) {
 		{"SplitRequests", testSplitRequests},
 		{"MissingBucketIsPermanent", testMissingBucket},
 		{"PointTooLarge", testPointTooLarge},
+		{"ContributionsSplitIntoParts", testContributionsSplitIntoParts},
+		{"IsolatesRefusedPoints", testIsolatesRefusedPoints},
+		{"ReadsFormat1Points", testReadsFormat1Points},
 		{"InvalidPoints", testInvalidPoints},
 		{"WriteThroughOutage", testWriteThroughOutage},
 	}
@@ -119,7 +127,7 @@ func series(campaign, source, country, region string) sketch.Series {
 }
 
 // sortMinutes orders points by series then minute, for comparisons.
-func sortMinutes(ps []MinutePoint) {
+func sortMinutes(ps []sketch.Minute) {
 	sort.Slice(ps, func(i, j int) bool {
 		if a, b := ps[i].Series.String(), ps[j].Series.String(); a != b {
 			return a < b
@@ -155,7 +163,7 @@ func checkState(t *testing.T, what string, got, want *sketch.State) {
 func testMinutesRoundTrip(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i, s := range []sketch.Series{
 		series("spring", "google", "DE", "eu-1"),
 		series("spring", "google", "FR", "eu-1"),
@@ -164,11 +172,11 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	} {
 		for m := 0; m < 3; m++ {
 			visitors := 50 + 400*i // includes a large HLL
-			pts = append(pts, MinutePoint{Series: s, Minute: baseMinute + int64(60*m),
+			pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute + int64(60*m),
 				State: newState(uint64(10*i+m), 100+i*7+m, visitors, 20*m)})
 		}
 	}
-	pts = append(pts, MinutePoint{Series: series("spring", "mail", "US", "us-1"), Minute: baseMinute, State: &sketch.State{Count: 3}})
+	pts = append(pts, sketch.Minute{Series: series("spring", "mail", "US", "us-1"), Minute: baseMinute, State: &sketch.State{Count: 3}})
 	if err := w.Write(ctx, pts, nil); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
@@ -181,7 +189,7 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatalf("QueryMinutes: %v", err)
 	}
-	var want []MinutePoint
+	var want []sketch.Minute
 	for _, p := range pts {
 		if p.Series.Campaign == "spring" {
 			want = append(want, p)
@@ -200,7 +208,7 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	}
 
 	// The derived fields are there for dashboards that read InfluxDB.
-	var p MinutePoint
+	var p sketch.Minute
 	for _, c := range want {
 		if c.State.Values != nil && c.Series.Source == "" {
 			p = c
@@ -241,7 +249,7 @@ func testIdempotentOverwrite(t *testing.T, b backend) {
 	big.AddValue(sketch.ToMicros(99.5))
 	big.AddVisitor(12345)
 	for _, st := range []*sketch.State{small, big, big} { // the repeat must change nothing
-		if err := w.Write(ctx, []MinutePoint{{Series: s, Minute: baseMinute, State: st}}, nil); err != nil {
+		if err := w.Write(ctx, []sketch.Minute{{Series: s, Minute: baseMinute, State: st}}, nil); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 	}
@@ -367,12 +375,12 @@ func testFilters(t *testing.T, b backend) {
 		{Campaign: "f", Source: "", Medium: "", Type: "pageview", Country: "US", Device: "", Region: "us"},
 		{Campaign: "other", Source: "google", Medium: "cpc", Type: "click", Country: "DE", Device: "mobile", Region: "eu"},
 	}
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i, s := range all {
 		st := &sketch.State{Count: uint64(i + 1)}
 		st.AddVisitor(uint64(i+1) * 0x9e3779b97f4a7c15)
 		st.AddValue(1_500_000)
-		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: st})
+		pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute, State: st})
 	}
 	if err := w.Write(ctx, pts, nil); err != nil {
 		t.Fatalf("Write: %v", err)
@@ -438,7 +446,7 @@ func testFilters(t *testing.T, b backend) {
 	// EachMinute stops at the first error of fn and returns it as is.
 	stop := errors.New("enough")
 	calls := 0
-	err = r.EachMinute(ctx, MinuteQuery{AllCampaigns: true, From: from, To: to}, func(MinutePoint) error {
+	err = r.EachMinute(ctx, MinuteQuery{AllCampaigns: true, From: from, To: to}, func(sketch.Minute) error {
 		calls++
 		return stop
 	})
@@ -464,11 +472,11 @@ func testAwkwardTagValues(t *testing.T, b backend) {
 		`(none)`, // looks like the empty marker
 		`=starts-with-equals`,
 	}
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	var cps []ContribPoint
 	for i, c := range campaigns {
 		s := sketch.Series{Campaign: c, Source: c, Type: "click", Region: `r\`}
-		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
+		pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
 		cps = append(cps, ContribPoint{Series: s, Minute: baseMinute, Agent: "agent " + c,
 			Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 1, &sketch.State{Count: uint64(i + 1)})}})
 	}
@@ -509,7 +517,7 @@ func testAwkwardTagValues(t *testing.T, b backend) {
 func testFluxInjection(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
-	pts := []MinutePoint{
+	pts := []sketch.Minute{
 		{Series: series("victim", "google", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 7}},
 		{Series: series("secret", "google", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 9}},
 	}
@@ -556,9 +564,9 @@ func testSplitRequests(t *testing.T, b backend) {
 	cfg := b.bucket(t)
 	cfg.BatchSize = 40
 	w, r := newPair(t, cfg)
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i := 0; i < 130; i++ {
-		pts = append(pts, MinutePoint{Series: series("split", fmt.Sprintf("s%03d", i), "DE", "eu"), Minute: baseMinute,
+		pts = append(pts, sketch.Minute{Series: series("split", fmt.Sprintf("s%03d", i), "DE", "eu"), Minute: baseMinute,
 			State: newState(uint64(i), 5, 3, 1)})
 	}
 	if err := w.Write(ctx, pts, nil); err != nil {
@@ -581,7 +589,7 @@ func testMissingBucket(t *testing.T, b backend) {
 	}
 	defer w.Close()
 	start := time.Now()
-	err = w.Write(ctxT(t), []MinutePoint{{Series: series("m", "g", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}}}, nil)
+	err = w.Write(ctxT(t), []sketch.Minute{{Series: series("m", "g", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}}}, nil)
 	var perr *PermanentError
 	if !errors.As(err, &perr) {
 		t.Fatalf("Write to a missing bucket = %v, want a *PermanentError", err)
@@ -597,36 +605,201 @@ func testMissingBucket(t *testing.T, b backend) {
 	}
 }
 
+// testPointTooLarge: a single contribution whose encoding cannot fit a
+// string field (a poll minute with thousands of long answers) is refused
+// before any request; Write fails, WriteIsolating writes the rest.
 func testPointTooLarge(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
 	s := series("huge", "google", "DE", "eu")
-	dense := newState(7, 10, 20000, 10) // dense HLL: 21.9 KB of base64 each
-	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1"}
-	for cid := uint64(1); cid <= 3; cid++ {
-		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, 1, dense))
+	big := &sketch.State{Count: 1}
+	for i := range 3000 {
+		big.AddVotes(sketch.VoteKey("poll", fmt.Sprintf("answer number %d with a long text", i)), 1)
 	}
-	ok := MinutePoint{Series: s, Minute: baseMinute, State: dense}
-	err := w.Write(ctx, []MinutePoint{ok}, []ContribPoint{p})
+	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1", Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 1, big)}}
+	ok := sketch.Minute{Series: s, Minute: baseMinute, State: newState(7, 10, 200, 10)}
+	err := w.Write(ctx, []sketch.Minute{ok}, []ContribPoint{p})
 	var tooLarge *PointTooLargeError
 	var perr *PermanentError
 	if !errors.As(err, &tooLarge) || !errors.As(err, &perr) {
-		t.Fatalf("Write of a 3-dense-HLL contribution point = %v, want *PointTooLargeError inside *PermanentError", err)
+		t.Fatalf("Write of an oversized contribution = %v, want *PointTooLargeError inside *PermanentError", err)
 	}
-	if tooLarge.Field != FieldContribs || tooLarge.Size <= MaxStringField || tooLarge.Contribs != 3 || tooLarge.Agent != "edge-1" {
+	if tooLarge.Field != FieldContribs || tooLarge.Size <= MaxStringField || tooLarge.Contribs != 1 || tooLarge.Agent != "edge-1" {
 		t.Fatalf("PointTooLargeError = %+v", tooLarge)
 	}
 	if st := w.Stats(); st.Requests != 0 {
 		t.Fatalf("Stats = %+v, want no request sent", st)
 	}
-	// Nothing of the call was written; two contributions fit.
-	if n := countPoints(t, ctx, r, MeasurementMinute, "huge"); n != 0 {
-		t.Fatalf("%d points written by a refused call, want 0", n)
+	refused, err := w.WriteIsolating(ctx, []sketch.Minute{ok}, []ContribPoint{p})
+	if err != nil || len(refused) != 1 || refused[0].Reason != ReasonTooLarge || refused[0].Agent != "edge-1" || refused[0].Key() != (sketch.Key{Series: s, Minute: baseMinute}) {
+		t.Fatalf("WriteIsolating = %+v, %v; want the contribution point refused as too_large", refused, err)
 	}
-	p.Contribs = p.Contribs[:2]
-	if err := w.Write(ctx, []MinutePoint{ok}, []ContribPoint{p}); err != nil {
-		t.Fatalf("Write of 2 dense contributions: %v", err)
+	if n := countPoints(t, ctx, r, MeasurementMinute, "huge"); n != 1 {
+		t.Fatalf("%d merged points written, want the 1 that fits", n)
 	}
+}
+
+// testContributionsSplitIntoParts: however many dense contributions one
+// agent has in a series-minute, they are written (as parts) and read
+// back whole.
+func testContributionsSplitIntoParts(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	s := series("parts", "google", "DE", "eu")
+	dense := newState(7, 10, 20000, 10) // dense HLL: 21.9 KB of base64 each
+	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1", Node: "agg-1"}
+	for cid := uint64(1); cid <= 10; cid++ {
+		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, cid, dense))
+	}
+	if err := w.Write(ctx, nil, []ContribPoint{p}); err != nil {
+		t.Fatalf("Write of 10 dense contributions: %v", err)
+	}
+	got, err := r.LoadContributions(ctx, time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < 4 {
+		t.Fatalf("%d points read back; 10 dense contributions need at least 4 parts", len(got))
+	}
+	var all []wire.Contribution
+	for _, g := range got {
+		if g.Agent != "edge-1" || g.Node != "agg-1" || g.Series != s {
+			t.Fatalf("part %+v", g)
+		}
+		all = append(all, g.Contribs...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].CID < all[j].CID })
+	if !contribsEqual(all, p.Contribs) {
+		t.Fatalf("parts hold %d contributions, not the 10 written", len(all))
+	}
+}
+
+// testIsolatesRefusedPoints: points the server refuses for good (older
+// than the retention policy keeps, a field of another type) are returned
+// as refusals and every other point is written.
+func testIsolatesRefusedPoints(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	cfg := b.bucket(t)
+	srv := sharedServer(t)
+	db := strings.SplitN(cfg.Bucket, "/", 2)[0]
+	if err := srv.CreateRetentionPolicy(ctx, db, "hour", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Bucket = db + "/hour"
+	w, r := newPair(t, cfg)
+	now := time.Now().Truncate(time.Minute).Unix()
+	var minutes []sketch.Minute
+	for i := range 40 {
+		minutes = append(minutes, sketch.Minute{Series: series("iso", fmt.Sprintf("src-%d", i), "DE", "eu"), Minute: now - 120, State: &sketch.State{Count: uint64(i + 1)}})
+	}
+	old := []int{3, 17, 29}
+	for _, i := range old {
+		minutes[i].Minute = now - 3*3600 // beyond the hour the policy keeps
+	}
+	refused, err := w.WriteIsolating(ctx, minutes, nil)
+	if err != nil {
+		t.Fatalf("WriteIsolating: %v", err)
+	}
+	reasons := map[string]string{}
+	for _, rf := range refused {
+		reasons[rf.Series.Source] = rf.Reason
+	}
+	want := map[string]string{"src-3": ReasonRetention, "src-17": ReasonRetention, "src-29": ReasonRetention}
+	if !reflect.DeepEqual(reasons, want) {
+		t.Fatalf("refused %v, want %v", reasons, want)
+	}
+	if n := countPoints(t, ctx, r, MeasurementMinute, "iso"); n != 40-3 {
+		t.Fatalf("%d points stored, want the 37 accepted", n)
+	}
+
+	// A field of another type: in one shard (a week of the default
+	// policy), "count" was first written as a float; a minute of another
+	// week is unaffected.
+	w2, r2 := newPair(t, b.bucket(t))
+	conflict := series("iso2", "conflict", "DE", "eu")
+	weekLater := baseMinute + 7*24*3600
+	if err := w2.api.WriteRecord(ctx, fmt.Sprintf("tally,campaign=iso2,country=DE,device=(none),medium=(none),region=eu,source=other,type=(none) count=1.5 %d\n", weekLater)); err != nil {
+		t.Fatal(err)
+	}
+	refused, err = w2.WriteIsolating(ctx, []sketch.Minute{
+		{Series: series("iso2", "fine", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}},
+		{Series: conflict, Minute: weekLater, State: &sketch.State{Count: 2}},
+	}, nil)
+	if err != nil || len(refused) != 1 || refused[0].Series != conflict || refused[0].Reason != ReasonFieldConflict {
+		t.Fatalf("WriteIsolating = %+v, %v; want the conflicting minute refused", refused, err)
+	}
+	got, err := r2.QueryMinutes(ctx, MinuteQuery{Campaign: "iso2", Source: "fine", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+	if err != nil || len(got) != 1 || got[0].State.Count != 1 {
+		t.Fatalf("the fine minute reads back as %+v, %v", got, err)
+	}
+}
+
+// testReadsFormat1Points: tally_contrib points written by the first
+// release (no format field, no part tag; testdata/points_v1.lp) load
+// like today's, and today's encoding of the same point is pinned in
+// testdata/points_v2.lp.
+func testReadsFormat1Points(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	v1, err := os.ReadFile("testdata/points_v1.lp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.api.WriteRecord(ctx, string(v1)); err != nil {
+		t.Fatal(err)
+	}
+	want := goldenContribPoint()
+	got, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("LoadContributions = %+v, %v", got, err)
+	}
+	if g := got[0]; g.Series != want.Series || g.Agent != want.Agent || g.Node != want.Node || !contribsEqual(g.Contribs, want.Contribs) {
+		t.Fatalf("format-1 point read as %+v, want %+v", g, want)
+	}
+	line, err := appendContrib(nil, &want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *updateGolden {
+		if err := os.WriteFile("testdata/points_v2.lp", line, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pinned, err := os.ReadFile("testdata/points_v2.lp")
+	if err != nil || !bytes.Equal(line, pinned) {
+		t.Fatalf("format-2 line differs from testdata/points_v2.lp (%v): a format change must bump ContribFormat\n%s", err, line)
+	}
+	if err := w.api.WriteRecord(ctx, string(line)); err != nil {
+		t.Fatal(err)
+	}
+	// The format-2 point is a series of its own beside the format-1 one
+	// (the format tag): both load, holding the same contributions.
+	got, err = r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
+	if err != nil || len(got) != 2 || !contribsEqual(got[0].Contribs, want.Contribs) || !contribsEqual(got[1].Contribs, want.Contribs) {
+		t.Fatalf("format-1 and format-2 points read as %+v, %v", got, err)
+	}
+	// A format from the future is refused, not misread.
+	future := bytes.Replace(line, []byte(",format=2,"), []byte(",format=3,"), 1)
+	if err := w.api.WriteRecord(ctx, string(future)); err != nil {
+		t.Fatal(err)
+	}
+	var corrupt *CorruptPointError
+	if _, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0)); !errors.As(err, &corrupt) {
+		t.Fatalf("a point of format 3 loaded with err %v, want a *CorruptPointError", err)
+	}
+}
+
+// goldenContribPoint is the point of testdata/points_v1.lp.
+func goldenContribPoint() ContribPoint {
+	s := sketch.Series{Campaign: "spring", Source: "google", Medium: "cpc", Type: "click", Country: "DE", Device: "mobile", Region: "eu"}
+	st1 := &sketch.State{Count: 4}
+	st1.AddBot("crawler")
+	st1.AddVisitor(0x1111111111111111)
+	st1.AddVisitor(0x2222222222222222)
+	st2 := &sketch.State{Count: 5}
+	st2.AddVisitor(0x3333333333333333)
+	cs := []wire.Contribution{newContribution(s, 1_700_000_040, 1<<32|1, 2, st1), newContribution(s, 1_700_000_040, 2<<32|7, 1, st2)}
+	return ContribPoint{Series: s, Minute: 1_700_000_040, Agent: "edge-1", Node: "agg-1", Contribs: cs}
 }
 
 func testInvalidPoints(t *testing.T, b backend) {
@@ -635,7 +808,7 @@ func testInvalidPoints(t *testing.T, b backend) {
 	other := series("bad", "other", "DE", "eu")
 	for name, call := range map[string]func() error{
 		"nil state": func() error {
-			return w.Write(ctxT(t), []MinutePoint{{Series: s, Minute: baseMinute}}, nil)
+			return w.Write(ctxT(t), []sketch.Minute{{Series: s, Minute: baseMinute}}, nil)
 		},
 		"no agent": func() error {
 			return w.Write(ctxT(t), nil, []ContribPoint{{Series: s, Minute: baseMinute,
@@ -671,7 +844,7 @@ func testWriteThroughOutage(t *testing.T, b backend) {
 	cfg.RetryInitial, cfg.RetryMax, cfg.Timeout = 50*time.Millisecond, 400*time.Millisecond, 5*time.Second
 	w, r := newPair(t, cfg)
 	s := series("outage", "google", "DE", "eu")
-	pts := []MinutePoint{{Series: s, Minute: baseMinute, State: newState(3, 42, 100, 10)}}
+	pts := []sketch.Minute{{Series: s, Minute: baseMinute, State: newState(3, 42, 100, 10)}}
 	cps := []ContribPoint{{Series: s, Minute: baseMinute, Agent: "edge-1",
 		Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 9, pts[0].State)}}}
 	// Warm a keep-alive connection, so the outage also kills one in use.

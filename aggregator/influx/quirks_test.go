@@ -34,7 +34,7 @@ func TestInfluxDB18Quirks(t *testing.T) {
 
 	t.Run("range stop is inclusive", func(t *testing.T) {
 		w, r := newPair(t, cfg)
-		pts := []MinutePoint{
+		pts := []sketch.Minute{
 			{Series: sketch.Series{Campaign: "q"}, Minute: baseMinute, State: &sketch.State{Count: 1}},
 			{Series: sketch.Series{Campaign: "q"}, Minute: baseMinute + 60, State: &sketch.State{Count: 2}},
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -175,6 +176,11 @@ func contribFromRecord(rec *query.FluxRecord) (ContribPoint, error) {
 	tags := seriesFromRecord(rec)
 	agent := valueFromTag(stringValue(rec, TagAgent))
 	where := fmt.Sprintf("tally_contrib %s minute %d agent %q", tags, minute, agent)
+	switch f := stringValue(rec, TagFormat); f {
+	case "", "1", strconv.Itoa(ContribFormat):
+	default:
+		return ContribPoint{}, fmt.Errorf("%s: format %q; this node reads formats 1 to %d (written by a newer release?)", where, f, ContribFormat)
+	}
 	s, ok := rec.Value().(string)
 	if !ok {
 		return ContribPoint{}, fmt.Errorf("%s: contribs is %T, not a string", where, rec.Value())
@@ -212,9 +218,9 @@ func storedSeries(s sketch.Series) sketch.Series {
 //
 // A point that cannot be decoded is skipped; then the other points are
 // returned together with a *CorruptPointError.
-func (r *Reader) QueryMinutes(ctx context.Context, q MinuteQuery) ([]MinutePoint, error) {
-	var out []MinutePoint
-	err := r.EachMinute(ctx, q, func(p MinutePoint) error {
+func (r *Reader) QueryMinutes(ctx context.Context, q MinuteQuery) ([]sketch.Minute, error) {
+	var out []sketch.Minute
+	err := r.EachMinute(ctx, q, func(p sketch.Minute) error {
 		out = append(out, p)
 		return nil
 	})
@@ -232,7 +238,7 @@ func (r *Reader) QueryMinutes(ctx context.Context, q MinuteQuery) ([]MinutePoint
 //
 // Points that cannot be decoded are skipped; then EachMinute returns a
 // *CorruptPointError after the other points.
-func (r *Reader) EachMinute(ctx context.Context, q MinuteQuery, fn func(MinutePoint) error) error {
+func (r *Reader) EachMinute(ctx context.Context, q MinuteQuery, fn func(sketch.Minute) error) error {
 	if err := q.check(); err != nil {
 		return fmt.Errorf("influx query minutes: %w", err)
 	}
@@ -301,8 +307,8 @@ func (q MinuteQuery) campaignsString() string {
 }
 
 // minuteFromRecord decodes one pivoted tally row.
-func minuteFromRecord(rec *query.FluxRecord) (MinutePoint, error) {
-	p := MinutePoint{Series: seriesFromRecord(rec), Minute: rec.Time().Unix()}
+func minuteFromRecord(rec *query.FluxRecord) (sketch.Minute, error) {
+	p := sketch.Minute{Series: seriesFromRecord(rec), Minute: rec.Time().Unix()}
 	var enc sketch.Encoded
 	for k, v := range rec.Values() {
 		if v == nil {
@@ -341,12 +347,12 @@ func minuteFromRecord(rec *query.FluxRecord) (MinutePoint, error) {
 			}
 		}
 		if err != nil {
-			return MinutePoint{}, fmt.Errorf("tally %s minute %d: field %s: %w", p.Series, p.Minute, k, err)
+			return sketch.Minute{}, fmt.Errorf("tally %s minute %d: field %s: %w", p.Series, p.Minute, k, err)
 		}
 	}
 	st, err := enc.Decode()
 	if err != nil {
-		return MinutePoint{}, fmt.Errorf("tally %s minute %d: %w", p.Series, p.Minute, err)
+		return sketch.Minute{}, fmt.Errorf("tally %s minute %d: %w", p.Series, p.Minute, err)
 	}
 	p.State = st
 	return p, nil

@@ -25,6 +25,9 @@ type AggregatorOptions struct {
 	Seeds      []string
 	// Extra is YAML appended to the file as is.
 	Extra string
+	// QUICExtra is YAML added to the quic: section (indented by two
+	// spaces), for listener limits the options do not cover.
+	QUICExtra string
 	// AdminToken is the API's admin bearer token; default
 	// DefaultAdminToken.
 	AdminToken string
@@ -65,6 +68,9 @@ quic:
   ca: {{.CertsDir}}/ca.pem
   cert: {{.CertsDir}}/{{.Name}}.pem
   key: {{.CertsDir}}/{{.Name}}-key.pem
+{{- range .QUICLines}}
+  {{.}}
+{{- end}}
 http:
   listen: {{.HTTPAddr}}
 {{- range .HTTPLines}}
@@ -129,11 +135,17 @@ func WriteAggregatorConfig(path string, o AggregatorOptions) error {
 	if o.AdminToken == "" {
 		o.AdminToken = DefaultAdminToken
 	}
+	var quicLines []string
+	for _, l := range strings.Split(strings.TrimSpace(o.QUICExtra), "\n") {
+		if l != "" {
+			quicLines = append(quicLines, l)
+		}
+	}
 	data := struct {
 		AggregatorOptions
-		SeedList             string
-		HTTPLines, AuthLines []string
-	}{o, strings.Join(o.Seeds, ", "), lines(o.HTTPExtra), lines(o.AuthExtra)}
+		SeedList                        string
+		HTTPLines, AuthLines, QUICLines []string
+	}{o, strings.Join(o.Seeds, ", "), lines(o.HTTPExtra), lines(o.AuthExtra), quicLines}
 	return writeTmpl(path, aggregatorTmpl, data)
 }
 

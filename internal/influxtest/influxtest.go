@@ -76,6 +76,12 @@ type Options struct {
 	// StopTimeout is the grace period between SIGTERM and SIGKILL
 	// (default DefaultStopTimeout).
 	StopTimeout time.Duration
+	// MaxValuesPerTag and MaxSeriesPerDatabase set InfluxDB's cardinality
+	// limits ([data] max-values-per-tag, max-series-per-database). Zero
+	// (the default here, unlike a stock server) means no limit; tests of
+	// how writes fail at a limit set one.
+	MaxValuesPerTag      int
+	MaxSeriesPerDatabase int
 }
 
 // Server is a running (or stopped) influxd child process. Its ports and
@@ -94,6 +100,7 @@ type Server struct {
 	startTO  time.Duration
 	stopTO   time.Duration
 	client   *http.Client
+	limits   [2]int // max-series-per-database, max-values-per-tag
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -113,9 +120,17 @@ type process struct {
 // printed.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options (Dir is always a temporary directory of
+// the test).
+func StartWith(t testing.TB, opts Options) *Server {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultStartTimeout+10*time.Second)
 	defer cancel()
-	s, err := Launch(ctx, Options{Dir: t.TempDir()})
+	opts.Dir = t.TempDir()
+	s, err := Launch(ctx, opts)
 	if err != nil {
 		t.Fatalf("influxtest: %v", err)
 	}
@@ -150,6 +165,7 @@ func Launch(ctx context.Context, opts Options) (*Server, error) {
 		startTO: opts.StartTimeout,
 		stopTO:  opts.StopTimeout,
 		client:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		limits:  [2]int{opts.MaxSeriesPerDatabase, opts.MaxValuesPerTag},
 	}
 	if s.startTO <= 0 {
 		s.startTO = DefaultStartTimeout
@@ -348,6 +364,19 @@ func (s *Server) CreateDatabase(ctx context.Context, db, rp string) error {
 	return s.exec(ctx, q)
 }
 
+// CreateRetentionPolicy creates retention policy rp of database db
+// keeping points for duration (InfluxDB 1.8 allows 1h at the least);
+// the default policy is left as it is. Points older than that are refused
+// with "points beyond retention policy" (400, partial write).
+func (s *Server) CreateRetentionPolicy(ctx context.Context, db, rp string, duration time.Duration) error {
+	q := fmt.Sprintf("CREATE RETENTION POLICY %s ON %s DURATION %ds REPLICATION 1", quoteIdent(rp), quoteIdent(db), int64(duration.Seconds()))
+	return s.exec(ctx, q)
+}
+
+// Exec runs one InfluxQL statement (ALTER RETENTION POLICY, DROP ...)
+// and returns the server's error, if any.
+func (s *Server) Exec(ctx context.Context, statement string) error { return s.exec(ctx, statement) }
+
 // exec runs one InfluxQL statement through POST /query.
 func (s *Server) exec(ctx context.Context, q string) error {
 	form := url.Values{"q": {q}}
@@ -382,6 +411,7 @@ func (s *Server) configure() error {
 		tomlString(filepath.Join(s.dir, "meta")),
 		tomlString(filepath.Join(s.dir, "data")),
 		tomlString(filepath.Join(s.dir, "wal")),
+		s.limits[0], s.limits[1],
 		tomlString(s.httpAddr),
 	)
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
@@ -392,7 +422,8 @@ func (s *Server) configure() error {
 
 // configTemplate is the influxd 1.8 config: loopback only, Flux on, no
 // phoning home, no _internal monitoring writes, no per-request logs, and no
-// cardinality limits (load tests create many series). Everything else is
+// cardinality limits unless Options set them (load tests create many
+// series). Everything else is
 // the 1.8 default, including http max-body-size (25 MB), so request-size
 // behaviour matches a stock server.
 const configTemplate = `reporting-disabled = true
@@ -407,8 +438,8 @@ bind-address = %s
   wal-dir = %s
   query-log-enabled = false
   trace-logging-enabled = false
-  max-series-per-database = 0
-  max-values-per-tag = 0
+  max-series-per-database = %d
+  max-values-per-tag = %d
 
 [monitor]
   store-enabled = false

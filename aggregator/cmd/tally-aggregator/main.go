@@ -11,6 +11,8 @@
 //	tally-aggregator anomaly-eval -csv FILE
 //	                                replay a timestamp,value CSV through the
 //	                                anomaly detector; one JSON line per alert
+//	tally-aggregator quarantine list|replay -config FILE
+//	                                show, or send back to the node, what InfluxDB refused
 package main
 
 import (
@@ -53,6 +55,9 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "anomaly-eval" {
 		return anomalyEval(args[1:], os.Stdin, os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && args[0] == "quarantine" {
+		return quarantineCmd(args[1:])
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
@@ -206,6 +211,39 @@ func certs(args []string) int {
 	}
 	for _, f := range written {
 		fmt.Println("wrote", f)
+	}
+	return 0
+}
+
+// quarantineCmd lists the node's quarantine or replays it to the node.
+func quarantineCmd(args []string) int {
+	usage := "usage: tally-aggregator quarantine list|replay -config FILE [-addr HOST:PORT]"
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("tally-aggregator quarantine "+args[0], flag.ContinueOnError)
+	configPath := fs.String("config", "tally-aggregator.yaml", "the node's configuration file (YAML)")
+	addr := fs.String("addr", "", "replay: the node's QUIC address (default quic.advertise, else quic.listen)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-aggregator quarantine:", err)
+		return 2
+	}
+	if args[0] == "list" {
+		err = aggregator.QuarantineList(os.Stdout, cfg)
+	} else {
+		logger, _ := cli.NewLogger(os.Stderr, "text", "warn")
+		ctx, stop := cli.SignalContext(logger)
+		defer stop()
+		err = aggregator.QuarantineReplay(ctx, os.Stdout, cfg, *addr, logger)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-aggregator quarantine:", err)
+		return 1
 	}
 	return 0
 }
