@@ -142,7 +142,14 @@ func withNote(ctx context.Context, n *Note) context.Context {
 // NoteCampaigns records, for the audit line of the request r belongs to,
 // that it read campaigns. It is a no-op outside Guard.
 func NoteCampaigns(r *http.Request, campaigns ...string) {
-	n, _ := r.Context().Value(noteKey{}).(*Note)
+	NoteCampaignsContext(r.Context(), campaigns...)
+}
+
+// NoteCampaignsContext is NoteCampaigns for code that holds the request's
+// context (or one derived from it) rather than the request, such as a
+// GraphQL resolver. It is safe for concurrent use.
+func NoteCampaignsContext(ctx context.Context, campaigns ...string) {
+	n, _ := ctx.Value(noteKey{}).(*Note)
 	if n == nil {
 		return
 	}
