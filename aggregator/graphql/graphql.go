@@ -24,13 +24,15 @@
 // A GraphQL request can ask many questions at once, so it is bounded
 // before anything runs:
 //
-//   - its body (query and variables) by Config.MaxQueryBytes (413);
+//   - its body (query and variables) by Config.MaxQueryBytes (413), and
+//     its query's tokens by Config.MaxQueryTokens (422, as it is parsed);
 //   - its nesting by Config.MaxDepth, introspection included (422,
 //     DEPTH_LIMIT_EXCEEDED);
 //   - its cost by Config.MaxComplexity, where each field costs 1 and each
 //     field that reads storage QueryCost more (422,
 //     COMPLEXITY_LIMIT_EXCEEDED), which caps the storage queries of one
-//     request;
+//     request; fields are counted with fragments expanded, in linear
+//     time, before the cost is computed;
 //   - its time by Config.Timeout, all its storage queries together.
 //
 // The storage queries of one request run one at a time: a request holds
@@ -121,6 +123,13 @@ type Config struct {
 	// MaxQueryBytes bounds a request's body (query, variables and
 	// operation name); larger bodies get 413. Default 16 KiB.
 	MaxQueryBytes int
+	// MaxQueryTokens bounds the tokens of a query, checked as it is
+	// parsed: validation compares fields of the same name pairwise, so
+	// its time grows with the square of a query's size. The default,
+	// 1000, admits 9 storage fields with every KPI of a breakdown (about
+	// 450 tokens) and GraphiQL's introspection query (180), and bounds
+	// validation to tens of milliseconds.
+	MaxQueryTokens int
 	// Timeout bounds one request's execution, its storage queries
 	// together. Default 30s (the node sets http.query_timeout).
 	Timeout time.Duration
@@ -135,23 +144,26 @@ const QueryCost = 100
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{MaxDepth: 15, MaxComplexity: 1000, MaxQueryBytes: 16 << 10, Timeout: 30 * time.Second}
+	return Config{MaxDepth: 15, MaxComplexity: 1000, MaxQueryBytes: 16 << 10, MaxQueryTokens: 1000, Timeout: 30 * time.Second}
 }
 
 // Validate reports a bound out of its range.
 func (c Config) Validate() error {
 	var errs []error
 	if c.MaxDepth < 5 || c.MaxDepth > 100 {
-		errs = append(errs, fmt.Errorf("graphql max depth %d: want 5 to 100 (our types nest 5 deep)", c.MaxDepth))
+		errs = append(errs, fmt.Errorf("max depth %d: want 5 to 100 (our types nest 5 deep)", c.MaxDepth))
 	}
 	if c.MaxComplexity < QueryCost+50 || c.MaxComplexity > 100*QueryCost {
-		errs = append(errs, fmt.Errorf("graphql max complexity %d: want %d (one storage field) to %d", c.MaxComplexity, QueryCost+50, 100*QueryCost))
+		errs = append(errs, fmt.Errorf("max complexity %d: want %d (one storage field) to %d", c.MaxComplexity, QueryCost+50, 100*QueryCost))
 	}
 	if c.MaxQueryBytes < 4<<10 || c.MaxQueryBytes > 1<<20 {
-		errs = append(errs, fmt.Errorf("graphql max query bytes %d: want 4 KiB to 1 MiB", c.MaxQueryBytes))
+		errs = append(errs, fmt.Errorf("max query bytes %d: want 4 KiB to 1 MiB", c.MaxQueryBytes))
+	}
+	if c.MaxQueryTokens < 200 || c.MaxQueryTokens > 100_000 {
+		errs = append(errs, fmt.Errorf("max query tokens %d: want 200 (introspection) to 100000", c.MaxQueryTokens))
 	}
 	if c.Timeout < time.Second {
-		errs = append(errs, fmt.Errorf("graphql timeout %s: at least 1s", c.Timeout))
+		errs = append(errs, fmt.Errorf("timeout %s: at least 1s", c.Timeout))
 	}
 	return errors.Join(errs...)
 }
@@ -198,8 +210,9 @@ func New(answers Answers, cfg Config, reg prometheus.Registerer, logger *slog.Lo
 	s := handler.New(es)
 	s.AddTransport(transport.POST{})
 	s.SetQueryCache(lru.New[*ast.QueryDocument](100))
+	s.SetParserTokenLimit(cfg.MaxQueryTokens)
 	s.Use(extension.Introspection{})
-	s.Use(depthLimit{max: cfg.MaxDepth})
+	s.Use(shapeLimit{maxDepth: cfg.MaxDepth, maxFields: cfg.MaxComplexity})
 	s.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
 	s.SetErrorPresenter(h.presentError)
 	s.SetRecoverFunc(h.recoverPanic)

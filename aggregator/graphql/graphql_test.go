@@ -531,6 +531,33 @@ func TestTooComplexRefused(t *testing.T) {
 	if line := lastAudit(t, e.audit); line["outcome"] != "graphql_complexity_limit_exceeded" || line["status"] != float64(422) {
 		t.Fatalf("audit line %v", line)
 	}
+	// Fragments that each spread the previous one twice: 2^30 fields in
+	// 1.3 KB. They are counted without being expanded (gqlgen's cost
+	// walk would expand every spread, for minutes).
+	var b strings.Builder
+	b.WriteString("query { ...F30 }\nfragment F0 on Query { whoami { role } }\n")
+	for i := 1; i <= 30; i++ {
+		fmt.Fprintf(&b, "fragment F%d on Query { ...F%d ...F%d }\n", i, i-1, i-1)
+	}
+	code, body, r = e.query(t, adminToken, b.String(), nil)
+	if code != 422 || r.Errors[0].Extensions["code"] != "COMPLEXITY_LIMIT_EXCEEDED" || !strings.Contains(body, "once its fragments are expanded") {
+		t.Fatalf("fragment bomb: %d %s", code, body)
+	}
+}
+
+// TestTooManyTokensRefused: a query's tokens are bounded as it is parsed,
+// so validation (quadratic in fields of the same name) stays cheap.
+func TestTooManyTokensRefused(t *testing.T) {
+	e := newEnv(t, graphql.DefaultConfig(), points()...)
+	q := "{" + strings.Repeat(" whoami { role }", 250) + " }" // 1,002 tokens
+	code, body, r := e.query(t, adminToken, q, nil)
+	if code != 422 || len(r.Errors) != 1 || r.Errors[0].Extensions["code"] != "GRAPHQL_PARSE_FAILED" || !strings.Contains(body, "token limit") {
+		t.Fatalf("1,002 tokens: %d %.300s", code, body)
+	}
+	q = "{" + strings.Repeat(" whoami { role }", 249) + " }" // 998
+	if code, body, _ := e.query(t, adminToken, q, nil); code != 200 {
+		t.Fatalf("998 tokens: %d %.300s", code, body)
+	}
 }
 
 func metrics(t *testing.T, g prometheus.Gatherer) string {
@@ -713,6 +740,7 @@ func TestConfigValidate(t *testing.T) {
 		func(c *graphql.Config) { c.MaxComplexity = 100 },
 		func(c *graphql.Config) { c.MaxQueryBytes = 1 << 30 },
 		func(c *graphql.Config) { c.Timeout = 0 },
+		func(c *graphql.Config) { c.MaxQueryTokens = 100 },
 	} {
 		c := graphql.DefaultConfig()
 		tune(&c)

@@ -187,54 +187,79 @@ func writeGraphQLError(w http.ResponseWriter, status int, code, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []any{map[string]any{"message": msg, "extensions": map[string]any{"code": code}}}})
 }
 
-// depthLimit refuses an operation whose selections nest deeper than max,
-// fragments expanded, before it runs. Validation has already refused
-// fragment cycles; each fragment's depth is computed once.
-type depthLimit struct{ max int }
+// shapeLimit refuses, before it runs, an operation whose selections nest
+// deeper than maxDepth, or that holds more than maxFields fields once its
+// fragments are expanded. Each field's complexity is at least 1, so such
+// an operation is over the complexity limit anyway; counting first, in
+// time linear in the query's text, keeps gqlgen's complexity walk (which
+// expands every fragment spread anew) from spending exponential time on a
+// small query whose fragments each spread the previous one twice.
+// Validation has already refused fragment cycles.
+type shapeLimit struct{ maxDepth, maxFields int }
 
 var _ interface {
 	graphql.HandlerExtension
 	graphql.OperationContextMutator
-} = depthLimit{}
+} = shapeLimit{}
 
-func (depthLimit) ExtensionName() string                   { return "DepthLimit" }
-func (depthLimit) Validate(graphql.ExecutableSchema) error { return nil }
-func (d depthLimit) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+func (shapeLimit) ExtensionName() string                   { return "ShapeLimit" }
+func (shapeLimit) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (l shapeLimit) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
 	op := oc.Doc.Operations.ForName(oc.OperationName)
 	if op == nil {
 		return nil // gqlgen has refused it already
 	}
-	if depth := selectionDepth(op.SelectionSet, map[string]int{}); depth > d.max {
-		err := gqlerror.Errorf("operation nests %d fields deep, more than the limit of %d", depth, d.max)
+	sh := (&shaper{cap: l.maxFields + 1, fragments: map[string]shape{}}).of(op.SelectionSet)
+	if sh.depth > l.maxDepth {
+		err := gqlerror.Errorf("operation nests %d fields deep, more than the limit of %d", sh.depth, l.maxDepth)
 		errcode.Set(err, codeTooDeep)
+		return err
+	}
+	if sh.fields > l.maxFields {
+		err := gqlerror.Errorf("operation has more than %d fields once its fragments are expanded, which exceeds the complexity limit of %d",
+			l.maxFields, l.maxFields)
+		errcode.Set(err, codeComplexity)
 		return err
 	}
 	return nil
 }
 
-// selectionDepth is the depth of the deepest field under set (a field
-// with no selections is 1 deep). fragments memoizes named fragments.
-func selectionDepth(set ast.SelectionSet, fragments map[string]int) int {
-	deepest := 0
+// shape is the depth of the deepest field under a selection set (a field
+// without selections is 1 deep) and the number of fields under it with
+// fragments expanded, saturated at the shaper's cap.
+type shape struct{ depth, fields int }
+
+// shaper computes shapes, each named fragment's once.
+type shaper struct {
+	cap       int
+	fragments map[string]shape
+}
+
+func (s *shaper) of(set ast.SelectionSet) shape {
+	var out shape
 	for _, sel := range set {
-		d := 0
-		switch s := sel.(type) {
+		var sh shape
+		switch f := sel.(type) {
 		case *ast.Field:
-			d = 1 + selectionDepth(s.SelectionSet, fragments)
+			sh = s.of(f.SelectionSet)
+			sh.depth++
+			sh.fields++
 		case *ast.InlineFragment:
-			d = selectionDepth(s.SelectionSet, fragments)
+			sh = s.of(f.SelectionSet)
 		case *ast.FragmentSpread:
-			if s.Definition == nil {
+			if f.Definition == nil {
 				continue
 			}
-			known, ok := fragments[s.Name]
+			known, ok := s.fragments[f.Name]
 			if !ok {
-				known = selectionDepth(s.Definition.SelectionSet, fragments)
-				fragments[s.Name] = known
+				known = s.of(f.Definition.SelectionSet)
+				s.fragments[f.Name] = known
 			}
-			d = known
+			sh = known
 		}
-		deepest = max(deepest, d)
+		out.depth = max(out.depth, sh.depth)
+		out.fields = min(out.fields+sh.fields, s.cap)
 	}
-	return deepest
+	return out
 }
