@@ -126,6 +126,7 @@ func (c *countingWriter) status() int {
 type Note struct {
 	mu        sync.Mutex
 	campaigns []string
+	seen      map[string]struct{} // campaigns, as a set
 	outcome   string
 
 	audit *Audit
@@ -154,7 +155,18 @@ func NoteCampaignsContext(ctx context.Context, campaigns ...string) {
 		return
 	}
 	n.mu.Lock()
-	n.campaigns = append(n.campaigns, campaigns...)
+	for _, c := range campaigns {
+		// A request that reads a campaign twice (two GraphQL fields)
+		// names it once.
+		if _, dup := n.seen[c]; dup {
+			continue
+		}
+		if n.seen == nil {
+			n.seen = map[string]struct{}{}
+		}
+		n.seen[c] = struct{}{}
+		n.campaigns = append(n.campaigns, c)
+	}
 	n.mu.Unlock()
 }
 

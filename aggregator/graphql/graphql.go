@@ -89,9 +89,10 @@ const Path = "/api/v1/graphql"
 // data routes (one slot per request) and no query parameters.
 var Route = api.Route{Method: http.MethodPost, Path: Path, Name: "graphql", Roles: auth.AllRoles, Query: true}
 
-// PlaygroundRoute is GET /api/v1/graphql, the GraphiQL page, mounted only
-// when Config.Playground is set. It is public: the page holds no data,
-// and its queries go to Route with the token the user types into it.
+// PlaygroundRoute is GET /api/v1/graphql: the GraphiQL page when
+// Config.Playground is set, else 405. It is public: the page holds no
+// data, and its queries go to Route with the token the user types into
+// it.
 var PlaygroundRoute = api.Route{Method: http.MethodGet, Path: Path, Name: "graphql_playground", Public: true}
 
 // Answers computes the data routes' answers for a caller; args are the
@@ -169,8 +170,7 @@ func (c Config) Validate() error {
 }
 
 // Mount builds the endpoint over srv's answers and registers it on srv
-// (Route, and PlaygroundRoute when cfg.Playground is set). Call it before
-// serving.
+// (Route and PlaygroundRoute). Call it before serving.
 func Mount(srv *api.Server, cfg Config, reg prometheus.Registerer, logger *slog.Logger) error {
 	h, err := New(srv, cfg, reg, logger)
 	if err != nil {
@@ -179,8 +179,17 @@ func Mount(srv *api.Server, cfg Config, reg prometheus.Registerer, logger *slog.
 	srv.Handle(Route, h)
 	if cfg.Playground {
 		srv.Handle(PlaygroundRoute, Playground())
+	} else {
+		srv.Handle(PlaygroundRoute, http.HandlerFunc(playgroundOff))
 	}
 	return nil
+}
+
+// playgroundOff answers GET when the playground is off: 405, so that the
+// dashboard's file server (GET /) does not answer 404 for it.
+func playgroundOff(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	writeJSONError(w, http.StatusMethodNotAllowed, "send GraphQL queries with POST; the playground page (GET) is off (http.graphql.playground)")
 }
 
 // Handler serves GraphQL queries. It expects to run behind the API's

@@ -386,6 +386,13 @@ func TestViewerRefusedForAnotherCampaign(t *testing.T) {
 	if line["route"] != "graphql" || line["subject"] != "alice" || fmt.Sprint(line["campaigns"]) != "[spring]" || line["outcome"] != "graphql_forbidden" {
 		t.Fatalf("audit line %v", line)
 	}
+	// Two fields about one campaign: the audit names it once.
+	if code, body, _ := e.query(t, viewerToken, `{ a: kpis(campaign: "spring") { campaign } b: bots(campaign: "spring") { total } }`, nil); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	if line := lastAudit(t, e.audit); fmt.Sprint(line["campaigns"]) != "[spring]" {
+		t.Fatalf("audit line %v", line)
+	}
 	// Without a campaign, series covers the viewer's campaigns only.
 	_, body, r := e.query(t, viewerToken, `{ series(metrics: [impressions], by: campaign, range: {window: "1h"}) { series { key } } }`, nil)
 	if string(r.Data["series"]) != `{"series":[{"key":"spring"}]}` {
@@ -623,7 +630,7 @@ func TestPlaygroundOffByDefault(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 405 || strings.Contains(string(b), "graphiql") {
+	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" || strings.Contains(strings.ToLower(string(b)), "<script") {
 		t.Fatalf("playground by default: %d %s", resp.StatusCode, b)
 	}
 	cfg := graphql.DefaultConfig()

@@ -178,6 +178,14 @@ func readBounded(w http.ResponseWriter, r *http.Request, max int) (io.ReadCloser
 	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
+// writeJSONError answers {"error": msg}, as the REST routes do.
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
 // writeGraphQLError answers a request refused before GraphQL ran, in
 // GraphQL's shape.
 func writeGraphQLError(w http.ResponseWriter, status int, code, msg string) {
