@@ -242,6 +242,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = body
+	w.Header().Set("Cache-Control", "no-store") // as REST's answers: business data
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
 	defer cancel()
 	rec := &request{}

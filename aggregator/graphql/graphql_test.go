@@ -422,10 +422,21 @@ func TestCallerRequired(t *testing.T) {
 	if code != 200 || string(r.Data["whoami"]) != `{"subject":"alice","role":"viewer","campaigns":["spring"],"expires":null}` {
 		t.Fatalf("whoami: %d %s", code, body)
 	}
-	req, _ := http.NewRequest(http.MethodPost, e.url+graphql.Path+"?query=x", strings.NewReader(`{"query":"{ whoami { role } }"}`))
+	req, _ := http.NewRequest(http.MethodPost, e.url+graphql.Path, strings.NewReader(`{"query":"{ whoami { role } }"}`))
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("answer headers: %d %v", resp.StatusCode, resp.Header)
+	}
+	req, _ = http.NewRequest(http.MethodPost, e.url+graphql.Path+"?query=x", strings.NewReader(`{"query":"{ whoami { role } }"}`))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -773,5 +784,28 @@ func TestOpenAPIDescribesGraphQL(t *testing.T) {
 	}
 	if _, ok := doc.Paths[graphql.Path]["post"]; !ok {
 		t.Fatalf("openapi.json does not describe POST %s", graphql.Path)
+	}
+}
+
+// TestGeneratedFromCurrentSchema: gqlgen embeds the schema it compiled;
+// a schema file edited without go generate ./aggregator/graphql differs
+// from it.
+func TestGeneratedFromCurrentSchema(t *testing.T) {
+	generated, err := os.ReadFile("internal/gen/generated.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob("schema/*.graphqls")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("schema files: %v %v", files, err)
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(generated, src) || !bytes.Contains(generated, []byte(`Name: "../../`+f+`"`)) {
+			t.Errorf("%s changed since internal/gen was generated: run go generate ./aggregator/graphql", f)
+		}
 	}
 }
