@@ -105,15 +105,15 @@ type HTTP struct {
 	GraphQL GraphQL `yaml:"graphql"`
 }
 
-// GraphQL tunes the GraphQL endpoint; its other bounds (depth 15, body
+// GraphQL tunes the GraphQL endpoint; its other bounds (depth 20, body
 // 16 KiB) follow from the schema and are fixed.
 type GraphQL struct {
 	// Playground serves the GraphiQL page at GET /api/v1/graphql (it
 	// loads GraphiQL's scripts from a public CDN). Default false.
 	Playground bool `yaml:"playground"`
 	// MaxComplexity bounds one query's cost: 1 per field and 100 more per
-	// field that reads storage. Default 1000 (9 storage fields with their
-	// selections); 150 to 10000.
+	// field that reads storage. Default 1000: at most 9 storage fields;
+	// 150 to 10000.
 	MaxComplexity int `yaml:"max_complexity"`
 }
 

@@ -28,7 +28,7 @@ func TestGood(t *testing.T) {
 		c.Auth.Links.LinkTTL != 5*time.Minute || c.Auth.Links.SessionTTL != 12*time.Hour {
 		t.Fatalf("decoded limits %+v links %+v", c.HTTP, c.Auth.Links)
 	}
-	if g := c.HTTP.GraphQLConfig(); !g.Playground || g.MaxComplexity != 1000 || g.MaxDepth != 15 || g.Timeout != 30*time.Second {
+	if g := c.HTTP.GraphQLConfig(); !g.Playground || g.MaxComplexity != 1000 || g.MaxDepth != 20 || g.Timeout != 30*time.Second {
 		t.Fatalf("graphql %+v", g)
 	}
 	a, err := c.Auth.AuthConfig()

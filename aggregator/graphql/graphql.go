@@ -114,12 +114,13 @@ var _ Answers = (*api.Server)(nil)
 type Config struct {
 	// MaxDepth bounds how deeply a query's selections nest, counting
 	// introspection's (__Type.ofType recurses). Our own types nest at
-	// most 5 deep and GraphiQL's introspection query 13, so the default,
-	// 15, admits both with room for a new field.
+	// most 5 deep and the usual introspection query (gqlgen's, GraphiQL's)
+	// 15, so the default, 20, admits both with room to spare.
 	MaxDepth int
 	// MaxComplexity bounds a query's cost: 1 per field plus QueryCost per
-	// field that reads storage. The default, 1000, admits 9 storage
-	// fields with their selections in one request.
+	// field that reads storage. The default, 1000, admits at most 9
+	// storage fields in one request (with small selections; each of the
+	// five data fields with every subfield costs 616 together).
 	MaxComplexity int
 	// MaxQueryBytes bounds a request's body (query, variables and
 	// operation name); larger bodies get 413. Default 16 KiB.
@@ -127,9 +128,9 @@ type Config struct {
 	// MaxQueryTokens bounds the tokens of a query, checked as it is
 	// parsed: validation compares fields of the same name pairwise, so
 	// its time grows with the square of a query's size. The default,
-	// 1000, admits 9 storage fields with every KPI of a breakdown (about
-	// 450 tokens) and GraphiQL's introspection query (180), and bounds
-	// validation to tens of milliseconds.
+	// 1000, admits the five data fields with every subfield (about 330
+	// tokens) and the introspection query (180), and bounds validation
+	// to tens of milliseconds.
 	MaxQueryTokens int
 	// Timeout bounds one request's execution, its storage queries
 	// together. Default 30s (the node sets http.query_timeout).
@@ -145,7 +146,7 @@ const QueryCost = 100
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{MaxDepth: 15, MaxComplexity: 1000, MaxQueryBytes: 16 << 10, MaxQueryTokens: 1000, Timeout: 30 * time.Second}
+	return Config{MaxDepth: 20, MaxComplexity: 1000, MaxQueryBytes: 16 << 10, MaxQueryTokens: 1000, Timeout: 30 * time.Second}
 }
 
 // Validate reports a bound out of its range.

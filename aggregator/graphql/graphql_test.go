@@ -458,7 +458,7 @@ func TestTooDeepRefused(t *testing.T) {
 	}
 	// A deep query through fragments is as deep.
 	frag := `query { __schema { types { ...A } } } fragment A on __Type { fields { type { ...B } } } fragment B on __Type ` +
-		strings.Repeat("{ ofType ", 15) + `{ name }` + strings.Repeat(" }", 15)
+		strings.Repeat("{ ofType ", 20) + `{ name }` + strings.Repeat(" }", 20)
 	if code, body, r := e.query(t, adminToken, frag, nil); code != 422 || r.Errors[0].Extensions["code"] != "DEPTH_LIMIT_EXCEEDED" {
 		t.Fatalf("deep through fragments: %d %s", code, body)
 	}
