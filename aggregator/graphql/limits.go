@@ -71,8 +71,10 @@ func (h *Handler) presentError(ctx context.Context, err error) *gqlerror.Error {
 	if ae, ok := errors.AsType[answerError](err); ok {
 		status := api.ErrorStatus(ae.err)
 		if status == http.StatusBadGateway {
-			// The field, not the query: logs never carry what a client sent.
-			h.log.Error("storage query failed", "route", "graphql", "field", fieldName(ctx), "err", ae.err)
+			if !errors.Is(ctx.Err(), context.Canceled) { // else the client went away
+				// The field, not the query: logs never carry what a client sent.
+				h.log.Error("storage query failed", "route", "graphql", "field", fieldName(ctx), "err", ae.err)
+			}
 			gerr.Message = "storage query failed: " + ae.err.Error()
 		}
 		if gerr.Extensions == nil {

@@ -441,7 +441,7 @@ func seriesAsGraphQL(v any) any {
 // a list sorted by reason.
 func botsAsGraphQL(v any) any {
 	m := v.(map[string]any)
-	reasons := m["by_reason"].(map[string]any)
+	reasons, _ := m["by_reason"].(map[string]any) // null without bots
 	keys := make([]string, 0, len(reasons))
 	for k := range reasons {
 		keys = append(keys, k)
