@@ -14,6 +14,7 @@ import (
 
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
+	"github.com/tally-edge/tally/aggregator/graphql"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -116,6 +117,20 @@ type HTTP struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// Stream tunes GET /api/v1/stream.
 	Stream Stream `yaml:"stream"`
+	// GraphQL tunes POST /api/v1/graphql.
+	GraphQL GraphQL `yaml:"graphql"`
+}
+
+// GraphQL tunes the GraphQL endpoint; its other bounds (depth 20, body
+// 16 KiB) follow from the schema and are fixed.
+type GraphQL struct {
+	// Playground serves the GraphiQL page at GET /api/v1/graphql (it
+	// loads GraphiQL's scripts from a public CDN). Default false.
+	Playground bool `yaml:"playground"`
+	// MaxComplexity bounds one query's cost: 1 per field and 100 more per
+	// field that reads storage. Default 1000: at most 9 storage fields;
+	// 150 to 10000.
+	MaxComplexity int `yaml:"max_complexity"`
 }
 
 // Stream tunes the live stream.
@@ -229,7 +244,8 @@ func DefaultConfig() Config {
 		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxWindow: 31 * 24 * time.Hour, QueryTimeout: 30 * time.Second, MaxPoints: 100800,
 			AuditMaxBytes: auth.DefaultAuditMaxBytes, AuditMaxFiles: auth.DefaultAuditMaxFiles, AuditRefusedPerSecond: auth.DefaultAuditRefusedPerSecond,
 			MaxConcurrentQueries: 16, MaxQueriesPerSubject: 8, QueryWait: 5 * time.Second, WriteTimeout: 30 * time.Second,
-			Stream: Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16}},
+			Stream:  Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16},
+			GraphQL: GraphQL{MaxComplexity: graphql.DefaultConfig().MaxComplexity}},
 		Auth:   Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
 		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
 		Merge: Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second,
@@ -410,7 +426,18 @@ func (h *HTTP) validate() error {
 		bad("http.stream.max_streams %d, http.stream.max_per_subject %d: want 1 ≤ per subject ≤ max_streams",
 			h.Stream.MaxStreams, h.Stream.MaxPerSubject)
 	}
+	if err := h.GraphQLConfig().Validate(); err != nil {
+		bad("http.graphql: %v", err)
+	}
 	return errors.Join(errs...)
+}
+
+// GraphQLConfig is the GraphQL endpoint's configuration: the defaults,
+// the keys of http.graphql, and http.query_timeout for a request's time.
+func (h *HTTP) GraphQLConfig() graphql.Config {
+	c := graphql.DefaultConfig()
+	c.Playground, c.MaxComplexity, c.Timeout = h.GraphQL.Playground, h.GraphQL.MaxComplexity, h.QueryTimeout
+	return c
 }
 
 // DecodeKey decodes a base64 gossip key and checks its length.

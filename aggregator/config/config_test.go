@@ -28,6 +28,9 @@ func TestGood(t *testing.T) {
 		c.Auth.Links.LinkTTL != 5*time.Minute || c.Auth.Links.SessionTTL != 12*time.Hour {
 		t.Fatalf("decoded limits %+v links %+v", c.HTTP, c.Auth.Links)
 	}
+	if g := c.HTTP.GraphQLConfig(); !g.Playground || g.MaxComplexity != 1000 || g.MaxDepth != 20 || g.Timeout != 30*time.Second {
+		t.Fatalf("graphql %+v", g)
+	}
 	a, err := c.Auth.AuthConfig()
 	if err != nil || string(a.Links.Secret) != "0123456789abcdef0123456789abcdef" {
 		t.Fatalf("links secret %q %v", a.Links.Secret, err)
@@ -45,7 +48,7 @@ func TestBad(t *testing.T) {
 		"testdata/jwt_noaudience.bad.yaml": {"jwt: issuer and audience required"},
 		"testdata/apilimits.bad.yaml": {"http.metrics_listen: must differ", "http.audit_max_bytes", "http.audit_max_files 0",
 			"http.audit_refused_per_second 0", "max_queries_per_subject 8", "http.write_timeout", "http.stream.max_streams 10",
-			"links: link_ttl 48h", "secret shorter than 32 bytes"},
+			"links: link_ttl 48h", "secret shorter than 32 bytes", "http.graphql: max complexity 99"},
 		"testdata/gossip.bad.yaml": {"gossip on \"10.0.0.5:7946\" without cluster.secret_key", "max_conns_per_peer",
 			"quic.max_decode_bytes_per_peer", "merge.quarantine_max_bytes"},
 	} {
