@@ -41,11 +41,19 @@ func (i ServerInfo) String() string {
 	if i.QueryLanguage == QueryFlux {
 		lang = "Flux"
 	}
-	s := fmt.Sprintf("InfluxDB %s at %s, reading with %s, bucket %q", i.Version, i.URL, lang, i.Bucket)
+	s := fmt.Sprintf("InfluxDB %s at %s, reading with %s, bucket %q", i.versionName(), i.URL, lang, i.Bucket)
 	if i.Created != "" {
 		s += " (created " + i.Created + ")"
 	}
 	return s
+}
+
+// versionName is the version for a sentence.
+func (i ServerInfo) versionName() string {
+	if i.Version == "" || i.Version == "unknown" {
+		return "(version unknown)"
+	}
+	return i.Version
 }
 
 // Settings a SetupError can name: the aggregator's configuration keys
@@ -115,7 +123,7 @@ func (r *Reader) Setup(ctx context.Context, create bool) (ServerInfo, error) {
 			return fail(SettingURL, "%s does not answer like InfluxDB's HTTP API (is %s right?): %v", where, SettingURL, err)
 		}
 	}
-	where = fmt.Sprintf("InfluxDB %s at %s", info.Version, r.cfg.URL)
+	where = fmt.Sprintf("InfluxDB %s at %s", info.versionName(), r.cfg.URL)
 
 	// 2. Query language.
 	dbs, qlErr := r.showColumn(ctx, "SHOW DATABASES")
