@@ -47,6 +47,22 @@ func TestSetupLanguage(t *testing.T) {
 			t.Fatalf("ServerInfo.String() = %q", info.String())
 		}
 	}
+	// With Flux on as well, auto still reads with InfluxQL (the language
+	// every version answers); flux is read when asked for.
+	fluxOn := freshBucketOn(t, sharedServerFlux(t, true))
+	for lang, want := range map[string]string{QueryAuto: QueryInfluxQL, QueryFlux: QueryFlux} {
+		c := fluxOn
+		c.QueryLanguage = lang
+		r, err := NewReader(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if info, err := r.Setup(ctxT(t), false); err != nil || info.QueryLanguage != want || r.QueryLanguage() != want {
+			t.Fatalf("Setup with query language %q where Flux is on = %+v, %v; want %s", lang, info, err, want)
+		}
+	}
+
 	c := cfg
 	c.QueryLanguage = QueryFlux
 	serr := setupOf(t, c, false)
