@@ -88,7 +88,7 @@ func TestReadmeRunsAsWritten(t *testing.T) {
 			checkMake(t, root, *s, steps)
 			continue
 		}
-		out, err := sh.run(s.text, 3*time.Minute)
+		out, err := sh.run(s.text, 2*time.Minute)
 		if err != nil {
 			t.Fatalf("%s\n%v\noutput:\n%s", s, err, out)
 		}
