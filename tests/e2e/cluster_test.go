@@ -39,9 +39,12 @@ func (a *agentProc) eventsURL() string { return "http://" + a.http + "/v1/events
 
 const testSecret = "e2e-deployment-secret-0123456789"
 
+// startCluster starts InfluxDB as it ships (Flux off: nothing here reads
+// Flux, and an influxd with Flux on takes 5-20 s longer to start), one
+// aggregator and the agents.
 func startCluster(t *testing.T, agentNames ...string) *cluster {
 	t.Helper()
-	return startClusterWith(t, clusterOptions{}, agentNames...)
+	return startClusterWith(t, clusterOptions{influx: influxtest.Options{DisableFlux: true}}, agentNames...)
 }
 
 // clusterOptions vary the storage of a cluster.
