@@ -97,7 +97,7 @@ func TestReadmeRunsAsWritten(t *testing.T) {
 		case strings.Contains(s.text, "/v1/events"):
 			post = s
 			if !strings.Contains(out, `"accepted":2`) || !strings.Contains(out, `"rejected":0`) {
-				t.Fatalf("%s\nanswered %q; the README says {\"accepted\":2,\"rejected\":0}", s, out)
+				t.Fatalf("%s\nanswered %q; the README says {\"accepted\":2,\"rejected\":0,...}", s, out)
 			}
 		case strings.Contains(s.text, "/api/v1/kpis"):
 			kpis, kpisOut = s, out
