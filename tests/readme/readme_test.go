@@ -2,8 +2,10 @@
 // "Running it yourself" and of its "Your first events" — as they are
 // written, in one bash session, against InfluxDB started the way the
 // README says (its default configuration, Flux off, no database), and
-// checks that the example's click arrives as a click. A README change
-// that breaks the path fails here.
+// checks that the examples count as the README says: the server sender's
+// click and conversion as a click and a conversion, the browser's page
+// view as a page view, no bots. A README change that breaks the path
+// fails here.
 //
 // The session runs in a network namespace of its own, so the README's
 // fixed ports (8080, 8081, 8086, 7400, 7946 ...) never meet another test,
@@ -82,6 +84,7 @@ func TestReadmeRunsAsWritten(t *testing.T) {
 
 	var post, kpis *step
 	var kpisOut string
+	posts := 0
 	for i := range steps {
 		s := &steps[i]
 		if strings.HasPrefix(s.text, "make ") {
@@ -96,21 +99,27 @@ func TestReadmeRunsAsWritten(t *testing.T) {
 		switch {
 		case strings.Contains(s.text, "/v1/events"):
 			post = s
-			if !strings.Contains(out, `"accepted":2`) || !strings.Contains(out, `"rejected":0`) {
-				t.Fatalf("%s\nanswered %q; the README says {\"accepted\":2,\"rejected\":0,...}", s, out)
+			posts++
+			// The server sender's two events, then the browser's page view.
+			want := `"accepted":2`
+			if posts > 1 {
+				want = `"accepted":1`
+			}
+			if !strings.Contains(out, want) || !strings.Contains(out, `"rejected":0`) {
+				t.Fatalf("%s\nanswered %q; want %s and no event rejected", s, out, want)
 			}
 		case strings.Contains(s.text, "/api/v1/kpis"):
 			kpis, kpisOut = s, out
 		}
 	}
-	if post == nil || kpis == nil {
-		t.Fatalf("the README posts no example events or reads no KPIs")
+	if post == nil || kpis == nil || posts != 2 {
+		t.Fatalf("the README posts %d example requests (want the server sender's and the browser's) or reads no KPIs", posts)
 	}
 
-	// The click and the conversion arrive; the README waits a fixed
-	// time, a loaded machine may need longer, so its KPI request is
-	// asked again (up to a minute) until both events are counted one way
-	// or the other.
+	// The click, the conversion and the page view arrive; the README
+	// waits a fixed time, a loaded machine may need longer, so its KPI
+	// request is asked again (up to a minute) until all three events are
+	// counted one way or the other.
 	deadline := time.Now().Add(time.Minute)
 	var k map[string]float64
 	for {
@@ -118,7 +127,7 @@ func TestReadmeRunsAsWritten(t *testing.T) {
 		if err := json.Unmarshal([]byte(kpisOut), &k); err != nil {
 			t.Fatalf("%s\nanswered %q, not the KPI object: %v", kpis, kpisOut, err)
 		}
-		if k["clicks"]+k["conversions"]+k["bots_filtered"] >= 2 || time.Now().After(deadline) {
+		if k["clicks"]+k["conversions"]+k["pageviews"]+k["bots_filtered"] >= 3 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(2 * time.Second)
@@ -128,8 +137,8 @@ func TestReadmeRunsAsWritten(t *testing.T) {
 		}
 		kpisOut = out
 	}
-	if k["clicks"] != 1 || k["conversions"] != 1 || math.Abs(k["revenue"]-49.9) > 1e-9 || k["bots_filtered"] != 0 {
-		t.Fatalf("%s\nanswered %s\nthe README says one click, one conversion and 49.90 of revenue, and no bots", kpis, kpisOut)
+	if k["clicks"] != 1 || k["conversions"] != 1 || k["pageviews"] != 1 || math.Abs(k["revenue"]-49.9) > 1e-9 || k["bots_filtered"] != 0 {
+		t.Fatalf("%s\nanswered %s\nthe README says one click, one conversion, one page view and 49.90 of revenue, and no bots", kpis, kpisOut)
 	}
 	t.Logf("the example's click arrived as a click: %s", kpisOut)
 }
