@@ -163,6 +163,13 @@ type Influx struct {
 	Bucket string `yaml:"bucket"`
 	// Timeout bounds one HTTP request. Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// QueryLanguage is how the node reads InfluxDB: auto (default:
+	// InfluxQL when the server answers it, else Flux), influxql or flux.
+	QueryLanguage string `yaml:"query_language"`
+	// CreateBucket lets the node create the database and retention
+	// policy named by Bucket at start when they are missing (InfluxDB
+	// 1.x). Default true; false makes a missing bucket an error.
+	CreateBucket bool `yaml:"create_bucket"`
 }
 
 // Merge tunes the merge pipeline.
@@ -246,8 +253,9 @@ func DefaultConfig() Config {
 			MaxConcurrentQueries: 16, MaxQueriesPerSubject: 8, QueryWait: 5 * time.Second, WriteTimeout: 30 * time.Second,
 			Stream:  Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16},
 			GraphQL: GraphQL{MaxComplexity: graphql.DefaultConfig().MaxComplexity}},
-		Auth:   Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
-		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
+		Auth: Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
+		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second,
+			QueryLanguage: "auto", CreateBucket: true},
 		Merge: Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second,
 			QuarantineMaxBytes: 256 << 20, MaxPendingLoads: 100_000},
 	}
@@ -304,6 +312,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Influx.Bucket == "" {
 		bad("influx.bucket: required (\"db/rp\" for InfluxDB 1.8)")
+	}
+	switch c.Influx.QueryLanguage {
+	case "auto", "influxql", "flux":
+	default:
+		bad("influx.query_language %q: want auto, influxql or flux", c.Influx.QueryLanguage)
 	}
 	if c.Merge.Lateness < time.Minute {
 		bad("merge.lateness %s: at least 1m", c.Merge.Lateness)

@@ -12,7 +12,8 @@ func TestGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Name != "agg-1" || c.Merge.WALMaxBytes != 256<<20 || c.Merge.WriteInterval != 500*time.Millisecond ||
-		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN {
+		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN ||
+		c.Influx.QueryLanguage != "influxql" || c.Influx.CreateBucket {
 		t.Fatalf("decoded %+v", c)
 	}
 	if k, err := c.Cluster.GossipKey(); err != nil || string(k) != "0123456789abcdef" || c.Cluster.Profile != "local" ||
@@ -41,7 +42,8 @@ func TestBad(t *testing.T) {
 	for file, wants := range map[string][]string{
 		"testdata/unknown_key.bad.yaml": {"field influxdb not found"},
 		"testdata/invalid.bad.yaml": {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness",
-			"cluster.seeds: \"nowhere\"", "set cluster.bind", "cluster.profile \"moon\"", "cluster.secret_key: 5 bytes"},
+			"cluster.seeds: \"nowhere\"", "set cluster.bind", "cluster.profile \"moon\"", "cluster.secret_key: 5 bytes",
+			"influx.query_language \"sql\""},
 		"testdata/auth.bad.yaml": {"http.tls_cert and http.tls_key", "http.stream.buffer 5", "auth.jwt.public_key_file",
 			"tokens[0] (ops): token shorter than 16", "tokens[1]: subject bob: unknown role \"owner\"", "tokens[2]: subject carol: a viewer needs"},
 		"testdata/noauth.bad.yaml":         {"auth: no tokens, no jwt key and no links secret"},
@@ -61,5 +63,14 @@ func TestBad(t *testing.T) {
 				t.Fatalf("%s: error %q lacks %q", file, err, w)
 			}
 		}
+	}
+}
+
+// TestInfluxDefaults: reads pick their language by themselves and a
+// missing bucket is created, unless the file says otherwise.
+func TestInfluxDefaults(t *testing.T) {
+	d := DefaultConfig()
+	if d.Influx.QueryLanguage != "auto" || !d.Influx.CreateBucket {
+		t.Fatalf("influx defaults %+v: want query_language auto, create_bucket true", d.Influx)
 	}
 }

@@ -35,6 +35,9 @@ type AggregatorOptions struct {
 	// sections (indented by two spaces), for keys the options do not
 	// cover.
 	HTTPExtra, AuthExtra string
+	// InfluxExtra is YAML added to the influx: section, e.g.
+	// "query_language: flux" or "create_bucket: false".
+	InfluxExtra string
 }
 
 // DefaultAdminToken is the admin token of aggregators whose options name
@@ -80,6 +83,9 @@ influx:
   url: {{.InfluxURL}}
   token: user:password
   bucket: {{.InfluxBucket}}
+{{- range .InfluxLines}}
+  {{.}}
+{{- end}}
 merge:
   write_interval: {{.WriteInterval}}
   lateness: {{.Lateness}}
@@ -143,9 +149,9 @@ func WriteAggregatorConfig(path string, o AggregatorOptions) error {
 	}
 	data := struct {
 		AggregatorOptions
-		SeedList                        string
-		HTTPLines, AuthLines, QUICLines []string
-	}{o, strings.Join(o.Seeds, ", "), lines(o.HTTPExtra), lines(o.AuthExtra), quicLines}
+		SeedList                                     string
+		HTTPLines, AuthLines, QUICLines, InfluxLines []string
+	}{o, strings.Join(o.Seeds, ", "), lines(o.HTTPExtra), lines(o.AuthExtra), quicLines, lines(o.InfluxExtra)}
 	return writeTmpl(path, aggregatorTmpl, data)
 }
 
