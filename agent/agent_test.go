@@ -21,6 +21,20 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
+// serverToken is the server senders' token of the tests' agents.
+const serverToken = "agent-test-server-token"
+
+// postAsServer posts body to url as a server sender.
+func postAsServer(url, contentType string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Authorization", "Bearer "+serverToken)
+	return http.DefaultClient.Do(req)
+}
+
 // capture is a QUIC aggregator stand-in that keeps every batch it acks.
 type capture struct {
 	mu      sync.Mutex
@@ -63,6 +77,7 @@ func captureSetup(t *testing.T) (config.Config, *capture) {
 	f := pki.DevFiles(certs, "agent-t")
 	cfg.Aggregator.CA, cfg.Aggregator.Cert, cfg.Aggregator.Key = f.CA, f.Cert, f.Key
 	cfg.Privacy.Secret = "privacy-test-secret-0123456789"
+	cfg.HTTP.ServerTokens = []string{serverToken}
 	cfg.Rollup.FlushInterval = 200 * time.Millisecond
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -93,7 +108,7 @@ func startAgent(t *testing.T) (eventsURL string, cap *capture, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addr <- a })
+		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(l agent.Listeners) { addr <- l.HTTP })
 	}()
 	select {
 	case a := <-addr:
@@ -126,7 +141,7 @@ func TestRawIdentitiesNeverLeaveTheAgent(t *testing.T) {
 		// Anonymous visitors: identity from (ip, ua, site) only.
 		fmt.Fprintf(&body, `{"type":"click","campaign":"probe","ip":%q,"ua":%q,"url":%q}`+"\n", ip, ua, page)
 	}
-	resp, err := http.Post(url, "application/x-ndjson", &body)
+	resp, err := postAsServer(url, "application/x-ndjson", &body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,17 @@
 // Beyond the limit a value is folded into Other: its events still count,
 // exactly, under the series ("(other)", …) or the poll's answer "(other)";
 // only the label is lost. Every fold is counted per dimension.
+//
+// On top of the per-dimension limits, a per-minute series budget bounds
+// the product: beyond MaxSeries distinct series in a minute, the events of
+// a new series count in the overflow series of their type and device,
+// whose campaign, source and medium are Other and country NoCountry. Type
+// and device are closed sets, so the overflow adds at most a few dozen
+// series whatever arrives.
 package cardinality
 
 import (
+	"hash/maphash"
 	"sync/atomic"
 
 	"github.com/tally-edge/tally/agent/event"
@@ -20,21 +28,32 @@ import (
 const Other = "(other)"
 
 // Dimensions guarded, in the order of Folded. "answer" counts the distinct
-// (poll, answer) pairs of votes.
-var Dimensions = [numDims]string{"campaign", "source", "medium", "answer"}
+// (poll, answer) pairs of votes; "series" the events folded into an
+// overflow series by the series budget.
+var Dimensions = [numDims]string{"campaign", "source", "medium", "answer", "series"}
 
-const numDims = 4
+const (
+	numDims   = 5
+	numValues = 4 // the dimensions with value sets
+	answer    = 3 // the index of "answer" in Dimensions
+	series    = 4 // the index of "series" in Dimensions
+)
 
-// Config sets the limits: distinct values per dimension per minute. Zero
-// means the default of 1000; a negative value means unlimited.
+// Config sets the limits: distinct values per dimension per minute, and
+// distinct series per minute. Zero means the default (1000 values, 100000
+// series); a negative value means unlimited.
 type Config struct {
 	MaxCampaigns, MaxSources, MaxMediums, MaxAnswers int
+	MaxSeries                                        int
 }
 
-func limit(v int) int {
+// DefaultMaxSeries is the series budget of a zero Config.MaxSeries.
+const DefaultMaxSeries = 100_000
+
+func limit(v, def int) int {
 	switch {
 	case v == 0:
-		return 1000
+		return def
 	case v < 0:
 		return int(^uint(0) >> 1)
 	}
@@ -42,7 +61,8 @@ func limit(v int) int {
 }
 
 type minuteSets struct {
-	values  [numDims]map[string]struct{}
+	values  [numValues]map[string]struct{}
+	series  map[uint64]struct{} // hashes of the series admitted
 	touched int64
 }
 
@@ -53,12 +73,47 @@ type Guard struct {
 	limits  [numDims]int
 	minutes map[int64]*minuteSets
 	folded  [numDims]atomic.Uint64 // read by metrics from any goroutine
+	seed    maphash.Seed
 }
 
 // New returns a Guard.
 func New(cfg Config) *Guard {
-	return &Guard{limits: [numDims]int{limit(cfg.MaxCampaigns), limit(cfg.MaxSources), limit(cfg.MaxMediums), limit(cfg.MaxAnswers)},
-		minutes: make(map[int64]*minuteSets)}
+	return &Guard{limits: [numDims]int{limit(cfg.MaxCampaigns, 1000), limit(cfg.MaxSources, 1000), limit(cfg.MaxMediums, 1000),
+		limit(cfg.MaxAnswers, 1000), limit(cfg.MaxSeries, DefaultMaxSeries)},
+		minutes: make(map[int64]*minuteSets), seed: maphash.MakeSeed()}
+}
+
+// overflow reports whether s is an overflow series (which the budget
+// always admits: it is where the overflow goes).
+func overflow(s *sketch.Series) bool {
+	return s.Campaign == Other && s.Source == Other && s.Medium == Other && s.Country == event.NoCountry
+}
+
+func (g *Guard) seriesHash(s *sketch.Series) uint64 {
+	var h maphash.Hash
+	h.SetSeed(g.seed)
+	for _, v := range [...]string{s.Campaign, s.Source, s.Medium, s.Type, s.Country, s.Device, s.Region} {
+		h.WriteString(v)
+		h.WriteByte(0)
+	}
+	return h.Sum64()
+}
+
+// admitSeries records e's series in m and reports whether the budget
+// admits it.
+func (g *Guard) admitSeries(m *minuteSets, s *sketch.Series) bool {
+	if overflow(s) {
+		return true
+	}
+	k := g.seriesHash(s)
+	if _, ok := m.series[k]; ok {
+		return true
+	}
+	if len(m.series) >= g.limits[series] {
+		return false
+	}
+	m.series[k] = struct{}{}
+	return true
 }
 
 // Fold rewrites, in place, the dimension values of events that would
@@ -77,10 +132,12 @@ func (g *Guard) Fold(events []event.Event, now int64) {
 			poll, _ := sketch.SplitVote(e.Vote)
 			e.Vote = sketch.VoteKey(poll, Other)
 		}
+		if !g.admitSeries(m, &e.Series) {
+			e.Series.Campaign, e.Series.Source, e.Series.Medium, e.Series.Country = Other, Other, Other, event.NoCountry
+			g.folded[series].Add(1)
+		}
 	}
 }
-
-const answer = 3 // the index of "answer" in Dimensions
 
 // over records v in dimension d of minute m and reports whether it is
 // over the limit (and counts the fold).
@@ -109,13 +166,16 @@ func (g *Guard) Observe(events []event.Event, now int64) {
 		if e.Vote != "" {
 			m.values[answer][e.Vote] = struct{}{}
 		}
+		if !overflow(&e.Series) {
+			m.series[g.seriesHash(&e.Series)] = struct{}{}
+		}
 	}
 }
 
 func (g *Guard) minute(minute, now int64) *minuteSets {
 	m := g.minutes[minute]
 	if m == nil {
-		m = &minuteSets{}
+		m = &minuteSets{series: make(map[uint64]struct{})}
 		for d := range m.values {
 			m.values[d] = make(map[string]struct{})
 		}

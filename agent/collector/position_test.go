@@ -11,6 +11,8 @@ import (
 
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/ship"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/sketch"
 )
@@ -23,7 +25,7 @@ func openForPositions(t *testing.T, dir string, epoch uint32) (*spool.Spool, *Co
 		t.Fatal(err)
 	}
 	c, err := Open(Config{Dir: dir, Epoch: epoch, FlushInterval: time.Second, Rollup: rollup.DefaultConfig(),
-		JournalMaxBytes: 64 << 20}, sp, prometheus.NewRegistry(), logger)
+		JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, nil)}, sp, prometheus.NewRegistry(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,17 +46,17 @@ func unflushedEvents(n int) []event.Event {
 func TestPositionsSurviveCrashes(t *testing.T) {
 	dir := t.TempDir()
 	sp, c := openForPositions(t, dir, 1)
-	if err := c.AcceptAt(unflushedEvents(3), Position{Source: "tail:a.log", File: "1:10", Offset: 300}); err != nil {
+	if err := c.AcceptAt(unflushedEvents(3), source.Position{Source: "tail:a.log", File: "1:10", Offset: 300}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.AcceptAt(unflushedEvents(2), Position{Source: "tail:a.log", File: "1:10", Offset: 500}); err != nil {
+	if err := c.AcceptAt(unflushedEvents(2), source.Position{Source: "tail:a.log", File: "1:10", Offset: 500}); err != nil {
 		t.Fatal(err)
 	}
 	// Malformed lines only: no events, the position still moves.
-	if err := c.AcceptAt(nil, Position{Source: "tail:b.log", File: "1:11", Offset: 42}); err != nil {
+	if err := c.AcceptAt(nil, source.Position{Source: "tail:b.log", File: "1:11", Offset: 42}); err != nil {
 		t.Fatal(err)
 	}
 	// Crash: no final flush.

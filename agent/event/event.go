@@ -148,15 +148,5 @@ func cleanDim(s, def string) string {
 	if s == "" {
 		return def
 	}
-	if len(s) > maxDim {
-		s = s[:maxDim]
-		// Do not end inside a UTF-8 sequence.
-		for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
-			s = s[:len(s)-1]
-		}
-		if len(s) > 0 && s[len(s)-1] >= 0xC0 {
-			s = s[:len(s)-1]
-		}
-	}
-	return s
+	return cutUTF8(s, maxDim)
 }

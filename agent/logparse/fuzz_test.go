@@ -71,7 +71,7 @@ func FuzzParse(f *testing.F) {
 	}
 	parsers := fuzzParsers(f)
 	reasons := Reasons()
-	ctx := event.Context{Now: time.UnixMilli(1710075336000), Region: "test"}
+	ctx := event.Context{Now: time.UnixMilli(1710075336000), Region: "test", Hasher: fuzzHasher{}, TrustBody: true}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		for i, p := range parsers {
 			var r event.Raw
@@ -96,7 +96,7 @@ func FuzzParse(f *testing.F) {
 			}
 			Detach(&r)
 			var e event.Event
-			_ = event.Normalize(&r, &ctx, fuzzHasher{}, nil, &e)
+			_ = event.Normalize(&r, &ctx, &e)
 		}
 	})
 }

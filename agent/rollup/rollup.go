@@ -10,12 +10,18 @@
 // minute has been idle for the lateness window its object is dropped; a
 // later event for that minute opens a new object with a new CID, so what
 // was already shipped is never replaced by less.
+//
+// A Rollup is not safe for concurrent use: the collector owns it and
+// serialises every call under its own lock, which is also where it
+// journals events, so the order of the journal is the order of Add. A
+// Rollup cuts contributions into an Output (the shipper's batcher), which
+// encodes them at once; it knows nothing of batches, owners or the spool.
 package rollup
 
 import (
+	"bytes"
 	"cmp"
-	"slices"
-	"sync"
+	"maps"
 	"time"
 
 	"github.com/tally-edge/tally/agent/event"
@@ -46,9 +52,6 @@ type Config struct {
 	// series. Counts and sums are unaffected; uniques can then be asked per
 	// campaign and region, not per source, medium, country or device.
 	CampaignUniques bool
-	// BatchContributions is the most contributions one payload of a
-	// Flush holds. Default 2000.
-	BatchContributions int
 }
 
 // UniquesType and All name the series that carries a campaign's uniques
@@ -60,7 +63,7 @@ const (
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000, BatchContributions: 2000}
+	return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000}
 }
 
 type entry struct {
@@ -78,25 +81,30 @@ type Stats struct {
 	Events, Bots, Open, Opened, Closed uint64
 }
 
-// Rollup is the agent's in-memory per-minute state. It is safe for
-// concurrent use; Add calls are serialised with each other and with Flush.
+// Output receives the contributions a Rollup cuts. Add must encode or
+// copy what it keeps before it returns: the contribution and its State
+// buffers are reused for the next one.
+type Output interface {
+	Add(c *wire.Contribution)
+}
+
+// Rollup is the agent's in-memory per-minute state. It is not safe for
+// concurrent use (see the package doc).
 type Rollup struct {
 	cfg   Config
 	epoch uint32
 	now   func() time.Time
 
-	mu        sync.Mutex
 	nextGen   uint32
 	maxMinute int64 // latest event minute seen (for ByEventTime)
 	open      openMinutes
 	rows      map[rowKey]*entry // imported rows: one contribution each
 	stats     Stats
-	// out holds the contributions cut since the last Flush returned:
-	// those of minutes closed by event time (ByEventTime), or of a Flush
-	// that failed half way. closeErr is the first error met closing.
-	out      routedOut
+	// closeErr is the first error met cutting minutes closed by event
+	// time; the next Cut reports it.
 	closeErr error
 	regs     []byte // scratch for register updates
+	c        wire.Contribution
 }
 
 // rowKey identifies an imported row's contribution.
@@ -114,11 +122,8 @@ func New(epoch uint32, cfg Config) *Rollup {
 	if cfg.MaxOpen <= 0 {
 		cfg.MaxOpen = DefaultConfig().MaxOpen
 	}
-	if cfg.BatchContributions <= 0 {
-		cfg.BatchContributions = DefaultConfig().BatchContributions
-	}
 	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: openMinutes{byMinute: map[int64]map[sketch.Series]*entry{}},
-		rows: make(map[rowKey]*entry), out: routedOut{per: cfg.BatchContributions}}
+		rows: make(map[rowKey]*entry)}
 }
 
 // ErrFull is returned by Add when MaxOpen series-minutes are open.
@@ -129,25 +134,33 @@ func (fullError) Error() string { return "too many open series-minutes; retry af
 // ErrFull reports that the rollup holds MaxOpen series-minutes.
 var ErrFull error = fullError{}
 
-// Add applies events. If before is not nil it runs first, under the same
-// lock as the application, and an error from it aborts Add with nothing
-// applied: the agent journals the events there, so the journal position a
-// Flush records always splits the events exactly into "in this flush" and
-// "after it". Add is all or nothing.
-func (r *Rollup) Add(events []event.Event, before func() error) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.open.n+len(events) > r.cfg.MaxOpen && r.wouldOpen(events) > r.cfg.MaxOpen-r.open.n {
+// Fits reports whether Add would take events: Add refuses, with ErrFull,
+// events that would open more than MaxOpen series-minutes. The collector
+// asks before it journals them.
+func (r *Rollup) Fits(events []event.Event) bool {
+	return r.open.n+len(events) <= r.cfg.MaxOpen || r.wouldOpen(events) <= r.cfg.MaxOpen-r.open.n
+}
+
+// Add applies events, all or nothing: it returns ErrFull, with nothing
+// applied, when Fits would say no. Contributions of minutes that the
+// events move Lateness past (ByEventTime) are cut to out at once.
+func (r *Rollup) Add(events []event.Event, out Output) error {
+	if !r.Fits(events) {
 		return ErrFull
-	}
-	if before != nil {
-		if err := before(); err != nil {
-			return err
-		}
 	}
 	now := r.now().Unix()
 	for i := range events {
-		r.apply(&events[i], now)
+		r.apply(&events[i], now, out)
+	}
+	return nil
+}
+
+// AddUnbounded is Add without the MaxOpen check, for events that were
+// accepted already (a journal replay).
+func (r *Rollup) AddUnbounded(events []event.Event, out Output) error {
+	now := r.now().Unix()
+	for i := range events {
+		r.apply(&events[i], now, out)
 	}
 	return nil
 }
@@ -164,12 +177,12 @@ func (r *Rollup) wouldOpen(events []event.Event) int {
 	return len(seen)
 }
 
-func (r *Rollup) apply(e *event.Event, now int64) {
+func (r *Rollup) apply(e *event.Event, now int64, out Output) {
 	k := sketch.Key{Series: e.Series, Minute: sketch.MinuteOf(e.UnixMillis)}
 	if k.Minute > r.maxMinute {
 		r.maxMinute = k.Minute
 		if r.cfg.ByEventTime {
-			r.closeByEventTime()
+			r.closeByEventTime(out)
 		}
 	}
 	if e.Row != 0 {
@@ -251,10 +264,10 @@ func (r *Rollup) applyRow(k sketch.Key, e *event.Event, now int64) {
 func (r *Rollup) closeBefore() int64 { return r.maxMinute - int64(r.cfg.Lateness/time.Second) }
 
 // closeByEventTime cuts the series-minutes that events have moved
-// Lateness past: each changed one becomes its last contribution, kept
-// for the next Flush, and all are forgotten. A later event for one of
-// them opens a new contribution, as after a Flush.
-func (r *Rollup) closeByEventTime() {
+// Lateness past: each changed one becomes its last contribution, cut to
+// out, and all are forgotten. A later event for one of them opens a new
+// contribution, as after a Cut.
+func (r *Rollup) closeByEventTime(out Output) {
 	before := r.closeBefore()
 	for minute, set := range r.open.byMinute {
 		if minute >= before {
@@ -263,11 +276,11 @@ func (r *Rollup) closeByEventTime() {
 		var err error
 		for s, en := range set {
 			if en.dirty {
-				err = cmp.Or(err, r.cut(sketch.Key{Series: s, Minute: minute}, en, true))
+				err = cmp.Or(err, r.cut(sketch.Key{Series: s, Minute: minute}, en, true, out))
 			}
 		}
 		if err != nil {
-			// Entries that failed stay changed, and the next Flush
+			// Entries that failed stay changed, and the next Cut
 			// reports the error; the minute closes once they are cut.
 			r.closeErr = cmp.Or(r.closeErr, err)
 			continue
@@ -352,10 +365,10 @@ func (o *openMinutes) drop(minute int64) {
 	}
 }
 
-// cut appends the entry's next contribution to r.out: its state and the
+// cut hands the entry's next contribution to out: its state and the
 // register updates since the last one. final says the entry is dropped
 // afterwards, so what was shipped need not be remembered.
-func (r *Rollup) cut(k sketch.Key, en *entry, final bool) error {
+func (r *Rollup) cut(k sketch.Key, en *entry, final bool, out Output) error {
 	enc, err := en.state.EncodeShared()
 	if err != nil {
 		return err
@@ -372,26 +385,19 @@ func (r *Rollup) cut(k sketch.Key, en *entry, final bool) error {
 	enc.Registers = r.regs
 	en.version++
 	en.dirty = false
-	r.out.add(&wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
+	r.c = wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc}
+	out.Add(&r.c)
 	return nil
 }
 
-// Flush cuts the contributions of every changed series-minute, each with
-// a new version, and closes series-minutes idle for longer than the
-// lateness. It returns them as spool payloads of at most
-// BatchContributions each (see EncodeBatches) and how many there are.
-// cut, if not nil, runs under the lock and its result is returned: the
-// journal position that this flush covers.
-func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var pos uint64
-	if cut != nil {
-		pos = cut()
-	}
+// Cut hands the contributions of every changed series-minute to out, each
+// with a new version, and closes series-minutes idle for longer than the
+// lateness. An error (a sketch that cannot be encoded) leaves what was not
+// cut changed, for the next Cut.
+func (r *Rollup) Cut(out Output) error {
 	if err := r.closeErr; err != nil {
 		r.closeErr = nil
-		return nil, 0, 0, err
+		return err
 	}
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
 	closeBefore := r.closeBefore()
@@ -405,8 +411,8 @@ func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
 				}
 				continue
 			}
-			if err := r.cut(k, en, false); err != nil {
-				return nil, 0, 0, err // what was cut stays in r.out for the next Flush
+			if err := r.cut(k, en, false, out); err != nil {
+				return err
 			}
 		}
 	}
@@ -415,16 +421,16 @@ func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
 	for rk, en := range r.rows {
 		enc, err := en.state.EncodeShared()
 		if err != nil {
-			return nil, 0, 0, err
+			return err
 		}
 		r.regs = en.regs.AppendFinal(r.regs[:0])
 		enc.Registers = r.regs
-		r.out.add(&wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc})
+		r.c = wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc}
+		out.Add(&r.c)
 		delete(r.rows, rk)
 		r.stats.Closed++
 	}
-	batches, n := r.out.take()
-	return batches, n, pos, nil
+	return nil
 }
 
 // ResendOpen makes the next flush send the complete state of every open
@@ -433,8 +439,6 @@ func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
 // campaign's new owner gets everything still open at the edge even if
 // the old owner died before writing it.
 func (r *Rollup) ResendOpen() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	n := 0
 	for _, set := range r.open.byMinute {
 		for _, en := range set {
@@ -445,124 +449,23 @@ func (r *Rollup) ResendOpen() int {
 	return n
 }
 
-// SetRouter makes every payload hold contributions of one owner:
-// ownerOf(campaign) names the aggregator node that owns a campaign ("" when
-// unknown), and each owner's contributions are batched apart, so a batch
-// can be sent straight to its owner.
-func (r *Rollup) SetRouter(ownerOf func(campaign string) string) {
-	r.mu.Lock()
-	r.out.route = ownerOf
-	r.mu.Unlock()
-}
+// Slice is an Output that keeps a copy of every contribution, for tests
+// and tools; the agent's own Output encodes them as they come.
+type Slice []wire.Contribution
 
-// routedOut keeps one batcher per owner (one in all without a router).
-type routedOut struct {
-	per    int
-	route  func(campaign string) string
-	owners map[string]string // campaign → owner, for one flush
-	by     map[string]*batcher
-}
-
-func (o *routedOut) add(c *wire.Contribution) {
-	owner := ""
-	if o.route != nil {
-		var ok bool
-		if owner, ok = o.owners[c.Series.Campaign]; !ok {
-			if o.owners == nil {
-				o.owners = map[string]string{}
-			}
-			owner = o.route(c.Series.Campaign)
-			o.owners[c.Series.Campaign] = owner
-		}
-	}
-	b := o.by[owner]
-	if b == nil {
-		if o.by == nil {
-			o.by = map[string]*batcher{}
-		}
-		b = &batcher{per: o.per}
-		o.by[owner] = b
-	}
-	b.add(c)
-}
-
-// take returns every owner's payloads, owners in name order, and forgets
-// the owners looked up (membership may change before the next flush).
-func (o *routedOut) take() ([][]byte, int) {
-	keys := make([]string, 0, len(o.by))
-	for k := range o.by {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var out [][]byte
-	n := 0
-	for _, k := range keys {
-		bs, m := o.by[k].take()
-		if m == 0 {
-			delete(o.by, k) // an owner of a past membership
-		}
-		out = append(out, bs...)
-		n += m
-	}
-	o.owners = nil
-	return out, n
-}
-
-// batcher encodes contributions into payloads of at most per each, as
-// EncodeBatches does, without keeping them as structs.
-type batcher struct {
-	per  int
-	body []byte // headerRoom bytes, then the contributions of the batch being filled
-	n    int    // contributions in body
-	full [][]byte
-	all  int
-	hint int // the size of the last full batch, to size the next
-}
-
-// headerRoom is left at the start of a batch for its array header, which
-// is written when the batch is complete and its length known.
-const headerRoom = 5
-
-func (b *batcher) add(c *wire.Contribution) {
-	if b.body == nil {
-		b.body = make([]byte, headerRoom, max(4<<10, b.hint))
-	}
-	b.body = wire.AppendContribution(b.body, c)
-	b.n++
-	b.all++
-	if b.n == b.per {
-		b.seal()
-	}
-}
-
-func (b *batcher) seal() {
-	if b.n == 0 {
-		return
-	}
-	var h [headerRoom]byte
-	hdr := wire.AppendContributionsHeader(h[:0], b.n)
-	start := headerRoom - len(hdr)
-	copy(b.body[start:], hdr)
-	if b.n == b.per {
-		b.hint = len(b.body) + len(b.body)/8
-	}
-	b.full = append(b.full, b.body[start:])
-	b.body, b.n = nil, 0
-}
-
-// take returns the payloads and their number of contributions, and
-// empties b.
-func (b *batcher) take() ([][]byte, int) {
-	b.seal()
-	out, n := b.full, b.all
-	b.full, b.all = nil, 0
-	return out, n
+// Add appends a deep copy of c.
+func (s *Slice) Add(c *wire.Contribution) {
+	cp := *c
+	cp.State.Bots = maps.Clone(c.State.Bots)
+	cp.State.Votes = maps.Clone(c.State.Votes)
+	cp.State.HLL = bytes.Clone(c.State.HLL)
+	cp.State.Quantiles = bytes.Clone(c.State.Quantiles)
+	cp.State.Registers = bytes.Clone(c.State.Registers)
+	*s = append(*s, cp)
 }
 
 // Stats returns a snapshot of the counters.
 func (r *Rollup) Stats() Stats {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	s := r.stats
 	s.Open = uint64(r.open.n + len(r.rows))
 	return s

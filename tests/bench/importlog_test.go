@@ -9,7 +9,7 @@ package bench
 // and profile the same work in-process on one core with
 //
 //	go test -run='^$' -bench=BenchmarkImportInProcess -benchtime=1x -cpu=1 -cpuprofile=/tmp/import.cpu ./tests/bench/
-//	go tool pprof -top -focus='agent\.Import' /tmp/import.cpu
+//	go tool pprof -top -focus='backfill\.Import' /tmp/import.cpu
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tally-edge/tally/agent"
+	"github.com/tally-edge/tally/agent/backfill"
 	"github.com/tally-edge/tally/agent/config"
 	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/internal/pki"
@@ -380,9 +380,9 @@ privacy:
 }
 
 // BenchmarkImportInProcess is BenchmarkImportLog's "day" import through
-// agent.Import in this process, for CPU profiles (-cpuprofile; the log is
+// backfill.Import in this process, for CPU profiles (-cpuprofile; the log is
 // written before the timer starts but inside the profile, so focus the
-// profile on agent.Import). Run it with -cpu=1 for the one-core figure.
+// profile on backfill.Import). Run it with -cpu=1 for the one-core figure.
 func BenchmarkImportInProcess(b *testing.B) {
 	if testing.Short() {
 		b.Skip("writes 250 MB of logs")
@@ -406,7 +406,7 @@ func BenchmarkImportInProcess(b *testing.B) {
 		if err := cfg.Validate(); err != nil {
 			b.Fatal(err)
 		}
-		sum, err := agent.Import(context.Background(), cfg, agent.ImportOptions{Files: []string{path}, Parse: spec}, logger)
+		sum, err := backfill.Import(context.Background(), cfg, backfill.ImportOptions{Files: []string{path}, Parse: spec}, logger)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -155,7 +155,7 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		if err := harness.WaitHTTP(wctx, "http://"+addr+"/healthz", p); err != nil {
 			return err
 		}
-		clients = append(clients, &loadgen.Client{URL: "http://" + addr + "/v1/events", HTTP: &http.Client{Timeout: 30 * time.Second}})
+		clients = append(clients, &loadgen.Client{URL: "http://" + addr + "/v1/events", HTTP: &http.Client{Timeout: 30 * time.Second}, Token: harness.DefaultServerToken})
 	}
 
 	fmt.Printf(`
