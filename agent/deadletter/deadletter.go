@@ -139,6 +139,12 @@ func (s *Store) Put(l Letter, payload []byte) error {
 	if l.Spool == "" || strings.ContainsAny(l.Spool, `/\-.`) {
 		return fmt.Errorf("dead letters: bad spool name %q", l.Spool)
 	}
+	path := filepath.Join(s.cfg.Dir, fileName(l.Spool, l.Seq))
+	if _, err := os.Stat(path); err == nil {
+		// The same batch refused again (a restart re-sent it before its
+		// ack was recorded): the file on disk already holds it.
+		return nil
+	}
 	s.mu.Lock()
 	if s.count+1 > s.cfg.MaxBatches || s.bytes+int64(len(payload)) > s.cfg.MaxBytes {
 		s.mu.Unlock()
@@ -165,15 +171,6 @@ func (s *Store) write(l Letter, payload []byte) error {
 		return err
 	}
 	path := filepath.Join(s.cfg.Dir, fileName(l.Spool, l.Seq))
-	if _, err := os.Stat(path); err == nil {
-		// The same batch refused again (after a restart re-sent it): the
-		// file on disk already holds it.
-		s.mu.Lock()
-		s.count--
-		s.bytes -= int64(len(payload))
-		s.mu.Unlock()
-		return nil
-	}
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
