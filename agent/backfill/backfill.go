@@ -146,6 +146,7 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 		}
 	}
 	prog := newProgress(opts.Progress, opts.Interactive, total)
+	defer prog.halt()
 	r.progress = prog
 	start := time.Now()
 	var readErr error
@@ -410,8 +411,15 @@ type progress struct {
 	read  atomic.Int64
 	lines atomic.Int64
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// halt stops the ticker goroutine and waits for it; safe to call twice.
+func (p *progress) halt() {
+	p.stopOnce.Do(func() { close(p.stop) })
+	p.wg.Wait()
 }
 
 func newProgress(w io.Writer, interactive bool, total int64) *progress {
@@ -459,8 +467,7 @@ func (p *progress) done(s *ImportSummary) {
 	if p.w == nil {
 		return
 	}
-	close(p.stop)
-	p.wg.Wait()
+	p.halt()
 	p.lines.Store(int64(s.Lines))
 	p.draw()
 	if p.interactive {
