@@ -84,10 +84,12 @@ bench: dashboard influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, 
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
 	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/
 
-fuzz: ## Run every fuzzer (wire, sketch) for FUZZTIME each (default 30s).
-	@for pkg in ./wire ./sketch; do \
-	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s $$pkg; done; done
+fuzz: ## Run every fuzzer of every package (found by their Fuzz functions) for FUZZTIME each (default 30s).
+	@pkgs=$$(git ls-files '*_test.go' | xargs grep -lE '^func Fuzz[A-Za-z0-9_]+\(' | xargs -n1 dirname | sort -u); \
+	  if [ -z "$$pkgs" ]; then echo "no fuzzers found"; exit 1; fi; \
+	  for pkg in $$pkgs; do \
+	    for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //' | sort -u); do \
+	      echo "== ./$$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s ./$$pkg; done; done
 
 lint: fmt-check tidy-check ## go vet, gofmt and go.mod tidiness.
 	$(GO) vet $(PKGS)

@@ -148,9 +148,10 @@ func decodePositions(b []byte) (map[string]trackedPosition, error) {
 			return nil, fmt.Errorf("decode source positions (version 1): %w", err)
 		}
 		for k, p := range v1 {
-			// Version 1 kept no time: count them as seen now, so pruning
-			// starts their clock at the upgrade.
-			ps[k] = trackedPosition{Position: source.Position{Source: p.Source, File: p.File, Offset: p.Offset}}
+			// The key names the source (version 1 repeated it inside).
+			// Version 1 kept no time: Seen stays 0, and replay counts
+			// them as seen at the upgrade.
+			ps[k] = trackedPosition{Position: source.Position{Source: k, File: p.File, Offset: p.Offset}}
 		}
 	}
 	return ps, nil

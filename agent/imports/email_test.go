@@ -234,3 +234,29 @@ func TestWebhookTime(t *testing.T) {
 		}
 	}
 }
+
+// FuzzEmailWebhook: no body makes the webhook panic or answer outside its
+// contract, and nothing a row says is counted more than once.
+//
+//	go test -run='^$' -fuzz='^FuzzEmailWebhook$' -fuzztime=30s ./agent/imports/
+func FuzzEmailWebhook(f *testing.F) {
+	f.Add(readFixture(f, "sendgrid/events.json"))
+	for _, s := range []string{`{"event":"open","id":"1","email":"a@b.example","timestamp":1700000000,"campaign":"c"}`,
+		"[{\"event\":\"click\",\"id\":2}]\n", "{\"event\":\"bounce\"}\n{", `[{"sg_event_id":"x","event":"open","timestamp":"x"}]`} {
+		f.Add([]byte(s))
+	}
+	fx := newFixture(f, nil)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fx.sink.batches = nil
+		w, res := post(t, fx.h.EmailWebhook(), EmailWebhookPath, body)
+		switch w.Code {
+		case http.StatusAccepted:
+			if res.Events != res.Accepted {
+				t.Fatalf("%d events from %d accepted rows", res.Events, res.Accepted)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		default:
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	})
+}

@@ -33,7 +33,9 @@ func fuzzParsers(tb testing.TB) []*Parser {
 	iso.NginxFormat = `$time_iso8601|$remote_addr|$request_method|$uri|$args|$status|$scheme|$http_host`
 	json := specOf(FormatJSON)
 	json.Rules = rules
-	return []*Parser{mustCompile(tb, combined), mustCompile(tb, nginx), mustCompile(tb, iso), mustCompile(tb, json)}
+	common := specOf(FormatCommon)
+	common.Rules = rules
+	return []*Parser{mustCompile(tb, combined), mustCompile(tb, nginx), mustCompile(tb, iso), mustCompile(tb, json), mustCompile(tb, common)}
 }
 
 // fuzzHasher stands in for the privacy hasher in Normalize.
