@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +35,10 @@ import (
 // acknowledged. Whatever is not acknowledged by then stays in the spool
 // and is sent at the next start.
 const DrainTimeout = 10 * time.Second
+
+// FailureGrace is how long the agent keeps answering (every request with
+// an error, /readyz with 503) after its storage failed, before it stops.
+const FailureGrace = 2 * time.Second
 
 // Listeners are the addresses the agent serves HTTP on.
 type Listeners struct {
@@ -117,7 +123,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 			return nil, fmt.Errorf("listen %s: %w", addr, err)
 		}
 		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
-			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10})
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: httpErrorLog(logger)})
 		return ln, nil
 	}
 	var lns []net.Listener
@@ -168,6 +174,12 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	}
 
 	runErr := wait(ctx, p, tailers, httpErr, tailErr)
+	if p.Collector.Err() != nil {
+		// Storage failed: every request is refused already (the journal
+		// cannot take events) and /readyz says why. Keep saying it a
+		// moment, so load balancers and probes see it, then stop.
+		time.Sleep(FailureGrace)
+	}
 	logger.Info("shutting down: stop ingest, flush, drain")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	for _, srv := range servers {
@@ -213,6 +225,25 @@ func wait(ctx context.Context, p *pipeline.Pipeline, tailers []*tail.Tailer, htt
 			shipStopped = nil
 		}
 	}
+}
+
+// addrPattern matches IPv4 and IPv6 addresses (with a port or not).
+var addrPattern = regexp.MustCompile(`\[?[0-9a-fA-F:]*:[0-9a-fA-F:.]+\]?(:\d+)?|\d{1,3}(\.\d{1,3}){3}(:\d+)?`)
+
+// httpErrorLog is the HTTP servers' own error log (TLS handshake errors,
+// panics, bad requests), with client addresses replaced: the agent's logs
+// never carry them.
+func httpErrorLog(logger *slog.Logger) *log.Logger {
+	return log.New(logWriter(func(msg string) {
+		logger.Warn("http server", "reason_code", "http_server", "detail", addrPattern.ReplaceAllString(strings.TrimSpace(msg), "[addr]"))
+	}), "", 0)
+}
+
+type logWriter func(string)
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w(string(p))
+	return len(p), nil
 }
 
 // readiness answers /readyz: 503 and the reason while the agent cannot

@@ -506,10 +506,11 @@ func reasonOf(err error) string {
 }
 
 // malformed counts a skipped line and logs a sample at most every
-// sampleEvery. The sample gives the line's place, not its bytes: access log
-// lines carry client IPs, which must not leave the agent (ARCHITECTURE
-// invariant 7), and logs are often shipped.
-func (t *Tailer) malformed(f *follower, reason string, start int64, err error) {
+// sampleEvery. The sample gives the line's place and reason code, not its
+// bytes nor the error's text (which may quote them): access log lines
+// carry client IPs, query strings and user agents, which must not leave
+// the agent (ARCHITECTURE invariant 7), and logs are often shipped.
+func (t *Tailer) malformed(f *follower, reason string, start int64, _ error) {
 	t.count(func(s *Stats) {
 		if _, ok := s.Malformed[reason]; !ok && len(s.Malformed) >= maxReasons {
 			reason = "other"
@@ -522,7 +523,7 @@ func (t *Tailer) malformed(f *follower, reason string, start int64, err error) {
 		return
 	}
 	t.log.Warn("malformed log line skipped (one sample per 10s)",
-		"path", f.path, "file", f.name, "offset", start, "reason", reason, "err", err, "malformed_since_last_sample", t.unsampled)
+		"path", f.path, "file", f.name, "offset", start, "reason", reason, "malformed_since_last_sample", t.unsampled)
 	t.lastSample, t.unsampled = now, 0
 }
 
