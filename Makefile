@@ -16,7 +16,7 @@ TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
 
-.PHONY: help build test test-short test-deps node-deps demo bench chaos fuzz lint fmt tidy-check dashboard certs influxdb clean
+.PHONY: help build test test-short test-deps node-deps demo bench chaos attack fuzz lint fmt tidy-check dashboard certs influxdb clean
 
 # Debian packages that tests drive for real (nginx, chromium) and that the
 # benchmarks compare against (goaccess). Installed with apt-get when absent.
@@ -83,6 +83,9 @@ bench: dashboard influxdb test-deps ## Benchmarks (ingest, rollup, merge, wire, 
 
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
 	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/
+
+attack: influxdb ## The adversarial suites at full length (TALLY_ATTACK=long): attacks mixed with legitimate traffic for minutes, then exactness.
+	TALLY_ATTACK=long $(GO) test -count=1 -timeout 30m -v ./tests/attack/...
 
 fuzz: ## Run every fuzzer of every package (found by their Fuzz functions) for FUZZTIME each (default 30s).
 	@pkgs=$$(git ls-files '*_test.go' | xargs grep -lE '^func Fuzz[A-Za-z0-9_]+\(' | xargs -n1 dirname | sort -u); \
