@@ -17,7 +17,6 @@
 package cardinality
 
 import (
-	"hash/maphash"
 	"sync/atomic"
 
 	"github.com/tally-edge/tally/agent/event"
@@ -73,14 +72,13 @@ type Guard struct {
 	limits  [numDims]int
 	minutes map[int64]*minuteSets
 	folded  [numDims]atomic.Uint64 // read by metrics from any goroutine
-	seed    maphash.Seed
 }
 
 // New returns a Guard.
 func New(cfg Config) *Guard {
 	return &Guard{limits: [numDims]int{limit(cfg.MaxCampaigns, 1000), limit(cfg.MaxSources, 1000), limit(cfg.MaxMediums, 1000),
 		limit(cfg.MaxAnswers, 1000), limit(cfg.MaxSeries, DefaultMaxSeries)},
-		minutes: make(map[int64]*minuteSets), seed: maphash.MakeSeed()}
+		minutes: make(map[int64]*minuteSets)}
 }
 
 // overflow reports whether s is an overflow series (which the budget
@@ -89,23 +87,12 @@ func overflow(s *sketch.Series) bool {
 	return s.Campaign == Other && s.Source == Other && s.Medium == Other && s.Country == event.NoCountry
 }
 
-func (g *Guard) seriesHash(s *sketch.Series) uint64 {
-	var h maphash.Hash
-	h.SetSeed(g.seed)
-	for _, v := range [...]string{s.Campaign, s.Source, s.Medium, s.Type, s.Country, s.Device, s.Region} {
-		h.WriteString(v)
-		h.WriteByte(0)
-	}
-	return h.Sum64()
-}
-
-// admitSeries records e's series in m and reports whether the budget
-// admits it.
-func (g *Guard) admitSeries(m *minuteSets, s *sketch.Series) bool {
+// admitSeries records the series s (of hash k) in m and reports whether
+// the budget admits it.
+func (g *Guard) admitSeries(m *minuteSets, s *sketch.Series, k uint64) bool {
 	if overflow(s) {
 		return true
 	}
-	k := g.seriesHash(s)
 	if _, ok := m.series[k]; ok {
 		return true
 	}
@@ -117,25 +104,46 @@ func (g *Guard) admitSeries(m *minuteSets, s *sketch.Series) bool {
 }
 
 // Fold rewrites, in place, the dimension values of events that would
-// exceed a limit for their minute. now is the wall-clock unix second,
-// used to evict idle minutes.
+// exceed a limit for their minute, and sets each event's Hash to that of
+// its final series. now is the wall-clock unix second, used to evict idle
+// minutes.
 func (g *Guard) Fold(events []event.Event, now int64) {
+	m, mMinute := (*minuteSets)(nil), int64(0)
 	for i := range events {
 		e := &events[i]
-		m := g.minute(sketch.MinuteOf(e.UnixMillis), now)
+		if minute := sketch.MinuteOf(e.UnixMillis); m == nil || minute != mMinute {
+			m, mMinute = g.minute(minute, now), minute
+		}
+		h := event.HashSeries(&e.Series)
+		if _, ok := m.series[h]; ok {
+			// This very series was admitted before: its values are in
+			// their sets, and the budget has room for it.
+			if e.Vote != "" && g.over(m, answer, e.Vote) {
+				poll, _ := sketch.SplitVote(e.Vote)
+				e.Vote = sketch.VoteKey(poll, Other)
+			}
+			e.Hash = h
+			continue
+		}
+		folded := false
 		for d, p := range [3]*string{&e.Series.Campaign, &e.Series.Source, &e.Series.Medium} {
 			if g.over(m, d, *p) {
-				*p = Other
+				*p, folded = Other, true
 			}
 		}
 		if e.Vote != "" && g.over(m, answer, e.Vote) {
 			poll, _ := sketch.SplitVote(e.Vote)
 			e.Vote = sketch.VoteKey(poll, Other)
 		}
-		if !g.admitSeries(m, &e.Series) {
+		if folded {
+			h = event.HashSeries(&e.Series)
+		}
+		if !g.admitSeries(m, &e.Series, h) {
 			e.Series.Campaign, e.Series.Source, e.Series.Medium, e.Series.Country = Other, Other, Other, event.NoCountry
 			g.folded[series].Add(1)
+			h = event.HashSeries(&e.Series)
 		}
+		e.Hash = h
 	}
 }
 
@@ -166,8 +174,9 @@ func (g *Guard) Observe(events []event.Event, now int64) {
 		if e.Vote != "" {
 			m.values[answer][e.Vote] = struct{}{}
 		}
+		e.Hash = event.HashSeries(&e.Series)
 		if !overflow(&e.Series) {
-			m.series[g.seriesHash(&e.Series)] = struct{}{}
+			m.series[e.Hash] = struct{}{}
 		}
 	}
 }

@@ -56,6 +56,10 @@ type Event struct {
 	// adding to it.
 	Row        uint64
 	RowVersion uint64
+	// Hash is HashSeries(&Series), or 0 when not computed yet. The
+	// cardinality guard sets it once the series is final, so the rollup
+	// need not hash it again; it is not journaled.
+	Hash uint64
 }
 
 // Count returns how many events e stands for.
@@ -128,7 +132,9 @@ type BotFilter interface {
 }
 
 // Normalize validates r and fills e. It returns an *Error naming the field
-// when the event cannot be accepted. A device outside the closed set or a
+// when the event cannot be accepted. It keeps none of r's IP, UA, URL,
+// Referrer and Visitor strings in e (sources may point them into buffers
+// they reuse), nor do the caches it calls. A device outside the closed set or a
 // country that is not an ISO 3166-1 alpha-2 code is not an error: the
 // event counts with NoDevice or NoCountry, and c.Counters says how often.
 func Normalize(r *Raw, c *Context, e *Event) error {
@@ -424,6 +430,9 @@ func utm(query string, campaign, source, medium *string) {
 		if value == "" {
 			continue
 		}
-		*dst = value
+		// A copy: the URL may point into a buffer the source reuses
+		// (Normalize keeps none of the request's strings), while the
+		// value becomes a series label.
+		*dst = strings.Clone(value)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fastjson"
 
 	"github.com/tally-edge/tally/agent/edge"
 	"github.com/tally-edge/tally/agent/event"
@@ -82,11 +83,13 @@ type Handler struct {
 	m    metrics
 
 	scratch sync.Pool // *scratch
+	botsBy  sync.Map  // reason → prometheus.Counter, to skip the label lookup per event
 
 	lastSample atomic.Int64 // unix ns of the last logged rejection sample
 }
 
 type scratch struct {
+	intern interner
 	raw    event.Raw
 	events []event.Event
 	errs   []EventError
@@ -126,6 +129,16 @@ func New(cfg Config, env *source.Env, sink source.Sink, reg prometheus.Registere
 	}
 	reg.MustRegister(h.m.requests, h.m.senders, h.m.received, h.m.accepted, h.m.rejected, h.m.bots, h.m.bytes)
 	return h
+}
+
+// botCounter returns the bots counter of reason.
+func (h *Handler) botCounter(reason string) prometheus.Counter {
+	if c, ok := h.botsBy.Load(reason); ok {
+		return c.(prometheus.Counter)
+	}
+	c := h.m.bots.WithLabelValues(reason)
+	h.botsBy.Store(reason, c)
+	return c
 }
 
 // EventError is one rejected event in a 202 answer.
@@ -218,7 +231,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	for i := range sc.events {
 		if b := sc.events[i].Bot; b != "" {
-			h.m.bots.WithLabelValues(b).Inc()
+			h.botCounter(b).Inc()
 		}
 	}
 	h.m.accepted.Add(float64(len(sc.events)))
@@ -243,9 +256,15 @@ func (h *Handler) decode(body []byte, sc *scratch, ctx *event.Context) (n int, s
 	if len(trimmed) == 0 {
 		return 0, http.StatusBadRequest, "empty body: send NDJSON or a JSON array of events"
 	}
+	p := parsers.Get()
+	defer parsers.Put(p)
 	if trimmed[0] == '[' {
-		var elems []json.RawMessage
-		if err := json.Unmarshal(trimmed, &elems); err != nil {
+		v, err := p.ParseBytes(trimmed)
+		if err != nil {
+			return 0, http.StatusBadRequest, "body is not a valid JSON array: " + err.Error()
+		}
+		elems, err := v.Array()
+		if err != nil {
 			return 0, http.StatusBadRequest, "body is not a valid JSON array: " + err.Error()
 		}
 		if len(elems) > h.cfg.MaxEvents {
@@ -257,6 +276,7 @@ func (h *Handler) decode(body []byte, sc *scratch, ctx *event.Context) (n int, s
 		return len(elems), 0, ""
 	}
 	malformed := 0
+	var firstErr error
 	rest := body
 	for len(rest) > 0 {
 		line := rest
@@ -272,8 +292,15 @@ func (h *Handler) decode(body []byte, sc *scratch, ctx *event.Context) (n int, s
 		if n >= h.cfg.MaxEvents {
 			return 0, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d events in one request", h.cfg.MaxEvents)
 		}
-		if !h.one(n, line, sc, ctx) {
+		v, err := p.ParseBytes(line)
+		if err != nil {
 			malformed++
+			if firstErr == nil {
+				firstErr = err
+			}
+			h.reject(n, "malformed_json", "malformed JSON: "+err.Error(), sc)
+		} else {
+			h.one(n, v, sc, ctx)
 		}
 		n++
 	}
@@ -281,39 +308,26 @@ func (h *Handler) decode(body []byte, sc *scratch, ctx *event.Context) (n int, s
 		// Not one line was JSON: this is not an NDJSON body at all.
 		sc.events, sc.errs = sc.events[:0], sc.errs[:0]
 		h.m.rejected.WithLabelValues("malformed_json").Add(float64(n))
-		return 0, http.StatusBadRequest, "body is neither NDJSON nor a JSON array: " + firstErr(sc, body)
+		return 0, http.StatusBadRequest, "body is neither NDJSON nor a JSON array: " + firstErr.Error()
 	}
 	return n, 0, ""
 }
 
-func firstErr(_ *scratch, body []byte) string {
-	var v any
-	line := body
-	if i := bytes.IndexByte(body, '\n'); i >= 0 {
-		line = body[:i]
-	}
-	if err := json.Unmarshal(line, &v); err != nil {
-		return err.Error()
-	}
-	return "no event objects"
-}
+// parsers pools fastjson parsers: a parser reuses its tree between
+// bodies.
+var parsers fastjson.ParserPool
 
-// one decodes and normalises event i. It returns false when the input was
-// not a JSON object (as opposed to a JSON event that failed validation).
-func (h *Handler) one(i int, data []byte, sc *scratch, ctx *event.Context) bool {
+// one decodes and normalises event i, a parsed JSON value.
+func (h *Handler) one(i int, v *fastjson.Value, sc *scratch, ctx *event.Context) {
+	if v.Type() != fastjson.TypeObject {
+		h.reject(i, "bad_field", "an event is a JSON object", sc)
+		return
+	}
 	sc.raw.Reset()
-	if err := json.Unmarshal(data, &sc.raw); err != nil {
-		code, text := "malformed_json", "malformed JSON: "+err.Error()
-		var te *json.UnmarshalTypeError
-		isJSON := false
-		if errors.As(err, &te) || errors.Is(err, event.ErrBadTime) {
-			code, text, isJSON = "bad_field", err.Error(), true
-			if errors.Is(err, event.ErrBadTime) {
-				code, text = "bad_ts", "ts: "+err.Error()
-			}
-		}
+	if err := fillRaw(v, &sc.raw, &sc.intern); err != nil {
+		code, text := codeOf(err)
 		h.reject(i, code, text, sc)
-		return isJSON
+		return
 	}
 	sc.events = append(sc.events, event.Event{})
 	e := &sc.events[len(sc.events)-1]
@@ -326,7 +340,6 @@ func (h *Handler) one(i int, data []byte, sc *scratch, ctx *event.Context) bool 
 		}
 		h.reject(i, code, err.Error(), sc)
 	}
-	return true
 }
 
 func (h *Handler) reject(i int, code, text string, sc *scratch) {

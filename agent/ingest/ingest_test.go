@@ -383,3 +383,24 @@ func TestBytesInFlightBound(t *testing.T) {
 		t.Fatalf("after release: %d, %d bytes still reserved", w.Code, inflight.Bytes())
 	}
 }
+
+// TestEventsOwnTheirLabels: the fields decoded without copies (url, ua,
+// ip, visitor) never leak into what the sink keeps: labels read from a
+// URL survive the next request reusing the parser's buffer.
+func TestEventsOwnTheirLabels(t *testing.T) {
+	sink := &memSink{}
+	h, _ := newHandler(t, Config{}, sink)
+	body := func(c string) string {
+		return `{"type":"click","url":"https://s.example/?utm_campaign=` + c + `&utm_source=` + c + `&utm_medium=` + c + `","ua":"Mozilla/5.0 ` + c + `","ip":"192.0.2.1"}`
+	}
+	for _, c := range []string{"alpha", "bravo", "charl"} {
+		if w := post(h, body(c)+"\n"+body(c), asServer...); w.Code != 202 {
+			t.Fatalf("code %d: %s", w.Code, w.Body)
+		}
+	}
+	for i, want := range []string{"alpha", "alpha", "bravo", "bravo", "charl", "charl"} {
+		if s := sink.events[i].Series; s.Campaign != want || s.Source != want || s.Medium != want {
+			t.Fatalf("event %d: series %+v, want labels %q", i, s, want)
+		}
+	}
+}

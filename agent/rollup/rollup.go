@@ -67,6 +67,9 @@ func DefaultConfig() Config {
 }
 
 type entry struct {
+	series  sketch.Series
+	hash    uint64 // event.HashSeries(&series)
+	next    *entry // the next entry whose series has the same hash
 	cid     uint64
 	version uint64
 	state   sketch.State     // counters and quantiles, cumulative; Uniques unused
@@ -122,7 +125,7 @@ func New(epoch uint32, cfg Config) *Rollup {
 	if cfg.MaxOpen <= 0 {
 		cfg.MaxOpen = DefaultConfig().MaxOpen
 	}
-	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: openMinutes{byMinute: map[int64]map[sketch.Series]*entry{}},
+	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: openMinutes{byMinute: map[int64]*minuteSet{}},
 		rows: make(map[rowKey]*entry)}
 }
 
@@ -169,12 +172,21 @@ func (r *Rollup) AddUnbounded(events []event.Event, out Output) error {
 func (r *Rollup) wouldOpen(events []event.Event) int {
 	seen := make(map[sketch.Key]struct{})
 	for i := range events {
-		k := events[i].Key()
-		if r.open.get(k, false) == nil {
+		e := &events[i]
+		k := e.Key()
+		if r.open.get(k.Minute, &e.Series, seriesHash(e), false) == nil {
 			seen[k] = struct{}{}
 		}
 	}
 	return len(seen)
+}
+
+// seriesHash returns e.Hash, computing it when the guard has not.
+func seriesHash(e *event.Event) uint64 {
+	if e.Hash != 0 {
+		return e.Hash
+	}
+	return event.HashSeries(&e.Series)
 }
 
 func (r *Rollup) apply(e *event.Event, now int64, out Output) {
@@ -189,9 +201,10 @@ func (r *Rollup) apply(e *event.Event, now int64, out Output) {
 		r.applyRow(k, e, now)
 		return
 	}
-	en := r.open.get(k, true)
+	h := seriesHash(e)
+	en := r.open.get(k.Minute, &e.Series, h, true)
 	if en == nil {
-		en = r.opened(k)
+		en = r.opened(k, h)
 	}
 	en.dirty = true
 	en.touched = now
@@ -218,9 +231,10 @@ func (r *Rollup) apply(e *event.Event, now int64, out Output) {
 	}
 	uk := sketch.Key{Series: sketch.Series{Campaign: e.Series.Campaign, Source: All, Medium: All, Type: UniquesType,
 		Country: All, Device: All, Region: e.Series.Region}, Minute: k.Minute}
-	ue := r.open.get(uk, true)
+	uh := event.HashSeries(&uk.Series)
+	ue := r.open.get(uk.Minute, &uk.Series, uh, true)
 	if ue == nil {
-		ue = r.opened(uk)
+		ue = r.opened(uk, uh)
 	}
 	ue.dirty, ue.touched = true, now
 	ue.regs.Add(e.Visitor)
@@ -274,90 +288,139 @@ func (r *Rollup) closeByEventTime(out Output) {
 			continue
 		}
 		var err error
-		for s, en := range set {
+		set.each(func(en *entry) {
 			if en.dirty {
-				err = cmp.Or(err, r.cut(sketch.Key{Series: s, Minute: minute}, en, true, out))
+				err = cmp.Or(err, r.cut(sketch.Key{Series: en.series, Minute: minute}, en, true, out))
 			}
-		}
+		})
 		if err != nil {
 			// Entries that failed stay changed, and the next Cut
 			// reports the error; the minute closes once they are cut.
 			r.closeErr = cmp.Or(r.closeErr, err)
 			continue
 		}
-		r.stats.Closed += uint64(len(set))
+		r.stats.Closed += uint64(set.n)
 		r.open.drop(minute)
 	}
 }
 
-// opened opens the entry of k, which must not be open.
-func (r *Rollup) opened(k sketch.Key) *entry {
+// opened opens the entry of k (whose series hashes to h), which must
+// not be open.
+func (r *Rollup) opened(k sketch.Key, h uint64) *entry {
 	r.nextGen++
-	en := &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
-	r.open.put(k, en)
+	en := &entry{series: k.Series, hash: h, cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
+	r.open.put(k.Minute, h, en)
 	r.stats.Opened++
 	return en
 }
 
 // openMinutes holds the open series-minutes by minute, so that closing a
-// minute forgets its entries at once.
+// minute forgets its entries at once. Within a minute, entries are found
+// by the hash of their series (Event.Hash, computed once per event), then
+// compared: hashing seven strings once is what a map keyed by the series
+// would do on every lookup.
 type openMinutes struct {
-	byMinute map[int64]map[sketch.Series]*entry
+	byMinute map[int64]*minuteSet
 	n        int // entries
 	// The set of the minute looked up last: events come in time order,
 	// so most lookups are for the same minute as the one before.
 	curMinute int64
-	cur       map[sketch.Series]*entry
+	cur       *minuteSet
 	// hint sizes a new minute's set: the size of the last one dropped.
 	hint int
 }
 
-// get returns the open entry of k or nil. With create, a missing minute
-// gets an empty set, ready for put.
-func (o *openMinutes) get(k sketch.Key, create bool) *entry {
-	set := o.cur
-	if set == nil || o.curMinute != k.Minute {
-		set = o.byMinute[k.Minute]
-		if set == nil {
-			if !create {
-				return nil
-			}
-			set = make(map[sketch.Series]*entry, o.hint)
-			o.byMinute[k.Minute] = set
-		}
-		o.curMinute, o.cur = k.Minute, set
-	}
-	return set[k.Series]
+// minuteSet is one minute's entries, chained by series hash.
+type minuteSet struct {
+	m map[uint64]*entry
+	n int
 }
 
-func (o *openMinutes) put(k sketch.Key, en *entry) {
-	set := o.byMinute[k.Minute]
-	if set == nil {
-		set = make(map[sketch.Series]*entry)
-		o.byMinute[k.Minute] = set
+// each calls f for every entry; f may remove the entry it is given.
+func (s *minuteSet) each(f func(*entry)) {
+	for _, head := range s.m {
+		for en := head; en != nil; {
+			next := en.next
+			f(en)
+			en = next
+		}
 	}
-	set[k.Series] = en
+}
+
+// set returns minute's set, creating it when create.
+func (o *openMinutes) set(minute int64, create bool) *minuteSet {
+	if o.cur != nil && o.curMinute == minute {
+		return o.cur
+	}
+	set := o.byMinute[minute]
+	if set == nil {
+		if !create {
+			return nil
+		}
+		set = &minuteSet{m: make(map[uint64]*entry, o.hint)}
+		o.byMinute[minute] = set
+	}
+	o.curMinute, o.cur = minute, set
+	return set
+}
+
+// get returns the open entry of series s (hash h) in minute, or nil. With
+// create, a missing minute gets an empty set, ready for put.
+func (o *openMinutes) get(minute int64, s *sketch.Series, h uint64, create bool) *entry {
+	set := o.set(minute, create)
+	if set == nil {
+		return nil
+	}
+	for en := set.m[h]; en != nil; en = en.next {
+		if en.series == *s {
+			return en
+		}
+	}
+	return nil
+}
+
+func (o *openMinutes) put(minute int64, h uint64, en *entry) {
+	set := o.set(minute, true)
+	en.next = set.m[h]
+	set.m[h] = en
+	set.n++
 	o.n++
 }
 
-// remove forgets one entry.
-func (o *openMinutes) remove(k sketch.Key) {
-	set := o.byMinute[k.Minute]
-	if _, ok := set[k.Series]; !ok {
+// remove forgets one entry of minute.
+func (o *openMinutes) remove(minute int64, en *entry) {
+	set := o.byMinute[minute]
+	if set == nil {
 		return
 	}
-	delete(set, k.Series)
+	if head := set.m[en.hash]; head == en {
+		if en.next == nil {
+			delete(set.m, en.hash)
+		} else {
+			set.m[en.hash] = en.next
+		}
+	} else {
+		p := head
+		for p != nil && p.next != en {
+			p = p.next
+		}
+		if p == nil {
+			return
+		}
+		p.next = en.next
+	}
+	set.n--
 	o.n--
-	if len(set) == 0 {
-		o.drop(k.Minute)
+	if set.n == 0 {
+		o.drop(minute)
 	}
 }
 
 // drop forgets a whole minute.
 func (o *openMinutes) drop(minute int64) {
-	if n := len(o.byMinute[minute]); n > 0 {
-		o.n -= n
-		o.hint = n
+	if set := o.byMinute[minute]; set != nil && set.n > 0 {
+		o.n -= set.n
+		o.hint = set.n
 	}
 	delete(o.byMinute, minute)
 	if o.curMinute == minute {
@@ -401,19 +464,23 @@ func (r *Rollup) Cut(out Output) error {
 	}
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
 	closeBefore := r.closeBefore()
+	var err error
 	for minute, set := range r.open.byMinute {
-		for s, en := range set {
-			k := sketch.Key{Series: s, Minute: minute}
+		set.each(func(en *entry) {
+			if err != nil {
+				return
+			}
 			if !en.dirty {
 				if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && minute < closeBefore) {
-					r.open.remove(k)
+					r.open.remove(minute, en)
 					r.stats.Closed++
 				}
-				continue
+				return
 			}
-			if err := r.cut(k, en, false, out); err != nil {
-				return err
-			}
+			err = r.cut(sketch.Key{Series: en.series, Minute: minute}, en, false, out)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	// Imported rows ship once, with their own id and version, and are
@@ -441,10 +508,10 @@ func (r *Rollup) Cut(out Output) error {
 func (r *Rollup) ResendOpen() int {
 	n := 0
 	for _, set := range r.open.byMinute {
-		for _, en := range set {
+		set.each(func(en *entry) {
 			en.dirty, en.full = true, true
 			n++
-		}
+		})
 	}
 	return n
 }

@@ -359,3 +359,34 @@ func TestEventTimeClosesMinutesAsEventsMovePast(t *testing.T) {
 		t.Fatal("late events for a closed minute did not open new contributions")
 	}
 }
+
+// TestSeriesWithEqualHashesStayApart: two series whose Hash collides (as
+// an event may carry a wrong one) keep their own entries and counts.
+func TestSeriesWithEqualHashesStayApart(t *testing.T) {
+	r := New(1, DefaultConfig())
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return base }
+	mk := func(c string, n int) []event.Event {
+		var evs []event.Event
+		for range n {
+			evs = append(evs, event.Event{Series: sketch.Series{Campaign: c, Type: "click"}, UnixMillis: base.UnixMilli(), Hash: 42})
+		}
+		return evs
+	}
+	if err := r.Add(append(mk("a", 3), mk("b", 5)...), outOf(r)); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, c := range flush(t, r) {
+		got[c.Series.Campaign] += c.State.Count
+	}
+	if got["a"] != 3 || got["b"] != 5 || r.Stats().Open != 2 {
+		t.Fatalf("counts %v, %d open; want a=3 b=5 in 2 entries", got, r.Stats().Open)
+	}
+	// Idle: both close, one after the other in the same chain.
+	r.now = func() time.Time { return base.Add(time.Hour) }
+	flush(t, r)
+	if st := r.Stats(); st.Open != 0 || st.Closed != 2 {
+		t.Fatalf("after idling: %+v", st)
+	}
+}
