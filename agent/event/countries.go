@@ -33,14 +33,15 @@ var countryCodes = strings.Join([]string{
 	"ZA ZM ZW",
 }, " ")
 
-// countries is the set of countryCodes, built once: a country becomes a
-// tag value, so it must come from a closed set.
-var countries = func() map[string]string {
-	m := make(map[string]string, 256)
+// countries holds the canonical string of every code in countryCodes at
+// the index of its two letters, "" elsewhere: a country becomes a tag
+// value, so it must come from a closed set, and it is looked up for every
+// event.
+var countries = func() (t [26 * 26]string) {
 	for _, c := range strings.Fields(countryCodes) {
-		m[c] = c
+		t[int(c[0]-'A')*26+int(c[1]-'A')] = c
 	}
-	return m
+	return t
 }()
 
 // CleanCountry returns the canonical (upper-case, interned) form of an ISO
@@ -50,15 +51,18 @@ func CleanCountry(s string) string {
 	if len(s) != 2 {
 		return NoCountry
 	}
-	var b [2]byte
+	var idx [2]int
 	for i := range 2 {
 		c := s[i]
 		if 'a' <= c && c <= 'z' {
 			c -= 'a' - 'A'
 		}
-		b[i] = c
+		if c < 'A' || c > 'Z' {
+			return NoCountry
+		}
+		idx[i] = int(c - 'A')
 	}
-	if cc, ok := countries[string(b[:])]; ok {
+	if cc := countries[idx[0]*26+idx[1]]; cc != "" {
 		return cc
 	}
 	return NoCountry

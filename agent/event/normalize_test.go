@@ -3,6 +3,7 @@ package event
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +104,17 @@ func TestPollVotes(t *testing.T) {
 	}
 	if err := Normalize(&Raw{Type: "click", Answer: "yes", Poll: "p"}, ctx, &e); err != nil || e.Vote != "" {
 		t.Fatalf("a click carries a vote: %q, %v", e.Vote, err)
+	}
+}
+
+func TestCleanCountry(t *testing.T) {
+	for in, want := range map[string]string{"de": "DE", " Fr ": "FR", "US": "US", "ZZ": NoCountry, "QQ": NoCountry,
+		"XK": NoCountry, "D": NoCountry, "DEU": NoCountry, "1!": NoCountry, "é": NoCountry, "": NoCountry} {
+		if got := CleanCountry(in); got != want {
+			t.Errorf("CleanCountry(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if n := len(strings.Fields(countryCodes)); n != 249 {
+		t.Fatalf("%d country codes, ISO 3166-1 assigns 249", n)
 	}
 }

@@ -51,11 +51,11 @@ func (in *interner) get(b []byte) string {
 	return s
 }
 
-// alias returns b as a string without copying. The visitor, ip, ua, url
-// and referrer fields are used only while the event is normalised, before
-// the parser that holds their bytes parses again: event.Normalize keeps
-// none of them (the contract logparse relies on too), and every cache
-// that keeps a user agent clones it.
+// alias returns b as a string without copying. Such fields are used only
+// while the event is normalised, before the parser that holds their bytes
+// parses again: event.Normalize keeps none of them (it maps type, country
+// and device to canonical strings, builds vote keys anew, and every cache
+// that keeps a user agent clones it).
 func alias(b []byte) string {
 	if len(b) == 0 {
 		return ""
@@ -64,8 +64,8 @@ func alias(b []byte) string {
 }
 
 // fillRaw fills r from the object v (which the caller has checked is an
-// object), with in for the fields whose values repeat. r's visitor, ip,
-// ua, url and referrer alias v's bytes (see alias).
+// object), with in for campaign, source and medium, which become series
+// labels; r's other strings alias v's bytes (see alias).
 func fillRaw(v *fastjson.Value, r *event.Raw, in *interner) error {
 	o, _ := v.Object()
 	var err error
@@ -73,31 +73,35 @@ func fillRaw(v *fastjson.Value, r *event.Raw, in *interner) error {
 		if err != nil {
 			return
 		}
+		// Only campaign, source and medium become series labels as they
+		// are; every other string is read during normalisation only (type,
+		// country and device are mapped to canonical strings), so it may
+		// alias the parser's bytes.
 		var dst *string
-		intern := true
+		intern := false
 		switch string(k) {
 		case "type":
 			dst = &r.Type
 		case "campaign":
-			dst = &r.Campaign
+			dst, intern = &r.Campaign, true
 		case "source":
-			dst = &r.Source
+			dst, intern = &r.Source, true
 		case "medium":
-			dst = &r.Medium
+			dst, intern = &r.Medium, true
 		case "content":
 			dst = &r.Content
 		case "term":
 			dst = &r.Term
 		case "visitor":
-			dst, intern = &r.Visitor, false
+			dst = &r.Visitor
 		case "ip":
-			dst, intern = &r.IP, false
+			dst = &r.IP
 		case "ua":
-			dst, intern = &r.UA, false
+			dst = &r.UA
 		case "url":
-			dst, intern = &r.URL, false
+			dst = &r.URL
 		case "referrer":
-			dst, intern = &r.Referrer, false
+			dst = &r.Referrer
 		case "country":
 			dst = &r.Country
 		case "device":

@@ -11,6 +11,9 @@ package bench
 // tree's (each pair of runs shares the machine's load), with
 //
 //	TALLY_BENCH_BASELINE=388fe42 go test -run='^$' -bench=BenchmarkHTTPIngest -benchtime=3x ./tests/bench/
+//
+// TALLY_BENCH_CPUPROFILE=FILE writes a CPU profile of this tree's agent
+// process (go tool pprof FILE).
 
 import (
 	"bufio"
@@ -92,7 +95,12 @@ type ingestRun struct {
 // what the agent's process spent on them.
 func runIngest(b *testing.B, bin, cfg string, bodies [][]byte, token string) ingestRun {
 	b.Helper()
-	cmd := exec.Command(bin, "-config", cfg, "-log-format", "json", "-log-level", "info")
+	args := []string{"-config", cfg, "-log-format", "json", "-log-level", "info"}
+	if prof := os.Getenv("TALLY_BENCH_CPUPROFILE"); prof != "" && token != "" {
+		// This tree's agent only: older ones had no -cpuprofile.
+		args = append(args, "-cpuprofile", prof)
+	}
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)

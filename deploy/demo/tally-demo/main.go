@@ -100,6 +100,10 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	if err != nil {
 		return err
 	}
+	// The agents' server senders' token, for the README's curl examples.
+	if err := os.WriteFile(filepath.Join(dir, "server-token"), []byte(harness.DefaultServerToken+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write server token: %w", err)
+	}
 	type node struct {
 		name, quic, http, gossip string
 		proc                     *harness.Proc
@@ -169,6 +173,7 @@ Tally demo is running.
   Metrics     http://%[1]s/metrics  (a node)   http://127.0.0.1:%[2]d/metrics  http://127.0.0.1:%[3]d/metrics  (agents)
   Agents      agent-eu (eu-west) POST http://127.0.0.1:%[2]d/v1/events
               agent-us (us-east) POST http://127.0.0.1:%[3]d/v1/events
+              (server senders: -H "Authorization: Bearer $(cat %[13]s)")
   QUIC        %[4]s (mutual TLS, certificates in %[5]s)
   InfluxDB    %[6]s  bucket %[7]s
   Logs        %[8]s
@@ -177,7 +182,7 @@ Tally demo is running.
 Press Ctrl-C to stop everything.
 
 `, httpAddr, euPort, usPort, strings.Join(quics, " "), certs, db.URL(), db.Bucket(), logs, rate, strings.Join(nodeURLs, " "),
-		token, filepath.Join(dir, "token"))
+		token, filepath.Join(dir, "token"), filepath.Join(dir, "server-token"))
 
 	return generate(ctx, clients, rate, logger)
 }
