@@ -276,7 +276,7 @@ func (s *beaconStatus) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// browserSink is an ingest.Sink that keeps what it accepts.
+// browserSink is a source.Sink that keeps what it accepts.
 type browserSink struct {
 	mu     sync.Mutex
 	events []event.Event
