@@ -184,3 +184,68 @@ func TestRawIdentitiesNeverLeaveTheAgent(t *testing.T) {
 		t.Fatal("search found nothing at all; the test is not looking at the payload")
 	}
 }
+
+// TestServerListenerKeepsImportsOffThePublicOne: with http.server_listen,
+// the import routes and /metrics leave the public listener, and the server
+// listener takes events from server senders only.
+func TestServerListenerKeepsImportsOffThePublicOne(t *testing.T) {
+	cfg, _ := captureSetup(t)
+	cfg.HTTP.ServerListen = "127.0.0.1:0"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan agent.Listeners, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(l agent.Listeners) { ready <- l })
+	}()
+	var l agent.Listeners
+	select {
+	case l = <-ready:
+	case err := <-done:
+		t.Fatalf("agent exited: %v", err)
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	if l.Server == "" || l.Server == l.HTTP {
+		t.Fatalf("listeners %+v", l)
+	}
+	status := func(method, url, token string) int {
+		req, _ := http.NewRequest(method, url, strings.NewReader(`{"type":"click","campaign":"c"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	pub, srv := "http://"+l.HTTP, "http://"+l.Server
+	for _, c := range []struct {
+		method, url, token string
+		want               int
+	}{
+		{"POST", pub + "/v1/import/cost", serverToken, 404},
+		{"POST", pub + "/v1/webhooks/email", serverToken, 404},
+		{"GET", pub + "/metrics", "", 404},
+		{"POST", pub + "/v1/events", "", 202}, // browsers
+		{"POST", srv + "/v1/events", "", 401},
+		{"POST", srv + "/v1/events", serverToken, 202},
+		{"POST", srv + "/v1/import/cost", "", 401},
+		{"GET", srv + "/metrics", "", 200},
+		{"GET", srv + "/readyz", "", 200},
+		{"GET", pub + "/readyz", "", 200},
+	} {
+		if got := status(c.method, c.url, c.token); got != c.want {
+			t.Errorf("%s %s (token %v): %d, want %d", c.method, c.url, c.token != "", got, c.want)
+		}
+	}
+}

@@ -331,7 +331,7 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(c.HTTP.ServerListen); err != nil && !strings.HasPrefix(c.HTTP.ServerListen, ":") {
 			bad("http.server_listen %q: want host:port", c.HTTP.ServerListen)
 		}
-		if c.HTTP.ServerListen == c.HTTP.Listen {
+		if c.HTTP.ServerListen == c.HTTP.Listen && !strings.HasSuffix(c.HTTP.Listen, ":0") {
 			bad("http.server_listen: must differ from http.listen")
 		}
 		if len(c.HTTP.ServerTokens) == 0 {

@@ -8,7 +8,8 @@ package bench
 //
 // With TALLY_BENCH_BASELINE=<git revision> it also builds that revision's
 // tally-agent and runs it on the same file, alternately with this tree's,
-// and reports baseline_cpu_lines/s and tree_vs_baseline_per_cpu.
+// and reports baseline_cpu_lines/s and tree_vs_baseline_per_cpu;
+// TALLY_BENCH_GOACCESS=off then skips GoAccess, the slowest part.
 //
 // and profile the same work in-process on one core with
 //
@@ -149,6 +150,9 @@ func benchImportLog(b *testing.B, bin, baselineBin string, srv *ackServer, pin p
 	b.Logf("import-log pinned with %s: %d lines (%.0f MB): %d events, %d bots, %d skipped, %d rejected; %d contributions shipped",
 		pin, tr.Lines, float64(tr.Bytes)/1e6, tr.Events, tr.Bots, tr.Skipped, tr.Rejected, cids)
 
+	if os.Getenv("TALLY_BENCH_GOACCESS") == "off" {
+		return // comparing revisions only
+	}
 	ga, err := exec.LookPath("goaccess")
 	if err != nil {
 		b.Logf("goaccess not found: no comparison (apt-get install goaccess)")
