@@ -203,6 +203,19 @@ func (g *Guard) Evict(before int64) {
 	}
 }
 
+// EvictMinutes forgets the minutes before minute (unix seconds of event
+// time): for backfills, which read hours of log in seconds, so that a
+// minute the log has moved past is not kept until wall-clock time catches
+// up. A late line for a forgotten minute starts its sets afresh: the
+// limits then hold per contribution of that minute, still bounded.
+func (g *Guard) EvictMinutes(minute int64) {
+	for k := range g.minutes {
+		if k < minute {
+			delete(g.minutes, k)
+		}
+	}
+}
+
 // Folded returns how many values were folded per dimension (Dimensions order).
 // It is safe to call concurrently with Fold.
 func (g *Guard) Folded() [numDims]uint64 {

@@ -122,3 +122,12 @@ func TestSeriesBudgetFoldsWholeSeries(t *testing.T) {
 		t.Fatalf("after replay a new series was admitted: %+v, folds %v", extra[0].Series, f)
 	}
 }
+
+func TestEvictMinutesByEventTime(t *testing.T) {
+	g := New(Config{})
+	g.Fold([]event.Event{ev("a", 600), ev("b", 660), ev("c", 720)}, 1000)
+	g.EvictMinutes(720)
+	if len(g.minutes) != 1 || g.minutes[720] == nil {
+		t.Fatalf("minutes left %v, want only 720", len(g.minutes))
+	}
+}

@@ -391,8 +391,14 @@ func (c *Collector) Flush() error {
 	defer c.flushMu.Unlock()
 	start := time.Now()
 	if c.pending == nil {
+		c.mu.Lock()
+		closed := c.rollup.ClosedBefore()
+		c.mu.Unlock()
 		c.guardMu.Lock()
 		c.guard.Evict(time.Now().Add(-c.cfg.Rollup.Lateness).Unix())
+		if closed > 0 {
+			c.guard.EvictMinutes(closed)
+		}
 		c.guardMu.Unlock()
 		c.prunePositions(time.Now())
 		p, err := c.cut()

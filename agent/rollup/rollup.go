@@ -277,6 +277,16 @@ func (r *Rollup) applyRow(k sketch.Key, e *event.Event, now int64) {
 // than Lateness past (ByEventTime).
 func (r *Rollup) closeBefore() int64 { return r.maxMinute - int64(r.cfg.Lateness/time.Second) }
 
+// ClosedBefore returns, with ByEventTime, the minute (unix seconds) before
+// which every minute is closed: events have moved Lateness past it. Without
+// ByEventTime it returns 0.
+func (r *Rollup) ClosedBefore() int64 {
+	if !r.cfg.ByEventTime {
+		return 0
+	}
+	return r.closeBefore()
+}
+
 // closeByEventTime cuts the series-minutes that events have moved
 // Lateness past: each changed one becomes its last contribution, cut to
 // out, and all are forgotten. A later event for one of them opens a new
