@@ -2,6 +2,7 @@ package event
 
 import (
 	"hash/maphash"
+	"math/bits"
 
 	"github.com/tally-edge/tally/sketch"
 )
@@ -14,14 +15,13 @@ var seriesSeed = maphash.MakeSeed()
 // HashSeries returns a 64-bit hash of s, for maps keyed by series: the
 // cardinality guard computes it once per event (Event.Hash) and the
 // rollup looks series up by it. Equal series hash alike; different ones
-// collide with probability 2⁻⁶⁴, and users of the hash compare the series
-// on a match.
+// collide rarely, and users of the hash compare the series on a match.
+// Each label is hashed by the runtime's string hash and folded in order,
+// so the same labels in other dimensions hash apart.
 func HashSeries(s *sketch.Series) uint64 {
-	var h maphash.Hash
-	h.SetSeed(seriesSeed)
+	h := uint64(0x9e3779b97f4a7c15)
 	for _, v := range [...]string{s.Campaign, s.Source, s.Medium, s.Type, s.Country, s.Device, s.Region} {
-		h.WriteString(v)
-		h.WriteByte(0)
+		h = bits.RotateLeft64((h^maphash.String(seriesSeed, v))*0xbf58476d1ce4e5b9, 31)
 	}
-	return h.Sum64()
+	return h
 }

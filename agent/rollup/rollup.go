@@ -298,11 +298,13 @@ func (r *Rollup) closeByEventTime(out Output) {
 			continue
 		}
 		var err error
-		set.each(func(en *entry) {
-			if en.dirty {
-				err = cmp.Or(err, r.cut(sketch.Key{Series: en.series, Minute: minute}, en, true, out))
+		for _, head := range set.m {
+			for en := head; en != nil; en = en.next {
+				if en.dirty {
+					err = cmp.Or(err, r.cut(sketch.Key{Series: en.series, Minute: minute}, en, true, out))
+				}
 			}
-		})
+		}
 		if err != nil {
 			// Entries that failed stay changed, and the next Cut
 			// reports the error; the minute closes once they are cut.
