@@ -30,11 +30,20 @@ import (
 // names in InfluxDB (bots_<reason>), so they are short snake_case and must
 // not change.
 const (
-	ReasonDenyList    = "deny_list"
-	ReasonCrawler     = "crawler"
-	ReasonHeadless    = "headless"
-	ReasonEmptyUA     = "empty_ua"
-	ReasonDatacenter  = "datacenter"
+	ReasonDenyList = "deny_list"
+	// User-agent rules (rules.go), one reason per rule.
+	ReasonHeadless      = "headless"
+	ReasonCrawler       = "crawler"
+	ReasonUAContact     = "ua_contact"
+	ReasonUAPlaceholder = "ua_placeholder"
+	ReasonUASuffix      = "ua_suffix"
+	ReasonUATool        = "ua_tool"
+	ReasonEmptyUA       = "empty_ua"
+	ReasonDatacenter    = "datacenter"
+	// Behaviour of browser clients (behaviour.go), off by default.
+	ReasonNoScript    = "no_script"
+	ReasonHints       = "client_hints"
+	ReasonZeroTime    = "zero_time"
 	ReasonRateIP      = "rate_ip"
 	ReasonRateVisitor = "rate_visitor"
 )
@@ -42,8 +51,9 @@ const (
 // Reasons returns every reason a Filter can give, in layer order, so that
 // metrics and dashboards can declare them up front.
 func Reasons() []string {
-	return []string{ReasonDenyList, ReasonCrawler, ReasonHeadless, ReasonEmptyUA,
-		ReasonDatacenter, ReasonRateIP, ReasonRateVisitor}
+	return []string{ReasonDenyList, ReasonHeadless, ReasonCrawler, ReasonUAContact, ReasonUAPlaceholder,
+		ReasonUASuffix, ReasonUATool, ReasonEmptyUA, ReasonDatacenter, ReasonNoScript, ReasonHints,
+		ReasonZeroTime, ReasonRateIP, ReasonRateVisitor}
 }
 
 // Filter classifies events. It is safe for concurrent use; its lists and
@@ -69,7 +79,7 @@ func Open(cfg Config) (*Filter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("bot filter configuration: %w", err)
 	}
-	f := &Filter{cfg: cfg, ua: newUALayer(cfg)}
+	f := &Filter{cfg: cfg, ua: newUALayer(cfg, defaultLexicon)}
 	var err error
 	if f.deny, err = netSet(cfg.Deny.CIDRs, nil); err != nil {
 		return nil, fmt.Errorf("deny.cidrs: %w", err)
@@ -164,12 +174,10 @@ func (f *Filter) check(ua, ip string, visitor uint64, unixMillis int64, receiveT
 		return ""
 	}
 	// 2. User agent.
-	switch {
-	case v == verdictHeadless:
-		return ReasonHeadless
-	case v == verdictCrawler:
-		return ReasonCrawler
-	case ua == "" && f.cfg.FlagEmptyUA:
+	if r := v.reason(); r != "" {
+		return r
+	}
+	if ua == "" && f.cfg.FlagEmptyUA {
 		return ReasonEmptyUA
 	}
 	// 3. Datacenter.

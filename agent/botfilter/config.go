@@ -18,6 +18,10 @@ type Config struct {
 	// the entries): crude but bounded, and rare while the working set of
 	// user agents is smaller than the cache.
 	CacheSize int `yaml:"cache_size"`
+	// CacheBytes bounds the same cache in bytes: user agents are cached by
+	// their first MaxUserAgentBytes bytes, each charged its length plus 64
+	// bytes. Default 16 MiB; it holds at most about 1.25 × this.
+	CacheBytes int `yaml:"cache_bytes"`
 	// FlagEmptyUA treats events without a user agent as bots (reason
 	// empty_ua). Default false: server-side imports often have none.
 	FlagEmptyUA bool `yaml:"flag_empty_ua"`
@@ -106,6 +110,7 @@ type IPRate struct {
 func DefaultConfig() Config {
 	return Config{
 		CacheSize:   65536,
+		CacheBytes:  16 << 20,
 		RateIP:      IPRate{Rate: Rate{Window: time.Minute, Slots: 65536}, IPv6Prefix: 64},
 		RateVisitor: Rate{Window: time.Minute, Slots: 65536},
 		RateTime:    RateTimeEvent,
@@ -123,6 +128,9 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.CacheSize == 0 {
 		c.CacheSize = d.CacheSize
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = d.CacheBytes
 	}
 	c.RateIP.Rate = c.RateIP.withDefaults(d.RateIP.Rate)
 	if c.RateIP.IPv6Prefix == 0 {
@@ -151,6 +159,8 @@ func (r Rate) withDefaults(d Rate) Rate {
 // Limits of the knobs, also named by Validate.
 const (
 	maxCacheSize  = 1 << 24
+	minCacheBytes = 64 << 10
+	maxCacheBytes = 4 << 30
 	maxRateEvents = 1_000_000_000
 	minWindow     = time.Second
 	maxWindow     = 24 * time.Hour
@@ -167,6 +177,9 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.CacheSize < 0 || c.CacheSize > maxCacheSize {
 		bad("cache_size %d: want 1 to %d (0 for the default)", c.CacheSize, maxCacheSize)
+	}
+	if c.CacheBytes < minCacheBytes || c.CacheBytes > maxCacheBytes {
+		bad("cache_bytes %d: want %d to %d (0 for the default)", c.CacheBytes, minCacheBytes, maxCacheBytes)
 	}
 	for _, l := range []struct {
 		name string
