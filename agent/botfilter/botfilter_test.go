@@ -289,9 +289,13 @@ func TestConcurrent(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	f := New(Config{RateIP: IPRate{Rate: Rate{Events: 5}}, Datacenter: Datacenter{CIDRs: []string{"192.0.2.0/24"}}})
+	dc := writeFile(t, "dc.txt", "# data-date: 2026-06-17T19:00:00Z\n192.0.2.0/24\n")
+	f := New(Config{RateIP: IPRate{Rate: Rate{Events: 5}}, Datacenter: Datacenter{Files: []string{dc}},
+		Behaviour: Behaviour{NoScript: true}})
+	defer f.Close()
 	f.Check(chromeUA, "192.0.2.1")
 	f.Check(chromeUA, "bad ip")
+	f.ScriptFetched("192.0.2.1", chromeUA)
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(f); err != nil {
 		t.Fatalf("register: %v", err)
@@ -303,12 +307,22 @@ tally_agent_bots_unparsed_ips_total 1
 # HELP tally_agent_bots_datacenter_ranges Merged datacenter address ranges loaded.
 # TYPE tally_agent_bots_datacenter_ranges gauge
 tally_agent_bots_datacenter_ranges 1
+# HELP tally_agent_bots_datacenter_data_timestamp_seconds When the oldest datacenter list loaded was published (its data-date comment), in unix seconds; absent when no list says.
+# TYPE tally_agent_bots_datacenter_data_timestamp_seconds gauge
+tally_agent_bots_datacenter_data_timestamp_seconds 1.7817228e+09
+# HELP tally_agent_bots_behaviour_clients Clients the behavioural signals remember now, each for less than a minute.
+# TYPE tally_agent_bots_behaviour_clients gauge
+tally_agent_bots_behaviour_clients 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"tally_agent_bots_unparsed_ips_total", "tally_agent_bots_datacenter_ranges"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tally_agent_bots_unparsed_ips_total",
+		"tally_agent_bots_datacenter_ranges", "tally_agent_bots_datacenter_data_timestamp_seconds",
+		"tally_agent_bots_behaviour_clients"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(f); n != 6 {
-		t.Fatalf("collected %d metrics, want 6", n)
+	if s := f.Stats(); s.CacheBytes != len(chromeUA)+entryOverhead {
+		t.Fatalf("cache bytes %d, want %d", s.CacheBytes, len(chromeUA)+entryOverhead)
+	}
+	if n := testutil.CollectAndCount(f); n != 10 {
+		t.Fatalf("collected %d metrics, want 10", n)
 	}
 }

@@ -78,6 +78,28 @@ type Context struct {
 	// Geo gives events without a valid country one from the client IP;
 	// nil leaves them NoCountry.
 	Geo Geo
+	// Request is what the HTTP request says for the bot filter's
+	// behavioural signals; nil for logs and imports.
+	Request *BrowserRequest
+}
+
+// BrowserRequest is what an HTTP request says about its client besides
+// its address and user agent, for the bot filter's behavioural signals.
+type BrowserRequest struct {
+	// Page is set when a page sent the request: it carries an Origin or a
+	// Sec-Fetch-Site header, as browsers' beacons and fetches do.
+	Page bool
+	// SecCHUA, SecCHUAMobile and SecCHUAPlatform are the request's
+	// Sec-CH-UA, Sec-CH-UA-Mobile and Sec-CH-UA-Platform headers.
+	SecCHUA, SecCHUAMobile, SecCHUAPlatform string
+}
+
+// RequestBotFilter is a BotFilter that also judges the event's type and
+// request (zero-time visits, beacons without t.js, client hints). When the
+// filter implements it, Normalize calls CheckRequest instead of
+// CheckEvent; req is Context.Request.
+type RequestBotFilter interface {
+	CheckRequest(ua, ip string, visitor uint64, unixMillis int64, typ string, req *BrowserRequest) string
 }
 
 // Hasher turns a visitor identity into a salted hash. Implementations must
@@ -193,7 +215,11 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 		}
 	}
 	if bots != nil && typ != "cost" {
-		e.Bot = bots.CheckEvent(ua, ip, e.Visitor, ts)
+		if rf, ok := bots.(RequestBotFilter); ok {
+			e.Bot = rf.CheckRequest(ua, ip, e.Visitor, ts, typ, c.Request)
+		} else {
+			e.Bot = bots.CheckEvent(ua, ip, e.Visitor, ts)
+		}
 		if e.Bot != "" && r.Device == "" {
 			e.Series.Device = DeviceBot
 		}

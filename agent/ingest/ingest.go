@@ -210,7 +210,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc.events, sc.errs = sc.events[:0], sc.errs[:0]
 
 	ctx := event.Context{Now: h.now(), Region: h.cfg.Region, ClientIP: h.clientIP(r), Geo: h.cfg.Geo,
-		UserAgent: r.UserAgent(), MaxAge: h.cfg.MaxAge, MaxSkew: h.cfg.MaxSkew, Devices: h.devices}
+		UserAgent: r.UserAgent(), MaxAge: h.cfg.MaxAge, MaxSkew: h.cfg.MaxSkew, Devices: h.devices,
+		Request: browserRequest(r)}
 
 	n, status, msg := h.decode(body, sc, &ctx)
 	if status != 0 {
@@ -353,6 +354,17 @@ func (h *Handler) reject(i int, code, text string, sc *scratch) {
 	last := h.lastSample.Load()
 	if now-last > int64(10*time.Second) && h.lastSample.CompareAndSwap(last, now) {
 		h.log.Warn("rejected event (sample; see tally_agent_events_rejected_total)", "reason", code, "error", text)
+	}
+}
+
+// browserRequest returns what r says for the bot filter's behavioural
+// signals (event.BrowserRequest).
+func browserRequest(r *http.Request) *event.BrowserRequest {
+	return &event.BrowserRequest{
+		Page:            r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") != "",
+		SecCHUA:         r.Header.Get("Sec-CH-UA"),
+		SecCHUAMobile:   r.Header.Get("Sec-CH-UA-Mobile"),
+		SecCHUAPlatform: r.Header.Get("Sec-CH-UA-Platform"),
 	}
 }
 
