@@ -9,6 +9,7 @@
 //	tally-agent import-cost [-agent URL] FILE...   post spend reports to a running agent
 //	tally-agent import-email [-agent URL] FILE...  post email event files to a running agent
 //	tally-agent import-polls [-agent URL] FILE...  post poll results to a running agent
+//	tally-agent datacenter-refresh -out FILE       write the bot filter's datacenter list
 package main
 
 import (
@@ -33,6 +34,9 @@ func main() { os.Exit(run(os.Args[1:])) }
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "import-log" {
 		return importLog(args[1:])
+	}
+	if len(args) > 0 && args[0] == "datacenter-refresh" {
+		return datacenterRefresh(args[1:])
 	}
 	if len(args) > 0 && (args[0] == "import-cost" || args[0] == "import-email" || args[0] == "import-polls") {
 		return importFiles(args[0], args[1:])
