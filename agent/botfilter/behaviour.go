@@ -250,7 +250,9 @@ func (f *Filter) CheckRequest(ua, ip string, visitor uint64, unixMillis int64, t
 func (f *Filter) behaviourReason(ua, ip string, visitor uint64, unixMillis int64, typ string, req *event.BrowserRequest) string {
 	b := f.behaviour
 	if req != nil && req.SecCHUA != "" {
-		if strings.Contains(strings.ToLower(req.SecCHUA), `"headlesschrome"`) {
+		// Chromium writes its brands as it names them: no case folding
+		// (and no allocation) needed.
+		if strings.Contains(req.SecCHUA, `"HeadlessChrome"`) {
 			return ReasonHeadless
 		}
 		if b.cfg.ClientHints && hintsContradict(ua, req) {
