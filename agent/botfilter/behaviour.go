@@ -215,10 +215,12 @@ type behaviour struct {
 	cfg     Behaviour
 	scripts *memory[struct{}]
 	visits  *memory[zeroTimeState]
+	// on is set when any signal is on.
+	on bool
 }
 
 func newBehaviour(cfg Behaviour, now func() time.Time) *behaviour {
-	b := &behaviour{cfg: cfg}
+	b := &behaviour{cfg: cfg, on: cfg.NoScript || cfg.ClientHints || cfg.ZeroTime.Pageviews > 0}
 	if cfg.NoScript {
 		b.scripts = newMemory[struct{}](cfg.Slots, now)
 	}

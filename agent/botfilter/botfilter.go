@@ -212,9 +212,12 @@ func (f *Filter) check(ua, ip string, visitor uint64, unixMillis int64, receiveT
 	if f.datacenter.contains(addr) {
 		return ReasonDatacenter
 	}
-	// 4. Behaviour of browser clients.
-	if r := f.behaviourReason(ua, ip, visitor, unixMillis, typ, req); r != "" {
-		return r
+	// 4. Behaviour of browser clients: only when a signal is on or the
+	// request carries client hints (a HeadlessChrome brand).
+	if f.behaviour.on || req != nil && req.SecCHUA != "" {
+		if r := f.behaviourReason(ua, ip, visitor, unixMillis, typ, req); r != "" {
+			return r
+		}
 	}
 	// 5. Rates. Both tables count the event, so each sees its key's
 	// whole rate whichever flags it.
