@@ -134,7 +134,9 @@ func TestRawIdentitiesNeverLeaveTheAgent(t *testing.T) {
 	for i := range 50 {
 		ip := fmt.Sprintf("203.0.113.%d", 100+i)
 		visitor := fmt.Sprintf("visitor-secret-%04d", i)
-		ua := fmt.Sprintf("Mozilla/5.0 (X11; Linux x86_64) PrivacyProbe/%04d", i)
+		// A browser's user agent with a distinctive bare word appended (the
+		// bot filter lets in-app browsers' bare words through).
+		ua := fmt.Sprintf("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0 PrivacyProbe%04d", i)
 		page := fmt.Sprintf("https://shop.example/account/%04d?email=person%04d@example.org&utm_campaign=probe", i, i)
 		secrets = append(secrets, ip, visitor, ua, fmt.Sprintf("person%04d@example.org", i))
 		fmt.Fprintf(&body, `{"type":"pageview","campaign":"probe","ip":%q,"visitor":%q,"ua":%q,"url":%q}`+"\n", ip, visitor, ua, page)

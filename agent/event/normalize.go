@@ -104,6 +104,28 @@ type Context struct {
 	// Geo gives events without a valid country one from the client IP;
 	// nil leaves them NoCountry.
 	Geo Geo
+	// Request is what the HTTP request says for the bot filter's
+	// behavioural signals; nil for logs and imports.
+	Request *BrowserRequest
+}
+
+// BrowserRequest is what an HTTP request says about its client besides
+// its address and user agent, for the bot filter's behavioural signals.
+type BrowserRequest struct {
+	// Page is set when a page sent the request: it carries an Origin or a
+	// Sec-Fetch-Site header, as browsers' beacons and fetches do.
+	Page bool
+	// SecCHUA, SecCHUAMobile and SecCHUAPlatform are the request's
+	// Sec-CH-UA, Sec-CH-UA-Mobile and Sec-CH-UA-Platform headers.
+	SecCHUA, SecCHUAMobile, SecCHUAPlatform string
+}
+
+// RequestBotFilter is a BotFilter that also judges the event's type and
+// request (zero-time visits, beacons without t.js, client hints). When the
+// filter implements it, Normalize calls CheckRequest instead of
+// CheckEvent; req is Context.Request.
+type RequestBotFilter interface {
+	CheckRequest(ua, ip string, visitor uint64, unixMillis int64, typ string, req *BrowserRequest) string
 }
 
 // Hasher turns a visitor identity into a salted hash. Implementations must
@@ -235,7 +257,11 @@ func Normalize(r *Raw, c *Context, e *Event) error {
 		}
 	}
 	if c.Bots != nil && typ != "cost" {
-		e.Bot = c.Bots.CheckEvent(ua, ip, e.Visitor, ts)
+		if rf, ok := c.Bots.(RequestBotFilter); ok {
+			e.Bot = rf.CheckRequest(ua, ip, e.Visitor, ts, typ, c.Request)
+		} else {
+			e.Bot = c.Bots.CheckEvent(ua, ip, e.Visitor, ts)
+		}
 		if e.Bot != "" && !explicitDevice {
 			e.Series.Device = DeviceBot
 		}
@@ -247,6 +273,16 @@ func Normalize(r *Raw, c *Context, e *Event) error {
 // send 100 to 300; longer ones are cut before they reach the device and
 // bot caches, so a client cannot grow them with megabyte headers.
 const MaxUserAgent = 512
+
+// TruncateUserAgent cuts ua to MaxUserAgent bytes (at a character
+// boundary), as Normalize does, for sources that hand a request's user
+// agent to the bot filter themselves.
+func TruncateUserAgent(ua string) string {
+	if len(ua) > MaxUserAgent {
+		return cutUTF8(ua, MaxUserAgent)
+	}
+	return ua
+}
 
 // Counters count what normalisation replaced or ignored. Safe for
 // concurrent use; the agent exports them as metrics.

@@ -126,6 +126,7 @@ func New(cfg config.Config, opts Options, reg prometheus.Registerer, logger *slo
 	if p.Bots, err = botfilter.Open(cfg.Bots); err != nil {
 		return nil, fmt.Errorf("bot filter: %w", err)
 	}
+	p.closers = append(p.closers, func() error { p.Bots.Close(); return nil })
 	reg.MustRegister(p.Bots)
 	countries, err := p.openGeo(cfg, reg)
 	if err != nil {

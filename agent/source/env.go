@@ -65,9 +65,21 @@ func (e *Env) Request(r *http.Request, now time.Time, from Sender) event.Context
 		// Neither the backend's address nor its HTTP library's user
 		// agent says anything about the visitor.
 	case e.Proxies.PeerTrusted(r):
-		c.ClientIP, c.UserAgent = e.Proxies.ClientIP(r), r.UserAgent()
+		c.ClientIP, c.UserAgent, c.Request = e.Proxies.ClientIP(r), r.UserAgent(), browserRequest(r)
 	default:
-		c.ClientIP, c.UserAgent, c.TrustBody = e.Proxies.ClientIP(r), r.UserAgent(), false
+		c.ClientIP, c.UserAgent, c.TrustBody, c.Request = e.Proxies.ClientIP(r), r.UserAgent(), false, browserRequest(r)
 	}
 	return c
+}
+
+// browserRequest returns what r says about its client for the bot
+// filter's behavioural signals (event.BrowserRequest): whether a page
+// sent it, and the client hints. Server senders get none.
+func browserRequest(r *http.Request) *event.BrowserRequest {
+	return &event.BrowserRequest{
+		Page:            r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") != "",
+		SecCHUA:         r.Header.Get("Sec-CH-UA"),
+		SecCHUAMobile:   r.Header.Get("Sec-CH-UA-Mobile"),
+		SecCHUAPlatform: r.Header.Get("Sec-CH-UA-Platform"),
+	}
 }

@@ -11,6 +11,7 @@
 //	tally-agent import-email [-agent URL] [-token T] FILE...  post email event files to a running agent
 //	tally-agent import-polls [-agent URL] [-token T] FILE...  post poll results to a running agent
 //	tally-agent dead-letters list|replay [flags]   inspect or re-send batches aggregators refused
+//	tally-agent datacenter-refresh -out FILE       write the bot filter's datacenter list
 package main
 
 import (
@@ -40,6 +41,9 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "import-log" {
 		return importLog(args[1:])
+	}
+	if len(args) > 0 && args[0] == "datacenter-refresh" {
+		return datacenterRefresh(args[1:])
 	}
 	if len(args) > 0 && (args[0] == "import-cost" || args[0] == "import-email" || args[0] == "import-polls") {
 		return importFiles(args[0], args[1:])
