@@ -749,7 +749,7 @@ func testContributionsSplitIntoParts(t *testing.T, b backend) {
 func testIsolatesRefusedPoints(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	cfg := b.bucket(t)
-	srv := sharedServer(t)
+	srv := sharedServerFlux(t, b.flux)
 	db := strings.SplitN(cfg.Bucket, "/", 2)[0]
 	if err := srv.CreateRetentionPolicy(ctx, db, "hour", time.Hour); err != nil {
 		t.Fatal(err)
