@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,8 +26,9 @@ import (
 	"github.com/tally-edge/tally/aggregator/forward"
 	"github.com/tally-edge/tally/aggregator/influx"
 	"github.com/tally-edge/tally/aggregator/ingest"
-	"github.com/tally-edge/tally/aggregator/kpi"
 	"github.com/tally-edge/tally/aggregator/live"
+	"github.com/tally-edge/tally/aggregator/quarantine"
+	"github.com/tally-edge/tally/aggregator/writer"
 	"github.com/tally-edge/tally/internal/pki"
 	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
@@ -40,6 +43,11 @@ type Addrs struct {
 // writes everything merged to InfluxDB (within the shutdown timeout; the
 // WAL keeps whatever it could not) and closes. ready, if not nil, is
 // called once both listeners are up.
+//
+// When the write-ahead log breaks (a failed fsync), Run stops the same
+// way, saving to InfluxDB what it can, and returns an error, so the
+// process exits non-zero and its supervisor restarts it on a log reread
+// from disk.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func(Addrs)) error {
 	logger = logger.With("node", cfg.Name)
 	reg := prometheus.NewRegistry()
@@ -47,17 +55,19 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 
 	icfg := influx.DefaultConfig()
 	icfg.URL, icfg.Token, icfg.Org, icfg.Bucket, icfg.Timeout = cfg.Influx.URL, cfg.Influx.Token, cfg.Influx.Org, cfg.Influx.Bucket, cfg.Influx.Timeout
-	writer, err := influx.NewWriter(icfg, logger)
+	icfg.QueryLanguage = cfg.Influx.QueryLanguage
+	iw, err := influx.NewWriter(icfg, logger)
 	if err != nil {
 		return err
 	}
-	defer writer.Close()
+	defer iw.Close()
 	reader, err := influx.NewReader(icfg, logger)
 	if err != nil {
 		return err
 	}
 	defer reader.Close()
-	registerWriterMetrics(reg, writer)
+	registerWriterMetrics(reg, iw)
+	storageCheck := newStorageSetup(reader, icfg, cfg.Influx.CreateBucket, reg, logger)
 
 	// One UDP endpoint serves agents and peers and dials peers.
 	ep, err := wire.NewEndpoint(cfg.QUIC.Listen)
@@ -71,6 +81,18 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return err
 	}
 	clientTLS, err := pki.ClientTLS(files, "", wire.ALPNForward)
+	if err != nil {
+		return err
+	}
+	clustered := cfg.Cluster.Bind != ""
+	signer, err := pki.LoadNodeSigner(files)
+	switch {
+	case err != nil && clustered:
+		return fmt.Errorf("quic.cert: %w", err)
+	case err != nil:
+		logger.Warn("this node's certificate is not a node certificate: `tally-aggregator quarantine replay` cannot reach it until it is issued again with `tally-aggregator certs`", "err", err)
+	}
+	verifier, err := pki.LoadNodeVerifier(cfg.QUIC.CA)
 	if err != nil {
 		return err
 	}
@@ -90,75 +112,136 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		quicAdvertise = ep.Addr().String()
 	}
 	// hub is this node's live hub: owners' updates reach it through the
-	// fanout (this node's own and every peer's), and /api/v1/stream
+	// fan-out (this node's own and every peer's), and /api/v1/stream
 	// serves it.
 	hub := live.NewHub(live.HubConfig{Heartbeat: cfg.HTTP.Stream.Heartbeat, Buffer: cfg.HTTP.Stream.Buffer,
 		WriteTimeout: cfg.HTTP.Stream.WriteTimeout}, reg)
 	defer hub.Close()
-	pub := newFanout(hub, logger)
 	key, err := cfg.Cluster.GossipKey()
 	if err != nil {
 		return err
 	}
+	// The fan-out needs the cluster and the cluster delivers to the
+	// fan-out: messages that arrive before it exists are dropped (the
+	// stream is a fast path; REST reads storage).
+	var fan atomic.Pointer[live.Fanout]
 	cl, err := cluster.Start(cluster.Config{Name: cfg.Name, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise,
 		Seeds: cfg.Cluster.Seeds, SecretKey: key, Profile: cfg.Cluster.Profile, ProbeInterval: cfg.Cluster.ProbeInterval,
 		ProbeTimeout: cfg.Cluster.ProbeTimeout, SuspicionMult: cfg.Cluster.SuspicionMult, GossipInterval: cfg.Cluster.GossipInterval,
 		DeadNodeReclaimTime: cfg.Cluster.DeadNodeReclaim},
-		cluster.Meta{QUIC: quicAdvertise, HTTP: ln.Addr().String()}, logger, pub.receive)
+		cluster.Meta{QUIC: quicAdvertise, HTTP: ln.Addr().String()}, logger, func(b []byte) {
+			if f := fan.Load(); f != nil {
+				f.Receive(b)
+			}
+		})
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	pub.c = cl
-	reg.MustRegister(newClusterCollector(cl, pub))
+	fcfg := live.FanoutConfig{Node: cfg.Name, Local: hub, Logger: logger}
+	if clustered {
+		fcfg.Peers, fcfg.Signer, fcfg.Verifier, fcfg.IsMember = cl, signer, verifier, cl.IsMember
+	}
+	fanout, err := live.NewFanout(fcfg)
+	if err != nil {
+		return err
+	}
+	fan.Store(fanout)
+	defer fanout.Close()
+	reg.MustRegister(newClusterCollector(cl, fanout), newFanoutCollector(fanout))
 	fwd := forward.New(cfg.Name, ep, clientTLS, reg, logger)
 	defer fwd.Close()
 
-	pipe, err := ingest.Open(ingest.Config{Dir: cfg.DataDir, WALMaxBytes: int64(cfg.Merge.WALMaxBytes),
-		Lateness: cfg.Merge.Lateness, WriteInterval: cfg.Merge.WriteInterval,
-		RequireAgentCN: cfg.QUIC.RequireAgentCN == nil || *cfg.QUIC.RequireAgentCN,
-		Node:           cfg.Name, Routing: routing{cl, fwd}, Publisher: pub},
-		storage{writer, reader}, reg, logger)
+	icfgPipe := ingest.DefaultConfig()
+	icfgPipe.Dir, icfgPipe.Node, icfgPipe.WALMaxBytes, icfgPipe.Lateness = cfg.DataDir, cfg.Name, int64(cfg.Merge.WALMaxBytes), cfg.Merge.Lateness
+	icfgPipe.RequireAgentCN = cfg.QUIC.RequireAgentCN == nil || *cfg.QUIC.RequireAgentCN
+	icfgPipe.NodeCertificate = pki.IsNodeCertificate
+	icfgPipe.MaxPendingLoads = cfg.Merge.MaxPendingLoads
+	if clustered {
+		icfgPipe.Cluster = membership{cl}
+	}
+	pipe, err := ingest.Open(icfgPipe, storage{reader}, reg, logger)
 	if err != nil {
 		return err
 	}
 	defer pipe.Close()
+	quar, err := quarantine.Open(filepath.Join(cfg.DataDir, "quarantine"), int64(cfg.Merge.QuarantineMaxBytes))
+	if err != nil {
+		return err
+	}
+	wcfg := writer.Config{Node: cfg.Name, Interval: cfg.Merge.WriteInterval, Lateness: cfg.Merge.Lateness,
+		Source: pipe, Storage: iw, Quarantine: quar, Publisher: fanout}
+	if clustered {
+		wcfg.Routing = routing{cl, fwd}
+	}
+	wr, err := writer.New(wcfg, reg, logger)
+	if err != nil {
+		return err
+	}
 
 	qsrv, err := wire.NewServer(wire.ServerConfig{Endpoint: ep, TLS: serverTLS, Handler: pipe,
-		MaxFrameSize: int(cfg.QUIC.MaxFrameBytes), Logger: logger.With("component", "quic")})
+		MaxFrameSize: int(cfg.QUIC.MaxFrameBytes), MaxConns: cfg.QUIC.MaxConns, MaxConnsPerPeer: cfg.QUIC.MaxConnsPerPeer,
+		MaxStreamsPerPeer: cfg.QUIC.MaxStreamsPerPeer, MaxDecodeBytesPerPeer: int64(cfg.QUIC.MaxDecodeBytesPerPeer),
+		MaxDecodeBytes: int64(cfg.QUIC.MaxDecodeBytes), Logger: logger.With("component", "quic")})
 	if err != nil {
 		return fmt.Errorf("serve QUIC %s: %w", cfg.QUIC.Listen, err)
 	}
 	defer qsrv.Close()
 	registerServerMetrics(reg, qsrv)
 
+	readiness := func() error {
+		if err := pipe.Ready(); err != nil {
+			return err
+		}
+		if err := wr.Health(); err != nil {
+			return err
+		}
+		if err := pipe.LoadHealth(); err != nil {
+			return &writer.DegradedError{Reason: "cannot load late minutes from InfluxDB (they wait in the WAL): " + err.Error()}
+		}
+		return nil
+	}
 	side, err := newHTTPSide(cfg, hub, func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} },
-		minuteSource{reader}, pipe.Ready, reg, logger)
+		minuteSource{reader}, storageCheck.ready(readiness), reg, logger)
 	if err != nil {
 		return err
 	}
 	defer side.close()
 	apiSrv := side.api
-	apiSrv.Handle(api.ClusterRoute, clusterHandler(cl, pub))
+	apiSrv.Handle(api.ClusterRoute, clusterHandler(cl, fanout))
 	hsrv := api.HTTPServer(apiSrv)
 	hsrv.RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	httpErr := make(chan error, 2)
-	go func() { httpErr <- serveHTTP(hsrv, ln, cfg.HTTP) }()
-	go func() {
+	wg.Go(func() { httpErr <- serveHTTP(hsrv, ln, cfg.HTTP) })
+	wg.Go(func() {
 		if err := side.serveMetrics(cfg.HTTP); err != nil {
 			httpErr <- err
+		}
+	})
+	defer hsrv.Close()
+	defer func() {
+		if side.metrics != nil {
+			side.metrics.Close()
 		}
 	}()
 	quicCtx, stopQUIC := context.WithCancel(context.Background())
 	defer stopQUIC()
 	quicErr := make(chan error, 1)
-	go func() { quicErr <- qsrv.Serve(quicCtx) }()
+	wg.Go(func() { quicErr <- qsrv.Serve(quicCtx) })
 	addrs := Addrs{QUIC: qsrv.Addr().String(), HTTP: ln.Addr().String()}
 	logger.Info("aggregator listening; joining the cluster and rebuilding open minutes", "quic", addrs.QUIC, "http", addrs.HTTP,
 		"gossip", cfg.Cluster.Bind)
 	if ready != nil {
 		ready(addrs)
+	}
+
+	// The storage first: check InfluxDB, create the bucket if allowed
+	// (retrying while it is unreachable; /readyz says so meanwhile).
+	if _, err := storageCheck.run(ctx); err != nil && ctx.Err() == nil {
+		return err
 	}
 
 	// Ownership is only known once this node sees its peers: wait for them
@@ -171,17 +254,26 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		}
 		logger.Info("stopped before recovery finished")
 	}
-	pipe.DropForeign()
+	if clustered {
+		self := cfg.Name
+		pipe.DropForeign(func(c string) bool { return cl.View().Owner(c).Name != self })
+	}
 
 	pipeCtx, stopPipe := context.WithCancel(context.Background())
 	defer stopPipe()
-	var wg sync.WaitGroup
-	pipeErr := make(chan error, 1)
-	wg.Go(func() { pipeErr <- pipe.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
-	wg.Go(func() { runScheduledArchive(pipeCtx, cfg, reader, cl, reg, logger) })
-	if cfg.Cluster.Bind != "" {
-		wg.Go(func() {
-			handoff(pipeCtx, cl, pipe, cfg.Cluster.HandoffSettle, reg, logger.With("component", "handoff"))
+	var pipeWG sync.WaitGroup
+	writeErr := make(chan error, 1)
+	pipeWG.Go(func() { writeErr <- wr.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
+	pipeWG.Go(func() { _ = pipe.RunLoader(pipeCtx) })
+	pipeWG.Go(func() { runScheduledArchive(pipeCtx, cfg, reader, cl, reg, logger) })
+	fanout.Start()
+	if clustered {
+		last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_last_takeover_timestamp_seconds",
+			Help: "Unix time at which this node last finished rebuilding campaigns it gained (0: never)."})
+		reg.MustRegister(last)
+		pipeWG.Go(func() {
+			cluster.RunHandoff(pipeCtx, cl, pipe, cluster.HandoffConfig{Settle: cfg.Cluster.HandoffSettle,
+				TookOver: func(int) { last.Set(float64(time.Now().UnixNano()) / 1e9) }, Logger: logger.With("component", "handoff")})
 		})
 	}
 	if ctx.Err() == nil {
@@ -191,30 +283,40 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	var runErr error
 	select {
 	case <-ctx.Done():
+	case <-pipe.Broken():
+		runErr = fmt.Errorf("write-ahead log broken: %w (stopped taking batches; wrote what was merged; restart to reread the log from disk)", pipe.BrokenErr())
 	case err := <-httpErr:
 		runErr = fmt.Errorf("http server: %w", err)
 	case err := <-quicErr:
 		runErr = fmt.Errorf("quic server: %w", err)
 	}
-	logger.Info("shutting down: stop QUIC, stop HTTP, write what is merged, leave the cluster")
+	// /readyz answers 503 from here on, and goes on answering while what
+	// is merged is written, so a balancer sees the node leave.
+	logger.Info("shutting down: stop QUIC, write what is merged, stop HTTP, leave the cluster")
+	pipe.Stop()
 	stopQUIC()
 	qsrv.Close()
+	stopPipe()
+	pipeWG.Wait()
+	if err := <-writeErr; err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	fanout.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = hsrv.Shutdown(sctx)
 	if side.metrics != nil {
 		_ = side.metrics.Shutdown(sctx)
 	}
 	cancel()
-	stopPipe()
-	wg.Wait()
-	if err := <-pipeErr; err != nil {
-		runErr = errors.Join(runErr, err)
-	}
 	// Leave only now: the new owners rebuild from what was just written.
 	if err := cl.Leave(5 * time.Second); err != nil {
 		logger.Warn("leaving the cluster gracefully failed; the others will detect it", "err", err)
 	}
-	logger.Info("aggregator stopped")
+	if runErr != nil {
+		logger.Error("aggregator stopped", "err", runErr)
+	} else {
+		logger.Info("aggregator stopped")
+	}
 	return runErr
 }
 
@@ -242,14 +344,15 @@ func serveHTTP(srv *http.Server, ln net.Listener, c config.HTTP) error {
 	return srv.Serve(ln)
 }
 
-// storage joins the writer and the reader into ingest.Storage.
-type storage struct {
-	*influx.Writer
-	r *influx.Reader
-}
+// storage is ingest.Storage over the reader.
+type storage struct{ r *influx.Reader }
 
 func (s storage) LoadContributions(ctx context.Context, from, to time.Time) ([]influx.ContribPoint, error) {
 	return s.r.LoadContributions(ctx, from, to)
+}
+
+func (s storage) LoadContributionsOf(ctx context.Context, from, to time.Time, campaigns []string) ([]influx.ContribPoint, error) {
+	return s.r.LoadContributionsOf(ctx, from, to, campaigns)
 }
 
 func (s storage) LoadContributionsFunc(ctx context.Context, from, to time.Time, keep func(sketch.Series) bool) ([]influx.ContribPoint, error) {
@@ -259,13 +362,10 @@ func (s storage) LoadContributionsFunc(ctx context.Context, from, to time.Time, 
 // minuteSource answers API queries from InfluxDB.
 type minuteSource struct{ r *influx.Reader }
 
-func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(kpi.Point) error) error {
+func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(sketch.Minute) error) error {
 	return m.r.EachMinute(ctx, influx.MinuteQuery{Campaigns: q.Campaigns, AllCampaigns: q.AllCampaigns, From: q.From, To: q.To,
 		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region, Type: q.Type,
-		CountersOnly: q.CountersOnly},
-		func(p influx.MinutePoint) error {
-			return fn(kpi.Point{Series: p.Series, Minute: p.Minute, State: p.State})
-		})
+		CountersOnly: q.CountersOnly}, fn)
 }
 
 func registerWriterMetrics(reg prometheus.Registerer, w *influx.Writer) {

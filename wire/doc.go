@@ -87,6 +87,21 @@
 // for everything it serves and dials: an aggregator accepts agents and
 // dials its peers from the same port.
 //
+// # Per-peer limits
+//
+// A server bounds what one peer — one certificate identity, over all its
+// connections — may hold (see limits.go): connections (a new one beyond
+// MaxConnsPerPeer closes the peer's oldest with CONNECTION_CLOSE code
+// ConnCodeReplaced; beyond MaxConns a new one is closed with ConnCodeBusy),
+// exchanges in progress (further streams wait unread until a slot frees),
+// and the bytes its streams hold while reading and decompressing frames (a
+// stream waits for room for its payload; one that finds no room to
+// decompress is reset with StreamCodeBusy, and the sender sends the batch
+// again). Receive windows are capped at 2 MiB per stream and 4 MiB per
+// connection, so streams that wait unread hold little. A handler that
+// implements PayloadHandler also gets each batch's decompressed payload,
+// byte for byte as the sender encoded it.
+//
 // # Versions
 //
 // The first three header bytes, magic and version, mean the same in every

@@ -227,6 +227,15 @@ func marshal(w *bytes.Buffer, msg any) error {
 // It returns io.EOF if r ends before the first byte, a *FrameError for
 // anything wrong with the frame, and other read errors wrapped.
 func ReadFrame(r io.Reader, maxSize int) (Frame, error) {
+	return readFrame(r, maxSize, nil)
+}
+
+// readFrame is ReadFrame calling reserve, when not nil, with the number
+// of bytes it is about to allocate before each allocation that follows
+// from the frame's claims: the payload as sent, then the decompressed
+// payload. An error from reserve ends the read with that error. A server
+// uses it to bound the memory all streams of one peer spend on decoding.
+func readFrame(r io.Reader, maxSize int, reserve func(n int) error) (Frame, error) {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxFrameSize
 	}
@@ -263,13 +272,18 @@ func ReadFrame(r io.Reader, maxSize int) (Frame, error) {
 	if size == 0 {
 		return Frame{}, frameErr(ErrMalformed, nil, "empty payload")
 	}
+	if reserve != nil {
+		if err := reserve(int(size)); err != nil {
+			return Frame{}, err
+		}
+	}
 	payload, err := readPayload(r, int(size))
 	if err != nil {
 		return Frame{}, err
 	}
 	f.WireSize = HeaderSize + len(payload)
 	if f.Flags&FlagZstd != 0 {
-		payload, err = decompress(payload, maxSize)
+		payload, err = decompress(payload, maxSize, reserve)
 		if err != nil {
 			return Frame{}, err
 		}
@@ -326,7 +340,7 @@ const (
 	maxSizeless = 64 << 10
 )
 
-func decompress(p []byte, maxSize int) ([]byte, error) {
+func decompress(p []byte, maxSize int, reserve func(n int) error) ([]byte, error) {
 	var h zstd.Header
 	if err := h.Decode(p); err != nil {
 		return nil, frameErr(ErrBadCompression, err, "zstd header")
@@ -338,6 +352,11 @@ func decompress(p []byte, maxSize int) ([]byte, error) {
 		// Encoders leave the size out of small frames (ours do not
 		// compress those, others may): decode them under a small cap
 		// instead, which no legitimate sizeless frame comes near.
+		if reserve != nil {
+			if err := reserve(min(maxSize, maxSizeless)); err != nil {
+				return nil, err
+			}
+		}
 		out, err := zstdDecoder().DecodeAll(p, make([]byte, 0, min(maxSize, maxSizeless)))
 		if err != nil {
 			if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
@@ -355,6 +374,11 @@ func decompress(p []byte, maxSize int) ([]byte, error) {
 		return nil, frameErr(ErrMalformed, nil, "empty payload")
 	}
 	want := int(h.FrameContentSize)
+	if reserve != nil {
+		if err := reserve(want); err != nil {
+			return nil, err
+		}
+	}
 	out, err := zstdDecoder().DecodeAll(p, make([]byte, 0, want))
 	if err != nil {
 		if errors.Is(err, zstd.ErrDecoderSizeExceeded) {

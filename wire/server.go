@@ -16,6 +16,13 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
+// Receive windows of server connections: enough for a sender on a
+// 100 ms path to keep about 300 Mbit/s in flight on one connection.
+const (
+	maxStreamReceiveWindow = 2 << 20
+	maxConnReceiveWindow   = 4 << 20
+)
+
 // ErrServerClosed is returned by Serve after Close, and by Serve on a
 // server that was already closed.
 var ErrServerClosed = errors.New("wire: server closed")
@@ -53,6 +60,24 @@ type ServerConfig struct {
 	IdleTimeout time.Duration
 	// HandshakeTimeout bounds the QUIC and TLS handshake. Default 10 s.
 	HandshakeTimeout time.Duration
+	// MaxConns bounds the connections open at once over every peer; one
+	// beyond it is closed at once with ConnCodeBusy. Default 10000.
+	MaxConns int
+	// MaxConnsPerPeer bounds the connections one certificate identity
+	// (CommonName) keeps open; a new one beyond it closes that peer's
+	// oldest with ConnCodeReplaced. Default 8.
+	MaxConnsPerPeer int
+	// MaxStreamsPerPeer bounds the exchanges one identity has in progress
+	// over all its connections; further streams wait unread until a slot
+	// frees or their deadline passes. Default 256.
+	MaxStreamsPerPeer int
+	// MaxDecodeBytesPerPeer bounds the bytes one identity's streams hold in
+	// payloads being read and decompressed (see limits.go). At least twice
+	// MaxFrameSize. Default 64 MiB.
+	MaxDecodeBytesPerPeer int64
+	// MaxDecodeBytes is that bound over every peer together. At least
+	// MaxDecodeBytesPerPeer. Default 512 MiB.
+	MaxDecodeBytes int64
 	// Logger receives the server's few logs; per-stream problems are
 	// counted in Stats and logged at debug level only. Default: discard.
 	Logger *slog.Logger
@@ -62,11 +87,16 @@ type ServerConfig struct {
 // the caller adds Addr or Endpoint, TLS and Handler.
 func DefaultServerConfig() ServerConfig {
 	return ServerConfig{
-		MaxFrameSize:      DefaultMaxFrameSize,
-		MaxStreamsPerConn: 100,
-		StreamTimeout:     60 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		HandshakeTimeout:  10 * time.Second,
+		MaxFrameSize:          DefaultMaxFrameSize,
+		MaxStreamsPerConn:     100,
+		StreamTimeout:         60 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		HandshakeTimeout:      10 * time.Second,
+		MaxConns:              10000,
+		MaxConnsPerPeer:       8,
+		MaxStreamsPerPeer:     256,
+		MaxDecodeBytesPerPeer: 64 << 20,
+		MaxDecodeBytes:        512 << 20,
 	}
 }
 
@@ -86,6 +116,21 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.MaxConnsPerPeer == 0 {
+		c.MaxConnsPerPeer = d.MaxConnsPerPeer
+	}
+	if c.MaxStreamsPerPeer == 0 {
+		c.MaxStreamsPerPeer = d.MaxStreamsPerPeer
+	}
+	if c.MaxDecodeBytesPerPeer == 0 {
+		c.MaxDecodeBytesPerPeer = max(d.MaxDecodeBytesPerPeer, 2*int64(c.MaxFrameSize))
+	}
+	if c.MaxDecodeBytes == 0 {
+		c.MaxDecodeBytes = max(d.MaxDecodeBytes, c.MaxDecodeBytesPerPeer)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -113,6 +158,15 @@ func (c ServerConfig) Validate() error {
 		return errors.New("server config: MaxFrameSize and MaxStreamsPerConn must not be negative")
 	case c.StreamTimeout < 0, c.IdleTimeout < 0, c.HandshakeTimeout < 0:
 		return errors.New("server config: timeouts must not be negative")
+	case c.MaxConns < 0, c.MaxConnsPerPeer < 0, c.MaxStreamsPerPeer < 0, c.MaxDecodeBytesPerPeer < 0, c.MaxDecodeBytes < 0:
+		return errors.New("server config: limits must not be negative")
+	}
+	d := c.withDefaults()
+	if d.MaxDecodeBytesPerPeer < 2*int64(d.MaxFrameSize) {
+		return fmt.Errorf("server config: MaxDecodeBytesPerPeer %d is below twice MaxFrameSize (%d): one frame could never be decoded", d.MaxDecodeBytesPerPeer, 2*d.MaxFrameSize)
+	}
+	if d.MaxDecodeBytes < d.MaxDecodeBytesPerPeer {
+		return fmt.Errorf("server config: MaxDecodeBytes %d is below MaxDecodeBytesPerPeer %d", d.MaxDecodeBytes, d.MaxDecodeBytesPerPeer)
 	}
 	return nil
 }
@@ -128,6 +182,7 @@ type Server struct {
 	ep       *Endpoint
 	ownEP    bool
 	counters serverCounters
+	limits   *limits
 
 	// ctx is cancelled when the server shuts down; every connection and
 	// stream context derives from it.
@@ -163,9 +218,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			MaxIdleTimeout:        cfg.IdleTimeout,
 			MaxIncomingStreams:    int64(cfg.MaxStreamsPerConn),
 			MaxIncomingUniStreams: -1,
+			// What a connection may have in flight but unread is bounded
+			// by its receive windows: streams that wait for a slot or for
+			// decode room hold at most this much in quic-go's buffers
+			// (the defaults grow to 15 MiB per connection).
+			MaxStreamReceiveWindow:     maxStreamReceiveWindow,
+			MaxConnectionReceiveWindow: maxConnReceiveWindow,
 		},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.limits = newLimits(cfg)
 	s.tls = s.serverTLS(cfg.TLS)
 	s.ep, s.ownEP = cfg.Endpoint, cfg.Endpoint == nil
 	if s.ownEP {
@@ -317,10 +379,23 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	state := conn.ConnectionState().TLS
 	peer := Peer{Addr: conn.RemoteAddr(), ALPN: state.NegotiatedProtocol}
 	if len(state.PeerCertificates) > 0 {
-		peer.CommonName = state.PeerCertificates[0].Subject.CommonName
+		peer.Certificate = state.PeerCertificates[0]
+		peer.CommonName = peer.Certificate.Subject.CommonName
 	}
 	log := s.log.With("peer", peer.Addr.String(), "cn", peer.CommonName)
 	log.Debug("connection accepted", "alpn", peer.ALPN)
+
+	ps, evict, code := s.limits.admit(peer.CommonName, conn)
+	defer s.limits.leave(peer.CommonName, conn)
+	switch {
+	case evict == conn:
+		log.Debug("connection refused: the server holds as many as it allows")
+		_ = conn.CloseWithError(code, "too many connections")
+		return
+	case evict != nil:
+		log.Debug("closing the peer's oldest connection: it opened more than allowed")
+		go func() { _ = evict.CloseWithError(code, "replaced by a newer connection of the same peer") }()
+	}
 
 	// Handlers of a connection that is gone need not finish their work:
 	// nobody will read their acks.
@@ -338,14 +413,14 @@ func (s *Server) serveConn(conn *quic.Conn) {
 			return
 		}
 		s.wg.Add(1)
-		go s.serveStream(ctx, str, peer, log)
+		go s.serveStream(ctx, str, peer, ps, log)
 	}
 }
 
 // serveStream runs one exchange: one Batch frame in, read to EOF, one Ack
 // frame out. Whatever happens, the stream ends in a state where quic-go
 // returns its credit: fully read or read-cancelled, closed or reset.
-func (s *Server) serveStream(connCtx context.Context, str *quic.Stream, peer Peer, log *slog.Logger) {
+func (s *Server) serveStream(connCtx context.Context, str *quic.Stream, peer Peer, ps *peerState, log *slog.Logger) {
 	defer s.wg.Done()
 	s.counters.streams.Add(1)
 	s.counters.activeStreams.Add(1)
@@ -362,8 +437,23 @@ func (s *Server) serveStream(connCtx context.Context, str *quic.Stream, peer Pee
 	})
 	defer stop()
 
+	budget, err := s.limits.startStream(ctx, ps)
+	if err != nil {
+		s.counters.streamErrors.Add(1)
+		log.Debug("stream gave up waiting for a slot of its peer", "err", err)
+		s.abort(str, deadline)
+		return
+	}
+	defer budget.release()
 	r := countingReader{r: str, n: &s.counters.bytesIn}
-	f, err := ReadFrame(r, s.cfg.MaxFrameSize)
+	f, err := readFrame(r, s.cfg.MaxFrameSize, budget.reserve(ctx))
+	if errors.Is(err, errDecodeBudget) {
+		s.counters.streamErrors.Add(1)
+		log.Debug("stream reset: its peer's decode budget is spent")
+		str.CancelRead(StreamCodeBusy)
+		str.CancelWrite(StreamCodeBusy)
+		return
+	}
 	if errors.Is(err, io.EOF) {
 		err = frameErr(ErrTruncated, nil, "stream ended before a frame")
 	}
@@ -401,7 +491,12 @@ func (s *Server) serveStream(connCtx context.Context, str *quic.Stream, peer Pee
 		return
 	}
 
-	ack := s.cfg.Handler.HandleBatch(ctx, peer, b)
+	var ack Ack
+	if ph, ok := s.cfg.Handler.(PayloadHandler); ok {
+		ack = ph.HandleBatchPayload(ctx, peer, b, f.Payload)
+	} else {
+		ack = s.cfg.Handler.HandleBatch(ctx, peer, b)
+	}
 	ack.Version, ack.Seq = ProtocolVersion, seq
 	if err := ack.Validate(); err != nil {
 		// A handler bug; the batch may be fine, so let the agent retry.
@@ -546,6 +641,17 @@ type ServerStats struct {
 	// BytesIn and BytesOut count stream payload bytes: frames in, acks out.
 	BytesIn  uint64
 	BytesOut uint64
+	// ConnsRefused counts connections closed at once because the server
+	// held MaxConns; ConnsReplaced those closed because their peer opened
+	// more than MaxConnsPerPeer.
+	ConnsRefused, ConnsReplaced uint64
+	// StreamWaits counts streams that waited for a slot of their peer
+	// (MaxStreamsPerPeer); DecodeBusy those reset because their peer's
+	// (or the server's) decode budget had no room to decompress.
+	StreamWaits, DecodeBusy uint64
+	// DecodeBytes is the memory streams hold for decoding now, and
+	// DecodeBytesPeak the most they ever held at once.
+	DecodeBytes, DecodeBytesPeak int64
 }
 
 type serverCounters struct {
@@ -569,6 +675,12 @@ func (s *Server) Stats() ServerStats {
 		StreamErrors:      c.streamErrors.Load(),
 		BytesIn:           c.bytesIn.Load(),
 		BytesOut:          c.bytesOut.Load(),
+		ConnsRefused:      s.limits.refused.Load(),
+		ConnsReplaced:     s.limits.replaced.Load(),
+		StreamWaits:       s.limits.streamWaits.Load(),
+		DecodeBusy:        s.limits.busy.Load(),
+		DecodeBytes:       s.limits.decodeInUse.Load(),
+		DecodeBytesPeak:   s.limits.decodePeak.Load(),
 		Acks:              make(map[AckStatus]uint64, 4),
 		FrameErrors:       make(map[Reason]uint64, numReasons),
 	}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -24,12 +25,21 @@ const (
 	// StreamCodeError: the stream failed for another reason (the
 	// receiver could not write its answer).
 	StreamCodeError = 0x103
+	// StreamCodeBusy: the receiver had no room left in the memory its
+	// peer may use for decoding; send the batch again later.
+	StreamCodeBusy = 0x104
 
 	// ConnCodeClosing: the peer closed the connection normally.
 	ConnCodeClosing = 0x0
 	// ConnCodeShutdown: the server is shutting down; dial again later,
 	// or another node.
 	ConnCodeShutdown = 0x1
+	// ConnCodeBusy: the server holds as many connections as it allows;
+	// dial again later, or another node.
+	ConnCodeBusy = 0x2
+	// ConnCodeReplaced: the same identity opened more connections than
+	// the server allows one peer, and this, its oldest, was closed.
+	ConnCodeReplaced = 0x3
 )
 
 // Peer identifies the sender of a batch.
@@ -45,6 +55,10 @@ type Peer struct {
 	// ALPN is the negotiated application protocol, ALPN or ALPNForward,
 	// which tells a handler serving both who is talking.
 	ALPN string
+	// Certificate is the sender's verified client certificate, for
+	// handlers whose policy needs more than its name (an aggregator takes
+	// forwarded batches only from node certificates).
+	Certificate *x509.Certificate
 }
 
 // Handler processes batches received by a Server.
@@ -61,6 +75,17 @@ type Peer struct {
 // time answers AckBusy with a retry hint.
 type Handler interface {
 	HandleBatch(ctx context.Context, peer Peer, b *Batch) Ack
+}
+
+// PayloadHandler is a Handler that also takes the batch's payload as
+// received: the decompressed msgpack of its frame. A server calls
+// HandleBatchPayload instead of HandleBatch when its Handler implements
+// it. payload belongs to the handler, which may keep it (an aggregator's
+// write-ahead log stores it as is, rather than encode the decoded batch
+// again); it decodes to b.
+type PayloadHandler interface {
+	Handler
+	HandleBatchPayload(ctx context.Context, peer Peer, b *Batch, payload []byte) Ack
 }
 
 // HandlerFunc adapts a function to the Handler interface.

@@ -132,7 +132,9 @@ type Route struct {
 var ClusterRoute = Route{Method: http.MethodGet, Path: "/api/v1/cluster", Name: "cluster", Roles: []auth.Role{auth.Admin, auth.Analyst}}
 
 // New builds the API. ready reports whether the node can serve (nil when
-// it can); gatherer is exported at /metrics; assets (may be nil) is the
+// it can; an error with a Degraded() method returning true when it serves
+// but needs attention, which /readyz answers with 200 and the reason);
+// gatherer is exported at /metrics; assets (may be nil) is the
 // dashboard served at /.
 func New(cfg Config, source Source, ready func() error, reg prometheus.Registerer, gatherer prometheus.Gatherer, assets fs.FS, logger *slog.Logger) *Server {
 	if cfg.MaxWindow <= 0 {
@@ -179,6 +181,12 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 	})))
 	s.mux.Handle("GET /readyz", s.measure("readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.ready(); err != nil {
+			// A degraded node serves (200) and says why.
+			var d interface{ Degraded() bool }
+			if errors.As(err, &d) && d.Degraded() {
+				w.Write([]byte(err.Error() + "\n"))
+				return
+			}
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}
@@ -189,17 +197,15 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 	}
 
 	all := auth.AllRoles
-	data := params(windowParams, filterParams)
 	s.route(Route{Method: "GET", Path: "/api/v1/openapi.json", Name: "openapi", Public: true}, s.openAPI)
 	s.route(Route{Method: "GET", Path: "/api/v1/whoami", Name: "whoami", Roles: all}, s.whoami)
-	s.route(Route{Method: "GET", Path: "/api/v1/campaigns", Name: "campaigns", Roles: all, Params: data, Query: true}, s.campaigns)
-	s.route(Route{Method: "GET", Path: "/api/v1/kpis", Name: "kpis", Roles: all, Params: params([]string{pCampaign, pBy}, data), Query: true}, s.kpis)
-	s.route(Route{Method: "GET", Path: "/api/v1/series", Name: "series", Roles: all,
-		Params: params([]string{pCampaign, pMetric, pStep, pBy}, data), Query: true}, s.series)
-	s.route(Route{Method: "GET", Path: "/api/v1/bots", Name: "bots", Roles: all, Params: params([]string{pCampaign}, data), Query: true}, s.bots)
-	s.route(Route{Method: "GET", Path: "/api/v1/polls", Name: "polls", Roles: all, Params: params([]string{pCampaign}, data), Query: true}, s.polls)
+	s.route(Route{Method: "GET", Path: "/api/v1/campaigns", Name: "campaigns", Roles: all, Params: campaignsParams, Query: true}, s.campaigns)
+	s.route(Route{Method: "GET", Path: "/api/v1/kpis", Name: "kpis", Roles: all, Params: kpisParams, Query: true}, s.kpis)
+	s.route(Route{Method: "GET", Path: "/api/v1/series", Name: "series", Roles: all, Params: seriesParams, Query: true}, s.series)
+	s.route(Route{Method: "GET", Path: "/api/v1/bots", Name: "bots", Roles: all, Params: botsParams, Query: true}, s.bots)
+	s.route(Route{Method: "GET", Path: "/api/v1/polls", Name: "polls", Roles: all, Params: pollsParams, Query: true}, s.polls)
 	s.route(Route{Method: "GET", Path: "/api/v1/export.csv", Name: "export", Roles: all,
-		Params: params([]string{pCampaign, pStep, pBy}, data), Query: true, Long: true}, s.export)
+		Params: params([]string{pCampaign, pStep, pBy}, dataParams), Query: true, Long: true}, s.export)
 	s.route(Route{Method: "GET", Path: "/api/v1/stream", Name: "stream", Roles: all, QueryToken: true,
 		Params: []string{pCampaigns, pAccessToken}, Long: true}, s.stream)
 	s.route(Route{Method: "POST", Path: "/api/v1/session", Name: "session", Public: true}, s.session)
@@ -273,6 +279,35 @@ func (e errForbidden) Error() string {
 }
 
 func (s *Server) answerError(w http.ResponseWriter, r *http.Request, route string, err error) {
+	code := ErrorStatus(err)
+	switch {
+	case code == http.StatusBadGateway && r.Context().Err() != nil:
+		// The client went away; nobody reads an answer.
+	case code == http.StatusBadGateway:
+		// The route, not the query: logs never carry what a client sent.
+		s.log.Error("storage query failed", "route", route, "err", err)
+		writeError(w, code, "storage query failed: "+err.Error())
+	case errors.Is(err, errSubjectBusy), errors.Is(err, errBusy):
+		writeBusy(w, err)
+	case code == http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
+		writeError(w, code, err.Error())
+	case errors.Is(err, auth.ErrTooManyLinks):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, code, err.Error())
+	default:
+		writeError(w, code, err.Error())
+	}
+}
+
+// ErrorStatus is the HTTP status REST answers err with, err coming from
+// a route or an answer function (Campaigns, KPIs, Series, Bots, Polls):
+// 400 for a bad parameter or an answer beyond the bounds, 401 for a
+// missing or expired credential, 403 for a campaign outside the caller's
+// scope, 429 for the caller over its share of the query limit, 503 for
+// the node over its own, and 502 for anything else (a failed storage
+// query). GraphQL reports the same classes.
+func ErrorStatus(err error) int {
 	var (
 		pe *paramError
 		tl *tooLargeError
@@ -280,31 +315,18 @@ func (s *Server) answerError(w http.ResponseWriter, r *http.Request, route strin
 		re *requestError
 	)
 	switch {
-	case errors.As(err, &re):
-		writeError(w, http.StatusBadRequest, re.Error())
-	case errors.As(err, &tl):
-		writeError(w, http.StatusBadRequest, tl.Error())
-	case errors.As(err, &pe):
-		writeError(w, http.StatusBadRequest, pe.Error())
+	case errors.As(err, &re), errors.As(err, &tl), errors.As(err, &pe):
+		return http.StatusBadRequest
 	case errors.As(err, &fe):
-		writeError(w, http.StatusForbidden, fe.Error())
-	case errors.Is(err, errNoStream):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	case errors.Is(err, errSubjectBusy), errors.Is(err, errBusy):
-		writeBusy(w, err)
+		return http.StatusForbidden
+	case errors.Is(err, errSubjectBusy):
+		return http.StatusTooManyRequests
+	case errors.Is(err, errNoStream), errors.Is(err, errBusy), errors.Is(err, auth.ErrTooManyLinks):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, auth.ErrUnauthenticated):
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
-		writeError(w, http.StatusUnauthorized, err.Error())
-	case errors.Is(err, auth.ErrTooManyLinks):
-		w.Header().Set("Retry-After", "60")
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	case r.Context().Err() != nil:
-		// The client went away; nobody reads an answer.
-	default:
-		// The route, not the query: logs never carry what a client sent.
-		s.log.Error("storage query failed", "route", route, "err", err)
-		writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
+		return http.StatusUnauthorized
 	}
+	return http.StatusBadGateway
 }
 
 // measure counts requests and their latency per route.

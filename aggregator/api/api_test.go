@@ -42,7 +42,7 @@ var now = time.Date(2026, 11, 22, 10, 30, 20, 0, time.UTC)
 // InfluxDB does, so that the tests see which campaigns the API asked for.
 type fakeSource struct {
 	mu      sync.Mutex
-	pts     []kpi.Point
+	pts     []sketch.Minute
 	err     error
 	queries []Query
 	// block, when set, holds every query until it is closed (or the
@@ -51,7 +51,7 @@ type fakeSource struct {
 	running, peak int
 }
 
-func (f *fakeSource) EachMinute(ctx context.Context, q Query, fn func(kpi.Point) error) error {
+func (f *fakeSource) EachMinute(ctx context.Context, q Query, fn func(sketch.Minute) error) error {
 	f.mu.Lock()
 	f.queries = append(f.queries, q)
 	pts, err, block := f.pts, f.err, f.block
@@ -108,12 +108,12 @@ func mix(x uint64) uint64 {
 }
 
 // pt builds a point of campaign c, minute m (unix seconds), with visitors.
-func pt(c, source, typ string, m int64, count uint64, visitors ...uint64) kpi.Point {
+func pt(c, source, typ string, m int64, count uint64, visitors ...uint64) sketch.Minute {
 	st := &sketch.State{Count: count}
 	for _, v := range visitors {
 		st.AddVisitor(mix(v))
 	}
-	return kpi.Point{Series: sketch.Series{Campaign: c, Source: source, Type: typ, Country: "DE", Device: "mobile", Region: "eu"}, Minute: m, State: st}
+	return sketch.Minute{Series: sketch.Series{Campaign: c, Source: source, Type: typ, Country: "DE", Device: "mobile", Region: "eu"}, Minute: m, State: st}
 }
 
 // minute returns the start of the minute ago minutes before now's.
@@ -130,13 +130,13 @@ type testEnv struct {
 	reg   *prometheus.Registry
 }
 
-func newEnv(t *testing.T, pts ...kpi.Point) *testEnv {
+func newEnv(t *testing.T, pts ...sketch.Minute) *testEnv {
 	t.Helper()
 	return newEnvWith(t, nil, pts...)
 }
 
 // newEnvWith is newEnv with the API configuration changed by tune.
-func newEnvWith(t *testing.T, tune func(*Config), pts ...kpi.Point) *testEnv {
+func newEnvWith(t *testing.T, tune func(*Config), pts ...sketch.Minute) *testEnv {
 	t.Helper()
 	a, err := auth.New(auth.Config{Tokens: []auth.StaticToken{
 		{Token: adminToken, Subject: "root", Role: auth.Admin},
@@ -241,7 +241,7 @@ func TestBadParameters(t *testing.T) {
 // is let in, who is refused, and that a viewer's answers never mention a
 // campaign outside its scope.
 func TestRolesAgainstRoutes(t *testing.T) {
-	var pts []kpi.Point
+	var pts []sketch.Minute
 	for i := int64(0); i < 5; i++ {
 		pts = append(pts, pt("spring", "google", "click", minute(i), 3, uint64(i)), pt("autumn", "bing", "impression", minute(i), 7, 100+uint64(i)))
 	}
@@ -522,7 +522,7 @@ func TestSeriesMergesUniquesPerStep(t *testing.T) {
 }
 
 func TestSeriesGroupBound(t *testing.T) {
-	var pts []kpi.Point
+	var pts []sketch.Minute
 	for i := range 20 {
 		pts = append(pts, pt("c", string(rune('a'+i)), "click", minute(1), 1))
 	}
@@ -664,7 +664,7 @@ func TestBotsByReason(t *testing.T) {
 // TestPollsByAnswer: votes of every minute and series of the campaign add
 // up per poll and answer; other campaigns' votes stay out.
 func TestPollsByAnswer(t *testing.T) {
-	vote := func(campaign, source string, m int64, votes map[[2]string]uint64) kpi.Point {
+	vote := func(campaign, source string, m int64, votes map[[2]string]uint64) sketch.Minute {
 		var n uint64
 		p := pt(campaign, source, "poll_vote", m, 0)
 		for pa, v := range votes {

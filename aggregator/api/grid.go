@@ -28,12 +28,17 @@ type Query struct {
 	CountersOnly bool
 }
 
+// Point is one merged series-minute, as a Source yields it. Code outside
+// this package (sources, their fakes in tests) names it rather than the
+// type it stands for.
+type Point = sketch.Minute
+
 // Source answers queries for merged series-minutes. EachMinute calls fn
 // for every matching point, on the caller's goroutine, and stops at fn's
 // first error, which it returns. Implementations must be safe for
 // concurrent use.
 type Source interface {
-	EachMinute(ctx context.Context, q Query, fn func(kpi.Point) error) error
+	EachMinute(ctx context.Context, q Query, fn func(sketch.Minute) error) error
 }
 
 // noneKey is the group key of an empty dimension value.
@@ -105,7 +110,7 @@ func (g *grid) buckets() int {
 }
 
 // add folds one point in.
-func (g *grid) add(p kpi.Point) error {
+func (g *grid) add(p sketch.Minute) error {
 	c := cell{key: g.keyOf(p.Series)}
 	if g.step > 0 {
 		c.t = floorTo(p.Minute, g.step)

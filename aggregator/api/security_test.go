@@ -21,6 +21,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/kpi"
 	"github.com/tally-edge/tally/aggregator/live"
+	"github.com/tally-edge/tally/sketch"
 )
 
 // campaignGauge is a metric labelled with campaign names, like the
@@ -427,7 +428,7 @@ func TestHeaderAndWriteBounds(t *testing.T) {
 	// About 12 MB of CSV over 7 days: more than the kernel buffers
 	// between a server and a client that does not read (4 MiB at most for
 	// the sender here).
-	var pts []kpi.Point
+	var pts []sketch.Minute
 	for m := range int64(7 * 24 * 60) {
 		for c := range 6 {
 			pts = append(pts, pt(fmt.Sprintf("campaign-with-a-long-name-%d", c), "s", "click", minute(m), 1))

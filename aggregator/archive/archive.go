@@ -18,14 +18,9 @@ import (
 )
 
 // Minute is one merged series-minute as the archive reads and restores
-// it.
-type Minute struct {
-	Series sketch.Series
-	// Minute is the unix time in seconds of the start of the minute.
-	Minute int64
-	// State is the complete merged state; the archive never changes it.
-	State *sketch.State
-}
+// it: the shared record of the merge, storage and the API. The archive
+// never changes a Minute's State.
+type Minute = sketch.Minute
 
 // Query selects the merged minutes of one campaign, or of every
 // campaign, whose start lies in [From, To).

@@ -20,9 +20,9 @@ import (
 //	go test -run '^$' -bench BenchmarkExport -benchtime 1x ./aggregator/archive/
 func BenchmarkExport(b *testing.B) {
 	const campaigns, perCampaign = 4, 20
-	src := startInfluxTB(b)
+	src := startInfluxTB(b, influx.QueryAuto)
 	r := rand.New(rand.NewPCG(3, 4))
-	var pts []influx.MinutePoint
+	var pts []sketch.Minute
 	flush := func() {
 		if err := src.w.Write(ctx, pts, nil); err != nil {
 			b.Fatal(err)
@@ -44,7 +44,7 @@ func BenchmarkExport(b *testing.B) {
 				if series.Type == "conversion" {
 					st.AddValue(int64(r.IntN(200_000_000)))
 				}
-				pts = append(pts, influx.MinutePoint{Series: series, Minute: day1.Add(time.Duration(m) * time.Minute).Unix(), State: st})
+				pts = append(pts, sketch.Minute{Series: series, Minute: day1.Add(time.Duration(m) * time.Minute).Unix(), State: st})
 				if len(pts) == 5000 {
 					flush()
 				}

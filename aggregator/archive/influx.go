@@ -21,9 +21,7 @@ func (s InfluxSource) EachMinute(ctx context.Context, q Query, fn func(Minute) e
 	default:
 		mq.Campaign = q.Campaign
 	}
-	return s.Reader.EachMinute(ctx, mq, func(p influx.MinutePoint) error {
-		return fn(Minute{Series: p.Series, Minute: p.Minute, State: p.State})
-	})
+	return s.Reader.EachMinute(ctx, mq, fn)
 }
 
 // InfluxSink writes restored minutes to InfluxDB as merged points.
@@ -31,9 +29,5 @@ type InfluxSink struct{ Writer *influx.Writer }
 
 // WriteMinutes implements Sink.
 func (s InfluxSink) WriteMinutes(ctx context.Context, minutes []Minute) error {
-	pts := make([]influx.MinutePoint, len(minutes))
-	for i, m := range minutes {
-		pts[i] = influx.MinutePoint{Series: m.Series, Minute: m.Minute, State: m.State}
-	}
-	return s.Writer.Write(ctx, pts, nil)
+	return s.Writer.Write(ctx, minutes, nil)
 }

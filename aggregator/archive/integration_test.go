@@ -15,12 +15,16 @@ type influxPair struct {
 	w *influx.Writer
 }
 
-func startInflux(t *testing.T) influxPair { return startInfluxTB(t) }
+// startInflux starts InfluxDB 1.8 as it ships (Flux off) and reads it
+// as the aggregator does by default (query_language auto: InfluxQL).
+func startInflux(t *testing.T) influxPair { return startInfluxTB(t, influx.QueryAuto) }
 
-func startInfluxTB(t testing.TB) influxPair {
+// startInfluxTB starts a real InfluxDB read with lang: with Flux on when
+// lang is influx.QueryFlux, else as it ships, with Flux off.
+func startInfluxTB(t testing.TB, lang string) influxPair {
 	t.Helper()
-	s := influxtest.Start(t)
-	cfg := influx.Config{URL: s.URL(), Token: s.Token(), Org: s.Org(), Bucket: s.Bucket()}
+	s := influxtest.StartWith(t, influxtest.Options{DisableFlux: lang != influx.QueryFlux})
+	cfg := influx.Config{URL: s.URL(), Token: s.Token(), Org: s.Org(), Bucket: s.Bucket(), QueryLanguage: lang}
 	w, err := influx.NewWriter(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -52,19 +56,21 @@ func (p influxPair) load(t *testing.T, from, to time.Time) *memSource {
 // to SeaweedFS over its S3 API, verified, restored into a second, empty
 // InfluxDB and read back there with the same counters and the same
 // sketch registers; a late event for the settled day is then exported
-// again and found in the archive.
+// again and found in the archive. The first InfluxDB is 1.8 as it ships
+// (Flux off, read with InfluxQL), the second has Flux on and is read
+// with Flux: the archive reads and verifies through either language.
 func TestArchiveWithRealParts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs InfluxDB and SeaweedFS")
 	}
-	src, dst := startInflux(t), startInflux(t)
+	src, dst := startInflux(t), startInfluxTB(t, influx.QueryFlux)
 	store, _ := openSeaweed(t, "archive/v1")
 
 	gen := newMem()
 	fill(gen, 11, day1.Add(-2*time.Hour), 28*time.Hour, "spring_sale", "", "black friday, \"EU\"")
-	var pts []influx.MinutePoint
+	var pts []sketch.Minute
 	for k, st := range gen.minutes {
-		pts = append(pts, influx.MinutePoint{Series: k.Series, Minute: k.Minute, State: st})
+		pts = append(pts, sketch.Minute{Series: k.Series, Minute: k.Minute, State: st})
 	}
 	if err := src.w.Write(ctx, pts, nil); err != nil {
 		t.Fatal(err)
@@ -100,6 +106,9 @@ func TestArchiveWithRealParts(t *testing.T) {
 	if v, err := r.Verify(ctx, day1); err != nil || !v.OK() {
 		t.Fatalf("verify the restored InfluxDB: %v %v", v.Problems, err)
 	}
+	if sl, dl := src.r.QueryLanguage(), dst.r.QueryLanguage(); sl != influx.QueryInfluxQL || dl != influx.QueryFlux {
+		t.Fatalf("read the source with %q, the restored InfluxDB with %q", sl, dl)
+	}
 
 	// A late event for the settled day: the merged minute grows; the next
 	// export notices and rewrites the day.
@@ -111,7 +120,7 @@ func TestArchiveWithRealParts(t *testing.T) {
 	late.Count++
 	late.AddValue(12_340_000)
 	late.AddVisitor(0xfeedface)
-	if err := src.w.Write(ctx, []influx.MinutePoint{{Series: k.Series, Minute: k.Minute, State: late}}, nil); err != nil {
+	if err := src.w.Write(ctx, []sketch.Minute{{Series: k.Series, Minute: k.Minute, State: late}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	v, err := a.Verify(ctx, day1)

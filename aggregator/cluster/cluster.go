@@ -94,8 +94,17 @@ type Cluster struct {
 	epoch     uint64
 	subs      []chan struct{}
 
-	stop chan struct{}
-	done sync.WaitGroup
+	// changed is memberlist's "something changed" (capacity 1): its
+	// callbacks only enqueue; the loop refreshes.
+	changed   chan struct{}
+	stop      chan struct{}
+	done      sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+	// lifeMu orders Leave with Close (memberlist panics on a Leave after
+	// its Shutdown); closed is set under it.
+	lifeMu sync.Mutex
+	closed bool
 }
 
 // Start creates this node's membership and, in the background, joins the
@@ -112,11 +121,15 @@ func Start(cfg Config, meta Meta, logger *slog.Logger, onMessage func([]byte)) (
 	if cfg.DeadNodeReclaimTime <= 0 {
 		cfg.DeadNodeReclaimTime = 10 * time.Second
 	}
-	c := &Cluster{cfg: cfg, meta: meta, log: logger.With("component", "cluster"), onMsg: onMessage, stop: make(chan struct{})}
+	c := &Cluster{cfg: cfg, meta: meta, log: logger.With("component", "cluster"), onMsg: onMessage,
+		changed: make(chan struct{}, 1), stop: make(chan struct{})}
 	if cfg.Bind == "" {
 		c.members = []Member{{Name: cfg.Name, Meta: meta, State: "alive", Self: true}}
 		c.epoch = wire.MembershipEpoch(c.wireMembersLocked())
 		return c, nil
+	}
+	if err := CheckGossipKey(cfg.Bind, cfg.Advertise, cfg.SecretKey); err != nil {
+		return nil, err
 	}
 	mc, err := c.memberlistConfig()
 	if err != nil {
@@ -226,10 +239,19 @@ func (c *Cluster) joinLoop() {
 		select {
 		case <-c.stop:
 			return
+		case <-c.changed:
 		case <-t.C:
+			// Suspicion changes a member's state without an event.
 		}
-		// Suspicion changes a member's state without an event.
 		c.refresh()
+	}
+}
+
+// notify wakes the loop to refresh the member list.
+func (c *Cluster) notify() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -421,28 +443,75 @@ func (c *Cluster) Broadcast(msg []byte) error {
 // Leave tells the others this node is going (they move its campaigns at
 // once instead of after failure detection) and stops gossip.
 func (c *Cluster) Leave(timeout time.Duration) error {
-	if c.ml() == nil {
+	var err error
+	c.lifeMu.Lock()
+	if ml := c.ml(); ml != nil && !c.closed {
+		err = ml.Leave(timeout)
+	}
+	c.lifeMu.Unlock()
+	return errors.Join(err, c.Close())
+}
+
+// IsMember reports whether name is a member this node sees (alive or
+// suspect).
+func (c *Cluster) IsMember(name string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, m := range c.members {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckGossipKey refuses a gossip address that is not loopback without a
+// key: memberlist without encryption takes membership changes and node
+// messages from anyone who can reach the port, so an outsider could join
+// and own campaigns. Loopback (127.0.0.0/8, ::1, localhost) is one
+// machine's business and may go without.
+func CheckGossipKey(bind, advertise string, key []byte) error {
+	if len(key) > 0 {
 		return nil
 	}
-	err := c.ml().Leave(timeout)
-	c.Close()
-	return err
+	for _, addr := range []string{bind, advertise} {
+		if addr == "" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("cluster: address %q: %w", addr, err)
+		}
+		if !loopback(host) {
+			return fmt.Errorf("cluster: gossip on %q without cluster.secret_key: anyone who reaches that address could join the cluster and own campaigns; set cluster.secret_key (or cluster.secret_key_file) on every node, or bind gossip to a loopback address", addr)
+		}
+	}
+	return nil
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Close stops gossip without saying goodbye (the others detect it as a
-// failure). It is safe to call more than once.
+// failure). It is safe to call more than once, also concurrently; every
+// call returns once gossip has stopped.
 func (c *Cluster) Close() error {
-	if c.ml() == nil {
-		return nil
-	}
-	select {
-	case <-c.stop:
-		return nil
-	default:
-	}
-	close(c.stop)
-	c.done.Wait()
-	return c.ml().Shutdown()
+	c.closeOnce.Do(func() {
+		c.lifeMu.Lock()
+		c.closed = true
+		c.lifeMu.Unlock()
+		close(c.stop)
+		c.done.Wait()
+		if ml := c.ml(); ml != nil {
+			c.closeErr = ml.Shutdown()
+		}
+	})
+	return c.closeErr
 }
 
 // delegate gives memberlist this node's metadata and takes user messages.
@@ -471,9 +540,9 @@ func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 // events turns memberlist's notifications into a refreshed member list.
 type events struct{ c *Cluster }
 
-func (e events) NotifyJoin(*memberlist.Node)   { go e.c.refresh() }
-func (e events) NotifyLeave(*memberlist.Node)  { go e.c.refresh() }
-func (e events) NotifyUpdate(*memberlist.Node) { go e.c.refresh() }
+func (e events) NotifyJoin(*memberlist.Node)   { e.c.notify() }
+func (e events) NotifyLeave(*memberlist.Node)  { e.c.notify() }
+func (e events) NotifyUpdate(*memberlist.Node) { e.c.notify() }
 
 // logWriter maps memberlist's "[LEVEL] memberlist: msg" lines to slog.
 type logWriter struct{ l *slog.Logger }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -193,5 +194,52 @@ func TestBadConfig(t *testing.T) {
 			c.Close()
 			t.Errorf("%+v: no error", cfg)
 		}
+	}
+}
+
+// TestCloseIsIdempotentAndConcurrent: Close may be called any number of
+// times, at once, and after Leave; every call returns once gossip has
+// stopped.
+func TestCloseIsIdempotentAndConcurrent(t *testing.T) {
+	n := startNode(t, "solo", freePort(t), nil, nil)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if err := n.c.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := n.c.Leave(time.Second); err != nil {
+		t.Errorf("Leave after Close: %v", err)
+	}
+}
+
+// TestGossipBeyondLoopbackNeedsAKey: a node whose gossip is reachable
+// from the network refuses to start without a key.
+func TestGossipBeyondLoopbackNeedsAKey(t *testing.T) {
+	for _, tc := range []struct {
+		bind, advertise string
+		key             []byte
+		ok              bool
+	}{
+		{"127.0.0.1:7946", "", nil, true},
+		{"[::1]:7946", "", nil, true},
+		{"localhost:7946", "", nil, true},
+		{"0.0.0.0:7946", "", nil, false},
+		{"10.1.2.3:7946", "", nil, false},
+		{"127.0.0.1:7946", "203.0.113.9:7946", nil, false},
+		{"gossip.example:7946", "", nil, false},
+		{"0.0.0.0:7946", "", []byte("0123456789abcdef"), true},
+	} {
+		err := CheckGossipKey(tc.bind, tc.advertise, tc.key)
+		if (err == nil) != tc.ok {
+			t.Fatalf("bind %s advertise %q key %v: %v", tc.bind, tc.advertise, tc.key != nil, err)
+		}
+	}
+	_, err := Start(Config{Name: "open", Bind: "0.0.0.0:0"}, Meta{}, slog.New(slog.DiscardHandler), nil)
+	if err == nil || !strings.Contains(err.Error(), "cluster.secret_key") {
+		t.Fatalf("Start on 0.0.0.0 without a key: %v", err)
 	}
 }

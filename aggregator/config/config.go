@@ -14,6 +14,8 @@ import (
 
 	"github.com/tally-edge/tally/aggregator/archive"
 	"github.com/tally-edge/tally/aggregator/auth"
+	"github.com/tally-edge/tally/aggregator/cluster"
+	"github.com/tally-edge/tally/aggregator/graphql"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -55,6 +57,21 @@ type QUIC struct {
 	// QUIC listener at (told to them in acks and gossip). Default: the
 	// listen address; required in a cluster when that is 0.0.0.0 or [::].
 	Advertise string `yaml:"advertise"`
+	// MaxConns bounds the connections open at once. Default 10000.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerPeer bounds the connections one certificate identity
+	// keeps; a new one beyond it closes that peer's oldest. Default 8.
+	MaxConnsPerPeer int `yaml:"max_conns_per_peer"`
+	// MaxStreamsPerPeer bounds the batches one identity has in progress
+	// over all its connections; more wait. Default 256.
+	MaxStreamsPerPeer int `yaml:"max_streams_per_peer"`
+	// MaxDecodeBytesPerPeer bounds the memory one identity's batches take
+	// while being read and decompressed; at least twice max_frame_bytes.
+	// Default 64MiB.
+	MaxDecodeBytesPerPeer yamlconf.ByteSize `yaml:"max_decode_bytes_per_peer"`
+	// MaxDecodeBytes is that bound over every peer together. Default
+	// 512MiB.
+	MaxDecodeBytes yamlconf.ByteSize `yaml:"max_decode_bytes"`
 }
 
 // HTTP is the API, dashboard, health and metrics listener.
@@ -104,6 +121,20 @@ type HTTP struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// Stream tunes GET /api/v1/stream.
 	Stream Stream `yaml:"stream"`
+	// GraphQL tunes POST /api/v1/graphql.
+	GraphQL GraphQL `yaml:"graphql"`
+}
+
+// GraphQL tunes the GraphQL endpoint; its other bounds (depth 20, body
+// 16 KiB) follow from the schema and are fixed.
+type GraphQL struct {
+	// Playground serves the GraphiQL page at GET /api/v1/graphql (it
+	// loads GraphiQL's scripts from a public CDN). Default false.
+	Playground bool `yaml:"playground"`
+	// MaxComplexity bounds one query's cost: 1 per field and 100 more per
+	// field that reads storage. Default 1000: at most 9 storage fields;
+	// 150 to 10000.
+	MaxComplexity int `yaml:"max_complexity"`
 }
 
 // Stream tunes the live stream.
@@ -136,6 +167,13 @@ type Influx struct {
 	Bucket string `yaml:"bucket"`
 	// Timeout bounds one HTTP request. Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// QueryLanguage is how the node reads InfluxDB: auto (default:
+	// InfluxQL when the server answers it, else Flux), influxql or flux.
+	QueryLanguage string `yaml:"query_language"`
+	// CreateBucket lets the node create the database and retention
+	// policy named by Bucket at start when they are missing (InfluxDB
+	// 1.x). Default true; false makes a missing bucket an error.
+	CreateBucket bool `yaml:"create_bucket"`
 }
 
 // Merge tunes the merge pipeline.
@@ -151,6 +189,14 @@ type Merge struct {
 	WALMaxBytes yamlconf.ByteSize `yaml:"wal_max_bytes"`
 	// ShutdownTimeout bounds the final write on shutdown. Default 20s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// QuarantineMaxBytes bounds data_dir/quarantine, where series-minutes
+	// InfluxDB refuses for good wait for a replay. Beyond it they stay in
+	// the write-ahead log. Default 256MiB.
+	QuarantineMaxBytes yamlconf.ByteSize `yaml:"quarantine_max_bytes"`
+	// MaxPendingLoads bounds the campaign-minutes of late data waiting to
+	// be loaded from InfluxDB; beyond it batches are answered busy.
+	// Default 100000.
+	MaxPendingLoads int `yaml:"max_pending_loads"`
 }
 
 // Cluster is membership (hashicorp/memberlist gossip) and ownership.
@@ -203,15 +249,19 @@ func DefaultConfig() Config {
 	yes := true
 	return Config{
 		DataDir: "/var/lib/tally-aggregator",
-		QUIC:    QUIC{Listen: "127.0.0.1:7400", RequireAgentCN: &yes, MaxFrameBytes: 16 << 20},
+		QUIC: QUIC{Listen: "127.0.0.1:7400", RequireAgentCN: &yes, MaxFrameBytes: 16 << 20, MaxConns: 10000, MaxConnsPerPeer: 8,
+			MaxStreamsPerPeer: 256, MaxDecodeBytesPerPeer: 64 << 20, MaxDecodeBytes: 512 << 20},
 		Cluster: Cluster{Profile: "lan", DeadNodeReclaim: 10 * time.Second, JoinTimeout: 10 * time.Second, HandoffSettle: 2 * time.Second},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxWindow: 31 * 24 * time.Hour, QueryTimeout: 30 * time.Second, MaxPoints: 100800,
 			AuditMaxBytes: auth.DefaultAuditMaxBytes, AuditMaxFiles: auth.DefaultAuditMaxFiles, AuditRefusedPerSecond: auth.DefaultAuditRefusedPerSecond,
 			MaxConcurrentQueries: 16, MaxQueriesPerSubject: 8, QueryWait: 5 * time.Second, WriteTimeout: 30 * time.Second,
-			Stream: Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16}},
-		Auth:    Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
-		Influx:  Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
-		Merge:   Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second},
+			Stream:  Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16},
+			GraphQL: GraphQL{MaxComplexity: graphql.DefaultConfig().MaxComplexity}},
+		Auth: Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
+		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second,
+			QueryLanguage: "auto", CreateBucket: true},
+		Merge: Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second,
+			QuarantineMaxBytes: 256 << 20, MaxPendingLoads: 100_000},
 		Archive: archive.DefaultConfig(),
 	}
 }
@@ -247,11 +297,31 @@ func (c *Config) Validate() error {
 	if c.QUIC.MaxFrameBytes < 64<<10 {
 		bad("quic.max_frame_bytes: at least 64KiB")
 	}
+	if c.QUIC.MaxConns < 1 || c.QUIC.MaxConnsPerPeer < 1 || c.QUIC.MaxStreamsPerPeer < 1 {
+		bad("quic.max_conns, max_conns_per_peer and max_streams_per_peer: at least 1")
+	}
+	if c.QUIC.MaxDecodeBytesPerPeer < 2*c.QUIC.MaxFrameBytes {
+		bad("quic.max_decode_bytes_per_peer (%d): at least twice quic.max_frame_bytes (%d), or one batch could never be read", c.QUIC.MaxDecodeBytesPerPeer, 2*c.QUIC.MaxFrameBytes)
+	}
+	if c.QUIC.MaxDecodeBytes < c.QUIC.MaxDecodeBytesPerPeer {
+		bad("quic.max_decode_bytes: at least quic.max_decode_bytes_per_peer")
+	}
+	if c.Merge.QuarantineMaxBytes < 1<<20 {
+		bad("merge.quarantine_max_bytes: at least 1MiB")
+	}
+	if c.Merge.MaxPendingLoads < 100 {
+		bad("merge.max_pending_loads: at least 100")
+	}
 	if !strings.HasPrefix(c.Influx.URL, "http://") && !strings.HasPrefix(c.Influx.URL, "https://") {
 		bad("influx.url %q: want http:// or https://", c.Influx.URL)
 	}
 	if c.Influx.Bucket == "" {
 		bad("influx.bucket: required (\"db/rp\" for InfluxDB 1.8)")
+	}
+	switch c.Influx.QueryLanguage {
+	case "auto", "influxql", "flux":
+	default:
+		bad("influx.query_language %q: want auto, influxql or flux", c.Influx.QueryLanguage)
 	}
 	if c.Merge.Lateness < time.Minute {
 		bad("merge.lateness %s: at least 1m", c.Merge.Lateness)
@@ -307,6 +377,12 @@ func (c *Cluster) validate() error {
 	if c.SecretKey != "" {
 		if _, err := DecodeKey(c.SecretKey); err != nil {
 			bad("cluster.secret_key: %v", err)
+		}
+	}
+	if c.Bind != "" && c.SecretKey == "" && c.SecretKeyFile == "" {
+		// Placeholder key: only whether one is configured matters here.
+		if err := cluster.CheckGossipKey(c.Bind, c.Advertise, nil); err != nil {
+			bad("%v", err)
 		}
 	}
 	if c.ProbeInterval < 0 || c.ProbeTimeout < 0 || c.GossipInterval < 0 || c.SuspicionMult < 0 {
@@ -368,7 +444,18 @@ func (h *HTTP) validate() error {
 		bad("http.stream.max_streams %d, http.stream.max_per_subject %d: want 1 ≤ per subject ≤ max_streams",
 			h.Stream.MaxStreams, h.Stream.MaxPerSubject)
 	}
+	if err := h.GraphQLConfig().Validate(); err != nil {
+		bad("http.graphql: %v", err)
+	}
 	return errors.Join(errs...)
+}
+
+// GraphQLConfig is the GraphQL endpoint's configuration: the defaults,
+// the keys of http.graphql, and http.query_timeout for a request's time.
+func (h *HTTP) GraphQLConfig() graphql.Config {
+	c := graphql.DefaultConfig()
+	c.Playground, c.MaxComplexity, c.Timeout = h.GraphQL.Playground, h.GraphQL.MaxComplexity, h.QueryTimeout
+	return c
 }
 
 // DecodeKey decodes a base64 gossip key and checks its length.

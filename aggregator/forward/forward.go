@@ -21,10 +21,17 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
-// MaxContribsPerBatch bounds one forwarded batch. Contributions carry
-// cumulative HyperLogLogs (up to 16 KiB each), so this keeps a batch well
-// under the default 16 MiB frame limit.
-const MaxContribsPerBatch = 256
+// Bounds of one forwarded batch: contributions carry cumulative
+// HyperLogLogs (up to 16 KiB each), so batches are cut by encoded size,
+// well under the default 16 MiB frame limit, and by count.
+const (
+	MaxContribsPerBatch = 4096
+	MaxBytesPerBatch    = 2 << 20
+	// InFlight is how many batches of one Forward call are in flight at
+	// once: the owner acknowledges each after its own fsync, so one at a
+	// time would cost a round trip and an fsync per batch.
+	InFlight = 4
+)
 
 // Forwarder keeps one connection per peer address. It is safe for
 // concurrent use.
@@ -58,17 +65,47 @@ func New(node string, ep *wire.Endpoint, tlsConf *tls.Config, reg prometheus.Reg
 }
 
 // Forward sends one agent's contributions to the node at addr and returns
-// nil once it acknowledged all of them.
+// nil once it acknowledged all of them (up to InFlight batches at once).
 func (f *Forwarder) Forward(ctx context.Context, addr, agent string, cs []wire.Contribution) error {
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, InFlight)
+		mu   sync.Mutex
+		errs []error
+	)
 	for len(cs) > 0 {
-		n := min(len(cs), MaxContribsPerBatch)
-		if err := f.send(ctx, addr, agent, cs[:n]); err != nil {
-			return err
+		n, size := 0, 0
+		for n < len(cs) && n < MaxContribsPerBatch && (n == 0 || size+contribSize(&cs[n]) <= MaxBytesPerBatch) {
+			size += contribSize(&cs[n])
+			n++
 		}
-		f.contributions.Add(float64(n))
+		part := cs[:n]
 		cs = cs[n:]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return errors.Join(append(errs, ctx.Err())...)
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := f.send(ctx, addr, agent, part); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			f.contributions.Add(float64(len(part)))
+		})
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// contribSize estimates a contribution's encoded size.
+func contribSize(c *wire.Contribution) int {
+	return 64 + len(c.Series.Campaign) + len(c.Series.Source) + len(c.Series.Medium) + len(c.State.HLL) + len(c.State.Quantiles) +
+		len(c.State.Registers) + 32*(len(c.State.Bots)+len(c.State.Votes))
 }
 
 func (f *Forwarder) send(ctx context.Context, addr, agent string, cs []wire.Contribution) error {

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,11 +20,19 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
-// backend is one kind of InfluxDB the contract suite runs against. Today
-// that is the real InfluxDB 1.8.10 of the tests and the demo; an InfluxDB
-// 2.x or 3.x backend is one more value of this type.
+var updateGolden = flag.Bool("update", false, "rewrite testdata/points_v2.lp from the current encoder")
+
+// backend is one kind of InfluxDB, with the query language the Reader
+// uses on it, that the contract suite runs against. Today those are the
+// real InfluxDB 1.8.10 of the tests and the demo, as it ships (Flux off:
+// InfluxQL reads) and with Flux on (Flux reads); an InfluxDB 2.x or 3.x
+// backend is one more value of this type.
 type backend struct {
 	name string
+	// flux says whether the server answers Flux.
+	flux bool
+	// lang is the Config.QueryLanguage the suite's Readers use.
+	lang string
 	// bucket returns a Config for a fresh, empty bucket.
 	bucket func(t *testing.T) Config
 	// server starts a server of the test's own (for outages) and returns a
@@ -30,23 +42,40 @@ type backend struct {
 	missingBucket func(t *testing.T) Config
 }
 
-var influxDB18 = backend{
-	name:   "influxdb-1.8",
-	bucket: func(t *testing.T) Config { return freshBucket(t) },
-	server: func(t *testing.T) (Config, func() error, func(context.Context) error) {
-		s := influxtest.Start(t)
-		return Config{URL: s.URL(), Token: s.Token(), Org: s.Org(), Bucket: s.Bucket()}, s.Stop, s.Restart
-	},
-	missingBucket: func(t *testing.T) Config {
-		c := freshBucket(t)
-		c.Bucket = "nosuchdb/rp"
-		return c
-	},
+// influxDB18 is InfluxDB 1.8 with Flux on or off; lang is the language the
+// Readers are told to use ("" is auto).
+func influxDB18(name string, flux bool, lang string) backend {
+	withLang := func(c Config) Config { c.QueryLanguage = lang; return c }
+	return backend{
+		name: name,
+		flux: flux,
+		lang: lang,
+		bucket: func(t *testing.T) Config {
+			return withLang(freshBucketOn(t, sharedServerFlux(t, flux)))
+		},
+		server: func(t *testing.T) (Config, func() error, func(context.Context) error) {
+			s := influxtest.StartWith(t, influxtest.Options{DisableFlux: !flux})
+			return withLang(Config{URL: s.URL(), Token: s.Token(), Org: s.Org(), Bucket: s.Bucket()}), s.Stop, s.Restart
+		},
+		missingBucket: func(t *testing.T) Config {
+			c := withLang(freshBucketOn(t, sharedServerFlux(t, flux)))
+			c.Bucket = "nosuchdb/rp"
+			return c
+		},
+	}
+}
+
+// backends are every backend of the contract suite: InfluxDB 1.8 as it
+// ships, read with InfluxQL (chosen automatically: Flux is off), and
+// InfluxDB 1.8 with Flux on, read with Flux.
+var backends = []backend{
+	influxDB18("influxdb-1.8-default/influxql", false, ""),
+	influxDB18("influxdb-1.8-flux/flux", true, QueryFlux),
 }
 
 // TestContract runs the storage contract against every backend.
 func TestContract(t *testing.T) {
-	for _, b := range []backend{influxDB18} {
+	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) { runContract(t, b) })
 	}
 }
@@ -63,10 +92,15 @@ func runContract(t *testing.T, b backend) {
 		{"ContributionsPerNode", testContributionsPerNode},
 		{"Filters", testFilters},
 		{"AwkwardTagValues", testAwkwardTagValues},
-		{"FluxInjection", testFluxInjection},
+		{"QueryInjection", testQueryInjection},
+		{"ReadsInTheBackendsLanguage", testLanguage},
+		{"Setup", testSetup},
 		{"SplitRequests", testSplitRequests},
 		{"MissingBucketIsPermanent", testMissingBucket},
 		{"PointTooLarge", testPointTooLarge},
+		{"ContributionsSplitIntoParts", testContributionsSplitIntoParts},
+		{"IsolatesRefusedPoints", testIsolatesRefusedPoints},
+		{"ReadsFormat1Points", testReadsFormat1Points},
 		{"InvalidPoints", testInvalidPoints},
 		{"WriteThroughOutage", testWriteThroughOutage},
 	}
@@ -119,7 +153,7 @@ func series(campaign, source, country, region string) sketch.Series {
 }
 
 // sortMinutes orders points by series then minute, for comparisons.
-func sortMinutes(ps []MinutePoint) {
+func sortMinutes(ps []sketch.Minute) {
 	sort.Slice(ps, func(i, j int) bool {
 		if a, b := ps[i].Series.String(), ps[j].Series.String(); a != b {
 			return a < b
@@ -155,7 +189,7 @@ func checkState(t *testing.T, what string, got, want *sketch.State) {
 func testMinutesRoundTrip(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i, s := range []sketch.Series{
 		series("spring", "google", "DE", "eu-1"),
 		series("spring", "google", "FR", "eu-1"),
@@ -164,11 +198,11 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	} {
 		for m := 0; m < 3; m++ {
 			visitors := 50 + 400*i // includes a large HLL
-			pts = append(pts, MinutePoint{Series: s, Minute: baseMinute + int64(60*m),
+			pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute + int64(60*m),
 				State: newState(uint64(10*i+m), 100+i*7+m, visitors, 20*m)})
 		}
 	}
-	pts = append(pts, MinutePoint{Series: series("spring", "mail", "US", "us-1"), Minute: baseMinute, State: &sketch.State{Count: 3}})
+	pts = append(pts, sketch.Minute{Series: series("spring", "mail", "US", "us-1"), Minute: baseMinute, State: &sketch.State{Count: 3}})
 	if err := w.Write(ctx, pts, nil); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
@@ -181,7 +215,7 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatalf("QueryMinutes: %v", err)
 	}
-	var want []MinutePoint
+	var want []sketch.Minute
 	for _, p := range pts {
 		if p.Series.Campaign == "spring" {
 			want = append(want, p)
@@ -200,35 +234,45 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 	}
 
 	// The derived fields are there for dashboards that read InfluxDB.
-	var p MinutePoint
+	var p sketch.Minute
 	for _, c := range want {
 		if c.State.Values != nil && c.Series.Source == "" {
 			p = c
 		}
 	}
-	rows := rawQuery(t, ctx, r, fmt.Sprintf(`from(bucket: %s) |> range(start: %s, stop: %s)
-	  |> filter(fn: (r) => r._measurement == "tally" and r.campaign == "spring" and r.country == %s and r.source == %s)
-	  |> filter(fn: (r) => r._time == %s)
-	  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")`,
-		fluxString(r.cfg.Bucket), fluxTime(time.Unix(baseMinute, 0)), fluxTime(time.Unix(baseMinute+180, 0)),
-		fluxString(TagValue(p.Series.Country)), fluxString(TagValue(p.Series.Source)), fluxTime(time.Unix(p.Minute, 0))))
+	rows := rawInfluxQL(t, ctx, r, fmt.Sprintf(`SELECT * FROM "tally" WHERE "campaign" = 'spring' AND "country" = %s AND "source" = %s AND time = %s`,
+		influxQLString(TagValue(p.Series.Country)), influxQLString(TagValue(p.Series.Source)), influxQLTime(time.Unix(p.Minute, 0))))
 	if len(rows) != 1 {
 		t.Fatalf("raw query returned %d rows, want 1", len(rows))
 	}
 	row := rows[0]
-	for k, want := range map[string]any{
-		"uniques":   int64(p.State.UniquesEstimate()),
+	for k, want := range map[string]float64{
+		"uniques":   float64(p.State.UniquesEstimate()),
 		"revenue":   sketch.FromMicros(p.State.ValueMicros),
 		"cost":      sketch.FromMicros(p.State.CostMicros),
-		"bots":      int64(p.State.BotTotal()),
+		"bots":      float64(p.State.BotTotal()),
 		"value_p50": p.State.Quantile(0.5),
 		"value_p99": p.State.Quantile(0.99),
-		"count":     int64(p.State.Count),
+		"count":     float64(p.State.Count),
 	} {
-		if row[k] != want {
-			t.Fatalf("field %s = %v (%T), want %v (%T)", k, row[k], row[k], want, want)
+		if got, ok := asFloat(row[k]); !ok || got != want {
+			t.Fatalf("field %s = %v (%T), want %v", k, row[k], row[k], want)
 		}
 	}
+}
+
+// asFloat returns a number decoded from an InfluxQL answer as a float64
+// (InfluxQL prints a float with an integral value without a point).
+func asFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return float64(n), true
+	case uint64:
+		return float64(n), true
+	case float64:
+		return n, true
+	}
+	return 0, false
 }
 
 func testIdempotentOverwrite(t *testing.T, b backend) {
@@ -241,7 +285,7 @@ func testIdempotentOverwrite(t *testing.T, b backend) {
 	big.AddValue(sketch.ToMicros(99.5))
 	big.AddVisitor(12345)
 	for _, st := range []*sketch.State{small, big, big} { // the repeat must change nothing
-		if err := w.Write(ctx, []MinutePoint{{Series: s, Minute: baseMinute, State: st}}, nil); err != nil {
+		if err := w.Write(ctx, []sketch.Minute{{Series: s, Minute: baseMinute, State: st}}, nil); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 	}
@@ -367,12 +411,12 @@ func testFilters(t *testing.T, b backend) {
 		{Campaign: "f", Source: "", Medium: "", Type: "pageview", Country: "US", Device: "", Region: "us"},
 		{Campaign: "other", Source: "google", Medium: "cpc", Type: "click", Country: "DE", Device: "mobile", Region: "eu"},
 	}
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i, s := range all {
 		st := &sketch.State{Count: uint64(i + 1)}
 		st.AddVisitor(uint64(i+1) * 0x9e3779b97f4a7c15)
 		st.AddValue(1_500_000)
-		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: st})
+		pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute, State: st})
 	}
 	if err := w.Write(ctx, pts, nil); err != nil {
 		t.Fatalf("Write: %v", err)
@@ -438,7 +482,7 @@ func testFilters(t *testing.T, b backend) {
 	// EachMinute stops at the first error of fn and returns it as is.
 	stop := errors.New("enough")
 	calls := 0
-	err = r.EachMinute(ctx, MinuteQuery{AllCampaigns: true, From: from, To: to}, func(MinutePoint) error {
+	err = r.EachMinute(ctx, MinuteQuery{AllCampaigns: true, From: from, To: to}, func(sketch.Minute) error {
 		calls++
 		return stop
 	})
@@ -464,11 +508,11 @@ func testAwkwardTagValues(t *testing.T, b backend) {
 		`(none)`, // looks like the empty marker
 		`=starts-with-equals`,
 	}
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	var cps []ContribPoint
 	for i, c := range campaigns {
 		s := sketch.Series{Campaign: c, Source: c, Type: "click", Region: `r\`}
-		pts = append(pts, MinutePoint{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
+		pts = append(pts, sketch.Minute{Series: s, Minute: baseMinute, State: &sketch.State{Count: uint64(i + 1)}})
 		cps = append(cps, ContribPoint{Series: s, Minute: baseMinute, Agent: "agent " + c,
 			Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 1, &sketch.State{Count: uint64(i + 1)})}})
 	}
@@ -504,12 +548,14 @@ func testAwkwardTagValues(t *testing.T, b backend) {
 	}
 }
 
-// testFluxInjection sends filter values that would change the query if
-// they were pasted into it: each must match nothing and raise no error.
-func testFluxInjection(t *testing.T, b backend) {
+// testQueryInjection sends filter values that would change the query if
+// they were pasted into it, in Flux or in InfluxQL (where a value that
+// escaped its string could even start a second statement): each must
+// match nothing and raise no error.
+func testQueryInjection(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
-	pts := []MinutePoint{
+	pts := []sketch.Minute{
 		{Series: series("victim", "google", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 7}},
 		{Series: series("secret", "google", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 9}},
 	}
@@ -518,6 +564,7 @@ func testFluxInjection(t *testing.T, b backend) {
 	}
 	from, to := time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0)
 	for _, evil := range []string{
+		// Flux
 		`x" or r.campaign =~ /.*/ or r._measurement == "`,
 		`victim" or true or "`,
 		`\" or true or \"`,
@@ -526,10 +573,20 @@ func testFluxInjection(t *testing.T, b backend) {
 		"\" or r.campaign != \"\n",
 		`victim\`,
 		`\x22 or true or \x22`,
+		// InfluxQL
+		`x' OR "campaign" =~ /.*/ OR "campaign" = '`,
+		`victim' OR 'a' = 'a`,
+		`\' OR true OR \'`,
+		`'; DROP DATABASE "db"; SELECT * FROM "tally" WHERE 'x' = '`,
+		`victim\' OR "campaign" != '`,
+		"x'\nOR \"campaign\" != '",
+		`" OR "campaign" != "`,
+		`/.*/`,
 	} {
 		for _, q := range []MinuteQuery{
 			{Campaign: evil, From: from, To: to},
 			{Campaign: "victim", Source: evil, From: from, To: to},
+			{Campaigns: []string{evil, "nope"}, From: from, To: to},
 		} {
 			got, err := r.QueryMinutes(ctx, q)
 			if err != nil {
@@ -544,10 +601,30 @@ func testFluxInjection(t *testing.T, b backend) {
 			t.Fatalf("LoadContributionsOf(%q) = %d points, %v; want none, no error", evil, len(got), err)
 		}
 	}
-	// The server still works, and the real value still matches.
+	// The server still works, the data is still there, and the real value
+	// still matches.
 	got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "victim", From: from, To: to})
 	if err != nil || len(got) != 1 || got[0].State.Count != 7 {
 		t.Fatalf("QueryMinutes(victim) = %d points, %v; want the one point", len(got), err)
+	}
+	if err := r.CheckBucket(ctx); err != nil {
+		t.Fatalf("CheckBucket after the injection attempts: %v", err)
+	}
+}
+
+// testLanguage checks that the Reader reads with the language the backend
+// stands for: InfluxQL chosen by itself where Flux is off, Flux when asked.
+func testLanguage(t *testing.T, b backend) {
+	_, r := newPair(t, b.bucket(t))
+	if _, err := r.QueryMinutes(ctxT(t), MinuteQuery{Campaign: "x", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)}); err != nil {
+		t.Fatalf("QueryMinutes: %v", err)
+	}
+	want := b.lang
+	if want == "" {
+		want = QueryInfluxQL
+	}
+	if got := r.QueryLanguage(); got != want {
+		t.Fatalf("QueryLanguage() = %q, want %q", got, want)
 	}
 }
 
@@ -556,9 +633,9 @@ func testSplitRequests(t *testing.T, b backend) {
 	cfg := b.bucket(t)
 	cfg.BatchSize = 40
 	w, r := newPair(t, cfg)
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i := 0; i < 130; i++ {
-		pts = append(pts, MinutePoint{Series: series("split", fmt.Sprintf("s%03d", i), "DE", "eu"), Minute: baseMinute,
+		pts = append(pts, sketch.Minute{Series: series("split", fmt.Sprintf("s%03d", i), "DE", "eu"), Minute: baseMinute,
 			State: newState(uint64(i), 5, 3, 1)})
 	}
 	if err := w.Write(ctx, pts, nil); err != nil {
@@ -581,7 +658,7 @@ func testMissingBucket(t *testing.T, b backend) {
 	}
 	defer w.Close()
 	start := time.Now()
-	err = w.Write(ctxT(t), []MinutePoint{{Series: series("m", "g", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}}}, nil)
+	err = w.Write(ctxT(t), []sketch.Minute{{Series: series("m", "g", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}}}, nil)
 	var perr *PermanentError
 	if !errors.As(err, &perr) {
 		t.Fatalf("Write to a missing bucket = %v, want a *PermanentError", err)
@@ -597,36 +674,201 @@ func testMissingBucket(t *testing.T, b backend) {
 	}
 }
 
+// testPointTooLarge: a single contribution whose encoding cannot fit a
+// string field (a poll minute with thousands of long answers) is refused
+// before any request; Write fails, WriteIsolating writes the rest.
 func testPointTooLarge(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
 	s := series("huge", "google", "DE", "eu")
-	dense := newState(7, 10, 20000, 10) // dense HLL: 21.9 KB of base64 each
-	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1"}
-	for cid := uint64(1); cid <= 3; cid++ {
-		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, 1, dense))
+	big := &sketch.State{Count: 1}
+	for i := range 3000 {
+		big.AddVotes(sketch.VoteKey("poll", fmt.Sprintf("answer number %d with a long text", i)), 1)
 	}
-	ok := MinutePoint{Series: s, Minute: baseMinute, State: dense}
-	err := w.Write(ctx, []MinutePoint{ok}, []ContribPoint{p})
+	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1", Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 1, big)}}
+	ok := sketch.Minute{Series: s, Minute: baseMinute, State: newState(7, 10, 200, 10)}
+	err := w.Write(ctx, []sketch.Minute{ok}, []ContribPoint{p})
 	var tooLarge *PointTooLargeError
 	var perr *PermanentError
 	if !errors.As(err, &tooLarge) || !errors.As(err, &perr) {
-		t.Fatalf("Write of a 3-dense-HLL contribution point = %v, want *PointTooLargeError inside *PermanentError", err)
+		t.Fatalf("Write of an oversized contribution = %v, want *PointTooLargeError inside *PermanentError", err)
 	}
-	if tooLarge.Field != FieldContribs || tooLarge.Size <= MaxStringField || tooLarge.Contribs != 3 || tooLarge.Agent != "edge-1" {
+	if tooLarge.Field != FieldContribs || tooLarge.Size <= MaxStringField || tooLarge.Contribs != 1 || tooLarge.Agent != "edge-1" {
 		t.Fatalf("PointTooLargeError = %+v", tooLarge)
 	}
 	if st := w.Stats(); st.Requests != 0 {
 		t.Fatalf("Stats = %+v, want no request sent", st)
 	}
-	// Nothing of the call was written; two contributions fit.
-	if n := countPoints(t, ctx, r, MeasurementMinute, "huge"); n != 0 {
-		t.Fatalf("%d points written by a refused call, want 0", n)
+	refused, err := w.WriteIsolating(ctx, []sketch.Minute{ok}, []ContribPoint{p})
+	if err != nil || len(refused) != 1 || refused[0].Reason != ReasonTooLarge || refused[0].Agent != "edge-1" || refused[0].Key() != (sketch.Key{Series: s, Minute: baseMinute}) {
+		t.Fatalf("WriteIsolating = %+v, %v; want the contribution point refused as too_large", refused, err)
 	}
-	p.Contribs = p.Contribs[:2]
-	if err := w.Write(ctx, []MinutePoint{ok}, []ContribPoint{p}); err != nil {
-		t.Fatalf("Write of 2 dense contributions: %v", err)
+	if n := countPoints(t, ctx, r, MeasurementMinute, "huge"); n != 1 {
+		t.Fatalf("%d merged points written, want the 1 that fits", n)
 	}
+}
+
+// testContributionsSplitIntoParts: however many dense contributions one
+// agent has in a series-minute, they are written (as parts) and read
+// back whole.
+func testContributionsSplitIntoParts(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	s := series("parts", "google", "DE", "eu")
+	dense := newState(7, 10, 20000, 10) // dense HLL: 21.9 KB of base64 each
+	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1", Node: "agg-1"}
+	for cid := uint64(1); cid <= 10; cid++ {
+		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, cid, dense))
+	}
+	if err := w.Write(ctx, nil, []ContribPoint{p}); err != nil {
+		t.Fatalf("Write of 10 dense contributions: %v", err)
+	}
+	got, err := r.LoadContributions(ctx, time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < 4 {
+		t.Fatalf("%d points read back; 10 dense contributions need at least 4 parts", len(got))
+	}
+	var all []wire.Contribution
+	for _, g := range got {
+		if g.Agent != "edge-1" || g.Node != "agg-1" || g.Series != s {
+			t.Fatalf("part %+v", g)
+		}
+		all = append(all, g.Contribs...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].CID < all[j].CID })
+	if !contribsEqual(all, p.Contribs) {
+		t.Fatalf("parts hold %d contributions, not the 10 written", len(all))
+	}
+}
+
+// testIsolatesRefusedPoints: points the server refuses for good (older
+// than the retention policy keeps, a field of another type) are returned
+// as refusals and every other point is written.
+func testIsolatesRefusedPoints(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	cfg := b.bucket(t)
+	srv := sharedServerFlux(t, b.flux)
+	db := strings.SplitN(cfg.Bucket, "/", 2)[0]
+	if err := srv.CreateRetentionPolicy(ctx, db, "hour", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Bucket = db + "/hour"
+	w, r := newPair(t, cfg)
+	now := time.Now().Truncate(time.Minute).Unix()
+	var minutes []sketch.Minute
+	for i := range 40 {
+		minutes = append(minutes, sketch.Minute{Series: series("iso", fmt.Sprintf("src-%d", i), "DE", "eu"), Minute: now - 120, State: &sketch.State{Count: uint64(i + 1)}})
+	}
+	old := []int{3, 17, 29}
+	for _, i := range old {
+		minutes[i].Minute = now - 3*3600 // beyond the hour the policy keeps
+	}
+	refused, err := w.WriteIsolating(ctx, minutes, nil)
+	if err != nil {
+		t.Fatalf("WriteIsolating: %v", err)
+	}
+	reasons := map[string]string{}
+	for _, rf := range refused {
+		reasons[rf.Series.Source] = rf.Reason
+	}
+	want := map[string]string{"src-3": ReasonRetention, "src-17": ReasonRetention, "src-29": ReasonRetention}
+	if !reflect.DeepEqual(reasons, want) {
+		t.Fatalf("refused %v, want %v", reasons, want)
+	}
+	if n := countPoints(t, ctx, r, MeasurementMinute, "iso"); n != 40-3 {
+		t.Fatalf("%d points stored, want the 37 accepted", n)
+	}
+
+	// A field of another type: in one shard (a week of the default
+	// policy), "count" was first written as a float; a minute of another
+	// week is unaffected.
+	w2, r2 := newPair(t, b.bucket(t))
+	conflict := series("iso2", "conflict", "DE", "eu")
+	weekLater := baseMinute + 7*24*3600
+	if err := w2.api.WriteRecord(ctx, fmt.Sprintf("tally,campaign=iso2,country=DE,device=(none),medium=(none),region=eu,source=other,type=(none) count=1.5 %d\n", weekLater)); err != nil {
+		t.Fatal(err)
+	}
+	refused, err = w2.WriteIsolating(ctx, []sketch.Minute{
+		{Series: series("iso2", "fine", "DE", "eu"), Minute: baseMinute, State: &sketch.State{Count: 1}},
+		{Series: conflict, Minute: weekLater, State: &sketch.State{Count: 2}},
+	}, nil)
+	if err != nil || len(refused) != 1 || refused[0].Series != conflict || refused[0].Reason != ReasonFieldConflict {
+		t.Fatalf("WriteIsolating = %+v, %v; want the conflicting minute refused", refused, err)
+	}
+	got, err := r2.QueryMinutes(ctx, MinuteQuery{Campaign: "iso2", Source: "fine", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+	if err != nil || len(got) != 1 || got[0].State.Count != 1 {
+		t.Fatalf("the fine minute reads back as %+v, %v", got, err)
+	}
+}
+
+// testReadsFormat1Points: tally_contrib points written by the first
+// release (no format field, no part tag; testdata/points_v1.lp) load
+// like today's, and today's encoding of the same point is pinned in
+// testdata/points_v2.lp.
+func testReadsFormat1Points(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	v1, err := os.ReadFile("testdata/points_v1.lp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.api.WriteRecord(ctx, string(v1)); err != nil {
+		t.Fatal(err)
+	}
+	want := goldenContribPoint()
+	got, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("LoadContributions = %+v, %v", got, err)
+	}
+	if g := got[0]; g.Series != want.Series || g.Agent != want.Agent || g.Node != want.Node || !contribsEqual(g.Contribs, want.Contribs) {
+		t.Fatalf("format-1 point read as %+v, want %+v", g, want)
+	}
+	line, err := appendContrib(nil, &want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *updateGolden {
+		if err := os.WriteFile("testdata/points_v2.lp", line, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pinned, err := os.ReadFile("testdata/points_v2.lp")
+	if err != nil || !bytes.Equal(line, pinned) {
+		t.Fatalf("format-2 line differs from testdata/points_v2.lp (%v): a format change must bump ContribFormat\n%s", err, line)
+	}
+	if err := w.api.WriteRecord(ctx, string(line)); err != nil {
+		t.Fatal(err)
+	}
+	// The format-2 point is a series of its own beside the format-1 one
+	// (the format tag): both load, holding the same contributions.
+	got, err = r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
+	if err != nil || len(got) != 2 || !contribsEqual(got[0].Contribs, want.Contribs) || !contribsEqual(got[1].Contribs, want.Contribs) {
+		t.Fatalf("format-1 and format-2 points read as %+v, %v", got, err)
+	}
+	// A format from the future is refused, not misread.
+	future := bytes.Replace(line, []byte(",format=2,"), []byte(",format=3,"), 1)
+	if err := w.api.WriteRecord(ctx, string(future)); err != nil {
+		t.Fatal(err)
+	}
+	var corrupt *CorruptPointError
+	if _, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0)); !errors.As(err, &corrupt) {
+		t.Fatalf("a point of format 3 loaded with err %v, want a *CorruptPointError", err)
+	}
+}
+
+// goldenContribPoint is the point of testdata/points_v1.lp.
+func goldenContribPoint() ContribPoint {
+	s := sketch.Series{Campaign: "spring", Source: "google", Medium: "cpc", Type: "click", Country: "DE", Device: "mobile", Region: "eu"}
+	st1 := &sketch.State{Count: 4}
+	st1.AddBot("crawler")
+	st1.AddVisitor(0x1111111111111111)
+	st1.AddVisitor(0x2222222222222222)
+	st2 := &sketch.State{Count: 5}
+	st2.AddVisitor(0x3333333333333333)
+	cs := []wire.Contribution{newContribution(s, 1_700_000_040, 1<<32|1, 2, st1), newContribution(s, 1_700_000_040, 2<<32|7, 1, st2)}
+	return ContribPoint{Series: s, Minute: 1_700_000_040, Agent: "edge-1", Node: "agg-1", Contribs: cs}
 }
 
 func testInvalidPoints(t *testing.T, b backend) {
@@ -635,7 +877,7 @@ func testInvalidPoints(t *testing.T, b backend) {
 	other := series("bad", "other", "DE", "eu")
 	for name, call := range map[string]func() error{
 		"nil state": func() error {
-			return w.Write(ctxT(t), []MinutePoint{{Series: s, Minute: baseMinute}}, nil)
+			return w.Write(ctxT(t), []sketch.Minute{{Series: s, Minute: baseMinute}}, nil)
 		},
 		"no agent": func() error {
 			return w.Write(ctxT(t), nil, []ContribPoint{{Series: s, Minute: baseMinute,
@@ -671,7 +913,7 @@ func testWriteThroughOutage(t *testing.T, b backend) {
 	cfg.RetryInitial, cfg.RetryMax, cfg.Timeout = 50*time.Millisecond, 400*time.Millisecond, 5*time.Second
 	w, r := newPair(t, cfg)
 	s := series("outage", "google", "DE", "eu")
-	pts := []MinutePoint{{Series: s, Minute: baseMinute, State: newState(3, 42, 100, 10)}}
+	pts := []sketch.Minute{{Series: s, Minute: baseMinute, State: newState(3, 42, 100, 10)}}
 	cps := []ContribPoint{{Series: s, Minute: baseMinute, Agent: "edge-1",
 		Contribs: []wire.Contribution{newContribution(s, baseMinute, 1, 9, pts[0].State)}}}
 	// Warm a keep-alive connection, so the outage also kills one in use.
@@ -721,20 +963,21 @@ func testWriteThroughOutage(t *testing.T, b backend) {
 	}
 }
 
-// rawQuery runs Flux and returns each record's values.
-func rawQuery(t *testing.T, ctx context.Context, r *Reader, flux string) []map[string]any {
+// rawInfluxQL runs an InfluxQL statement on the Reader's bucket,
+// bypassing the Reader's decoding, and returns each row's values (tags
+// and columns). Both backends answer InfluxQL.
+func rawInfluxQL(t *testing.T, ctx context.Context, r *Reader, stmt string) []map[string]any {
 	t.Helper()
+	db, rp := splitBucket(r.cfg.Bucket)
 	var rows []map[string]any
-	res, err := r.query.Query(ctx, flux)
+	err := r.influxQL(ctx, http.MethodPost, stmt, db, rp, 0, func(_ *v1Series, tm int64, vals map[string]any) error {
+		row := maps.Clone(vals)
+		row["time"] = tm
+		rows = append(rows, row)
+		return nil
+	})
 	if err != nil {
-		t.Fatalf("query %s: %v", flux, err)
-	}
-	defer res.Close()
-	for res.Next() {
-		rows = append(rows, res.Record().Values())
-	}
-	if res.Err() != nil {
-		t.Fatalf("read query %s: %v", flux, res.Err())
+		t.Fatalf("query %s: %v", stmt, err)
 	}
 	return rows
 }
@@ -743,13 +986,12 @@ func rawQuery(t *testing.T, ctx context.Context, r *Reader, flux string) []map[s
 // series and minute: the count field exists on every point).
 func countPoints(t *testing.T, ctx context.Context, r *Reader, measurement, campaign string) int64 {
 	t.Helper()
-	rows := rawQuery(t, ctx, r, fmt.Sprintf(`from(bucket: %s) |> range(start: 2000-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)
-	  |> filter(fn: (r) => r._measurement == %s and r.campaign == %s and r._field == "count")
-	  |> group() |> count()`, fluxString(r.cfg.Bucket), fluxString(measurement), fluxString(campaign)))
+	rows := rawInfluxQL(t, ctx, r, fmt.Sprintf(`SELECT count("count") FROM %s WHERE "campaign" = %s`,
+		influxQLIdent(measurement), influxQLString(campaign)))
 	if len(rows) == 0 {
 		return 0
 	}
-	n, _ := rows[0]["_value"].(int64)
+	n, _ := rows[0]["count"].(int64)
 	return n
 }
 
@@ -786,5 +1028,82 @@ func testContributionsPerNode(t *testing.T, b backend) {
 	}
 	if len(got) != 2 || byNode["agg-1"] != 4 || byNode["agg-2"] != 5 {
 		t.Fatalf("points by node (version) = %v from %d points; want agg-1:4 and agg-2:5", byNode, len(got))
+	}
+}
+
+// testSetup: Setup leaves an existing bucket alone, creates a missing
+// database, retention policy or default retention policy when allowed
+// (and the new bucket then takes writes and reads), and otherwise refuses
+// with a message naming influx.create_bucket and the statement to run.
+func testSetup(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	cfg := b.bucket(t)
+	wantLang := b.lang
+	if wantLang == "" {
+		wantLang = QueryInfluxQL
+	}
+	setup := func(c Config, create bool) (ServerInfo, *Reader, error) {
+		t.Helper()
+		_, r := newPair(t, c)
+		info, err := r.Setup(ctx, create)
+		return info, r, err
+	}
+
+	info, r, err := setup(cfg, false)
+	if err != nil {
+		t.Fatalf("Setup of an existing bucket: %v", err)
+	}
+	if info.Created != "" || info.QueryLanguage != wantLang || !info.InfluxQL || info.Flux != (b.lang == QueryFlux) ||
+		r.QueryLanguage() != wantLang || info.Version == "" || info.Bucket != cfg.Bucket {
+		t.Fatalf("Setup of an existing bucket = %+v (reader reads with %q), want nothing created, language %q", info, r.QueryLanguage(), wantLang)
+	}
+
+	db, _ := splitBucket(cfg.Bucket)
+	for _, tc := range []struct {
+		name, bucket, created string
+	}{
+		{"missing database", freshName() + "/rp1", "database %q with retention policy \"rp1\""},
+		{"missing retention policy", db + "/other", "retention policy \"other\" on database %q"},
+		{"missing database, default policy", freshName(), "database %q"},
+	} {
+		c := cfg
+		c.Bucket = tc.bucket
+		cdb, _ := splitBucket(c.Bucket)
+		want := fmt.Sprintf(tc.created, cdb)
+
+		// Forbidden: one error naming the switch and the statement.
+		_, r, err := setup(c, false)
+		var serr *SetupError
+		if !errors.As(err, &serr) || serr.Setting != SettingCreateBucket || serr.Temporary ||
+			!strings.Contains(err.Error(), SettingCreateBucket+" is false") || !strings.Contains(err.Error(), "CREATE ") {
+			t.Fatalf("%s: Setup with creation forbidden = %v, want a SetupError naming %s and the statement", tc.name, err, SettingCreateBucket)
+		}
+		if err := r.CheckBucket(ctx); !errors.Is(err, ErrBucketNotFound) {
+			t.Fatalf("%s: after a forbidden Setup, CheckBucket = %v; want ErrBucketNotFound (nothing created)", tc.name, err)
+		}
+
+		// Allowed: created, then usable.
+		info, r, err = setup(c, true)
+		if err != nil || info.Created != want {
+			t.Fatalf("%s: Setup = %+v, %v; want %s created", tc.name, info, err, want)
+		}
+		if err := r.CheckBucket(ctx); err != nil {
+			t.Fatalf("%s: CheckBucket after Setup: %v", tc.name, err)
+		}
+		w, r2 := newPair(t, c)
+		pt := sketch.Minute{Series: series("setup", "google", "DE", "eu"), Minute: baseMinute, State: newState(5, 12, 30, 4)}
+		if err := w.Write(ctx, []sketch.Minute{pt}, nil); err != nil {
+			t.Fatalf("%s: Write to the created bucket: %v", tc.name, err)
+		}
+		got, err := r2.QueryMinutes(ctx, MinuteQuery{Campaign: "setup", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%s: QueryMinutes from the created bucket = %d points, %v", tc.name, len(got), err)
+		}
+		checkState(t, tc.name, got[0].State, pt.State)
+
+		// Once there, a second Setup creates nothing.
+		if info, _, err := setup(c, true); err != nil || info.Created != "" {
+			t.Fatalf("%s: second Setup = %+v, %v; want nothing created", tc.name, info, err)
+		}
 	}
 }

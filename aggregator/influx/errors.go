@@ -81,7 +81,7 @@ func (e *RetryableError) Unwrap() error { return e.Err }
 // before it sends anything, so nothing of that call was written.
 //
 // For a ContribPoint the fix is the caller's: spread its contributions over
-// points whose Agent differs (see the package README); for a MinutePoint
+// points whose Agent differs (see the package README); for a sketch.Minute
 // it cannot happen with the deployment's sketch sizes (a dense HLL is
 // 21.9 KB in base64).
 type PointTooLargeError struct {

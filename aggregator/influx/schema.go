@@ -37,6 +37,14 @@ const (
 	// a campaign (a handoff) never overwrite each other's contributions;
 	// rebuilds merge the points of every node.
 	TagNode = "node"
+	// TagPart numbers the parts of a tally_contrib point whose
+	// contributions do not fit one string field (absent on part 0).
+	TagPart = "part"
+	// TagFormat holds a tally_contrib point's ContribFormat (absent on
+	// format 1). A tag rather than a field, so that it comes with every
+	// row of the contribs field: InfluxDB 1.8's pivot does not reliably
+	// join two fields of one point into one row.
+	TagFormat = "format"
 
 	FieldCount       = "count"
 	FieldValueMicros = "value_micros"
@@ -71,20 +79,12 @@ const MaxStringField = 65535
 // MaxSeriesKey is InfluxDB's limit on measurement plus tags, in bytes.
 const MaxSeriesKey = 65535
 
-// MinutePoint is the merged value of one series in one minute.
-type MinutePoint struct {
-	Series sketch.Series
-	// Minute is the unix time in seconds of the start of the minute.
-	Minute int64
-	// State is the complete merged state. Write reads it and does not
-	// keep it; the caller must not change it during Write.
-	State *sketch.State
-}
-
 // ContribPoint is everything one agent contributed to one series-minute:
 // one wire.Contribution per distinct CID, each with its latest version and
 // cumulative state (counters, the union of every HLL delta received for
-// that CID, and the quantiles).
+// that CID, and the quantiles). Write stores it as one or more points
+// (parts, see appendContrib); a loader returns one ContribPoint per part
+// it read.
 type ContribPoint struct {
 	Series sketch.Series
 	Minute int64
@@ -191,7 +191,7 @@ func appendKey(b []byte, s string) []byte {
 
 // appendSeriesKey appends measurement and tags, in key order (InfluxDB
 // sorts them anyway; sorted input saves it the work).
-func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent, node string) []byte {
+func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent, node string, part, format int) []byte {
 	b = append(b, measurement...)
 	if agent != "" {
 		b = appendTag(b, TagAgent, agent)
@@ -199,9 +199,17 @@ func appendSeriesKey(b []byte, measurement string, s sketch.Series, agent, node 
 	b = appendTag(b, TagCampaign, s.Campaign)
 	b = appendTag(b, TagCountry, s.Country)
 	b = appendTag(b, TagDevice, s.Device)
+	if format > 0 {
+		b = append(b, ","+TagFormat+"="...)
+		b = strconv.AppendInt(b, int64(format), 10)
+	}
 	b = appendTag(b, TagMedium, s.Medium)
 	if node != "" {
 		b = appendTag(b, TagNode, node)
+	}
+	if part > 0 {
+		b = append(b, ","+TagPart+"="...)
+		b = strconv.AppendInt(b, int64(part), 10)
 	}
 	b = appendTag(b, TagRegion, s.Region)
 	b = appendTag(b, TagSource, s.Source)
@@ -269,13 +277,13 @@ func toInt(v uint64, what string) (int64, error) {
 }
 
 // appendMinute appends the line of p's merged value.
-func appendMinute(b []byte, p *MinutePoint) ([]byte, error) {
+func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 	if p.State == nil {
 		return b, fmt.Errorf("%w: %s minute %d has no state", errInvalidPoint, p.Series, p.Minute)
 	}
 	st := p.State
 	start := len(b)
-	b = appendSeriesKey(b, MeasurementMinute, p.Series, "", "")
+	b = appendSeriesKey(b, MeasurementMinute, p.Series, "", "", 0, 0)
 	if n := len(b) - start - 1; n > MaxSeriesKey {
 		return b[:start], &PointTooLargeError{Measurement: MeasurementMinute, Series: p.Series, Minute: p.Minute, Size: n, Limit: MaxSeriesKey}
 	}
@@ -340,7 +348,29 @@ func appendMinute(b []byte, p *MinutePoint) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// appendContrib appends the line of one agent's contributions.
+// ContribFormat is the version of the tally_contrib points Write
+// writes, stored in their "format" tag. Format 1 (the first release) has
+// neither a format nor a part tag; format 2 adds both and keeps the
+// contribs field as it was, so a format-1 reader still reads format-2
+// points (the extra tags are just more series to it). A point rewritten
+// after an upgrade is a new series beside its format-1 predecessor, which
+// stays as an older copy the merge ignores. Readers refuse points of a
+// format they do not know.
+const ContribFormat = 2
+
+// maxContribPayload is the most msgpack bytes one part's contribs field
+// may hold: its base64 stays within MaxStringField.
+const maxContribPayload = MaxStringField / 4 * 3
+
+// appendContrib appends the lines of one agent's contributions: one per
+// part. Contributions are packed, in CID order, into as few parts as keep
+// each part's contribs field within MaxStringField; part 0 has no part
+// tag (as in format 1), part n > 0 has part=n. A single contribution too
+// large for a part of its own is refused with a *PointTooLargeError.
+//
+// A rewrite may pack differently from the write before it; a part left
+// over from an earlier packing holds older versions of contributions that
+// a later part holds too, which the merge ignores (versions and unions).
 func appendContrib(b []byte, p *ContribPoint) ([]byte, error) {
 	if p.Agent == "" {
 		return b, fmt.Errorf("%w: tally_contrib point %s minute %d has no agent", errInvalidPoint, p.Series, p.Minute)
@@ -348,29 +378,58 @@ func appendContrib(b []byte, p *ContribPoint) ([]byte, error) {
 	if len(p.Contribs) == 0 {
 		return b, fmt.Errorf("%w: tally_contrib point %s minute %d agent %q has no contributions", errInvalidPoint, p.Series, p.Minute, p.Agent)
 	}
-	var count uint64
+	enc := make([][]byte, len(p.Contribs))
 	for i := range p.Contribs {
 		c := &p.Contribs[i]
 		if c.Series != p.Series || c.Minute != p.Minute {
 			return b, fmt.Errorf("%w: agent %q contribution %d (cid %d) is for %s minute %d, not its point's %s minute %d",
 				errInvalidPoint, p.Agent, i, c.CID, c.Series, c.Minute, p.Series, p.Minute)
 		}
-		count += c.State.Count
+		raw, err := msgpack.Marshal(c)
+		if err != nil {
+			return b, fmt.Errorf("encode contribution %d of agent %q to %s minute %d: %w", c.CID, p.Agent, p.Series, p.Minute, err)
+		}
+		if len(raw)+arrayHeaderLen(1) > maxContribPayload {
+			return b, &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent,
+				Field: FieldContribs, Size: base64.StdEncoding.EncodedLen(len(raw) + 1), Limit: MaxStringField, Contribs: 1}
+		}
+		enc[i] = raw
+	}
+	start := len(b)
+	part := 0
+	for first := 0; first < len(enc); part++ {
+		// The longest run from first that fits one part.
+		size, last := 0, first
+		for last < len(enc) && arrayHeaderLen(last-first+1)+size+len(enc[last]) <= maxContribPayload {
+			size += len(enc[last])
+			last++
+		}
+		var err error
+		if b, err = appendContribPart(b, p, part, p.Contribs[first:last], enc[first:last], size); err != nil {
+			return b[:start], err
+		}
+		first = last
+	}
+	return b, nil
+}
+
+// appendContribPart appends the line of one part.
+func appendContribPart(b []byte, p *ContribPoint, part int, cs []wire.Contribution, enc [][]byte, size int) ([]byte, error) {
+	var count uint64
+	for i := range cs {
+		count += cs[i].State.Count
 	}
 	n, err := toInt(count, "count")
 	if err != nil {
 		return b, err
 	}
-	raw, err := msgpack.Marshal(p.Contribs)
-	if err != nil {
-		return b, fmt.Errorf("encode contributions of agent %q to %s minute %d: %w", p.Agent, p.Series, p.Minute, err)
-	}
-	if size := base64.StdEncoding.EncodedLen(len(raw)); size > MaxStringField {
-		return b, &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent,
-			Field: FieldContribs, Size: size, Limit: MaxStringField, Contribs: len(p.Contribs)}
+	raw := make([]byte, 0, arrayHeaderLen(len(enc))+size)
+	raw = appendArrayHeader(raw, len(enc))
+	for _, e := range enc {
+		raw = append(raw, e...)
 	}
 	start := len(b)
-	b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent, p.Node)
+	b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent, p.Node, part, ContribFormat)
 	if size := len(b) - start - 1; size > MaxSeriesKey {
 		return b[:start], &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent, Size: size, Limit: MaxSeriesKey}
 	}
@@ -381,6 +440,28 @@ func appendContrib(b []byte, p *ContribPoint) ([]byte, error) {
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, p.Minute, 10)
 	return append(b, '\n'), nil
+}
+
+// arrayHeaderLen is the size of a msgpack array header for n elements.
+func arrayHeaderLen(n int) int {
+	switch {
+	case n < 16:
+		return 1
+	case n <= math.MaxUint16:
+		return 3
+	}
+	return 5
+}
+
+// appendArrayHeader appends a msgpack array header for n elements.
+func appendArrayHeader(b []byte, n int) []byte {
+	switch {
+	case n < 16:
+		return append(b, 0x90|byte(n))
+	case n <= math.MaxUint16:
+		return append(b, 0xdc, byte(n>>8), byte(n))
+	}
+	return append(b, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
 // decodeContribs decodes a tally_contrib "contribs" field.

@@ -35,7 +35,7 @@ func TestTagValue(t *testing.T) {
 func TestAppendMinuteLine(t *testing.T) {
 	st := &sketch.State{Count: 3, ValueMicros: 12_500_000, CostMicros: 1_000_000}
 	st.AddBot("ua")
-	p := MinutePoint{Series: sketch.Series{Campaign: `a,b c=d\x`, Source: "google", Type: "click", Region: "eu"}, Minute: 1_700_000_040, State: st}
+	p := sketch.Minute{Series: sketch.Series{Campaign: `a,b c=d\x`, Source: "google", Type: "click", Region: "eu"}, Minute: 1_700_000_040, State: st}
 	b, err := appendMinute(nil, &p)
 	if err != nil {
 		t.Fatalf("appendMinute: %v", err)
@@ -49,7 +49,7 @@ func TestAppendMinuteLine(t *testing.T) {
 
 func TestAppendMinuteSketches(t *testing.T) {
 	st := newState(1, 10, 100, 10)
-	b, err := appendMinute(nil, &MinutePoint{Series: sketch.Series{Campaign: "c"}, Minute: 60, State: st})
+	b, err := appendMinute(nil, &sketch.Minute{Series: sketch.Series{Campaign: "c"}, Minute: 60, State: st})
 	if err != nil {
 		t.Fatalf("appendMinute: %v", err)
 	}
@@ -72,7 +72,7 @@ func TestAppendContribLine(t *testing.T) {
 		t.Fatalf("appendContrib: %v", err)
 	}
 	line := string(b)
-	prefix := `tally_contrib,agent=edge\ 1,campaign=c,country=(none),device=(none),medium=(none),region=eu,source=(none),type=(none) count=9i,contribs="`
+	prefix := `tally_contrib,agent=edge\ 1,campaign=c,country=(none),device=(none),format=2,medium=(none),region=eu,source=(none),type=(none) count=9i,contribs="`
 	if !strings.HasPrefix(line, prefix) || !strings.HasSuffix(line, "\" 60\n") {
 		t.Fatalf("line = %s", line)
 	}

@@ -15,6 +15,8 @@ import (
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
+
+	"github.com/tally-edge/tally/sketch"
 )
 
 // Writer writes merged minutes and contributions to InfluxDB and returns
@@ -122,7 +124,7 @@ func newHTTPClient() *http.Client {
 //
 // When ctx ends first, the error wraps both ctx.Err() and the last
 // *RetryableError.
-func (w *Writer) Write(ctx context.Context, minutes []MinutePoint, contribs []ContribPoint) error {
+func (w *Writer) Write(ctx context.Context, minutes []sketch.Minute, contribs []ContribPoint) error {
 	reqs, err := w.encode(minutes, contribs)
 	if err != nil {
 		w.permanent.Add(1)
@@ -151,7 +153,7 @@ type request struct {
 // encode turns the points into request bodies. Each body is built in a
 // strings.Builder sized from the lines seen so far, so a body is
 // allocated about once and handed to the client without a copy.
-func (w *Writer) encode(minutes []MinutePoint, contribs []ContribPoint) ([]request, error) {
+func (w *Writer) encode(minutes []sketch.Minute, contribs []ContribPoint) ([]request, error) {
 	var (
 		reqs  []request
 		cur   strings.Builder

@@ -87,8 +87,8 @@ func newTestWriter(t *testing.T, cfg Config) *Writer {
 	return w
 }
 
-func onePoint() []MinutePoint {
-	return []MinutePoint{{Series: sketch.Series{Campaign: "c"}, Minute: 1_700_000_040, State: &sketch.State{Count: 1}}}
+func onePoint() []sketch.Minute {
+	return []sketch.Minute{{Series: sketch.Series{Campaign: "c"}, Minute: 1_700_000_040, State: &sketch.State{Count: 1}}}
 }
 
 // TestClassification checks which answers are retried and which return a
@@ -257,9 +257,9 @@ func TestBackoff(t *testing.T) {
 
 // TestRequestSplitting checks that requests are cut by points and by bytes.
 func TestRequestSplitting(t *testing.T) {
-	var pts []MinutePoint
+	var pts []sketch.Minute
 	for i := 0; i < 12; i++ {
-		pts = append(pts, MinutePoint{Series: sketch.Series{Campaign: "c", Source: fmt.Sprint(i)}, Minute: 60,
+		pts = append(pts, sketch.Minute{Series: sketch.Series{Campaign: "c", Source: fmt.Sprint(i)}, Minute: 60,
 			State: newState(uint64(i), 10, 20000, 50)}) // dense HLL: ~23 KB per line
 	}
 	t.Run("BatchSize", func(t *testing.T) {

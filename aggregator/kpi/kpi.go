@@ -11,13 +11,6 @@ import (
 	"github.com/tally-edge/tally/sketch"
 )
 
-// Point is one merged series-minute.
-type Point struct {
-	Series sketch.Series
-	Minute int64
-	State  *sketch.State
-}
-
 // KPIs is the KPI contract: one flat object of numbers. Ratios with a zero
 // denominator are 0.
 type KPIs struct {
@@ -50,7 +43,7 @@ type Totals struct {
 }
 
 // Compute merges points into KPIs. It does not modify the points.
-func Compute(points []Point) (KPIs, Totals, error) {
+func Compute(points []sketch.Minute) (KPIs, Totals, error) {
 	var a Accumulator
 	for _, p := range points {
 		if err := a.Add(p); err != nil {
@@ -75,7 +68,7 @@ type Accumulator struct {
 }
 
 // Add merges one point into a. It does not modify or keep the point.
-func (a *Accumulator) Add(p Point) error {
+func (a *Accumulator) Add(p sketch.Minute) error {
 	st := p.State
 	if a.byType == nil {
 		a.byType = make(map[string]uint64, 4)

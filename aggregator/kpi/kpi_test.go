@@ -15,19 +15,19 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-func point(typ string, count uint64, valueMicros, costMicros int64, visitors ...uint64) Point {
+func point(typ string, count uint64, valueMicros, costMicros int64, visitors ...uint64) sketch.Minute {
 	st := &sketch.State{Count: count, ValueMicros: valueMicros, CostMicros: costMicros}
 	for _, v := range visitors {
 		st.AddVisitor(mix(v))
 	}
-	return Point{Series: sketch.Series{Campaign: "c", Type: typ}, State: st}
+	return sketch.Minute{Series: sketch.Series{Campaign: "c", Type: typ}, State: st}
 }
 
 func TestCompute(t *testing.T) {
 	bot := point("click", 0, 0, 0)
 	bot.State.AddBot("crawler")
 	bot.State.AddBot("crawler")
-	pts := []Point{
+	pts := []sketch.Minute{
 		point("impression", 1000, 0, 0, 1, 2, 3),
 		point("click", 50, 0, 0, 2, 3, 4),
 		point("conversion", 5, 250_500_000, 0, 4),
@@ -64,7 +64,7 @@ func TestZeroDenominators(t *testing.T) {
 
 func TestAccumulatorWithoutUniques(t *testing.T) {
 	a := Accumulator{SkipUniques: true}
-	for _, p := range []Point{point("impression", 10, 0, 0, 1, 2), point("click", 4, 0, 0, 3)} {
+	for _, p := range []sketch.Minute{point("impression", 10, 0, 0, 1, 2), point("click", 4, 0, 0, 3)} {
 		if err := a.Add(p); err != nil {
 			t.Fatal(err)
 		}

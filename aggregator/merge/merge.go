@@ -7,10 +7,29 @@
 // every delta received. Both rules make re-delivery harmless, in any order.
 // The merged value is the merge of all contributions, recomputed when the
 // minute is written, so InfluxDB always receives the complete value.
+//
+// # Late minutes
+//
+// A series-minute that is not in memory may still have state in storage:
+// it is older than the window rebuilt at start (Rebuilt), or it was
+// evicted. Apply creates such a minute *pending*: it takes contributions
+// like any other, but TakeDirty does not hand it out for writing (unless
+// the caller says its campaign is owned elsewhere, where only
+// contributions are handed over) until FinishLoad has merged what
+// storage holds for its campaign-minute. A merged point written from part
+// of the contributions would otherwise overwrite a complete one.
+//
+// # The live view
+//
+// For every campaign-minute of the last LiveWindow the store keeps the
+// union of the visitors of its series (all types but cost) as the
+// contributions arrive, so the live view of a campaign-minute costs one
+// estimate, not a merge of every series' sketch (CampaignView).
 package merge
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -31,6 +50,10 @@ type contrib struct {
 	version  uint64
 	counters *sketch.State // counters and quantiles of the latest version; Uniques unused
 	uniques  *hyperloglog.Sketch
+	// wire is the cumulative state encoded as stored, computed when a
+	// write round first needs it and dropped when the contribution
+	// changes: a round re-encodes only the contributions that changed.
+	wire *wire.Contribution
 }
 
 type minute struct {
@@ -42,6 +65,28 @@ type minute struct {
 	// cache is the merge of contribs until one of them changes (nil:
 	// none). Callers share it and must not modify it.
 	cache *sketch.State
+	// pending: storage may hold more of this minute (see the package
+	// doc); it is not written until FinishLoad.
+	pending bool
+	// walFrom is 1 + the write-ahead log position of the earliest change
+	// not yet written (0: none). The log may be released only before the
+	// smallest walFrom of all dirty minutes (ReleasePoint).
+	walFrom uint64
+}
+
+// campaignMinute indexes the series of one campaign in one minute.
+type campaignMinute struct {
+	series map[sketch.Series]struct{}
+	// uniques is the union of every non-cost series' visitors, kept
+	// while the minute is within the live window (nil otherwise).
+	uniques *hyperloglog.Sketch
+	live    bool
+}
+
+// CampaignMinute names one campaign in one minute.
+type CampaignMinute struct {
+	Campaign string
+	Minute   int64
 }
 
 // Stats is a snapshot of the store's counters.
@@ -49,24 +94,36 @@ type Stats struct {
 	Minutes, Contributions          int
 	Applied, Stale, Loaded, Evicted uint64
 	DirtyMinutes                    int
+	// PendingLoads counts campaign-minutes waiting for FinishLoad.
+	PendingLoads int
 }
+
+// DefaultLiveWindow is how far back the live view is kept by default:
+// the live hub's hour and a margin for minutes that are still written.
+const DefaultLiveWindow = 65 * time.Minute
 
 // Store holds open minutes. It is safe for concurrent use.
 type Store struct {
-	now func() time.Time
+	now        func() time.Time
+	liveWindow time.Duration
 
-	mu      sync.Mutex
-	minutes map[sketch.Key]*minute
-	// byCampaign indexes minutes by campaign and minute, so the live
-	// view of one campaign-minute does not scan the store.
-	byCampaign                      map[CampaignMinute]map[sketch.Series]struct{}
-	applied, stale, loaded, evicted uint64
+	mu        sync.Mutex
+	minutes   map[sketch.Key]*minute
+	dirty     map[sketch.Key]struct{}
+	campaigns map[CampaignMinute]*campaignMinute
+	pending   map[CampaignMinute]struct{}
+	// loadedFrom is the first minute rebuilt at start: older minutes not
+	// in memory may have state in storage.
+	loadedFrom                      int64
 	maxEvicted                      int64 // latest minute ever evicted
+	applied, stale, loaded, evicted uint64
 }
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{now: time.Now, minutes: make(map[sketch.Key]*minute, 4096), byCampaign: map[CampaignMinute]map[sketch.Series]struct{}{}}
+	return &Store{now: time.Now, liveWindow: DefaultLiveWindow,
+		minutes: make(map[sketch.Key]*minute, 4096), dirty: map[sketch.Key]struct{}{},
+		campaigns: map[CampaignMinute]*campaignMinute{}, pending: map[CampaignMinute]struct{}{}}
 }
 
 // Decoded is a contribution whose sketches are decoded, ready to apply.
@@ -87,6 +144,15 @@ func Decode(agent string, c *wire.Contribution) (Decoded, error) {
 	return Decoded{Key: sketch.Key{Series: c.Series, Minute: c.Minute}, ID: ContribID{Agent: agent, CID: c.CID}, Version: c.Version, State: st}, nil
 }
 
+// Rebuilt records that every minute from the given one on (unix seconds)
+// was rebuilt from storage: an older minute that is not in memory is
+// created pending.
+func (s *Store) Rebuilt(from int64) {
+	s.mu.Lock()
+	s.loadedFrom = from
+	s.mu.Unlock()
+}
+
 // Contains reports whether the store holds the series-minute.
 func (s *Store) Contains(k sketch.Key) bool {
 	s.mu.Lock()
@@ -95,23 +161,34 @@ func (s *Store) Contains(k sketch.Key) bool {
 	return ok
 }
 
-// Apply merges decoded contributions (as received: HLL deltas). It returns
-// how many changed the store. The store keeps references to the decoded
-// sketches; callers must not reuse them.
-func (s *Store) Apply(ds []Decoded) (changed int, err error) {
+// Applied is what one Apply did.
+type Applied struct {
+	// Changed counts the contributions that changed the store.
+	Changed int
+	// Late lists the campaign-minutes that got their first pending
+	// minute: what storage must be asked for.
+	Late []CampaignMinute
+}
+
+// Apply merges decoded contributions (as received: HLL deltas) that the
+// write-ahead log holds from position at on. A minute it creates that
+// storage may already hold is pending (see the package doc). The store
+// keeps references to the decoded sketches; callers must not reuse them.
+func (s *Store) Apply(ds []Decoded, at uint64) (Applied, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var res Applied
 	now := s.now()
 	for i := range ds {
-		ok, err := s.apply(&ds[i], now, false)
+		ok, err := s.apply(&ds[i], now, false, &res, at)
 		if err != nil {
-			return changed, err
+			return res, err
 		}
 		if ok {
-			changed++
+			res.Changed++
 		}
 	}
-	return changed, nil
+	return res, nil
 }
 
 // Load installs contributions rebuilt from storage (cumulative HLLs). They
@@ -119,27 +196,101 @@ func (s *Store) Apply(ds []Decoded) (changed int, err error) {
 func (s *Store) Load(ds []Decoded) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.loadLocked(ds)
+}
+
+func (s *Store) loadLocked(ds []Decoded) error {
 	now := s.now()
 	for i := range ds {
-		if _, err := s.apply(&ds[i], now, true); err != nil {
+		if _, err := s.apply(&ds[i], now, true, nil, 0); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Store) apply(d *Decoded, now time.Time, loaded bool) (bool, error) {
-	m := s.minutes[d.Key]
+// PendingLoads returns up to max campaign-minutes waiting for a load
+// (0 = all), oldest minute first.
+func (s *Store) PendingLoads(max int) []CampaignMinute {
+	s.mu.Lock()
+	out := make([]CampaignMinute, 0, len(s.pending))
+	for cm := range s.pending {
+		out = append(out, cm)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b CampaignMinute) int {
+		if a.Minute != b.Minute {
+			return int(a.Minute - b.Minute)
+		}
+		if a.Campaign < b.Campaign {
+			return -1
+		}
+		if a.Campaign > b.Campaign {
+			return 1
+		}
+		return 0
+	})
+	if max > 0 && len(out) > max {
+		out = out[:max]
+	}
+	return out
+}
+
+// FinishLoad installs what storage held for the campaign-minutes cms
+// (every series of each, as rebuilt from storage) and makes their pending
+// minutes writable. A minute created pending after the caller read
+// storage is made writable too: the read covered its whole
+// campaign-minute.
+func (s *Store) FinishLoad(cms []CampaignMinute, ds []Decoded) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.loadLocked(ds); err != nil {
+		return err
+	}
+	for _, cm := range cms {
+		if _, ok := s.pending[cm]; !ok {
+			continue
+		}
+		delete(s.pending, cm)
+		if c := s.campaigns[cm]; c != nil {
+			for series := range c.series {
+				if m := s.minutes[sketch.Key{Series: series, Minute: cm.Minute}]; m != nil {
+					m.pending = false
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// mayBeStored reports whether a minute not in memory may have state in
+// storage. The caller holds s.mu.
+func (s *Store) mayBeStored(minute int64) bool {
+	return minute < s.loadedFrom || minute <= s.maxEvicted
+}
+
+func (s *Store) apply(d *Decoded, now time.Time, loaded bool, res *Applied, at uint64) (bool, error) {
+	k := d.Key
+	m := s.minutes[k]
+	cm := CampaignMinute{k.Series.Campaign, k.Minute}
 	if m == nil {
 		m = &minute{contribs: make(map[ContribID]*contrib, 2)}
-		s.minutes[d.Key] = m
-		cm := CampaignMinute{d.Key.Series.Campaign, d.Key.Minute}
-		set := s.byCampaign[cm]
-		if set == nil {
-			set = map[sketch.Series]struct{}{}
-			s.byCampaign[cm] = set
+		if !loaded && s.mayBeStored(k.Minute) {
+			m.pending = true
+			if _, ok := s.pending[cm]; !ok {
+				s.pending[cm] = struct{}{}
+				if res != nil {
+					res.Late = append(res.Late, cm)
+				}
+			}
 		}
-		set[d.Key.Series] = struct{}{}
+		s.minutes[k] = m
+		c := s.campaigns[cm]
+		if c == nil {
+			c = &campaignMinute{series: map[sketch.Series]struct{}{}, live: k.Minute >= now.Add(-s.liveWindow).Unix()}
+			s.campaigns[cm] = c
+		}
+		c.series[k.Series] = struct{}{}
 	}
 	m.touched = now
 	m.cache = nil // whatever d changes, the merge is computed again
@@ -149,17 +300,17 @@ func (s *Store) apply(d *Decoded, now time.Time, loaded bool) (bool, error) {
 		m.contribs[d.ID] = c
 	}
 	changed := false
-	if d.State.Uniques != nil {
+	if u := d.State.Uniques; u != nil {
 		if c.uniques == nil {
-			c.uniques = d.State.Uniques
-			changed = true
-		} else {
-			// A union can leave the sketch as it was; we cannot cheaply
-			// tell, so count it as a change: rewriting is idempotent.
-			if err := c.uniques.Merge(d.State.Uniques); err != nil {
-				return false, fmt.Errorf("merge uniques of %v: %w", d.ID, err)
-			}
-			changed = true
+			c.uniques = u
+		} else if err := c.uniques.Merge(u); err != nil {
+			return false, fmt.Errorf("merge uniques of %v: %w", d.ID, err)
+		}
+		// A union can leave the sketch as it was; we cannot cheaply
+		// tell, so count it as a change: rewriting is idempotent.
+		changed = true
+		if err := s.unionLive(cm, k.Series.Type, u); err != nil {
+			return false, err
 		}
 	}
 	if d.Version > c.version {
@@ -170,6 +321,9 @@ func (s *Store) apply(d *Decoded, now time.Time, loaded bool) (bool, error) {
 		changed = true
 	} else if d.State.Uniques == nil {
 		s.stale++
+	}
+	if changed {
+		c.wire = nil
 	}
 	if loaded {
 		s.loaded++
@@ -182,8 +336,29 @@ func (s *Store) apply(d *Decoded, now time.Time, loaded bool) (bool, error) {
 			m.dirtyAgents = make(map[string]bool, 1)
 		}
 		m.dirtyAgents[d.ID.Agent] = true
+		s.dirty[k] = struct{}{}
+		if m.walFrom == 0 {
+			m.walFrom = at + 1
+		}
 	}
 	return changed, nil
+}
+
+// unionLive adds visitors to the live union of a campaign-minute. Cost
+// events have no visitors worth counting (KPIs leave them out). The
+// caller holds s.mu.
+func (s *Store) unionLive(cm CampaignMinute, typ string, u *hyperloglog.Sketch) error {
+	c := s.campaigns[cm]
+	if c == nil || !c.live || typ == "cost" {
+		return nil
+	}
+	if c.uniques == nil {
+		c.uniques = sketch.NewHLL()
+	}
+	if err := c.uniques.Merge(u); err != nil {
+		return fmt.Errorf("merge uniques of campaign %q minute %d: %w", cm.Campaign, cm.Minute, err)
+	}
+	return nil
 }
 
 // merged returns the merge of the minute's contributions. It is computed
@@ -209,27 +384,59 @@ func (m *minute) merged(k sketch.Key) (*sketch.State, error) {
 	return merged, nil
 }
 
-// Minute is the merged value of one series-minute. State is shared with
-// the store and other readers: read it, never modify it.
-type Minute struct {
-	Key   sketch.Key
-	State *sketch.State
+// encoded returns the contribution's cumulative state as stored, encoding
+// it only when it changed since the last call.
+func (c *contrib) encoded(k sketch.Key, cid uint64) (wire.Contribution, error) {
+	if c.wire != nil {
+		return *c.wire, nil
+	}
+	st := sketch.State{}
+	if c.counters != nil {
+		st = *c.counters
+	}
+	st.Uniques = c.uniques
+	enc, err := st.Encode()
+	if err != nil {
+		return wire.Contribution{}, fmt.Errorf("encode %s@%d cid %x: %w", k.Series, k.Minute, cid, err)
+	}
+	c.wire = &wire.Contribution{Series: k.Series, Minute: k.Minute, CID: cid, Version: c.version, State: enc}
+	return *c.wire, nil
 }
 
 // AgentContribs is everything one agent contributed to one series-minute,
-// with cumulative HLLs: the unit stored for rebuilds.
+// with cumulative HLLs: the unit stored for rebuilds and handed to owners.
 type AgentContribs struct {
 	Key      sketch.Key
 	Agent    string
 	Contribs []wire.Contribution
 }
 
+// agentContribs returns agent's contributions to m, sorted by CID. The
+// caller holds s.mu.
+func agentContribs(k sketch.Key, m *minute, agent string) (AgentContribs, error) {
+	ac := AgentContribs{Key: k, Agent: agent}
+	for id, c := range m.contribs {
+		if id.Agent != agent {
+			continue
+		}
+		wc, err := c.encoded(k, id.CID)
+		if err != nil {
+			return ac, err
+		}
+		ac.Contribs = append(ac.Contribs, wc)
+	}
+	sort.Slice(ac.Contribs, func(i, j int) bool { return ac.Contribs[i].CID < ac.Contribs[j].CID })
+	return ac, nil
+}
+
 // Snapshot is a set of changes to write, and the generations it covers.
 type Snapshot struct {
-	Minutes  []Minute
+	Minutes  []sketch.Minute
 	Contribs []AgentContribs
 	gens     map[sketch.Key]uint64
-	agents   map[sketch.Key][]string
+	// at is the write-ahead log's end when the snapshot was taken: every
+	// change before it is in the snapshot (or in a minute it skipped).
+	at uint64
 }
 
 // Len is the number of series-minutes in the snapshot.
@@ -237,13 +444,21 @@ func (sn *Snapshot) Len() int { return len(sn.Minutes) }
 
 // TakeDirty returns the merged value of every changed series-minute and
 // the contribution points to rewrite, up to max series-minutes (0 = all).
-// Nothing is marked clean until MarkWritten.
-func (s *Store) TakeDirty(max int) (*Snapshot, error) {
+// A pending minute (see the package doc) is left out unless foreign says
+// its campaign is owned elsewhere (its contributions are then handed
+// over, which needs no complete merge). foreign may be nil. Nothing is
+// marked clean until MarkWritten.
+//
+// at is the write-ahead log's end position, taken so that every change
+// applied before it is in the store and none after it is (the caller
+// orders log appends and applies under one lock with this call).
+func (s *Store) TakeDirty(max int, foreign func(campaign string) bool, at uint64) (*Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sn := &Snapshot{gens: map[sketch.Key]uint64{}, agents: map[sketch.Key][]string{}}
-	for k, m := range s.minutes {
-		if m.gen == m.written {
+	sn := &Snapshot{gens: make(map[sketch.Key]uint64, len(s.dirty)), at: at}
+	for k := range s.dirty {
+		m := s.minutes[k]
+		if m.pending && (foreign == nil || !foreign(k.Series.Campaign)) {
 			continue
 		}
 		if max > 0 && len(sn.Minutes) >= max {
@@ -253,35 +468,57 @@ func (s *Store) TakeDirty(max int) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		sn.Minutes = append(sn.Minutes, Minute{Key: k, State: merged})
+		sn.Minutes = append(sn.Minutes, sketch.Minute{Series: k.Series, Minute: k.Minute, State: merged})
 		sn.gens[k] = m.gen
 		for agent := range m.dirtyAgents {
-			ac := AgentContribs{Key: k, Agent: agent}
-			for id, c := range m.contribs {
-				if id.Agent != agent {
-					continue
-				}
-				st := sketch.State{}
-				if c.counters != nil {
-					st = *c.counters
-				}
-				st.Uniques = c.uniques
-				enc, err := st.Encode()
-				if err != nil {
-					return nil, err
-				}
-				ac.Contribs = append(ac.Contribs, wire.Contribution{Series: k.Series, Minute: k.Minute, CID: id.CID, Version: c.version, State: enc})
+			ac, err := agentContribs(k, m, agent)
+			if err != nil {
+				return nil, err
 			}
-			sort.Slice(ac.Contribs, func(i, j int) bool { return ac.Contribs[i].CID < ac.Contribs[j].CID })
 			sn.Contribs = append(sn.Contribs, ac)
-			sn.agents[k] = append(sn.agents[k], agent)
 		}
 	}
 	return sn, nil
 }
 
+// ContributionsOf returns every agent's contributions to k (cumulative),
+// or nothing when k is not in memory: what a quarantine keeps of a
+// series-minute storage refused.
+func (s *Store) ContributionsOf(k sketch.Key) ([]AgentContribs, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.minutes[k]
+	if m == nil {
+		return nil, nil
+	}
+	agents := map[string]bool{}
+	for id := range m.contribs {
+		agents[id.Agent] = true
+	}
+	var out []AgentContribs
+	for _, a := range slices.Sorted(mapKeys(agents)) {
+		ac, err := agentContribs(k, m, a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ac)
+	}
+	return out, nil
+}
+
+func mapKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
 // MarkWritten records that a snapshot is durable. Minutes that changed
-// again since the snapshot stay dirty.
+// again since the snapshot stay dirty; what they still need from the
+// write-ahead log starts at or after the snapshot's position.
 func (s *Store) MarkWritten(sn *Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -295,8 +532,27 @@ func (s *Store) MarkWritten(sn *Snapshot) {
 		}
 		if m.gen == m.written {
 			m.dirtyAgents = nil
+			m.walFrom = 0
+			delete(s.dirty, k)
+		} else if m.walFrom != 0 && m.walFrom < sn.at+1 {
+			m.walFrom = sn.at + 1
 		}
 	}
+}
+
+// ReleasePoint returns the write-ahead log position before which nothing
+// is needed any more: the earliest change of a dirty minute that is not
+// yet written, or ceiling (the position of the latest cut) when there is
+// none.
+func (s *Store) ReleasePoint(ceiling uint64) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.dirty {
+		if f := s.minutes[k].walFrom; f != 0 && f-1 < ceiling {
+			ceiling = f - 1
+		}
+	}
+	return ceiling
 }
 
 // Evict drops clean minutes that nobody touched since before. It returns
@@ -306,7 +562,7 @@ func (s *Store) Evict(before time.Time) int {
 	defer s.mu.Unlock()
 	n := 0
 	for k, m := range s.minutes {
-		if m.gen == m.written && m.touched.Before(before) {
+		if m.gen == m.written && !m.pending && m.touched.Before(before) {
 			s.forget(k)
 			if k.Minute > s.maxEvicted {
 				s.maxEvicted = k.Minute
@@ -318,36 +574,34 @@ func (s *Store) Evict(before time.Time) int {
 	return n
 }
 
-// MaxEvictedMinute returns the latest minute ever evicted (0 if none).
-// A minute at or before it that is not in memory may have state in
-// storage that must be loaded before new data is merged into it.
-func (s *Store) MaxEvictedMinute() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.maxEvicted
-}
-
 // Stats returns a snapshot of the counters.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Minutes: len(s.minutes), Applied: s.applied, Stale: s.stale, Loaded: s.loaded, Evicted: s.evicted}
+	st := Stats{Minutes: len(s.minutes), Applied: s.applied, Stale: s.stale, Loaded: s.loaded, Evicted: s.evicted,
+		DirtyMinutes: len(s.dirty), PendingLoads: len(s.pending)}
 	for _, m := range s.minutes {
 		st.Contributions += len(m.contribs)
-		if m.gen != m.written {
-			st.DirtyMinutes++
-		}
 	}
 	return st
+}
+
+// Counts returns the number of minutes in memory, dirty ones and
+// campaign-minutes waiting for a load, without walking the store (for
+// gauges scraped often).
+func (s *Store) Counts() (minutes, dirty, pending int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.minutes), len(s.dirty), len(s.pending)
 }
 
 // Subset returns the part of a snapshot whose series-minutes keep
 // selects, to mark written separately (e.g. what was written to storage
 // versus what was handed to another node).
 func (sn *Snapshot) Subset(keep func(sketch.Key) bool) *Snapshot {
-	out := &Snapshot{gens: map[sketch.Key]uint64{}, agents: map[sketch.Key][]string{}}
+	out := &Snapshot{gens: map[sketch.Key]uint64{}}
 	for _, m := range sn.Minutes {
-		if keep(m.Key) {
+		if keep(m.Key()) {
 			out.Minutes = append(out.Minutes, m)
 		}
 	}
@@ -359,46 +613,71 @@ func (sn *Snapshot) Subset(keep func(sketch.Key) bool) *Snapshot {
 	for k, g := range sn.gens {
 		if keep(k) {
 			out.gens[k] = g
-			out.agents[k] = sn.agents[k]
 		}
 	}
+	out.at = sn.at
 	return out
 }
 
-// CampaignMinute names one campaign in one minute.
-type CampaignMinute struct {
-	Campaign string
-	Minute   int64
-}
-
-// MergedOf returns the merged value of every series-minute in memory of
-// the given campaign-minutes (the live view of what a write round
-// touched), found through an index rather than a scan of the store.
-func (s *Store) MergedOf(cms []CampaignMinute) ([]Minute, error) {
+// CampaignView calls fn for each campaign-minute of cms within the live
+// window, with the merged value of each of its series in memory and the
+// estimate of its visitors over every series but cost ones: the live
+// view. The estimate comes from a union kept as contributions arrive, so
+// it costs one estimate however many series the campaign has. fn runs
+// under the store's lock: it must be quick and must not call the store.
+func (s *Store) CampaignView(cms []CampaignMinute, fn func(cm CampaignMinute, series []sketch.Minute, uniques uint64)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []Minute
+	var buf []sketch.Minute
 	for _, cm := range cms {
-		for series := range s.byCampaign[cm] {
+		c := s.campaigns[cm]
+		if c == nil || !c.live {
+			continue
+		}
+		buf = buf[:0]
+		for series := range c.series {
 			k := sketch.Key{Series: series, Minute: cm.Minute}
 			merged, err := s.minutes[k].merged(k)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			out = append(out, Minute{Key: k, State: merged})
+			buf = append(buf, sketch.Minute{Series: series, Minute: cm.Minute, State: merged})
 		}
+		var uniques uint64
+		if c.uniques != nil {
+			uniques = (&sketch.State{Uniques: c.uniques}).UniquesEstimate()
+		}
+		fn(cm, buf, uniques)
 	}
-	return out, nil
+	return nil
 }
 
-// forget removes a minute and its index entry. The caller holds s.mu.
+// AgeLive stops keeping the live union of campaign-minutes older than the
+// live window, freeing their sketches. It returns how many it stopped.
+func (s *Store) AgeLive() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cut := s.now().Add(-s.liveWindow).Unix()
+	n := 0
+	for cm, c := range s.campaigns {
+		if c.live && cm.Minute < cut {
+			c.live, c.uniques = false, nil
+			n++
+		}
+	}
+	return n
+}
+
+// forget removes a minute and its index entries. The caller holds s.mu.
 func (s *Store) forget(k sketch.Key) {
 	delete(s.minutes, k)
+	delete(s.dirty, k)
 	cm := CampaignMinute{k.Series.Campaign, k.Minute}
-	if set := s.byCampaign[cm]; set != nil {
-		delete(set, k.Series)
-		if len(set) == 0 {
-			delete(s.byCampaign, cm)
+	if c := s.campaigns[cm]; c != nil {
+		delete(c.series, k.Series)
+		if len(c.series) == 0 {
+			delete(s.campaigns, cm)
+			delete(s.pending, cm)
 		}
 	}
 }
@@ -441,6 +720,7 @@ func (s *Store) MarkDirty(keep func(sketch.Key) bool) int {
 		for id := range m.contribs {
 			m.dirtyAgents[id.Agent] = true
 		}
+		s.dirty[k] = struct{}{}
 		n++
 	}
 	return n

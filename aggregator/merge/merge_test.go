@@ -1,6 +1,8 @@
 package merge
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -42,14 +44,14 @@ func apply(t *testing.T, s *Store, agent string, cs ...wire.Contribution) {
 		}
 		ds = append(ds, d)
 	}
-	if _, err := s.Apply(ds); err != nil {
+	if _, err := s.Apply(ds, 0); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func merged(t *testing.T, s *Store) *sketch.State {
 	t.Helper()
-	sn, err := s.TakeDirty(0)
+	sn, err := s.TakeDirty(0, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +87,7 @@ func TestVersionsReplaceAndDeltasUnion(t *testing.T) {
 func TestDirtyGenerations(t *testing.T) {
 	s := New()
 	apply(t, s, "a", contribution(t, 1, 1, 1, 1))
-	sn, _ := s.TakeDirty(0)
+	sn, _ := s.TakeDirty(0, nil, 0)
 	if len(sn.Contribs) != 1 || sn.Contribs[0].Agent != "a" || sn.Contribs[0].Contribs[0].State.Count != 1 {
 		t.Fatalf("contrib points %+v", sn.Contribs)
 	}
@@ -95,7 +97,7 @@ func TestDirtyGenerations(t *testing.T) {
 	if st := s.Stats(); st.DirtyMinutes != 1 {
 		t.Fatalf("dirty minutes %d after concurrent change", st.DirtyMinutes)
 	}
-	sn2, _ := s.TakeDirty(0)
+	sn2, _ := s.TakeDirty(0, nil, 0)
 	s.MarkWritten(sn2)
 	if st := s.Stats(); st.DirtyMinutes != 0 {
 		t.Fatalf("dirty minutes %d", st.DirtyMinutes)
@@ -133,7 +135,7 @@ func TestLoadRebuildsAndEvictKeepsDirty(t *testing.T) {
 	if n := s.Evict(now); n != 0 {
 		t.Fatalf("evicted %d dirty minutes", n)
 	}
-	sn, _ := s.TakeDirty(0)
+	sn, _ := s.TakeDirty(0, nil, 0)
 	s.MarkWritten(sn)
 	if n := s.Evict(now); n != 1 {
 		t.Fatalf("evicted %d clean minutes, want 1", n)
@@ -141,7 +143,7 @@ func TestLoadRebuildsAndEvictKeepsDirty(t *testing.T) {
 }
 
 func TestSubsetMergedAndDropClean(t *testing.T) {
-	s := New()
+	s := liveStore()
 	other := series
 	other.Campaign = "d"
 	c1 := contribution(t, 1, 1, 5, 1, 2)
@@ -150,7 +152,7 @@ func TestSubsetMergedAndDropClean(t *testing.T) {
 	apply(t, s, "a", c1, c2)
 	apply(t, s, "b", contribution(t, 9, 1, 3, 2))
 
-	sn, err := s.TakeDirty(0)
+	sn, err := s.TakeDirty(0, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,30 +170,46 @@ func TestSubsetMergedAndDropClean(t *testing.T) {
 	if s.Contains(sketch.Key{Series: series, Minute: 600}) || !s.Contains(sketch.Key{Series: other, Minute: 600}) {
 		t.Fatal("DropClean dropped the wrong minute")
 	}
-	ms, err := s.MergedOf([]CampaignMinute{{Campaign: "d", Minute: 600}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ms, _ := view(t, s, CampaignMinute{Campaign: "d", Minute: 600})
 	if len(ms) != 1 || ms[0].State.Count != 7 || ms[0].State.UniquesEstimate() != 1 {
-		t.Fatalf("MergedOf = %+v", ms)
+		t.Fatalf("view = %+v", ms)
 	}
 	// The dropped minute is gone from the index too.
-	if ms, err := s.MergedOf([]CampaignMinute{{Campaign: "c", Minute: 600}}); err != nil || len(ms) != 0 {
-		t.Fatalf("MergedOf a dropped campaign-minute = %+v, %v", ms, err)
+	if ms, _ := view(t, s, CampaignMinute{Campaign: "c", Minute: 600}); len(ms) != 0 {
+		t.Fatalf("view of a dropped campaign-minute = %+v", ms)
 	}
+}
+
+// view returns the live view of one campaign-minute.
+func view(t *testing.T, s *Store, cm CampaignMinute) ([]sketch.Minute, uint64) {
+	t.Helper()
+	var out []sketch.Minute
+	var uniques uint64
+	if err := s.CampaignView([]CampaignMinute{cm}, func(_ CampaignMinute, ms []sketch.Minute, u uint64) {
+		out, uniques = append(out, ms...), u
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out, uniques
+}
+
+// liveStore is a store whose clock puts minute 600 in the live window.
+func liveStore() *Store {
+	s := New()
+	s.now = func() time.Time { return time.Unix(660, 0) }
+	return s
 }
 
 // TestMergedFollowsEveryChange: the merged value is computed once per
 // change and shared, and every kind of change (a newer version, register
 // updates, a load from storage) is seen by the next reader.
 func TestMergedFollowsEveryChange(t *testing.T) {
-	s := New()
-	cm := []CampaignMinute{{Campaign: series.Campaign, Minute: 600}}
+	s := liveStore()
 	read := func() *sketch.State {
 		t.Helper()
-		ms, err := s.MergedOf(cm)
-		if err != nil || len(ms) != 1 {
-			t.Fatalf("MergedOf = %+v, %v", ms, err)
+		ms, _ := view(t, s, CampaignMinute{Campaign: series.Campaign, Minute: 600})
+		if len(ms) != 1 {
+			t.Fatalf("view = %+v", ms)
 		}
 		return ms[0].State
 	}
@@ -200,7 +218,7 @@ func TestMergedFollowsEveryChange(t *testing.T) {
 	if again := read(); again != first {
 		t.Fatal("an unchanged minute was merged again")
 	}
-	if sn, _ := s.TakeDirty(0); sn.Minutes[0].State != first {
+	if sn, _ := s.TakeDirty(0, nil, 0); sn.Minutes[0].State != first {
 		t.Fatal("the write round and the live view merged the same minute twice")
 	}
 	apply(t, s, "a", contribution(t, 1, 2, 7, 3)) // newer version, a new visitor
@@ -217,5 +235,204 @@ func TestMergedFollowsEveryChange(t *testing.T) {
 	}
 	if first.Count != 5 || first.UniquesEstimate() != 2 {
 		t.Fatalf("a reader's earlier value changed under it: %+v", first)
+	}
+}
+
+// contributionAt is contribution for another series and minute.
+func contributionAt(t *testing.T, s sketch.Series, minute int64, cid, version, count uint64, visitors ...uint64) wire.Contribution {
+	t.Helper()
+	c := contribution(t, cid, version, count, visitors...)
+	c.Series, c.Minute = s, minute
+	return c
+}
+
+func decodeAll(t *testing.T, agent string, cs ...wire.Contribution) []Decoded {
+	t.Helper()
+	var ds []Decoded
+	for i := range cs {
+		d, err := Decode(agent, &cs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+// TestPendingMinutesWaitForTheirLoad: a minute older than the rebuilt
+// window, or evicted, is not written until what storage holds of its
+// campaign-minute has been merged; a foreign one may be handed over.
+func TestPendingMinutesWaitForTheirLoad(t *testing.T) {
+	s := New()
+	s.Rebuilt(1200)
+	res, err := s.Apply(decodeAll(t, "a", contributionAt(t, series, 600, 1, 1, 2, 1), contributionAt(t, series, 1200, 2, 1, 3, 2)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := CampaignMinute{Campaign: series.Campaign, Minute: 600}
+	if len(res.Late) != 1 || res.Late[0] != want {
+		t.Fatalf("late = %+v, want only %+v", res.Late, want)
+	}
+	// A second series of the same campaign-minute is pending too, but
+	// the campaign-minute is reported once.
+	other := series
+	other.Source = "other"
+	res, _ = s.Apply(decodeAll(t, "a", contributionAt(t, other, 600, 3, 1, 4)), 0)
+	if len(res.Late) != 0 {
+		t.Fatalf("campaign-minute reported twice: %+v", res.Late)
+	}
+	if got := s.PendingLoads(0); len(got) != 1 || got[0] != want {
+		t.Fatalf("pending = %+v", got)
+	}
+	sn, _ := s.TakeDirty(0, nil, 0)
+	if sn.Len() != 1 || sn.Minutes[0].Minute != 1200 {
+		t.Fatalf("snapshot has %d minutes (%+v); want only the minute of the rebuilt window", sn.Len(), sn.Minutes)
+	}
+	if sn, _ := s.TakeDirty(0, func(string) bool { return true }, 0); sn.Len() != 3 {
+		t.Fatalf("a foreign campaign's pending minutes are not handed out: %d", sn.Len())
+	}
+	if n := s.Evict(time.Now().Add(time.Hour)); n != 0 {
+		t.Fatalf("evicted %d dirty or pending minutes", n)
+	}
+	// Storage held another agent's contribution to the first series.
+	stored := decodeAll(t, "b", contributionAt(t, series, 600, 9, 5, 10, 3))
+	if err := s.FinishLoad([]CampaignMinute{want}, stored); err != nil {
+		t.Fatal(err)
+	}
+	sn, _ = s.TakeDirty(0, nil, 0)
+	var total uint64
+	for _, m := range sn.Minutes {
+		if m.Minute == 600 {
+			total += m.State.Count
+		}
+	}
+	if sn.Len() != 3 || total != 2+4+10 {
+		t.Fatalf("after the load: %d minutes, minute 600 counts %d; want 3 and 16", sn.Len(), total)
+	}
+	if st := s.Stats(); st.PendingLoads != 0 {
+		t.Fatalf("%d loads still pending", st.PendingLoads)
+	}
+	// After an eviction, a minute at or before the evicted one is
+	// pending again.
+	s.MarkWritten(sn)
+	s.Evict(time.Now().Add(time.Hour))
+	res, _ = s.Apply(decodeAll(t, "a", contributionAt(t, series, 1200, 2, 2, 5)), 0)
+	if len(res.Late) != 1 || res.Late[0].Minute != 1200 {
+		t.Fatalf("late after eviction = %+v", res.Late)
+	}
+}
+
+// TestLiveUnionEqualsFullMerge: the campaign-minute's visitors kept as
+// contributions arrive estimate exactly what merging every series'
+// sketch (cost series left out) estimates.
+func TestLiveUnionEqualsFullMerge(t *testing.T) {
+	s := liveStore()
+	rng := rand.New(rand.NewPCG(1, 2))
+	types := []string{"click", "impression", "cost", "pageview"}
+	for round := range 20 {
+		var cs []wire.Contribution
+		for i := range 30 {
+			sr := series
+			sr.Type = types[i%len(types)]
+			sr.Source = fmt.Sprintf("s%d", i%7)
+			var visitors []uint64
+			for range rng.IntN(50) {
+				visitors = append(visitors, rng.Uint64N(5000))
+			}
+			cs = append(cs, contributionAt(t, sr, 600, uint64(i%5), uint64(round+1), uint64(round), visitors...))
+		}
+		apply(t, s, fmt.Sprintf("agent-%d", round%3), cs...)
+	}
+	ms, uniques := view(t, s, CampaignMinute{Campaign: series.Campaign, Minute: 600})
+	var full sketch.State
+	for _, m := range ms {
+		if m.Series.Type != "cost" {
+			if err := full.MergeUniques(m.State.Uniques); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if want := full.UniquesEstimate(); uniques != want || want == 0 {
+		t.Fatalf("live union estimates %d, the full merge %d", uniques, want)
+	}
+}
+
+// TestWriteRoundsReencodeOnlyChangedContributions: a round encodes the
+// contributions that changed since the last one; the others are reused.
+func TestWriteRoundsReencodeOnlyChangedContributions(t *testing.T) {
+	s := New()
+	apply(t, s, "a", contribution(t, 1, 1, 1, 1, 2), contribution(t, 2, 1, 1, 3, 4))
+	first, _ := s.TakeDirty(0, nil, 0)
+	s.MarkWritten(first)
+	apply(t, s, "a", contribution(t, 1, 2, 2, 5))
+	second, _ := s.TakeDirty(0, nil, 0)
+	if len(first.Contribs) != 1 || len(second.Contribs) != 1 || len(second.Contribs[0].Contribs) != 2 {
+		t.Fatalf("contribution points %+v then %+v", first.Contribs, second.Contribs)
+	}
+	a, b := first.Contribs[0].Contribs, second.Contribs[0].Contribs
+	if &a[1].State.HLL[0] != &b[1].State.HLL[0] {
+		t.Fatal("an unchanged contribution was encoded again")
+	}
+	if &a[0].State.HLL[0] == &b[0].State.HLL[0] || b[0].Version != 2 || b[0].State.Count != 2 {
+		t.Fatalf("the changed contribution was not encoded again: %+v", b[0])
+	}
+}
+
+func TestContributionsOf(t *testing.T) {
+	s := New()
+	apply(t, s, "b", contribution(t, 1, 1, 1, 1))
+	apply(t, s, "a", contribution(t, 2, 1, 2), contribution(t, 1, 1, 3))
+	acs, err := s.ContributionsOf(sketch.Key{Series: series, Minute: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acs) != 2 || acs[0].Agent != "a" || len(acs[0].Contribs) != 2 || acs[0].Contribs[0].CID != 1 || acs[1].Agent != "b" {
+		t.Fatalf("ContributionsOf = %+v", acs)
+	}
+}
+
+// TestReleasePointFollowsUnwrittenChanges: the write-ahead log may be
+// released only before the earliest change that is not yet written:
+// minutes skipped (pending) or not handed over hold it, minutes that
+// changed again after a cut hold it only from the cut.
+func TestReleasePointFollowsUnwrittenChanges(t *testing.T) {
+	s := New()
+	other := series
+	other.Campaign = "d"
+	at := func(pos uint64, c wire.Contribution) {
+		t.Helper()
+		if _, err := s.Apply(decodeAll(t, "a", c), pos); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at(100, contributionAt(t, series, 600, 1, 1, 1))
+	at(200, contributionAt(t, other, 600, 2, 1, 1))
+	if got := s.ReleasePoint(300); got != 100 {
+		t.Fatalf("release point %d before anything is written, want 100", got)
+	}
+	sn, _ := s.TakeDirty(0, nil, 300)
+	at(350, contributionAt(t, series, 600, 1, 2, 2)) // changes again after the cut
+	s.MarkWritten(sn.Subset(func(k sketch.Key) bool { return k.Series.Campaign == "c" }))
+	if got := s.ReleasePoint(300); got != 200 {
+		t.Fatalf("release point %d while d is unwritten, want 200", got)
+	}
+	s.MarkWritten(sn)
+	if got := s.ReleasePoint(400); got != 300 {
+		t.Fatalf("release point %d with c changed after the cut at 300, want 300", got)
+	}
+	sn, _ = s.TakeDirty(0, nil, 400)
+	s.MarkWritten(sn)
+	if got := s.ReleasePoint(400); got != 400 {
+		t.Fatalf("release point %d with everything written, want the cut's 400", got)
+	}
+	// A pending minute is not handed out and holds the log.
+	s.Rebuilt(1200)
+	late := series
+	late.Campaign = "late"
+	at(500, contributionAt(t, late, 60, 3, 1, 1))
+	sn, _ = s.TakeDirty(0, nil, 600)
+	s.MarkWritten(sn)
+	if got := s.ReleasePoint(600); got != 500 {
+		t.Fatalf("release point %d with a pending minute from 500, want 500", got)
 	}
 }

@@ -115,6 +115,36 @@ func (p *Proc) signal(sig syscall.Signal, grace time.Duration) error {
 	return nil
 }
 
+// Pid returns the process id, or 0 when it is not running.
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Wait waits up to timeout for the process to exit by itself and returns
+// its exit code (-1 when a signal ended it).
+func (p *Proc) Wait(timeout time.Duration) (int, error) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return 0, fmt.Errorf("%s is not running", p.Name)
+	}
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("%s still running after %s", p.Name, timeout)
+	}
+	p.mu.Lock()
+	p.cmd = nil
+	p.mu.Unlock()
+	return cmd.ProcessState.ExitCode(), nil
+}
+
 // LogTail returns the last n lines of the process log.
 func (p *Proc) LogTail(n int) string {
 	b, err := os.ReadFile(p.LogPath)

@@ -112,7 +112,7 @@ func GenerateDev(dir string, opts DevOptions) (written []string, err error) {
 		if !slices.Contains(hosts, n) {
 			hosts = append(slices.Clip(hosts), n)
 		}
-		if err := issue(n, IssueOptions{CommonName: n, Hosts: hosts, Server: true, Client: true, Validity: opts.Validity}); err != nil {
+		if err := issue(n, IssueOptions{CommonName: n, Hosts: hosts, Server: true, Client: true, Node: true, Validity: opts.Validity}); err != nil {
 			return written, err
 		}
 	}
@@ -178,7 +178,9 @@ func leafValid(dir, name string, ca *CA, o IssueOptions) bool {
 			}
 		}
 	}
-	return true
+	// A node certificate from before node policies existed is issued
+	// again; an agent certificate must never carry the policy.
+	return IsNodeCertificate(pair.Leaf) == o.Node
 }
 
 // writePair writes a certificate (0644) and its key (0600), each

@@ -107,6 +107,10 @@ type IssueOptions struct {
 	Server bool
 	// Client allows the certificate to authenticate a TLS client.
 	Client bool
+	// Node marks the certificate as an aggregator node's with the
+	// NodePolicy certificate policy: only such certificates may forward
+	// batches of other agents or publish live updates to the cluster.
+	Node bool
 	// Validity is how long the certificate is valid from now.
 	Validity time.Duration
 }
@@ -173,6 +177,9 @@ func (ca *CA) Issue(opts IssueOptions) (*KeyPair, error) {
 	if opts.Client {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 	}
+	if opts.Node {
+		tmpl.Policies = []x509.OID{NodePolicy}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		return nil, fmt.Errorf("issue %q: sign: %w", opts.CommonName, err)
@@ -185,9 +192,10 @@ func (ca *CA) Issue(opts IssueOptions) (*KeyPair, error) {
 }
 
 // IssueServer issues a certificate for a node: valid as a TLS server for
-// hosts and as a TLS client, since aggregators also dial each other.
+// hosts and as a TLS client, since aggregators also dial each other, and
+// carrying NodePolicy.
 func (ca *CA) IssueServer(name string, hosts []string, validity time.Duration) (*KeyPair, error) {
-	return ca.Issue(IssueOptions{CommonName: name, Hosts: hosts, Server: true, Client: true, Validity: validity})
+	return ca.Issue(IssueOptions{CommonName: name, Hosts: hosts, Server: true, Client: true, Node: true, Validity: validity})
 }
 
 // IssueClient issues a client-only certificate, e.g. for an agent.

@@ -39,7 +39,8 @@ func TestArchiveMatchesTheAPI(t *testing.T) {
 	// directory.
 	scheduled := t.TempDir()
 	aggStarted := time.Now()
-	c := startClusterWith(t, fmt.Sprintf("archive:\n  target: %s\n  schedule: true\n", scheduled), "agent-eu")
+	c := startClusterWith(t, clusterOptions{influx: influxtest.Options{DisableFlux: true},
+		aggExtra: fmt.Sprintf("archive:\n  target: %s\n  schedule: true\n", scheduled)}, "agent-eu")
 	s3 := s3test.Start(t)
 	node := requireDuckDB(t)
 	phase("processes started")

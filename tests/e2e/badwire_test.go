@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tally-edge/tally/internal/harness"
 	"github.com/tally-edge/tally/internal/loadgen"
 	"github.com/tally-edge/tally/internal/pki"
 	"github.com/tally-edge/tally/sketch"
@@ -115,8 +116,9 @@ func TestHostileWireInput(t *testing.T) {
 	refused("certificate from another CA", foreign)
 
 	// An agent that speaks the nodes' forwarding protocol, to pass off
-	// contributions as another agent's, is refused: only cluster members
-	// may forward.
+	// contributions as another agent's, is refused: only node
+	// certificates (which agents cannot hold) of cluster members may
+	// forward.
 	impostor, err := pki.ClientTLS(pki.DevFiles(c.certs, "agent-eu"), "localhost", wire.ALPNForward)
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +131,7 @@ func TestHostileWireInput(t *testing.T) {
 	forged := &wire.Batch{Version: wire.ProtocolVersion, Agent: "someone-else", Region: "r", Seq: 1, Contributions: []wire.Contribution{{
 		Series: sketch.Series{Campaign: "forged", Type: "click", Region: "r"}, Minute: 1_800_000_000 - 1_800_000_000%60, CID: 1, Version: 1,
 		State: sketch.Encoded{Count: 1}}}}
-	if ack, err := fwd.Send(ctx, forged); err != nil || ack.Status != wire.AckRejected || !strings.Contains(ack.Reason, "not a member") {
+	if ack, err := fwd.Send(ctx, forged); err != nil || ack.Status != wire.AckRejected || !strings.Contains(ack.Reason, "not a node certificate") {
 		t.Fatalf("forwarded batch from an agent answered %+v, %v; want a rejection", ack, err)
 	}
 
@@ -141,7 +143,7 @@ func TestHostileWireInput(t *testing.T) {
 		evs = append(evs, gen.Event(now.Add(time.Duration(i)*time.Millisecond*30)))
 	}
 	truth := loadgen.NewTruth()
-	lc := &loadgen.Client{URL: c.agents[0].eventsURL(), HTTP: &http.Client{Timeout: 30 * time.Second}}
+	lc := &loadgen.Client{URL: c.agents[0].eventsURL(), HTTP: &http.Client{Timeout: 30 * time.Second}, Token: harness.DefaultServerToken}
 	if err := lc.Post(ctx, evs); err != nil {
 		t.Fatal(err)
 	}

@@ -39,20 +39,34 @@ func (a *agentProc) eventsURL() string { return "http://" + a.http + "/v1/events
 
 const testSecret = "e2e-deployment-secret-0123456789"
 
+// startCluster starts InfluxDB as it ships (Flux off: nothing here reads
+// Flux, and an influxd with Flux on takes 5-20 s longer to start), one
+// aggregator and the agents.
 func startCluster(t *testing.T, agentNames ...string) *cluster {
 	t.Helper()
-	return startClusterWith(t, "", agentNames...)
+	return startClusterWith(t, clusterOptions{influx: influxtest.Options{DisableFlux: true}}, agentNames...)
 }
 
-// startClusterWith is startCluster with aggExtra appended to the
-// aggregator's configuration.
-func startClusterWith(t *testing.T, aggExtra string, agentNames ...string) *cluster {
+// clusterOptions vary the storage of a cluster.
+type clusterOptions struct {
+	// influx configures the InfluxDB server (Flux off, no database ...).
+	influx influxtest.Options
+	// influxExtra is YAML for the aggregator's influx: section.
+	influxExtra string
+	// aggExtra is YAML appended to the aggregator's configuration
+	// (top-level sections, e.g. archive:).
+	aggExtra string
+}
+
+// startClusterWith is startCluster with the storage and aggregator
+// configuration of o.
+func startClusterWith(t *testing.T, o clusterOptions, agentNames ...string) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e: needs built binaries and InfluxDB")
 	}
 	c := &cluster{t: t, dir: t.TempDir()}
-	c.influx = influxtest.Start(t)
+	c.influx = influxtest.StartWith(t, o.influx)
 	c.certs = filepath.Join(c.dir, "certs")
 	if _, err := pki.GenerateDev(c.certs, pki.DevOptions{Agents: agentNames, Aggregators: []string{"agg-1"}}); err != nil {
 		t.Fatal(err)
@@ -70,7 +84,7 @@ func startClusterWith(t *testing.T, aggExtra string, agentNames ...string) *clus
 	aggCfg := filepath.Join(c.dir, "agg-1.yaml")
 	if err := harness.WriteAggregatorConfig(aggCfg, harness.AggregatorOptions{Name: "agg-1", DataDir: filepath.Join(c.dir, "agg-1"),
 		QUICAddr: c.aggQUIC, HTTPAddr: c.aggHTTP, CertsDir: c.certs, InfluxURL: c.influx.URL(), InfluxBucket: c.influx.Bucket(),
-		WriteInterval: 300 * time.Millisecond, Extra: aggExtra}); err != nil {
+		WriteInterval: 300 * time.Millisecond, InfluxExtra: o.influxExtra, Extra: o.aggExtra}); err != nil {
 		t.Fatal(err)
 	}
 	c.agg = &harness.Proc{Name: "agg-1", Bin: filepath.Join(binDir, "tally-aggregator"), Args: []string{"-config", aggCfg, "-log-level", "debug"},

@@ -8,6 +8,11 @@
 //	tally-aggregator certs [flags]  create a development CA and certificates
 //	tally-aggregator token          print a new API token and its SHA-256
 //	tally-aggregator link [flags]   print a short-lived, single-use dashboard sign-in link
+//	tally-aggregator anomaly-eval -csv FILE
+//	                                replay a timestamp,value CSV through the
+//	                                anomaly detector; one JSON line per alert
+//	tally-aggregator quarantine list|replay -config FILE
+//	                                show, or send back to the node, what InfluxDB refused
 //	tally-aggregator archive export|verify|restore|list -from DAY -to DAY
 //	                                the Parquet archive of settled days (docs/archive.md)
 package main
@@ -27,6 +32,7 @@ import (
 	"time"
 
 	"github.com/tally-edge/tally/aggregator"
+	"github.com/tally-edge/tally/aggregator/anomaly"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/config"
 	"github.com/tally-edge/tally/internal/cli"
@@ -51,6 +57,12 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "link" {
 		return link(args[1:], os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && args[0] == "anomaly-eval" {
+		return anomalyEval(args[1:], os.Stdin, os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && args[0] == "quarantine" {
+		return quarantineCmd(args[1:])
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
@@ -151,6 +163,37 @@ func dashboardURL(h config.HTTP) string {
 	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
+// anomalyEval replays a CSV through the live detector (default
+// configuration, the series taken as event counts) and prints each alert
+// as a JSON line.
+func anomalyEval(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tally-aggregator anomaly-eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("csv", "", "CSV file of timestamp,value rows (- for standard input)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: tally-aggregator anomaly-eval -csv FILE")
+		return 2
+	}
+	in := stdin
+	if *path != "-" {
+		f, err := os.Open(*path)
+		if err != nil {
+			fmt.Fprintln(stderr, "tally-aggregator anomaly-eval:", err)
+			return 1
+		}
+		defer f.Close()
+		in = f
+	}
+	if _, err := anomaly.Replay(anomaly.DefaultConfig(), in, stdout); err != nil {
+		fmt.Fprintf(stderr, "tally-aggregator anomaly-eval: %s: %v\n", *path, err)
+		return 1
+	}
+	return 0
+}
+
 // certs creates a development CA and certificates for agents and nodes.
 func certs(args []string) int {
 	fs := flag.NewFlagSet("tally-aggregator certs", flag.ContinueOnError)
@@ -173,6 +216,39 @@ func certs(args []string) int {
 	}
 	for _, f := range written {
 		fmt.Println("wrote", f)
+	}
+	return 0
+}
+
+// quarantineCmd lists the node's quarantine or replays it to the node.
+func quarantineCmd(args []string) int {
+	usage := "usage: tally-aggregator quarantine list|replay -config FILE [-addr HOST:PORT]"
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("tally-aggregator quarantine "+args[0], flag.ContinueOnError)
+	configPath := fs.String("config", "tally-aggregator.yaml", "the node's configuration file (YAML)")
+	addr := fs.String("addr", "", "replay: the node's QUIC address (default quic.advertise, else quic.listen)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-aggregator quarantine:", err)
+		return 2
+	}
+	if args[0] == "list" {
+		err = aggregator.QuarantineList(os.Stdout, cfg)
+	} else {
+		logger, _ := cli.NewLogger(os.Stderr, "text", "warn")
+		ctx, stop := cli.SignalContext(logger)
+		defer stop()
+		err = aggregator.QuarantineReplay(ctx, os.Stdout, cfg, *addr, logger)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tally-aggregator quarantine:", err)
+		return 1
 	}
 	return 0
 }
