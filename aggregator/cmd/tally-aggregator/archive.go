@@ -83,7 +83,8 @@ func archiveCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	icfg := influx.DefaultConfig()
 	icfg.URL, icfg.Token, icfg.Org, icfg.Bucket, icfg.Timeout = cfg.Influx.URL, cfg.Influx.Token, cfg.Influx.Org, cfg.Influx.Bucket, cfg.Influx.Timeout
-	icfg.QueryTimeout = 10 * time.Minute // a whole day of a campaign is one query
+	icfg.QueryLanguage = cfg.Influx.QueryLanguage // InfluxQL or Flux, as the node reads
+	icfg.QueryTimeout = 10 * time.Minute          // a whole day of a campaign is one query
 	reader, err := influx.NewReader(icfg, logger)
 	if err != nil {
 		return fail(err)
@@ -113,10 +114,20 @@ func archiveCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	if verb != "list" && verb != "verify" {
+	switch verb {
+	case "export":
 		if err := reader.CheckBucket(ctx); err != nil {
 			return fail(err)
 		}
+	case "restore":
+		// As the node does at start: settle the query language and, when
+		// influx.create_bucket allows, create the database of an empty
+		// InfluxDB 1.x.
+		info, err := reader.Setup(ctx, cfg.Influx.CreateBucket)
+		if err != nil {
+			return fail(err)
+		}
+		logger.Info("storage ready", "influxdb", info.String(), "query_language", info.QueryLanguage, "bucket", info.Bucket)
 	}
 	return runDays(ctx, a, verb, days, *force, *overwrite, stdout, stderr)
 }
