@@ -9,8 +9,13 @@
 //
 //	make seaweedfs   # .bin/weed
 //
-// and found by FindBinary. Tests call Start, which fails the test when
-// the binary is missing.
+// and found by FindBinary. Building it costs about ten CPU-minutes on a
+// fresh machine, half of make test's budget on two cores, so make test does
+// not build it: without the binary, Launch serves the same S3 API from an
+// in-process gofakes3 server (which does not check signatures) and says so
+// in Kind. `make archive-s3` builds weed and runs the archive's tests
+// against it with RequireEnv set, which makes a missing binary fail the
+// test instead.
 package s3test
 
 import (
@@ -30,12 +35,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // EnvBinary names the environment variable that overrides the weed path.
 const EnvBinary = "TALLY_WEED"
+
+// RequireEnv, when set to any value, makes Launch fail without weed
+// instead of falling back to the in-process server.
+const RequireEnv = "TALLY_REQUIRE_WEED"
 
 // ErrNoBinary reports that no weed binary could be found.
 var ErrNoBinary = errors.New("weed (SeaweedFS) not found: run `make seaweedfs` (it builds .bin/weed), or set " + EnvBinary)
@@ -56,6 +67,15 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	fake *http.Server // the in-process fallback; nil with weed
+}
+
+// Kind says which server runs: "seaweedfs" or "gofakes3 (in-process)".
+func (s *Server) Kind() string {
+	if s.fake != nil {
+		return "gofakes3 (in-process)"
+	}
+	return "seaweedfs"
 }
 
 // Start launches a server for the test t (bucket "tally" created) and
@@ -68,6 +88,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("S3 server: %s at %s", s.Kind(), s.Endpoint())
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("---- weed log tail ----\n%s", s.LogTail(4096))
@@ -83,8 +104,14 @@ func Start(t testing.TB) *Server {
 // Launch starts weed in dir (a new temporary directory when ""), with
 // master, volume, filer and S3 gateway on free loopback ports and one
 // identity with random keys, and waits until the gateway answers.
+//
+// Without weed (and without RequireEnv) it serves the S3 API in process
+// with gofakes3 instead.
 func Launch(ctx context.Context, dir string) (*Server, error) {
 	bin, err := FindBinary()
+	if errors.Is(err, ErrNoBinary) && os.Getenv(RequireEnv) == "" {
+		return launchFake()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +244,9 @@ func (s *Server) LogTail(n int) string {
 func (s *Server) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.fake != nil {
+		_ = s.fake.Close()
+	}
 	if s.cmd != nil {
 		_ = s.cmd.Process.Signal(syscall.SIGKILL)
 		<-s.done
@@ -253,6 +283,24 @@ func FindBinary() (string, error) {
 		return p, nil
 	}
 	return "", ErrNoBinary
+}
+
+// launchFake serves an in-memory S3 API from this process on a loopback
+// port.
+func launchFake() (*Server, error) {
+	dir, err := os.MkdirTemp("", "tally-fakes3-")
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	faker := gofakes3.New(s3mem.New(), gofakes3.WithLogger(gofakes3.DiscardLog()))
+	s := &Server{dir: dir, s3Addr: l.Addr().String(), accessKey: "tally" + randomHex(6), secretKey: randomHex(20),
+		logPath: filepath.Join(dir, "none.log"), fake: &http.Server{Handler: faker.Server(), ReadHeaderTimeout: 10 * time.Second}}
+	go func() { _ = s.fake.Serve(l) }()
+	return s, nil
 }
 
 func freePorts(n int) ([]int, error) {
