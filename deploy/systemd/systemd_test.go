@@ -146,6 +146,9 @@ func TestUnitsPromises(t *testing.T) {
 				t.Errorf("%s: %s=%q, want %q", u, k, got, base)
 			}
 		}
+		if got := kv["ExecReload"]; len(got) != 2 || !strings.HasPrefix(got[0], "/usr/bin/"+base+" -check-config ") || got[1] != "/bin/kill -HUP $MAINPID" {
+			t.Errorf("%s: ExecReload=%q, want a -check-config and then SIGHUP", u, got)
+		}
 		if w := kv["WatchdogSec"]; len(w) == 0 || w[0] == "" || w[0] == "0" {
 			t.Errorf("%s: no watchdog", u)
 		}
