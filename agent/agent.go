@@ -105,7 +105,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	if err != nil {
 		return fmt.Errorf("imports: %w", err)
 	}
-	tailers, err := newTailers(cfg, p.Env, p.Collector, reg, logger)
+	tailers, decoders, err := newTailers(cfg, p.Env, p.Collector, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 		opsWG.Wait()
 	}()
 	opsWG.Go(func() { p.Identity.Watch(opsCtx, cfg.CertCheckInterval, logger) })
-	reloader := newReloader(opts.Reload, p, tokens, reg, logger)
+	reloader := newReloader(opts.Reload, p, tokens, decoders, reg, logger)
 	opsWG.Go(func() { reloader.Run(opsCtx, cfg) })
 	logger.Info("agent started", "http", addrs.HTTP, "server_http", addrs.Server, "aggregators", cfg.Aggregator.Addrs,
 		"epoch", p.Epoch, "flush_interval", cfg.Rollup.FlushInterval, "log_sources", len(tailers), "server_tokens", len(cfg.HTTP.ServerTokens))

@@ -14,14 +14,24 @@ import (
 // ReloadableKeys are the configuration keys a reload (SIGHUP) puts in
 // force in a running agent: the server senders' tokens, the bot filter's
 // lists (bots.allow, bots.deny, bots.datacenter, whose files are read
-// again) and the log level. The client certificate's files
-// (aggregator.cert and aggregator.key) are read again too. A change to any
-// other key is logged and waits for a restart.
-var ReloadableKeys = []string{"http.server_tokens", "bots.allow", "bots.deny", "bots.datacenter", "log_level"}
+// again), how each log source's lines are decoded (its format, fields and
+// rules; not its files, nor the number of sources) and the log level. The
+// client certificate's files (aggregator.cert and aggregator.key) are read
+// again too. A change to any other key is logged and waits for a restart.
+var ReloadableKeys = append([]string{"http.server_tokens", "bots.allow", "bots.deny", "bots.datacenter", "log_level"},
+	logSourceKeys()...)
+
+func logSourceKeys() []string {
+	var out []string
+	for _, k := range logSpecKeys {
+		out = append(out, "sources.logs[*]."+k)
+	}
+	return out
+}
 
 // newReloader returns the agent's reloader: each reload prepares every
 // part from the new file and commits them together, or none.
-func newReloader(src reload.Source[config.Config], p *pipeline.Pipeline, tokens *edge.Tokens,
+func newReloader(src reload.Source[config.Config], p *pipeline.Pipeline, tokens *edge.Tokens, logs *logDecoders,
 	reg prometheus.Registerer, logger *slog.Logger) *reload.Reloader[config.Config] {
 	return &reload.Reloader[config.Config]{
 		Source:     src,
@@ -34,6 +44,8 @@ func newReloader(src reload.Source[config.Config], p *pipeline.Pipeline, tokens 
 			steps.Add("http.server_tokens", func() { tokens.Replace(cfg.HTTP.ServerTokens...) }, nil)
 			commitBots, err := p.Bots.PrepareLists(cfg.Bots)
 			steps.Add("bots", commitBots, err)
+			commitLogs, err := logs.prepare(cfg)
+			steps.Add("sources.logs", commitLogs, err)
 			commit, err := p.Identity.Prepare()
 			steps.Add(p.Identity.Name(), commit, err)
 			return steps.Commit()
