@@ -225,6 +225,17 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	write(agentCfg, strings.Replace(string(text), harness.DefaultServerToken, agentToken, 1)+
 		"\nbots:\n  deny:\n    ua: [reloadshopbrowser]\n")
+	// and its client certificate renewed.
+	renewed, err := ca.IssueClient("edge-1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewedKey, err := renewed.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(filepath.Join(c.certs, "edge-1-key.pem"), string(renewedKey))
+	write(filepath.Join(c.certs, "edge-1.pem"), string(renewed.CertPEM()))
 	hup(a.proc, a.http, "tally_agent", 1)
 	if err := post(harness.DefaultServerToken); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("the agent took a server token removed by the reload: %v", err)
@@ -238,8 +249,10 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if got := denied(); got != 50 {
 		t.Fatalf("after the reload %v events of a denied user agent were filtered, want 50", got)
 	}
-	if m := metrics(t, a.http); metricSum(m, "tally_agent_config_last_reload_successful") != 1 || metricSum(m, "tally_agent_config_restart_pending") != 0 {
-		t.Fatalf("agent reload metrics:\n%s", grepLines(m, "tally_agent_config_"))
+	if m := metrics(t, a.http); metricSum(m, "tally_agent_config_last_reload_successful") != 1 || metricSum(m, "tally_agent_config_restart_pending") != 0 ||
+		metricSum(m, "tally_agent_tls_certificate_reloads_total", `cert="aggregator.cert"`) != 1 ||
+		metricSum(m, "tally_agent_tls_certificate_expiry_timestamp_seconds", `cert="aggregator.cert"`) != float64(renewed.Cert.NotAfter.Unix()) {
+		t.Fatalf("agent reload metrics:\n%s\n%s", grepLines(m, "tally_agent_config_"), grepLines(m, "tally_agent_tls_"))
 	}
 
 	// Nothing restarted, no connection was dropped.
