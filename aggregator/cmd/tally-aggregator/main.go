@@ -66,11 +66,14 @@ func run(args []string) int {
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
-			return aggregator.Run(ctx, cfg, logger, func(a aggregator.Addrs) {
+			// SIGHUP reads the file again: see aggregator.ReloadableKeys.
+			src := cli.ReloadSource(svc, config.Load)
+			src.Level.Set(cfg.LogLevel)
+			return aggregator.RunWith(ctx, cfg, logger, aggregator.Options{Reload: src, Ready: func(a aggregator.Addrs) {
 				// Ready once both listeners are up; /readyz says when the
 				// node has also rebuilt its open minutes.
 				svc.Ready(ctx, "serving API on "+a.HTTP+", QUIC on "+a.QUIC, cli.HealthzCheck(a.HTTP, cfg.HTTP.TLSCert != ""))
-			})
+			}})
 		})
 }
 
