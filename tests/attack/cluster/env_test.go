@@ -260,10 +260,14 @@ func (l *aggLegit) send(ctx context.Context, k int) error {
 }
 
 // run sends a batch every interval until ctx ends and returns the first
-// error other than ctx's end.
+// error. A batch in flight when ctx ends is still carried to its answer
+// (it may already be applied, and the truth must count it).
 func (l *aggLegit) run(ctx context.Context, interval time.Duration) error {
 	for ctx.Err() == nil {
-		if err := l.send(ctx, 5); err != nil && ctx.Err() == nil {
+		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := l.send(sendCtx, 5)
+		cancel()
+		if err != nil {
 			return err
 		}
 		select {
