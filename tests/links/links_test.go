@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -201,4 +202,58 @@ func (s *stack) liveBurst(ctx context.Context, seed uint64, truth *loadgen.Truth
 	}
 	to = time.Now().UTC().Truncate(time.Minute).Add(time.Minute)
 	return from, to, gzipSize(loadgen.EncodeNDJSON(all))
+}
+
+// TestCutMidBurst (make links): half the burst, then the link is cut for
+// TALLY_LINKS_CUT (default 5m) while the other half arrives, then
+// restored: every campaign is exact afterwards, the spool stays within
+// its bound, and no acknowledged batch or piece went out again: the
+// agent's ok answers are exactly its spooled batches plus the extra
+// pieces its splits made.
+func TestCutMidBurst(t *testing.T) {
+	if os.Getenv("TALLY_LINKS") == "" {
+		t.Skip("the cut lasts minutes: make links (TALLY_LINKS=long)")
+	}
+	cut := 5 * time.Minute
+	if d, err := time.ParseDuration(os.Getenv("TALLY_LINKS_CUT")); err == nil {
+		cut = d
+	}
+	const spoolMax = 64 << 20
+	s := newStack(t, link64, stackOptions{seed: 11, rollupExtra: os.Getenv("TALLY_LINKS_ROLLUP"),
+		agentExtra: fmt.Sprintf("spool:\n  max_bytes: %d", spoolMax)})
+	s.waitConnected(60 * time.Second)
+	from := burstWindow(burstSpan)
+	to := from.Add(burstSpan)
+	evs := burst(11, burstEvents, from, burstSpan)
+	truth := loadgen.NewTruth()
+	ctx := context.Background()
+	s.post(ctx, evs[:burstEvents/2], truth)
+	time.Sleep(20 * time.Second) // some of it on its way
+	s.link.SetCut(true)
+	t.Logf("link cut for %v", cut)
+	s.post(ctx, evs[burstEvents/2:], truth)
+	maxSpool := 0.0
+	for deadline := time.Now().Add(cut); time.Now().Before(deadline); time.Sleep(5 * time.Second) {
+		maxSpool = max(maxSpool, metricSum(s.metrics(), "tally_agent_spool_bytes"))
+	}
+	s.link.SetCut(false)
+	end := time.Now()
+	at := s.waitExact(byCampaign(truth, from, to), from, to, end.Add(patience(150*time.Second)), end)
+	st := s.link.Stats()
+	if at.IsZero() {
+		t.Fatalf("not exact %v after the link came back; link up %d B", patience(150*time.Second), st.Up.Bytes)
+	}
+	m := s.metrics()
+	oks := metricSum(m, "tally_agent_batches_sent_total", `outcome="ok"`)
+	acked := metricSum(m, "tally_agent_spool_acked_batches")
+	splits := metricSum(m, "tally_agent_batch_splits_total")
+	failed := metricSum(m, "tally_agent_batches_sent_total", `outcome="error"`) + metricSum(m, "tally_agent_batches_sent_total", `outcome="deadline"`)
+	t.Logf("RESULT cut %v: exact %.1f s after the link came back; link up %d B; %v batches acked in %v ok answers (%v splits); %v sends failed or missed their deadline; spool peaked at %.0f B (bound %d)",
+		cut, at.Sub(end).Seconds(), st.Up.Bytes, acked, oks, splits, failed, maxSpool, spoolMax)
+	if maxSpool > spoolMax {
+		t.Errorf("spool reached %.0f B, bound %d", maxSpool, spoolMax)
+	}
+	if oks != acked+splits {
+		t.Errorf("%v ok answers for %v batches and %v splits: something acknowledged went out again", oks, acked, splits)
+	}
 }
