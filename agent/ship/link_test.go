@@ -144,3 +144,32 @@ func TestThinLinkNeverLivelocks(t *testing.T) {
 			total, took, ideal, link.carried, metric(t, reg, "tally_agent_batch_splits_total", ""))
 	})
 }
+
+// TestSplitBatchResumesAfterReconnect: when the connection is lost after
+// some pieces of a split batch were acknowledged, the new connection
+// sends only the pieces left: nothing acknowledged goes out again.
+func TestSplitBatchResumesAfterReconnect(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	synctest.Test(t, func(t *testing.T) {
+		exp := openSpool(t, 1, 1500, 1500)
+		defer exp.sp.Close()
+		link := newThinLink(t, exp, 10_000)
+		link.breakAfter = 2 // two pieces through, then the connection dies
+		sh, reg := newShipperDial(t, exp, link.dial, func(c *ship.Config) { c.SendTimeout, c.InFlight = 2*time.Second, 1 })
+		stop := run(sh)
+		defer stop()
+		for start := time.Now(); exp.sp.Stats().PendingBatches > 0 && time.Since(start) < 10*time.Minute; {
+			time.Sleep(time.Second)
+		}
+		checkAllAcked(t, exp.sp)
+		if len(link.acked) != 1500 || link.resent != 0 {
+			t.Fatalf("%d of 1500 contributions acknowledged, %d sent again after their ack", len(link.acked), link.resent)
+		}
+		if link.dials < 2 {
+			t.Fatalf("%d connections; the test meant to break one", link.dials)
+		}
+		if metric(t, reg, "tally_agent_batch_splits_total", "") == 0 {
+			t.Fatal("the batch was never split")
+		}
+	})
+}
