@@ -370,7 +370,12 @@ func (s *Shipper) deliver(ctx context.Context, target Sender, peerAddr string, i
 			// acked stays acked; the halves never grow back.
 			meter.missed()
 			s.m.batches.WithLabelValues("deadline").Inc()
-			a, b, ok, serr := splitPayload(p.payload)
+			var a, b []byte
+			var ok bool
+			var serr error
+			if size > minPieceBytes {
+				a, b, ok, serr = splitPayload(p.payload)
+			}
 			switch {
 			case serr != nil:
 				s.partial.forget(item.Seq)
@@ -382,7 +387,7 @@ func (s *Shipper) deliver(ctx context.Context, target Sender, peerAddr string, i
 				pieces = append([]piece{{payload: a}, {payload: b}}, pieces[1:]...)
 			default:
 				p.misses++
-				s.log.Info("single-contribution batch missed its deadline; sending it again with a longer one",
+				s.log.Info("small batch missed its deadline; sending it again with a longer one",
 					"seq", item.Seq, "bytes", size, "deadline", timeout)
 			}
 			continue

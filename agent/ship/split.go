@@ -16,13 +16,24 @@ import (
 // What remains of a batch survives a lost connection (it is nacked and
 // comes back from the spool with its remaining pieces), but not a restart,
 // after which the whole batch is sent again (the aggregator's merge is
-// idempotent, so that costs bytes, never exactness).
+// idempotent, so that costs bytes, never exactness). A piece of one
+// contribution, or under minPieceBytes, is not split: each deadline it
+// misses doubles its next.
+
+// minPieceBytes is the size below which a piece that misses its deadline
+// is not split but given a longer deadline: smaller pieces would not get
+// through a link that cannot carry this one any sooner (a cut link, a
+// link whose round trip dominates), and splitting them down to single
+// contributions during an outage would leave many tiny streams to send
+// once it ends.
+const minPieceBytes = 4 << 10
 
 // piece is part of a spooled batch: a msgpack array of contributions.
 type piece struct {
 	payload []byte
-	// misses is the deadlines this piece missed while it could not be
-	// split (one contribution); each doubles its next deadline.
+	// misses is the deadlines this piece missed while it was not split
+	// (one contribution, or under minPieceBytes); each doubles its next
+	// deadline.
 	misses int
 }
 
