@@ -95,7 +95,8 @@ func TestBurstOverSlowLinks(t *testing.T) {
 }
 
 func testBurst(t *testing.T, spec linkSpec, within time.Duration) {
-	s := newStack(t, spec, stackOptions{seed: uint64(spec.rate), rollupExtra: os.Getenv("TALLY_LINKS_ROLLUP")})
+	flush, _ := time.ParseDuration(os.Getenv("TALLY_LINKS_FLUSH")) // 0: the agent's default
+	s := newStack(t, spec, stackOptions{seed: uint64(spec.rate), rollupExtra: os.Getenv("TALLY_LINKS_ROLLUP"), flush: flush})
 	s.waitConnected(60 * time.Second)
 	truth := loadgen.NewTruth()
 	var from, to time.Time

@@ -3,12 +3,17 @@
 // every campaign becomes exact in the API within the issue's bounds, with
 // few bytes on the link.
 //
-// `go test ./tests/links/` (part of make test) backfills the burst and
-// cuts the link for 30 s; TALLY_LINKS=long (make links) sends the burst
-// live over 4 minutes, cuts the link for 5 minutes, and measures the
-// curve of time to exact over link speeds. TALLY_LINKS_BIN=<dir> runs
-// the binaries in dir instead of building this tree's (to measure
-// another release with the same harness).
+// `go test ./tests/links/` (part of make test) runs TestThinLinkShort: a
+// backfilled burst of 20,000 events over the worst link. TALLY_LINKS=long
+// (make links) runs the issue's bursts of 250,000 events live over 4
+// minutes on both links, and a 5-minute cut of the link mid-burst;
+// TALLY_LINKS=backfill posts the bursts at once instead.
+// TALLY_LINKS_ROLLUP is YAML for the agent's rollup: section (make links:
+// "uniques: campaign") and TALLY_LINKS_FLUSH its flush interval;
+// TALLY_LINKS_CUT the cut's length. TALLY_LINKS_BIN=<dir> runs the
+// binaries in dir instead of building this tree's (to measure another
+// release with the same harness); TALLY_LINKS_PATIENCE waits longer than
+// the bound to say how far a run got; TALLY_LINKS_KEEP keeps the logs.
 package links
 
 import (
