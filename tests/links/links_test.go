@@ -136,13 +136,13 @@ func testBurst(t *testing.T, spec linkSpec, within time.Duration) {
 // TestThinLinkShort (make test): an agent behind the worst link of the
 // issue (64 kbit/s, 300 ms ± 30 ms one way, 10 % loss each way) with a
 // send timeout of 5 s — a fraction of what one batch of the default size
-// needs there — ships a backfilled burst of 20,000 events over 3 minutes
+// needs there — ships a backfilled burst of 15,000 events over 2 minutes
 // of event time, and every campaign becomes exact in the API: missed
 // deadlines split batches instead of resending them whole forever, and
 // the deadlines grow with the goodput measured. It also checks that the
 // per-connection figures reach /metrics.
 func TestThinLinkShort(t *testing.T) {
-	const events, span, within = 20_000, 3 * time.Minute, 45 * time.Second
+	const events, span, within = 15_000, 2 * time.Minute, 45 * time.Second
 	s := newStack(t, link64, stackOptions{seed: 7, flush: 2 * time.Second, shipExtra: "send_timeout: 5s"})
 	s.waitConnected(30 * time.Second)
 	from := burstWindow(span)

@@ -4,7 +4,7 @@
 // few bytes on the link.
 //
 // `go test ./tests/links/` (part of make test) runs TestThinLinkShort: a
-// backfilled burst of 20,000 events over the worst link. TALLY_LINKS=long
+// backfilled burst of 15,000 events over the worst link. TALLY_LINKS=long
 // (make links) runs the issue's bursts of 250,000 events live over 4
 // minutes on both links, and a 5-minute cut of the link mid-burst;
 // TALLY_LINKS=backfill posts the bursts at once instead.
