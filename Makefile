@@ -20,6 +20,7 @@ SEAWEEDFS_VERSION := v0.0.0-20261109003541-7506e5f91cd6
 # test reads the Parquet archive with it.
 DUCKDB_DEPS := tests/e2e/duckdb/node_modules/.package-lock.json
 PKGS     := ./...
+LINKS_ROLLUP ?= uniques: campaign
 # make test must stay under 10 minutes on 2 cores; the race detector is on.
 TEST_TIMEOUT ?= 15m
 
@@ -32,7 +33,7 @@ export TALLY_WEED := $(WEED)
 TALLY_ANOMALY_DATA ?= $(abspath $(CURDIR)/../shared/data/anomaly)
 export TALLY_ANOMALY_DATA
 
-.PHONY: help build test test-short test-deps node-deps demo bench anomaly-eval chaos attack fuzz lint fmt tidy-check dashboard certs influxdb seaweedfs duckdb archive-s3 clean release package dashboards-json
+.PHONY: help build test test-short test-deps node-deps demo bench anomaly-eval chaos links attack fuzz lint fmt tidy-check dashboard certs influxdb seaweedfs duckdb archive-s3 clean release package dashboards-json
 
 # Release builds: VERSION from the latest v* tag (without the v), else
 # 0.0.0+git.<commit>; stamped into the binaries with the commit and its
@@ -158,6 +159,9 @@ anomaly-eval: ## Replay every labelled anomaly series through tally-aggregator a
 
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
 	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/
+
+links: influxdb ## An agent behind emulated thin, lossy links at full length (TALLY_LINKS=long): 250,000 events live over 4 minutes at 64 kbit/s-300 ms-10 % and 256 kbit/s-150 ms-3 %, and a 5-minute cut mid-burst; prints time to exact and bytes on the link (RESULT lines). LINKS_ROLLUP sets the agent's rollup (default uniques: campaign, the low-bandwidth setting).
+	TALLY_LINKS=long TALLY_LINKS_ROLLUP='$(LINKS_ROLLUP)' $(GO) test -count=1 -timeout 40m -run 'TestBurstOverSlowLinks|TestCutMidBurst' -v ./tests/links/ | grep -E 'RESULT|^(---|===|ok|FAIL|PASS)|links_test'
 
 attack: dashboard influxdb test-deps ## The adversarial suites at full length (TALLY_ATTACK=long): every attack mixed with legitimate traffic for minutes, then exactness checked.
 	TALLY_ATTACK=long TALLY_REQUIRE_BROWSER=1 $(GO) test -count=1 -timeout 40m -v ./tests/attack/...

@@ -49,7 +49,7 @@ func openImportAgent(t *testing.T, dir string, epoch uint32) *importAgent {
 	}
 	reg := prometheus.NewRegistry()
 	col, err := collector.Open(collector.Config{Dir: dir, Epoch: epoch, FlushInterval: time.Second,
-		Rollup: rollup.DefaultConfig(), JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, nil)}, sp, reg, logger)
+		Rollup: rollup.DefaultConfig(), JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, 0, nil)}, sp, reg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,9 +26,12 @@ func benchBatch(b *testing.B) *Batch {
 
 func BenchmarkEncodeBatch(b *testing.B) {
 	batch := benchBatch(b)
-	for _, compress := range []bool{false, true} {
-		b.Run(map[bool]string{false: "plain", true: "zstd"}[compress], func(b *testing.B) {
-			opts := EncodeOptions{Compress: compress}
+	for _, mode := range []struct {
+		name string
+		opts EncodeOptions
+	}{{"plain", EncodeOptions{}}, {"zstd", EncodeOptions{Compress: true}}, {"zstd-best", EncodeOptions{Compress: true, Best: true}}} {
+		b.Run(mode.name, func(b *testing.B) {
+			opts := mode.opts
 			buf, err := AppendFrame(nil, KindBatch, batch, opts)
 			if err != nil {
 				b.Fatalf("AppendFrame: %v", err)

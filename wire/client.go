@@ -84,6 +84,7 @@ type Client struct {
 	ownEP bool
 
 	bytesSent, bytesReceived, acks atomic.Uint64
+	compressBest                   atomic.Bool
 	bufs                           sync.Pool // *[]byte frame buffers
 
 	closeOnce sync.Once
@@ -178,7 +179,7 @@ func (c *Client) Send(ctx context.Context, b *Batch) (*Ack, error) {
 	}
 	bufp := c.getBuf()
 	defer c.bufs.Put(bufp)
-	frame, err := AppendFrame((*bufp)[:0], KindBatch, b, EncodeOptions{Compress: c.cfg.Compress, Fastest: c.cfg.CompressFastest})
+	frame, err := AppendFrame((*bufp)[:0], KindBatch, b, c.encodeOptions())
 	*bufp = frame[:0]
 	if err != nil {
 		return nil, fmt.Errorf("send batch %d: %w", b.Seq, err)
@@ -202,7 +203,7 @@ func (c *Client) SendRaw(ctx context.Context, b *RawBatch) (*Ack, error) {
 	}
 	bufp := c.getBuf()
 	defer c.bufs.Put(bufp)
-	frame, err := AppendFrame((*bufp)[:0], KindBatch, b, EncodeOptions{Compress: c.cfg.Compress, Fastest: c.cfg.CompressFastest})
+	frame, err := AppendFrame((*bufp)[:0], KindBatch, b, c.encodeOptions())
 	*bufp = frame[:0]
 	if err != nil {
 		return nil, fmt.Errorf("send batch %d: %w", b.Seq, err)
@@ -211,6 +212,37 @@ func (c *Client) SendRaw(ctx context.Context, b *RawBatch) (*Ack, error) {
 		return nil, frameErr(ErrTooLarge, nil, "batch %d encodes to %d bytes, the limit is %d: split it", b.Seq, size, c.cfg.MaxFrameSize)
 	}
 	return c.exchange(ctx, b.Seq, frame)
+}
+
+func (c *Client) encodeOptions() EncodeOptions {
+	return EncodeOptions{Compress: c.cfg.Compress, Fastest: c.cfg.CompressFastest, Best: c.compressBest.Load()}
+}
+
+// SetCompressBest switches compression (when Compress is on) to zstd's
+// best level for the batches sent from now on, or back to the default:
+// on a slow link smaller frames are worth the CPU.
+func (c *Client) SetCompressBest(best bool) { c.compressBest.Store(best) }
+
+// PathStats is what QUIC knows of the path to the server.
+type PathStats struct {
+	// SmoothedRTT is QUIC's smoothed round-trip time; MinRTT the least
+	// seen.
+	SmoothedRTT, MinRTT time.Duration
+	// PacketsSent counts packets sent, PacketsLost those declared lost
+	// (which may later go down a little, when a packet declared lost
+	// arrives after all).
+	PacketsSent, PacketsLost uint64
+	// BytesSent counts QUIC bytes sent, retransmissions included.
+	BytesSent uint64
+	// CongestionWindow is the sender's congestion window in bytes.
+	CongestionWindow uint64
+}
+
+// PathStats returns QUIC's view of the connection's path.
+func (c *Client) PathStats() PathStats {
+	st := c.conn.ConnectionStats()
+	return PathStats{SmoothedRTT: st.SmoothedRTT, MinRTT: st.MinRTT, PacketsSent: st.PacketsSent,
+		PacketsLost: st.PacketsLost, BytesSent: st.BytesSent, CongestionWindow: st.CongestionWindow}
 }
 
 // maxPooledFrame keeps one huge batch from pinning its buffer.

@@ -484,7 +484,11 @@ func (s *Server) serveStream(connCtx context.Context, str *quic.Stream, peer Pee
 		}
 		s.counters.frameErrors[fe.Reason].Add(1)
 		log.Debug("batch rejected", "seq", seq, "reason", fe.Reason.String(), "err", fe)
-		s.respond(str, &Ack{Status: AckRejected, Seq: seq, Reason: fe.Error()}, deadline, log)
+		code := RejectMalformed
+		if fe.Reason == ErrUnknownVersion {
+			code = RejectVersion
+		}
+		s.respond(str, &Ack{Status: AckRejected, Seq: seq, Reason: fe.Error(), Code: code}, deadline, log)
 		if !sawEOF {
 			str.CancelRead(StreamCodeRejected)
 		}

@@ -313,6 +313,15 @@ func TestFrameErrorsAnsweredOnTheStream(t *testing.T) {
 			if ack.Status != AckRejected || !strings.Contains(ack.Reason, tc.want.Error()) || !strings.Contains(ack.Reason, tc.text) {
 				t.Fatalf("ack %+v, want a rejection for %q mentioning %q", ack, tc.want.Error(), tc.text)
 			}
+			// The code tells the sender whether to set the batch aside
+			// or stop: only a version it does not speak stops it.
+			wantCode := RejectMalformed
+			if tc.want == ErrUnknownVersion {
+				wantCode = RejectVersion
+			}
+			if ack.Code != wantCode {
+				t.Fatalf("ack code %q, want %q", ack.Code, wantCode)
+			}
 			after := srv.Stats()
 			if after.FrameErrors[tc.want] != before.FrameErrors[tc.want]+1 {
 				t.Fatalf("FrameErrors[%v] went from %d to %d", tc.want, before.FrameErrors[tc.want], after.FrameErrors[tc.want])

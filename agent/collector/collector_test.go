@@ -52,7 +52,7 @@ func openAgent(t *testing.T, dir string, epoch uint32, scfg spool.Config, cfg fu
 		t.Fatalf("open spool: %v", err)
 	}
 	c := collector.Config{Dir: dir, Epoch: epoch, FlushInterval: time.Hour, Rollup: rollup.DefaultConfig(),
-		JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(4, nil)}
+		JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(4, 0, nil)}
 	if cfg != nil {
 		cfg(&c)
 	}

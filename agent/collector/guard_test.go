@@ -29,7 +29,7 @@ func TestCardinalityFoldingSurvivesReplay(t *testing.T) {
 			t.Fatal(err)
 		}
 		c, err := Open(Config{Dir: dir, Epoch: epoch, FlushInterval: time.Second, Rollup: rollup.DefaultConfig(),
-			JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, nil), Cardinality: cardinality.Config{MaxCampaigns: 2}}, sp, prometheus.NewRegistry(), logger)
+			JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, 0, nil), Cardinality: cardinality.Config{MaxCampaigns: 2}}, sp, prometheus.NewRegistry(), logger)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,7 +27,7 @@ func openForPositions(t *testing.T, dir string, epoch uint32) (*spool.Spool, *Co
 		t.Fatal(err)
 	}
 	c, err := Open(Config{Dir: dir, Epoch: epoch, FlushInterval: time.Second, Rollup: rollup.DefaultConfig(),
-		JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, nil)}, sp, prometheus.NewRegistry(), logger)
+		JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, 0, nil)}, sp, prometheus.NewRegistry(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -227,11 +227,22 @@ type Aggregator struct {
 	// (exponential with full jitter). Defaults 200ms and 30s.
 	BackoffMin time.Duration `yaml:"backoff_min"`
 	BackoffMax time.Duration `yaml:"backoff_max"`
-	// SendTimeout bounds one batch round trip. Default 30s.
+	// SendTimeout is the deadline of a batch round trip until the
+	// connection has measured its goodput; after that each batch's
+	// deadline follows its size and the goodput shown (see
+	// MaxSendTimeout). A batch that misses its deadline is split in two
+	// and the halves sent, never resent whole. Default 30s.
 	SendTimeout time.Duration `yaml:"send_timeout"`
+	// MaxSendTimeout caps the deadline measured goodput can give a batch
+	// on a slow link (never below SendTimeout). Default 5m.
+	MaxSendTimeout time.Duration `yaml:"max_send_timeout"`
 	// MaxBatchContributions splits a flush into batches of at most this
 	// many series-minutes. Default 2000.
 	MaxBatchContributions int `yaml:"max_batch_contributions"`
+	// MaxBatchBytes also seals a batch once its payload (msgpack, before
+	// compression) reaches this size, so one batch never needs minutes
+	// of a slow link. Default 64KiB.
+	MaxBatchBytes yamlconf.ByteSize `yaml:"max_batch_bytes"`
 	// RouteToOwner sends each batch straight to the cluster node that owns
 	// its campaigns (learned from acks; flushes are grouped by owner).
 	// Default true. Set false when agents reach the cluster only through
@@ -305,7 +316,8 @@ func DefaultConfig() Config {
 		HTTP: HTTP{Listen: "127.0.0.1:8081", MaxBodyBytes: 8 << 20, MaxEventsPerRequest: 20_000,
 			MaxEventAge: 7 * 24 * time.Hour, MaxClockSkew: 5 * time.Minute, MaxBytesInFlight: 64 << 20},
 		Aggregator: Aggregator{InFlight: 8, Compress: &yes, BackoffMin: 200 * time.Millisecond,
-			BackoffMax: 30 * time.Second, SendTimeout: 30 * time.Second, MaxBatchContributions: 2000},
+			BackoffMax: 30 * time.Second, SendTimeout: 30 * time.Second, MaxSendTimeout: 5 * time.Minute,
+			MaxBatchContributions: 2000, MaxBatchBytes: 64 << 10},
 		Privacy:     Privacy{SaltPeriod: privacy.Day},
 		Rollup:      Rollup{FlushInterval: 15 * time.Second, Lateness: 2 * time.Minute, MaxOpen: 1_000_000},
 		Journal:     Journal{MaxBytes: 256 << 20},
@@ -384,6 +396,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Aggregator.MaxBatchContributions < 1 {
 		bad("aggregator.max_batch_contributions: at least 1")
+	}
+	if c.Aggregator.MaxBatchBytes < 1<<10 || c.Aggregator.MaxBatchBytes > 16<<20 {
+		bad("aggregator.max_batch_bytes: between 1KiB and 16MiB")
+	}
+	if c.Aggregator.MaxSendTimeout < 0 {
+		bad("aggregator.max_send_timeout: not negative")
 	}
 	if len(c.Privacy.Secret) < 16 {
 		bad("privacy.secret: at least 16 bytes (set it with ${TALLY_SALT_SECRET})")

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,6 +18,13 @@ func registerSpoolMetrics(reg prometheus.Registerer, sp *spool.Spool) {
 	gauge("tally_agent_spool_pending_batches", "Batches in the spool awaiting an ack.", func(s spool.Stats) float64 { return float64(s.PendingBatches) })
 	gauge("tally_agent_spool_pending_bytes", "Bytes of batches awaiting an ack.", func(s spool.Stats) float64 { return float64(s.PendingBytes) })
 	gauge("tally_agent_spool_acked_batches", "Batches acknowledged since start.", func(s spool.Stats) float64 { return float64(s.AckedTotal) })
+	gauge("tally_agent_spool_backlog_age_seconds", "Age of the oldest batch awaiting an ack (0 when none): how far shipping lags.",
+		func(s spool.Stats) float64 {
+			if s.OldestPending.IsZero() {
+				return 0
+			}
+			return time.Since(s.OldestPending).Seconds()
+		})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_spool_bytes",
 		Help: "Bytes the spool uses on disk."}, func() float64 { used, _ := sp.Usage(); return float64(used) }))
 }

@@ -177,7 +177,7 @@ func New(cfg config.Config, opts Options, reg prometheus.Registerer, logger *slo
 	p.Collector, err = collector.Open(collector.Config{
 		Dir: opts.Dir, Epoch: p.Epoch, FlushInterval: flush, Rollup: rcfg, NoJournal: opts.NoJournal,
 		JournalMaxBytes: int64(cfg.Journal.MaxBytes), JournalFsync: cfg.Journal.Fsync,
-		Batcher:         ship.NewBatcher(cfg.Aggregator.MaxBatchContributions, routes),
+		Batcher:         ship.NewBatcher(cfg.Aggregator.MaxBatchContributions, int(cfg.Aggregator.MaxBatchBytes), routes),
 		Cardinality:     GuardConfig(cfg.Cardinality),
 		ForgetPositions: cfg.Sources.ForgetPositions,
 	}, p.Spool, reg, logger)
@@ -269,7 +269,7 @@ func (p *Pipeline) newShipper(cfg config.Config, opts Options, membership *ship.
 	col := p.Collector
 	p.Shipper = ship.New(ship.Config{Agent: cfg.Name, Region: cfg.Region, Addrs: cfg.Aggregator.Addrs,
 		InFlight: cfg.Aggregator.InFlight, BackoffMin: cfg.Aggregator.BackoffMin, BackoffMax: cfg.Aggregator.BackoffMax,
-		SendTimeout: cfg.Aggregator.SendTimeout, DeadLetters: p.DeadLetters, SpoolName: opts.SpoolName,
+		SendTimeout: cfg.Aggregator.SendTimeout, MaxSendTimeout: cfg.Aggregator.MaxSendTimeout, DeadLetters: p.DeadLetters, SpoolName: opts.SpoolName,
 		OnMembershipChange: func(uint64) { col.ResendOpen() }, MaxBatchesPerSecond: cfg.Aggregator.MaxBatchesPerSecond,
 		RouteToOwner: routeToOwner, Membership: membership},
 		p.Spool, dial, reg, logger)

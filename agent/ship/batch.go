@@ -58,7 +58,8 @@ func (m *Membership) size() int {
 }
 
 // Batcher groups the contributions of a flush into spool batches of at
-// most Per contributions, one owner per batch, so each batch can be sent
+// most Per contributions and about MaxBytes of payload, one owner per
+// batch, so each batch can be sent
 // straight to the node that owns its campaigns. It encodes every
 // contribution as it comes (the rollup reuses their buffers), in the form a
 // wire frame carries them, so the shipper frames a batch without decoding
@@ -66,6 +67,7 @@ func (m *Membership) size() int {
 // calls it under its lock.
 type Batcher struct {
 	per    int
+	bytes  int
 	routes *Membership // nil: one owner, ""
 	owners map[string]string
 	by     map[string]*batcher
@@ -75,14 +77,26 @@ type Batcher struct {
 // DefaultBatchContributions is the Per of NewBatcher(0, …).
 const DefaultBatchContributions = 2000
 
+// DefaultBatchBytes is the maxBytes of NewBatcher(…, 0, …): 64 KiB of
+// msgpack, about 20 KiB compressed, or 3 s of a 64 kbit/s link. Small
+// enough that one batch never needs minutes of a slow link, large enough
+// that a fast link carries few frames.
+const DefaultBatchBytes = 64 << 10
+
 // NewBatcher returns a Batcher of at most per contributions a batch
-// (0: DefaultBatchContributions). With routes, batches are grouped by the
-// owner routes names for each campaign; with nil, all have owner "".
-func NewBatcher(per int, routes *Membership) *Batcher {
+// (0: DefaultBatchContributions), sealing a batch once its payload
+// reaches maxBytes (0: DefaultBatchBytes; a batch holds at least one
+// contribution, so it may exceed maxBytes by one contribution's size).
+// With routes, batches are grouped by the owner routes names for each
+// campaign; with nil, all have owner "".
+func NewBatcher(per, maxBytes int, routes *Membership) *Batcher {
 	if per <= 0 {
 		per = DefaultBatchContributions
 	}
-	return &Batcher{per: per, routes: routes, by: map[string]*batcher{}}
+	if maxBytes <= 0 {
+		maxBytes = DefaultBatchBytes
+	}
+	return &Batcher{per: per, bytes: maxBytes, routes: routes, by: map[string]*batcher{}}
 }
 
 // Add encodes c into the batch of its owner (rollup.Output).
@@ -100,7 +114,7 @@ func (b *Batcher) Add(c *wire.Contribution) {
 	}
 	bt := b.by[owner]
 	if bt == nil {
-		bt = &batcher{per: b.per}
+		bt = &batcher{per: b.per, bytes: b.bytes}
 		b.by[owner] = bt
 		b.order = append(b.order, owner)
 	}
@@ -133,14 +147,16 @@ func (b *Batcher) Take() ([]spool.Batch, int) {
 	return out, n
 }
 
-// batcher encodes one owner's contributions into payloads of at most per.
+// batcher encodes one owner's contributions into payloads of at most per
+// contributions, sealed once they reach bytes.
 type batcher struct {
-	per  int
-	body []byte // headerRoom bytes, then the contributions of the batch being filled
-	n    int    // contributions in body
-	full [][]byte
-	all  int
-	hint int // the size of the last full batch, to size the next
+	per   int
+	bytes int
+	body  []byte // headerRoom bytes, then the contributions of the batch being filled
+	n     int    // contributions in body
+	full  [][]byte
+	all   int
+	hint  int // the size of the last full batch, to size the next
 }
 
 // headerRoom is left at the start of a batch for its array header, which
@@ -154,7 +170,7 @@ func (b *batcher) add(c *wire.Contribution) {
 	b.body = wire.AppendContribution(b.body, c)
 	b.n++
 	b.all++
-	if b.n == b.per {
+	if b.n == b.per || len(b.body)-headerRoom >= b.bytes {
 		b.seal()
 	}
 }
@@ -167,8 +183,8 @@ func (b *batcher) seal() {
 	hdr := wire.AppendContributionsHeader(h[:0], b.n)
 	start := headerRoom - len(hdr)
 	copy(b.body[start:], hdr)
-	if b.n == b.per {
-		b.hint = len(b.body) + len(b.body)/8
+	if b.n == b.per || len(b.body)-headerRoom >= b.bytes {
+		b.hint = min(len(b.body)+len(b.body)/8, b.bytes+b.bytes/8+headerRoom)
 	}
 	b.full = append(b.full, b.body[start:])
 	b.body, b.n = nil, 0

@@ -19,7 +19,7 @@ func TestBatcherKeepsOneOwnerPerBatch(t *testing.T) {
 	routes := &Membership{}
 	routes.set(members)
 	const per, n = 7, 400
-	b := NewBatcher(per, routes)
+	b := NewBatcher(per, 0, routes)
 	for i := range n {
 		b.Add(&wire.Contribution{Series: sketch.Series{Campaign: fmt.Sprint("c", i%60), Type: "click"},
 			Minute: 60, CID: uint64(i + 1), Version: 1, State: sketch.Encoded{Count: uint64(i)}})
@@ -64,7 +64,7 @@ func TestBatcherKeepsOneOwnerPerBatch(t *testing.T) {
 
 // TestBatcherWithoutMembership groups everything under owner "".
 func TestBatcherWithoutMembership(t *testing.T) {
-	b := NewBatcher(2, &Membership{})
+	b := NewBatcher(2, 0, &Membership{})
 	for i := range 5 {
 		b.Add(&wire.Contribution{Series: sketch.Series{Campaign: fmt.Sprint("c", i)}, CID: uint64(i + 1), Version: 1})
 	}
@@ -76,5 +76,40 @@ func TestBatcherWithoutMembership(t *testing.T) {
 		if bt.Owner != "" {
 			t.Fatalf("owner %q without a membership", bt.Owner)
 		}
+	}
+}
+
+// TestBatcherBoundsBytes: with many contributions of a few hundred bytes
+// each, batches are cut by bytes long before the count bound: each one is
+// at most maxBytes plus one contribution, and nothing is lost.
+func TestBatcherBoundsBytes(t *testing.T) {
+	const maxBytes, n = 4 << 10, 300
+	b := NewBatcher(10_000, maxBytes, nil)
+	regs := make([]byte, 300)
+	for i := range n {
+		regs[i%len(regs)] = byte(i)
+		b.Add(&wire.Contribution{Series: sketch.Series{Campaign: fmt.Sprint("c", i)}, CID: uint64(i + 1), Version: 1,
+			State: sketch.Encoded{Count: 1, Registers: regs}})
+	}
+	batches, total := b.Take()
+	if total != n {
+		t.Fatalf("Take says %d contributions, want %d", total, n)
+	}
+	if len(batches) < n*300/maxBytes {
+		t.Fatalf("%d batches for about %d bytes: not bounded by %d bytes", len(batches), n*300, maxBytes)
+	}
+	got := 0
+	for i, bt := range batches {
+		var cs []wire.Contribution
+		if err := msgpack.Unmarshal(bt.Payload, &cs); err != nil {
+			t.Fatal(err)
+		}
+		got += len(cs)
+		if len(bt.Payload) > maxBytes+400 {
+			t.Fatalf("batch %d is %d bytes, bound %d plus one contribution", i, len(bt.Payload), maxBytes)
+		}
+	}
+	if got != n {
+		t.Fatalf("%d contributions in batches, want %d", got, n)
 	}
 }

@@ -59,8 +59,14 @@ type Config struct {
 	InFlight int
 	// BackoffMin and BackoffMax bound reconnect and retry delays.
 	BackoffMin, BackoffMax time.Duration
-	// SendTimeout bounds one batch round trip.
+	// SendTimeout bounds one batch round trip until the connection has
+	// measured its goodput; then the deadline follows the batch's size
+	// and that goodput, up to MaxSendTimeout (see linkMeter). A batch
+	// that misses its deadline is split, never resent whole.
 	SendTimeout time.Duration
+	// MaxSendTimeout caps a measured deadline; default 5 minutes, never
+	// below SendTimeout.
+	MaxSendTimeout time.Duration
 	// OnMembershipChange, if set, is called when an ack reports a cluster
 	// membership (Ack.Epoch) other than the one seen before. The agent
 	// then re-sends its open minutes, so campaigns' new owners get them.
@@ -123,6 +129,14 @@ type Shipper struct {
 	peersMu sync.Mutex
 	peers   map[string]*peer // owner connections by address
 
+	// meters measure each connection (link.go); lastGoodput keeps
+	// what the last connection to an address showed, for the next.
+	metersMu    sync.Mutex
+	meters      map[Sender]*linkMeter
+	lastGoodput map[string]float64
+	// partial holds what is left of split batches.
+	partial partials
+
 	// problem is why shipping is stuck ("" when it is not): halted, or
 	// dead letters that cannot be written. /readyz reports it.
 	problem atomic.Pointer[string]
@@ -137,6 +151,7 @@ type metrics struct {
 	deadLetter prometheus.Counter
 	deadFailed prometheus.Counter
 	toOwner    prometheus.Counter
+	splits     prometheus.Counter
 }
 
 // New returns a Shipper.
@@ -153,8 +168,12 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 	if cfg.SendTimeout <= 0 {
 		cfg.SendTimeout = 30 * time.Second
 	}
+	if cfg.MaxSendTimeout <= 0 {
+		cfg.MaxSendTimeout = 5 * time.Minute
+	}
+	cfg.MaxSendTimeout = max(cfg.MaxSendTimeout, cfg.SendTimeout)
 	s := &Shipper{cfg: cfg, queue: q, dial: dial, log: logger.With("component", "ship"), peers: map[string]*peer{},
-		members: cfg.Membership}
+		members: cfg.Membership, meters: map[Sender]*linkMeter{}, lastGoodput: map[string]float64{}}
 	if s.members == nil {
 		s.members = &Membership{}
 	}
@@ -163,7 +182,7 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 	}
 	s.m = metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_batches_sent_total",
-			Help: "Batch sends by outcome (ok, busy, rejected, redirect, error)."}, []string{"outcome"}),
+			Help: "Batch sends by outcome (ok, busy, rejected, redirect, error, deadline: missed its deadline and split or retried)."}, []string{"outcome"}),
 		sendTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_agent_send_duration_seconds",
 			Help: "Batch round trip until the ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9)}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_connects_total",
@@ -175,7 +194,10 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 	}
 	s.m.toOwner = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_batches_sent_to_owner_total",
 		Help: "Batches acknowledged by their campaigns' owner on a direct connection (the rest went through the connected node)."})
-	reg.MustRegister(s.m.batches, s.m.sendTime, s.m.reconnects, s.m.deadLetter, s.m.deadFailed, s.m.toOwner)
+	s.m.splits = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_batch_splits_total",
+		Help: "Batches (or pieces) that missed their deadline and were sent as two halves."})
+	reg.MustRegister(s.m.batches, s.m.sendTime, s.m.reconnects, s.m.deadLetter, s.m.deadFailed, s.m.toOwner, s.m.splits)
+	reg.MustRegister(newLinkCollector(s))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_connected",
 		Help: "1 while connected to an aggregator."}, func() float64 {
 		if s.connected.Load() {
@@ -245,6 +267,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		failures = 0
 		err = s.serve(ctx, conn)
 		s.connected.Store(false)
+		s.dropMeter(conn)
 		conn.Close()
 		if ctx.Err() != nil {
 			break
@@ -282,7 +305,6 @@ func (s *Shipper) serve(ctx context.Context, conn Sender) error {
 }
 
 func (s *Shipper) worker(ctx context.Context, conn Sender) error {
-	busy := 0
 	for {
 		if s.limiter != nil {
 			if err := s.limiter.Wait(ctx); err != nil {
@@ -293,27 +315,91 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 		if err != nil {
 			return err
 		}
-		sctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
-		start := time.Now()
-		target, peerAddr := s.pick(sctx, item, conn)
-		ack, err := s.send(sctx, target, item)
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+		target, peerAddr := s.pick(pctx, item, conn)
 		cancel()
+		if err := s.deliver(ctx, target, peerAddr, item); err != nil {
+			return err
+		}
+	}
+}
+
+// deliver sends what is left of one spooled batch on target, piece by
+// piece, and settles it in the spool: acked once every piece is, else
+// nacked with its remaining pieces remembered. A piece that misses its
+// deadline is split in two and the halves sent on the same connection.
+// It returns an error only when the connection must be given up (or ctx
+// ends); a failed owner connection (peerAddr set) only falls back.
+func (s *Shipper) deliver(ctx context.Context, target Sender, peerAddr string, item spool.Item) error {
+	addr := peerAddr
+	if addr == "" {
+		if a := s.addr.Load(); a != nil {
+			addr = *a
+		}
+	}
+	meter := s.meterFor(target, addr)
+	pieces := s.partial.take(item.Seq, item.Payload)
+	giveBack := func() {
+		s.partial.keep(item.Seq, pieces, item.Payload)
+		s.nack(item.Seq)
+	}
+	busy := 0
+	for len(pieces) > 0 {
+		p := &pieces[0]
+		size := len(p.payload)
+		ahead, err := meter.acquire(ctx, size)
+		if err != nil {
+			giveBack()
+			return err
+		}
+		timeout := meter.deadline(size, ahead, p.misses, s.cfg.SendTimeout, s.cfg.MaxSendTimeout)
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		start := time.Now()
+		ack, err := s.send(sctx, target, item.Seq, p.payload)
+		missed := err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) && !isConnErr(err)
+		cancel()
+		meter.release(size, err == nil && ack.Status == wire.AckOK)
 		if ue, ok := err.(*undecodableError); ok {
-			if err := s.deadLetterItem(ctx, item, wire.RejectMalformed, ue.Error()); err != nil {
-				return err
+			s.partial.forget(item.Seq)
+			return s.deadLetterItem(ctx, item, wire.RejectMalformed, ue.Error())
+		}
+		if missed {
+			// The link could not carry this piece in the time its size
+			// and the goodput shown allow: send it as two halves, each
+			// with its own deadline, on the same connection. What was
+			// acked stays acked; the halves never grow back.
+			meter.missed()
+			s.m.batches.WithLabelValues("deadline").Inc()
+			var a, b []byte
+			var ok bool
+			var serr error
+			if size > minPieceBytes {
+				a, b, ok, serr = splitPayload(p.payload)
+			}
+			switch {
+			case serr != nil:
+				s.partial.forget(item.Seq)
+				return s.deadLetterItem(ctx, item, wire.RejectMalformed, serr.Error())
+			case ok:
+				s.m.splits.Inc()
+				s.log.Info("batch missed its deadline; sending it in halves", "seq", item.Seq, "bytes", size,
+					"deadline", timeout, "goodput_bytes_per_second", int(meter.goodput()))
+				pieces = append([]piece{{payload: a}, {payload: b}}, pieces[1:]...)
+			default:
+				p.misses++
+				s.log.Info("small batch missed its deadline; sending it again with a longer one",
+					"seq", item.Seq, "bytes", size, "deadline", timeout)
 			}
 			continue
 		}
-		if err != nil && peerAddr != "" {
-			// The owner is unreachable; the connected node still is.
-			s.nack(item.Seq)
-			s.m.batches.WithLabelValues("error").Inc()
-			s.peerFailed(peerAddr, target, err)
-			continue
-		}
 		if err != nil {
-			s.nack(item.Seq)
+			giveBack()
 			s.m.batches.WithLabelValues("error").Inc()
+			if peerAddr != "" {
+				// The owner is unreachable; the connected node still is.
+				s.peerFailed(peerAddr, target, err)
+				return nil
+			}
 			return fmt.Errorf("send batch %d: %w", item.Seq, err)
 		}
 		s.members.set(ack.Members)
@@ -325,12 +411,10 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 			if peerAddr != "" {
 				s.m.toOwner.Inc()
 			}
+			chooseCompression(target, meter.goodput())
 			busy = 0
-			if err := s.queue.Ack(item.Seq); err != nil {
-				return fmt.Errorf("ack batch %d in spool: %w", item.Seq, err)
-			}
+			pieces = pieces[1:]
 		case wire.AckBusy:
-			s.nack(item.Seq)
 			s.m.batches.WithLabelValues("busy").Inc()
 			busy++
 			wait := time.Duration(ack.RetryAfterMillis) * time.Millisecond
@@ -338,31 +422,38 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 				wait = s.backoff(busy)
 			}
 			s.sleep(ctx, jitter(wait))
+			if ctx.Err() != nil {
+				giveBack()
+				return ctx.Err()
+			}
 		case wire.AckRedirect:
-			s.nack(item.Seq)
+			giveBack()
 			s.m.batches.WithLabelValues("redirect").Inc()
 			if peerAddr != "" {
-				continue
+				return nil
 			}
 			return &redirectError{addr: ack.Redirect}
 		default:
 			s.m.batches.WithLabelValues("rejected").Inc()
 			switch ack.Code {
 			case wire.RejectIdentity, wire.RejectVersion:
-				s.nack(item.Seq)
-				addr := peerAddr
-				if addr == "" {
-					if a := s.addr.Load(); a != nil {
-						addr = *a
-					}
-				}
+				giveBack()
 				return &HaltError{Code: ack.Code, Reason: ack.Reason, Addr: addr}
 			}
-			if err := s.deadLetterItem(ctx, item, wire.RejectMalformed, ack.Reason); err != nil {
-				return err
-			}
+			s.partial.forget(item.Seq)
+			return s.deadLetterItem(ctx, item, wire.RejectMalformed, ack.Reason)
 		}
 	}
+	if err := s.queue.Ack(item.Seq); err != nil {
+		return fmt.Errorf("ack batch %d in spool: %w", item.Seq, err)
+	}
+	return nil
+}
+
+// isConnErr tells whether err is the loss of the whole connection.
+func isConnErr(err error) bool {
+	var ce *wire.ConnError
+	return errors.As(err, &ce)
 }
 
 // undecodableError is a spooled payload the shipper cannot decode: it is
@@ -371,20 +462,20 @@ type undecodableError struct{ err error }
 
 func (e *undecodableError) Error() string { return e.err.Error() }
 
-// send sends one spooled batch on conn.
-func (s *Shipper) send(ctx context.Context, conn Sender, item spool.Item) (*wire.Ack, error) {
+// send sends a spooled batch, or a piece of one, on conn.
+func (s *Shipper) send(ctx context.Context, conn Sender, seq uint64, payload []byte) (*wire.Ack, error) {
 	if raw, ok := conn.(RawSender); ok {
 		// The payload is the batch's msgpack array of contributions:
 		// frame it as is.
 		return raw.SendRaw(ctx, &wire.RawBatch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent,
-			Region: s.cfg.Region, Seq: item.Seq, Contributions: item.Payload})
+			Region: s.cfg.Region, Seq: seq, Contributions: payload})
 	}
 	var contribs []wire.Contribution
-	if err := msgpack.Unmarshal(item.Payload, &contribs); err != nil {
+	if err := msgpack.Unmarshal(payload, &contribs); err != nil {
 		return nil, &undecodableError{fmt.Errorf("decode spooled batch: %w", err)}
 	}
 	return conn.Send(ctx, &wire.Batch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent, Region: s.cfg.Region,
-		Seq: item.Seq, Contributions: contribs})
+		Seq: seq, Contributions: contribs})
 }
 
 // peer is a connection to a campaign owner other than the connected node.
@@ -457,6 +548,7 @@ func (s *Shipper) peerFailed(addr string, conn Sender, err error) {
 	p.conn = nil
 	p.failures++
 	p.downUntil = time.Now().Add(s.backoff(p.failures))
+	s.dropMeter(conn)
 	conn.Close()
 	s.log.Warn("lost connection to campaign owner; sending through the connected node meanwhile", "addr", addr, "err", err)
 }
@@ -467,6 +559,7 @@ func (s *Shipper) closePeers() {
 	defer s.peersMu.Unlock()
 	for addr, p := range s.peers {
 		if p.conn != nil {
+			s.dropMeter(p.conn)
 			p.conn.Close()
 		}
 		delete(s.peers, addr)

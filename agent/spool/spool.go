@@ -110,6 +110,10 @@ type Stats struct {
 	AckedThrough uint64
 	// NextSeq is the sequence number the next committed batch gets.
 	NextSeq uint64
+	// OldestPending is when the oldest batch not yet acked was committed
+	// (for batches recovered by Open: when the spool was opened); zero
+	// when none is pending. Its age is the shipping backlog's.
+	OldestPending time.Time
 	// DiscardedRecords is the number of batch records of incomplete
 	// flushes that Open discarded.
 	DiscardedRecords int
@@ -136,6 +140,7 @@ type entry struct {
 	pos   seglog.Pos // position of the batch record
 	size  int        // payload bytes
 	state uint8
+	at    int64 // when it was committed (Unix nanoseconds; Open's time if recovered)
 }
 
 // Spool is an open spool directory. All methods are safe for concurrent
@@ -322,7 +327,7 @@ func (s *Spool) recover() error {
 	s.nextSeq = nextSeq
 	s.ents = make([]entry, len(pend))
 	for i, p := range pend {
-		s.ents[i] = entry{pos: p.pos, size: p.size}
+		s.ents[i] = entry{pos: p.pos, size: p.size, at: time.Now().UnixNano()}
 		s.pendingBytes += int64(p.size)
 	}
 	s.pendingCount = len(pend)
@@ -435,9 +440,10 @@ func (s *Spool) Commit(batches []Batch, meta CommitMeta) (seqs []uint64, err err
 	seqs = make([]uint64, len(batches))
 	s.mu.Lock()
 	pos := start
+	now := time.Now().UnixNano()
 	for i, b := range batches {
 		seqs[i] = first + uint64(i)
-		s.ents = append(s.ents, entry{pos: pos, size: len(b.Payload)})
+		s.ents = append(s.ents, entry{pos: pos, size: len(b.Payload), at: now})
 		pos += seglog.HeaderSize + seglog.Pos(len(recs[i]))
 	}
 	s.nextSeq = first + uint64(len(batches))
@@ -698,6 +704,9 @@ func (s *Spool) Stats() Stats {
 	st.InflightBatches = s.inflight
 	st.AckedThrough = s.headSeq - 1
 	st.NextSeq = s.nextSeq
+	if len(s.ents) > 0 {
+		st.OldestPending = time.Unix(0, s.ents[0].at)
+	}
 	s.mu.Unlock()
 	st.DiskBytes, st.MaxBytes = s.Usage()
 	return st

@@ -40,7 +40,7 @@ func openAgent(t *testing.T, dir string, flushEvery time.Duration) (*agentState,
 		return nil, err
 	}
 	col, err := collector.Open(collector.Config{Dir: dir, Epoch: epoch, FlushInterval: flushEvery,
-		Rollup: rollup.DefaultConfig(), JournalMaxBytes: 256 << 20, Batcher: ship.NewBatcher(0, nil)}, sp, prometheus.NewRegistry(), discard)
+		Rollup: rollup.DefaultConfig(), JournalMaxBytes: 256 << 20, Batcher: ship.NewBatcher(0, 0, nil)}, sp, prometheus.NewRegistry(), discard)
 	if err != nil {
 		sp.Close()
 		return nil, fmt.Errorf("open collector: %w", err)

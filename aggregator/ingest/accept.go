@@ -16,7 +16,7 @@ import (
 func (p *Pipeline) HandleBatch(ctx context.Context, peer wire.Peer, b *wire.Batch) wire.Ack {
 	f, err := wire.EncodeBatch(b, wire.EncodeOptions{})
 	if err != nil {
-		return p.answer(p.ack(b), wire.AckRejected, "cannot encode batch: "+err.Error())
+		return p.reject(p.ack(b), wire.RejectMalformed, "cannot encode batch: "+err.Error())
 	}
 	return p.HandleBatchPayload(ctx, peer, b, f[wire.HeaderSize:])
 }
@@ -30,14 +30,16 @@ func (p *Pipeline) HandleBatchPayload(_ context.Context, peer wire.Peer, b *wire
 		return p.answer(ack, wire.AckBusy, "aggregator is not ready: "+err.Error())
 	}
 	if reason := p.refusePeer(peer, b); reason != "" {
-		return p.answer(ack, wire.AckRejected, reason)
+		// The sender itself is refused: every batch it sends would be,
+		// so it stops shipping and says why (ship.HaltError).
+		return p.reject(ack, wire.RejectIdentity, reason)
 	}
 	if _, _, pending := p.store.Counts(); pending >= p.cfg.MaxPendingLoads {
 		return p.answer(ack, wire.AckBusy, "late data backlog: loading earlier late minutes from storage")
 	}
 	ds, err := decodeAll(b.Agent, b.Contributions)
 	if err != nil {
-		return p.answer(ack, wire.AckRejected, err.Error())
+		return p.reject(ack, wire.RejectMalformed, err.Error())
 	}
 
 	p.mu.Lock()
@@ -119,6 +121,15 @@ func (p *Pipeline) answer(ack wire.Ack, status wire.AckStatus, reason string) wi
 		ack.RetryAfterMillis = p.cfg.BusyRetryAfter.Milliseconds()
 	}
 	p.m.batches.WithLabelValues(status.String()).Inc()
+	return ack
+}
+
+// reject answers AckRejected with code, which tells the sender whether
+// to set this batch aside (RejectMalformed) or stop (RejectIdentity,
+// RejectVersion).
+func (p *Pipeline) reject(ack wire.Ack, code wire.RejectCode, reason string) wire.Ack {
+	ack = p.answer(ack, wire.AckRejected, reason)
+	ack.Code = code
 	return ack
 }
 

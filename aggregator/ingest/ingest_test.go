@@ -206,21 +206,25 @@ func TestForwardingNeedsANodeCertificateOfAMember(t *testing.T) {
 	}
 	c := certs(t)
 	fwd := batch("someone", 2, contribution(t, "c", minute, 1, 1))
+	corrupt := contribution(t, "c", minute, 5, 1)
+	corrupt.State.HLL = []byte{0xff, 0x01, 0x02} // not an HLL delta
 	for _, tc := range []struct {
 		name string
 		peer wire.Peer
 		b    *wire.Batch
 		want wire.AckStatus
+		code wire.RejectCode // of a rejection: identity stops the sender
 	}{
-		{"agent forwards", peer(c["edge"], wire.ALPNForward), fwd, wire.AckRejected},
-		{"agent sends as another agent", peer(c["other"], wire.ALPN), batch("edge", 3, contribution(t, "c", minute, 1, 1)), wire.AckRejected},
-		{"node of another cluster forwards", peer(c["stranger"], wire.ALPNForward), fwd, wire.AckRejected},
-		{"member forwards", peer(c["b"], wire.ALPNForward), fwd, wire.AckOK},
-		{"agent sends its own", peer(c["edge"], wire.ALPN), batch("edge", 4, contribution(t, "c", minute, 1, 1)), wire.AckOK},
+		{"agent forwards", peer(c["edge"], wire.ALPNForward), fwd, wire.AckRejected, wire.RejectIdentity},
+		{"agent sends as another agent", peer(c["other"], wire.ALPN), batch("edge", 3, contribution(t, "c", minute, 1, 1)), wire.AckRejected, wire.RejectIdentity},
+		{"node of another cluster forwards", peer(c["stranger"], wire.ALPNForward), fwd, wire.AckRejected, wire.RejectIdentity},
+		{"agent sends a corrupt sketch", peer(c["edge"], wire.ALPN), batch("edge", 5, corrupt), wire.AckRejected, wire.RejectMalformed},
+		{"member forwards", peer(c["b"], wire.ALPNForward), fwd, wire.AckOK, ""},
+		{"agent sends its own", peer(c["edge"], wire.ALPN), batch("edge", 4, contribution(t, "c", minute, 1, 1)), wire.AckOK, ""},
 	} {
 		ack := p.HandleBatch(context.Background(), tc.peer, tc.b)
-		if ack.Status != tc.want {
-			t.Fatalf("%s: answered %s (%s), want %s", tc.name, ack.Status, ack.Reason, tc.want)
+		if ack.Status != tc.want || ack.Code != tc.code {
+			t.Fatalf("%s: answered %s code %q (%s), want %s code %q", tc.name, ack.Status, ack.Code, ack.Reason, tc.want, tc.code)
 		}
 		if ack.Epoch != 42 || len(ack.Members) != 2 {
 			t.Fatalf("%s: ack without the membership: %+v", tc.name, ack)
