@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -49,7 +48,6 @@ type LiveStream struct {
 	enc      *LiveEncoder
 	compress bool
 	buf      []byte
-	sent     *atomic.Uint64 // the client's bytesSent
 	bytes    uint64
 }
 
@@ -71,7 +69,7 @@ func (c *Client) OpenLive(ctx context.Context) (*LiveStream, error) {
 		return nil, c.fail(ctx, "open live stream", 0, err)
 	}
 	str.SetPriority(1, false)
-	return &LiveStream{str: str, enc: NewLiveEncoder(), compress: c.cfg.Compress, sent: &c.bytesSent}, nil
+	return &LiveStream{str: str, enc: NewLiveEncoder(), compress: c.cfg.Compress}, nil
 }
 
 // Send writes the records of m that changed since this stream's last
@@ -86,7 +84,6 @@ func (s *LiveStream) Send(m *Live, deadline time.Time) (int, error) {
 	s.buf = frame[:0]
 	_ = s.str.SetWriteDeadline(deadline) // never fails
 	n, err := s.str.Write(frame)
-	s.sent.Add(uint64(n))
 	s.bytes += uint64(n)
 	if err != nil {
 		return n, fmt.Errorf("write live message %d: %w", m.Seq, err)
@@ -99,7 +96,7 @@ func (s *LiveStream) Send(m *Live, deadline time.Time) (int, error) {
 func (s *LiveStream) Retire(campaign string, minute int64) { s.enc.Retire(campaign, minute) }
 
 // BytesSent returns the bytes this stream has written, frame headers
-// included.
+// included. They are not in the client's Stats, which count batches.
 func (s *LiveStream) BytesSent() uint64 { return s.bytes }
 
 // Close ends the stream cleanly (the receiver reads to its end).
