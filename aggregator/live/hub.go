@@ -174,7 +174,7 @@ func (h *Hub) Publish(us []Update) {
 			continue
 		}
 		k := key{u.Campaign, u.Minute}
-		if e, ok := h.latest[k]; ok && e.u.KPIs == u.KPIs {
+		if e, ok := h.latest[k]; ok && e.u == u {
 			continue
 		}
 		h.latest[k] = &entry{u: u, seq: seq, enc: encs[i]}
