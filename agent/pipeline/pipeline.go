@@ -279,7 +279,7 @@ func (p *Pipeline) newShipper(cfg config.Config, opts Options, membership *ship.
 				SendTimeout: cfg.Aggregator.SendTimeout})
 		}
 		p.Live = ship.NewLiveSender(ship.LiveConfig{Interval: cfg.Live.Interval, Epoch: p.Epoch, Flush: flush, Source: col,
-			Dial: liveDial, Primary: p.Shipper.Addr, Membership: membership, RouteToOwner: routeToOwner, Logger: logger}, reg)
+			Dial: liveDial, Primary: p.Shipper.Addr, Membership: membership, Addrs: cfg.Aggregator.Addrs, RouteToOwner: routeToOwner, Logger: logger}, reg)
 	}
 	return nil
 }

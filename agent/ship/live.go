@@ -36,14 +36,21 @@ type LiveConfig struct {
 	Primary func() string
 	// Membership names each campaign's owner; with RouteToOwner the
 	// counters go to it, as batches do.
-	Membership   *Membership
+	Membership *Membership
+	// Addrs are the configured aggregator addresses. Until an ack has
+	// told the membership (an agent whose first flush has not landed),
+	// counters go to every one of them: each node takes those of the
+	// campaigns it owns.
+	Addrs        []string
 	RouteToOwner bool
 	Logger       *slog.Logger
 }
 
 // LiveSender sends an agent's live counters: every Interval, the
 // campaign-minutes whose counters changed, to the owner of each campaign,
-// on a live stream (wire.LiveStream) per node. They are a fast path for
+// on a live stream (wire.LiveStream) per node. Until the membership is
+// known (the first ack) they go to every configured address, and a node
+// drops those of campaigns it does not own. They are a fast path for
 // the dashboard only: nothing is acknowledged or retried. A message that
 // fails is lost with its stream; the next stream names every
 // campaign-minute afresh, so the owner catches up at the next tick, and
@@ -127,14 +134,22 @@ func (s *LiveSender) tick(ctx context.Context, changed []wire.LiveRecord, retire
 	// encoder sends only what differs from what it carried.
 	byAddr := map[string][]wire.LiveRecord{}
 	owners := map[string]string{}
+	everywhere := s.cfg.RouteToOwner && s.cfg.Membership.size() < 2 && len(s.cfg.Addrs) > 1
 	for cm, c := range s.last {
+		rec := wire.LiveRecord{Campaign: cm.Campaign, Minute: cm.Minute, Counters: c}
+		if everywhere {
+			for _, addr := range s.cfg.Addrs {
+				byAddr[addr] = append(byAddr[addr], rec)
+			}
+			continue
+		}
 		addr, ok := owners[cm.Campaign]
 		if !ok {
 			addr = s.addrOf(cm.Campaign)
 			owners[cm.Campaign] = addr
 		}
 		if addr != "" {
-			byAddr[addr] = append(byAddr[addr], wire.LiveRecord{Campaign: cm.Campaign, Minute: cm.Minute, Counters: c})
+			byAddr[addr] = append(byAddr[addr], rec)
 		}
 	}
 	now := time.Now()

@@ -58,6 +58,9 @@ type AgentOptions struct {
 	// ShipExtra is YAML added to the aggregator: section (indented by
 	// two spaces), for shipping knobs the options do not cover.
 	ShipExtra string
+	// RollupExtra is YAML added to the rollup: section (indented by two
+	// spaces), e.g. "uniques: campaign".
+	RollupExtra string
 	// Extra is YAML appended to the file as is, for sections the options
 	// do not cover (for example sources:).
 	Extra string
@@ -134,6 +137,9 @@ privacy:
   secret: {{.Secret}}
 rollup:
   flush_interval: {{.FlushInterval}}
+{{- range .RollupLines}}
+  {{.}}
+{{- end}}
 {{.Extra}}`))
 
 // WriteAggregatorConfig writes an aggregator config file.
@@ -183,9 +189,10 @@ func WriteAgentConfig(path string, o AgentOptions) error {
 	}
 	data := struct {
 		AgentOptions
-		Addrs     string
-		ShipLines []string
-	}{o, strings.Join(o.Aggregators, ", "), shipLines}
+		Addrs       string
+		ShipLines   []string
+		RollupLines []string
+	}{o, strings.Join(o.Aggregators, ", "), shipLines, lines(o.RollupExtra)}
 	return writeTmpl(path, agentTmpl, data)
 }
 
