@@ -146,7 +146,7 @@ func runLiveRounds(t *testing.T, seed uint64) {
 	}
 	truth := truth{}
 	types := []string{"impression", "click", "conversion", "pageview", "cost"}
-	var delayed []func()   // live messages the network holds back
+	var delayed []func() // live messages the network holds back
 	var unflushed [][]merge.Decoded
 	apply := func(ds []merge.Decoded) {
 		if len(ds) == 0 {
