@@ -113,7 +113,7 @@
 // from zero again. Ten campaigns that all change every second cost about
 // 130 bytes a message. The receiver's rules for cumulative values (the
 // highest sequence wins, the durable contribution supersedes) live in
-// aggregator/merge.
+// aggregator/liveview.
 //
 // # Connections and ALPN
 //

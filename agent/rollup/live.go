@@ -14,8 +14,8 @@ import (
 // count exactly the events that the epoch's contributions will carry:
 // a live counter is a prefix of what the durable contributions of its
 // campaign-minute hold once the next flush is in. That is the property
-// the aggregator's live view rests on (aggregator/merge, "Live
-// counters"). Imported rows have ids of their own and no live counters.
+// the aggregator's live view rests on (aggregator/liveview, "The
+// rule"). Imported rows have ids of their own and no live counters.
 
 // DefaultLiveWindow is how far back, from the agent's clock, minutes keep
 // live counters: the current minute, and late events for the last few.
