@@ -31,8 +31,11 @@
 //
 // A live record no flush has confirmed is dropped two of its agent's flush
 // intervals plus ten seconds after it last changed (an agent that died
-// before flushing, or restarted and will re-send under another epoch), and
-// the campaign-minute is published again without it.
+// before flushing), and the campaign-minute is published again without it.
+// When an agent's live messages come with a newer epoch (it restarted), its
+// records of older epochs are dropped at once: their unflushed events come
+// again under the new epoch, replayed from the agent's journal, or not at
+// all; messages of an older epoch than the newest heard are ignored.
 //
 // Live counters are trusted per agent identity: the agent's certificate
 // name must be the name its contributions carry (quic.require_agent_cn),
@@ -140,6 +143,7 @@ type View struct {
 	records map[merge.CampaignMinute]map[merge.AgentEpoch]*record
 	n       int
 	shown   map[merge.CampaignMinute]bool // last published provisional
+	epochs  map[string]uint32             // agent → latest epoch heard
 
 	outcomes    *prometheus.CounterVec
 	provisional prometheus.Counter
@@ -158,7 +162,7 @@ func New(cfg Config, reg prometheus.Registerer) (*View, error) {
 		return nil, err
 	}
 	v := &View{cfg: cfg, records: map[merge.CampaignMinute]map[merge.AgentEpoch]*record{},
-		shown: map[merge.CampaignMinute]bool{}}
+		shown: map[merge.CampaignMinute]bool{}, epochs: map[string]uint32{}}
 	v.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_aggregator_live_records_total",
 		Help: "Agents' live campaign-minute records, by outcome (applied, repeated, foreign, stale, full)."}, []string{"outcome"})
 	for _, o := range []string{OutcomeApplied, OutcomeRepeated, OutcomeForeign, OutcomeStale, OutcomeFull} {
@@ -198,6 +202,16 @@ func (v *View) HandleLive(agent string, m *wire.Live) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var touched []merge.CampaignMinute
+	switch last := v.epochs[agent]; {
+	case m.Epoch < last:
+		// A stream of the agent's previous process: what it took and
+		// did not flush is replayed under the new epoch, or lost.
+		v.outcomes.WithLabelValues(OutcomeRepeated).Add(float64(len(m.Records)))
+		return
+	case m.Epoch > last:
+		v.epochs[agent] = m.Epoch
+		touched = v.dropEpochsLocked(agent, m.Epoch)
+	}
 	for _, r := range m.Records {
 		cm := merge.CampaignMinute{Campaign: r.Campaign, Minute: r.Minute}
 		switch {
@@ -240,6 +254,27 @@ func (v *View) HandleLive(agent string, m *wire.Live) {
 			"max_records", v.cfg.MaxRecords, "dropped", counts[full])
 	}
 	v.publishLocked(touched, nil)
+}
+
+// dropEpochsLocked drops the agent's live records of epochs before
+// epoch: the agent restarted, and its earlier process's unflushed events
+// come again under the new epoch (replayed from its journal) or not at
+// all. It returns the campaign-minutes to publish again.
+func (v *View) dropEpochsLocked(agent string, epoch uint32) []merge.CampaignMinute {
+	var touched []merge.CampaignMinute
+	for cm, byAgent := range v.records {
+		for ae := range byAgent {
+			if ae.Agent == agent && ae.Epoch < epoch {
+				delete(byAgent, ae)
+				v.n--
+				touched = append(touched, cm)
+			}
+		}
+		if len(byAgent) == 0 {
+			delete(v.records, cm)
+		}
+	}
+	return touched
 }
 
 // Publish takes the durable updates of a write round (live.Publisher)

@@ -328,6 +328,24 @@ func TestLiveCountersMoveTheStreamBeforeTheFlush(t *testing.T) {
 	if _, ok := rec.latest[merge.CampaignMinute{Campaign: "other", Minute: min}]; ok {
 		t.Fatal("published a campaign this node does not own")
 	}
+	// edge-b restarts before flushing: its new process's first message
+	// drops what the old one sent, and the old one's late messages are
+	// ignored.
+	v.HandleLive("edge-b", &wire.Live{Epoch: 4, Seq: 1, Flush: time.Minute,
+		Records: []wire.LiveRecord{{Campaign: "spring", Minute: min, Counters: wire.LiveCounters{Clicks: 6}}}})
+	if got := rec.latest[cm]; got.KPIs.Clicks != 10 {
+		t.Fatalf("edge-a's 4 and edge-b's 6 clicks: %+v", got.KPIs)
+	}
+	v.HandleLive("edge-b", &wire.Live{Epoch: 5, Seq: 1, Flush: time.Minute,
+		Records: []wire.LiveRecord{{Campaign: "spring", Minute: min, Counters: wire.LiveCounters{Clicks: 1}}}})
+	if got := rec.latest[cm]; got.KPIs.Clicks != 5 {
+		t.Fatalf("after edge-b restarted: %+v, want edge-a's 4 and the new process's 1 click", got.KPIs)
+	}
+	v.HandleLive("edge-b", &wire.Live{Epoch: 4, Seq: 2, Flush: time.Minute,
+		Records: []wire.LiveRecord{{Campaign: "spring", Minute: min, Counters: wire.LiveCounters{Clicks: 9}}}})
+	if got := rec.latest[cm]; got.KPIs.Clicks != 5 {
+		t.Fatalf("a message of edge-b's previous process counted: %+v", got.KPIs)
+	}
 	clock = clock.Add(2*time.Minute + 9*time.Second)
 	v.Expire()
 	if got := rec.latest[cm]; !got.Provisional {
