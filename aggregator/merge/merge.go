@@ -81,6 +81,21 @@ type campaignMinute struct {
 	// while the minute is within the live window (nil otherwise).
 	uniques *hyperloglog.Sketch
 	live    bool
+	// estimate is the uniques estimate while estimated: computed once per
+	// change of the union, however often the live view asks for it.
+	estimate  uint64
+	estimated bool
+}
+
+// uniquesEstimate returns the estimate of the live union (0 without one).
+func (c *campaignMinute) uniquesEstimate() uint64 {
+	if c.uniques == nil {
+		return 0
+	}
+	if !c.estimated {
+		c.estimate, c.estimated = (&sketch.State{Uniques: c.uniques}).UniquesEstimate(), true
+	}
+	return c.estimate
 }
 
 // CampaignMinute names one campaign in one minute.
@@ -355,6 +370,7 @@ func (s *Store) unionLive(cm CampaignMinute, typ string, u *hyperloglog.Sketch) 
 	if c.uniques == nil {
 		c.uniques = sketch.NewHLL()
 	}
+	c.estimated = false
 	if err := c.uniques.Merge(u); err != nil {
 		return fmt.Errorf("merge uniques of campaign %q minute %d: %w", cm.Campaign, cm.Minute, err)
 	}
@@ -643,10 +659,7 @@ func (s *Store) CampaignView(cms []CampaignMinute, fn func(cm CampaignMinute, se
 			}
 			buf = append(buf, sketch.Minute{Series: series, Minute: cm.Minute, State: merged})
 		}
-		var uniques uint64
-		if c.uniques != nil {
-			uniques = (&sketch.State{Uniques: c.uniques}).UniquesEstimate()
-		}
+		uniques := c.uniquesEstimate()
 		fn(cm, buf, uniques)
 	}
 	return nil
@@ -781,10 +794,7 @@ func (s *Store) CampaignLive(cms []CampaignMinute, fn func(cm CampaignMinute, se
 				totals[ae] = t
 			}
 		}
-		var uniques uint64
-		if c.uniques != nil {
-			uniques = (&sketch.State{Uniques: c.uniques}).UniquesEstimate()
-		}
+		uniques := c.uniquesEstimate()
 		fn(cm, buf, uniques, totals)
 	}
 	return nil
