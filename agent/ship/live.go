@@ -100,9 +100,13 @@ func NewLiveSender(cfg LiveConfig, reg prometheus.Registerer) *LiveSender {
 	return s
 }
 
-// Run sends every Interval until ctx ends.
+// Run sends every Interval until ctx ends. Sends align to wall-clock
+// multiples of Interval, as flushes do: every agent's counters then reach
+// the owners at about the same moment each second, and a stream client,
+// which gets at most one message a second, gets them at once rather than
+// a second later.
 func (s *LiveSender) Run(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Interval)
+	t := time.NewTimer(time.Until(time.Now().Truncate(s.cfg.Interval).Add(s.cfg.Interval)))
 	defer t.Stop()
 	defer s.closeAll()
 	var changed []wire.LiveRecord
@@ -112,6 +116,7 @@ func (s *LiveSender) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(time.Until(time.Now().Truncate(s.cfg.Interval).Add(s.cfg.Interval)))
 		}
 		changed, retired = s.cfg.Source.TakeLive(changed[:0], retired[:0])
 		s.tick(ctx, changed, retired)

@@ -127,7 +127,11 @@ func (h *Hub) ServeUntil(w http.ResponseWriter, r *http.Request, scope Scope, st
 		// publish that triggered it), not from when the write ended, so
 		// a slow fan-out round does not delay every later message.
 		next := slot.Add(h.cfg.Interval)
-		if d := time.Until(next); d > 0 {
+		due := next
+		if gathered := time.Now().Add(h.cfg.Gather); gathered.After(due) {
+			due = gathered // changes of other owners published with this one
+		}
+		if d := time.Until(due); d > 0 {
 			if wait == nil {
 				wait = time.NewTimer(d)
 			} else {

@@ -236,6 +236,32 @@ collect:
 	}
 }
 
+// TestOwnersOfOneSecondShareAMessage: owners of different campaigns
+// publish their live counters a few milliseconds apart each second; a
+// subscriber gets them in one message, every second, rather than the
+// later ones a second late.
+func TestOwnersOfOneSecondShareAMessage(t *testing.T) {
+	h := NewHub(HubConfig{}, nil) // Interval 1s, Gather 100ms
+	srv := serve(t, h, all)
+	m := nowMinute()
+	c := connect(t, srv.URL, "")
+	c.next(t) // status
+	c.next(t) // snapshot (empty)
+	for round := uint64(1); round <= 3; round++ {
+		h.Publish([]Update{upd("a", m, round)})
+		time.Sleep(30 * time.Millisecond)
+		h.Publish([]Update{upd("b", m, round)})
+		ev := c.next(t)
+		for ev.name != "minutes" {
+			ev = c.next(t)
+		}
+		if us := updatesOf(t, ev); len(us) != 2 || us[0] != upd("a", m, round) || us[1] != upd("b", m, round) {
+			t.Fatalf("round %d: message %s, want both owners' updates of the round", round, ev.data)
+		}
+		time.Sleep(time.Until(ev.at.Add(time.Second - 50*time.Millisecond))) // the next second's publishes
+	}
+}
+
 func TestHeartbeat(t *testing.T) {
 	h := NewHub(HubConfig{Heartbeat: 30 * time.Millisecond}, nil)
 	c := connect(t, serve(t, h, all).URL, "")
