@@ -19,12 +19,13 @@ type HubConfig struct {
 	// Interval is the least time between two messages to one subscriber.
 	// Default 1s.
 	Interval time.Duration
-	// Gather is how long a subscriber's message waits, after the first
-	// change of its slot, for the changes published at about the same
-	// moment by other owners: agents send live counters on wall-clock
-	// second boundaries, so the owners of different campaigns publish a
-	// few milliseconds apart, and without it the later ones would wait a
-	// whole Interval for the next message. Default 100ms; negative: none.
+	// Gather places the slots of subscribers' messages on the wall
+	// clock: Gather past every multiple of Interval. Agents send live
+	// counters on wall-clock second boundaries, so the owners of
+	// different campaigns publish a few milliseconds apart, just after
+	// the second; their changes go out together, in the slot Gather
+	// later, instead of the later ones waiting a whole Interval. Default
+	// 200ms (at most Interval/2); negative: slots on the second.
 	Gather time.Duration
 	// Heartbeat is how often an idle stream gets a ": ping" comment.
 	// Default 15s.
@@ -49,7 +50,7 @@ func (c HubConfig) withDefaults() HubConfig {
 		c.Interval = time.Second
 	}
 	if c.Gather == 0 {
-		c.Gather = 100 * time.Millisecond
+		c.Gather = 200 * time.Millisecond
 	}
 	c.Gather = max(0, min(c.Gather, c.Interval/2))
 	if c.Heartbeat <= 0 {
