@@ -357,3 +357,33 @@ func TestLiveCountersMoveTheStreamBeforeTheFlush(t *testing.T) {
 		t.Fatalf("an unconfirmed live record outlived its time: %+v", got)
 	}
 }
+
+// TestLiveRecordsBounded: a flood of campaign-minutes from one agent
+// stops at MaxRecords (the rest wait for the flush, counted), and minutes
+// outside the window, or far ahead of the clock, are refused.
+func TestLiveRecordsBounded(t *testing.T) {
+	rec := &recorder{latest: map[merge.CampaignMinute]live.Update{}}
+	cfg := DefaultConfig()
+	cfg.Store, cfg.Out, cfg.MaxRecords = merge.New(), rec, 50
+	v, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Minute).Unix()
+	rs := []wire.LiveRecord{{Campaign: "old", Minute: now - 3600, Counters: wire.LiveCounters{Clicks: 1}},
+		{Campaign: "ahead", Minute: now + 3600, Counters: wire.LiveCounters{Clicks: 1}}}
+	for i := range 1000 {
+		rs = append(rs, wire.LiveRecord{Campaign: fmt.Sprintf("flood-%d", i), Minute: now, Counters: wire.LiveCounters{Clicks: 1}})
+	}
+	v.HandleLive("edge-a", &wire.Live{Epoch: 1, Seq: 1, Flush: time.Minute, Records: rs})
+	if len(rec.latest) != 50 || v.n != 50 {
+		t.Fatalf("published %d campaign-minutes, holds %d records; want 50 (MaxRecords)", len(rec.latest), v.n)
+	}
+	for _, c := range []string{"old", "ahead"} {
+		for cm := range rec.latest {
+			if cm.Campaign == c {
+				t.Fatalf("published %v, outside the window", cm)
+			}
+		}
+	}
+}
