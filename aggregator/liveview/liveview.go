@@ -144,6 +144,7 @@ type View struct {
 	n       int
 	shown   map[merge.CampaignMinute]bool // last published provisional
 	epochs  map[string]uint32             // agent → latest epoch heard
+	fullLog time.Time                     // when "full" was last logged
 
 	outcomes    *prometheus.CounterVec
 	provisional prometheus.Counter
@@ -249,7 +250,8 @@ func (v *View) HandleLive(agent string, m *wire.Live) {
 			v.outcomes.WithLabelValues(o).Add(float64(counts[i]))
 		}
 	}
-	if counts[full] > 0 {
+	if counts[full] > 0 && now.Sub(v.fullLog) >= time.Minute {
+		v.fullLog = now // once a minute at most; the metric counts them all
 		v.cfg.Logger.Warn("live view full; live counters of new campaign-minutes wait for the flush", "reason", "live_view_full",
 			"max_records", v.cfg.MaxRecords, "dropped", counts[full])
 	}
