@@ -363,10 +363,16 @@ func (v *View) publishLocked(cms []merge.CampaignMinute, through []live.Update) 
 	pending := make(map[merge.CampaignMinute]bool, len(cms))
 	uniq := cms[:0:0]
 	for _, cm := range cms {
-		if !pending[cm] {
-			pending[cm] = true
-			uniq = append(uniq, cm)
+		if pending[cm] {
+			continue
 		}
+		if v.cfg.Owns != nil && !v.cfg.Owns(cm.Campaign) {
+			// Ownership moved: the new owner publishes this campaign
+			// (this node may no longer hold its minutes at all).
+			continue
+		}
+		pending[cm] = true
+		uniq = append(uniq, cm)
 	}
 	out := through
 	err := v.cfg.Store.CampaignLive(uniq, func(cm merge.CampaignMinute, series []sketch.Minute, uniques uint64,

@@ -346,6 +346,16 @@ func TestLiveCountersMoveTheStreamBeforeTheFlush(t *testing.T) {
 	if got := rec.latest[cm]; got.KPIs.Clicks != 5 {
 		t.Fatalf("a message of edge-b's previous process counted: %+v", got.KPIs)
 	}
+	// Ownership of "gone" moves away while this node holds a live record
+	// of it: expiring it publishes nothing (the new owner publishes the
+	// campaign; this node may no longer hold its minutes).
+	gone := merge.CampaignMinute{Campaign: "gone", Minute: min}
+	v.HandleLive("edge-a", &wire.Live{Epoch: 1, Seq: 7, Flush: time.Minute,
+		Records: []wire.LiveRecord{{Campaign: "gone", Minute: min, Counters: wire.LiveCounters{Clicks: 2}}}})
+	if got := rec.latest[gone]; got.KPIs.Clicks != 2 {
+		t.Fatalf("gone: %+v", got)
+	}
+	v.cfg.Owns = func(c string) bool { return c != "other" && c != "gone" }
 	clock = clock.Add(2*time.Minute + 9*time.Second)
 	v.Expire()
 	if got := rec.latest[cm]; !got.Provisional {
@@ -355,6 +365,9 @@ func TestLiveCountersMoveTheStreamBeforeTheFlush(t *testing.T) {
 	v.Expire()
 	if got := rec.latest[cm]; got.Provisional || got.KPIs != (kpi.KPIs{}) {
 		t.Fatalf("an unconfirmed live record outlived its time: %+v", got)
+	}
+	if got := rec.latest[gone]; got.KPIs.Clicks != 2 {
+		t.Fatalf("published %+v for a campaign this node no longer owns", got)
 	}
 }
 
