@@ -27,6 +27,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/influx"
 	"github.com/tally-edge/tally/aggregator/ingest"
 	"github.com/tally-edge/tally/aggregator/live"
+	"github.com/tally-edge/tally/aggregator/liveview"
 	"github.com/tally-edge/tally/aggregator/quarantine"
 	"github.com/tally-edge/tally/aggregator/writer"
 	"github.com/tally-edge/tally/internal/buildinfo"
@@ -189,8 +190,30 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	if err != nil {
 		return err
 	}
+	// With live counters on, the writer publishes through the live view,
+	// which lays agents' live counters over what it publishes.
+	var publisher live.Publisher = fanout
+	var handler wire.Handler = pipe
+	var liveReady atomic.Bool
+	var lview *liveview.View
+	if cfg.Live.On() && icfgPipe.RequireAgentCN {
+		lcfg := liveview.DefaultConfig()
+		lcfg.Store, lcfg.Out, lcfg.Window, lcfg.MaxRecords = pipe.Store(), fanout, cfg.Live.Window, cfg.Live.MaxRecords
+		lcfg.Logger = logger.With("component", "liveview")
+		if clustered {
+			self := cfg.Name
+			lcfg.Owns = func(c string) bool { return cl.View().Owner(c).Name == self }
+		}
+		if lview, err = liveview.New(lcfg, reg); err != nil {
+			return err
+		}
+		publisher = lview
+		handler = liveIngest{Pipeline: pipe, view: lview, ready: &liveReady}
+	} else if cfg.Live.On() {
+		logger.Warn("live counters off: they need quic.require_agent_cn", "reason", "live_needs_agent_cn")
+	}
 	wcfg := writer.Config{Node: cfg.Name, Interval: cfg.Merge.WriteInterval, Lateness: cfg.Merge.Lateness,
-		Source: pipe, Storage: iw, Quarantine: quar, Publisher: fanout}
+		Source: pipe, Storage: iw, Quarantine: quar, Publisher: publisher}
 	if clustered {
 		wcfg.Routing = routing{cl, fwd}
 	}
@@ -199,7 +222,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 		return err
 	}
 
-	qsrv, err := wire.NewServer(wire.ServerConfig{Endpoint: ep, TLS: serverTLS, Handler: pipe,
+	qsrv, err := wire.NewServer(wire.ServerConfig{Endpoint: ep, TLS: serverTLS, Handler: handler,
 		MaxFrameSize: int(cfg.QUIC.MaxFrameBytes), MaxConns: cfg.QUIC.MaxConns, MaxConnsPerPeer: cfg.QUIC.MaxConnsPerPeer,
 		MaxStreamsPerPeer: cfg.QUIC.MaxStreamsPerPeer, MaxDecodeBytesPerPeer: int64(cfg.QUIC.MaxDecodeBytesPerPeer),
 		MaxDecodeBytes: int64(cfg.QUIC.MaxDecodeBytes), Logger: logger.With("component", "quic")})
@@ -293,6 +316,12 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	pipeWG.Go(func() { _ = pipe.RunLoader(pipeCtx) })
 	pipeWG.Go(func() { runScheduledArchive(pipeCtx, cfg, reader, cl, reg, logger) })
 	fanout.Start()
+	if lview != nil {
+		liveReady.Store(true)
+		stopLive := make(chan struct{})
+		pipeWG.Go(func() { lview.Run(stopLive) })
+		go func() { <-pipeCtx.Done(); close(stopLive) }()
+	}
 	if clustered {
 		last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_last_takeover_timestamp_seconds",
 			Help: "Unix time at which this node last finished rebuilding campaigns it gained (0: never)."})

@@ -16,6 +16,8 @@ type serverCollector struct {
 	connsRefused, connsReplaced                *prometheus.Desc
 	streamWaits, decodeBusy                    *prometheus.Desc
 	decodeBytes, decodePeak                    *prometheus.Desc
+	liveStreams, liveMessages, liveRefused     *prometheus.Desc
+	liveBytes                                  *prometheus.Desc
 }
 
 func newServerCollector(s *wire.Server) *serverCollector {
@@ -38,12 +40,17 @@ func newServerCollector(s *wire.Server) *serverCollector {
 		decodeBusy:    d("decode_budget_refusals_total", "Batches reset because their peer's decode memory budget had no room."),
 		decodeBytes:   d("decode_bytes", "Memory batches hold while being read and decompressed."),
 		decodePeak:    d("decode_bytes_peak", "The most memory batches held at once while being read and decompressed."),
+		liveStreams:   d("live_streams_total", "Live-counter streams agents opened."),
+		liveMessages:  d("live_stream_messages_total", "Live-counter messages read from agents."),
+		liveRefused:   d("live_streams_refused_total", "Live-counter streams ended because a message was refused (also in frame_errors_total)."),
+		liveBytes:     d("live_bytes_received_total", "Bytes read from live-counter streams (not in bytes_received_total)."),
 	}
 }
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.conns, c.activeConns, c.handshakeFail, c.streams, c.streamErrors, c.bytesIn, c.bytesOut, c.acks, c.frameErrors,
-		c.connsRefused, c.connsReplaced, c.streamWaits, c.decodeBusy, c.decodeBytes, c.decodePeak} {
+		c.connsRefused, c.connsReplaced, c.streamWaits, c.decodeBusy, c.decodeBytes, c.decodePeak,
+		c.liveStreams, c.liveMessages, c.liveRefused, c.liveBytes} {
 		ch <- d
 	}
 }
@@ -70,6 +77,10 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.connsReplaced, st.ConnsReplaced)
 	counter(c.streamWaits, st.StreamWaits)
 	counter(c.decodeBusy, st.DecodeBusy)
+	counter(c.liveStreams, st.LiveStreams)
+	counter(c.liveMessages, st.LiveMessages)
+	counter(c.liveRefused, st.LiveRefused)
+	counter(c.liveBytes, st.LiveBytesIn)
 	ch <- prometheus.MustNewConstMetric(c.decodeBytes, prometheus.GaugeValue, float64(st.DecodeBytes))
 	ch <- prometheus.MustNewConstMetric(c.decodePeak, prometheus.GaugeValue, float64(st.DecodeBytesPeak))
 }

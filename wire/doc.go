@@ -11,7 +11,7 @@
 //	offset  size  field
 //	     0     2  magic, the ASCII bytes "TL" (0x54 0x4c)
 //	     2     1  protocol version, 1 (ProtocolVersion)
-//	     3     1  message kind: 1 = Batch, 2 = Ack
+//	     3     1  message kind: 1 = Batch, 2 = Ack, 3 = Live
 //	     4     1  flags: bit 0 set = payload is zstd-compressed;
 //	              bits 1-7 are zero
 //	     5     4  payload length in bytes, as sent (after compression)
@@ -71,6 +71,49 @@
 // since resending the same bytes cannot succeed. Each stream has a deadline
 // (ServerConfig.StreamTimeout); a stream that misses it is reset with
 // StreamCodeTimeout and gets no Ack.
+//
+// # Live counters
+//
+// Besides batches, an agent sends live counters: about once a second, the
+// cumulative counts of every campaign-minute that changed (per event
+// type: impressions, clicks, conversions, pageviews, every other type;
+// value and cost sums; bots), for the live view only. They are never
+// acknowledged and never stored; durable contributions supersede them.
+//
+// They travel on a unidirectional stream of their own (QUIC urgency 1,
+// ahead of the batches' default 3), which carries a sequence of frames
+// of kind 3 for as long as the connection lasts; the server reads them in
+// order and answers nothing. A server grants agents' connections (ALPN
+// "tally/1") two such streams when its handler takes live counters
+// (LiveHandler), none otherwise, so an agent meeting a server that
+// predates them simply cannot open one (OpenLive returns ErrNoLive); a
+// kind-3 frame on a batch stream is the wrong kind and rejected like any.
+//
+// Because the stream is ordered and reliable, its frames are encoded
+// against what the stream carried before. Each payload is a msgpack map:
+//
+//	"e"  the agent's restart epoch (first message of a stream only)
+//	"f"  the agent's flush interval in ms (first message only)
+//	"s"  sequence number, increasing over all the epoch's messages
+//	"k"  campaign-minutes named for the first time: a flat array
+//	     campaign, minute, campaign, minute…; they get the refs
+//	     0, 1, 2… in the order the stream names them (omitted if none)
+//	"x"  refs the receiver may forget (omitted if none)
+//	"d"  the records, as bytes: for each changed campaign-minute its
+//	     ref (uvarint), a byte whose bit i says field i changed, and for
+//	     each such field the difference from the value the stream last
+//	     carried for it (zigzag varint); fields in order: impressions,
+//	     clicks, conversions, pageviews, other, value µ, cost µ, bots
+//
+// The receiver turns differences back into absolute, cumulative values
+// (Live); a counter that would go below zero or overflow, a ref the
+// stream never named, an unchanged record, more than MaxLiveRefs named
+// at once, or a sequence that does not increase refuses the stream, which
+// the receiver then stops reading: the sender opens another and starts
+// from zero again. Ten campaigns that all change every second cost about
+// 130 bytes a message. The receiver's rules for cumulative values (the
+// highest sequence wins, the durable contribution supersedes) live in
+// aggregator/liveview.
 //
 // # Connections and ALPN
 //

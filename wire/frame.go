@@ -37,6 +37,9 @@ const (
 	KindBatch Kind = 1
 	// KindAck frames carry the Ack that answers a Batch.
 	KindAck Kind = 2
+	// KindLive frames carry a Live message of an agent's live counters,
+	// only on a unidirectional live stream (see doc.go).
+	KindLive Kind = 3
 )
 
 // String returns the kind's name.
@@ -46,6 +49,8 @@ func (k Kind) String() string {
 		return "batch"
 	case KindAck:
 		return "ack"
+	case KindLive:
+		return "live"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -268,7 +273,7 @@ func readFrame(r io.Reader, maxSize int, reserve func(n int) error) (Frame, erro
 		return Frame{}, ferr
 	}
 	f := Frame{Version: hdr[2], Kind: Kind(hdr[3]), Flags: Flags(hdr[4])}
-	if f.Kind != KindBatch && f.Kind != KindAck {
+	if f.Kind != KindBatch && f.Kind != KindAck && f.Kind != KindLive {
 		return Frame{}, frameErr(ErrUnknownKind, nil, "kind byte %d", hdr[3])
 	}
 	if f.Flags&^knownFlags != 0 {

@@ -15,6 +15,7 @@ import (
 //	go test -run=^$ -fuzz=FuzzReadFrame -fuzztime=60s -fuzzminimizetime=3s ./wire/
 //	go test -run=^$ -fuzz=FuzzDecodeBatch -fuzztime=60s -fuzzminimizetime=3s ./wire/
 //	go test -run=^$ -fuzz=FuzzDecodeAck -fuzztime=60s -fuzzminimizetime=3s ./wire/
+//	go test -run=^$ -fuzz=FuzzDecodeLive -fuzztime=60s -fuzzminimizetime=3s ./wire/
 //
 // Without -fuzzminimizetime, Go spends up to a minute minimizing each new
 // interesting input (the golden frames are kilobytes), which eats a short
@@ -116,6 +117,10 @@ func FuzzReadFrame(f *testing.F) {
 			if _, err := DecodeAck(fr); err != nil {
 				checkDecodeError(t, err)
 			}
+		case KindLive:
+			if _, err := NewLiveDecoder().Decode(fr); err != nil {
+				checkDecodeError(t, err)
+			}
 		default:
 			t.Fatalf("ReadFrame returned kind %d", fr.Kind)
 		}
@@ -179,5 +184,39 @@ func FuzzDecodeAck(f *testing.F) {
 	f.Add([]byte{0x83, 0xa3, 'v', 'e', 'r', 0x01, 0xa3, 's', 'e', 'q', 0x01, 0xa6, 's', 't', 'a', 't', 'u', 's', 0x01})
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		fuzzDecode(t, KindAck, payload, DecodeAck)
+	})
+}
+
+// FuzzDecodeLive reads a live stream: frames one after another through
+// one decoder, as a server does, until one is refused. Whatever the
+// input, every error is a *FrameError, allocations stay bounded, and the
+// decoder never names more campaign-minutes than MaxLiveRefs.
+func FuzzDecodeLive(f *testing.F) {
+	stream, err := os.ReadFile(filepath.Join("testdata", "live-stream.bin"))
+	if err != nil {
+		f.Fatalf("golden live stream: %v", err)
+	}
+	addTruncations(f, stream[:len(stream)-1])
+	f.Fuzz(func(t *testing.T, in []byte) {
+		before := heapAllocs()
+		r := bytes.NewReader(in)
+		dec := NewLiveDecoder()
+		for {
+			fr, err := ReadFrame(r, fuzzMaxSize)
+			if err == io.EOF {
+				break
+			}
+			if err == nil {
+				_, err = dec.Decode(fr)
+			}
+			if err != nil {
+				checkDecodeError(t, err)
+				break
+			}
+			if dec.Known() > MaxLiveRefs {
+				t.Fatalf("decoder names %d campaign-minutes", dec.Known())
+			}
+		}
+		checkAllocs(t, before, in)
 	})
 }

@@ -208,6 +208,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	uni := int64(-1) // none
+	if _, ok := cfg.Handler.(LiveHandler); ok {
+		uni = maxLiveStreamsPerConn
+	}
 	s := &Server{
 		cfg:   cfg,
 		log:   cfg.Logger.With("component", "wire.server"),
@@ -217,7 +221,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			HandshakeIdleTimeout:  cfg.HandshakeTimeout,
 			MaxIdleTimeout:        cfg.IdleTimeout,
 			MaxIncomingStreams:    int64(cfg.MaxStreamsPerConn),
-			MaxIncomingUniStreams: -1,
+			MaxIncomingUniStreams: uni, // live streams only
 			// What a connection may have in flight but unread is bounded
 			// by its receive windows: streams that wait for a slot or for
 			// decode room hold at most this much in quic-go's buffers
@@ -403,6 +407,10 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	defer cancel()
 	stop := context.AfterFunc(conn.Context(), cancel)
 	defer stop()
+	if lh, ok := s.cfg.Handler.(LiveHandler); ok {
+		s.wg.Add(1)
+		go s.acceptLive(ctx, conn, lh, peer, ps, log)
+	}
 
 	for {
 		str, err := conn.AcceptStream(ctx)
@@ -656,12 +664,19 @@ type ServerStats struct {
 	// DecodeBytes is the memory streams hold for decoding now, and
 	// DecodeBytesPeak the most they ever held at once.
 	DecodeBytes, DecodeBytesPeak int64
+	// LiveStreams counts live streams opened by agents, LiveMessages the
+	// live messages handed to the handler, LiveRefused the streams ended
+	// because a message was refused (counted in FrameErrors too), and
+	// LiveBytesIn the bytes read from live streams (not in BytesIn).
+	LiveStreams, LiveMessages, LiveRefused, LiveBytesIn uint64
 }
 
 type serverCounters struct {
 	conns, handshakeFailures, streams, streamErrors atomic.Uint64
 	activeConns, activeStreams                      atomic.Int64
 	bytesIn, bytesOut                               atomic.Uint64
+	liveStreams, liveMessages, liveRefused          atomic.Uint64
+	liveBytesIn                                     atomic.Uint64
 	acks                                            [AckBusy + 1]atomic.Uint64
 	frameErrors                                     [numReasons]atomic.Uint64
 }
@@ -685,6 +700,10 @@ func (s *Server) Stats() ServerStats {
 		DecodeBusy:        s.limits.busy.Load(),
 		DecodeBytes:       s.limits.decodeInUse.Load(),
 		DecodeBytesPeak:   s.limits.decodePeak.Load(),
+		LiveStreams:       c.liveStreams.Load(),
+		LiveMessages:      c.liveMessages.Load(),
+		LiveRefused:       c.liveRefused.Load(),
+		LiveBytesIn:       c.liveBytesIn.Load(),
 		Acks:              make(map[AckStatus]uint64, 4),
 		FrameErrors:       make(map[Reason]uint64, numReasons),
 	}

@@ -44,6 +44,7 @@ import (
 	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/internal/seglog"
+	"github.com/tally-edge/tally/wire"
 )
 
 // Batcher turns the contributions a flush cuts into spool batches
@@ -576,6 +577,16 @@ func (c *Collector) ResendOpen() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.rollup.ResendOpen()
+}
+
+// TakeLive appends the live counters of the campaign-minutes that changed
+// since the last call, and those that left the live window (see
+// rollup.Rollup.TakeLive). Taken under the lock of the exactness
+// argument, so they count exactly the events applied so far.
+func (c *Collector) TakeLive(changed []wire.LiveRecord, retired []rollup.CampaignMinute) ([]wire.LiveRecord, []rollup.CampaignMinute) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rollup.TakeLive(changed, retired)
 }
 
 // Stats returns the rollup's counters.

@@ -36,8 +36,10 @@ type Config struct {
 	Aggregator Aggregator `yaml:"aggregator"`
 	Privacy    Privacy    `yaml:"privacy"`
 	Rollup     Rollup     `yaml:"rollup"`
-	Journal    Journal    `yaml:"journal"`
-	Spool      Spool      `yaml:"spool"`
+	// Live sends live counters between flushes.
+	Live    Live    `yaml:"live"`
+	Journal Journal `yaml:"journal"`
+	Spool   Spool   `yaml:"spool"`
 	// Bots configures the layered bot filter (see agent/botfilter/README.md).
 	Bots botfilter.Config `yaml:"bots"`
 	// Cardinality bounds distinct values per dimension and minute.
@@ -267,6 +269,24 @@ type Privacy struct {
 	SaltPeriod privacy.Period `yaml:"salt_period"`
 }
 
+// Live is the second speed on the wire: about once a second, the counts,
+// money and bots of every campaign-minute that changed, sent to each
+// campaign's owner for the live view only (never stored; the next flush
+// supersedes them), so the dashboard is live within a second whatever
+// flush_interval is. Uniques, quantiles and breakdowns stay at flush
+// cadence.
+type Live struct {
+	// Enabled turns live counters on. Default true. An aggregator that
+	// takes none (older, or live.enabled false there) grants no live
+	// stream, and the agent then sends nothing.
+	Enabled *bool `yaml:"enabled"`
+	// Interval is how often changed counters are sent. Default 1s.
+	Interval time.Duration `yaml:"interval"`
+}
+
+// On reports whether live counters are sent.
+func (l Live) On() bool { return l.Enabled == nil || *l.Enabled }
+
 // Rollup tunes per-minute aggregation.
 type Rollup struct {
 	// FlushInterval is how often changed minutes are cut into a batch.
@@ -320,6 +340,7 @@ func DefaultConfig() Config {
 			MaxBatchContributions: 2000, MaxBatchBytes: 64 << 10},
 		Privacy:     Privacy{SaltPeriod: privacy.Day},
 		Rollup:      Rollup{FlushInterval: 15 * time.Second, Lateness: 2 * time.Minute, MaxOpen: 1_000_000},
+		Live:        Live{Interval: time.Second},
 		Journal:     Journal{MaxBytes: 256 << 20},
 		Spool:       Spool{MaxBytes: 1 << 30},
 		Bots:        botfilter.DefaultConfig(),
@@ -411,6 +432,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rollup.FlushInterval < 100*time.Millisecond || c.Rollup.FlushInterval > 10*time.Minute {
 		bad("rollup.flush_interval %s: want 100ms to 10m", c.Rollup.FlushInterval)
+	}
+	if c.Live.Interval < 100*time.Millisecond || c.Live.Interval > time.Minute {
+		bad("live.interval %s: want 100ms to 1m", c.Live.Interval)
 	}
 	if c.Rollup.Uniques != "" && c.Rollup.Uniques != "series" && c.Rollup.Uniques != "campaign" {
 		bad("rollup.uniques %q: want series or campaign", c.Rollup.Uniques)

@@ -75,6 +75,8 @@ type Pipeline struct {
 	Spool *spool.Spool
 	// Shipper sends them.
 	Shipper *ship.Shipper
+	// Live sends live counters between flushes (nil when off).
+	Live *ship.LiveSender
 	// Bots is the bot filter (also in Env).
 	Bots *botfilter.Filter
 	// DeadLetters keeps rejected batches.
@@ -166,7 +168,11 @@ func New(cfg config.Config, opts Options, reg prometheus.Registerer, logger *slo
 	if routeToOwner {
 		routes = membership
 	}
-	rcfg := rollup.Config{Lateness: cfg.Rollup.Lateness, MaxOpen: cfg.Rollup.MaxOpen, CampaignUniques: cfg.Rollup.Uniques == "campaign"}
+	// Live counters are the live agent's: backfills and imports (EpochBit)
+	// have none.
+	liveOn := cfg.Live.On() && opts.EpochBit == 0
+	rcfg := rollup.Config{Lateness: cfg.Rollup.Lateness, MaxOpen: cfg.Rollup.MaxOpen, CampaignUniques: cfg.Rollup.Uniques == "campaign",
+		Live: liveOn}
 	if opts.Rollup != nil {
 		opts.Rollup(&rcfg)
 	}
@@ -186,7 +192,7 @@ func New(cfg config.Config, opts Options, reg prometheus.Registerer, logger *slo
 	}
 	p.closers = append(p.closers, p.Collector.Close)
 
-	if err := p.newShipper(cfg, opts, membership, routeToOwner, reg, logger); err != nil {
+	if err := p.newShipper(cfg, opts, membership, routeToOwner, liveOn, flush, reg, logger); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -237,8 +243,8 @@ func (p *Pipeline) openGeo(cfg config.Config, reg prometheus.Registerer) (event.
 }
 
 // newShipper builds the QUIC shipper on a process-wide endpoint.
-func (p *Pipeline) newShipper(cfg config.Config, opts Options, membership *ship.Membership, routeToOwner bool,
-	reg prometheus.Registerer, logger *slog.Logger) error {
+func (p *Pipeline) newShipper(cfg config.Config, opts Options, membership *ship.Membership, routeToOwner, liveOn bool,
+	flush time.Duration, reg prometheus.Registerer, logger *slog.Logger) error {
 	id, err := pki.LoadIdentity("aggregator.cert", cfg.Aggregator.Cert, cfg.Aggregator.Key)
 	if err != nil {
 		return err
@@ -273,6 +279,16 @@ func (p *Pipeline) newShipper(cfg config.Config, opts Options, membership *ship.
 		OnMembershipChange: func(uint64) { col.ResendOpen() }, MaxBatchesPerSecond: cfg.Aggregator.MaxBatchesPerSecond,
 		RouteToOwner: routeToOwner, Membership: membership},
 		p.Spool, dial, reg, logger)
+	if liveOn {
+		// Live streams have connections of their own (one per node they
+		// go to), so a bulk upload never holds them up.
+		liveDial := func(ctx context.Context, addr string) (*wire.Client, error) {
+			return wire.Dial(ctx, addr, tlsConf, wire.ClientConfig{Endpoint: ep, Compress: compress,
+				SendTimeout: cfg.Aggregator.SendTimeout})
+		}
+		p.Live = ship.NewLiveSender(ship.LiveConfig{Interval: cfg.Live.Interval, Epoch: p.Epoch, Flush: flush, Source: col,
+			Dial: liveDial, Primary: p.Shipper.Addr, Membership: membership, Addrs: cfg.Aggregator.Addrs, RouteToOwner: routeToOwner, Logger: logger}, reg)
+	}
 	return nil
 }
 
@@ -290,6 +306,9 @@ func (p *Pipeline) Start() {
 	p.colErr, p.shipErr = make(chan error, 1), make(chan error, 1)
 	p.wg.Go(func() { p.colErr <- p.Collector.Run(colCtx) })
 	p.wg.Go(func() { p.shipErr <- p.Shipper.Run(shipCtx) })
+	if p.Live != nil {
+		p.wg.Go(func() { p.Live.Run(shipCtx) })
+	}
 }
 
 // ShipperStopped returns a channel that yields the shipper's error if it

@@ -52,6 +52,11 @@ type Config struct {
 	// series. Counts and sums are unaffected; uniques can then be asked per
 	// campaign and region, not per source, medium, country or device.
 	CampaignUniques bool
+	// Live keeps live counters per campaign-minute (see live.go and
+	// TakeLive) for the minutes of the last LiveWindow (default
+	// DefaultLiveWindow).
+	Live       bool
+	LiveWindow time.Duration
 }
 
 // UniquesType and All name the series that carries a campaign's uniques
@@ -77,6 +82,7 @@ type entry struct {
 	dirty   bool
 	full    bool  // next cut sends every register, not only increases
 	touched int64 // unix seconds of the last change, by the agent's clock
+	tally   *tally
 }
 
 // Stats is a snapshot of a Rollup's counters.
@@ -108,6 +114,7 @@ type Rollup struct {
 	closeErr error
 	regs     []byte // scratch for register updates
 	c        wire.Contribution
+	live     liveState
 }
 
 // rowKey identifies an imported row's contribution.
@@ -125,8 +132,11 @@ func New(epoch uint32, cfg Config) *Rollup {
 	if cfg.MaxOpen <= 0 {
 		cfg.MaxOpen = DefaultConfig().MaxOpen
 	}
+	if cfg.LiveWindow <= 0 {
+		cfg.LiveWindow = DefaultLiveWindow
+	}
 	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: openMinutes{byMinute: map[int64]*minuteSet{}},
-		rows: make(map[rowKey]*entry)}
+		rows: make(map[rowKey]*entry), live: liveState{tallies: map[CampaignMinute]*tally{}, window: int64(cfg.LiveWindow / time.Second)}}
 }
 
 // ErrFull is returned by Add when MaxOpen series-minutes are open.
@@ -208,6 +218,9 @@ func (r *Rollup) apply(e *event.Event, now int64, out Output) {
 	}
 	en.dirty = true
 	en.touched = now
+	if r.cfg.Live {
+		r.countLive(en, k.Minute, now, e)
+	}
 	if e.Bot != "" {
 		en.state.AddBot(e.Bot)
 		r.stats.Bots++

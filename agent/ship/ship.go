@@ -208,6 +208,15 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 	return s
 }
 
+// Addr returns the address of the aggregator the shipper is connected
+// to, or "" when it is not.
+func (s *Shipper) Addr() string {
+	if a := s.addr.Load(); a != nil && s.connected.Load() {
+		return *a
+	}
+	return ""
+}
+
 // Connected reports whether a connection is up.
 func (s *Shipper) Connected() bool { return s.connected.Load() }
 

@@ -35,6 +35,8 @@ type Config struct {
 	// runs alone and owns every campaign.
 	Cluster Cluster `yaml:"cluster"`
 	Auth    Auth    `yaml:"auth"`
+	// Live takes agents' live counters into the live view.
+	Live Live `yaml:"live"`
 	// Archive exports settled days to Parquet in object storage
 	// (docs/archive.md); off without archive.target.
 	Archive archive.Config `yaml:"archive"`
@@ -48,6 +50,27 @@ type Config struct {
 	// at a reload (SIGHUP). Default 30s.
 	CertCheckInterval time.Duration `yaml:"cert_check_interval"`
 }
+
+// Live is how the node takes agents' live counters (aggregator/liveview):
+// the counts of campaign-minutes that changed, sent about once a second
+// between flushes, laid over the durable view of the campaigns this node
+// owns and marked provisional until the flush lands. They never reach the
+// write-ahead log or InfluxDB.
+type Live struct {
+	// Enabled grants agents live streams. Default true; it needs
+	// quic.require_agent_cn (live counters are matched to the durable
+	// contributions by agent name).
+	Enabled *bool `yaml:"enabled"`
+	// Window is how far back minutes take live counters. Default 5m.
+	Window time.Duration `yaml:"window"`
+	// MaxRecords bounds the (agent restart × campaign-minute) live
+	// records held; beyond it new campaign-minutes wait for the flush.
+	// Default 100000.
+	MaxRecords int `yaml:"max_records"`
+}
+
+// On reports whether live counters are taken.
+func (l Live) On() bool { return l.Enabled == nil || *l.Enabled }
 
 // QUIC is the listener agents ship to.
 type QUIC struct {
@@ -273,6 +296,7 @@ func DefaultConfig() Config {
 			QueryLanguage: "auto", CreateBucket: true},
 		Merge: Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second,
 			QuarantineMaxBytes: 256 << 20, MaxPendingLoads: 100_000},
+		Live:    Live{Enabled: &yes, Window: 5 * time.Minute, MaxRecords: 100_000},
 		Archive: archive.DefaultConfig(),
 	}
 }
@@ -345,6 +369,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Merge.WriteInterval < 10*time.Millisecond || c.Merge.WriteInterval > time.Minute {
 		bad("merge.write_interval %s: want 10ms to 1m", c.Merge.WriteInterval)
+	}
+	if c.Live.Window < time.Minute || c.Live.Window > time.Hour {
+		bad("live.window %s: want 1m to 1h", c.Live.Window)
+	}
+	if c.Live.MaxRecords < 1 {
+		bad("live.max_records: at least 1")
 	}
 	if c.Merge.WALMaxBytes < 1<<20 {
 		bad("merge.wal_max_bytes: at least 1MiB")

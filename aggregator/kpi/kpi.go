@@ -111,11 +111,16 @@ func (a *Accumulator) Result() (KPIs, Totals) {
 	for _, n := range t.Bots {
 		k.BotsFiltered += n
 	}
+	k.SetRatios()
+	return k, t
+}
+
+// SetRatios computes CTR, CVR, CPA and ROAS from the counts and money.
+func (k *KPIs) SetRatios() {
 	k.CTR = ratio(float64(k.Clicks), float64(k.Impressions))
 	k.CVR = ratio(float64(k.Conversions), float64(k.Clicks))
 	k.CPA = ratio(k.Cost, float64(k.Conversions))
 	k.ROAS = ratio(k.Revenue, k.Cost)
-	return k, t
 }
 
 func ratio(num, den float64) float64 {

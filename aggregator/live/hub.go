@@ -19,6 +19,14 @@ type HubConfig struct {
 	// Interval is the least time between two messages to one subscriber.
 	// Default 1s.
 	Interval time.Duration
+	// Gather places the slots of subscribers' messages on the wall
+	// clock: Gather past every multiple of Interval. Agents send live
+	// counters on wall-clock second boundaries, so the owners of
+	// different campaigns publish a few milliseconds apart, just after
+	// the second; their changes go out together, in the slot Gather
+	// later, instead of the later ones waiting a whole Interval. Default
+	// 200ms (at most Interval/2); negative: slots on the second.
+	Gather time.Duration
 	// Heartbeat is how often an idle stream gets a ": ping" comment.
 	// Default 15s.
 	Heartbeat time.Duration
@@ -41,6 +49,10 @@ func (c HubConfig) withDefaults() HubConfig {
 	if c.Interval <= 0 {
 		c.Interval = time.Second
 	}
+	if c.Gather == 0 {
+		c.Gather = 200 * time.Millisecond
+	}
+	c.Gather = max(0, min(c.Gather, c.Interval/2))
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
 	}
@@ -174,7 +186,7 @@ func (h *Hub) Publish(us []Update) {
 			continue
 		}
 		k := key{u.Campaign, u.Minute}
-		if e, ok := h.latest[k]; ok && e.u.KPIs == u.KPIs {
+		if e, ok := h.latest[k]; ok && e.u == u {
 			continue
 		}
 		h.latest[k] = &entry{u: u, seq: seq, enc: encs[i]}

@@ -123,11 +123,11 @@ func (h *Hub) ServeUntil(w http.ResponseWriter, r *http.Request, scope Scope, st
 		}
 		// At most one message per Interval: wait for the next slot;
 		// changes arriving meanwhile coalesce into this message. Slots
-		// are counted from when a message was due (its slot, or the
-		// publish that triggered it), not from when the write ended, so
-		// a slow fan-out round does not delay every later message.
-		next := slot.Add(h.cfg.Interval)
-		if d := time.Until(next); d > 0 {
+		// are on the wall clock's grid (slotAfter), not counted from
+		// when a write ended, so a slow fan-out round does not delay
+		// every later message.
+		due := h.slotAfter(slot.Add(h.cfg.Interval), time.Now())
+		if d := time.Until(due); d > 0 {
 			if wait == nil {
 				wait = time.NewTimer(d)
 			} else {
@@ -145,7 +145,7 @@ func (h *Hub) ServeUntil(w http.ResponseWriter, r *http.Request, scope Scope, st
 			case <-wait.C:
 			}
 		}
-		us, seq, published := h.take(s)
+		us, seq, _ := h.take(s)
 		if len(us) == 0 {
 			continue
 		}
@@ -154,11 +154,26 @@ func (h *Hub) ServeUntil(w http.ResponseWriter, r *http.Request, scope Scope, st
 			return h.writeFailed(s, err)
 		}
 		h.metrics.messages.Inc()
-		slot = next
-		if published.After(slot) {
-			slot = published
-		}
+		slot = due
 	}
+}
+
+// slotAfter returns when the next message may go: the first slot, at or
+// after both earliest and now, of the wall clock's Interval grid shifted
+// by Gather (with the defaults, 100 ms past every second). Agents send
+// live counters on the second, so every owner's publishes of one second
+// are in by its slot and go out together; slots on a fixed grid keep that
+// phase however the stream's earlier messages fell.
+func (h *Hub) slotAfter(earliest, now time.Time) time.Time {
+	t := earliest
+	if now.After(t) {
+		t = now
+	}
+	s := t.Truncate(h.cfg.Interval).Add(h.cfg.Gather)
+	if s.Before(t) {
+		s = s.Add(h.cfg.Interval)
+	}
+	return s
 }
 
 // ErrDropped is returned by Serve when the hub dropped a client that

@@ -236,6 +236,46 @@ collect:
 	}
 }
 
+// TestOwnersOfOneSecondShareAMessage: agents send live counters on the
+// second, and the owners of different campaigns publish them a few
+// milliseconds apart; a subscriber gets them in one message, in the slot
+// Gather past the second, every second, rather than the later ones a
+// second late — even after an update published off that phase (a write
+// round's) has gone out.
+func TestOwnersOfOneSecondShareAMessage(t *testing.T) {
+	h := NewHub(HubConfig{}, nil) // Interval 1s, Gather 200ms
+	srv := serve(t, h, all)
+	m := nowMinute()
+	c := connect(t, srv.URL, "")
+	c.next(t) // status
+	c.next(t) // snapshot (empty)
+	minutes := func() event {
+		t.Helper()
+		ev := c.next(t)
+		for ev.name != "minutes" {
+			ev = c.next(t)
+		}
+		return ev
+	}
+	// Off phase: half a second past the second.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1500 * time.Millisecond)))
+	h.Publish([]Update{upd("w", m, 1)})
+	minutes()
+	for round := uint64(1); round <= 3; round++ {
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
+		h.Publish([]Update{upd("a", m, round)})
+		time.Sleep(40 * time.Millisecond)
+		h.Publish([]Update{upd("b", m, round)})
+		ev := minutes()
+		if us := updatesOf(t, ev); len(us) != 2 || us[0] != upd("a", m, round) || us[1] != upd("b", m, round) {
+			t.Fatalf("round %d: message %s, want both owners' updates of the second", round, ev.data)
+		}
+		if late := ev.at.Sub(ev.at.Truncate(time.Second)); late > 400*time.Millisecond {
+			t.Fatalf("round %d: the message came %s past the second", round, late)
+		}
+	}
+}
+
 func TestHeartbeat(t *testing.T) {
 	h := NewHub(HubConfig{Heartbeat: 30 * time.Millisecond}, nil)
 	c := connect(t, serve(t, h, all).URL, "")

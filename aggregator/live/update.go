@@ -13,6 +13,11 @@ type Update struct {
 	// Minute is the start of the minute, unix seconds (UTC).
 	Minute int64    `json:"minute" msgpack:"m"`
 	KPIs   kpi.KPIs `json:"kpis" msgpack:"k"`
+	// Provisional is set when the counts include agents' live counters
+	// that no durable flush has confirmed yet (aggregator/liveview): the
+	// counts, money and bots may still change when the flush lands (the
+	// flush wins); uniques are the durable ones.
+	Provisional bool `json:"provisional,omitempty" msgpack:"p,omitempty"`
 }
 
 // Publisher takes updates. The owner's merge pipeline publishes to its own

@@ -81,6 +81,21 @@ type campaignMinute struct {
 	// while the minute is within the live window (nil otherwise).
 	uniques *hyperloglog.Sketch
 	live    bool
+	// estimate is the uniques estimate while estimated: computed once per
+	// change of the union, however often the live view asks for it.
+	estimate  uint64
+	estimated bool
+}
+
+// uniquesEstimate returns the estimate of the live union (0 without one).
+func (c *campaignMinute) uniquesEstimate() uint64 {
+	if c.uniques == nil {
+		return 0
+	}
+	if !c.estimated {
+		c.estimate, c.estimated = (&sketch.State{Uniques: c.uniques}).UniquesEstimate(), true
+	}
+	return c.estimate
 }
 
 // CampaignMinute names one campaign in one minute.
@@ -388,6 +403,7 @@ func (s *Store) unionLive(cm CampaignMinute, typ string, u *hyperloglog.Sketch) 
 	if c.uniques == nil {
 		c.uniques = sketch.NewHLL()
 	}
+	c.estimated = false
 	if err := c.uniques.Merge(u); err != nil {
 		return fmt.Errorf("merge uniques of campaign %q minute %d: %w", cm.Campaign, cm.Minute, err)
 	}
@@ -676,10 +692,7 @@ func (s *Store) CampaignView(cms []CampaignMinute, fn func(cm CampaignMinute, se
 			}
 			buf = append(buf, sketch.Minute{Series: series, Minute: cm.Minute, State: merged})
 		}
-		var uniques uint64
-		if c.uniques != nil {
-			uniques = (&sketch.State{Uniques: c.uniques}).UniquesEstimate()
-		}
+		uniques := c.uniquesEstimate()
 		fn(cm, buf, uniques)
 	}
 	return nil
@@ -757,4 +770,65 @@ func (s *Store) MarkDirty(keep func(sketch.Key) bool) int {
 		n++
 	}
 	return n
+}
+
+// AgentEpoch names one agent's restart epoch: the live agent's
+// contributions of that epoch are those whose CID has the epoch in its
+// high 32 bits (and the top bit clear).
+type AgentEpoch struct {
+	Agent string
+	Epoch uint32
+}
+
+// EpochOf returns the restart epoch of a live agent's contribution id,
+// and false for the ids of backfills and imported rows (top bit set),
+// which have no live counters.
+func EpochOf(cid uint64) (uint32, bool) {
+	if cid>>63 != 0 {
+		return 0, false
+	}
+	return uint32(cid >> 32), true
+}
+
+// CampaignLive is CampaignView for the live view (aggregator/liveview):
+// for each campaign-minute of cms within the live window it also gives the
+// counters every live agent epoch has contributed to it, summed over its
+// series, all read under one hold of the store's lock so they agree. fn
+// runs under that lock: it must be quick, must not call the store, and
+// must not keep series or totals.
+func (s *Store) CampaignLive(cms []CampaignMinute, fn func(cm CampaignMinute, series []sketch.Minute, uniques uint64, totals map[AgentEpoch]wire.LiveCounters)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var buf []sketch.Minute
+	totals := map[AgentEpoch]wire.LiveCounters{}
+	for _, cm := range cms {
+		c := s.campaigns[cm]
+		if c == nil || !c.live {
+			continue
+		}
+		buf = buf[:0]
+		clear(totals)
+		for series := range c.series {
+			k := sketch.Key{Series: series, Minute: cm.Minute}
+			m := s.minutes[k]
+			merged, err := m.merged(k)
+			if err != nil {
+				return err
+			}
+			buf = append(buf, sketch.Minute{Series: series, Minute: cm.Minute, State: merged})
+			for id, ct := range m.contribs {
+				ep, ok := EpochOf(id.CID)
+				if !ok || ct.counters == nil {
+					continue
+				}
+				ae := AgentEpoch{id.Agent, ep}
+				t := totals[ae]
+				t.AddState(series.Type, ct.counters)
+				totals[ae] = t
+			}
+		}
+		uniques := c.uniquesEstimate()
+		fn(cm, buf, uniques, totals)
+	}
+	return nil
 }

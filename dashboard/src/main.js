@@ -544,6 +544,8 @@ class Dashboard {
       const k = this.live.totals(c);
       // Uniques do not add up across minutes: they come merged from REST.
       k.uniques = r ? r.kpis.uniques : 0;
+      // Counts from live counters no flush has confirmed yet.
+      k.provisional = this.live.isProvisional(c);
       return k;
     }
     return r ? r.kpis : emptyKPIs();
@@ -811,12 +813,18 @@ class Dashboard {
 
   renderTiles() {
     let cur;
+    let provisional = false;
     const c = this.view.campaign;
     if (c) {
       cur = this.campaignKPIs(c);
+      provisional = !!cur.provisional;
     } else {
       cur = emptyKPIs();
-      for (const n of this.campaignNames()) addCounters(cur, this.campaignKPIs(n), true);
+      for (const n of this.campaignNames()) {
+        const k = this.campaignKPIs(n);
+        provisional ||= !!k.provisional;
+        addCounters(cur, k, true);
+      }
       withRatios(cur);
       // A visitor of two campaigns is one visitor: the API merges them.
       if (this.restTotal) cur.uniques = this.restTotal.kpis.uniques;
@@ -829,6 +837,9 @@ class Dashboard {
       const tile = this.tiles[t.key];
       const v = cur[t.key];
       this.setTileValue(tile, t.fmt, v, known, fit);
+      // Uniques come at flush cadence only; every other figure may hold
+      // live counters the next flush confirms (or corrects: it wins).
+      markProvisional(tile, known && provisional && t.key !== "uniques");
       const ch = known && cmp ? change(v, cmpK[t.key], t.better) : { text: "", cls: "", word: "" };
       setText(tile.deltaText, ch.text ? `${ch.text} vs ${cmp.label}` : "");
       setText(tile.deltaWord, ch.word ? ` (${ch.word})` : "");
@@ -849,6 +860,7 @@ class Dashboard {
     }
     setText(b.help, help);
     this.setTileValue(b, fmt.pct, share, known, fit);
+    markProvisional(b, known && provisional && !(c && this.bots));
     setText(b.deltaText, known ? `${fmt.count(bots)} bot events filtered` : "");
     setText(b.deltaWord, "");
     b.delta.className = "delta flat";
@@ -1139,3 +1151,17 @@ async function boot() {
 }
 
 boot();
+
+/**
+ * markProvisional flags a tile whose figure includes live counters that
+ * no flush has confirmed yet: the label says "provisional" (styles.css)
+ * and the value's title explains it.
+ */
+function markProvisional(tile, on) {
+  if (on) {
+    tile.el.dataset.provisional = "1";
+    tile.value.title = `${tile.value.title} (provisional: live counts, confirmed at the agents' next flush)`;
+  } else {
+    delete tile.el.dataset.provisional;
+  }
+}

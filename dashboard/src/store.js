@@ -1,6 +1,8 @@
 // LiveStore holds the per-minute KPIs of every visible campaign for the
 // live window, as the stream delivers them. Updates are absolute values
-// for one campaign-minute and replace earlier ones.
+// for one campaign-minute and replace earlier ones. An update marked
+// provisional holds agents' live counters no flush has confirmed yet; the
+// next update of that minute replaces it (the flush wins).
 
 import { emptyKPIs, addCounters, withRatios } from "./kpi.js";
 
@@ -9,6 +11,7 @@ export const LIVE_MINUTES = 60;
 export class LiveStore {
   constructor() {
     this.campaigns = new Map(); // campaign -> Map(minute -> KPIs)
+    this.provisional = new Map(); // campaign -> Set(minute) whose figures are provisional
     this.updatedAt = 0;
   }
 
@@ -16,6 +19,7 @@ export class LiveStore {
   reset(updates) {
     const touched = new Set(this.campaigns.keys());
     this.campaigns.clear();
+    this.provisional.clear();
     for (const c of this.apply(updates)) touched.add(c);
     return touched;
   }
@@ -27,6 +31,14 @@ export class LiveStore {
       let m = this.campaigns.get(u.campaign);
       if (!m) this.campaigns.set(u.campaign, (m = new Map()));
       m.set(u.minute, u.kpis);
+      let p = this.provisional.get(u.campaign);
+      if (u.provisional) {
+        if (!p) this.provisional.set(u.campaign, (p = new Set()));
+        p.add(u.minute);
+      } else if (p) {
+        p.delete(u.minute);
+        if (!p.size) this.provisional.delete(u.campaign);
+      }
       changed.add(u.campaign);
     }
     if (changed.size) this.updatedAt = Date.now();
@@ -41,11 +53,18 @@ export class LiveStore {
       for (const minute of m.keys()) {
         if (minute < first) {
           m.delete(minute);
+          this.provisional.get(c)?.delete(minute);
           changed.add(c);
         }
       }
     }
     return changed;
+  }
+
+  /** isProvisional says whether any minute of campaign shows provisional figures. */
+  isProvisional(campaign) {
+    const p = this.provisional.get(campaign);
+    return !!p && p.size > 0;
   }
 
   /** totals adds up one campaign's counters over the live window. */

@@ -226,3 +226,108 @@ func flushContributions(tb testing.TB, r *rollup.Rollup) []wire.Contribution {
 	pending = nil
 	return all
 }
+
+// liveWireSize pushes the events through a rollup with live counters on
+// and encodes, every `every` of event time, the live message an agent
+// would send (wire.LiveEncoder, compressed as on the wire). It returns
+// the bytes of every live frame, headers included, and the messages.
+func liveWireSize(tb testing.TB, evs []loadgen.Event, every time.Duration) (liveBytes, messages int) {
+	hasher, err := privacy.NewHasher("bench-secret-0123456789", privacy.Day)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bots := botfilter.New(botfilter.Config{})
+	rcfg := rollup.DefaultConfig()
+	rcfg.Live = true
+	r := rollup.New(1, rcfg)
+	ctx := &event.Context{Now: time.UnixMilli(evs[len(evs)-1].TS), Region: "eu", Hasher: hasher, Bots: bots, TrustBody: true}
+	enc := wire.NewLiveEncoder()
+	var (
+		batch   []event.Event
+		changed []wire.LiveRecord
+		retired []rollup.CampaignMinute
+		out     rollup.Slice
+		frame   []byte
+		seq     uint64
+	)
+	send := func() {
+		if len(batch) > 0 {
+			if err := r.Add(batch, &out); err != nil {
+				tb.Fatal(err)
+			}
+			batch, out = batch[:0], out[:0]
+		}
+		changed, retired = r.TakeLive(changed[:0], retired[:0])
+		for _, k := range retired {
+			enc.Retire(k.Campaign, k.Minute)
+		}
+		seq++
+		var ok bool
+		frame, ok, err = enc.AppendFrame(frame[:0], &wire.Live{Epoch: 1, Seq: seq, Flush: 15 * time.Second, Records: changed}, true)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if ok {
+			liveBytes += len(frame)
+			messages++
+		}
+	}
+	next := time.UnixMilli(evs[0].TS).Truncate(every).Add(every).UnixMilli()
+	var raw event.Raw
+	for i := range evs {
+		for evs[i].TS >= next {
+			send()
+			next += every.Milliseconds()
+		}
+		raw = event.Raw{Type: evs[i].Type, Campaign: evs[i].Campaign, Source: evs[i].Source, Medium: evs[i].Medium,
+			Country: evs[i].Country, Visitor: evs[i].Visitor, IP: evs[i].IP, UA: evs[i].UA, URL: evs[i].URL, Value: evs[i].Value}
+		raw.TS = event.Time{UnixMillis: evs[i].TS, Set: true}
+		var e event.Event
+		if err := event.Normalize(&raw, ctx, &e); err != nil {
+			tb.Fatal(err)
+		}
+		batch = append(batch, e)
+	}
+	send()
+	return liveBytes, messages
+}
+
+// BenchmarkLiveWireBytes reports what live counters add to the bytes on
+// the wire for the minute of BenchmarkWireBytes (100k events, 200 series,
+// 20k visitors), sent every second, against the same events as gzipped
+// NDJSON, at the default flush interval and in the low-bandwidth setting.
+// Live counters do not depend on the flush interval: each second they
+// carry the counters of the campaign-minutes that changed.
+//
+//	go test -run='^$' -bench=BenchmarkLiveWireBytes -benchtime=1x ./tests/bench/
+func BenchmarkLiveWireBytes(b *testing.B) {
+	// Live counters are kept for the minutes around the agent's clock:
+	// the traffic is this minute's.
+	evs := minuteOfTraffic(time.Now().Truncate(time.Minute))
+	gz := gzipSize(loadgen.EncodeNDJSON(evs))
+	for _, tc := range []struct {
+		iv              time.Duration
+		campaignUniques bool
+	}{{15 * time.Second, false}, {60 * time.Second, true}} {
+		name := fmt.Sprintf("flush=%s", tc.iv)
+		if tc.campaignUniques {
+			name += "/uniques=campaign"
+		}
+		b.Run(name, func(b *testing.B) {
+			var w, live, msgs int
+			for range b.N {
+				w, _, _, _ = wireSize(b, evs, tc.iv, true, tc.campaignUniques)
+				live, msgs = liveWireSize(b, evs, time.Second)
+			}
+			if msgs == 0 {
+				b.Fatal("no live message")
+			}
+			b.ReportMetric(float64(w), "wire_B/min")
+			b.ReportMetric(float64(live), "live_B/min")
+			b.ReportMetric(float64(msgs), "live_msgs/min")
+			b.ReportMetric(100*float64(w)/float64(gz), "%_of_gzip_without_live")
+			b.ReportMetric(100*float64(w+live)/float64(gz), "%_of_gzip_with_live")
+			b.ReportMetric(100*float64(live)/float64(gz), "live_pp_of_gzip")
+		})
+	}
+}

@@ -88,7 +88,11 @@ func (b *fakeBackend) SendClicks(ctx context.Context, campaign string, n int) er
 }
 
 func (b *fakeBackend) SetStreamDown(down bool) { b.f.setStreamDown(down) }
-func (b *fakeBackend) ResumeIDs() []string     { return b.f.resumeIDs() }
+
+// SetProvisional marks the current minute of campaign provisional on the
+// stream, or not.
+func (b *fakeBackend) SetProvisional(campaign string, on bool) { b.f.setProvisional(campaign, on) }
+func (b *fakeBackend) ResumeIDs() []string                     { return b.f.resumeIDs() }
 
 func (b *fakeBackend) SetNodeDown(_ testing.TB, down bool) { b.f.setNodeDown(down) }
 

@@ -49,6 +49,7 @@ var scenarios = []scenario{
 	{name: "Keyboard", run: testKeyboard, pageOnly: true},
 	{name: "CustomRange", run: testCustomRange, pageOnly: true},
 	{name: "HostileLink", run: testHostileLink, pageOnly: true},
+	{name: "ProvisionalFigures", run: testProvisionalFigures, pageOnly: true},
 }
 
 // TestDashboardOnFakeAPI runs every scenario against the in-test fake of
@@ -441,6 +442,35 @@ func signInLive(t *testing.T, b backend) *tab {
 	tb := signInByLink(t, b, roleAdmin)
 	tb.waitJS("the live state", `document.getElementById("status").textContent === "live"`, 10*time.Second)
 	return tb
+}
+
+// testProvisionalFigures: while the stream marks a minute of the chosen
+// campaign provisional (agents' live counters ahead of their flush), the
+// tiles of counts, money and ratios say so and the uniques tile does not;
+// when the flush lands (an update without the mark) the mark goes.
+func testProvisionalFigures(t *testing.T, b backend) {
+	pb, ok := b.(interface {
+		SetProvisional(campaign string, on bool)
+	})
+	if !ok {
+		t.Skip("this backend cannot mark figures provisional")
+	}
+	tb := signInLive(t, b)
+	campaign := b.Campaigns()[0]
+	tb.do("pick a campaign", clickRow(campaign))
+	tb.waitJS("the campaign selected", fmt.Sprintf(`document.getElementById("campaign").value === %q`, campaign), 5*time.Second)
+	pb.SetProvisional(campaign, true)
+	tb.waitJS("clicks marked provisional", `document.querySelector('[data-kpi=clicks]').dataset.provisional === "1"`, 10*time.Second)
+	if eval[bool](tb, `document.querySelector('[data-kpi=uniques]').dataset.provisional !== undefined`) {
+		t.Error("the uniques tile is marked provisional; uniques come at flush cadence only")
+	}
+	label := eval[string](tb, `getComputedStyle(document.querySelector('[data-kpi=clicks] .label'), '::after').content`)
+	if !strings.Contains(label, "provisional") {
+		t.Errorf("the clicks tile's label does not say provisional (::after is %s)", label)
+	}
+	tb.shot("provisional")
+	pb.SetProvisional(campaign, false)
+	tb.waitJS("the mark gone once the flush lands", `document.querySelector('[data-kpi=clicks]').dataset.provisional === undefined`, 10*time.Second)
 }
 
 func testStreamDown(t *testing.T, b backend) {

@@ -35,16 +35,18 @@ type fakeAPI struct {
 	campaigns []string
 	tokens    map[string]principal
 
-	mu         sync.Mutex
-	data       map[string]map[int64][]cell // campaign -> minute -> cells
-	pending    map[campaignMinute]bool     // changed since the last stream message
-	subs       map[*subscriber]bool
-	nextID     int64
-	log        []streamMessage // recent messages, for Last-Event-ID resumes
-	streamDown bool
-	nodeDown   bool
-	failing    map[string]int // path -> requests still to fail with 503
-	resumes    []string       // Last-Event-ID headers seen, in order
+	mu      sync.Mutex
+	data    map[string]map[int64][]cell // campaign -> minute -> cells
+	pending map[campaignMinute]bool     // changed since the last stream message
+	// provisional marks campaign-minutes the stream says are provisional.
+	provisional map[campaignMinute]bool
+	subs        map[*subscriber]bool
+	nextID      int64
+	log         []streamMessage // recent messages, for Last-Event-ID resumes
+	streamDown  bool
+	nodeDown    bool
+	failing     map[string]int // path -> requests still to fail with 503
+	resumes     []string       // Last-Event-ID headers seen, in order
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -264,6 +266,20 @@ func (f *fakeAPI) add(campaign string, d dims, c counters) {
 	f.pending[campaignMinute{campaign, minute}] = true
 }
 
+// setProvisional makes the stream mark the current minute of campaign
+// provisional (as an owner does while agents' live counters run ahead of
+// their flush), or not, and publishes it again.
+func (f *fakeAPI) setProvisional(campaign string, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.provisional == nil {
+		f.provisional = map[campaignMinute]bool{}
+	}
+	cm := campaignMinute{campaign, time.Now().Unix() / 60 * 60}
+	f.provisional[cm] = on
+	f.pending[cm] = true
+}
+
 // setStreamDown drops every stream connection and refuses new ones (503)
 // while down is true.
 func (f *fakeAPI) setStreamDown(down bool) {
@@ -328,7 +344,8 @@ func (f *fakeAPI) publishLoop() {
 		}
 		var us []live.Update
 		for cm := range f.pending {
-			us = append(us, live.Update{Campaign: cm.campaign, Minute: cm.minute, KPIs: f.minuteLocked(cm.campaign, cm.minute).kpis()})
+			us = append(us, live.Update{Campaign: cm.campaign, Minute: cm.minute, KPIs: f.minuteLocked(cm.campaign, cm.minute).kpis(),
+				Provisional: f.provisional[cm]})
 		}
 		clear(f.pending)
 		f.nextID++

@@ -45,7 +45,7 @@ type aggNode struct {
 // aggCluster is a real InfluxDB, several aggregator nodes joined by
 // memberlist and agents, all processes on loopback.
 type aggCluster struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	certs  string
 	influx *influxtest.Server

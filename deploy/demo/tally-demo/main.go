@@ -1,7 +1,10 @@
 // Command tally-demo runs a complete local Tally for `make demo`: a real
 // InfluxDB, a cluster of three aggregator nodes, two agents in two regions
 // and a generator of realistic campaign traffic (bots included), all on
-// loopback. Ctrl-C stops everything in order.
+// loopback. agent-eu flushes at the default interval (15 s), agent-us in
+// the low-bandwidth setting (60 s, uniques per campaign); both send live
+// counters, so the dashboard moves within about a second either way.
+// Ctrl-C stops everything in order.
 //
 // Ports come from the environment: TALLY_DEMO_HTTP (first node's API and
 // dashboard, default 8080; the others are +100 and +200),
@@ -88,10 +91,14 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		return err
 	}
 	certs := filepath.Join(dir, "certs")
+	// One agent at the default flush interval, one in the low-bandwidth
+	// setting; live counters keep both live within a second.
 	agents := []struct {
 		name, region string
 		port         int
-	}{{"agent-eu", "eu-west", euPort}, {"agent-us", "us-east", usPort}}
+		flush        time.Duration
+		rollup       string
+	}{{"agent-eu", "eu-west", euPort, 15 * time.Second, ""}, {"agent-us", "us-east", usPort, 60 * time.Second, "uniques: campaign"}}
 	if _, err := pki.GenerateDev(certs, pki.DevOptions{Agents: []string{"agent-eu", "agent-us"}, Aggregators: []string{"agg-1", "agg-2", "agg-3"}}); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
@@ -161,7 +168,8 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		cfg := filepath.Join(dir, a.name+".yaml")
 		addr := fmt.Sprintf("127.0.0.1:%d", a.port)
 		if err := harness.WriteAgentConfig(cfg, harness.AgentOptions{Name: a.name, Region: a.region, StateDir: filepath.Join(dir, a.name),
-			HTTPAddr: addr, Aggregators: quics, CertsDir: certs, Secret: "demo-deployment-secret-change-me"}); err != nil {
+			HTTPAddr: addr, Aggregators: quics, CertsDir: certs, Secret: "demo-deployment-secret-change-me",
+			FlushInterval: a.flush, RollupExtra: a.rollup}); err != nil {
 			return err
 		}
 		p := &harness.Proc{Name: a.name, Bin: agentBin, Args: []string{"-config", cfg}, LogPath: filepath.Join(logs, a.name+".log")}
@@ -259,8 +267,9 @@ Tally demo is running.
   Cluster     curl -H "Authorization: Bearer $(cat %[4]s)" 'http://%[5]s/api/v1/cluster'   (members, owners)
   Admin token %[4]s
   Metrics     http://%[5]s/metrics  (a node; campaign series need the admin token)   http://127.0.0.1:%[6]d/metrics  http://127.0.0.1:%[7]d/metrics  (agents)
-  Agents      agent-eu (eu-west) POST http://127.0.0.1:%[6]d/v1/events
-              agent-us (us-east) POST http://127.0.0.1:%[7]d/v1/events
+  Agents      agent-eu (eu-west, 15 s flush) POST http://127.0.0.1:%[6]d/v1/events
+              agent-us (us-east, 60 s flush, uniques per campaign: the low-bandwidth setting) POST http://127.0.0.1:%[7]d/v1/events
+              both send live counters each second: tiles marked "provisional" until the flush lands
               (server senders: -H "Authorization: Bearer $(cat %[14]s)")
   QUIC        %[8]s (mutual TLS, certificates in %[9]s)
   InfluxDB    %[10]s  bucket %[11]s
