@@ -409,7 +409,6 @@ const (
 // uvarint length and its bytes. withHLL keeps each state's HyperLogLog;
 // without it only counters and quantiles are written (a ledger).
 func AppendStoredContribs(b []byte, cs []StoredContrib, withHLL bool) ([]byte, error) {
-	b = append(b, StoredContribsV1)
 	var agents []string
 	index := map[string]int{}
 	for _, c := range cs {
@@ -418,72 +417,91 @@ func AppendStoredContribs(b []byte, cs []StoredContrib, withHLL bool) ([]byte, e
 			agents = append(agents, c.Agent)
 		}
 	}
+	b = AppendStoredContribsHeader(b, agents, len(cs))
+	var err error
+	for i := range cs {
+		if b, err = AppendStoredContribEntry(b, &cs[i], index[cs[i].Agent], withHLL); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// AppendStoredContribsHeader appends the start of a StoredContribsV1
+// value: the version byte, the agents and the number of entries. Followed
+// by n AppendStoredContribEntry, it makes what AppendStoredContribs
+// makes; a store that caches each contribution's entry (agent index 0)
+// builds one agent's list from the cached entries this way.
+func AppendStoredContribsHeader(b []byte, agents []string, n int) []byte {
+	b = append(b, StoredContribsV1)
 	b = binary.AppendUvarint(b, uint64(len(agents)))
 	for _, a := range agents {
 		b = appendString(b, a)
 	}
-	b = binary.AppendUvarint(b, uint64(len(cs)))
+	return binary.AppendUvarint(b, uint64(n))
+}
+
+// AppendStoredContribEntry appends one entry of a StoredContribsV1 value
+// (see AppendStoredContribs), for the agent at agentIndex of the header.
+func AppendStoredContribEntry(b []byte, c *StoredContrib, agentIndex int, withHLL bool) ([]byte, error) {
+	st := c.State
+	if st == nil {
+		st = &State{}
+	}
+	flags := 0
+	if c.Series != nil {
+		flags |= scSeries
+	}
+	if withHLL && st.Uniques != nil {
+		flags |= scHLL
+	}
+	if st.Values != nil && !st.Values.IsEmpty() {
+		flags |= scQuantiles
+	}
+	if st.ValueMicros != 0 {
+		flags |= scValue
+	}
+	if st.CostMicros != 0 {
+		flags |= scCost
+	}
+	if len(st.Bots) > 0 {
+		flags |= scBots
+	}
+	if len(st.Votes) > 0 {
+		flags |= scVotes
+	}
+	b = binary.AppendUvarint(b, uint64(agentIndex))
+	b = binary.AppendUvarint(b, uint64(flags))
+	b = binary.AppendUvarint(b, c.CID>>32)
+	b = binary.AppendUvarint(b, c.CID&0xffffffff)
+	b = binary.AppendUvarint(b, c.Version)
+	b = binary.AppendUvarint(b, st.Count)
+	if flags&scValue != 0 {
+		b = binary.AppendVarint(b, st.ValueMicros)
+	}
+	if flags&scCost != 0 {
+		b = binary.AppendVarint(b, st.CostMicros)
+	}
+	if flags&scBots != 0 {
+		b = appendCounts(b, st.Bots)
+	}
+	if flags&scVotes != 0 {
+		b = appendCounts(b, st.Votes)
+	}
+	if flags&scSeries != 0 {
+		s := c.Series
+		for _, v := range [...]string{s.Campaign, s.Source, s.Medium, s.Type, s.Country, s.Device, s.Region} {
+			b = appendString(b, v)
+		}
+	}
 	var err error
-	for i := range cs {
-		c := &cs[i]
-		st := c.State
-		if st == nil {
-			st = &State{}
+	if flags&scHLL != 0 {
+		if b, err = appendLenPrefixed(b, func(b []byte) ([]byte, error) { return AppendStoredHLL(b, st.Uniques) }); err != nil {
+			return b, err
 		}
-		flags := 0
-		if c.Series != nil {
-			flags |= scSeries
-		}
-		if withHLL && st.Uniques != nil {
-			flags |= scHLL
-		}
-		if st.Values != nil && !st.Values.IsEmpty() {
-			flags |= scQuantiles
-		}
-		if st.ValueMicros != 0 {
-			flags |= scValue
-		}
-		if st.CostMicros != 0 {
-			flags |= scCost
-		}
-		if len(st.Bots) > 0 {
-			flags |= scBots
-		}
-		if len(st.Votes) > 0 {
-			flags |= scVotes
-		}
-		b = binary.AppendUvarint(b, uint64(index[c.Agent]))
-		b = binary.AppendUvarint(b, uint64(flags))
-		b = binary.AppendUvarint(b, c.CID>>32)
-		b = binary.AppendUvarint(b, c.CID&0xffffffff)
-		b = binary.AppendUvarint(b, c.Version)
-		b = binary.AppendUvarint(b, st.Count)
-		if flags&scValue != 0 {
-			b = binary.AppendVarint(b, st.ValueMicros)
-		}
-		if flags&scCost != 0 {
-			b = binary.AppendVarint(b, st.CostMicros)
-		}
-		if flags&scBots != 0 {
-			b = appendCounts(b, st.Bots)
-		}
-		if flags&scVotes != 0 {
-			b = appendCounts(b, st.Votes)
-		}
-		if flags&scSeries != 0 {
-			s := c.Series
-			for _, v := range [...]string{s.Campaign, s.Source, s.Medium, s.Type, s.Country, s.Device, s.Region} {
-				b = appendString(b, v)
-			}
-		}
-		if flags&scHLL != 0 {
-			if b, err = appendLenPrefixed(b, func(b []byte) ([]byte, error) { return AppendStoredHLL(b, st.Uniques) }); err != nil {
-				return b, err
-			}
-		}
-		if flags&scQuantiles != 0 {
-			b, _ = appendLenPrefixed(b, func(b []byte) ([]byte, error) { return AppendStoredQuantiles(b, st.Values), nil })
-		}
+	}
+	if flags&scQuantiles != 0 {
+		b, _ = appendLenPrefixed(b, func(b []byte) ([]byte, error) { return AppendStoredQuantiles(b, st.Values), nil })
 	}
 	return b, nil
 }

@@ -376,12 +376,32 @@ func (s *Server) Close() error {
 	return err
 }
 
+// ExtraRetentionPolicies are the retention policies the aggregator keeps
+// besides its minutes' (contribution points, hourly and daily rollups):
+// CreateDatabase creates them too, with infinite duration, so that a
+// Writer or Reader used without the aggregator's Setup finds its
+// buckets "db/contributions", "db/hours" and "db/days".
+var ExtraRetentionPolicies = []string{"contributions", "hours", "days"}
+
 // CreateDatabase creates database db with default retention policy rp
 // (infinite duration) through the 1.x query API, so that bucket "db/rp"
-// exists for the v2 write and Flux APIs. It succeeds if both exist already.
+// exists for the v2 write and Flux APIs, and the ExtraRetentionPolicies.
+// It succeeds if they exist already.
 func (s *Server) CreateDatabase(ctx context.Context, db, rp string) error {
 	q := fmt.Sprintf("CREATE DATABASE %s WITH NAME %s", quoteIdent(db), quoteIdent(rp))
-	return s.exec(ctx, q)
+	if err := s.exec(ctx, q); err != nil {
+		return err
+	}
+	for _, extra := range ExtraRetentionPolicies {
+		if extra == rp {
+			continue
+		}
+		q := fmt.Sprintf("CREATE RETENTION POLICY %s ON %s DURATION INF REPLICATION 1", quoteIdent(extra), quoteIdent(db))
+		if err := s.exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // CreateRetentionPolicy creates retention policy rp of database db
