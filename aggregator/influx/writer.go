@@ -34,12 +34,12 @@ type Writer struct {
 	apisMu sync.Mutex
 	apis   map[string]api.WriteAPIBlocking // by bucket
 
-	pointsWritten atomic.Uint64
+	pointsWritten   atomic.Uint64
 	contribsSkipped atomic.Uint64
-	bytesWritten  atomic.Uint64
-	requests      atomic.Uint64
-	retries       atomic.Uint64
-	permanent     atomic.Uint64
+	bytesWritten    atomic.Uint64
+	requests        atomic.Uint64
+	retries         atomic.Uint64
+	permanent       atomic.Uint64
 
 	mu          sync.Mutex
 	lastErr     string
