@@ -131,10 +131,12 @@ chaos: influxdb ## The cluster fault-injection suite at full length (60 s partit
 attack: dashboard influxdb test-deps ## The adversarial suites at full length (TALLY_ATTACK=long): every attack mixed with legitimate traffic for minutes, then exactness checked.
 	TALLY_ATTACK=long TALLY_REQUIRE_BROWSER=1 $(GO) test -count=1 -timeout 40m -v ./tests/attack/...
 
-fuzz: ## Run every fuzzer (wire, sketch, anomaly replay) for FUZZTIME each (default 30s).
-	@for pkg in ./wire ./sketch ./aggregator/anomaly; do \
-	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s $$pkg; done; done
+fuzz: ## Run every fuzzer of every package (found by their Fuzz functions) for FUZZTIME each (default 30s).
+	@pkgs=$$(git ls-files '*_test.go' | xargs grep -lE '^func Fuzz[A-Za-z0-9_]+\(' | xargs -n1 dirname | sort -u); \
+	  if [ -z "$$pkgs" ]; then echo "no fuzzers found"; exit 1; fi; \
+	  for pkg in $$pkgs; do \
+	    for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //' | sort -u); do \
+	      echo "== ./$$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s ./$$pkg; done; done
 
 lint: fmt-check tidy-check ## go vet, gofmt and go.mod tidiness (the main module and deploy/tools).
 	$(GO) vet $(PKGS)

@@ -88,7 +88,7 @@ func testExact(t *testing.T, opts clusterOptions, lang string, total int, outage
 			evs := perAgent[ai]
 			lo, hi := len(evs)*phase/phases, len(evs)*(phase+1)/phases
 			wg.Go(func() {
-				client := &loadgen.Client{URL: a.eventsURL(), HTTP: &http.Client{Timeout: 30 * time.Second}}
+				client := &loadgen.Client{URL: a.eventsURL(), HTTP: &http.Client{Timeout: 30 * time.Second}, Token: harness.DefaultServerToken}
 				for i := lo; i < hi; i += batch {
 					part := evs[i:min(i+batch, hi)]
 					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -230,13 +230,25 @@ func testExact(t *testing.T, opts clusterOptions, lang string, total int, outage
 	}
 }
 
+// postAsServer posts an NDJSON body as the backend the load generator
+// plays: a server sender, whose events' ip and ua the agent believes.
+func postAsServer(url string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Authorization", "Bearer "+harness.DefaultServerToken)
+	return http.DefaultClient.Do(req)
+}
+
 // sendBadInput posts a body mixing valid events with malformed and unknown
 // lines, and an oversized body; the valid events must count, the rest be
 // rejected and counted in /metrics.
 func sendBadInput(t *testing.T, a *agentProc, gen *loadgen.Generator, t0 time.Time, truth *loadgen.Truth) {
 	good := []loadgen.Event{gen.Event(t0.Add(time.Minute)), gen.Event(t0.Add(2 * time.Minute))}
 	body := string(loadgen.EncodeNDJSON(good[:1])) + "{this is not json\n" + `{"type":"teleport","campaign":"x"}` + "\n" + string(loadgen.EncodeNDJSON(good[1:]))
-	resp, err := http.Post(a.eventsURL(), "application/x-ndjson", stringsReader(body))
+	resp, err := postAsServer(a.eventsURL(), stringsReader(body))
 	if err != nil {
 		t.Error(err)
 		return
@@ -253,7 +265,7 @@ func sendBadInput(t *testing.T, a *agentProc, gen *loadgen.Generator, t0 time.Ti
 	for i := range big {
 		big[i] = ' '
 	}
-	resp, err = http.Post(a.eventsURL(), "application/x-ndjson", bytesReader(big))
+	resp, err = postAsServer(a.eventsURL(), bytesReader(big))
 	if err != nil {
 		t.Error(err)
 		return
