@@ -28,6 +28,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/ingest"
 	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/aggregator/quarantine"
+	"github.com/tally-edge/tally/aggregator/rollup"
 	"github.com/tally-edge/tally/aggregator/writer"
 	"github.com/tally-edge/tally/internal/pki"
 	"github.com/tally-edge/tally/sketch"
@@ -53,9 +54,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	icfg := influx.DefaultConfig()
-	icfg.URL, icfg.Token, icfg.Org, icfg.Bucket, icfg.Timeout = cfg.Influx.URL, cfg.Influx.Token, cfg.Influx.Org, cfg.Influx.Bucket, cfg.Influx.Timeout
-	icfg.QueryLanguage = cfg.Influx.QueryLanguage
+	icfg := cfg.Influx.Storage()
 	iw, err := influx.NewWriter(icfg, logger)
 	if err != nil {
 		return err
@@ -169,8 +168,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
+	rcfg := rollup.Config{}
+	if clustered {
+		self := cfg.Name
+		rcfg.Owns = func(c string) bool { return cl.View().Owner(c).Name == self }
+	}
+	roller := rollup.New(rcfg, rollupStorage{reader, iw}, reg, logger)
 	wcfg := writer.Config{Node: cfg.Name, Interval: cfg.Merge.WriteInterval, Lateness: cfg.Merge.Lateness,
-		Source: pipe, Storage: iw, Quarantine: quar, Publisher: fanout}
+		Source: pipe, Storage: iw, Quarantine: quar, Publisher: fanout, Rollups: roller}
 	if clustered {
 		wcfg.Routing = routing{cl, fwd}
 	}
@@ -202,7 +207,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return nil
 	}
 	side, err := newHTTPSide(cfg, hub, func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} },
-		minuteSource{reader}, storageCheck.ready(readiness), reg, logger)
+		&rollup.Source{Reader: reader, Retention: icfg.Retention}, storageCheck.ready(readiness), reg, logger)
 	if err != nil {
 		return err
 	}
@@ -243,6 +248,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if _, err := storageCheck.run(ctx); err != nil && ctx.Err() == nil {
 		return err
 	}
+	// The rollups' since mark, before any minute is written (a failure
+	// leaves answers to minutes until a sweep sets it).
+	if err := roller.Init(ctx); err != nil && ctx.Err() == nil {
+		logger.Warn("setting the rollups' since mark failed; answers come from minutes until a sweep sets it", "err", err)
+	}
 
 	// Ownership is only known once this node sees its peers: wait for them
 	// (a node alone would think it owns everything), then rebuild. Batches
@@ -265,6 +275,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	writeErr := make(chan error, 1)
 	pipeWG.Go(func() { writeErr <- wr.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
 	pipeWG.Go(func() { _ = pipe.RunLoader(pipeCtx) })
+	pipeWG.Go(func() { _ = roller.Run(pipeCtx) })
 	fanout.Start()
 	if clustered {
 		last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_last_takeover_timestamp_seconds",
@@ -358,13 +369,23 @@ func (s storage) LoadContributionsFunc(ctx context.Context, from, to time.Time, 
 	return s.r.LoadContributionsFunc(ctx, from, to, keep)
 }
 
-// minuteSource answers API queries from InfluxDB.
-type minuteSource struct{ r *influx.Reader }
+// rollupStorage is rollup.Storage: the reader's reads, the writer's
+// writes.
+type rollupStorage struct {
+	*influx.Reader
+	w *influx.Writer
+}
 
-func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(sketch.Minute) error) error {
-	return m.r.EachMinute(ctx, influx.MinuteQuery{Campaigns: q.Campaigns, AllCampaigns: q.AllCampaigns, From: q.From, To: q.To,
-		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region, Type: q.Type,
-		CountersOnly: q.CountersOnly}, fn)
+func (s rollupStorage) WriteRollups(ctx context.Context, res influx.Resolution, points []sketch.Minute) ([]influx.Refusal, error) {
+	return s.w.WriteRollups(ctx, res, points)
+}
+
+func (s rollupStorage) WriteMarkers(ctx context.Context, res influx.Resolution, field string, marks []influx.Marker) error {
+	return s.w.WriteMarkers(ctx, res, field, marks)
+}
+
+func (s rollupStorage) WriteSince(ctx context.Context, since int64, at time.Time) error {
+	return s.w.WriteSince(ctx, since, at)
 }
 
 func registerWriterMetrics(reg prometheus.Registerer, w *influx.Writer) {

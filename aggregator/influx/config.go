@@ -244,6 +244,13 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("retention of %s %s: at least 24h, or 0 to keep them", d.name, d.v))
 		}
 	}
+	// A coarser resolution outlives the finer one: answers about time the
+	// finer points no longer cover come from it.
+	longer := func(a, b time.Duration) bool { return a == 0 || (b != 0 && a >= b) }
+	if !longer(r.Hours, r.Minutes) || !longer(r.Days, r.Hours) {
+		errs = append(errs, fmt.Errorf("retention of minutes %s, hours %s, days %s: each must keep at least as long as the finer one (0: forever)",
+			r.Minutes, r.Hours, r.Days))
+	}
 	if c.MaxRequestBytes < minRequestBytes {
 		errs = append(errs, fmt.Errorf("max request bytes %d is below %d (one point can be that large)", c.MaxRequestBytes, minRequestBytes))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tally-edge/tally/aggregator/api"
@@ -16,6 +17,7 @@ import (
 type Reader interface {
 	EachMinute(ctx context.Context, q influx.MinuteQuery, fn func(sketch.Minute) error) error
 	LoadMarkers(ctx context.Context, res influx.Resolution, from, to time.Time, campaigns []string) ([]influx.Marker, error)
+	LoadSince(ctx context.Context) (since int64, ok bool, err error)
 }
 
 // Source answers the API's questions (api.Source) from the coarsest
@@ -33,6 +35,32 @@ type Source struct {
 	Retention influx.Retention
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+
+	mu        sync.Mutex
+	since     int64 // the since mark, once known
+	sinceOK   bool
+	sinceRead time.Time
+}
+
+// sinceTTL is how long Source trusts the since mark it read (another
+// node's first start may move it later, never earlier).
+const sinceTTL = time.Minute
+
+// sinceMark returns the since mark (see Roller.Init): rollups answer
+// only periods starting at or after it. ok is false while there is none;
+// then only minutes answer.
+func (s *Source) sinceMark(ctx context.Context) (int64, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sinceOK && time.Since(s.sinceRead) < sinceTTL {
+		return s.since, true, nil
+	}
+	since, ok, err := s.Reader.LoadSince(ctx)
+	if err != nil || !ok {
+		return 0, false, err
+	}
+	s.since, s.sinceOK, s.sinceRead = since, true, time.Now()
+	return since, true, nil
 }
 
 // span is a run of one resolution: points starting in [from, to).
@@ -52,12 +80,24 @@ func (s *Source) EachMinute(ctx context.Context, q api.Query, fn func(sketch.Min
 	if !useHours || hi-lo < hour {
 		return s.Reader.EachMinute(ctx, base, fn)
 	}
+	since, ok, err := s.sinceMark(ctx)
+	if err != nil {
+		return fmt.Errorf("read the rollups' since mark: %w", err)
+	}
+	if !ok || since >= hi {
+		return s.Reader.EachMinute(ctx, base, fn)
+	}
 	useDays := stepSec == 0 || stepSec%day == 0
 	splits := make([]int64, 0, len(q.Splits))
 	for _, t := range q.Splits {
 		splits = append(splits, ceilSec(t))
 	}
-	generic := s.plan(lo, hi, useDays, splits)
+	if lo < since {
+		// Minutes stored before rollups existed have no markers: only
+		// the minutes answer for them.
+		splits = append(splits, since)
+	}
+	generic := s.plan(lo, hi, useDays, splits, since)
 
 	// Markers of every period the plan reads from rollups.
 	dirtyDays, err := s.dirty(ctx, influx.Days, generic, q)
@@ -160,8 +200,9 @@ func (s *Source) read(ctx context.Context, q influx.MinuteQuery, plan []span, fn
 }
 
 // plan cuts [lo, hi) into whole days (when useDays), whole hours and
-// runs of minutes, no period containing a split strictly inside it.
-func (s *Source) plan(lo, hi int64, useDays bool, splits []int64) []span {
+// runs of minutes, no period containing a split strictly inside it and
+// only minutes before since.
+func (s *Source) plan(lo, hi int64, useDays bool, splits []int64, since int64) []span {
 	cut := func(a, b int64) bool {
 		for _, sp := range splits {
 			if a < sp && sp < b {
@@ -180,6 +221,10 @@ func (s *Source) plan(lo, hi int64, useDays bool, splits []int64) []span {
 	}
 	for t := lo; t < hi; {
 		switch {
+		case t < since:
+			end := min(hi, since, floor(t, hour)+hour)
+			add(span{influx.Minutes, t, end})
+			t = end
 		case useDays && t%day == 0 && t+day <= hi && !cut(t, t+day):
 			add(span{influx.Days, t, t + day})
 			t += day

@@ -66,6 +66,9 @@ type Storage interface {
 	LoadMarkers(ctx context.Context, res influx.Resolution, from, to time.Time, campaigns []string) ([]influx.Marker, error)
 	WriteRollups(ctx context.Context, res influx.Resolution, points []sketch.Minute) ([]influx.Refusal, error)
 	WriteMarkers(ctx context.Context, res influx.Resolution, field string, marks []influx.Marker) error
+	LoadSince(ctx context.Context) (since int64, ok bool, err error)
+	WriteSince(ctx context.Context, since int64, at time.Time) error
+	LatestMinute(ctx context.Context) (minute int64, ok bool, err error)
 }
 
 // Config tunes a Roller.
@@ -333,11 +336,42 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
+// Init makes sure the since mark exists, before the node writes any
+// minute: rollups answer only periods starting at or after it, because
+// minutes stored before markers existed (an older version's) have none
+// (step 5 of the package doc holds only from there on). The first node
+// to start sets it to the day after the latest minute stored (0 when
+// there is none); later calls rewrite it unchanged at the current time,
+// so that no retention of the days bucket ever drops it (Sweep does so
+// too). Another node setting it concurrently can only set it later,
+// which is as safe.
+func (r *Roller) Init(ctx context.Context) error {
+	since, ok, err := r.storage.LoadSince(ctx)
+	if err != nil {
+		return fmt.Errorf("read the rollups' since mark: %w", err)
+	}
+	if !ok {
+		latest, any, err := r.storage.LatestMinute(ctx)
+		if err != nil {
+			return fmt.Errorf("find the latest minute stored: %w", err)
+		}
+		if any {
+			since = floor(latest, day) + day
+			r.log.Info("minutes stored before rollups existed are answered from minutes only",
+				"until", time.Unix(since, 0).UTC().Format(time.RFC3339))
+		}
+	}
+	return r.storage.WriteSince(ctx, since, r.cfg.Now())
+}
+
 // Sweep queues the campaign-hours and campaign-days of the last
 // SweepWindow whose markers are dirty, of campaigns this node owns: what
 // a node that stopped mid-way, or a previous owner, left. It returns how
 // many hours it queued.
 func (r *Roller) Sweep(ctx context.Context) (int, error) {
+	if err := r.Init(ctx); err != nil {
+		return 0, err
+	}
 	now := r.cfg.Now()
 	from := time.Unix(floor(now.Add(-r.cfg.SweepWindow).Unix(), day), 0)
 	to := now.Add(24 * time.Hour)
@@ -513,100 +547,109 @@ func (r *Roller) Pass(ctx context.Context) (int, error) {
 }
 
 // roll computes and writes w's rollups and marks their markers rolled.
+// Hours are read a day at a time (one query for the due hours of up to
+// MaxCampaigns campaigns in one day), days a month of days at a time.
 func (r *Roller) roll(ctx context.Context, w work) error {
-	// Hours, grouped by start so one query reads many campaigns.
-	byStart := map[int64][]string{}
-	for h := range w.hours {
-		byStart[h.start] = append(byStart[h.start], h.campaign)
-	}
-	var marks []influx.Marker
-	for _, start := range slices.Sorted(mapsKeys(byStart)) {
-		cs := byStart[start]
-		slices.Sort(cs)
-		for len(cs) > 0 {
-			part := cs[:min(len(cs), r.cfg.MaxCampaigns)]
-			cs = cs[len(part):]
-			if err := r.rollPeriod(ctx, influx.Minutes, influx.Hours, start, hour, part); err != nil {
-				return err
-			}
-			for _, c := range part {
-				if tok := w.hours[period{c, start}]; tok != 0 {
-					marks = append(marks, influx.Marker{Campaign: c, Start: start, Rolled: tok})
-				}
-			}
-		}
-	}
-	if len(marks) > 0 {
-		if err := r.storage.WriteMarkers(ctx, influx.Hours, influx.FieldRolled, marks); err != nil {
-			return fmt.Errorf("mark hours rolled: %w", err)
-		}
+	if err := r.rollAll(ctx, influx.Minutes, influx.Hours, hour, day, w.hours); err != nil {
+		return err
 	}
 	// Days the pass's hours belong to are recomputed by this pass only if
 	// queued and free of pending hours (take); the others wait.
-	byDay := map[int64][]string{}
-	for d := range w.days {
-		byDay[d.start] = append(byDay[d.start], d.campaign)
+	return r.rollAll(ctx, influx.Hours, influx.Days, day, 32*day, w.days)
+}
+
+// rollAll recomputes the periods of length periods of resolution to from
+// the points of resolution from, reading them in windows of length
+// window, and marks each rolled with its token.
+func (r *Roller) rollAll(ctx context.Context, from, to influx.Resolution, length, window int64, periods map[period]int64) error {
+	byWindow := map[int64]map[string]bool{}
+	for p := range periods {
+		wd := floor(p.start, window)
+		if byWindow[wd] == nil {
+			byWindow[wd] = map[string]bool{}
+		}
+		byWindow[wd][p.campaign] = true
 	}
-	marks = marks[:0]
-	for _, start := range slices.Sorted(mapsKeys(byDay)) {
-		cs := byDay[start]
-		slices.Sort(cs)
+	var marks []influx.Marker
+	for _, ws := range slices.Sorted(mapsKeys(byWindow)) {
+		cs := slices.Sorted(mapsKeys(byWindow[ws]))
 		for len(cs) > 0 {
 			part := cs[:min(len(cs), r.cfg.MaxCampaigns)]
 			cs = cs[len(part):]
-			if err := r.rollPeriod(ctx, influx.Hours, influx.Days, start, day, part); err != nil {
-				return err
-			}
-			for _, c := range part {
-				if tok := w.days[period{c, start}]; tok != 0 {
-					marks = append(marks, influx.Marker{Campaign: c, Start: start, Rolled: tok})
+			lo, hi := ws+window, ws
+			for p := range periods {
+				if floor(p.start, window) == ws && slices.Contains(part, p.campaign) {
+					lo, hi = min(lo, p.start), max(hi, p.start+length)
 				}
+			}
+			due := func(campaign string, start int64) bool {
+				_, ok := periods[period{campaign, start}]
+				return ok
+			}
+			if err := r.rollRange(ctx, from, to, lo, hi, length, part, due); err != nil {
+				return err
 			}
 		}
 	}
+	for p, tok := range periods {
+		if tok != 0 {
+			marks = append(marks, influx.Marker{Campaign: p.campaign, Start: p.start, Rolled: tok})
+		}
+	}
 	if len(marks) > 0 {
-		if err := r.storage.WriteMarkers(ctx, influx.Days, influx.FieldRolled, marks); err != nil {
-			return fmt.Errorf("mark days rolled: %w", err)
+		if err := r.storage.WriteMarkers(ctx, to, influx.FieldRolled, marks); err != nil {
+			return fmt.Errorf("mark %ss rolled: %w", to, err)
 		}
 	}
 	return nil
 }
 
-// rollPeriod reads the points of resolution from in [start, start+length)
-// of campaigns, merges them per series and writes the merged points at
-// resolution to, with Minute start.
-func (r *Roller) rollPeriod(ctx context.Context, from, to influx.Resolution, start, length int64, campaigns []string) error {
-	merged := map[sketch.Series]*sketch.State{}
-	var order []sketch.Series
-	err := r.storage.EachMinute(ctx, influx.MinuteQuery{Campaigns: campaigns, From: time.Unix(start, 0), To: time.Unix(start+length, 0),
+// rollRange reads the points of resolution from in [lo, hi) of campaigns,
+// merges them per series and period of length length, and writes, for
+// the periods due says, the merged points at resolution to, with Minute
+// the period's start.
+func (r *Roller) rollRange(ctx context.Context, from, to influx.Resolution, lo, hi, length int64, campaigns []string,
+	due func(campaign string, start int64) bool) error {
+	type key struct {
+		series sketch.Series
+		start  int64
+	}
+	merged := map[key]*sketch.State{}
+	var order []key
+	err := r.storage.EachMinute(ctx, influx.MinuteQuery{Campaigns: campaigns, From: time.Unix(lo, 0), To: time.Unix(hi, 0),
 		Resolution: from}, func(p sketch.Minute) error {
-		st := merged[p.Series]
+		k := key{p.Series, floor(p.Minute, length)}
+		if !due(p.Series.Campaign, k.start) {
+			return nil
+		}
+		st := merged[k]
 		if st == nil {
 			st = &sketch.State{}
-			merged[p.Series] = st
-			order = append(order, p.Series)
+			merged[k] = st
+			order = append(order, k)
 		}
 		return st.Merge(p.State)
 	})
+	at := time.Unix(lo, 0).UTC().Format(time.RFC3339)
 	var corrupt *influx.CorruptPointError
 	if errors.As(err, &corrupt) {
 		// Writing a rollup without the damaged point would make it
 		// disagree with what the minutes answer; stop here.
-		return fmt.Errorf("roll up %s of %d campaigns at %s: %w", to, len(campaigns), time.Unix(start, 0).UTC().Format(time.RFC3339), err)
+		return fmt.Errorf("roll up %ss of %d campaigns from %s: %w", to, len(campaigns), at, err)
 	}
 	if err != nil {
-		return fmt.Errorf("read %ss for the %s rollup at %s: %w", from, to, time.Unix(start, 0).UTC().Format(time.RFC3339), err)
+		return fmt.Errorf("read %ss for the %s rollups from %s: %w", from, to, at, err)
 	}
 	if len(order) == 0 {
 		return nil
 	}
 	points := make([]sketch.Minute, len(order))
-	for i, s := range order {
-		points[i] = sketch.Minute{Series: s, Minute: start, State: merged[s]}
+	for i, k := range order {
+		points[i] = sketch.Minute{Series: k.series, Minute: k.start, State: merged[k]}
 	}
 	refused, err := r.storage.WriteRollups(ctx, to, points)
 	if err != nil {
-		return fmt.Errorf("write %s rollups at %s: %w", to, time.Unix(start, 0).UTC().Format(time.RFC3339), err)
+		return fmt.Errorf("write %s rollups from %s: %w", to, at, err)
 	}
 	if len(refused) > 0 {
 		r.m.refused.Add(float64(len(refused)))

@@ -29,6 +29,7 @@ type memStore struct {
 	queries []influx.MinuteQuery
 	failAt  int // fail the n-th EachMinute (1-based); 0: never
 	calls   int
+	since   *int64 // the since mark; nil: none
 }
 
 func newMem() *memStore {
@@ -130,6 +131,35 @@ func (m *memStore) WriteMarkers(ctx context.Context, res influx.Resolution, fiel
 	return nil
 }
 
+func (m *memStore) LoadSince(ctx context.Context) (int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.since == nil {
+		return 0, false, nil
+	}
+	return *m.since, true, nil
+}
+
+func (m *memStore) WriteSince(ctx context.Context, since int64, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.since = &since
+	return nil
+}
+
+func (m *memStore) LatestMinute(ctx context.Context) (int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var latest int64
+	found := false
+	for k := range m.points[influx.Minutes] {
+		if !found || k.Minute > latest {
+			latest, found = k.Minute, true
+		}
+	}
+	return latest, found, nil
+}
+
 func (m *memStore) dirtyMarkers() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -207,7 +237,12 @@ func genMinutes(rng *rand.Rand, start time.Time, days int, campaigns []string) [
 }
 
 func newRoller(t *testing.T, m *memStore, c *clock) *Roller {
-	return New(Config{Now: c.Now, Settle: 5 * time.Minute, Quiet: 10 * time.Second, MaxDelay: time.Minute}, m, prometheus.NewRegistry(), nil)
+	t.Helper()
+	r := New(Config{Now: c.Now, Settle: 5 * time.Minute, Quiet: 10 * time.Second, MaxDelay: time.Minute}, m, prometheus.NewRegistry(), nil)
+	if err := r.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // drain runs passes until nothing is left that is due.
@@ -551,6 +586,8 @@ func TestPlanReadsLittle(t *testing.T) {
 	today := now.Truncate(24 * time.Hour).Unix()
 	m.markers[influx.Days][period{"a", today}] = &influx.Marker{Campaign: "a", Start: today, Changed: 9, Rolled: 5}
 	m.markers[influx.Hours][period{"a", today + 11*3600}] = &influx.Marker{Campaign: "a", Start: today + 11*3600, Changed: 9, Rolled: 5}
+	var zero int64
+	m.since = &zero
 	src := &Source{Reader: m, Now: func() time.Time { return now }}
 	q := api.Query{Campaigns: []string{"a"}, From: now.Add(-365 * 24 * time.Hour), To: now, Step: 24 * time.Hour}
 	if err := src.EachMinute(context.Background(), q, func(sketch.Minute) error { return nil }); err != nil {
@@ -573,5 +610,57 @@ func TestPlanReadsLittle(t *testing.T) {
 	}
 	if days != 1 {
 		t.Fatalf("queries %v: want one daily query", got)
+	}
+}
+
+// TestMinutesBeforeRollupsExisted: minutes an older version stored have
+// no markers. The first Init puts the since mark after them, so answers
+// about their time come from minutes, while later days come from rollups;
+// without the mark (a Source before any Init) only minutes answer.
+func TestMinutesBeforeRollupsExisted(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	m := newMem()
+	old := genMinutes(rng, start, 3, []string{"a", "b"})
+	for _, p := range old {
+		m.putMinute(p) // no markers: written before rollups existed
+	}
+	src := &Source{Reader: m}
+	all := api.Query{AllCampaigns: true, From: start, To: start.Add(6 * 24 * time.Hour), Step: 24 * time.Hour}
+	if got, want := fold(t, src, all), fold(t, minutesSource{m}, all); !equalFolds(got, want) {
+		t.Fatalf("before any Init: %v, want %v", got, want)
+	}
+	c := &clock{t: start.Add(3*24*time.Hour + 2*time.Hour)}
+	r := newRoller(t, m, c)
+	if m.since == nil || *m.since != start.Add(3*24*time.Hour).Unix() {
+		t.Fatalf("since mark %v, want the day after the latest minute", m.since)
+	}
+	for _, p := range genMinutes(rng, start.Add(3*24*time.Hour), 2, []string{"a", "b"}) {
+		write(t, r, m, []sketch.Minute{p})
+	}
+	c.Add(3 * 24 * time.Hour)
+	drain(t, r)
+	m.mu.Lock()
+	m.queries = nil
+	m.mu.Unlock()
+	src = &Source{Reader: m}
+	if got, want := fold(t, src, all), fold(t, minutesSource{m}, all); !equalFolds(got, want) {
+		t.Fatalf("after Init: %v, want %v", got, want)
+	}
+	days := 0
+	for _, q := range m.queries {
+		if q.Resolution == influx.Days {
+			days++
+			if q.From.Before(start.Add(3 * 24 * time.Hour)) {
+				t.Fatalf("daily rollups read for time before the since mark: %+v", q)
+			}
+		}
+	}
+	if days == 0 {
+		t.Fatal("no daily rollups read after the since mark")
+	}
+	// A second Init keeps the mark where it is.
+	if err := r.Init(context.Background()); err != nil || *m.since != start.Add(3*24*time.Hour).Unix() {
+		t.Fatalf("second Init: %v, since %d", err, *m.since)
 	}
 }
