@@ -57,6 +57,21 @@ func influxQLDuration(d time.Duration) string {
 	return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 }
 
+// shardDuration is the shard group duration InfluxDB 1.x gives a policy
+// of duration d by default: 1h below 2 days, 1 day up to 6 months, 7 days
+// beyond and for infinite ones. Altering a policy's duration sets it
+// again, because InfluxDB refuses a duration shorter than the shard
+// group's.
+func shardDuration(d time.Duration) time.Duration {
+	switch {
+	case d <= 0 || d > 180*24*time.Hour:
+		return 7 * 24 * time.Hour
+	case d >= 2*24*time.Hour:
+		return 24 * time.Hour
+	}
+	return time.Hour
+}
+
 // setupRetention makes the retention policy of each bucket keep its
 // points as long as Config.Retention says: it creates the policies of the
 // contributions, hours and days buckets when they are missing (and create
@@ -100,8 +115,8 @@ func (r *Reader) setupRetention(ctx context.Context, info *ServerInfo, create bo
 			if !dbOK {
 				stmts = append(stmts, "CREATE DATABASE "+influxQLIdent(db))
 			}
-			stmts = append(stmts, fmt.Sprintf("CREATE RETENTION POLICY %s ON %s DURATION %s REPLICATION 1",
-				influxQLIdent(rp), influxQLIdent(db), influxQLDuration(b.keep)))
+			stmts = append(stmts, fmt.Sprintf("CREATE RETENTION POLICY %s ON %s DURATION %s REPLICATION 1 SHARD DURATION %s",
+				influxQLIdent(rp), influxQLIdent(db), influxQLDuration(b.keep), influxQLDuration(shardDuration(b.keep))))
 			if !create {
 				return setupErr(SettingCreateBucket, "%s has no retention policy %q on database %q for the %s and %s is false: create it (%s), or set %s: true",
 					where, rp, db, b.kind, SettingCreateBucket, stmts[len(stmts)-1], SettingCreateBucket)
@@ -109,7 +124,8 @@ func (r *Reader) setupRetention(ctx context.Context, info *ServerInfo, create bo
 		case have.duration == max(b.keep, 0):
 			continue
 		default:
-			stmt := fmt.Sprintf("ALTER RETENTION POLICY %s ON %s DURATION %s", influxQLIdent(rp), influxQLIdent(db), influxQLDuration(b.keep))
+			stmt := fmt.Sprintf("ALTER RETENTION POLICY %s ON %s DURATION %s SHARD DURATION %s", influxQLIdent(rp), influxQLIdent(db),
+				influxQLDuration(b.keep), influxQLDuration(shardDuration(b.keep)))
 			if !create {
 				r.log.Warn("a retention policy keeps points for another time than configured; left as it is ("+SettingCreateBucket+" is false)",
 					"bucket", b.bucket, "keeps", have.duration.String(), "configured", b.keep.String(), "statement", stmt)
@@ -143,10 +159,7 @@ func (r *Reader) setupRetention(ctx context.Context, info *ServerInfo, create bo
 					where, stmt, SettingToken, err, SettingToken)
 			}
 			r.log.Info("set up a retention policy", "bucket", b.bucket, "keeps", influxQLDuration(b.keep), "statement", stmt)
-			if info.Created != "" {
-				info.Created += "; "
-			}
-			info.Created += stmt
+			info.Policies = append(info.Policies, stmt)
 		}
 	}
 	return nil

@@ -33,6 +33,9 @@ type ServerInfo struct {
 	Bucket string
 	// Created says what Setup created ("" when the bucket existed).
 	Created string
+	// Policies are the statements Setup ran to create or alter the
+	// retention policies of the resolutions (setupRetention).
+	Policies []string
 }
 
 // String describes the server in one line, for logs and status pages.

@@ -183,11 +183,18 @@ func testOnInfluxDB(t *testing.T, flux bool, lang string) {
 	}
 	defer w.Close()
 
-	// Setup creates a policy per resolution, each as long as configured.
+	// Setup creates a policy per resolution, each as long as configured,
+	// and alters one an older setup left infinite (its shard groups a
+	// week long, longer than the new duration).
+	for _, stmt := range []string{"CREATE DATABASE tally", "CREATE RETENTION POLICY contributions ON tally DURATION INF REPLICATION 1"} {
+		if err := s.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := reader.Setup(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"minutes": "1440h0m0s", "contributions": "3h0m0s", "hours": "9600h0m0s", "days": "0s"}
+	want := map[string]string{"autogen": "0s", "minutes": "1440h0m0s", "contributions": "3h0m0s", "hours": "9600h0m0s", "days": "0s"}
 	if got := policiesOf(t, s, "tally"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("retention policies after Setup: %v, want %v", got, want)
 	}
