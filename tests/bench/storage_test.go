@@ -299,4 +299,3 @@ func pointCount(b *testing.B, s *influxtest.Server, db, rp, m string) int64 {
 	}
 	return most
 }
-
