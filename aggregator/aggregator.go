@@ -67,6 +67,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	defer reader.Close()
 	registerWriterMetrics(reg, iw)
 	storageCheck := newStorageSetup(reader, icfg, cfg.Influx.CreateBucket, reg, logger)
+	usage := newStorageUsage(reader, 10*time.Minute, reg, logger)
 
 	// One UDP endpoint serves agents and peers and dials peers.
 	ep, err := wire.NewEndpoint(cfg.QUIC.Listen)
@@ -245,7 +246,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 
 	// The storage first: check InfluxDB, create the bucket if allowed
 	// (retrying while it is unreachable; /readyz says so meanwhile).
-	if _, err := storageCheck.run(ctx); err != nil && ctx.Err() == nil {
+	storageInfo, err := storageCheck.run(ctx)
+	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	// The rollups' since mark, before any minute is written (a failure
@@ -276,6 +278,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	pipeWG.Go(func() { writeErr <- wr.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
 	pipeWG.Go(func() { _ = pipe.RunLoader(pipeCtx) })
 	pipeWG.Go(func() { _ = roller.Run(pipeCtx) })
+	if storageInfo.InfluxQL && storageInfo.Generation < 2 {
+		pipeWG.Go(func() { usage.run(pipeCtx) })
+	}
 	fanout.Start()
 	if clustered {
 		last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_last_takeover_timestamp_seconds",

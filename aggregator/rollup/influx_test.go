@@ -207,6 +207,14 @@ func testOnInfluxDB(t *testing.T, flux bool, lang string) {
 
 	// Days 0-2 as an older version wrote them: minutes, no markers.
 	old := genDays(rng, start, 0, 3, campaigns, truths)
+	var minutesWritten, eventsWritten int64
+	count := func(ms []sketch.Minute) {
+		for _, m := range ms {
+			minutesWritten++
+			eventsWritten += int64(m.State.Count)
+		}
+	}
+	count(old)
 	if err := w.Write(ctx, old, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +238,7 @@ func testOnInfluxDB(t *testing.T, flux bool, lang string) {
 			t.Fatal(err)
 		}
 		r.Changed(ms)
+		count(ms)
 	}
 	c.Add(time.Minute)
 	passes(t, r)
@@ -271,6 +280,7 @@ func testOnInfluxDB(t *testing.T, flux bool, lang string) {
 		t.Fatal(err)
 	}
 	r.Changed(late)
+	count(late)
 	checkTruth(t, fold(t, src, days), truths, days)
 	c.Add(time.Hour)
 	passes(t, r)
@@ -289,6 +299,21 @@ func testOnInfluxDB(t *testing.T, flux bool, lang string) {
 	}
 	if dayPts["late"] != 5 {
 		t.Fatalf("the day's rollup after the late minute: %v, want 5 under source late", dayPts)
+	}
+
+	// The storage report counts every point and event, and some bytes.
+	usage, err := reader.Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]influx.BucketUsage{}
+	for _, b := range usage.Buckets {
+		kinds[b.Kind] = b
+	}
+	if usage.Events != eventsWritten || kinds["minutes"].Points != minutesWritten || kinds["minutes"].Bytes == 0 ||
+		kinds["contributions"].Points != 0 || kinds["hours"].Points == 0 || kinds["days"].Points == 0 ||
+		kinds["days"].Points >= kinds["hours"].Points || kinds["hours"].Points >= minutesWritten {
+		t.Fatalf("usage %+v: want %d minutes, %d events, no contribution points, fewer days than hours than minutes", usage, minutesWritten, eventsWritten)
 	}
 
 	// Altering: longer hours are altered; shorter minutes are not, while
