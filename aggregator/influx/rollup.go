@@ -45,7 +45,9 @@ func (m Marker) Clean() bool { return m.Changed == m.Rolled }
 
 // WriteMarkers writes one field (FieldChanged or FieldRolled) of each
 // marker, leaving the other as it is (InfluxDB merges the fields of
-// points with the same series and time). Retries like Write.
+// points with the same series and time). Retries like Write; markers
+// refused for good are logged and dropped, so that they never hold up a
+// write round.
 func (w *Writer) WriteMarkers(ctx context.Context, res Resolution, field string, marks []Marker) error {
 	if res != Hours && res != Days {
 		return fmt.Errorf("influx write markers: resolution %q has none", res)
@@ -64,7 +66,12 @@ func (w *Writer) WriteMarkers(ctx context.Context, res Resolution, field string,
 	}
 	refused, err := w.writeLines(ctx, lines, nil)
 	if err == nil && len(refused) > 0 {
-		err = fmt.Errorf("influx write markers: %d refused, first: %w", len(refused), refused[0].Err)
+		// Refused for good: a period older than its bucket keeps (its
+		// minutes are older than theirs too, so no rollup can be
+		// wanted) or a campaign InfluxDB cannot take. Dropping the
+		// marker stalls nothing; the minutes' own write isolates theirs.
+		w.log.Warn("InfluxDB refused rollup markers for good; dropped", "reason", refused[0].Reason, "markers", len(refused),
+			"resolution", string(res), "first", refused[0].Err)
 	}
 	return err
 }

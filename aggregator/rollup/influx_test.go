@@ -301,6 +301,14 @@ func testOnInfluxDB(t *testing.T, flux bool, lang string) {
 		t.Fatalf("the day's rollup after the late minute: %v, want 5 under source late", dayPts)
 	}
 
+	// A minute older than the hours keep: its hour's marker is refused
+	// for good and dropped, which must not fail the write round.
+	ancient := []sketch.Minute{{Series: sketch.Series{Campaign: "a", Type: "click"}, Minute: today.Add(-500 * 24 * time.Hour).Unix(),
+		State: &sketch.State{Count: 1}}}
+	if err := r.Changing(ctx, ancient); err != nil {
+		t.Fatalf("markers for a period beyond the hours' retention: %v", err)
+	}
+
 	// The storage report counts every point and event, and some bytes.
 	usage, err := reader.Usage(ctx)
 	if err != nil {
