@@ -93,7 +93,7 @@ func (r *Reader) setupRetention(ctx context.Context, info *ServerInfo, create bo
 			if b.kind != "minutes" {
 				return setupErr(SettingBucket, "%s: the %s bucket %q names no retention policy: want \"database/retention-policy\"", where, b.kind, b.bucket)
 			}
-			r.log.Info("the minutes bucket names no retention policy; its retention is left as it is", "bucket", b.bucket)
+			r.log.Info("the minutes bucket names no retention policy; its retention is left as it is", "policy", b.bucket)
 			continue
 		}
 		ps, dbOK, err := r.policies(ctx, db)
@@ -128,7 +128,7 @@ func (r *Reader) setupRetention(ctx context.Context, info *ServerInfo, create bo
 				influxQLDuration(b.keep), influxQLDuration(shardDuration(b.keep)))
 			if !create {
 				r.log.Warn("a retention policy keeps points for another time than configured; left as it is ("+SettingCreateBucket+" is false)",
-					"bucket", b.bucket, "keeps", have.duration.String(), "configured", b.keep.String(), "statement", stmt)
+					"policy", b.bucket, "keeps", have.duration.String(), "configured", b.keep.String(), "statement", stmt)
 				continue
 			}
 			shorter := b.keep > 0 && (have.duration == 0 || b.keep < have.duration)
@@ -142,7 +142,7 @@ func (r *Reader) setupRetention(ctx context.Context, info *ServerInfo, create bo
 				}
 				if older {
 					r.log.Warn("the minutes' retention policy is left longer than configured: it holds minutes older than that, "+
-						"stored before rollups existed, which only they answer", "bucket", b.bucket, "keeps", have.duration.String(),
+						"stored before rollups existed, which only they answer", "policy", b.bucket, "keeps", have.duration.String(),
 						"configured", b.keep.String(), "statement", stmt)
 					continue
 				}
@@ -158,7 +158,7 @@ func (r *Reader) setupRetention(ctx context.Context, info *ServerInfo, create bo
 				return setupErr(SettingToken, "%s refused %s for the user of %s: %v; run it as an admin, or give %s an admin's credentials",
 					where, stmt, SettingToken, err, SettingToken)
 			}
-			r.log.Info("set up a retention policy", "bucket", b.bucket, "keeps", influxQLDuration(b.keep), "statement", stmt)
+			r.log.Info("set up a retention policy", "policy", b.bucket, "keeps", influxQLDuration(b.keep), "statement", stmt)
 			info.Policies = append(info.Policies, stmt)
 		}
 	}
