@@ -148,7 +148,7 @@ func (s *Source) EachMinute(ctx context.Context, q api.Query, fn func(sketch.Min
 	default:
 		var rest []string
 		for _, c := range q.Campaigns {
-			if !special[c] {
+			if !special[campaignKey(c)] {
 				rest = append(rest, c)
 			}
 		}
@@ -320,10 +320,11 @@ func (s *Source) dirty(ctx context.Context, res influx.Resolution, spans []span,
 			if m.Clean() {
 				continue
 			}
-			if out[m.Campaign] == nil {
-				out[m.Campaign] = map[int64]bool{}
+			c := campaignKey(m.Campaign)
+			if out[c] == nil {
+				out[c] = map[int64]bool{}
 			}
-			out[m.Campaign][m.Start] = true
+			out[c][m.Start] = true
 		}
 	}
 	return out, nil

@@ -142,7 +142,7 @@ const (
 )
 
 // period names one campaign's hour or day (Start is its start, unix
-// seconds).
+// seconds). The campaign is its campaignKey.
 type period struct {
 	campaign string
 	start    int64
@@ -226,12 +226,12 @@ func touched(minutes []sketch.Minute) (hours, days []period) {
 	seenH := map[period]bool{}
 	seenD := map[period]bool{}
 	for _, m := range minutes {
-		h := period{m.Series.Campaign, floor(m.Minute, hour)}
+		h := period{campaignKey(m.Series.Campaign), floor(m.Minute, hour)}
 		if !seenH[h] {
 			seenH[h] = true
 			hours = append(hours, h)
 		}
-		d := period{m.Series.Campaign, floor(m.Minute, day)}
+		d := period{campaignKey(m.Series.Campaign), floor(m.Minute, day)}
 		if !seenD[d] {
 			seenD[d] = true
 			days = append(days, d)
@@ -239,6 +239,13 @@ func touched(minutes []sketch.Minute) (hours, days []period) {
 	}
 	return hours, days
 }
+
+// campaignKey is the name the rollups know a campaign by: the tag value
+// InfluxDB stores for it (influx.TagValue). Points and markers read back
+// carry the name the tag decodes to, which differs for the agents'
+// "(none)" campaign (stored as the tag "(none)", read back as ""); the
+// key is the same for both, and it is the name agents route by.
+func campaignKey(c string) string { return influx.TagValue(c) }
 
 func floor(v, step int64) int64 { return v - ((v%step)+step)%step }
 
@@ -388,15 +395,16 @@ func (r *Roller) Sweep(ctx context.Context) (int, error) {
 	n := 0
 	dirtyDays := map[period]int64{}
 	for _, m := range dms {
-		if !m.Clean() && r.cfg.Owns(m.Campaign) {
-			dirtyDays[period{m.Campaign, m.Start}] = m.Changed
+		if c := campaignKey(m.Campaign); !m.Clean() && r.cfg.Owns(c) {
+			dirtyDays[period{c, m.Start}] = m.Changed
 		}
 	}
 	for _, m := range hms {
-		if m.Clean() || !r.cfg.Owns(m.Campaign) {
+		c := campaignKey(m.Campaign)
+		if m.Clean() || !r.cfg.Owns(c) {
 			continue
 		}
-		h := period{m.Campaign, m.Start}
+		h := period{c, m.Start}
 		if _, busy := r.inflight[h]; busy {
 			continue
 		}
@@ -619,7 +627,7 @@ func (r *Roller) rollRange(ctx context.Context, from, to influx.Resolution, lo, 
 	err := r.storage.EachMinute(ctx, influx.MinuteQuery{Campaigns: campaigns, From: time.Unix(lo, 0), To: time.Unix(hi, 0),
 		Resolution: from}, func(p sketch.Minute) error {
 		k := key{p.Series, floor(p.Minute, length)}
-		if !due(p.Series.Campaign, k.start) {
+		if !due(campaignKey(p.Series.Campaign), k.start) {
 			return nil
 		}
 		st := merged[k]

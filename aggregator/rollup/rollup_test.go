@@ -530,7 +530,7 @@ func (s minutesSource) EachMinute(ctx context.Context, q api.Query, fn func(sket
 
 // fold answers q as the API's grid does: KPIs per (bucket, side of each
 // split, campaign), buckets by Step.
-func fold(t *testing.T, s api.Source, q api.Query) map[string]kpi.KPIs {
+func fold(t testing.TB, s api.Source, q api.Query) map[string]kpi.KPIs {
 	t.Helper()
 	accs := map[string]*kpi.Accumulator{}
 	err := s.EachMinute(context.Background(), q, func(p sketch.Minute) error {
@@ -544,7 +544,7 @@ func fold(t *testing.T, s api.Source, q api.Query) map[string]kpi.KPIs {
 				side += "<"
 			}
 		}
-		key := fmt.Sprintf("%d/%s/%s", b, side, p.Series.Campaign)
+		key := fmt.Sprintf("%d/%s/%s", b, side, campaignKey(p.Series.Campaign))
 		acc := accs[key]
 		if acc == nil {
 			acc = &kpi.Accumulator{}

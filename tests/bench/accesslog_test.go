@@ -91,8 +91,8 @@ func writeDayLog(path string, n int, end time.Time) (logTruth, error) {
 
 // writeShopLog writes the log writeDayLog describes over span before end,
 // with campaigns for the UTM landings and ad clicks. If pageviews is not
-// nil, it counts there each campaign's human landing page views (the API's
-// campaign list leaves out page views without a campaign).
+// nil, it counts there each campaign's human page views ("" for those
+// without a campaign, as the API's campaign list names them).
 func writeShopLog(path string, n int, end time.Time, span time.Duration, campaigns []string, pageviews map[string]uint64) (logTruth, error) {
 	var tr logTruth
 	f, err := os.Create(path)
@@ -175,6 +175,9 @@ func writeShopLog(path string, n int, end time.Time, span time.Duration, campaig
 			l.buf = append(l.buf, "HEAD / HTTP/1.1"...)
 			size = 0
 			tr.Skipped++
+		}
+		if page && campaign == "" && pageviews != nil && !bot {
+			pageviews[""]++
 		}
 		if page {
 			if bot {
