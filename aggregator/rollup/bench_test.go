@@ -67,7 +67,7 @@ func BenchmarkSeriesLatency(b *testing.B) {
 						}
 						ms = append(ms, sketch.Minute{Series: sketch.Series{Campaign: "a", Source: fmt.Sprint("s", src), Type: typ},
 							Minute: start.Add(time.Duration(d)*24*time.Hour + time.Duration(h)*time.Hour + time.Duration(rng.IntN(60))*time.Minute).Unix(),
-							State: st})
+							State:  st})
 					}
 				}
 			}
