@@ -10,11 +10,21 @@ BIN      := bin
 TOOLS    := $(CURDIR)/.bin
 INFLUXD  := $(TOOLS)/influxd
 INFLUXDB_VERSION := v1.8.10
+# SeaweedFS, the S3-compatible server the archive's tests run against. Its
+# module publishes no semantic versions, so this is the proxy's pseudo-version
+# of a 4.x release; `go install mod@version` refuses it (its go.mod has replace
+# directives), so the target downloads the module and builds weed in place.
+WEED     := $(TOOLS)/weed
+SEAWEEDFS_VERSION := v0.0.0-20261109003541-7506e5f91cd6
+# DuckDB for Node, from tests/e2e/duckdb/package-lock.json: the end-to-end
+# test reads the Parquet archive with it.
+DUCKDB_DEPS := tests/e2e/duckdb/node_modules/.package-lock.json
 PKGS     := ./...
 # make test must stay under 10 minutes on 2 cores; the race detector is on.
 TEST_TIMEOUT ?= 15m
 
 export TALLY_INFLUXD := $(INFLUXD)
+export TALLY_WEED := $(WEED)
 
 # Labelled anomaly series (../shared/data/anomaly beside the repository) and
 # the scorer two levels above them; make anomaly-eval and the anomaly
@@ -22,7 +32,7 @@ export TALLY_INFLUXD := $(INFLUXD)
 TALLY_ANOMALY_DATA ?= $(abspath $(CURDIR)/../shared/data/anomaly)
 export TALLY_ANOMALY_DATA
 
-.PHONY: help build test test-short test-deps node-deps demo bench anomaly-eval chaos attack fuzz lint fmt tidy-check dashboard certs influxdb clean release package dashboards-json
+.PHONY: help build test test-short test-deps node-deps demo bench anomaly-eval chaos attack fuzz lint fmt tidy-check dashboard certs influxdb seaweedfs duckdb archive-s3 clean release package dashboards-json
 
 # Release builds: VERSION from the latest v* tag (without the v), else
 # 0.0.0+git.<commit>; stamped into the binaries with the commit and its
@@ -63,7 +73,28 @@ $(INFLUXD):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXDB_VERSION)
 
-test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e, browser and deployment tests.
+seaweedfs: $(WEED) ## Build SeaweedFS (weed, the archive tests' S3 server) into .bin/ from the Go module proxy.
+
+$(WEED):
+	@echo "building weed (SeaweedFS $(SEAWEEDFS_VERSION)) into $(TOOLS) (from source: several minutes the first time)"
+	@mkdir -p $(TOOLS)
+	dir=$$(GOFLAGS=-mod=mod $(GO) mod download -json github.com/seaweedfs/seaweedfs@$(SEAWEEDFS_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	  test -n "$$dir" && GOFLAGS=-mod=mod $(GO) build -C "$$dir" -trimpath -ldflags '-s -w' -o $(WEED) ./weed
+
+# make test runs the archive's S3 tests against an in-process gofakes3
+# server (building weed costs about ten CPU-minutes, half of make test's
+# budget on two cores); this target builds weed and runs them against
+# SeaweedFS as a separate process, a missing binary failing them.
+archive-s3: dashboard influxdb seaweedfs duckdb ## The archive's S3 tests against a real SeaweedFS (builds it first: several minutes).
+	TALLY_REQUIRE_WEED=1 $(GO) test -race -count=1 -timeout 20m -v -run 'TestStoreContract|TestArchiveWithRealParts|TestScheduledExportOnACluster' ./aggregator/archive/
+	TALLY_REQUIRE_WEED=1 $(GO) test -race -count=1 -timeout 20m -v -run 'TestArchive' ./tests/e2e/
+
+duckdb: $(DUCKDB_DEPS) ## Install DuckDB for Node (npm ci from tests/e2e/duckdb/package-lock.json); the archive test reads Parquet with it.
+
+$(DUCKDB_DEPS): tests/e2e/duckdb/package.json tests/e2e/duckdb/package-lock.json | node-deps
+	cd tests/e2e/duckdb && npm ci --no-audit --no-fund
+
+test: dashboard influxdb duckdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e, browser and deployment tests.
 	cd dashboard && npm test --silent
 	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 TALLY_REQUIRE_OPS_TOOLS=1 TALLY_PACKAGE_INSTALL_TEST=1 TALLY_REQUIRE_ALERTMANAGER=1 \
 	  TALLY_REQUIRE_README=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
@@ -186,5 +217,5 @@ package: release $(NFPM) ## Build .deb and .rpm packages (nfpm) for both archite
 dashboards-json: ## Regenerate the Grafana dashboards JSON from deploy/tools/grafana.
 	cd deploy/tools && $(GO) run ./cmd/gen-dashboards -out ../grafana/dashboards
 
-clean: ## Remove build output and demo state (keeps .bin/influxd).
-	rm -rf $(BIN) $(DIST) .demo dashboard/node_modules dashboard/static/app.js dashboard/static/app.css
+clean: ## Remove build output and demo state (keeps .bin/influxd and .bin/weed).
+	rm -rf $(BIN) $(DIST) .demo dashboard/node_modules dashboard/static/app.js dashboard/static/app.css tests/e2e/duckdb/node_modules

@@ -29,6 +29,9 @@ import (
 	"github.com/tally-edge/tally/agent/ingest"
 	"github.com/tally-edge/tally/agent/pipeline"
 	"github.com/tally-edge/tally/agent/tail"
+	"github.com/tally-edge/tally/internal/buildinfo"
+	"github.com/tally-edge/tally/internal/pki"
+	"github.com/tally-edge/tally/internal/reload"
 )
 
 // DrainTimeout bounds how long shutdown waits for the last flush to be
@@ -57,16 +60,34 @@ type Listeners struct {
 // spool fails for good (a failed fsync: nothing more can be made durable),
 // when a listener fails, or when a log source fails.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func(Listeners)) error {
+	return RunWith(ctx, cfg, logger, Options{Ready: ready})
+}
+
+// Options are what the command adds to a run of the agent.
+type Options struct {
+	// Ready, if not nil, is called with the listeners' addresses once
+	// serving.
+	Ready func(Listeners)
+	// Reload delivers new configurations (SIGHUP) to put in force while
+	// the agent runs: see reload.go. The zero value delivers none.
+	Reload reload.Source[config.Config]
+}
+
+// RunWith is Run with Options.
+func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Options) error {
+	ready := opts.Ready
 	logger = logger.With("agent", cfg.Name, "region", cfg.Region)
 	backfill.SetMemoryLimit(int64(cfg.MemoryLimit), logger)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Collector("tally_agent"))
 
 	p, err := pipeline.New(cfg, pipeline.Options{Dir: cfg.StateDir, SpoolName: "live"}, reg, logger)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
+	reg.MustRegister(pki.IdentityMetrics("tally_agent", p.Identity))
 
 	tokens := edge.NewTokens(cfg.HTTP.ServerTokens...)
 	inflight := edge.NewInFlight(int64(cfg.HTTP.MaxBytesInFlight))
@@ -84,7 +105,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if err != nil {
 		return fmt.Errorf("imports: %w", err)
 	}
-	tailers, err := newTailers(cfg, p.Env, p.Collector, reg, logger)
+	tailers, decoders, err := newTailers(cfg, p.Env, p.Collector, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -167,6 +188,17 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 			}
 		})
 	}
+	// The client certificate watched, and reloads applied, until the
+	// agent stops.
+	opsCtx, stopOps := context.WithCancel(context.Background())
+	var opsWG sync.WaitGroup
+	defer func() {
+		stopOps()
+		opsWG.Wait()
+	}()
+	opsWG.Go(func() { p.Identity.Watch(opsCtx, cfg.CertCheckInterval, logger) })
+	reloader := newReloader(opts.Reload, p, tokens, decoders, reg, logger)
+	opsWG.Go(func() { reloader.Run(opsCtx, cfg) })
 	logger.Info("agent started", "http", addrs.HTTP, "server_http", addrs.Server, "aggregators", cfg.Aggregator.Addrs,
 		"epoch", p.Epoch, "flush_interval", cfg.Rollup.FlushInterval, "log_sources", len(tailers), "server_tokens", len(cfg.HTTP.ServerTokens))
 	if ready != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,19 +17,61 @@ import (
 	"github.com/tally-edge/tally/agent/tail"
 )
 
+// logDecoders are the line decoders of the log sources, one per tailer,
+// each replaceable by a reload while its tailer runs.
+type logDecoders struct {
+	env  *source.Env
+	decs []*atomic.Pointer[pipeline.LineDecoder]
+}
+
+// prepare builds the decoders of cfg's log sources (format, fields,
+// rules...) and returns the commit that puts them in force: each tailer
+// decodes its next line with its new decoder. When cfg has another number
+// of sources there is nothing to prepare: which file feeds which decoder
+// is a restart's business (the reload names sources.logs as waiting).
+func (d *logDecoders) prepare(cfg config.Config) (commit func(), err error) {
+	if len(cfg.Sources.Logs) != len(d.decs) {
+		return nil, nil
+	}
+	next := make([]*pipeline.LineDecoder, len(d.decs))
+	var errs []error
+	for i := range cfg.Sources.Logs {
+		if next[i], err = pipeline.NewLineDecoder(cfg.Sources.Logs[i].Spec, d.env); err != nil {
+			errs = append(errs, fmt.Errorf("sources.logs[%d]: %w", i, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return func() {
+		for i, dec := range next {
+			d.decs[i].Store(dec)
+		}
+	}, nil
+}
+
+// logSpecKeys are the keys of a log source a reload puts in force: how its
+// lines are decoded. Its files and how they are followed wait for a
+// restart.
+var logSpecKeys = []string{"format", "nginx_format", "json_fields", "site", "scheme", "trusted_proxies", "rules"}
+
 // newTailers builds one tailer per configured log source. Each has its own
 // line decoder (parsers are not shared between goroutines) and normalises
 // lines exactly as HTTP ingest normalises JSON events.
-func newTailers(cfg config.Config, env *source.Env, sink tail.Sink, reg prometheus.Registerer, logger *slog.Logger) ([]*tail.Tailer, error) {
+func newTailers(cfg config.Config, env *source.Env, sink tail.Sink, reg prometheus.Registerer, logger *slog.Logger) ([]*tail.Tailer, *logDecoders, error) {
 	var out []*tail.Tailer
+	decoders := &logDecoders{env: env}
 	for i := range cfg.Sources.Logs {
 		src := &cfg.Sources.Logs[i]
-		dec, err := pipeline.NewLineDecoder(src.Spec, env)
+		first, err := pipeline.NewLineDecoder(src.Spec, env)
 		if err != nil {
-			return nil, fmt.Errorf("sources.logs[%d]: %w", i, err)
+			return nil, nil, fmt.Errorf("sources.logs[%d]: %w", i, err)
 		}
+		dec := &atomic.Pointer[pipeline.LineDecoder]{}
+		dec.Store(first)
+		decoders.decs = append(decoders.decs, dec)
 		decode := func(line []byte, dst []event.Event) ([]event.Event, error) {
-			out, err := dec.Decode(line, dst, time.Now())
+			out, err := dec.Load().Decode(line, dst, time.Now())
 			if errors.Is(err, logparse.ErrSkip) {
 				return dst, nil // a well-formed line that is no event
 			}
@@ -36,14 +79,14 @@ func newTailers(cfg config.Config, env *source.Env, sink tail.Sink, reg promethe
 		}
 		t, err := tail.New(src.TailConfig(), sink, decode, logger.With("source", fmt.Sprintf("logs[%d]", i)))
 		if err != nil {
-			return nil, fmt.Errorf("sources.logs[%d]: %w", i, err)
+			return nil, nil, fmt.Errorf("sources.logs[%d]: %w", i, err)
 		}
 		out = append(out, t)
 	}
 	if len(out) > 0 {
 		reg.MustRegister(&tailCollector{tailers: out})
 	}
-	return out, nil
+	return out, decoders, nil
 }
 
 // tailCollector exports the tailers' stats, summed, one snapshot per scrape.

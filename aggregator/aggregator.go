@@ -30,7 +30,9 @@ import (
 	"github.com/tally-edge/tally/aggregator/quarantine"
 	"github.com/tally-edge/tally/aggregator/rollup"
 	"github.com/tally-edge/tally/aggregator/writer"
+	"github.com/tally-edge/tally/internal/buildinfo"
 	"github.com/tally-edge/tally/internal/pki"
+	"github.com/tally-edge/tally/internal/reload"
 	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
 )
@@ -50,9 +52,25 @@ type Addrs struct {
 // process exits non-zero and its supervisor restarts it on a log reread
 // from disk.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func(Addrs)) error {
+	return RunWith(ctx, cfg, logger, Options{Ready: ready})
+}
+
+// Options are what the command adds to a run of the aggregator.
+type Options struct {
+	// Ready, if not nil, is called once both listeners are up.
+	Ready func(Addrs)
+	// Reload delivers new configurations (SIGHUP) to put in force while
+	// the node runs: see reload.go. The zero value delivers none.
+	Reload reload.Source[config.Config]
+}
+
+// RunWith is Run with Options.
+func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Options) error {
+	ready := opts.Ready
 	logger = logger.With("node", cfg.Name)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Collector("tally_aggregator"))
 
 	icfg := cfg.Influx.Storage()
 	iw, err := influx.NewWriter(icfg, logger)
@@ -75,17 +93,24 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return fmt.Errorf("listen QUIC %s: %w", cfg.QUIC.Listen, err)
 	}
 	defer ep.Close()
-	files := pki.Files{CA: cfg.QUIC.CA, Cert: cfg.QUIC.Cert, Key: cfg.QUIC.Key}
-	serverTLS, err := pki.ServerTLS(files, wire.ALPN, wire.ALPNForward)
+	// The node's certificates are read again when their files change
+	// (cert_check_interval) and at a reload: new handshakes present the
+	// renewed one.
+	ids, err := loadIdentities(cfg)
 	if err != nil {
 		return err
 	}
-	clientTLS, err := pki.ClientTLS(files, "", wire.ALPNForward)
+	reg.MustRegister(pki.IdentityMetrics("tally_aggregator", ids.quic, ids.http))
+	serverTLS, err := pki.ServerTLSFor(ids.quic, cfg.QUIC.CA, wire.ALPN, wire.ALPNForward)
+	if err != nil {
+		return err
+	}
+	clientTLS, err := pki.ClientTLSFor(ids.quic, cfg.QUIC.CA, "", wire.ALPNForward)
 	if err != nil {
 		return err
 	}
 	clustered := cfg.Cluster.Bind != ""
-	signer, err := pki.LoadNodeSigner(files)
+	signer, err := ids.quic.NodeSigner()
 	switch {
 	case err != nil && clustered:
 		return fmt.Errorf("quic.cert: %w", err)
@@ -95,11 +120,6 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	verifier, err := pki.LoadNodeVerifier(cfg.QUIC.CA)
 	if err != nil {
 		return err
-	}
-	if cfg.HTTP.TLSCert != "" {
-		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {
-			return fmt.Errorf("http tls: %w", err)
-		}
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -221,9 +241,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	httpErr := make(chan error, 2)
-	wg.Go(func() { httpErr <- serveHTTP(hsrv, ln, cfg.HTTP) })
+	wg.Go(func() { httpErr <- serveHTTP(hsrv, ln, ids.http) })
 	wg.Go(func() {
-		if err := side.serveMetrics(cfg.HTTP); err != nil {
+		if err := side.serveMetrics(ids.http); err != nil {
 			httpErr <- err
 		}
 	})
@@ -237,6 +257,12 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	defer stopQUIC()
 	quicErr := make(chan error, 1)
 	wg.Go(func() { quicErr <- qsrv.Serve(quicCtx) })
+	// Certificates watched, and reloads applied, until the node stops.
+	opsCtx, stopOps := context.WithCancel(context.Background())
+	defer stopOps()
+	wg.Go(func() { ids.watch(opsCtx, cfg.CertCheckInterval, logger) })
+	reloader := newReloader(opts.Reload, ids, side.authn, reg, logger)
+	wg.Go(func() { reloader.Run(opsCtx, cfg) })
 	addrs := Addrs{QUIC: qsrv.Addr().String(), HTTP: ln.Addr().String()}
 	logger.Info("aggregator listening; joining the cluster and rebuilding open minutes", "quic", addrs.QUIC, "http", addrs.HTTP,
 		"gossip", cfg.Cluster.Bind)
@@ -281,6 +307,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if storageInfo.InfluxQL && storageInfo.Generation < 2 {
 		pipeWG.Go(func() { usage.run(pipeCtx) })
 	}
+	pipeWG.Go(func() { runScheduledArchive(pipeCtx, cfg, reader, cl, reg, logger) })
 	fanout.Start()
 	if clustered {
 		last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_last_takeover_timestamp_seconds",
@@ -350,11 +377,12 @@ func waitForPeers(ctx context.Context, cl *cluster.Cluster, cfg config.Cluster, 
 	}
 }
 
-// serveHTTP serves HTTPS (HTTP/2 included) when a certificate is
-// configured, plain HTTP otherwise.
-func serveHTTP(srv *http.Server, ln net.Listener, c config.HTTP) error {
-	if c.TLSCert != "" {
-		return srv.ServeTLS(ln, c.TLSCert, c.TLSKey)
+// serveHTTP serves HTTPS (HTTP/2 included) with id's certificate when
+// there is one (http.tls_cert), plain HTTP otherwise.
+func serveHTTP(srv *http.Server, ln net.Listener, id *pki.Identity) error {
+	if id != nil {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: id.GetCertificate}
+		return srv.ServeTLS(ln, "", "")
 	}
 	return srv.Serve(ln)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/graphql"
 	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/dashboard"
+	"github.com/tally-edge/tally/internal/pki"
 )
 
 // httpSide is the node's HTTP surface: the API and dashboard server and,
@@ -21,6 +22,7 @@ import (
 // listener.
 type httpSide struct {
 	api     *api.Server
+	authn   *auth.Authenticator
 	audit   *auth.Audit
 	metrics *http.Server // nil: /metrics is served by the API server
 	mln     net.Listener
@@ -42,7 +44,7 @@ func newHTTPSide(cfg config.Config, hub *live.Hub, status func() live.Status, so
 	if !authn.Links().Shared() {
 		logger.Info("auth.links.secret is not set: sign-in links minted with the admin API open sessions on this node only, until it restarts")
 	}
-	h := &httpSide{}
+	h := &httpSide{authn: authn}
 	if cfg.HTTP.AuditLog != "" {
 		if h.audit, err = auth.OpenAudit(auth.AuditConfig{Path: cfg.HTTP.AuditLog, MaxBytes: int64(cfg.HTTP.AuditMaxBytes),
 			MaxFiles: cfg.HTTP.AuditMaxFiles, RefusedPerSecond: cfg.HTTP.AuditRefusedPerSecond}, reg); err != nil {
@@ -72,11 +74,11 @@ func newHTTPSide(cfg config.Config, hub *live.Hub, status func() live.Status, so
 }
 
 // serveMetrics serves the metrics listener, if any, until Shutdown.
-func (h *httpSide) serveMetrics(c config.HTTP) error {
+func (h *httpSide) serveMetrics(id *pki.Identity) error {
 	if h.metrics == nil {
 		return nil
 	}
-	return serveHTTP(h.metrics, h.mln, c)
+	return serveHTTP(h.metrics, h.mln, id)
 }
 
 func (h *httpSide) close() {

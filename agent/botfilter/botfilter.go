@@ -63,25 +63,40 @@ func Reasons() []string {
 }
 
 // Filter classifies events. It is safe for concurrent use; its lists and
-// ranges are fixed at Open, its caches and rate tables bounded in memory.
+// ranges are set at Open and replaced whole by a reload (PrepareLists),
+// its caches and rate tables bounded in memory.
 type Filter struct {
-	cfg Config
-	ua  *uaLayer
+	cfg   Config
+	lists atomic.Pointer[lists]
+	// Behavioural signals; their parts are nil when off.
+	behaviour *behaviour
+	// Rate layers; nil when off.
+	rateIP, rateVisitor *limiter
+
+	unparsedIPs atomic.Uint64
+	// retiredHits and retiredMisses are the verdict cache counts of the
+	// lists a reload replaced, so that the counters never go back.
+	retiredHits, retiredMisses atomic.Uint64
+}
+
+// lists are the parts of a Filter a reload replaces together: the user
+// agent lists (with the verdict cache, whose verdicts depend on them) and
+// the address lists.
+type lists struct {
+	ua *uaLayer
 	// Address layers; nil when not configured (a nil set contains nothing).
 	deny, allow, datacenter *rangeSet
 	// datacenterDate is when the oldest datacenter file's data was
 	// published (zero when no file says).
 	datacenterDate time.Time
-	// Behavioural signals; their parts are nil when off.
-	behaviour *behaviour
-	// Rate layers; nil when off.
-	rateIP, rateVisitor *limiter
 	// needIP is set when some layer looks at the address, so that events
 	// are not parsed for nothing.
 	needIP bool
-
-	unparsedIPs atomic.Uint64
 }
+
+// ListKeys are the configuration keys (under bots:) PrepareLists puts in
+// force; the others take effect at Open only.
+var ListKeys = []string{"allow", "deny", "datacenter"}
 
 // Open validates cfg, reads its CIDR files and returns a Filter. Its
 // errors name the configuration key or the file and line at fault.
@@ -90,17 +105,12 @@ func Open(cfg Config) (*Filter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("bot filter configuration: %w", err)
 	}
-	f := &Filter{cfg: cfg, ua: newUALayer(cfg, defaultLexicon)}
-	var err error
-	if f.deny, _, err = netSet(cfg.Deny.CIDRs, nil); err != nil {
-		return nil, fmt.Errorf("deny.cidrs: %w", err)
+	f := &Filter{cfg: cfg}
+	l, err := buildLists(cfg, cfg)
+	if err != nil {
+		return nil, err
 	}
-	if f.allow, _, err = netSet(cfg.Allow.CIDRs, nil); err != nil {
-		return nil, fmt.Errorf("allow.cidrs: %w", err)
-	}
-	if f.datacenter, f.datacenterDate, err = netSet(cfg.Datacenter.CIDRs, cfg.Datacenter.Files); err != nil {
-		return nil, fmt.Errorf("datacenter: %w", err)
-	}
+	f.lists.Store(l)
 	f.behaviour = newBehaviour(cfg.Behaviour, cfg.Clock)
 	if cfg.RateIP.Events > 0 {
 		f.rateIP = newLimiter(cfg.RateIP.Rate)
@@ -108,8 +118,48 @@ func Open(cfg Config) (*Filter, error) {
 	if cfg.RateVisitor.Events > 0 {
 		f.rateVisitor = newLimiter(cfg.RateVisitor)
 	}
-	f.needIP = f.deny != nil || f.allow != nil || f.datacenter != nil || f.rateIP != nil
 	return f, nil
+}
+
+// buildLists reads the lists of cfg (their CIDR files included), with the
+// verdict cache sized as base says.
+func buildLists(cfg, base Config) (*lists, error) {
+	l := &lists{ua: newUALayer(Config{Allow: cfg.Allow, Deny: cfg.Deny, CacheSize: base.CacheSize, CacheBytes: base.CacheBytes}, defaultLexicon)}
+	var err error
+	if l.deny, _, err = netSet(cfg.Deny.CIDRs, nil); err != nil {
+		return nil, fmt.Errorf("deny.cidrs: %w", err)
+	}
+	if l.allow, _, err = netSet(cfg.Allow.CIDRs, nil); err != nil {
+		return nil, fmt.Errorf("allow.cidrs: %w", err)
+	}
+	if l.datacenter, l.datacenterDate, err = netSet(cfg.Datacenter.CIDRs, cfg.Datacenter.Files); err != nil {
+		return nil, fmt.Errorf("datacenter: %w", err)
+	}
+	l.needIP = l.deny != nil || l.allow != nil || l.datacenter != nil || base.RateIP.Events > 0
+	return l, nil
+}
+
+// PrepareLists validates cfg and reads its lists (allow, deny, datacenter,
+// with their files) and returns the commit that puts them in force in
+// place of the filter's: events checked after the commit are judged by
+// them. The verdict cache starts empty with them. The filter's other
+// settings (cache sizes, rates, behaviour) stay as Open set them. On
+// error nothing changes.
+func (f *Filter) PrepareLists(cfg Config) (commit func(), err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("bot filter configuration: %w", err)
+	}
+	l, err := buildLists(cfg, f.cfg)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		old := f.lists.Swap(l)
+		hits, misses := old.ua.cache.stats()
+		f.retiredHits.Add(hits)
+		f.retiredMisses.Add(misses)
+	}, nil
 }
 
 // New is Open for configurations written in code, such as tests: it
@@ -183,9 +233,10 @@ func (f *Filter) Close() {
 }
 
 func (f *Filter) check(ua, ip string, visitor uint64, unixMillis int64, receiveTime bool, typ string, req *event.BrowserRequest) string {
-	v := f.ua.verdict(ua)
+	l := f.lists.Load()
+	v := l.ua.verdict(ua)
 	var addr netip.Addr
-	if f.needIP && ip != "" {
+	if l.needIP && ip != "" {
 		a, err := netip.ParseAddr(ip)
 		if err != nil {
 			f.unparsedIPs.Add(1)
@@ -195,10 +246,10 @@ func (f *Filter) check(ua, ip string, visitor uint64, unixMillis int64, receiveT
 	}
 
 	// 1. Lists.
-	if v == verdictDeny || f.deny.contains(addr) {
+	if v == verdictDeny || l.deny.contains(addr) {
 		return ReasonDenyList
 	}
-	if v == verdictAllow || f.allow.contains(addr) {
+	if v == verdictAllow || l.allow.contains(addr) {
 		return ""
 	}
 	// 2. User agent.
@@ -209,7 +260,7 @@ func (f *Filter) check(ua, ip string, visitor uint64, unixMillis int64, receiveT
 		return ReasonEmptyUA
 	}
 	// 3. Datacenter.
-	if f.datacenter.contains(addr) {
+	if l.datacenter.contains(addr) {
 		return ReasonDatacenter
 	}
 	// 4. Behaviour of browser clients: only when a signal is on or the
@@ -268,11 +319,12 @@ type Stats struct {
 // Stats returns the filter's counters.
 func (f *Filter) Stats() Stats {
 	var s Stats
-	s.CacheHits, s.CacheMisses = f.ua.cache.stats()
+	l := f.lists.Load()
+	s.CacheHits, s.CacheMisses = f.CacheStats()
 	s.UnparsedIPs = f.unparsedIPs.Load()
-	s.DatacenterRanges = f.datacenter.size()
-	s.DatacenterDate = f.datacenterDate
-	s.CacheBytes = f.ua.cache.bytes()
+	s.DatacenterRanges = l.datacenter.size()
+	s.DatacenterDate = l.datacenterDate
+	s.CacheBytes = l.ua.cache.bytes()
 	if m := f.behaviour.scripts; m != nil {
 		s.BehaviourClients += m.size()
 		s.BehaviourOverflows += m.overflows.Load()
@@ -291,4 +343,7 @@ func (f *Filter) Stats() Stats {
 }
 
 // CacheStats returns verdict cache hits and misses.
-func (f *Filter) CacheStats() (hits, misses uint64) { return f.ua.cache.stats() }
+func (f *Filter) CacheStats() (hits, misses uint64) {
+	hits, misses = f.lists.Load().ua.cache.stats()
+	return hits + f.retiredHits.Load(), misses + f.retiredMisses.Load()
+}

@@ -78,7 +78,9 @@ type Datacenter struct {
 	// a comment. Operators feed them the ranges their providers publish
 	// (AWS ip-ranges.json, GCP cloud.json, Azure service tags, Oracle,
 	// DigitalOcean, Hetzner, OVH...) converted to that format; Tally ships
-	// no list because they change weekly. Read once, at Open.
+	// no list because they change weekly. Read at Open and again at each
+	// configuration reload (SIGHUP), so a refreshed file takes effect
+	// without a restart.
 	Files []string `yaml:"files"`
 	// CIDRs are more networks, written inline.
 	CIDRs []string `yaml:"cidrs"`

@@ -16,6 +16,7 @@ import (
 	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/agent/privacy"
 	"github.com/tally-edge/tally/agent/tail"
+	"github.com/tally-edge/tally/internal/reload"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -59,6 +60,14 @@ type Config struct {
 	// Imports configures POST /v1/import/cost and POST /v1/webhooks/email
 	// (see agent/imports/README.md).
 	Imports imports.Config `yaml:"imports"`
+
+	// LogLevel is debug, info, warn or error; a reload (SIGHUP) changes
+	// it. Empty (default): info. The -log-level flag, when given, wins.
+	LogLevel string `yaml:"log_level"`
+	// CertCheckInterval is how often aggregator.cert and aggregator.key
+	// are read again: a renewed pair is used for new connections without
+	// a restart. 0: only at a reload (SIGHUP). Default 30s.
+	CertCheckInterval time.Duration `yaml:"cert_check_interval"`
 }
 
 // Geo configures the IP-to-country lookup (agent/geo/README.md).
@@ -290,8 +299,9 @@ type Spool struct {
 func DefaultConfig() Config {
 	yes := true
 	return Config{
-		Region:   "default",
-		StateDir: "/var/lib/tally-agent",
+		Region:            "default",
+		StateDir:          "/var/lib/tally-agent",
+		CertCheckInterval: 30 * time.Second,
 		HTTP: HTTP{Listen: "127.0.0.1:8081", MaxBodyBytes: 8 << 20, MaxEventsPerRequest: 20_000,
 			MaxEventAge: 7 * 24 * time.Hour, MaxClockSkew: 5 * time.Minute, MaxBytesInFlight: 64 << 20},
 		Aggregator: Aggregator{InFlight: 8, Compress: &yes, BackoffMin: 200 * time.Millisecond,
@@ -323,6 +333,12 @@ func (c *Config) Validate() error {
 	}
 	if c.StateDir == "" {
 		bad("state_dir: required")
+	}
+	if _, err := reload.ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.CertCheckInterval < 0 || (c.CertCheckInterval > 0 && c.CertCheckInterval < 100*time.Millisecond) {
+		bad("cert_check_interval %s: 0 (only at a reload) or at least 100ms", c.CertCheckInterval)
 	}
 	if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil && !strings.HasPrefix(c.HTTP.Listen, ":") {
 		bad("http.listen %q: want host:port", c.HTTP.Listen)

@@ -27,35 +27,55 @@ import (
 const MinTokenLength = 16
 
 // Tokens are the bearer tokens of server senders. The zero value (and
-// nil) holds none. Safe for concurrent use.
+// nil) holds none. Safe for concurrent use; Replace changes the set while
+// requests are checked (a configuration reload).
 type Tokens struct {
-	sums [][sha256.Size]byte
+	sums atomic.Pointer[[][sha256.Size]byte]
 }
 
 // NewTokens returns the set of tokens.
 func NewTokens(tokens ...string) *Tokens {
 	t := &Tokens{}
-	for _, s := range tokens {
-		if s != "" {
-			t.sums = append(t.sums, sha256.Sum256([]byte(s)))
-		}
-	}
+	t.Replace(tokens...)
 	return t
 }
 
+// Replace makes tokens the set: requests checked after it returns are
+// judged by the new set.
+func (t *Tokens) Replace(tokens ...string) {
+	var sums [][sha256.Size]byte
+	for _, s := range tokens {
+		if s != "" {
+			sums = append(sums, sha256.Sum256([]byte(s)))
+		}
+	}
+	t.sums.Store(&sums)
+}
+
+func (t *Tokens) load() [][sha256.Size]byte {
+	if t == nil {
+		return nil
+	}
+	if p := t.sums.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Empty reports whether no token is configured.
-func (t *Tokens) Empty() bool { return t == nil || len(t.sums) == 0 }
+func (t *Tokens) Empty() bool { return len(t.load()) == 0 }
 
 // Match reports, in time independent of where the tokens differ, whether
 // got is one of the tokens.
 func (t *Tokens) Match(got string) bool {
-	if t.Empty() || got == "" {
+	sums := t.load()
+	if len(sums) == 0 || got == "" {
 		return false
 	}
 	sum := sha256.Sum256([]byte(got))
 	ok := 0
-	for i := range t.sums {
-		ok |= subtle.ConstantTimeCompare(sum[:], t.sums[i][:])
+	for i := range sums {
+		ok |= subtle.ConstantTimeCompare(sum[:], sums[i][:])
 	}
 	return ok == 1
 }

@@ -79,6 +79,10 @@ type Pipeline struct {
 	Bots *botfilter.Filter
 	// DeadLetters keeps rejected batches.
 	DeadLetters *deadletter.Store
+	// Identity is the agent's client certificate (aggregator.cert and
+	// aggregator.key), read again when its files change (Identity.Watch,
+	// Identity.Prepare): new connections present the renewed one.
+	Identity *pki.Identity
 	// Epoch is this run's restart epoch (EpochBit included).
 	Epoch uint32
 
@@ -235,8 +239,12 @@ func (p *Pipeline) openGeo(cfg config.Config, reg prometheus.Registerer) (event.
 // newShipper builds the QUIC shipper on a process-wide endpoint.
 func (p *Pipeline) newShipper(cfg config.Config, opts Options, membership *ship.Membership, routeToOwner bool,
 	reg prometheus.Registerer, logger *slog.Logger) error {
-	tlsConf, err := pki.ClientTLS(pki.Files{CA: cfg.Aggregator.CA, Cert: cfg.Aggregator.Cert, Key: cfg.Aggregator.Key},
-		cfg.Aggregator.ServerName, wire.ALPN)
+	id, err := pki.LoadIdentity("aggregator.cert", cfg.Aggregator.Cert, cfg.Aggregator.Key)
+	if err != nil {
+		return err
+	}
+	p.Identity = id
+	tlsConf, err := pki.ClientTLSFor(id, cfg.Aggregator.CA, cfg.Aggregator.ServerName, wire.ALPN)
 	if err != nil {
 		return err
 	}

@@ -600,7 +600,7 @@ var errNoStream = errors.New("the live stream is not available on this node")
 
 // stream serves GET /api/v1/stream: Server-Sent Events of the caller's
 // campaigns (or of the campaigns= it names, all of which it must see),
-// until the caller's credential expires. A subject may hold
+// until the caller's credential expires or a reload revokes it. A subject may hold
 // MaxStreamsPerSubject streams at once and the node MaxStreams.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	if s.cfg.Hub == nil {
@@ -639,10 +639,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	scope := func(c string) bool { return p.CanSee(c) && (len(named) == 0 || named[c]) }
 	auth.StreamStarted(r)
+	r, revoked, stop := auth.UntilRevoked(r, p)
+	defer stop()
 	err = s.cfg.Hub.ServeUntil(w, r, scope, s.cfg.Status(), p.Expires)
 	switch {
 	case errors.Is(err, live.ErrExpired):
 		auth.NoteOutcome(r, "token_expired")
+	case revoked():
+		auth.NoteOutcome(r, "token_revoked")
 	case errors.Is(err, live.ErrDropped):
 		auth.NoteOutcome(r, "dropped_slow")
 	case r.Context().Err() != nil:

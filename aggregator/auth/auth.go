@@ -24,8 +24,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -61,7 +64,16 @@ type Principal struct {
 	// session's exp); zero for static tokens, which do not expire. A
 	// stream opened with the credential ends then.
 	Expires time.Time `json:"expires,omitzero"`
+
+	revoked <-chan struct{}
 }
+
+// Revoked returns a channel that is closed when a configuration reload
+// stops accepting the credential p came from: its static token was
+// removed or now stands for someone else, or the JWT settings or the
+// links secret that verified it changed. A stream opened with it ends
+// then. Nil for principals no reload can revoke.
+func (p *Principal) Revoked() <-chan struct{} { return p.revoked }
 
 // Bounds on what a credential may carry. A token is read from a request
 // header, so these also bound the work an unauthenticated request can
@@ -130,17 +142,29 @@ type Config struct {
 }
 
 // Authenticator turns bearer tokens into principals. It is safe for
-// concurrent use.
+// concurrent use. Its credentials can be replaced while it serves
+// (Prepare), so that a configuration reload adds and removes tokens and
+// keys without a restart.
 type Authenticator struct {
-	tokens []hashedToken
-	parser *jwt.Parser
+	st atomic.Pointer[authState]
+	mu sync.Mutex // serialises Prepare and commits
+}
+
+// authState is one configuration's credentials.
+type authState struct {
+	tokens []*hashedToken
+	jwt    *JWTConfig     // as configured, to tell whether a reload changed it
+	parser *jwt.Parser    // nil without JWT keys
 	keys   map[string]any // JWT alg → verification key
-	links  *Links
+	// jwtRevoked is closed when a reload changes the JWT settings.
+	jwtRevoked chan struct{}
+	links      *Links
 }
 
 type hashedToken struct {
-	sum [sha256.Size]byte
-	p   *Principal
+	sum     [sha256.Size]byte
+	p       *Principal
+	revoked chan struct{} // closed when a reload removes or changes the token
 }
 
 // ErrUnauthenticated is wrapped by every authentication failure.
@@ -148,7 +172,59 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 
 // New checks cfg and returns an Authenticator for it.
 func New(cfg Config) (*Authenticator, error) {
-	a := &Authenticator{keys: map[string]any{}}
+	st, err := build(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	a := &Authenticator{}
+	a.st.Store(st)
+	return a, nil
+}
+
+// Prepare checks cfg exactly as New does and returns the commit that puts
+// it in force in place of the credentials in use: requests after the
+// commit are judged by cfg, requests being served finish as they began.
+// Credentials cfg still accepts keep their principals; those it no longer
+// accepts are revoked at the commit (Principal.Revoked). The used-link
+// memory carries over, so a link used before a reload stays used; without
+// a links secret before and after, the per-process random key carries over
+// too, so sessions survive the reload. On error nothing changes.
+func (a *Authenticator) Prepare(cfg Config) (commit func(), err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.st.Load()
+	st, err := build(cfg, old)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if !a.st.CompareAndSwap(old, st) {
+			return // another commit came first; this one is stale
+		}
+		kept := map[*hashedToken]bool{}
+		for _, t := range st.tokens {
+			kept[t] = true
+		}
+		for _, t := range old.tokens {
+			if !kept[t] {
+				close(t.revoked)
+			}
+		}
+		if old.jwtRevoked != st.jwtRevoked {
+			close(old.jwtRevoked)
+		}
+		if old.links.revoked != st.links.revoked {
+			close(old.links.revoked)
+		}
+	}, nil
+}
+
+// build checks cfg and returns its credentials, reusing from old (the
+// state in force, or nil) whatever cfg leaves unchanged.
+func build(cfg Config, old *authState) (*authState, error) {
+	a := &authState{keys: map[string]any{}}
 	var errs []error
 	seen := map[[sha256.Size]byte]bool{}
 	for i, t := range cfg.Tokens {
@@ -184,14 +260,24 @@ func New(cfg Config) (*Authenticator, error) {
 			continue
 		}
 		seen[sum] = true
-		a.tokens = append(a.tokens, hashedToken{sum: sum, p: p})
+		a.tokens = append(a.tokens, old.sameToken(sum, p))
 	}
 	if cfg.JWT != nil {
 		if err := a.setupJWT(*cfg.JWT); err != nil {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
 		}
+		j := *cfg.JWT
+		a.jwt = &j
 	}
-	links, err := newLinks(cfg.Links)
+	a.jwtRevoked = make(chan struct{})
+	if old != nil && reflect.DeepEqual(old.jwt, a.jwt) {
+		a.jwtRevoked = old.jwtRevoked
+	}
+	var oldLinks *Links
+	if old != nil {
+		oldLinks = old.links
+	}
+	links, err := newLinks(cfg.Links, oldLinks)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("links: %w", err))
 	}
@@ -205,7 +291,23 @@ func New(cfg Config) (*Authenticator, error) {
 	return a, nil
 }
 
-func (a *Authenticator) setupJWT(c JWTConfig) error {
+// sameToken returns the token of s (nil: none) with this digest when it
+// stands for the same principal, so that its principal and revocation
+// carry over a reload; else a new token.
+func (s *authState) sameToken(sum [sha256.Size]byte, p *Principal) *hashedToken {
+	if s != nil {
+		for _, t := range s.tokens {
+			if t.sum == sum && t.p.Subject == p.Subject && t.p.Role == p.Role && slices.Equal(t.p.Campaigns, p.Campaigns) {
+				return t
+			}
+		}
+	}
+	t := &hashedToken{sum: sum, p: p, revoked: make(chan struct{})}
+	p.revoked = t.revoked
+	return t
+}
+
+func (a *authState) setupJWT(c JWTConfig) error {
 	if len(c.HS256Secret) == 0 && len(c.PublicKeyPEM) == 0 {
 		return errors.New("hs256_secret or public_key_file required")
 	}
@@ -316,20 +418,21 @@ func (a *Authenticator) Authenticate(token string) (*Principal, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, fmt.Errorf("%w: token longer than %d bytes", ErrUnauthenticated, MaxTokenBytes)
 	}
+	st := a.st.Load()
 	switch {
 	case strings.HasPrefix(token, sessionPrefix):
-		return a.links.verify(token, purposeSession)
+		return st.links.verify(token, purposeSession)
 	case strings.HasPrefix(token, linkPrefix):
 		return nil, fmt.Errorf("%w: a sign-in link token only opens a session (POST /api/v1/session)", ErrUnauthenticated)
 	}
-	if a.parser != nil && strings.Count(token, ".") == 2 {
-		return a.verifyJWT(token)
+	if st.parser != nil && strings.Count(token, ".") == 2 {
+		return st.verifyJWT(token)
 	}
 	sum := sha256.Sum256([]byte(token))
 	var found *Principal
-	for i := range a.tokens {
-		if subtle.ConstantTimeCompare(sum[:], a.tokens[i].sum[:]) == 1 {
-			found = a.tokens[i].p
+	for _, t := range st.tokens {
+		if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
+			found = t.p
 		}
 	}
 	if found == nil {
@@ -338,7 +441,7 @@ func (a *Authenticator) Authenticate(token string) (*Principal, error) {
 	return found, nil
 }
 
-func (a *Authenticator) verifyJWT(token string) (*Principal, error) {
+func (a *authState) verifyJWT(token string) (*Principal, error) {
 	var c claims
 	_, err := a.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		key, ok := a.keys[t.Method.Alg()]
@@ -355,11 +458,14 @@ func (a *Authenticator) verifyJWT(token string) (*Principal, error) {
 		return nil, fmt.Errorf("%w: jwt claims: %v", ErrUnauthenticated, err)
 	}
 	p.Expires = c.ExpiresAt.Time // required by the parser
+	p.revoked = a.jwtRevoked
 	return p, nil
 }
 
 // Links returns the minter and verifier of sign-in links and sessions.
-func (a *Authenticator) Links() *Links { return a.links }
+// The Links in force change with a reload (Prepare): fetch them for each
+// use rather than keep them.
+func (a *Authenticator) Links() *Links { return a.st.Load().links }
 
 // BearerToken returns the token of an "Authorization: Bearer <token>"
 // header value, or "" when there is none.

@@ -88,16 +88,28 @@ type Links struct {
 	now                 func() time.Time
 	linkParser          *jwt.Parser
 	sessionParser       *jwt.Parser
+	// revoked is closed when a reload changes the key: every session
+	// verified with it ends.
+	revoked chan struct{}
+	// used is shared with the Links a reload replaces this one with.
+	used *usedLinks
+}
 
-	mu   sync.Mutex
-	used map[string]time.Time // link id → its expiry
+// usedLinks remembers the ids of exchanged links.
+type usedLinks struct {
+	mu  sync.Mutex
+	ids map[string]time.Time // link id → its expiry
 }
 
 // ErrTooManyLinks is returned by Exchange when the node remembers
 // MaxUsedLinks unexpired links already.
 var ErrTooManyLinks = errors.New("too many sign-in links in use; try again later")
 
-func newLinks(c LinkConfig) (*Links, error) {
+// newLinks checks c and returns its Links. old, when not nil, is the
+// Links in force, which a reload replaces: its used-link memory carries
+// over, and so do its key and revocation when the secret is the same (or
+// neither has one: the random key of this process stays).
+func newLinks(c LinkConfig, old *Links) (*Links, error) {
 	if c.LinkTTL == 0 {
 		c.LinkTTL = DefaultLinkTTL
 	}
@@ -127,14 +139,26 @@ func newLinks(c LinkConfig) (*Links, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if len(secret) == 0 {
+	l := &Links{shared: len(c.Secret) > 0, linkTTL: c.LinkTTL, sessionTTL: c.SessionTTL, maxUsed: c.MaxUsedLinks, now: c.Now,
+		revoked: make(chan struct{}), used: &usedLinks{ids: map[string]time.Time{}}}
+	if old != nil {
+		l.used = old.used
+	}
+	switch {
+	case old != nil && !old.shared && len(secret) == 0:
+		l.linkKey, l.sessionKey, l.revoked = old.linkKey, old.sessionKey, old.revoked
+	case len(secret) == 0:
 		secret = make([]byte, 32)
 		if _, err := rand.Read(secret); err != nil {
 			return nil, err
 		}
+		fallthrough
+	default:
+		l.linkKey, l.sessionKey = derive(secret, purposeLink), derive(secret, purposeSession)
+		if old != nil && hmac.Equal(old.linkKey, l.linkKey) {
+			l.revoked = old.revoked
+		}
 	}
-	l := &Links{linkKey: derive(secret, purposeLink), sessionKey: derive(secret, purposeSession), shared: len(c.Secret) > 0,
-		linkTTL: c.LinkTTL, sessionTTL: c.SessionTTL, maxUsed: c.MaxUsedLinks, now: c.Now, used: map[string]time.Time{}}
 	parser := func(aud string) *jwt.Parser {
 		return jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired(),
 			jwt.WithIssuer(linksIssuer), jwt.WithAudience(aud), jwt.WithTimeFunc(c.Now))
@@ -202,23 +226,24 @@ func (l *Links) Exchange(link string) (string, *Principal, error) {
 // markUsed remembers a link's id until it expires; a second use is
 // refused.
 func (l *Links) markUsed(id string, exp time.Time) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, seen := l.used[id]; seen {
+	u := l.used
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if _, seen := u.ids[id]; seen {
 		return fmt.Errorf("%w: this sign-in link was used already", ErrUnauthenticated)
 	}
-	if len(l.used) >= l.maxUsed {
+	if len(u.ids) >= l.maxUsed {
 		now := l.now()
-		for k, e := range l.used {
+		for k, e := range u.ids {
 			if now.After(e) {
-				delete(l.used, k)
+				delete(u.ids, k)
 			}
 		}
-		if len(l.used) >= l.maxUsed {
+		if len(u.ids) >= l.maxUsed {
 			return ErrTooManyLinks
 		}
 	}
-	l.used[id] = exp
+	u.ids[id] = exp
 	return nil
 }
 
@@ -277,5 +302,8 @@ func (l *Links) parse(token, purpose string) (*Principal, string, time.Time, err
 		return nil, "", time.Time{}, fmt.Errorf("%w: %s claims: %v", ErrUnauthenticated, what, err)
 	}
 	p.Expires = c.ExpiresAt.Time
+	if purpose == purposeSession {
+		p.revoked = l.revoked
+	}
 	return p, c.ID, c.ExpiresAt.Time, nil
 }

@@ -12,10 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tally-edge/tally/aggregator/archive"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
 	"github.com/tally-edge/tally/aggregator/graphql"
 	"github.com/tally-edge/tally/aggregator/influx"
+	"github.com/tally-edge/tally/internal/reload"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -34,6 +36,18 @@ type Config struct {
 	// runs alone and owns every campaign.
 	Cluster Cluster `yaml:"cluster"`
 	Auth    Auth    `yaml:"auth"`
+	// Archive exports settled days to Parquet in object storage
+	// (docs/archive.md); off without archive.target.
+	Archive archive.Config `yaml:"archive"`
+
+	// LogLevel is debug, info, warn or error; a reload (SIGHUP) changes
+	// it. Empty (default): info. The -log-level flag, when given, wins.
+	LogLevel string `yaml:"log_level"`
+	// CertCheckInterval is how often the certificate files (quic.cert and
+	// quic.key, http.tls_cert and http.tls_key) are read again: a renewed
+	// pair is put in force for new connections without a restart. 0: only
+	// at a reload (SIGHUP). Default 30s.
+	CertCheckInterval time.Duration `yaml:"cert_check_interval"`
 }
 
 // QUIC is the listener agents ship to.
@@ -269,7 +283,8 @@ type Cluster struct {
 func DefaultConfig() Config {
 	yes := true
 	return Config{
-		DataDir: "/var/lib/tally-aggregator",
+		DataDir:           "/var/lib/tally-aggregator",
+		CertCheckInterval: 30 * time.Second,
 		QUIC: QUIC{Listen: "127.0.0.1:7400", RequireAgentCN: &yes, MaxFrameBytes: 16 << 20, MaxConns: 10000, MaxConnsPerPeer: 8,
 			MaxStreamsPerPeer: 256, MaxDecodeBytesPerPeer: 64 << 20, MaxDecodeBytes: 512 << 20},
 		Cluster: Cluster{Profile: "lan", DeadNodeReclaim: 10 * time.Second, JoinTimeout: 10 * time.Second, HandoffSettle: 2 * time.Second},
@@ -284,6 +299,7 @@ func DefaultConfig() Config {
 				Contributions: influx.DefaultRetentionContributions, Hours: influx.DefaultRetentionHours}},
 		Merge: Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second,
 			QuarantineMaxBytes: 256 << 20, MaxPendingLoads: 100_000},
+		Archive: archive.DefaultConfig(),
 	}
 }
 
@@ -299,6 +315,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("data_dir: required")
+	}
+	if _, err := reload.ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.CertCheckInterval < 0 || (c.CertCheckInterval > 0 && c.CertCheckInterval < 100*time.Millisecond) {
+		bad("cert_check_interval %s: 0 (only at a reload) or at least 100ms", c.CertCheckInterval)
 	}
 	addrs := map[string]string{"quic.listen": c.QUIC.Listen, "http.listen": c.HTTP.Listen}
 	if c.HTTP.MetricsListen != "" {
@@ -360,7 +382,7 @@ func (c *Config) Validate() error {
 	if c.Merge.WALMaxBytes < 1<<20 {
 		bad("merge.wal_max_bytes: at least 1MiB")
 	}
-	errs = append(errs, c.Cluster.validate(), c.HTTP.validate(), c.Auth.validate())
+	errs = append(errs, c.Cluster.validate(), c.HTTP.validate(), c.Auth.validate(), c.Archive.Validate(c.Merge.Lateness))
 	if c.QUIC.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.QUIC.Advertise); err != nil {
 			bad("quic.advertise %q: want host:port", c.QUIC.Advertise)

@@ -33,6 +33,10 @@ func TestGood(t *testing.T) {
 	if g := c.HTTP.GraphQLConfig(); !g.Playground || g.MaxComplexity != 1000 || g.MaxDepth != 20 || g.Timeout != 30*time.Second {
 		t.Fatalf("graphql %+v", g)
 	}
+	if ar := c.Archive; ar.Target != "s3://tally-archive/prod" || ar.S3.Endpoint != "127.0.0.1:8333" || !ar.S3.Insecure ||
+		ar.S3.BucketLookup != "path" || !ar.Schedule || ar.Interval != 30*time.Minute || ar.SettleAfter != 3*time.Hour || ar.DaysBack != 10 {
+		t.Fatalf("decoded archive %+v", ar)
+	}
 	a, err := c.Auth.AuthConfig()
 	if err != nil || string(a.Links.Secret) != "0123456789abcdef0123456789abcdef" {
 		t.Fatalf("links secret %q %v", a.Links.Secret, err)
@@ -47,6 +51,8 @@ func TestBad(t *testing.T) {
 			"influx.query_language \"sql\""},
 		"testdata/auth.bad.yaml": {"http.tls_cert and http.tls_key", "http.stream.buffer 5", "auth.jwt.public_key_file",
 			"tokens[0] (ops): token shorter than 16", "tokens[1]: subject bob: unknown role \"owner\"", "tokens[2]: subject carol: a viewer needs"},
+		"testdata/archive.bad.yaml": {"archive.target \"ftp://somewhere/else\"", "archive.interval 5s",
+			"archive.settle_after 10m0s: at least merge.lateness", "archive.days_back 0"},
 		"testdata/noauth.bad.yaml":         {"auth: no tokens, no jwt key and no links secret"},
 		"testdata/jwt_noaudience.bad.yaml": {"jwt: issuer and audience required"},
 		"testdata/apilimits.bad.yaml": {"http.metrics_listen: must differ", "http.audit_max_bytes", "http.audit_max_files 0",

@@ -304,6 +304,31 @@ func testOnInfluxDB(t *testing.T, flux bool, lang string) {
 		t.Fatalf("the day's rollup after the late minute: %v, want 5 under source late", dayPts)
 	}
 
+	// A minute restored from the archive, outside any write round: its
+	// markers say changed, Source answers its day from minutes at once,
+	// and the owner's sweep recomputes the rollups.
+	restoredDay := start.Add(35 * 24 * time.Hour)
+	restored := []sketch.Minute{{Series: sketch.Series{Campaign: "c", Source: "restored", Type: "pageview"},
+		Minute: restoredDay.Add(4*time.Hour + 2*time.Minute).Unix(), State: &sketch.State{Count: 3}}}
+	restored[0].State.AddVisitor(splitmix(123456789))
+	tr = truths[fmt.Sprintf("c/%d", restoredDay.Unix())]
+	tr.byType["pageview"] += 3
+	tr.visitors[123456789] = true
+	if err := MarkChanged(ctx, w, restored); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(ctx, restored, nil); err != nil {
+		t.Fatal(err)
+	}
+	count(restored)
+	checkTruth(t, fold(t, src, days), truths, days)
+	if n, err := r.Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep after a restore queued %d hours, %v; want 1", n, err)
+	}
+	passes(t, r)
+	checkDayPoints(t, reader, restoredDay, "c")
+	checkTruth(t, fold(t, src, days), truths, days)
+
 	// A minute older than the hours keep: its hour's marker is refused
 	// for good and dropped, which must not fail the write round.
 	ancient := []sketch.Minute{{Series: sketch.Series{Campaign: "a", Type: "click"}, Minute: today.Add(-500 * 24 * time.Hour).Unix(),

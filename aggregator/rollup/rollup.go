@@ -343,6 +343,37 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
+// MarkerWriter writes rollup markers (influx.Writer).
+type MarkerWriter interface {
+	WriteMarkers(ctx context.Context, res influx.Resolution, field string, marks []influx.Marker) error
+}
+
+// MarkChanged marks every hour and day minutes touch as changed, for a
+// writer of minutes outside a node's write rounds (an archive restore):
+// call it before writing the minutes. The campaigns' owners then find
+// the markers dirty (Sweep, within SweepWindow) and recompute the
+// rollups; until then, and for periods older than that, Source answers
+// those periods from minutes.
+func MarkChanged(ctx context.Context, w MarkerWriter, minutes []sketch.Minute) error {
+	hours, days := touched(minutes)
+	if len(hours) == 0 {
+		return nil
+	}
+	tok := time.Now().UnixMilli()
+	hm := make([]influx.Marker, len(hours))
+	for i, h := range hours {
+		hm[i] = influx.Marker{Campaign: h.campaign, Start: h.start, Changed: tok}
+	}
+	dm := make([]influx.Marker, len(days))
+	for i, d := range days {
+		dm[i] = influx.Marker{Campaign: d.campaign, Start: d.start, Changed: tok}
+	}
+	if err := w.WriteMarkers(ctx, influx.Hours, influx.FieldChanged, hm); err != nil {
+		return err
+	}
+	return w.WriteMarkers(ctx, influx.Days, influx.FieldChanged, dm)
+}
+
 // Init makes sure the since mark exists, before the node writes any
 // minute: rollups answer only periods starting at or after it, because
 // minutes stored before markers existed (an older version's) have none

@@ -14,8 +14,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,6 +148,9 @@ func TestUnitsPromises(t *testing.T) {
 				t.Errorf("%s: %s=%q, want %q", u, k, got, base)
 			}
 		}
+		if got := kv["ExecReload"]; len(got) != 2 || !strings.HasPrefix(got[0], "/usr/bin/"+base+" -check-config ") || got[1] != "/bin/kill -HUP $MAINPID" {
+			t.Errorf("%s: ExecReload=%q, want a -check-config and then SIGHUP", u, got)
+		}
 		if w := kv["WatchdogSec"]; len(w) == 0 || w[0] == "" || w[0] == "0" {
 			t.Errorf("%s: no watchdog", u)
 		}
@@ -233,6 +238,16 @@ func TestNotifyProtocol(t *testing.T) {
 			for range 3 {
 				expect(t, msgs, proc, "WATCHDOG=1")
 			}
+			// systemctl reload (ExecReload's SIGHUP): RELOADING=1 with the
+			// monotonic time systemd wants, then READY=1 again; the process
+			// goes on.
+			must(t, syscall.Kill(proc.Pid(), syscall.SIGHUP))
+			expectPrefix(t, msgs, proc, "RELOADING=1", "MONOTONIC_USEC=")
+			expect(t, msgs, proc, "READY=1")
+			expect(t, msgs, proc, "WATCHDOG=1")
+			if !proc.Running() {
+				t.Fatal("the process exited on SIGHUP")
+			}
 			go proc.Stop(30 * time.Second)
 			expect(t, msgs, proc, "STOPPING=1")
 		})
@@ -272,6 +287,28 @@ func expect(t *testing.T, msgs <-chan string, proc *harness.Proc, line string) {
 			}
 		case <-ctx.Done():
 			t.Fatalf("no %s from %s:\n%s", line, proc.Name, proc.LogTail(20))
+		}
+	}
+}
+
+// expectPrefix waits for a notification holding line and a line that
+// starts with prefix.
+func expectPrefix(t *testing.T, msgs <-chan string, proc *harness.Proc, line, prefix string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("notify socket closed waiting for %s", line)
+			}
+			lines := strings.Split(m, "\n")
+			if slices.Contains(lines, line) && slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, prefix) }) {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %s with %s… from %s:\n%s", line, prefix, proc.Name, proc.LogTail(20))
 		}
 	}
 }

@@ -1,8 +1,11 @@
 package buildinfo
 
 import (
+	"runtime"
 	"runtime/debug"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestFillPrefersLinkerValues(t *testing.T) {
@@ -39,5 +42,29 @@ func TestGetTrimsV(t *testing.T) {
 	version = "v2.0.1"
 	if got := Get().Version; got != "2.0.1" {
 		t.Fatalf("Version = %q, want 2.0.1", got)
+	}
+}
+
+func TestCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(Collector("tally_test"))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "tally_test_build_info" || len(mfs[0].GetMetric()) != 1 {
+		t.Fatalf("gathered %v", mfs)
+	}
+	m := mfs[0].GetMetric()[0]
+	if m.GetGauge().GetValue() != 1 {
+		t.Fatalf("build_info = %v, want 1", m.GetGauge().GetValue())
+	}
+	labels := map[string]string{}
+	for _, l := range m.GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	i := Get()
+	if labels["version"] != i.Version || labels["goversion"] != runtime.Version() || labels["goarch"] != runtime.GOARCH {
+		t.Fatalf("labels %v, build %+v", labels, i)
 	}
 }

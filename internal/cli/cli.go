@@ -1,5 +1,6 @@
 // Package cli holds the process plumbing both binaries share: logger
-// setup and signal handling with a hard stop on the second signal.
+// setup, signal handling with a hard stop on the second signal, and
+// SIGHUP turned into configuration reloads.
 package cli
 
 import (
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tally-edge/tally/internal/buildinfo"
+	"github.com/tally-edge/tally/internal/reload"
 )
 
 // NewLogger returns a logger writing to w in format "text" or "json" at
@@ -25,7 +27,13 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	return newLogger(w, format, lvl)
+}
+
+// newLogger returns a logger writing to w in format at a level that may
+// change while it runs.
+func newLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
 	switch strings.ToLower(format) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -59,10 +67,10 @@ func SignalContext(logger *slog.Logger) (context.Context, context.CancelFunc) {
 
 // Main is the common body of both daemons' main: flags -config,
 // -check-config, -version, -log-format and -log-level, strict
-// configuration loading, signals, systemd notification, and exit codes (0
-// ok, 1 failed, 2 bad usage or configuration). load reads and validates
-// the file; run runs until its context ends and calls svc.Ready once it
-// serves.
+// configuration loading, signals (SIGHUP asks for a reload: see
+// ReloadSource), systemd notification, and exit codes (0 ok, 1 failed, 2
+// bad usage or configuration). load reads and validates the file; run
+// runs until its context ends and calls svc.Ready once it serves.
 func Main[C any](name, defaultConfig string, args []string, load func(path string) (C, error),
 	run func(ctx context.Context, cfg C, logger *slog.Logger, svc *Service) error) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -70,7 +78,7 @@ func Main[C any](name, defaultConfig string, args []string, load func(path strin
 	checkConfig := fs.Bool("check-config", false, "validate the configuration file and exit")
 	showVersion := fs.Bool("version", false, "print the version and build information and exit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logLevel := fs.String("log-level", "", "log level: debug, info, warn or error; when given, it wins over the file's log_level, at start and at every reload (default: log_level, else info)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -79,11 +87,35 @@ func Main[C any](name, defaultConfig string, args []string, load func(path strin
 		fmt.Println(buildinfo.Get().String(name))
 		return 0
 	}
-	logger, err := NewLogger(os.Stderr, *logFormat, *logLevel)
+	start, err := reload.ParseLevel(*logLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: -log-level: %v\n", name, err)
+		return 2
+	}
+	level := reload.NewLevel(start, *logLevel != "")
+	logger, err := newLogger(os.Stderr, *logFormat, level)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		return 2
 	}
+	// SIGHUP would end the process by default: catch it before anything
+	// else, and turn each into a reload request.
+	requests, trigger := reload.Requests()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	hupDone := make(chan struct{})
+	defer close(hupDone)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				trigger()
+			case <-hupDone:
+				return
+			}
+		}
+	}()
 	cfg, err := load(*configPath)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -112,6 +144,7 @@ func Main[C any](name, defaultConfig string, args []string, load func(path strin
 	logger.Info("starting", "version", buildinfo.Get().String(name))
 	svc := newService(logger)
 	defer svc.close()
+	svc.configPath, svc.requests, svc.level = *configPath, requests, level
 	if err := run(ctx, cfg, logger, svc); err != nil {
 		logger.Error(name+" failed", "err", err)
 		return 1

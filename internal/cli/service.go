@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
+	"github.com/tally-edge/tally/internal/reload"
 	"github.com/tally-edge/tally/internal/sdnotify"
 )
 
@@ -23,6 +25,12 @@ type Service struct {
 	stop     chan struct{}
 	once     sync.Once
 	wg       sync.WaitGroup
+
+	// Set by Main: what ReloadSource needs.
+	configPath string
+	requests   <-chan struct{}
+	level      *reload.Level
+	status     atomic.Value // string: the last READY=1's STATUS=
 }
 
 func newService(logger *slog.Logger) *Service {
@@ -38,6 +46,7 @@ func (s *Service) Ready(ctx context.Context, status string, health func(context.
 	if s == nil || !s.notifier.Enabled() {
 		return
 	}
+	s.status.Store(status)
 	if err := s.notifier.Send(sdnotify.Ready, sdnotify.Status(status)); err != nil {
 		s.logger.Warn("cannot notify systemd", "err", err)
 		return
@@ -57,6 +66,35 @@ func (s *Service) Ready(ctx context.Context, status string, health func(context.
 		case <-s.stop:
 		}
 	}()
+}
+
+// ReloadSource returns the reloads of the daemon svc runs: one per SIGHUP,
+// each reading the configuration file again with load, the log level Main
+// set up, and systemd told RELOADING=1 and then READY=1 around each.
+func ReloadSource[C any](svc *Service, load func(path string) (C, error)) reload.Source[C] {
+	if svc == nil || svc.requests == nil {
+		return reload.Source[C]{}
+	}
+	return reload.Source[C]{Requests: svc.requests, Level: svc.level,
+		Load:   func() (C, error) { return load(svc.configPath) },
+		Notify: svc.reloading}
+}
+
+// reloading tells systemd a reload began or ended.
+func (s *Service) reloading(on bool) {
+	if !s.notifier.Enabled() {
+		return
+	}
+	var err error
+	if on {
+		err = s.notifier.Send(sdnotify.Reloading, sdnotify.MonotonicUsec(), sdnotify.Status("reloading the configuration"))
+	} else {
+		status, _ := s.status.Load().(string)
+		err = s.notifier.Send(sdnotify.Ready, sdnotify.Status(status))
+	}
+	if err != nil {
+		s.logger.Warn("cannot notify systemd", "err", err)
+	}
 }
 
 // close stops the watchdog; the process is about to exit.

@@ -53,6 +53,7 @@ func IsNodeCertificate(c *x509.Certificate) bool {
 type NodeSigner struct {
 	cert []byte
 	key  crypto.Signer
+	id   *Identity // when set, its certificate in force signs
 }
 
 // LoadNodeSigner loads a node's certificate and key, which must be a node
@@ -75,12 +76,21 @@ func LoadNodeSigner(f Files) (*NodeSigner, error) {
 // Sign returns the node's certificate (DER) and its signature of msg
 // (ECDSA over SHA-256, ASN.1).
 func (s *NodeSigner) Sign(msg []byte) (cert, sig []byte, err error) {
+	cert, key := s.cert, s.key
+	if s.id != nil {
+		c := s.id.Certificate()
+		signer, ok := c.PrivateKey.(crypto.Signer)
+		if !ok {
+			return nil, nil, errors.New("sign: key cannot sign")
+		}
+		cert, key = c.Leaf.Raw, signer
+	}
 	h := sha256.Sum256(msg)
-	sig, err = s.key.Sign(rand.Reader, h[:], crypto.SHA256)
+	sig, err = key.Sign(rand.Reader, h[:], crypto.SHA256)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sign: %w", err)
 	}
-	return s.cert, sig, nil
+	return cert, sig, nil
 }
 
 // NodeVerifier checks messages signed by a NodeSigner. It is safe for

@@ -1,6 +1,7 @@
 // Package sdnotify speaks systemd's service notification protocol
 // (sd_notify(3)): a daemon started by a unit with Type=notify says READY=1
-// once it serves, STOPPING=1 when it begins to shut down, and, when the
+// once it serves, RELOADING=1 and READY=1 around a configuration reload,
+// STOPPING=1 when it begins to shut down, and, when the
 // unit sets WatchdogSec=, sends WATCHDOG=1 more often than that, or is
 // killed and restarted.
 //
@@ -25,7 +26,15 @@ const (
 	Ready    = "READY=1"
 	Stopping = "STOPPING=1"
 	Watchdog = "WATCHDOG=1"
+	// Reloading says a configuration reload began; READY=1 says it
+	// ended. Send it with MonotonicUsec: systemctl reload then waits
+	// for the reload to finish.
+	Reloading = "RELOADING=1"
 )
+
+// MonotonicUsec is the MONOTONIC_USEC= line systemd wants beside
+// RELOADING=1: CLOCK_MONOTONIC now, in microseconds.
+func MonotonicUsec() string { return "MONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10) }
 
 // Notifier sends notifications to the service manager. The zero value and
 // a nil *Notifier send nothing. Safe for concurrent use.

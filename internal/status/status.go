@@ -269,7 +269,52 @@ func (r *Report) common(s Snapshot) bool {
 	if rss, ok := s.Sum("process_resident_memory_bytes", nil); ok {
 		r.add("memory (RSS)", "%s", byteSize(rss))
 	}
+	r.operations(s, strings.ReplaceAll(r.Program, "-", "_"))
 	return true
+}
+
+// CertificateWarning is how long before a certificate in force expires the
+// report calls it a problem (as the TallyCertificateExpiringSoon alert).
+const CertificateWarning = 14 * 24 * time.Hour
+
+// operations adds the build, the state of the configuration (the last
+// reload) and the certificates in force, from the metrics under prefix
+// (tally_agent, tally_aggregator).
+func (r *Report) operations(s Snapshot, prefix string) {
+	if mf := s.Metrics[prefix+"_build_info"]; mf != nil && len(mf.GetMetric()) > 0 {
+		l := map[string]string{}
+		for _, lp := range mf.GetMetric()[0].GetLabel() {
+			l[lp.GetName()] = lp.GetValue()
+		}
+		v := l["version"]
+		if rev := l["revision"]; rev != "" {
+			v += " (revision " + rev[:min(12, len(rev))] + ")"
+		}
+		r.add("version", "%s", v)
+	}
+	if ok, found := s.Sum(prefix+"_config_last_reload_successful", nil); found {
+		switch pending, _ := s.Sum(prefix+"_config_restart_pending", nil); {
+		case ok == 0:
+			r.add("configuration", "LAST RELOAD FAILED: the file on disk is not in force (see the log)")
+			r.problem("the last configuration reload failed")
+		case pending == 1:
+			r.add("configuration", "reloaded; some changed keys wait for a restart (see the log)")
+		default:
+			r.add("configuration", "in force")
+		}
+	}
+	expiry := s.By(prefix+"_tls_certificate_expiry_timestamp_seconds", "cert")
+	var parts []string
+	for _, cert := range sortedKeys(expiry) {
+		left := time.Unix(int64(expiry[cert]), 0).Sub(s.At).Truncate(time.Hour)
+		parts = append(parts, fmt.Sprintf("%s expires in %s", cert, left))
+		if left < CertificateWarning {
+			r.problem("certificate %s expires in %s", cert, left)
+		}
+	}
+	if len(parts) > 0 {
+		r.add("certificates", "%s", strings.Join(parts, "; "))
+	}
 }
 
 func (r *Report) finish() Report {

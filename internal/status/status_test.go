@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 const aggregatorMetrics = `# TYPE tally_aggregator_cluster_member gauge
@@ -147,4 +149,34 @@ func report(t *testing.T, r Report) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// TestOperationsLines: the build, a failed reload and a certificate near
+// its expiry are reported, the last two as problems.
+func TestOperationsLines(t *testing.T) {
+	now := time.Now()
+	metrics := func(reloadOK int, quicLeft time.Duration) string {
+		return fmt.Sprintf(`tally_aggregator_build_info{version="1.4.0",revision="0123456789abcdef",goversion="go1.26.8",goos="linux",goarch="amd64",modified="false"} 1
+tally_aggregator_config_last_reload_successful %d
+tally_aggregator_config_restart_pending 1
+tally_aggregator_tls_certificate_expiry_timestamp_seconds{cert="quic.cert"} %d
+tally_aggregator_tls_certificate_expiry_timestamp_seconds{cert="http.tls_cert"} %d
+`, reloadOK, now.Add(quicLeft).Unix(), now.Add(90*24*time.Hour).Unix())
+	}
+	rep := Aggregator(Fetch(context.Background(), Target{URL: fakeProcess(t, true, metrics(1, 60*24*time.Hour), "")}))
+	text := report(t, rep)
+	if !rep.OK {
+		t.Fatalf("a node with a pending restart and certificates far from expiry is not OK:\n%s", text)
+	}
+	for _, want := range []string{"1.4.0 (revision 0123456789ab)", "some changed keys wait for a restart", "quic.cert expires in 1439h", "http.tls_cert expires in 2159h"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	rep = Aggregator(Fetch(context.Background(), Target{URL: fakeProcess(t, true, metrics(0, 5*24*time.Hour), "")}))
+	problems := strings.Join(rep.Problems, "\n")
+	if rep.OK || !strings.Contains(problems, "the last configuration reload failed") || !strings.Contains(problems, "certificate quic.cert expires in 119h") ||
+		strings.Contains(problems, "http.tls_cert") {
+		t.Fatalf("problems: %q", rep.Problems)
+	}
 }

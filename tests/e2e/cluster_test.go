@@ -53,8 +53,13 @@ type clusterOptions struct {
 	influx influxtest.Options
 	// influxExtra is YAML for the aggregator's influx: section.
 	influxExtra string
+	// aggExtra is YAML appended to the aggregator's configuration
+	// (top-level sections, e.g. archive:).
+	aggExtra string
 }
 
+// startClusterWith is startCluster with the storage and aggregator
+// configuration of o.
 func startClusterWith(t *testing.T, o clusterOptions, agentNames ...string) *cluster {
 	t.Helper()
 	if testing.Short() {
@@ -79,7 +84,7 @@ func startClusterWith(t *testing.T, o clusterOptions, agentNames ...string) *clu
 	aggCfg := filepath.Join(c.dir, "agg-1.yaml")
 	if err := harness.WriteAggregatorConfig(aggCfg, harness.AggregatorOptions{Name: "agg-1", DataDir: filepath.Join(c.dir, "agg-1"),
 		QUICAddr: c.aggQUIC, HTTPAddr: c.aggHTTP, CertsDir: c.certs, InfluxURL: c.influx.URL(), InfluxBucket: c.influx.Bucket(),
-		WriteInterval: 300 * time.Millisecond, InfluxExtra: o.influxExtra}); err != nil {
+		WriteInterval: 300 * time.Millisecond, InfluxExtra: o.influxExtra, Extra: o.aggExtra}); err != nil {
 		t.Fatal(err)
 	}
 	c.agg = &harness.Proc{Name: "agg-1", Bin: filepath.Join(binDir, "tally-aggregator"), Args: []string{"-config", aggCfg, "-log-level", "debug"},

@@ -48,7 +48,7 @@ func datacenterRefresh(args []string) int {
 		fmt.Fprintln(os.Stderr, "tally-agent datacenter-refresh:", err)
 		return 1
 	}
-	fmt.Printf("%s: %d networks from %s %s (data of %s); restart the agent to load them\n",
+	fmt.Printf("%s: %d networks from %s %s (data of %s); reload the agent (SIGHUP, systemctl reload tally-agent) to load them\n",
 		*out, res.Networks, dcrefresh.Package, res.Version, res.DataDate.Format(time.RFC3339))
 	return 0
 }

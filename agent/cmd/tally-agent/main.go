@@ -53,13 +53,16 @@ func run(args []string) int {
 	}
 	return cli.Main("tally-agent", "tally-agent.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
-			return agent.Run(ctx, cfg, logger, func(l agent.Listeners) {
+			// SIGHUP reads the file again: see agent.ReloadableKeys.
+			src := cli.ReloadSource(svc, config.Load)
+			src.Level.Set(cfg.LogLevel)
+			return agent.RunWith(ctx, cfg, logger, agent.Options{Reload: src, Ready: func(l agent.Listeners) {
 				what := "serving on " + l.HTTP
 				if l.Server != "" {
 					what += ", server senders on " + l.Server
 				}
 				svc.Ready(ctx, what, cli.HealthzCheck(l.HTTP, false))
-			})
+			}})
 		})
 }
 

@@ -13,6 +13,8 @@
 //	                                anomaly detector; one JSON line per alert
 //	tally-aggregator quarantine list|replay -config FILE
 //	                                show, or send back to the node, what InfluxDB refused
+//	tally-aggregator archive export|verify|restore|list -from DAY -to DAY
+//	                                the Parquet archive of settled days (docs/archive.md)
 package main
 
 import (
@@ -50,6 +52,9 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:])
 	}
+	if len(args) > 0 && args[0] == "archive" {
+		return archiveCmd(args[1:], os.Stdout, os.Stderr)
+	}
 	if len(args) > 0 && args[0] == "link" {
 		return link(args[1:], os.Stdout, os.Stderr)
 	}
@@ -61,11 +66,14 @@ func run(args []string) int {
 	}
 	return cli.Main("tally-aggregator", "tally-aggregator.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
-			return aggregator.Run(ctx, cfg, logger, func(a aggregator.Addrs) {
+			// SIGHUP reads the file again: see aggregator.ReloadableKeys.
+			src := cli.ReloadSource(svc, config.Load)
+			src.Level.Set(cfg.LogLevel)
+			return aggregator.RunWith(ctx, cfg, logger, aggregator.Options{Reload: src, Ready: func(a aggregator.Addrs) {
 				// Ready once both listeners are up; /readyz says when the
 				// node has also rebuilt its open minutes.
 				svc.Ready(ctx, "serving API on "+a.HTTP+", QUIC on "+a.QUIC, cli.HealthzCheck(a.HTTP, cfg.HTTP.TLSCert != ""))
-			})
+			}})
 		})
 }
 

@@ -125,7 +125,15 @@ func Operations() (dashboard.Dashboard, error) {
 		WithPanel(promSeries("API requests per second", "reqps", "By route and status code.",
 			promQuery("A", `sum by (route, code) (rate(tally_aggregator_api_requests_total[$__rate_interval]))`, "{{route}} {{code}}"))).
 		WithPanel(promSeries("Stream subscribers", "short", "Open live-stream connections per node.",
-			promQuery("A", `tally_aggregator_stream_subscribers`, "{{instance}}")))
+			promQuery("A", `tally_aggregator_stream_subscribers`, "{{instance}}"))).
+		WithRow(dashboard.NewRowBuilder("Versions and configuration")).
+		WithPanel(promSeries("Processes by version", "short", "Processes running each build (build_info): during a rolling upgrade the new version rises as the old one falls.",
+			promQuery("A", `count by (job, version) (tally_aggregator_build_info or tally_agent_build_info)`, "{{job}} {{version}}"))).
+		WithPanel(promSeries("Configuration not in force", "short", "Per process: 1 when the last reload failed (the file on disk is not in force), or when changed keys wait for a restart.",
+			promQuery("A", `1 - (tally_aggregator_config_last_reload_successful or tally_agent_config_last_reload_successful)`, "{{instance}} reload failed"),
+			promQuery("B", `tally_aggregator_config_restart_pending or tally_agent_config_restart_pending`, "{{instance}} restart pending"))).
+		WithPanel(promSeries("Time until certificates expire", "s", "Per process and certificate in force; renewed files are picked up without a restart.",
+			promQuery("A", `(tally_aggregator_tls_certificate_expiry_timestamp_seconds or tally_agent_tls_certificate_expiry_timestamp_seconds) - time()`, "{{instance}} {{cert}}")))
 	return b.Build()
 }
 
