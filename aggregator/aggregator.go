@@ -29,6 +29,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/aggregator/liveview"
 	"github.com/tally-edge/tally/aggregator/quarantine"
+	"github.com/tally-edge/tally/aggregator/rollup"
 	"github.com/tally-edge/tally/aggregator/writer"
 	"github.com/tally-edge/tally/internal/buildinfo"
 	"github.com/tally-edge/tally/internal/pki"
@@ -72,9 +73,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildinfo.Collector("tally_aggregator"))
 
-	icfg := influx.DefaultConfig()
-	icfg.URL, icfg.Token, icfg.Org, icfg.Bucket, icfg.Timeout = cfg.Influx.URL, cfg.Influx.Token, cfg.Influx.Org, cfg.Influx.Bucket, cfg.Influx.Timeout
-	icfg.QueryLanguage = cfg.Influx.QueryLanguage
+	icfg := cfg.Influx.Storage()
 	iw, err := influx.NewWriter(icfg, logger)
 	if err != nil {
 		return err
@@ -87,6 +86,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	defer reader.Close()
 	registerWriterMetrics(reg, iw)
 	storageCheck := newStorageSetup(reader, icfg, cfg.Influx.CreateBucket, reg, logger)
+	usage := newStorageUsage(reader, 10*time.Minute, reg, logger)
 
 	// One UDP endpoint serves agents and peers and dials peers.
 	ep, err := wire.NewEndpoint(cfg.QUIC.Listen)
@@ -212,8 +212,14 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	} else if cfg.Live.On() {
 		logger.Warn("live counters off: they need quic.require_agent_cn", "reason", "live_needs_agent_cn")
 	}
+	rcfg := rollup.Config{}
+	if clustered {
+		self := cfg.Name
+		rcfg.Owns = func(c string) bool { return cl.View().Owner(c).Name == self }
+	}
+	roller := rollup.New(rcfg, rollupStorage{reader, iw}, reg, logger)
 	wcfg := writer.Config{Node: cfg.Name, Interval: cfg.Merge.WriteInterval, Lateness: cfg.Merge.Lateness,
-		Source: pipe, Storage: iw, Quarantine: quar, Publisher: publisher}
+		Source: pipe, Storage: iw, Quarantine: quar, Publisher: publisher, Rollups: roller}
 	if clustered {
 		wcfg.Routing = routing{cl, fwd}
 	}
@@ -245,7 +251,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 		return nil
 	}
 	side, err := newHTTPSide(cfg, hub, func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} },
-		minuteSource{reader}, storageCheck.ready(readiness), reg, logger)
+		&rollup.Source{Reader: reader, Retention: icfg.Retention}, storageCheck.ready(readiness), reg, logger)
 	if err != nil {
 		return err
 	}
@@ -289,8 +295,14 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 
 	// The storage first: check InfluxDB, create the bucket if allowed
 	// (retrying while it is unreachable; /readyz says so meanwhile).
-	if _, err := storageCheck.run(ctx); err != nil && ctx.Err() == nil {
+	storageInfo, err := storageCheck.run(ctx)
+	if err != nil && ctx.Err() == nil {
 		return err
+	}
+	// The rollups' since mark, before any minute is written (a failure
+	// leaves answers to minutes until a sweep sets it).
+	if err := roller.Init(ctx); err != nil && ctx.Err() == nil {
+		logger.Warn("setting the rollups' since mark failed; answers come from minutes until a sweep sets it", "err", err)
 	}
 
 	// Ownership is only known once this node sees its peers: wait for them
@@ -314,6 +326,10 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	writeErr := make(chan error, 1)
 	pipeWG.Go(func() { writeErr <- wr.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
 	pipeWG.Go(func() { _ = pipe.RunLoader(pipeCtx) })
+	pipeWG.Go(func() { _ = roller.Run(pipeCtx) })
+	if storageInfo.InfluxQL && storageInfo.Generation < 2 {
+		pipeWG.Go(func() { usage.run(pipeCtx) })
+	}
 	pipeWG.Go(func() { runScheduledArchive(pipeCtx, cfg, reader, cl, reg, logger) })
 	fanout.Start()
 	if lview != nil {
@@ -415,13 +431,23 @@ func (s storage) LoadContributionsFunc(ctx context.Context, from, to time.Time, 
 	return s.r.LoadContributionsFunc(ctx, from, to, keep)
 }
 
-// minuteSource answers API queries from InfluxDB.
-type minuteSource struct{ r *influx.Reader }
+// rollupStorage is rollup.Storage: the reader's reads, the writer's
+// writes.
+type rollupStorage struct {
+	*influx.Reader
+	w *influx.Writer
+}
 
-func (m minuteSource) EachMinute(ctx context.Context, q api.Query, fn func(sketch.Minute) error) error {
-	return m.r.EachMinute(ctx, influx.MinuteQuery{Campaigns: q.Campaigns, AllCampaigns: q.AllCampaigns, From: q.From, To: q.To,
-		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region, Type: q.Type,
-		CountersOnly: q.CountersOnly}, fn)
+func (s rollupStorage) WriteRollups(ctx context.Context, res influx.Resolution, points []sketch.Minute) ([]influx.Refusal, error) {
+	return s.w.WriteRollups(ctx, res, points)
+}
+
+func (s rollupStorage) WriteMarkers(ctx context.Context, res influx.Resolution, field string, marks []influx.Marker) error {
+	return s.w.WriteMarkers(ctx, res, field, marks)
+}
+
+func (s rollupStorage) WriteSince(ctx context.Context, since int64, at time.Time) error {
+	return s.w.WriteSince(ctx, since, at)
 }
 
 func registerWriterMetrics(reg prometheus.Registerer, w *influx.Writer) {

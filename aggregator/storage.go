@@ -91,3 +91,55 @@ func (s *storageSetup) ready(next func() error) func() error {
 		return next()
 	}
 }
+
+// storageUsage exports what InfluxDB holds per bucket (influx.Reader.Usage)
+// as gauges, refreshed every interval: the storage report that `status`
+// shows as bytes per point and per event.
+type storageUsage struct {
+	reader   *influx.Reader
+	interval time.Duration
+	log      *slog.Logger
+	bytes    *prometheus.GaugeVec
+	points   *prometheus.GaugeVec
+	events   prometheus.Gauge
+}
+
+func newStorageUsage(reader *influx.Reader, interval time.Duration, reg prometheus.Registerer, logger *slog.Logger) *storageUsage {
+	u := &storageUsage{reader: reader, interval: interval, log: logger.With("component", "storage"),
+		bytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_aggregator_storage_bytes",
+			Help: "Bytes InfluxDB holds on disk (TSM and WAL) per bucket, by kind (minutes, contributions, hours, days)."}, []string{"kind", "bucket"}),
+		points: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_aggregator_storage_points",
+			Help: "Points each bucket holds, by kind."}, []string{"kind", "bucket"}),
+		events: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_storage_events",
+			Help: "Events the stored merged minutes count."}),
+	}
+	reg.MustRegister(u.bytes, u.points, u.events)
+	return u
+}
+
+// run refreshes the gauges at once and every interval until ctx ends. A
+// failure is logged and retried at the next refresh.
+func (u *storageUsage) run(ctx context.Context) {
+	t := time.NewTicker(u.interval)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		usage, err := u.reader.Usage(rctx)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			u.log.Info("reading InfluxDB's storage use failed; retrying later", "err", err)
+		case err == nil:
+			for _, b := range usage.Buckets {
+				u.bytes.WithLabelValues(b.Kind, b.Bucket).Set(float64(b.Bytes))
+				u.points.WithLabelValues(b.Kind, b.Bucket).Set(float64(b.Points))
+			}
+			u.events.Set(float64(usage.Events))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -13,6 +13,13 @@ type Minute struct {
 	// Minute is the unix time in seconds of the start of the minute.
 	Minute int64
 	State  *State
+	// Ledger, when set, lists the contributions State merges (their
+	// identity, version, counters and quantiles: a StoredContribsV1
+	// value without HyperLogLogs), written with the merged minute so
+	// that later data for the minute merges exactly once the
+	// contribution points are gone. The merge store sets it for the
+	// minutes it writes; points read back for answers leave it nil.
+	Ledger []byte
 }
 
 // Key returns the series-minute the Minute is the state of.

@@ -26,6 +26,16 @@ type Query struct {
 	// CountersOnly: the answer needs no uniques, so the source may leave
 	// the sketches out (they are most of the bytes).
 	CountersOnly bool
+
+	// Step is the length of the buckets the answer folds points into,
+	// aligned to multiples of it since the Unix epoch (0: one bucket for
+	// the whole window), and Splits are instants at which the answer
+	// folds into another bucket besides. A source may then yield, for a
+	// whole hour or day whose minutes would all land in one bucket, one
+	// point per series holding their merge (a rollup), with Minute the
+	// start of the period: the folded answer is the same.
+	Step   time.Duration
+	Splits []time.Time
 }
 
 // Point is one merged series-minute, as a Source yields it. Code outside
@@ -35,8 +45,9 @@ type Point = sketch.Minute
 
 // Source answers queries for merged series-minutes. EachMinute calls fn
 // for every matching point, on the caller's goroutine, and stops at fn's
-// first error, which it returns. Implementations must be safe for
-// concurrent use.
+// first error, which it returns. A point may stand for a whole hour or
+// day of minutes where Query.Step and Query.Splits allow it. Implementations
+// must be safe for concurrent use.
 type Source interface {
 	EachMinute(ctx context.Context, q Query, fn func(sketch.Minute) error) error
 }

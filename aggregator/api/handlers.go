@@ -114,6 +114,7 @@ func (s *Server) Campaigns(ctx context.Context, p *auth.Principal, args url.Valu
 		return CampaignsResponse{}, err
 	}
 	q.From = win.From.Add(-win.Len())
+	q.Splits = []time.Time{win.From}
 	cur := map[string]*kpi.Accumulator{}
 	prev := map[string]*kpi.Accumulator{}
 	var curTotal, prevTotal kpi.Accumulator
@@ -304,6 +305,7 @@ func (s *Server) Series(ctx context.Context, p *auth.Principal, args url.Values)
 		return SeriesResponse{}, err
 	}
 	q.CountersOnly = g.skipUniques
+	q.Step = step
 	if err := s.each(ctx, q, g.add); err != nil {
 		return SeriesResponse{}, err
 	}
@@ -499,7 +501,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		cw := window{From: maxTime(win.From, time.Unix(start, 0)), To: minTime(win.To, time.Unix(start+perChunk, 0))}
 		g := newGrid(cw, step, keyOf, false, s.cfg.MaxPoints, pStep)
 		cq := q
-		cq.From, cq.To = cw.From, cw.To
+		cq.From, cq.To, cq.Step = cw.From, cw.To, step
 		return g, s.each(r.Context(), cq, g.add)
 	}
 	// The first chunk is read before anything is written, so that bad

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tally-edge/tally/aggregator/influx"
+	"github.com/tally-edge/tally/aggregator/rollup"
 )
 
 // InfluxSource reads merged minutes from InfluxDB through the
@@ -24,10 +25,15 @@ func (s InfluxSource) EachMinute(ctx context.Context, q Query, fn func(Minute) e
 	return s.Reader.EachMinute(ctx, mq, fn)
 }
 
-// InfluxSink writes restored minutes to InfluxDB as merged points.
+// InfluxSink writes restored minutes to InfluxDB as merged points,
+// marking their hours and days changed first so that the hourly and daily
+// rollups are recomputed from them (rollup.MarkChanged).
 type InfluxSink struct{ Writer *influx.Writer }
 
 // WriteMinutes implements Sink.
 func (s InfluxSink) WriteMinutes(ctx context.Context, minutes []Minute) error {
+	if err := rollup.MarkChanged(ctx, s.Writer, minutes); err != nil {
+		return err
+	}
 	return s.Writer.Write(ctx, minutes, nil)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
 	"github.com/tally-edge/tally/aggregator/graphql"
+	"github.com/tally-edge/tally/aggregator/influx"
 	"github.com/tally-edge/tally/internal/reload"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
@@ -207,6 +208,30 @@ type Influx struct {
 	// policy named by Bucket at start when they are missing (InfluxDB
 	// 1.x). Default true; false makes a missing bucket an error.
 	CreateBucket bool `yaml:"create_bucket"`
+	// ContributionsBucket, HoursBucket and DaysBucket hold contribution
+	// points and hourly and daily rollups. Empty: "<db>/contributions",
+	// "<db>/hours", "<db>/days" in Bucket's database.
+	ContributionsBucket string `yaml:"contributions_bucket"`
+	HoursBucket         string `yaml:"hours_bucket"`
+	DaysBucket          string `yaml:"days_bucket"`
+	// Retention is how long each resolution is kept; the node creates
+	// and alters the retention policies to match (InfluxDB 1.x, with
+	// CreateBucket).
+	Retention Retention `yaml:"retention"`
+}
+
+// Retention is how long InfluxDB keeps each kind of point; 0 keeps it
+// forever.
+type Retention struct {
+	// Minutes: merged minutes. Default 336h (14 days).
+	Minutes time.Duration `yaml:"minutes"`
+	// Contributions: per-agent contribution points, needed only while a
+	// minute may still be rebuilt. Default 3h; at least 1h10m.
+	Contributions time.Duration `yaml:"contributions"`
+	// Hours: hourly rollups. Default 9600h (400 days).
+	Hours time.Duration `yaml:"hours"`
+	// Days: daily rollups. Default 0 (forever).
+	Days time.Duration `yaml:"days"`
 }
 
 // Merge tunes the merge pipeline.
@@ -293,7 +318,8 @@ func DefaultConfig() Config {
 			GraphQL: GraphQL{MaxComplexity: graphql.DefaultConfig().MaxComplexity}},
 		Auth: Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
 		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second,
-			QueryLanguage: "auto", CreateBucket: true},
+			QueryLanguage: "auto", CreateBucket: true, Retention: Retention{Minutes: influx.DefaultRetentionMinutes,
+				Contributions: influx.DefaultRetentionContributions, Hours: influx.DefaultRetentionHours}},
 		Merge: Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second,
 			QuarantineMaxBytes: 256 << 20, MaxPendingLoads: 100_000},
 		Live:    Live{Enabled: &yes, Window: 5 * time.Minute, MaxRecords: 100_000},
@@ -363,6 +389,13 @@ func (c *Config) Validate() error {
 	case "auto", "influxql", "flux":
 	default:
 		bad("influx.query_language %q: want auto, influxql or flux", c.Influx.QueryLanguage)
+	}
+	if err := c.Influx.Storage().Validate(); err != nil {
+		bad("influx: %v", err)
+	}
+	if r := c.Influx.Retention.Contributions; r != 0 && r < c.Merge.Lateness+time.Hour {
+		bad("influx.retention.contributions %s: at least merge.lateness (%s) plus 1h, so that rebuilds find the contributions of every open minute",
+			r, c.Merge.Lateness)
 	}
 	if c.Merge.Lateness < time.Minute {
 		bad("merge.lateness %s: at least 1m", c.Merge.Lateness)
@@ -641,4 +674,16 @@ func (a Auth) validate() error {
 		return errors.Join(keyErr, fmt.Errorf("auth: %w", err))
 	}
 	return keyErr
+}
+
+// Storage returns the influx.Config of these settings (over
+// influx.DefaultConfig).
+func (i Influx) Storage() influx.Config {
+	c := influx.DefaultConfig()
+	c.URL, c.Token, c.Org, c.Bucket, c.Timeout = i.URL, i.Token, i.Org, i.Bucket, i.Timeout
+	c.QueryLanguage = i.QueryLanguage
+	c.ContribBucket, c.HoursBucket, c.DaysBucket = i.ContributionsBucket, i.HoursBucket, i.DaysBucket
+	c.Retention = influx.Retention{Minutes: i.Retention.Minutes, Contributions: i.Retention.Contributions,
+		Hours: i.Retention.Hours, Days: i.Retention.Days}
+	return c
 }

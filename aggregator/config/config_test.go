@@ -13,7 +13,8 @@ func TestGood(t *testing.T) {
 	}
 	if c.Name != "agg-1" || c.Merge.WALMaxBytes != 256<<20 || c.Merge.WriteInterval != 500*time.Millisecond ||
 		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN ||
-		c.Influx.QueryLanguage != "influxql" || c.Influx.CreateBucket {
+		c.Influx.QueryLanguage != "influxql" || c.Influx.CreateBucket || c.Influx.HoursBucket != "db/hourly" ||
+		c.Influx.Retention != (Retention{Minutes: 720 * time.Hour, Contributions: 4 * time.Hour, Hours: 9600 * time.Hour}) {
 		t.Fatalf("decoded %+v", c)
 	}
 	if k, err := c.Cluster.GossipKey(); err != nil || string(k) != "0123456789abcdef" || c.Cluster.Profile != "local" ||
@@ -78,5 +79,38 @@ func TestInfluxDefaults(t *testing.T) {
 	d := DefaultConfig()
 	if d.Influx.QueryLanguage != "auto" || !d.Influx.CreateBucket {
 		t.Fatalf("influx defaults %+v: want query_language auto, create_bucket true", d.Influx)
+	}
+}
+
+// TestRetentionRejections: retention durations that would lose answers
+// or contributions a rebuild needs are refused, each with its key.
+func TestRetentionRejections(t *testing.T) {
+	for _, tc := range []struct {
+		set  func(*Config)
+		says string
+	}{
+		{func(c *Config) { c.Influx.Retention.Contributions = 90 * time.Minute }, "influx.retention.contributions"},
+		{func(c *Config) { c.Influx.Retention.Hours = 24 * time.Hour }, "each must keep at least as long as the finer one"},
+		{func(c *Config) { c.Influx.Retention.Days = 48 * time.Hour }, "each must keep at least as long as the finer one"},
+		{func(c *Config) { c.Influx.Retention.Minutes = time.Hour }, "at least 24h"},
+		{func(c *Config) { c.Influx.HoursBucket = "db/rp" }, "are both"},
+	} {
+		c, err := Load("testdata/good.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.set(&c)
+		err = c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("Validate = %v, want an error saying %q", err, tc.says)
+		}
+	}
+	c, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Influx.Retention = DefaultConfig().Influx.Retention
+	if err := c.Validate(); err != nil {
+		t.Fatalf("default retention: %v", err)
 	}
 }

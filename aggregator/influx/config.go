@@ -18,9 +18,17 @@ type Config struct {
 	Token string
 	// Org is the organisation; InfluxDB 1.8 ignores it (use "").
 	Org string
-	// Bucket is where points go and come from; "database/retention-policy"
-	// on InfluxDB 1.8. Required.
+	// Bucket is where merged minutes go and come from;
+	// "database/retention-policy" on InfluxDB 1.8. Required.
 	Bucket string
+	// ContribBucket, HoursBucket and DaysBucket hold the other points:
+	// contribution points, hourly and daily rollups (and their markers).
+	// Empty derives them from Bucket's database: "<db>/contributions",
+	// "<db>/hours", "<db>/days". Each must differ from the others.
+	ContribBucket, HoursBucket, DaysBucket string
+	// Retention is how long each bucket keeps its points; Setup creates
+	// (InfluxDB 1.x) or alters each retention policy to match.
+	Retention Retention
 
 	// Timeout bounds one HTTP write request (one attempt). Default 30 s.
 	// A timed-out attempt is retried; keep it well above the time the server
@@ -65,6 +73,48 @@ type Config struct {
 	QueryLanguage string
 }
 
+// Retention is how long each resolution is kept; 0 keeps it forever (the
+// zero Retention keeps everything; DefaultConfig has the defaults).
+// InfluxDB drops a shard group once all of it is older than its policy's
+// duration, so points live between the duration and the duration plus
+// the shard group's length (1 h for policies under 2 days, 1 day up to 6
+// months, 7 days beyond).
+type Retention struct {
+	// Minutes keeps merged minutes (default 14 days). Late data for an
+	// older minute cannot be merged any more (InfluxDB refuses the point;
+	// the writer quarantines it), and answers about older time come from
+	// the rollups. Setup shortens an existing policy only once the
+	// rollups cover what it would drop.
+	Minutes time.Duration
+	// Contributions keeps contribution points (default 3 h, at least 1 h):
+	// they matter while a minute may still be rebuilt by another node
+	// (the lateness window, takeovers); later data is merged with the
+	// ledger each merged minute carries. Points for minutes older than
+	// this less ContribMargin are not written at all.
+	Contributions time.Duration
+	// Hours keeps hourly rollups (default 400 days), Days daily ones
+	// (default 0: forever).
+	Hours, Days time.Duration
+}
+
+// Default retentions.
+const (
+	DefaultRetentionMinutes       = 14 * 24 * time.Hour
+	DefaultRetentionContributions = 3 * time.Hour
+	DefaultRetentionHours         = 400 * 24 * time.Hour
+)
+
+// ContribMargin is how much younger than Retention.Contributions a
+// minute must be for its contribution point to be written: a write
+// round's time, with room to spare, so no point is refused as beyond the
+// retention policy.
+const ContribMargin = 10 * time.Minute
+
+// DefaultRetention returns the default retentions.
+func DefaultRetention() Retention {
+	return Retention{Minutes: DefaultRetentionMinutes, Contributions: DefaultRetentionContributions, Hours: DefaultRetentionHours}
+}
+
 // Query languages of Config.QueryLanguage.
 const (
 	QueryAuto     = "auto"
@@ -92,6 +142,7 @@ func DefaultConfig() Config {
 		RetryMax:        DefaultRetryMax,
 		BatchSize:       DefaultBatchSize,
 		MaxRequestBytes: DefaultMaxRequestBytes,
+		Retention:       DefaultRetention(),
 	}
 }
 
@@ -116,7 +167,23 @@ func (c Config) withDefaults() Config {
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = d.MaxRequestBytes
 	}
+	db, _ := splitBucket(c.Bucket)
+	if c.ContribBucket == "" {
+		c.ContribBucket = db + "/contributions"
+	}
+	if c.HoursBucket == "" {
+		c.HoursBucket = db + "/hours"
+	}
+	if c.DaysBucket == "" {
+		c.DaysBucket = db + "/days"
+	}
 	return c
+}
+
+// Buckets returns the bucket of each kind of point.
+func (c Config) Buckets() (minutes, contributions, hours, days string) {
+	c = c.withDefaults()
+	return c.Bucket, c.ContribBucket, c.HoursBucket, c.DaysBucket
 }
 
 // minRequestBytes keeps MaxRequestBytes above the largest single point
@@ -151,6 +218,38 @@ func (c Config) Validate() error {
 	}
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("batch size %d must be positive", c.BatchSize))
+	}
+	if c.Bucket != "" {
+		seen := map[string]string{}
+		for _, b := range []struct{ name, bucket string }{{"bucket", c.Bucket}, {"contributions bucket", c.ContribBucket},
+			{"hours bucket", c.HoursBucket}, {"days bucket", c.DaysBucket}} {
+			if other, dup := seen[b.bucket]; dup {
+				errs = append(errs, fmt.Errorf("the %s and the %s are both %q", other, b.name, b.bucket))
+			}
+			seen[b.bucket] = b.name
+		}
+	}
+	r := c.Retention
+	if r.Minutes < 0 || r.Contributions < 0 || r.Hours < 0 || r.Days < 0 {
+		errs = append(errs, errors.New("retention durations must not be negative"))
+	}
+	if r.Contributions != 0 && r.Contributions < time.Hour+ContribMargin {
+		errs = append(errs, fmt.Errorf("retention of contributions %s: at least %s (InfluxDB's shortest policy is 1h)", r.Contributions, time.Hour+ContribMargin))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"minutes", r.Minutes}, {"hours", r.Hours}, {"days", r.Days}} {
+		if d.v != 0 && d.v < 24*time.Hour {
+			errs = append(errs, fmt.Errorf("retention of %s %s: at least 24h, or 0 to keep them", d.name, d.v))
+		}
+	}
+	// A coarser resolution outlives the finer one: answers about time the
+	// finer points no longer cover come from it.
+	longer := func(a, b time.Duration) bool { return a == 0 || (b != 0 && a >= b) }
+	if !longer(r.Hours, r.Minutes) || !longer(r.Days, r.Hours) {
+		errs = append(errs, fmt.Errorf("retention of minutes %s, hours %s, days %s: each must keep at least as long as the finer one (0: forever)",
+			r.Minutes, r.Hours, r.Days))
 	}
 	if c.MaxRequestBytes < minRequestBytes {
 		errs = append(errs, fmt.Errorf("max request bytes %d is below %d (one point can be that large)", c.MaxRequestBytes, minRequestBytes))

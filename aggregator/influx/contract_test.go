@@ -9,18 +9,21 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/axiomhq/hyperloglog"
+
 	"github.com/tally-edge/tally/internal/influxtest"
 	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite testdata/points_v2.lp from the current encoder")
+var updateGolden = flag.Bool("update", false, "rewrite testdata/points_v3.lp and minute_v2.lp from the current encoders")
 
 // backend is one kind of InfluxDB, with the query language the Reader
 // uses on it, that the contract suite runs against. Today those are the
@@ -100,7 +103,7 @@ func runContract(t *testing.T, b backend) {
 		{"PointTooLarge", testPointTooLarge},
 		{"ContributionsSplitIntoParts", testContributionsSplitIntoParts},
 		{"IsolatesRefusedPoints", testIsolatesRefusedPoints},
-		{"ReadsFormat1Points", testReadsFormat1Points},
+		{"ReadsEarlierFormats", testReadsEarlierFormats},
 		{"InvalidPoints", testInvalidPoints},
 		{"WriteThroughOutage", testWriteThroughOutage},
 	}
@@ -385,20 +388,67 @@ func testContributionsRoundTrip(t *testing.T, b backend) {
 	}
 }
 
+// contribsEqual compares contributions by what they hold: identity,
+// counters, and the sketches' registers and bins (their encodings are
+// not canonical, and a stored round trip changes them).
 func contribsEqual(a, b []wire.Contribution) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
 		x, y := a[i], b[i]
-		if x.Series != y.Series || x.Minute != y.Minute || x.CID != y.CID || x.Version != y.Version ||
-			x.State.Count != y.State.Count || x.State.ValueMicros != y.State.ValueMicros || x.State.CostMicros != y.State.CostMicros ||
-			!reflect.DeepEqual(x.State.Bots, y.State.Bots) ||
-			!bytes.Equal(x.State.HLL, y.State.HLL) || !bytes.Equal(x.State.Quantiles, y.State.Quantiles) {
+		if x.Series != y.Series || x.Minute != y.Minute || x.CID != y.CID || x.Version != y.Version {
+			return false
+		}
+		sx, errx := x.State.Decode()
+		sy, erry := y.State.Decode()
+		if errx != nil || erry != nil || !statesEqual(sx, sy) {
 			return false
 		}
 	}
 	return true
+}
+
+// statesEqual compares states by what they hold.
+func statesEqual(x, y *sketch.State) bool {
+	if x.Count != y.Count || x.ValueMicros != y.ValueMicros || x.CostMicros != y.CostMicros ||
+		len(x.Bots) != len(y.Bots) || len(x.Votes) != len(y.Votes) {
+		return false
+	}
+	for k, v := range x.Bots {
+		if y.Bots[k] != v {
+			return false
+		}
+	}
+	for k, v := range x.Votes {
+		if y.Votes[k] != v {
+			return false
+		}
+	}
+	return bytes.Equal(denseRegisters(x.Uniques), denseRegisters(y.Uniques)) && bytes.Equal(quantileBins(x), quantileBins(y))
+}
+
+// denseRegisters returns the library's dense encoding of a copy of h
+// (nil for none): equal for sketches with equal registers.
+func denseRegisters(h *hyperloglog.Sketch) []byte {
+	if h == nil {
+		return nil
+	}
+	d := hyperloglog.NewNoSparse()
+	if err := d.Merge(h); err != nil {
+		return []byte("precision mismatch")
+	}
+	b, _ := d.MarshalBinary()
+	return b
+}
+
+// quantileBins returns the encoding of a state's value sketch (nil for
+// none), which is canonical for equal bins.
+func quantileBins(st *sketch.State) []byte {
+	if st.Values == nil || st.Values.IsEmpty() {
+		return nil
+	}
+	return sketch.AppendStoredQuantiles(nil, st.Values)
 }
 
 func testFilters(t *testing.T, b backend) {
@@ -715,20 +765,20 @@ func testContributionsSplitIntoParts(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
 	s := series("parts", "google", "DE", "eu")
-	dense := newState(7, 10, 20000, 10) // dense HLL: 21.9 KB of base64 each
+	dense := newState(7, 10, 20000, 10) // dense HLL: 7.3 KB stored, 9.8 KB of base64 each
 	p := ContribPoint{Series: s, Minute: baseMinute, Agent: "edge-1", Node: "agg-1"}
-	for cid := uint64(1); cid <= 10; cid++ {
+	for cid := uint64(1); cid <= 30; cid++ {
 		p.Contribs = append(p.Contribs, newContribution(s, baseMinute, cid, cid, dense))
 	}
 	if err := w.Write(ctx, nil, []ContribPoint{p}); err != nil {
-		t.Fatalf("Write of 10 dense contributions: %v", err)
+		t.Fatalf("Write of 30 dense contributions: %v", err)
 	}
 	got, err := r.LoadContributions(ctx, time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) < 4 {
-		t.Fatalf("%d points read back; 10 dense contributions need at least 4 parts", len(got))
+		t.Fatalf("%d points read back; 30 dense contributions need at least 4 parts", len(got))
 	}
 	var all []wire.Contribution
 	for _, g := range got {
@@ -739,7 +789,7 @@ func testContributionsSplitIntoParts(t *testing.T, b backend) {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].CID < all[j].CID })
 	if !contribsEqual(all, p.Contribs) {
-		t.Fatalf("parts hold %d contributions, not the 10 written", len(all))
+		t.Fatalf("parts hold %d contributions, not the 30 written", len(all))
 	}
 }
 
@@ -787,7 +837,7 @@ func testIsolatesRefusedPoints(t *testing.T, b backend) {
 	w2, r2 := newPair(t, b.bucket(t))
 	conflict := series("iso2", "conflict", "DE", "eu")
 	weekLater := baseMinute + 7*24*3600
-	if err := w2.api.WriteRecord(ctx, fmt.Sprintf("tally,campaign=iso2,country=DE,device=(none),medium=(none),region=eu,source=other,type=(none) count=1.5 %d\n", weekLater)); err != nil {
+	if err := w2.writeAPI(w2.cfg.Bucket).WriteRecord(ctx, fmt.Sprintf("tally,campaign=iso2,country=DE,device=(none),medium=(none),region=eu,source=other,type=(none) count=1.5 %d\n", weekLater)); err != nil {
 		t.Fatal(err)
 	}
 	refused, err = w2.WriteIsolating(ctx, []sketch.Minute{
@@ -803,59 +853,178 @@ func testIsolatesRefusedPoints(t *testing.T, b backend) {
 	}
 }
 
-// testReadsFormat1Points: tally_contrib points written by the first
-// release (no format field, no part tag; testdata/points_v1.lp) load
-// like today's, and today's encoding of the same point is pinned in
-// testdata/points_v2.lp.
-func testReadsFormat1Points(t *testing.T, b backend) {
+// testReadsEarlierFormats: what earlier releases wrote loads in place,
+// and what this one writes is pinned by golden files.
+//
+//   - tally_contrib of format 1 (testdata/points_v1.lp, the first
+//     release: no format tag, no part tag) and format 2
+//     (points_v2.lp) in the minutes bucket, where those releases wrote
+//     them, load like today's;
+//   - merged minutes with the libraries' sketch encodings
+//     (minute_v1.lp, written by the release before compact sketches)
+//     read back to the states they were made from;
+//   - today's format-3 contribution point (points_v3.lp, in the
+//     contributions bucket) and merged minute with its ledger
+//     (minute_v2.lp) are pinned byte for byte and load;
+//   - a contribution point of a format from the future is refused.
+func testReadsEarlierFormats(t *testing.T, b backend) {
 	ctx := ctxT(t)
-	w, r := newPair(t, b.bucket(t))
-	v1, err := os.ReadFile("testdata/points_v1.lp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.api.WriteRecord(ctx, string(v1)); err != nil {
-		t.Fatal(err)
-	}
+	cfg := b.bucket(t)
+	w, r := newPair(t, cfg)
 	want := goldenContribPoint()
-	got, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
-	if err != nil || len(got) != 1 {
-		t.Fatalf("LoadContributions = %+v, %v", got, err)
+	load := func() []ContribPoint {
+		t.Helper()
+		got, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
+		if err != nil {
+			t.Fatalf("LoadContributions: %v", err)
+		}
+		return got
 	}
-	if g := got[0]; g.Series != want.Series || g.Agent != want.Agent || g.Node != want.Node || !contribsEqual(g.Contribs, want.Contribs) {
-		t.Fatalf("format-1 point read as %+v, want %+v", g, want)
+	writeFile := func(bucket, name string) {
+		t.Helper()
+		lp, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.writeAPI(bucket).WriteRecord(ctx, string(lp)); err != nil {
+			t.Fatalf("write %s: %v", name, err)
+		}
+	}
+	writeFile(cfg.Bucket, "points_v1.lp")
+	writeFile(cfg.Bucket, "points_v2.lp")
+	got := load()
+	if len(got) != 2 {
+		t.Fatalf("formats 1 and 2 loaded as %+v", got)
+	}
+	for _, g := range got {
+		if g.Series != want.Series || g.Agent != want.Agent || g.Node != want.Node || !contribsEqual(g.Contribs, want.Contribs) {
+			t.Fatalf("an earlier format read as %+v, want %+v", g, want)
+		}
+	}
+
+	// Merged minutes in the first encoding.
+	writeFile(cfg.Bucket, "minute_v1.lp")
+	for _, m := range goldenMinutes() {
+		pts, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: m.Series.Campaign, Type: m.Series.Type, From: time.Unix(m.Minute, 0), To: time.Unix(m.Minute+60, 0)})
+		if err != nil || len(pts) != 1 || !statesEqual(pts[0].State, m.State) {
+			t.Fatalf("minute_v1.lp %s read as %+v, %v", m.Series.Type, pts, err)
+		}
+	}
+
+	// Today's encodings, pinned.
+	golden := func(name string, line []byte) {
+		t.Helper()
+		path := filepath.Join("testdata", name)
+		if *updateGolden {
+			if err := os.WriteFile(path, line, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pinned, err := os.ReadFile(path)
+		if err != nil || !bytes.Equal(line, pinned) {
+			t.Fatalf("the encoding differs from %s (%v): a change must bump its format or version byte\n%s", path, err, line)
+		}
 	}
 	line, err := appendContrib(nil, &want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *updateGolden {
-		if err := os.WriteFile("testdata/points_v2.lp", line, 0o644); err != nil {
+	golden("points_v3.lp", line)
+	writeFile(w.cfg.ContribBucket, "points_v3.lp")
+	got = load()
+	if len(got) != 3 || !contribsEqual(got[0].Contribs, want.Contribs) || !contribsEqual(got[1].Contribs, want.Contribs) ||
+		!contribsEqual(got[2].Contribs, want.Contribs) {
+		t.Fatalf("formats 1 to 3 loaded as %+v", got)
+	}
+	var minutes []byte
+	for _, m := range goldenMinutes() {
+		m.Ledger = goldenLedger(t, m)
+		if minutes, err = appendMinute(minutes, &m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pinned, err := os.ReadFile("testdata/points_v2.lp")
-	if err != nil || !bytes.Equal(line, pinned) {
-		t.Fatalf("format-2 line differs from testdata/points_v2.lp (%v): a format change must bump ContribFormat\n%s", err, line)
+	golden("minute_v2.lp", minutes)
+	writeFile(cfg.Bucket, "minute_v2.lp")
+	for _, m := range goldenMinutes() {
+		pts, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: m.Series.Campaign, Type: m.Series.Type, From: time.Unix(m.Minute, 0), To: time.Unix(m.Minute+60, 0)})
+		if err != nil || len(pts) != 1 || !statesEqual(pts[0].State, m.State) {
+			t.Fatalf("minute_v2.lp %s read as %+v, %v", m.Series.Type, pts, err)
+		}
+		// The ledger loads as its contributions plus the minute's visitors.
+		cps, err := r.LoadContributionsOf(ctx, time.Unix(m.Minute, 0), time.Unix(m.Minute+60, 0), []string{m.Series.Campaign})
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged := &sketch.State{}
+		ledgerSeen := false
+		for _, cp := range cps {
+			if cp.Series != m.Series {
+				continue
+			}
+			for _, c := range cp.Contribs {
+				st, err := c.State.Decode()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := merged.Merge(st); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ledgerSeen = ledgerSeen || cp.Agent == "edge-9"
+		}
+		if !ledgerSeen || !statesEqual(merged, m.State) {
+			t.Fatalf("minute_v2.lp %s: ledger loads as %+v", m.Series.Type, cps)
+		}
 	}
-	if err := w.api.WriteRecord(ctx, string(line)); err != nil {
-		t.Fatal(err)
-	}
-	// The format-2 point is a series of its own beside the format-1 one
-	// (the format tag): both load, holding the same contributions.
-	got, err = r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0))
-	if err != nil || len(got) != 2 || !contribsEqual(got[0].Contribs, want.Contribs) || !contribsEqual(got[1].Contribs, want.Contribs) {
-		t.Fatalf("format-1 and format-2 points read as %+v, %v", got, err)
-	}
+
 	// A format from the future is refused, not misread.
-	future := bytes.Replace(line, []byte(",format=2,"), []byte(",format=3,"), 1)
-	if err := w.api.WriteRecord(ctx, string(future)); err != nil {
+	future := bytes.Replace(line, []byte(",format=3,"), []byte(",format=4,"), 1)
+	if err := w.writeAPI(w.cfg.ContribBucket).WriteRecord(ctx, string(future)); err != nil {
 		t.Fatal(err)
 	}
 	var corrupt *CorruptPointError
 	if _, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0)); !errors.As(err, &corrupt) {
-		t.Fatalf("a point of format 3 loaded with err %v, want a *CorruptPointError", err)
+		t.Fatalf("a point of format 4 loaded with err %v, want a *CorruptPointError", err)
 	}
+}
+
+// goldenMinutes are the merged minutes of testdata/minute_v1.lp, which
+// the release before stored sketches wrote from exactly these states.
+func goldenMinutes() []sketch.Minute {
+	s := sketch.Series{Campaign: "spring", Source: "google", Medium: "cpc", Type: "conversion", Country: "DE", Device: "mobile", Region: "eu"}
+	a := &sketch.State{Count: 3, CostMicros: 0}
+	a.AddBot("crawler")
+	for i := range 25 {
+		a.AddVisitor(uint64(i+1) * 0x9E3779B97F4A7C15)
+	}
+	a.AddValue(49_900_000)
+	a.AddValue(19_500_000)
+	a.AddValue(120_000_000)
+	b := &sketch.State{Count: 7, CostMicros: 2_500_000}
+	for i := range 3000 {
+		b.AddVisitor(uint64(i+1) * 0xBF58476D1CE4E5B9)
+	}
+	b.AddVotes(sketch.VoteKey("launch poll", "yes"), 2)
+	s2 := s
+	s2.Type = "click"
+	return []sketch.Minute{{Series: s, Minute: 1_700_000_040, State: a}, {Series: s2, Minute: 1_700_000_100, State: b}}
+}
+
+// goldenLedger is a ledger for a golden minute: its counters split over
+// two contributions of agent edge-9 (the HLL stays the minute's).
+func goldenLedger(t *testing.T, m sketch.Minute) []byte {
+	first := &sketch.State{Count: 1}
+	rest := m.State.Clone()
+	rest.Uniques = nil
+	rest.Count--
+	b, err := sketch.AppendStoredContribs(nil, []sketch.StoredContrib{
+		{Agent: "edge-9", CID: 3<<32 | 1, Version: 2, State: first},
+		{Agent: "edge-9", CID: 3<<32 | 2, Version: 5, State: rest},
+	}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // goldenContribPoint is the point of testdata/points_v1.lp.

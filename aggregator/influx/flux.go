@@ -92,6 +92,26 @@ const counterFields = `r._field =~ /^(count|value_micros|cost_micros|bots_.+|vot
 // the pushed-down read, where 1.8 uses a sorted pivot (SortedPivotRule),
 // and keeps every tag column.
 func minutesQuery(bucket string, q MinuteQuery) string {
+	pred := minutePredicate(q)
+	if q.CountersOnly {
+		pred = append(pred, counterFields)
+	} else {
+		pred = append(pred, minuteFields)
+	}
+	return fluxFrom(bucket, q.From, q.To, strings.Join(pred, " and ")) +
+		"\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")"
+}
+
+// ledgersQuery reads merged minutes' ledgers and HyperLogLogs
+// (LoadContributionsOf).
+func ledgersQuery(bucket string, q MinuteQuery) string {
+	pred := append(minutePredicate(q), `r._field =~ /^(hll|ledger|series)$/`)
+	return fluxFrom(bucket, q.From, q.To, strings.Join(pred, " and ")) +
+		"\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")"
+}
+
+// minutePredicate is the filter of a MinuteQuery but its fields.
+func minutePredicate(q MinuteQuery) []string {
 	pred := []string{`r._measurement == "` + MeasurementMinute + `"`}
 	switch {
 	case q.Campaign != "":
@@ -107,13 +127,10 @@ func minutesQuery(bucket string, q MinuteQuery) string {
 			pred = append(pred, tagEquals(f.key, f.value))
 		}
 	}
-	if q.CountersOnly {
-		pred = append(pred, counterFields)
-	} else {
-		pred = append(pred, minuteFields)
+	for _, c := range q.ExcludeCampaigns {
+		pred = append(pred, "r."+TagCampaign+" != "+fluxString(TagValue(c)))
 	}
-	return fluxFrom(bucket, q.From, q.To, strings.Join(pred, " and ")) +
-		"\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")"
+	return pred
 }
 
 // contribsQuery builds the loaders' Flux: the contribs field of

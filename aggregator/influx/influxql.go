@@ -123,10 +123,11 @@ func influxQLSelect(fields, measurement string, conds []string, from, to time.Ti
 const (
 	influxQLMinuteFields  = `/^(count|value_micros|cost_micros|hll|quantiles|bots_.+|vote_.+)$/`
 	influxQLCounterFields = `/^(count|value_micros|cost_micros|bots_.+|vote_.+)$/`
+	influxQLLedgerFields  = `/^(hll|ledger|series)$/`
 )
 
-// minutesInfluxQL builds QueryMinutes's statement.
-func minutesInfluxQL(q MinuteQuery) string {
+// minuteConds are the conditions of a MinuteQuery but its time range.
+func minuteConds(q MinuteQuery) []string {
 	var conds []string
 	switch {
 	case q.Campaign != "":
@@ -142,11 +143,25 @@ func minutesInfluxQL(q MinuteQuery) string {
 			conds = append(conds, influxQLTagEquals(f.key, f.value))
 		}
 	}
+	for _, c := range q.ExcludeCampaigns {
+		conds = append(conds, influxQLIdent(TagCampaign)+" != "+influxQLString(TagValue(c)))
+	}
+	return conds
+}
+
+// minutesInfluxQL builds QueryMinutes's statement.
+func minutesInfluxQL(q MinuteQuery) string {
 	fields := influxQLMinuteFields
 	if q.CountersOnly {
 		fields = influxQLCounterFields
 	}
-	return influxQLSelect(fields, MeasurementMinute, conds, q.From, q.To)
+	return influxQLSelect(fields, MeasurementMinute, minuteConds(q), q.From, q.To)
+}
+
+// ledgersInfluxQL builds the statement reading merged minutes' ledgers
+// and HyperLogLogs (LoadContributionsOf).
+func ledgersInfluxQL(q MinuteQuery) string {
+	return influxQLSelect(influxQLLedgerFields, MeasurementMinute, minuteConds(q), q.From, q.To)
 }
 
 // contribsInfluxQL builds the loaders' statement.

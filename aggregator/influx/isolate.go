@@ -99,6 +99,7 @@ func pointRefusal(err error) bool {
 
 // line is one encoded point and who it is.
 type line struct {
+	bucket      string
 	b           []byte
 	measurement string
 	series      sketch.Series
@@ -129,8 +130,13 @@ func (w *Writer) WriteIsolating(ctx context.Context, minutes []sketch.Minute, co
 		lines    []line
 		refusals []Refusal
 	)
+	horizon := w.contribHorizon()
 	for i := range contribs {
 		p := &contribs[i]
+		if p.Minute < horizon {
+			w.contribsSkipped.Add(1)
+			continue
+		}
 		b, err := appendContrib(nil, p)
 		if err != nil {
 			w.permanent.Add(1)
@@ -141,7 +147,7 @@ func (w *Writer) WriteIsolating(ctx context.Context, minutes []sketch.Minute, co
 		// One line per part: each part stands or falls alone.
 		for len(b) > 0 {
 			n := bytes.IndexByte(b, '\n') + 1
-			lines = append(lines, line{b: b[:n], measurement: MeasurementContrib, series: p.Series, minute: p.Minute, agent: p.Agent})
+			lines = append(lines, line{bucket: w.cfg.ContribBucket, b: b[:n], measurement: MeasurementContrib, series: p.Series, minute: p.Minute, agent: p.Agent})
 			b = b[n:]
 		}
 	}
@@ -154,12 +160,18 @@ func (w *Writer) WriteIsolating(ctx context.Context, minutes []sketch.Minute, co
 			refusals = append(refusals, line{measurement: MeasurementMinute, series: m.Series, minute: m.Minute}.refusal(err))
 			continue
 		}
-		lines = append(lines, line{b: b, measurement: MeasurementMinute, series: m.Series, minute: m.Minute})
+		lines = append(lines, line{bucket: w.cfg.Bucket, b: b, measurement: MeasurementMinute, series: m.Series, minute: m.Minute})
 	}
-	// Requests cut like Write's, each isolated on its own.
+	return w.writeLines(ctx, lines, refusals)
+}
+
+// writeLines sends lines in requests cut like Write's (and by bucket),
+// each isolated on its own.
+func (w *Writer) writeLines(ctx context.Context, lines []line, refusals []Refusal) ([]Refusal, error) {
 	for len(lines) > 0 {
 		n, size := 0, 0
-		for n < len(lines) && n < w.cfg.BatchSize && (n == 0 || size+len(lines[n].b) <= w.cfg.MaxRequestBytes) {
+		for n < len(lines) && n < w.cfg.BatchSize && lines[n].bucket == lines[0].bucket &&
+			(n == 0 || size+len(lines[n].b) <= w.cfg.MaxRequestBytes) {
 			size += len(lines[n].b)
 			n++
 		}
@@ -179,7 +191,7 @@ func (w *Writer) isolate(ctx context.Context, lines []line, refusals []Refusal) 
 	for _, l := range lines {
 		body.Write(l.b)
 	}
-	err := w.send(ctx, request{body: body.String(), points: len(lines)})
+	err := w.send(ctx, request{bucket: lines[0].bucket, body: body.String(), points: len(lines)})
 	switch {
 	case err == nil:
 		return refusals, nil

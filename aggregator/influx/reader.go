@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/influxdata/influxdb-client-go/v2/api/query"
 
 	"github.com/tally-edge/tally/sketch"
+	"github.com/tally-edge/tally/wire"
 )
 
 // Reader reads merged minutes and contributions back, with InfluxQL
@@ -58,7 +58,39 @@ type MinuteQuery struct {
 	// CountersOnly leaves the sketches (HLL and quantiles) out: states
 	// come back with counters and sums only, at a fraction of the bytes.
 	CountersOnly bool
+
+	// Resolution chooses the points read: merged minutes (the default),
+	// or hourly or daily rollups, whose Minute is the start of their hour
+	// or day.
+	Resolution Resolution
+	// ExcludeCampaigns leaves these campaigns out of AllCampaigns.
+	ExcludeCampaigns []string
 }
+
+// Resolution names a kind of merged point: minutes, hourly or daily
+// rollups. Each lives in its own bucket (Config.Buckets).
+type Resolution string
+
+// Resolutions.
+const (
+	Minutes Resolution = "minute"
+	Hours   Resolution = "hour"
+	Days    Resolution = "day"
+)
+
+// Seconds is the length of one point of the resolution.
+func (r Resolution) Seconds() int64 {
+	switch r {
+	case Hours:
+		return 3600
+	case Days:
+		return 86400
+	}
+	return 60
+}
+
+// bucketOf returns the bucket holding points of resolution res.
+func (r *Reader) bucketOf(res Resolution) string { return r.cfg.bucketOf(res) }
 
 // NewReader returns a Reader for cfg (zero fields take their defaults;
 // only the connection fields and QueryTimeout matter to a Reader). It does
@@ -230,17 +262,19 @@ func (r *Reader) Close() {
 // Points that cannot be decoded are skipped; then the other points are
 // returned together with a *CorruptPointError.
 func (r *Reader) LoadContributions(ctx context.Context, from, to time.Time) ([]ContribPoint, error) {
-	return r.loadContribs(ctx, from, to, nil, nil)
+	return r.loadContribs(ctx, from, to, nil, nil, false)
 }
 
 // LoadContributionsOf is LoadContributions for the given campaigns only,
-// filtered by InfluxDB: what a node reloads when it becomes the owner of
-// some campaigns. An empty list selects nothing.
+// filtered by InfluxDB, together with the ledgers of their merged minutes
+// (see ledgerFromValues): what a node loads to merge late data into
+// minutes whose contribution points may be gone. An empty list selects
+// nothing.
 func (r *Reader) LoadContributionsOf(ctx context.Context, from, to time.Time, campaigns []string) ([]ContribPoint, error) {
 	if len(campaigns) == 0 {
 		return nil, nil
 	}
-	return r.loadContribs(ctx, from, to, campaigns, nil)
+	return r.loadContribs(ctx, from, to, campaigns, nil, true)
 }
 
 // LoadContributionsFunc is LoadContributions keeping only the points for
@@ -248,10 +282,10 @@ func (r *Reader) LoadContributionsOf(ctx context.Context, from, to time.Time, ca
 // InfluxDB still sends every point of the range; prefer
 // LoadContributionsOf when the campaigns are known.
 func (r *Reader) LoadContributionsFunc(ctx context.Context, from, to time.Time, keep func(sketch.Series) bool) ([]ContribPoint, error) {
-	return r.loadContribs(ctx, from, to, nil, keep)
+	return r.loadContribs(ctx, from, to, nil, keep, false)
 }
 
-func (r *Reader) loadContribs(ctx context.Context, from, to time.Time, campaigns []string, keep func(sketch.Series) bool) ([]ContribPoint, error) {
+func (r *Reader) loadContribs(ctx context.Context, from, to time.Time, campaigns []string, keep func(sketch.Series) bool, ledgers bool) ([]ContribPoint, error) {
 	if !from.Before(to) {
 		return nil, fmt.Errorf("influx load contributions: empty range [%s, %s)", fluxTime(from), fluxTime(to))
 	}
@@ -259,13 +293,16 @@ func (r *Reader) loadContribs(ctx context.Context, from, to time.Time, campaigns
 		out     []ContribPoint
 		corrupt CorruptPointError
 	)
+	note := func(err error) {
+		if corrupt.Skipped == 0 {
+			corrupt.First = err
+		}
+		corrupt.Skipped++
+	}
 	row := func(minute int64, vals map[string]any) {
 		p, err := contribFromValues(minute, vals)
 		if err != nil {
-			if corrupt.Skipped == 0 {
-				corrupt.First = err
-			}
-			corrupt.Skipped++
+			note(err)
 			return
 		}
 		if keep == nil || keep(p.Series) {
@@ -273,24 +310,57 @@ func (r *Reader) loadContribs(ctx context.Context, from, to time.Time, campaigns
 		}
 	}
 	lang, err := r.language(ctx)
-	switch {
-	case err != nil:
-	case lang == QueryFlux:
-		err = r.runFlux(ctx, contribsQuery(r.cfg.Bucket, from, to, campaigns), func(rec *query.FluxRecord) {
-			vals := rec.Values()
-			vals[FieldContribs] = rec.Value()
-			row(rec.Time().Unix(), vals)
-		})
-	default:
-		db, rp := splitBucket(r.cfg.Bucket)
-		err = r.influxQL(ctx, http.MethodPost, contribsInfluxQL(from, to, campaigns), db, rp, contribsChunkRows,
-			func(_ *v1Series, t int64, vals map[string]any) error {
-				row(t, vals)
-				return nil
-			})
-	}
 	if err != nil {
 		return nil, fmt.Errorf("influx load contributions [%s, %s): %w", fluxTime(from), fluxTime(to), err)
+	}
+	// The contributions bucket, and the minutes bucket, where releases
+	// before format 3 wrote them.
+	for _, bucket := range []string{r.cfg.ContribBucket, r.cfg.Bucket} {
+		if lang == QueryFlux {
+			err = r.runFlux(ctx, contribsQuery(bucket, from, to, campaigns), func(rec *query.FluxRecord) {
+				vals := rec.Values()
+				vals[FieldContribs] = rec.Value()
+				row(rec.Time().Unix(), vals)
+			})
+		} else {
+			db, rp := splitBucket(bucket)
+			err = r.influxQL(ctx, http.MethodPost, contribsInfluxQL(from, to, campaigns), db, rp, contribsChunkRows,
+				func(_ *v1Series, t int64, vals map[string]any) error {
+					row(t, vals)
+					return nil
+				})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("influx load contributions of %s [%s, %s): %w", bucket, fluxTime(from), fluxTime(to), err)
+		}
+	}
+	if ledgers {
+		lrow := func(minute int64, vals map[string]any) {
+			ps, err := ledgerFromValues(minute, vals)
+			if err != nil {
+				note(err)
+				return
+			}
+			for _, p := range ps {
+				if keep == nil || keep(p.Series) {
+					out = append(out, p)
+				}
+			}
+		}
+		q := MinuteQuery{Campaigns: campaigns, AllCampaigns: len(campaigns) == 0, From: from, To: to}
+		if lang == QueryFlux {
+			err = r.runFlux(ctx, ledgersQuery(r.cfg.Bucket, q), func(rec *query.FluxRecord) { lrow(rec.Time().Unix(), rec.Values()) })
+		} else {
+			db, rp := splitBucket(r.cfg.Bucket)
+			err = r.influxQL(ctx, http.MethodPost, ledgersInfluxQL(q), db, rp, contribsChunkRows,
+				func(_ *v1Series, t int64, vals map[string]any) error {
+					lrow(t, vals)
+					return nil
+				})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("influx load ledgers [%s, %s): %w", fluxTime(from), fluxTime(to), err)
+		}
 	}
 	if corrupt.Skipped > 0 {
 		return out, &corrupt
@@ -305,18 +375,27 @@ func contribFromValues(minute int64, vals map[string]any) (ContribPoint, error) 
 	tags := seriesFromValues(vals)
 	agent := valueFromTag(stringValue(vals, TagAgent))
 	where := fmt.Sprintf("tally_contrib %s minute %d agent %q", tags, minute, agent)
-	switch f := stringValue(vals, TagFormat); f {
-	case "", "1", strconv.Itoa(ContribFormat):
-	default:
-		return ContribPoint{}, fmt.Errorf("%s: format %q; this node reads formats 1 to %d (written by a newer release?)", where, f, ContribFormat)
-	}
 	s, ok := vals[FieldContribs].(string)
 	if !ok {
 		return ContribPoint{}, fmt.Errorf("%s: contribs is %T, not a string", where, vals[FieldContribs])
 	}
-	cs, err := decodeContribs(s)
-	if err != nil {
-		return ContribPoint{}, fmt.Errorf("%s: %w", where, err)
+	var cs []wire.Contribution
+	switch f := stringValue(vals, TagFormat); f {
+	case "", "1", "2":
+		var err error
+		if cs, err = decodeContribs(s); err != nil {
+			return ContribPoint{}, fmt.Errorf("%s: %w", where, err)
+		}
+	case "3":
+		raw, err := decodeBase64(s)
+		if err == nil {
+			cs, err = wireContribs(raw, tags, minute)
+		}
+		if err != nil {
+			return ContribPoint{}, fmt.Errorf("%s: contribs: %w", where, err)
+		}
+	default:
+		return ContribPoint{}, fmt.Errorf("%s: format %q; this node reads formats 1 to %d (written by a newer release?)", where, f, ContribFormat)
 	}
 	if len(cs) == 0 {
 		return ContribPoint{}, fmt.Errorf("%s: no contributions", where)
@@ -330,6 +409,100 @@ func contribFromValues(minute int64, vals map[string]any) (ContribPoint, error) 
 	node := stringValue(vals, TagNode)
 	return ContribPoint{Series: series, Minute: minute, Agent: agent, Node: node, Contribs: cs}, nil
 }
+
+// wireContribs decodes a StoredContribsV1 value into wire contributions
+// of the series and minute (an entry's own series, when it has one,
+// wins).
+func wireContribs(raw []byte, series sketch.Series, minute int64) ([]wire.Contribution, error) {
+	scs, err := sketch.DecodeStoredContribs(raw)
+	if err != nil {
+		return nil, err
+	}
+	cs := make([]wire.Contribution, len(scs))
+	for i, sc := range scs {
+		enc, err := sc.State.Encode()
+		if err != nil {
+			return nil, err
+		}
+		s := series
+		if sc.Series != nil {
+			s = *sc.Series
+		}
+		cs[i] = wire.Contribution{Series: s, Minute: minute, CID: sc.CID, Version: sc.Version, State: enc}
+	}
+	return cs, nil
+}
+
+// ledgerFromValues turns one tally row read with its ledger into the
+// contribution points it stands for: one per agent of the ledger, with
+// each contribution's counters and quantiles, and one of agent "" (no
+// real agent has that name) holding the minute's HyperLogLog as a
+// contribution of version 0, which adds its visitors and no counts. A
+// row without a ledger (written before ledgers existed) stands for
+// nothing: its contribution points hold it.
+func ledgerFromValues(minute int64, vals map[string]any) ([]ContribPoint, error) {
+	ledger, _ := vals[FieldLedger].(string)
+	if ledger == "" {
+		return nil, nil
+	}
+	series := seriesFromValues(vals)
+	if exact, ok := vals[FieldSeries].(string); ok && exact != "" {
+		var err error
+		if series, err = decodeExactSeries(exact); err != nil {
+			return nil, fmt.Errorf("tally %s minute %d: %w", series, minute, err)
+		}
+	}
+	where := fmt.Sprintf("tally %s minute %d", series, minute)
+	raw, err := decodeBase64(ledger)
+	if err != nil {
+		return nil, fmt.Errorf("%s: ledger: %w", where, err)
+	}
+	scs, err := sketch.DecodeStoredContribs(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: ledger: %w", where, err)
+	}
+	byAgent := map[string]int{}
+	var out []ContribPoint
+	for _, sc := range scs {
+		if sc.Agent == "" {
+			return nil, fmt.Errorf("%s: ledger names no agent", where)
+		}
+		enc, err := sc.State.Encode()
+		if err != nil {
+			return nil, fmt.Errorf("%s: ledger: %w", where, err)
+		}
+		i, ok := byAgent[sc.Agent]
+		if !ok {
+			i = len(out)
+			byAgent[sc.Agent] = i
+			out = append(out, ContribPoint{Series: series, Minute: minute, Agent: sc.Agent})
+		}
+		out[i].Contribs = append(out[i].Contribs, wire.Contribution{Series: series, Minute: minute, CID: sc.CID, Version: sc.Version, State: enc})
+	}
+	if h, ok := vals[FieldHLL].(string); ok && h != "" {
+		raw, err := decodeBase64(h)
+		if err != nil {
+			return nil, fmt.Errorf("%s: hll: %w", where, err)
+		}
+		hll, err := sketch.DecodeStoredHLL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		enc, err := (&sketch.State{Uniques: hll}).Encode()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		out = append(out, ContribPoint{Series: series, Minute: minute, Agent: FoldedAgent,
+			Contribs: []wire.Contribution{{Series: series, Minute: minute, State: enc}}})
+	}
+	return out, nil
+}
+
+// FoldedAgent is the agent name of the contribution a merged minute's
+// ledger stands on for its visitors (see ledgerFromValues): no agent has
+// this name (the wire refuses batches without one), so it never meets a
+// real contribution. Contribution points are never written for it.
+const FoldedAgent = ""
 
 // storedSeries maps every dimension through TagValue and back, which is
 // what reading the tags of a written series gives.
@@ -393,13 +566,13 @@ func (r *Reader) EachMinute(ctx context.Context, q MinuteQuery, fn func(sketch.M
 	switch {
 	case err != nil:
 	case lang == QueryFlux:
-		err = r.runFlux(ctx, minutesQuery(r.cfg.Bucket, q), func(rec *query.FluxRecord) {
+		err = r.runFlux(ctx, minutesQuery(r.bucketOf(q.Resolution), q), func(rec *query.FluxRecord) {
 			if fnErr == nil && row(rec.Time().Unix(), rec.Values()) != nil {
 				cancel() // stop reading the answer
 			}
 		})
 	default:
-		db, rp := splitBucket(r.cfg.Bucket)
+		db, rp := splitBucket(r.bucketOf(q.Resolution))
 		err = r.influxQL(ctx, http.MethodPost, minutesInfluxQL(q), db, rp, minutesChunkRows,
 			func(_ *v1Series, t int64, vals map[string]any) error { return row(t, vals) })
 	}
@@ -450,7 +623,10 @@ func (q MinuteQuery) campaignsString() string {
 // fields; other columns are ignored).
 func minuteFromValues(minute int64, vals map[string]any) (sketch.Minute, error) {
 	p := sketch.Minute{Series: seriesFromValues(vals), Minute: minute}
-	var enc sketch.Encoded
+	var (
+		enc            sketch.Encoded
+		hll, quantiles []byte
+	)
 	for k, v := range vals {
 		if v == nil {
 			continue // a field this row lacks (pivot fills the table's columns)
@@ -464,9 +640,9 @@ func minuteFromValues(minute int64, vals map[string]any) (sketch.Minute, error) 
 		case k == FieldCostMicros:
 			enc.CostMicros, err = intValue(v)
 		case k == FieldHLL:
-			enc.HLL, err = base64Value(v)
+			hll, err = base64Value(v)
 		case k == FieldQuantiles:
-			enc.Quantiles, err = base64Value(v)
+			quantiles, err = base64Value(v)
 		case strings.HasPrefix(k, FieldBotsPrefix):
 			var n uint64
 			if n, err = uintValue(v); err == nil && n > 0 {
@@ -492,6 +668,12 @@ func minuteFromValues(minute int64, vals map[string]any) (sketch.Minute, error) 
 		}
 	}
 	st, err := enc.Decode()
+	if err == nil && len(hll) > 0 {
+		st.Uniques, err = sketch.DecodeStoredHLL(hll)
+	}
+	if err == nil && len(quantiles) > 0 {
+		st.Values, err = sketch.DecodeStoredQuantiles(quantiles)
+	}
 	if err != nil {
 		return sketch.Minute{}, fmt.Errorf("tally %s minute %d: %w", p.Series, p.Minute, err)
 	}

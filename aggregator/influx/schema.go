@@ -2,6 +2,7 @@ package influx
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -63,7 +64,23 @@ const (
 	FieldHLL        = "hll"
 	FieldQuantiles  = "quantiles"
 	FieldContribs   = "contribs"
+	// FieldLedger holds a merged minute's ledger (sketch.Minute.Ledger).
+	FieldLedger = "ledger"
+	// FieldSeries holds a point's exact series when TagValue had to alter
+	// one of its tags (base64 of seven length-prefixed strings).
+	FieldSeries = "series"
+	// FieldChanged and FieldRolled are the fields of a rollup marker
+	// (MeasurementRollup).
+	FieldChanged = "changed"
+	FieldRolled  = "rolled"
 )
+
+// MeasurementRollup holds one marker per campaign and hour (in the hours
+// bucket) or day (in the days bucket): "changed", when the owner last
+// wrote minutes of it, and "rolled", the changed value its rollups were
+// last computed from. A period whose two fields are equal, or that has
+// no marker, is answered exactly by its rollups (see package rollup).
+const MeasurementRollup = "tally_rollup"
 
 // NoneTag is stored for an empty dimension, because InfluxDB drops tags
 // with empty values (and Flux cannot filter on a missing tag with ==). Read
@@ -91,8 +108,16 @@ type ContribPoint struct {
 	Agent  string
 	// Node is the aggregator node that holds and writes the point.
 	Node string
-	// Contribs must all have this point's Series and Minute.
+	// Contribs must all have this point's Series and Minute. Loaders
+	// return them; Write writes them unless Entries is set.
 	Contribs []wire.Contribution
+	// Entries, when set, is what Write writes instead of Contribs: each
+	// contribution's sketch.StoredContribsV1 entry (agent index 0, its
+	// HyperLogLog kept), as the merge store caches them, and Count their
+	// events. Where ExactSeriesNeeded(Series), each entry must carry the
+	// series (tags cannot hold it); Contribs do that by themselves.
+	Entries [][]byte
+	Count   uint64
 }
 
 // TagValue returns the tag value stored for dimension value v, which is
@@ -287,10 +312,6 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 	if n := len(b) - start - 1; n > MaxSeriesKey {
 		return b[:start], &PointTooLargeError{Measurement: MeasurementMinute, Series: p.Series, Minute: p.Minute, Size: n, Limit: MaxSeriesKey}
 	}
-	enc, err := st.Encode()
-	if err != nil {
-		return b[:start], fmt.Errorf("encode %s minute %d: %w", p.Series, p.Minute, err)
-	}
 	count, err := toInt(st.Count, "count")
 	if err != nil {
 		return b[:start], err
@@ -330,10 +351,24 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 		f.float(FieldValueP90, st.Quantile(0.9))
 		f.float(FieldValueP99, st.Quantile(0.99))
 	}
+	var hll, quantiles []byte
+	if st.Uniques != nil {
+		var err error
+		if hll, err = sketch.AppendStoredHLL(nil, st.Uniques); err != nil {
+			return b[:start], fmt.Errorf("encode %s minute %d: %w", p.Series, p.Minute, err)
+		}
+	}
+	if st.Values != nil && !st.Values.IsEmpty() {
+		quantiles = sketch.AppendStoredQuantiles(nil, st.Values)
+	}
+	var series []byte
+	if ExactSeriesNeeded(p.Series) {
+		series = appendExactSeries(nil, p.Series)
+	}
 	for _, s := range []struct {
 		name string
 		raw  []byte
-	}{{FieldHLL, enc.HLL}, {FieldQuantiles, enc.Quantiles}} {
+	}{{FieldHLL, hll}, {FieldQuantiles, quantiles}, {FieldLedger, p.Ledger}, {FieldSeries, series}} {
 		if len(s.raw) == 0 {
 			continue
 		}
@@ -348,22 +383,92 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
+// ExactSeriesNeeded reports whether the tags of a point of series s
+// cannot give s back (TagValue alters a dimension), so that a stored
+// contribution must carry its series itself.
+func ExactSeriesNeeded(s sketch.Series) bool { return storedSeries(s) != s }
+
+// appendExactSeries encodes a series as seven length-prefixed strings
+// (FieldSeries).
+func appendExactSeries(b []byte, s sketch.Series) []byte {
+	for _, v := range [...]string{s.Campaign, s.Source, s.Medium, s.Type, s.Country, s.Device, s.Region} {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	return b
+}
+
+// decodeExactSeries decodes a FieldSeries value.
+func decodeExactSeries(field string) (sketch.Series, error) {
+	b, err := decodeBase64(field)
+	if err != nil {
+		return sketch.Series{}, fmt.Errorf("series: %w", err)
+	}
+	var f [7]string
+	for i := range f {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return sketch.Series{}, errors.New("series: truncated")
+		}
+		f[i] = string(b[k : k+int(n)])
+		b = b[k+int(n):]
+	}
+	if len(b) > 0 {
+		return sketch.Series{}, errors.New("series: trailing bytes")
+	}
+	return sketch.Series{Campaign: f[0], Source: f[1], Medium: f[2], Type: f[3], Country: f[4], Device: f[5], Region: f[6]}, nil
+}
+
 // ContribFormat is the version of the tally_contrib points Write
 // writes, stored in their "format" tag. Format 1 (the first release) has
-// neither a format nor a part tag; format 2 adds both and keeps the
-// contribs field as it was, so a format-1 reader still reads format-2
-// points (the extra tags are just more series to it). A point rewritten
-// after an upgrade is a new series beside its format-1 predecessor, which
-// stays as an older copy the merge ignores. Readers refuse points of a
-// format they do not know.
-const ContribFormat = 2
+// neither a format nor a part tag and format 2 adds both, each with the
+// contribs field the msgpack of []wire.Contribution (the sketches in the
+// libraries' encodings). Format 3 keeps the tags and makes contribs a
+// sketch.StoredContribsV1 value with HyperLogLogs (Rice-coded register
+// updates), written to the contributions bucket. A point rewritten after
+// an upgrade is a new series beside its predecessor, which holds older
+// versions the merge ignores. Readers refuse points of a format they do
+// not know.
+const ContribFormat = 3
 
-// maxContribPayload is the most msgpack bytes one part's contribs field
-// may hold: its base64 stays within MaxStringField.
+// maxContribPayload is the most bytes one part's contribs field may hold
+// before base64: its base64 stays within MaxStringField.
 const maxContribPayload = MaxStringField / 4 * 3
 
+// contribEntries returns the StoredContribsV1 entries of p and the sum of
+// their counts: p.Entries as they are, or each of p.Contribs encoded.
+func contribEntries(p *ContribPoint) ([][]byte, uint64, error) {
+	if p.Entries != nil {
+		return p.Entries, p.Count, nil
+	}
+	entries := make([][]byte, len(p.Contribs))
+	var count uint64
+	var exact *sketch.Series
+	if ExactSeriesNeeded(p.Series) {
+		exact = &p.Series
+	}
+	for i := range p.Contribs {
+		c := &p.Contribs[i]
+		if c.Series != p.Series || c.Minute != p.Minute {
+			return nil, 0, fmt.Errorf("%w: agent %q contribution %d (cid %d) is for %s minute %d, not its point's %s minute %d",
+				errInvalidPoint, p.Agent, i, c.CID, c.Series, c.Minute, p.Series, p.Minute)
+		}
+		st, err := c.State.Decode()
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: agent %q contribution %d (cid %d): %v", errInvalidPoint, p.Agent, i, c.CID, err)
+		}
+		e, err := sketch.AppendStoredContribEntry(nil, &sketch.StoredContrib{Agent: p.Agent, CID: c.CID, Version: c.Version, Series: exact, State: st}, 0, true)
+		if err != nil {
+			return nil, 0, fmt.Errorf("encode contribution %d of agent %q to %s minute %d: %w", c.CID, p.Agent, p.Series, p.Minute, err)
+		}
+		entries[i] = e
+		count += st.Count
+	}
+	return entries, count, nil
+}
+
 // appendContrib appends the lines of one agent's contributions: one per
-// part. Contributions are packed, in CID order, into as few parts as keep
+// part. Contributions are packed, in order, into as few parts as keep
 // each part's contribs field within MaxStringField; part 0 has no part
 // tag (as in format 1), part n > 0 has part=n. A single contribution too
 // large for a part of its own is refused with a *PointTooLargeError.
@@ -375,71 +480,68 @@ func appendContrib(b []byte, p *ContribPoint) ([]byte, error) {
 	if p.Agent == "" {
 		return b, fmt.Errorf("%w: tally_contrib point %s minute %d has no agent", errInvalidPoint, p.Series, p.Minute)
 	}
-	if len(p.Contribs) == 0 {
+	if len(p.Contribs) == 0 && len(p.Entries) == 0 {
 		return b, fmt.Errorf("%w: tally_contrib point %s minute %d agent %q has no contributions", errInvalidPoint, p.Series, p.Minute, p.Agent)
 	}
-	enc := make([][]byte, len(p.Contribs))
-	for i := range p.Contribs {
-		c := &p.Contribs[i]
-		if c.Series != p.Series || c.Minute != p.Minute {
-			return b, fmt.Errorf("%w: agent %q contribution %d (cid %d) is for %s minute %d, not its point's %s minute %d",
-				errInvalidPoint, p.Agent, i, c.CID, c.Series, c.Minute, p.Series, p.Minute)
-		}
-		raw, err := msgpack.Marshal(c)
-		if err != nil {
-			return b, fmt.Errorf("encode contribution %d of agent %q to %s minute %d: %w", c.CID, p.Agent, p.Series, p.Minute, err)
-		}
-		if len(raw)+arrayHeaderLen(1) > maxContribPayload {
-			return b, &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent,
-				Field: FieldContribs, Size: base64.StdEncoding.EncodedLen(len(raw) + 1), Limit: MaxStringField, Contribs: 1}
-		}
-		enc[i] = raw
-	}
-	start := len(b)
-	part := 0
-	for first := 0; first < len(enc); part++ {
-		// The longest run from first that fits one part.
-		size, last := 0, first
-		for last < len(enc) && arrayHeaderLen(last-first+1)+size+len(enc[last]) <= maxContribPayload {
-			size += len(enc[last])
-			last++
-		}
-		var err error
-		if b, err = appendContribPart(b, p, part, p.Contribs[first:last], enc[first:last], size); err != nil {
-			return b[:start], err
-		}
-		first = last
-	}
-	return b, nil
-}
-
-// appendContribPart appends the line of one part.
-func appendContribPart(b []byte, p *ContribPoint, part int, cs []wire.Contribution, enc [][]byte, size int) ([]byte, error) {
-	var count uint64
-	for i := range cs {
-		count += cs[i].State.Count
+	entries, count, err := contribEntries(p)
+	if err != nil {
+		return b, err
 	}
 	n, err := toInt(count, "count")
 	if err != nil {
 		return b, err
 	}
-	raw := make([]byte, 0, arrayHeaderLen(len(enc))+size)
-	raw = appendArrayHeader(raw, len(enc))
-	for _, e := range enc {
-		raw = append(raw, e...)
+	agents := []string{p.Agent}
+	header := func(k int) int { return len(sketch.AppendStoredContribsHeader(nil, agents, k)) }
+	for _, e := range entries {
+		if header(1)+len(e) > maxContribPayload {
+			return b, &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent,
+				Field: FieldContribs, Size: base64.StdEncoding.EncodedLen(header(1) + len(e)), Limit: MaxStringField, Contribs: 1}
+		}
 	}
 	start := len(b)
-	b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent, p.Node, part, ContribFormat)
-	if size := len(b) - start - 1; size > MaxSeriesKey {
-		return b[:start], &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent, Size: size, Limit: MaxSeriesKey}
+	part := 0
+	for first := 0; first < len(entries); part++ {
+		// The longest run from first that fits one part.
+		size, last := 0, first
+		for last < len(entries) && header(last-first+1)+size+len(entries[last]) <= maxContribPayload {
+			size += len(entries[last])
+			last++
+		}
+		raw := sketch.AppendStoredContribsHeader(make([]byte, 0, header(last-first)+size), agents, last-first)
+		for _, e := range entries[first:last] {
+			raw = append(raw, e...)
+		}
+		kb := len(b)
+		b = appendSeriesKey(b, MeasurementContrib, p.Series, p.Agent, p.Node, part, ContribFormat)
+		if size := len(b) - kb - 1; size > MaxSeriesKey {
+			return b[:start], &PointTooLargeError{Measurement: MeasurementContrib, Series: p.Series, Minute: p.Minute, Agent: p.Agent, Size: size, Limit: MaxSeriesKey}
+		}
+		f := fieldWriter{b: b, first: true}
+		if part == 0 {
+			f.int(FieldCount, n) // the whole point's, on its first part
+		}
+		f.base64(FieldContribs, raw)
+		b = f.b
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, p.Minute, 10)
+		b = append(b, '\n')
+		first = last
 	}
-	f := fieldWriter{b: b, first: true}
-	f.int(FieldCount, n)
-	f.base64(FieldContribs, raw)
-	b = f.b
+	return b, nil
+}
+
+// appendMarker appends a rollup marker: one field (FieldChanged or
+// FieldRolled) of the campaign's period starting at start (unix seconds).
+func appendMarker(b []byte, campaign string, start int64, field string, v int64) []byte {
+	b = append(b, MeasurementRollup...)
+	b = appendTag(b, TagCampaign, campaign)
 	b = append(b, ' ')
-	b = strconv.AppendInt(b, p.Minute, 10)
-	return append(b, '\n'), nil
+	f := fieldWriter{b: b, first: true}
+	f.int(field, v)
+	b = append(f.b, ' ')
+	b = strconv.AppendInt(b, start, 10)
+	return append(b, '\n')
 }
 
 // arrayHeaderLen is the size of a msgpack array header for n elements.
@@ -464,7 +566,8 @@ func appendArrayHeader(b []byte, n int) []byte {
 	return append(b, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
-// decodeContribs decodes a tally_contrib "contribs" field.
+// decodeContribs decodes the "contribs" field of a tally_contrib point of
+// format 1 or 2.
 func decodeContribs(field string) ([]wire.Contribution, error) {
 	raw, err := base64.StdEncoding.DecodeString(field)
 	if err != nil {

@@ -72,17 +72,18 @@ func TestAppendContribLine(t *testing.T) {
 		t.Fatalf("appendContrib: %v", err)
 	}
 	line := string(b)
-	prefix := `tally_contrib,agent=edge\ 1,campaign=c,country=(none),device=(none),format=2,medium=(none),region=eu,source=(none),type=(none) count=9i,contribs="`
+	prefix := `tally_contrib,agent=edge\ 1,campaign=c,country=(none),device=(none),format=3,medium=(none),region=eu,source=(none),type=(none) count=9i,contribs="`
 	if !strings.HasPrefix(line, prefix) || !strings.HasSuffix(line, "\" 60\n") {
 		t.Fatalf("line = %s", line)
 	}
 	field := line[len(prefix) : len(line)-len("\" 60\n")]
-	got, err := decodeContribs(field)
-	if err != nil || !contribsEqual(got, cs) {
-		t.Fatalf("decodeContribs = %+v, %v; want %+v", got, err, cs)
-	}
-	if _, err := base64.StdEncoding.DecodeString(field); err != nil {
+	raw, err := base64.StdEncoding.DecodeString(field)
+	if err != nil {
 		t.Fatalf("contribs field is not standard base64: %v", err)
+	}
+	got, err := wireContribs(raw, s, 60)
+	if err != nil || !contribsEqual(got, cs) {
+		t.Fatalf("wireContribs = %+v, %v; want %+v", got, err, cs)
 	}
 }
 

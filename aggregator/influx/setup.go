@@ -33,6 +33,9 @@ type ServerInfo struct {
 	Bucket string
 	// Created says what Setup created ("" when the bucket existed).
 	Created string
+	// Policies are the statements Setup ran to create or alter the
+	// retention policies of the resolutions (setupRetention).
+	Policies []string
 }
 
 // String describes the server in one line, for logs and status pages.
@@ -99,7 +102,10 @@ func (e *SetupError) Unwrap() error { return e.Err }
 //     (CREATE DATABASE "db" WITH DURATION INF NAME "rp", or CREATE
 //     RETENTION POLICY when only the policy is missing; infinite
 //     duration, so nothing the aggregator still merges expires). On 2.x
-//     and 3.x, buckets and databases are created with their own tools;
+//     and 3.x, buckets and databases are created with their own tools.
+//     Then the retention policy of each resolution (minutes, contribution
+//     points, hourly and daily rollups) is created or altered to keep its
+//     points as long as Config.Retention says (setupRetention);
 //  4. a read of the bucket in the chosen language succeeds.
 //
 // Any failure is a *SetupError naming the setting to change; a Temporary
@@ -180,6 +186,9 @@ func (r *Reader) Setup(ctx context.Context, create bool) (ServerInfo, error) {
 	switch {
 	case info.InfluxQL && info.Generation < 2:
 		if err := r.setupInfluxQL(ctx, &info, dbs, db, rp, create, where); err != nil {
+			return info, err
+		}
+		if err := r.setupRetention(ctx, &info, create, where); err != nil {
 			return info, err
 		}
 	case info.InfluxQL:

@@ -30,13 +30,16 @@ type Writer struct {
 	log    *slog.Logger
 	hc     *http.Client
 	client influxdb2.Client
-	api    api.WriteAPIBlocking
 
-	pointsWritten atomic.Uint64
-	bytesWritten  atomic.Uint64
-	requests      atomic.Uint64
-	retries       atomic.Uint64
-	permanent     atomic.Uint64
+	apisMu sync.Mutex
+	apis   map[string]api.WriteAPIBlocking // by bucket
+
+	pointsWritten   atomic.Uint64
+	contribsSkipped atomic.Uint64
+	bytesWritten    atomic.Uint64
+	requests        atomic.Uint64
+	retries         atomic.Uint64
+	permanent       atomic.Uint64
 
 	mu          sync.Mutex
 	lastErr     string
@@ -59,6 +62,10 @@ type Stats struct {
 	// PermanentFailures counts Write calls that ended with a
 	// *PermanentError.
 	PermanentFailures uint64
+	// ContribsSkipped counts contribution points not written because
+	// their minute is older than the contributions' retention keeps (the
+	// merged minute's ledger holds them).
+	ContribsSkipped uint64
 	// LastError is the most recent failure of any attempt ("" if none), and
 	// LastErrorTime when it happened.
 	LastError     string
@@ -86,8 +93,30 @@ func NewWriter(cfg Config, logger *slog.Logger) (*Writer, error) {
 		log:    logger.With("component", "influx-writer", "bucket", cfg.Bucket),
 		hc:     hc,
 		client: client,
-		api:    client.WriteAPIBlocking(cfg.Org, cfg.Bucket),
+		apis:   map[string]api.WriteAPIBlocking{},
 	}, nil
+}
+
+// writeAPI returns the blocking write API of a bucket.
+func (w *Writer) writeAPI(bucket string) api.WriteAPIBlocking {
+	w.apisMu.Lock()
+	defer w.apisMu.Unlock()
+	a := w.apis[bucket]
+	if a == nil {
+		a = w.client.WriteAPIBlocking(w.cfg.Org, bucket)
+		w.apis[bucket] = a
+	}
+	return a
+}
+
+// contribHorizon returns the oldest minute (unix seconds) whose
+// contribution point is still written: younger than the contributions'
+// retention by ContribMargin. 0 when they are kept forever.
+func (w *Writer) contribHorizon() int64 {
+	if w.cfg.Retention.Contributions <= 0 {
+		return 0
+	}
+	return time.Now().Add(-w.cfg.Retention.Contributions + ContribMargin).Unix()
 }
 
 // newHTTPClient returns the client shared by every request of one Writer
@@ -144,8 +173,9 @@ func (w *Writer) Write(ctx context.Context, minutes []sketch.Minute, contribs []
 	return nil
 }
 
-// request is one HTTP request's worth of line protocol.
+// request is one HTTP request's worth of line protocol, for one bucket.
 type request struct {
+	bucket string
 	body   string
 	points int
 }
@@ -164,10 +194,16 @@ func (w *Writer) encode(minutes []sketch.Minute, contribs []ContribPoint) ([]req
 		err   error
 	)
 	total := len(minutes) + len(contribs)
+	bucket := w.cfg.ContribBucket
+	cut := func() {
+		if n > 0 {
+			reqs = append(reqs, request{bucket: bucket, body: cur.String(), points: n})
+			cur, n = strings.Builder{}, 0
+		}
+	}
 	add := func(line []byte) {
 		if n > 0 && (n >= w.cfg.BatchSize || cur.Len()+len(line) > w.cfg.MaxRequestBytes) {
-			reqs = append(reqs, request{body: cur.String(), points: n})
-			cur, n = strings.Builder{}, 0
+			cut()
 		}
 		if n == 0 {
 			// Room for the rest of the request at the average line size
@@ -181,21 +217,27 @@ func (w *Writer) encode(minutes []sketch.Minute, contribs []ContribPoint) ([]req
 		done++
 		bytes += len(line)
 	}
+	horizon := w.contribHorizon()
 	for i := range contribs {
+		if contribs[i].Minute < horizon {
+			w.contribsSkipped.Add(1)
+			done++
+			continue
+		}
 		if line, err = appendContrib(line[:0], &contribs[i]); err != nil {
 			return nil, err
 		}
 		add(line)
 	}
+	cut()
+	bucket = w.cfg.Bucket
 	for i := range minutes {
 		if line, err = appendMinute(line[:0], &minutes[i]); err != nil {
 			return nil, err
 		}
 		add(line)
 	}
-	if n > 0 {
-		reqs = append(reqs, request{body: cur.String(), points: n})
-	}
+	cut()
 	return reqs, nil
 }
 
@@ -204,7 +246,7 @@ func (w *Writer) send(ctx context.Context, r request) error {
 	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
-		err := w.api.WriteRecord(actx, r.body)
+		err := w.writeAPI(r.bucket).WriteRecord(actx, r.body)
 		cancel()
 		w.requests.Add(1)
 		if err == nil {
@@ -280,6 +322,7 @@ func (w *Writer) Stats() Stats {
 		Requests:          w.requests.Load(),
 		Retries:           w.retries.Load(),
 		PermanentFailures: w.permanent.Load(),
+		ContribsSkipped:   w.contribsSkipped.Load(),
 		LastError:         last,
 		LastErrorTime:     lastT,
 	}

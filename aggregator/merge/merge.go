@@ -19,6 +19,21 @@
 // storage holds for its campaign-minute. A merged point written from part
 // of the contributions would otherwise overwrite a complete one.
 //
+// # Ledgers: merging after the contribution points are gone
+//
+// Contribution points are kept only while another node may rebuild the
+// minute from them (influx.Retention.Contributions). So that later data
+// still merges exactly, every merged minute is written with its ledger
+// (TakeDirty sets sketch.Minute.Ledger): each contribution's agent, CID,
+// version, counters and quantiles, without its HyperLogLog. A late load
+// (influx.Reader.LoadContributionsOf) turns a ledger back into
+// contributions, plus one of agent FoldedAgent holding the minute's
+// HyperLogLog. Then the usual rules apply: a newer version of a ledger
+// entry replaces its counters, an older or equal one is ignored, a new
+// CID adds, and every HyperLogLog unions with the folded one, which
+// already holds what the ledger's contributions saw. The folded
+// contribution is never written as a contribution point nor handed over.
+//
 // # The live view
 //
 // For every campaign-minute of the last LiveWindow the store keeps the
@@ -28,9 +43,10 @@
 package merge
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
-	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,10 +66,13 @@ type contrib struct {
 	version  uint64
 	counters *sketch.State // counters and quantiles of the latest version; Uniques unused
 	uniques  *hyperloglog.Sketch
-	// wire is the cumulative state encoded as stored, computed when a
-	// write round first needs it and dropped when the contribution
-	// changes: a round re-encodes only the contributions that changed.
-	wire *wire.Contribution
+	// wire is the cumulative state encoded as the wire carries it (for
+	// hand-overs and the quarantine), and entry as it is stored (a
+	// sketch.StoredContribsV1 entry with its HyperLogLog), each computed
+	// when first needed and dropped when the contribution changes: a
+	// round re-encodes only the contributions that changed.
+	wire  *wire.Contribution
+	entry []byte
 }
 
 type minute struct {
@@ -63,8 +82,11 @@ type minute struct {
 	dirtyAgents map[string]bool // agents whose contribution point must be rewritten
 	touched     time.Time
 	// cache is the merge of contribs until one of them changes (nil:
-	// none). Callers share it and must not modify it.
-	cache *sketch.State
+	// none), and ledger the stored list of contribs without their
+	// HyperLogLogs (sketch.Minute.Ledger). Callers share both and must
+	// not modify them.
+	cache  *sketch.State
+	ledger []byte
 	// pending: storage may hold more of this minute (see the package
 	// doc); it is not written until FinishLoad.
 	pending bool
@@ -338,7 +360,7 @@ func (s *Store) apply(d *Decoded, now time.Time, from source, res *Applied, at u
 		c.series[k.Series] = struct{}{}
 	}
 	m.touched = now
-	m.cache = nil // whatever d changes, the merge is computed again
+	m.cache, m.ledger = nil, nil // whatever d changes, the merge is computed again
 	c := m.contribs[d.ID]
 	if c == nil {
 		c = &contrib{}
@@ -368,7 +390,7 @@ func (s *Store) apply(d *Decoded, now time.Time, from source, res *Applied, at u
 		s.stale++
 	}
 	if changed {
-		c.wire = nil
+		c.wire, c.entry = nil, nil
 	}
 	if from == fromLog {
 		changed = true
@@ -433,8 +455,61 @@ func (m *minute) merged(k sketch.Key) (*sketch.State, error) {
 	return merged, nil
 }
 
-// encoded returns the contribution's cumulative state as stored, encoding
-// it only when it changed since the last call.
+// ledgerOf returns the minute's ledger: every contribution (but the
+// folded one a load stands on, see merge's package doc) with its
+// version, counters and quantiles, ordered by agent and CID. It is
+// computed once per change, like merged.
+func (m *minute) ledgerOf(k sketch.Key) ([]byte, error) {
+	if m.ledger != nil {
+		return m.ledger, nil
+	}
+	ids := make([]ContribID, 0, len(m.contribs))
+	for id, c := range m.contribs {
+		if id.Agent != FoldedAgent && c.counters != nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, func(a, b ContribID) int {
+		if a.Agent != b.Agent {
+			return strings.Compare(a.Agent, b.Agent)
+		}
+		return cmp.Compare(a.CID, b.CID)
+	})
+	entries := make([]sketch.StoredContrib, len(ids))
+	for i, id := range ids {
+		c := m.contribs[id]
+		entries[i] = sketch.StoredContrib{Agent: id.Agent, CID: id.CID, Version: c.version, State: c.counters}
+	}
+	b, err := sketch.AppendStoredContribs(nil, entries, false)
+	if err != nil {
+		return nil, fmt.Errorf("ledger of %v: %w", k.Series, err)
+	}
+	m.ledger = b
+	return b, nil
+}
+
+// storedEntry returns the contribution's stored entry (agent index 0,
+// its HyperLogLog kept), encoding it only when it changed since the last
+// call.
+func (c *contrib) storedEntry(k sketch.Key, cid uint64) ([]byte, error) {
+	if c.entry != nil {
+		return c.entry, nil
+	}
+	st := sketch.State{}
+	if c.counters != nil {
+		st = *c.counters
+	}
+	st.Uniques = c.uniques
+	b, err := sketch.AppendStoredContribEntry(nil, &sketch.StoredContrib{CID: cid, Version: c.version, State: &st}, 0, true)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s@%d cid %x: %w", k.Series, k.Minute, cid, err)
+	}
+	c.entry = b
+	return b, nil
+}
+
+// encoded returns the contribution's cumulative state as the wire
+// carries it, encoding it only when it changed since the last call.
 func (c *contrib) encoded(k sketch.Key, cid uint64) (wire.Contribution, error) {
 	if c.wire != nil {
 		return *c.wire, nil
@@ -454,27 +529,54 @@ func (c *contrib) encoded(k sketch.Key, cid uint64) (wire.Contribution, error) {
 
 // AgentContribs is everything one agent contributed to one series-minute,
 // with cumulative HLLs: the unit stored for rebuilds and handed to owners.
+// A snapshot fills Contribs (the wire's form) for minutes handed to
+// another owner, and Entries (the stored form, see
+// influx.ContribPoint.Entries) with Count for the minutes it writes.
 type AgentContribs struct {
 	Key      sketch.Key
 	Agent    string
 	Contribs []wire.Contribution
+	Entries  [][]byte
+	Count    uint64
 }
 
-// agentContribs returns agent's contributions to m, sorted by CID. The
-// caller holds s.mu.
-func agentContribs(k sketch.Key, m *minute, agent string) (AgentContribs, error) {
+// FoldedAgent is the agent of the contribution a merged minute's ledger
+// stands on (influx.FoldedAgent): it holds the minute's visitors as they
+// were stored, adds no counts, and is neither stored as a contribution
+// point nor handed over.
+const FoldedAgent = ""
+
+// agentContribs returns agent's contributions to m, sorted by CID, in
+// the wire's form, or in the stored form when stored is true. The caller
+// holds s.mu.
+func agentContribs(k sketch.Key, m *minute, agent string, stored bool) (AgentContribs, error) {
 	ac := AgentContribs{Key: k, Agent: agent}
-	for id, c := range m.contribs {
-		if id.Agent != agent {
+	ids := make([]uint64, 0, len(m.contribs))
+	for id := range m.contribs {
+		if id.Agent == agent {
+			ids = append(ids, id.CID)
+		}
+	}
+	slices.Sort(ids)
+	for _, cid := range ids {
+		c := m.contribs[ContribID{Agent: agent, CID: cid}]
+		if stored {
+			e, err := c.storedEntry(k, cid)
+			if err != nil {
+				return ac, err
+			}
+			ac.Entries = append(ac.Entries, e)
+			if c.counters != nil {
+				ac.Count += c.counters.Count
+			}
 			continue
 		}
-		wc, err := c.encoded(k, id.CID)
+		wc, err := c.encoded(k, cid)
 		if err != nil {
 			return ac, err
 		}
 		ac.Contribs = append(ac.Contribs, wc)
 	}
-	sort.Slice(ac.Contribs, func(i, j int) bool { return ac.Contribs[i].CID < ac.Contribs[j].CID })
 	return ac, nil
 }
 
@@ -517,10 +619,20 @@ func (s *Store) TakeDirty(max int, foreign func(campaign string) bool, at uint64
 		if err != nil {
 			return nil, err
 		}
-		sn.Minutes = append(sn.Minutes, sketch.Minute{Series: k.Series, Minute: k.Minute, State: merged})
+		owned := foreign == nil || !foreign(k.Series.Campaign)
+		var ledger []byte
+		if owned {
+			if ledger, err = m.ledgerOf(k); err != nil {
+				return nil, err
+			}
+		}
+		sn.Minutes = append(sn.Minutes, sketch.Minute{Series: k.Series, Minute: k.Minute, State: merged, Ledger: ledger})
 		sn.gens[k] = m.gen
 		for agent := range m.dirtyAgents {
-			ac, err := agentContribs(k, m, agent)
+			if agent == FoldedAgent {
+				continue
+			}
+			ac, err := agentContribs(k, m, agent, owned)
 			if err != nil {
 				return nil, err
 			}
@@ -542,11 +654,13 @@ func (s *Store) ContributionsOf(k sketch.Key) ([]AgentContribs, error) {
 	}
 	agents := map[string]bool{}
 	for id := range m.contribs {
-		agents[id.Agent] = true
+		if id.Agent != FoldedAgent {
+			agents[id.Agent] = true
+		}
 	}
 	var out []AgentContribs
 	for _, a := range slices.Sorted(mapKeys(agents)) {
-		ac, err := agentContribs(k, m, a)
+		ac, err := agentContribs(k, m, a, false)
 		if err != nil {
 			return nil, err
 		}

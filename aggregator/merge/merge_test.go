@@ -88,7 +88,7 @@ func TestDirtyGenerations(t *testing.T) {
 	s := New()
 	apply(t, s, "a", contribution(t, 1, 1, 1, 1))
 	sn, _ := s.TakeDirty(0, nil, 0)
-	if len(sn.Contribs) != 1 || sn.Contribs[0].Agent != "a" || sn.Contribs[0].Contribs[0].State.Count != 1 {
+	if len(sn.Contribs) != 1 || sn.Contribs[0].Agent != "a" || len(sn.Contribs[0].Entries) != 1 || sn.Contribs[0].Count != 1 {
 		t.Fatalf("contrib points %+v", sn.Contribs)
 	}
 	// A change between snapshot and write keeps the minute dirty.
@@ -366,15 +366,67 @@ func TestWriteRoundsReencodeOnlyChangedContributions(t *testing.T) {
 	s.MarkWritten(first)
 	apply(t, s, "a", contribution(t, 1, 2, 2, 5))
 	second, _ := s.TakeDirty(0, nil, 0)
-	if len(first.Contribs) != 1 || len(second.Contribs) != 1 || len(second.Contribs[0].Contribs) != 2 {
+	if len(first.Contribs) != 1 || len(second.Contribs) != 1 || len(second.Contribs[0].Entries) != 2 {
 		t.Fatalf("contribution points %+v then %+v", first.Contribs, second.Contribs)
 	}
-	a, b := first.Contribs[0].Contribs, second.Contribs[0].Contribs
-	if &a[1].State.HLL[0] != &b[1].State.HLL[0] {
+	a, b := first.Contribs[0].Entries, second.Contribs[0].Entries
+	if &a[1][0] != &b[1][0] {
 		t.Fatal("an unchanged contribution was encoded again")
 	}
-	if &a[0].State.HLL[0] == &b[0].State.HLL[0] || b[0].Version != 2 || b[0].State.Count != 2 {
-		t.Fatalf("the changed contribution was not encoded again: %+v", b[0])
+	if &a[0][0] == &b[0][0] || second.Contribs[0].Count != 2+1 {
+		t.Fatalf("the changed contribution was not encoded again: count %d", second.Contribs[0].Count)
+	}
+	// Handed over (another node owns the campaign), the same
+	// contributions come in the wire's form.
+	apply(t, s, "a", contribution(t, 2, 2, 4, 6))
+	third, _ := s.TakeDirty(0, func(string) bool { return true }, 0)
+	if len(third.Contribs) != 1 || len(third.Contribs[0].Contribs) != 2 || third.Contribs[0].Entries != nil ||
+		third.Contribs[0].Contribs[1].Version != 2 || third.Contribs[0].Contribs[1].State.Count != 4 || third.Minutes[0].Ledger != nil {
+		t.Fatalf("hand-over snapshot %+v", third.Contribs)
+	}
+}
+
+// TestLedgerListsEveryContribution: a written minute carries the ledger
+// of all its contributions (not only the changed ones), without the
+// folded one a load stands on, and the ledger merges to the minute's
+// counters.
+func TestLedgerListsEveryContribution(t *testing.T) {
+	s := New()
+	folded := &sketch.State{}
+	folded.AddVisitor(777)
+	if err := s.Load([]Decoded{{Key: sketch.Key{Series: series, Minute: 600}, ID: ContribID{Agent: FoldedAgent}, State: folded}}); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, s, "b", contribution(t, 9, 3, 7, 1))
+	apply(t, s, "a", contribution(t, 2, 1, 2, 2), contribution(t, 1, 4, 3, 3))
+	sn, _ := s.TakeDirty(0, nil, 0)
+	if len(sn.Minutes) != 1 {
+		t.Fatalf("%d minutes", len(sn.Minutes))
+	}
+	ls, err := sketch.DecodeStoredContribs(sn.Minutes[0].Ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var count uint64
+	for _, l := range ls {
+		got = append(got, fmt.Sprintf("%s/%d/v%d", l.Agent, l.CID, l.Version))
+		count += l.State.Count
+		if l.State.Uniques != nil {
+			t.Fatal("a ledger entry kept its HyperLogLog")
+		}
+	}
+	if fmt.Sprint(got) != "[a/1/v4 a/2/v1 b/9/v3]" || count != sn.Minutes[0].State.Count || count != 12 {
+		t.Fatalf("ledger %v (count %d), minute count %d", got, count, sn.Minutes[0].State.Count)
+	}
+	for _, ac := range sn.Contribs {
+		if ac.Agent == FoldedAgent {
+			t.Fatal("the folded contribution is written as a contribution point")
+		}
+	}
+	// The folded visitors are in the merged minute.
+	if u := sn.Minutes[0].State.UniquesEstimate(); u != 4 {
+		t.Fatalf("uniques %d, want 4 (three contributed, one folded)", u)
 	}
 }
 

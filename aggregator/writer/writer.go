@@ -79,6 +79,17 @@ type Routing interface {
 	Forward(ctx context.Context, addr, agent string, cs []wire.Contribution) error
 }
 
+// Rollups keeps the hourly and daily rollups of the minutes written
+// (package rollup). Changing runs before the minutes are written and
+// must make the change durable (markers in storage), so that a node that
+// fails after the write still has the rollups recomputed by whoever owns
+// the campaign next; Changed queues the recomputation once the minutes
+// are written. Both are called from the round's goroutine.
+type Rollups interface {
+	Changing(ctx context.Context, minutes []sketch.Minute) error
+	Changed(minutes []sketch.Minute)
+}
+
 // Quarantine keeps refused series-minutes (quarantine.Dir).
 type Quarantine interface {
 	Add(r *quarantine.Record) (string, error)
@@ -105,6 +116,8 @@ type Config struct {
 	// Publisher, if set, receives the live view of every campaign-minute
 	// a round wrote.
 	Publisher live.Publisher
+	// Rollups, if set, is told of every minute a round writes.
+	Rollups Rollups
 }
 
 // Writer runs write rounds. Run owns its goroutine; Round may be called
@@ -302,9 +315,35 @@ func (w *Writer) Round(ctx context.Context) error {
 func (w *Writer) write(ctx context.Context, sn *merge.Snapshot) error {
 	start := time.Now()
 	store := w.cfg.Source.Store()
-	contribs := make([]influx.ContribPoint, len(sn.Contribs))
-	for i, c := range sn.Contribs {
-		contribs[i] = influx.ContribPoint{Series: c.Key.Series, Minute: c.Key.Minute, Agent: c.Agent, Node: w.cfg.Node, Contribs: c.Contribs}
+	contribs := make([]influx.ContribPoint, 0, len(sn.Contribs))
+	for _, c := range sn.Contribs {
+		p := influx.ContribPoint{Series: c.Key.Series, Minute: c.Key.Minute, Agent: c.Agent, Node: w.cfg.Node, Entries: c.Entries, Count: c.Count}
+		if influx.ExactSeriesNeeded(c.Key.Series) {
+			// Tags cannot hold this series: store the contributions with
+			// it, from their wire form.
+			acs, err := store.ContributionsOf(c.Key)
+			if err != nil {
+				return err
+			}
+			p.Entries, p.Count = nil, 0
+			for _, ac := range acs {
+				if ac.Agent == c.Agent {
+					p.Contribs = ac.Contribs
+				}
+			}
+			if len(p.Contribs) == 0 {
+				continue
+			}
+		}
+		contribs = append(contribs, p)
+	}
+	if w.cfg.Rollups != nil {
+		if err := w.cfg.Rollups.Changing(ctx, sn.Minutes); err != nil {
+			w.m.rounds.WithLabelValues("error").Inc()
+			msg := err.Error()
+			w.storageErr.Store(&msg)
+			return fmt.Errorf("rollup markers: %w", err)
+		}
 	}
 	refused, err := w.cfg.Storage.WriteIsolating(ctx, sn.Minutes, contribs)
 	if err != nil {
@@ -356,6 +395,9 @@ func (w *Writer) write(ctx context.Context, sn *merge.Snapshot) error {
 	}
 	store.MarkWritten(done)
 	w.m.points.Add(float64(done.Len() - len(seen) + len(held)))
+	if w.cfg.Rollups != nil {
+		w.cfg.Rollups.Changed(done.Minutes)
+	}
 	w.publish(store, done)
 	if qerr != nil {
 		return fmt.Errorf("quarantine: %w", qerr)
@@ -443,6 +485,9 @@ func (w *Writer) handOver(ctx context.Context, sn *merge.Snapshot, addrOf func(c
 		sem    = make(chan struct{}, w.cfg.HandOverParallel)
 	)
 	for d, cs := range groups {
+		if d.agent == merge.FoldedAgent {
+			continue
+		}
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()

@@ -19,6 +19,7 @@ package influxtest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,6 +94,13 @@ type Options struct {
 	// NoDatabase creates no database at launch: the server is as empty as
 	// a new installation, for tests of what creates it.
 	NoDatabase bool
+	// SnapshotColdAfter and CompactColdAfter set [data]
+	// cache-snapshot-write-cold-duration and
+	// compact-full-write-cold-duration (defaults 10m and 4h): how long a
+	// shard goes without writes before its WAL is written to TSM files
+	// and before those are fully compacted. Storage benchmarks shorten
+	// them to measure data at rest without waiting hours.
+	SnapshotColdAfter, CompactColdAfter time.Duration
 }
 
 // Server is a running (or stopped) influxd child process. Its ports and
@@ -114,6 +122,8 @@ type Server struct {
 	limits   [2]int // max-series-per-database, max-values-per-tag
 	flux     bool
 	createDB bool
+
+	snapshotCold, compactCold time.Duration
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -183,6 +193,9 @@ func Launch(ctx context.Context, opts Options) (*Server, error) {
 		flux:     !opts.DisableFlux,
 		createDB: !opts.NoDatabase,
 		limits:   [2]int{opts.MaxSeriesPerDatabase, opts.MaxValuesPerTag},
+
+		snapshotCold: cmp.Or(opts.SnapshotColdAfter, 10*time.Minute),
+		compactCold:  cmp.Or(opts.CompactColdAfter, 4*time.Hour),
 	}
 	if s.startTO <= 0 {
 		s.startTO = DefaultStartTimeout
@@ -376,12 +389,32 @@ func (s *Server) Close() error {
 	return err
 }
 
+// ExtraRetentionPolicies are the retention policies the aggregator keeps
+// besides its minutes' (contribution points, hourly and daily rollups):
+// CreateDatabase creates them too, with infinite duration, so that a
+// Writer or Reader used without the aggregator's Setup finds its
+// buckets "db/contributions", "db/hours" and "db/days".
+var ExtraRetentionPolicies = []string{"contributions", "hours", "days"}
+
 // CreateDatabase creates database db with default retention policy rp
 // (infinite duration) through the 1.x query API, so that bucket "db/rp"
-// exists for the v2 write and Flux APIs. It succeeds if both exist already.
+// exists for the v2 write and Flux APIs, and the ExtraRetentionPolicies.
+// It succeeds if they exist already.
 func (s *Server) CreateDatabase(ctx context.Context, db, rp string) error {
 	q := fmt.Sprintf("CREATE DATABASE %s WITH NAME %s", quoteIdent(db), quoteIdent(rp))
-	return s.exec(ctx, q)
+	if err := s.exec(ctx, q); err != nil {
+		return err
+	}
+	for _, extra := range ExtraRetentionPolicies {
+		if extra == rp {
+			continue
+		}
+		q := fmt.Sprintf("CREATE RETENTION POLICY %s ON %s DURATION INF REPLICATION 1", quoteIdent(extra), quoteIdent(db))
+		if err := s.exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // CreateRetentionPolicy creates retention policy rp of database db
@@ -460,6 +493,7 @@ func (s *Server) configure() error {
 		tomlString(filepath.Join(s.dir, "data")),
 		tomlString(filepath.Join(s.dir, "wal")),
 		s.limits[0], s.limits[1],
+		tomlString(s.snapshotCold.String()), tomlString(s.compactCold.String()),
 		tomlString(s.httpAddr),
 		s.flux,
 	)
@@ -489,6 +523,8 @@ bind-address = %s
   trace-logging-enabled = false
   max-series-per-database = %d
   max-values-per-tag = %d
+  cache-snapshot-write-cold-duration = %s
+  compact-full-write-cold-duration = %s
 
 [monitor]
   store-enabled = false

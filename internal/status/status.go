@@ -407,6 +407,28 @@ func Aggregator(s Snapshot) Report {
 		}
 		r.add("storage", "InfluxDB %s, reading with %s, bucket %s", l["version"], l["query_language"], l["bucket"])
 	}
+	if bytes := s.By("tally_aggregator_storage_bytes", "kind"); len(bytes) > 0 {
+		points := s.By("tally_aggregator_storage_points", "kind")
+		var parts []string
+		var total float64
+		for _, kind := range []string{"minutes", "contributions", "hours", "days"} {
+			b, ok := bytes[kind]
+			if !ok {
+				continue
+			}
+			total += b
+			per := "-"
+			if p := points[kind]; p > 0 {
+				per = fmt.Sprintf("%.0f B/point", b/p)
+			}
+			parts = append(parts, fmt.Sprintf("%s %s (%.0f points, %s)", kind, byteSize(b), points[kind], per))
+		}
+		line := strings.Join(parts, "; ")
+		if ev, ok := s.Sum("tally_aggregator_storage_events", nil); ok && ev > 0 {
+			line += fmt.Sprintf("; %.1f B per event", total/ev)
+		}
+		r.add("storage use", "%s", line)
+	}
 	wal, _ := s.Sum("tally_aggregator_wal_bytes", nil)
 	dirty, _ := s.Sum("tally_aggregator_dirty_minutes", nil)
 	open, _ := s.Sum("tally_aggregator_open_minutes", nil)

@@ -26,6 +26,16 @@ tally_aggregator_campaign_owner{campaign="c",member="agg-2"} 1
 tally_aggregator_wal_bytes 2097152
 # TYPE tally_aggregator_storage_info gauge
 tally_aggregator_storage_info{bucket="db/rp",query_language="influxql",version="1.8.10"} 1
+# TYPE tally_aggregator_storage_bytes gauge
+tally_aggregator_storage_bytes{bucket="db/rp",kind="minutes"} 4100000
+tally_aggregator_storage_bytes{bucket="db/contributions",kind="contributions"} 2000000
+tally_aggregator_storage_bytes{bucket="db/hours",kind="hours"} 100000
+# TYPE tally_aggregator_storage_points gauge
+tally_aggregator_storage_points{bucket="db/rp",kind="minutes"} 41000
+tally_aggregator_storage_points{bucket="db/contributions",kind="contributions"} 40000
+tally_aggregator_storage_points{bucket="db/hours",kind="hours"} 0
+# TYPE tally_aggregator_storage_events gauge
+tally_aggregator_storage_events 1000000
 # TYPE tally_aggregator_influx_writes_total counter
 tally_aggregator_influx_writes_total{result="ok"} 10
 tally_aggregator_influx_writes_total{result="error"} 2
@@ -75,6 +85,7 @@ func TestAggregatorReport(t *testing.T) {
 		"2.0 MiB",
 		"InfluxDB 1.8.10, reading with influxql, bucket db/rp",
 		"error 2, ok 10; mean round 50ms",
+		"minutes 3.9 MiB (41000 points, 100 B/point); contributions 1.9 MiB (40000 points, 50 B/point); hours 97.7 KiB (0 points, -); 6.2 B per event",
 		"members suspect: agg-3",
 	} {
 		if !strings.Contains(text, want) {

@@ -86,6 +86,14 @@ func spread(start time.Time, span time.Duration, i, n int) time.Time {
 // and a few TLS handshakes sent to the plain port (malformed). Visitors
 // come from a pool of 40,000 (IP, user agent) pairs.
 func writeDayLog(path string, n int, end time.Time) (logTruth, error) {
+	return writeShopLog(path, n, end, 24*time.Hour, dayCampaigns, nil)
+}
+
+// writeShopLog writes the log writeDayLog describes over span before end,
+// with campaigns for the UTM landings and ad clicks. If pageviews is not
+// nil, it counts there each campaign's human page views ("" for those
+// without a campaign, as the API's campaign list names them).
+func writeShopLog(path string, n int, end time.Time, span time.Duration, campaigns []string, pageviews map[string]uint64) (logTruth, error) {
 	var tr logTruth
 	f, err := os.Create(path)
 	if err != nil {
@@ -106,18 +114,20 @@ func writeDayLog(path string, n int, end time.Time) (logTruth, error) {
 	for i := range crawlerIPs {
 		crawlerIPs[i] = "66.249." + strconv.Itoa(64+i%32) + "." + strconv.Itoa(i+1)
 	}
-	start := end.Add(-24 * time.Hour)
+	start := end.Add(-span)
 	var l logLine
 	for i := range n {
-		ts := spread(start, 24*time.Hour, i, n)
+		ts := spread(start, span, i, n)
 		v := visitors[rng.IntN(len(visitors))]
 		bot := rng.IntN(100) < 5
 		if bot {
 			v = visitor{crawlerIPs[rng.IntN(len(crawlerIPs))], loadgen.CrawlerUAs[rng.IntN(len(loadgen.CrawlerUAs))]}
 		}
 		referrer := dayReferrers[rng.IntN(len(dayReferrers))]
+		campaign := ""
 		utm := func() string {
-			return "utm_campaign=" + dayCampaigns[rng.IntN(len(dayCampaigns))] + "&" + dayChannels[rng.IntN(len(dayChannels))]
+			campaign = campaigns[rng.IntN(len(campaigns))]
+			return "utm_campaign=" + campaign + "&" + dayChannels[rng.IntN(len(dayChannels))]
 		}
 		l.begin(v.ip, ts)
 		status, size, page := 200, 512+rng.IntN(40_000), false
@@ -134,6 +144,9 @@ func writeDayLog(path string, n int, end time.Time) (logTruth, error) {
 			}
 			l.buf = append(l.buf, "GET "+p+sep+utm()+" HTTP/1.1"...)
 			page = true
+			if pageviews != nil && !bot {
+				pageviews[campaign]++
+			}
 		case k < 620: // navigation, no campaign; some 304s
 			l.buf = append(l.buf, "GET "+dayPages[rng.IntN(len(dayPages))]+" HTTP/2.0"...)
 			if rng.IntN(20) == 0 {
@@ -162,6 +175,9 @@ func writeDayLog(path string, n int, end time.Time) (logTruth, error) {
 			l.buf = append(l.buf, "HEAD / HTTP/1.1"...)
 			size = 0
 			tr.Skipped++
+		}
+		if page && campaign == "" && pageviews != nil && !bot {
+			pageviews[""]++
 		}
 		if page {
 			if bot {

@@ -88,7 +88,7 @@ func benchBackfill(b *testing.B, bin, logPath string, end time.Time, truth map[s
 	var importS, visibleS, forwardTimeouts, lateBusy float64
 	for range b.N {
 		b.StopTimer()
-		r := runBackfill(b, bin, logPath, end, truth)
+		r := runBackfill(b, bin, logPath, end, truth, influxtest.Options{}, nil)
 		b.StartTimer()
 		importS += r.imported.Seconds()
 		visibleS += r.visible.Seconds()
@@ -108,11 +108,14 @@ type backfillRun struct {
 	forwardTimeouts, lateBusy int
 }
 
-// runBackfill runs one import into a fresh InfluxDB and cluster.
-func runBackfill(b *testing.B, bin, logPath string, end time.Time, truth map[string]uint64) backfillRun {
+// runBackfill runs one import into a fresh InfluxDB (started with opts)
+// and cluster; after, if not nil, runs once every campaign is exact in
+// the API, while the cluster still runs, with the nodes' HTTP addresses.
+func runBackfill(b *testing.B, bin, logPath string, end time.Time, truth map[string]uint64, opts influxtest.Options,
+	after func(s *influxtest.Server, https []string)) backfillRun {
 	var r backfillRun
 	dir := b.TempDir()
-	influx := influxtest.Start(b)
+	influx := influxtest.StartWith(b, opts)
 	certs := filepath.Join(dir, "certs")
 	var names []string
 	for i := range backfillNodes {
@@ -254,6 +257,9 @@ privacy:
 	}
 	b.Logf("%s: import-log %s, every campaign exact in the API %s later; %d forward timeouts, %d late-data busy answers",
 		bin, r.imported.Round(time.Millisecond), r.visible.Round(time.Millisecond), r.forwardTimeouts, r.lateBusy)
+	if after != nil {
+		after(influx, https)
+	}
 	return r
 }
 

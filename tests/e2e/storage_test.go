@@ -138,8 +138,14 @@ func TestStorageSetUpOnStockInfluxDB(t *testing.T) {
 	}
 	t.Logf("ready %s after InfluxDB came back", took.Round(time.Millisecond))
 	ans, err := influx.Query(ctx, "", `SHOW RETENTION POLICIES ON "tally"`)
-	if err != nil || !bytes.Contains(ans, []byte(`["minutes","0s"`)) {
-		t.Fatalf("retention policies of the created database: %s, %v; want minutes with infinite duration", ans, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A policy per resolution, each as long as the defaults keep it.
+	for _, want := range []string{`["minutes","336h0m0s"`, `["contributions","3h0m0s"`, `["hours","9600h0m0s"`, `["days","0s"`} {
+		if !bytes.Contains(ans, []byte(want)) {
+			t.Fatalf("retention policies of the created database: %s; want %s", ans, want)
+		}
 	}
 	out, err = n.status()
 	if err != nil || !strings.Contains(out, "reading with influxql, bucket tally/minutes") {

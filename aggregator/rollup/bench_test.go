@@ -1,0 +1,138 @@
+package rollup
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tally-edge/tally/aggregator/api"
+	"github.com/tally-edge/tally/aggregator/influx"
+	"github.com/tally-edge/tally/internal/influxtest"
+	"github.com/tally-edge/tally/sketch"
+)
+
+// BenchmarkSeriesLatency: how long a daily series of one campaign takes
+// to read and fold, over 1, 30 and 365 days, from the rollups (Source)
+// and from minutes alone, against InfluxDB 1.8 read with InfluxQL. A year
+// of one campaign: 6 series, 4 active minutes each per hour. Reports the
+// p50 and p99 of 20 questions (5 from minutes over 365 days), and logs
+// the points in InfluxDB per campaign-day at each resolution. Reproduce
+// with
+//
+//	go test -run='^$' -bench=BenchmarkSeriesLatency -benchtime=1x -v ./aggregator/rollup/
+func BenchmarkSeriesLatency(b *testing.B) {
+	ctx := context.Background()
+	s := influxtest.StartWith(b, influxtest.Options{DisableFlux: true})
+	cfg := influx.DefaultConfig()
+	cfg.URL, cfg.Token, cfg.Bucket = s.URL(), s.Token(), s.Bucket()
+	cfg.Retention = influx.Retention{}
+	reader, err := influx.NewReader(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer reader.Close()
+	w, err := influx.NewWriter(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := reader.Setup(ctx, true); err != nil {
+		b.Fatal(err)
+	}
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	start := today.Add(-365 * 24 * time.Hour)
+	c := &clock{t: today.Add(time.Hour)}
+	r := New(Config{Now: c.Now}, storagePair{reader, w}, prometheus.NewRegistry(), nil)
+	if err := r.Init(ctx); err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var minutes int
+	for d := range 365 {
+		var ms []sketch.Minute
+		for h := range 24 {
+			for src := range 3 {
+				for _, typ := range []string{"pageview", "conversion"} {
+					for range 4 {
+						st := &sketch.State{Count: uint64(1 + rng.IntN(9))}
+						for range st.Count {
+							st.AddVisitor(splitmix(uint64(rng.IntN(5000))))
+						}
+						if typ == "conversion" {
+							st.AddValue(int64(rng.IntN(50_000_000)))
+						}
+						ms = append(ms, sketch.Minute{Series: sketch.Series{Campaign: "a", Source: fmt.Sprint("s", src), Type: typ},
+							Minute: start.Add(time.Duration(d)*24*time.Hour + time.Duration(h)*time.Hour + time.Duration(rng.IntN(60))*time.Minute).Unix(),
+							State:  st})
+					}
+				}
+			}
+		}
+		slices.SortFunc(ms, func(x, y sketch.Minute) int { return int(x.Minute - y.Minute) })
+		ms = slices.CompactFunc(ms, func(x, y sketch.Minute) bool { return x.Key() == y.Key() })
+		minutes += len(ms)
+		if err := r.Changing(ctx, ms); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Write(ctx, ms, nil); err != nil {
+			b.Fatal(err)
+		}
+		r.Changed(ms)
+	}
+	c.Add(time.Minute)
+	for {
+		n, err := r.Pass(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 && r.Pending() == 0 {
+			break
+		}
+	}
+	usage, err := reader.Usage(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, u := range usage.Buckets {
+		b.Logf("%s: %.1f points per campaign-day, %d bytes on disk (not compacted)", u.Kind, float64(u.Points)/365, u.Bytes)
+	}
+	b.Logf("%d minute points over 365 days", minutes)
+
+	rollups := &Source{Reader: reader}
+	minutesOnly := minutesReader{reader}
+	end := today
+	for _, days := range []int{1, 30, 365} {
+		for _, src := range []struct {
+			name string
+			s    api.Source
+		}{{"rollups", rollups}, {"minutes", minutesOnly}} {
+			b.Run(fmt.Sprintf("days=%d/%s", days, src.name), func(b *testing.B) {
+				q := api.Query{Campaigns: []string{"a"}, From: end.Add(-time.Duration(days) * 24 * time.Hour), To: end, Step: 24 * time.Hour}
+				n := 20
+				if days == 365 && src.name == "minutes" {
+					n = 5
+				}
+				var took []time.Duration
+				for range b.N {
+					for range n {
+						t0 := time.Now()
+						got := fold(b, src.s, q)
+						took = append(took, time.Since(t0))
+						if len(got) != days {
+							b.Fatalf("%d buckets, want %d", len(got), days)
+						}
+					}
+				}
+				slices.Sort(took)
+				b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50_ms")
+				b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99_ms")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
