@@ -90,7 +90,7 @@ type Fanout struct {
 
 	mu      sync.Mutex
 	pending map[key]Update
-	alerts  []Alert // alert transitions waiting for the sender
+	alerts  []Alert              // alert transitions waiting for the sender
 	active  map[string]time.Time // campaign → last update seen
 	lastSeq map[string]uint64    // node → last sequence taken
 
