@@ -208,23 +208,68 @@ func (m *Monitor) Warm(t time.Time, c Counters) error {
 	return err
 }
 
-// Peek judges the step in progress at t from its counters so far, exposure
-// being the share of the step elapsed, without changing the monitor (see
-// Detector.Peek): the alerts that would fire now. Sources not watched yet
-// are not added by a peek.
-func (m *Monitor) Peek(t time.Time, c Counters, exposure float64) ([]Event, error) {
+// Peek judges the step in progress at t from its counters so far without
+// changing the monitor (see Detector.Peek): the alerts that would fire
+// now. The share of the step the counters cover is known only within
+// [lo, hi] (data arrive with a delay), so each metric is judged at both:
+// a rise counts only if it is one at hi (the most the counters can
+// cover), a fall only if it is one at lo. A metric whose counter is NaN
+// (unknown so far) is not judged, and sources not watched yet are not
+// added by a peek.
+func (m *Monitor) Peek(t time.Time, c Counters, lo, hi float64) ([]Event, error) {
+	if !(lo > 0 && lo <= hi && hi <= 1) {
+		return nil, fmt.Errorf("anomaly: peek shares [%v, %v]: want 0 < lo <= hi <= 1", lo, hi)
+	}
 	var events []Event
 	for _, name := range m.names {
 		d, def := m.dets[name], m.defs[name]
-		r, err := d.Peek(t, def.obs(&c), exposure)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+		o := def.obs(&c)
+		if math.IsNaN(o.Num) || math.IsNaN(o.Den) || math.IsNaN(o.Events) {
+			continue
 		}
-		if r.Transition != nil && r.Transition.State == Firing {
-			events = append(events, Event{Metric: name, Transition: def.orient(*r.Transition)})
+		for _, share := range []float64{hi, lo} {
+			r, err := d.Peek(t, o, share)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			tr := r.Transition
+			if tr == nil || tr.State != Firing || (share == hi) != (tr.Direction == Spike) {
+				continue
+			}
+			events = append(events, Event{Metric: name, Transition: def.orient(*tr)})
+			break
 		}
 	}
 	return events, nil
+}
+
+// SetFiring marks metric's alert firing in direction dir (of the metric)
+// since start, with peak score, unless one fires already: how a node
+// keeps an alert that storage says is firing (a peek fired it, or the
+// stored detector state predates it). Times must lie on the step grid,
+// after the first step observed or warmed. A share metric not watched yet
+// is added (within MaxShares).
+func (m *Monitor) SetFiring(name Metric, dir Direction, start time.Time, peak float64) error {
+	if _, ok := m.dets[name]; !ok {
+		if !strings.HasPrefix(string(name), sharePrefix) || m.shares >= m.cfg.MaxShares {
+			return fmt.Errorf("anomaly: metric %q is not watched", name)
+		}
+		if err := m.add(name); err != nil {
+			return err
+		}
+		m.shares++
+	}
+	d, def := m.dets[name], m.defs[name]
+	if def.invert {
+		dir = -dir
+	}
+	s := d.AlertState()
+	if s.Firing != 0 {
+		return nil
+	}
+	s.Firing, s.Start, s.Peak = dir, start, math.Abs(peak)
+	s.Pending, s.PendingDir, s.Calm = 0, 0, 0
+	return d.SetAlertState(s)
 }
 
 // Last is the time of the last step observed or warmed; zero before any.

@@ -182,7 +182,7 @@ func TestMonitorRestoredMidEpisode(t *testing.T) {
 	}
 	c := campaign()
 	c.SourceClicks["newcomer"] = 50
-	if _, err := b.Peek(t0.Add(time.Duration(cut)*step5), c, 0.5); err != nil {
+	if _, err := b.Peek(t0.Add(time.Duration(cut)*step5), c, 0.4, 0.5); err != nil {
 		t.Fatal(err)
 	}
 	if b.Detector(ShareMetric("newcomer")) != nil {
@@ -211,5 +211,59 @@ func TestMonitorRestoredMidEpisode(t *testing.T) {
 	}
 	if resolved != len(before) {
 		t.Fatalf("%d resolutions after the rebuild, %d alerts fired before", resolved, len(before))
+	}
+}
+
+// TestMonitorPeekBounds: a campaign of 10,000 clicks a minute, 40 % into a
+// normal minute; the data's delay makes the share covered known within
+// [30 %, 50 %]. Judged at either end alone, the minute reads as a spike
+// (30 %) or a drop (50 %); judged as Peek does, it is neither. A real
+// drop to zero still fires.
+func TestMonitorPeekBounds(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultMonitorConfig()
+	cfg.Metrics = []Metric{Clicks}
+	cfg.MaxShares = 0
+	m, err := NewMonitor(cfg, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	n := 2*1440 + 60
+	for i := range n {
+		if _, err := m.Observe(t0.Add(time.Duration(i)*time.Minute), Counters{Clicks: poisson(r, 10000)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := t0.Add(time.Duration(n) * time.Minute)
+	partial := Counters{Clicks: 4000}
+	d := m.Detector(Clicks)
+	for _, f := range []float64{0.3, 0.5} {
+		res, err := d.Peek(next, Obs{Num: partial.Clicks}, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(res.Score) < DefaultConfig().Threshold {
+			t.Fatalf("judged at %.0f%% alone the partial minute scores %.1f: the test needs it to look anomalous", f*100, res.Score)
+		}
+	}
+	if evs, err := m.Peek(next, partial, 0.3, 0.5); err != nil || len(evs) != 0 {
+		t.Fatalf("peek within [30%%, 50%%]: %+v (%v), want nothing", evs, err)
+	}
+	if _, err := m.Observe(next, Counters{}); err != nil { // tracking breaks
+		t.Fatal(err)
+	}
+	evs, err := m.Peek(next.Add(time.Minute), Counters{}, 0.3, 0.5)
+	if err != nil || len(evs) != 1 || evs[0].Direction != Drop {
+		t.Fatalf("peek after a minute without clicks: %+v (%v), want the drop firing", evs, err)
+	}
+	if _, err := m.Peek(next, partial, 0.6, 0.5); err == nil {
+		t.Fatal("lo above hi: no error")
+	}
+	if err := m.SetFiring(Clicks, Spike, next, 9); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.AlertState(); s.Firing != Spike || !s.Start.Equal(next) {
+		t.Fatalf("after SetFiring: %+v", s)
 	}
 }
