@@ -3,9 +3,9 @@ package alert
 import (
 	"encoding/json"
 	"math"
-	"reflect"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
