@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tally-edge/tally/aggregator/alerting"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
 	"github.com/tally-edge/tally/internal/yamlconf"
@@ -32,6 +33,9 @@ type Config struct {
 	// runs alone and owns every campaign.
 	Cluster Cluster `yaml:"cluster"`
 	Auth    Auth    `yaml:"auth"`
+	// Alerts are the anomaly detectors, rules, budgets, silences and
+	// notification targets (docs/alerts.md).
+	Alerts alerting.Config `yaml:"alerts"`
 }
 
 // QUIC is the listener agents ship to.
@@ -234,6 +238,7 @@ func DefaultConfig() Config {
 		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
 		Merge: Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second,
 			QuarantineMaxBytes: 256 << 20, MaxPendingLoads: 100_000},
+		Alerts: alerting.DefaultConfig(),
 	}
 }
 
@@ -299,6 +304,9 @@ func (c *Config) Validate() error {
 		bad("merge.wal_max_bytes: at least 1MiB")
 	}
 	errs = append(errs, c.Cluster.validate(), c.HTTP.validate(), c.Auth.validate())
+	if err := c.Alerts.Validate(); err != nil {
+		bad("alerts: %w", err)
+	}
 	if c.QUIC.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.QUIC.Advertise); err != nil {
 			bad("quic.advertise %q: want host:port", c.QUIC.Advertise)
