@@ -34,6 +34,10 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
+// alertObjectsKey is hashed like a campaign to choose the node that
+// refreshes the alerting objects in storage.
+const alertObjectsKey = "\x00tally:alerting-objects"
+
 // Addrs are the addresses a running aggregator serves on.
 type Addrs struct {
 	QUIC, HTTP string
@@ -167,8 +171,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
+	alerts, err := newAlertSide(cfg, pipe.Store(), fanout, iw, reader, clustered, reg, logger)
+	if err != nil {
+		return fmt.Errorf("alerts: %w", err)
+	}
+	defer alerts.close()
 	wcfg := writer.Config{Node: cfg.Name, Interval: cfg.Merge.WriteInterval, Lateness: cfg.Merge.Lateness,
-		Source: pipe, Storage: iw, Quarantine: quar, Publisher: fanout}
+		Source: pipe, Storage: iw, Quarantine: quar, Publisher: writtenPublisher{fanout, alerts.engine}}
 	if clustered {
 		wcfg.Routing = routing{cl, fwd}
 	}
@@ -200,7 +209,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return nil
 	}
 	side, err := newHTTPSide(cfg, hub, func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} },
-		minuteSource{reader}, readiness, reg, logger)
+		minuteSource{reader}, alerts.service, readiness, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -257,13 +266,16 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	writeErr := make(chan error, 1)
 	pipeWG.Go(func() { writeErr <- wr.Run(pipeCtx, cfg.Merge.ShutdownTimeout) })
 	pipeWG.Go(func() { _ = pipe.RunLoader(pipeCtx) })
+	// One node at a time keeps the alerting objects fresh in storage.
+	objectsKeeper := func() bool { return !clustered || cl.View().Owner(alertObjectsKey).Name == cfg.Name }
+	pipeWG.Go(func() { alerts.run(pipeCtx, cfg.Alerts.ObjectsPoll, objectsKeeper) })
 	fanout.Start()
 	if clustered {
 		last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_last_takeover_timestamp_seconds",
 			Help: "Unix time at which this node last finished rebuilding campaigns it gained (0: never)."})
 		reg.MustRegister(last)
 		pipeWG.Go(func() {
-			cluster.RunHandoff(pipeCtx, cl, pipe, cluster.HandoffConfig{Settle: cfg.Cluster.HandoffSettle,
+			cluster.RunHandoff(pipeCtx, cl, rebuilder{pipe, alerts.engine}, cluster.HandoffConfig{Settle: cfg.Cluster.HandoffSettle,
 				TookOver: func(int) { last.Set(float64(time.Now().UnixNano()) / 1e9) }, Logger: logger.With("component", "handoff")})
 		})
 	}
