@@ -588,3 +588,18 @@ func TestDoneOncePerTarget(t *testing.T) {
 	default:
 	}
 }
+
+// TestDashboardLink: an alert links to the dashboard's own address of a
+// custom range around it (whole minutes, UTC) with the alert named.
+func TestDashboardLink(t *testing.T) {
+	a := testAlert(0)
+	a.Start, a.At = time.Date(2026, 3, 2, 10, 7, 0, 0, time.UTC), time.Date(2026, 3, 2, 10, 8, 20, 0, time.UTC)
+	got := dashboardLink("https://tally.example.com/", a)
+	want := "https://tally.example.com/?alert=" + a.ID + "&campaign=spring&from=2026-03-02T09%3A07%3A00Z&range=custom&to=2026-03-02T11%3A09%3A00Z"
+	if got != want {
+		t.Fatalf("link\n%s\nwant\n%s", got, want)
+	}
+	if dashboardLink("", a) != "" {
+		t.Fatal("a link without a dashboard URL")
+	}
+}
