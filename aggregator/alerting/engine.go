@@ -86,6 +86,8 @@ type Engine struct {
 	// delivered holds transitions every target is done with, to be marked
 	// so in storage.
 	delivered []influx.StoredAlert
+	// late holds when campaigns not watched yet were last written late.
+	late map[string]time.Time
 
 	loads chan loaded
 	wake  chan struct{}
@@ -125,16 +127,28 @@ type watch struct {
 	// stale marks a watch taken over while it was loading: the load may
 	// predate the takeover, so it is loaded again.
 	stale bool
-	// loadedAt is when the history was loaded; lateAt when minutes older
-	// than the ones judged were last written (a backfill): the history is
-	// loaded again once they stop coming.
+	// loadedAt is when the history was loaded; lateAt when minutes were
+	// last written late (a backfill): the history is loaded once they stop
+	// coming.
 	loadedAt, lateAt time.Time
-	lastData         time.Time
-	lastPeek         time.Time
+	// carry is what a reload keeps of the watch it replaces (nil for a
+	// first load or a takeover).
+	carry    *carry
+	lastData time.Time
+	lastPeek time.Time
 	// stateDoc is the detector state last stored.
 	stateDoc []byte
 	// emitted holds the ids of firing transitions sent for this campaign
 	// by peeks whose minute is not settled yet, with what fired.
+	peeked map[string]peeked
+}
+
+// carry is what a watch this node keeps owning passes to its reload
+// (late history, changed rules): the minutes it judged are not judged
+// again, and its alert state goes on.
+type carry struct {
+	judged time.Time
+	states map[anomaly.Metric]anomaly.AlertState
 	peeked map[string]peeked
 }
 
@@ -150,8 +164,11 @@ type loaded struct {
 	w           *watch
 	undelivered []influx.StoredAlert
 	firing      []alert.Alert
-	err         error
-	took        time.Duration
+	// kept is set for a reload of a watch this node keeps: nothing to
+	// deliver again, the evaluator's state goes on.
+	kept bool
+	err  error
+	took time.Duration
 }
 
 type engineMetrics struct {
@@ -181,7 +198,7 @@ func NewEngine(cfg EngineConfig, reg prometheus.Registerer, logger *slog.Logger)
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: logger.With("component", "alerting"), now: cfg.Now, watches: map[string]*watch{}, evaluator: ev,
-		delivering: map[string]*delivery{}, loads: make(chan loaded, 64), wake: make(chan struct{}, 1)}
+		delivering: map[string]*delivery{}, late: map[string]time.Time{}, loads: make(chan loaded, 64), wake: make(chan struct{}, 1)}
 	if cfg.Clustered {
 		e.owned = func(string) bool { return false }
 	}
@@ -236,7 +253,7 @@ func (e *Engine) TakeOver(gained func(campaign string) bool) {
 	defer e.mu.Unlock()
 	for c, w := range e.watches {
 		if gained(c) {
-			w.ready = false
+			w.ready, w.carry = false, nil
 			w.stale = w.loading
 		}
 	}
@@ -268,20 +285,24 @@ const (
 )
 
 // Written tells the engine which campaign-minutes this node just wrote as
-// their owner (the writer's live updates): minutes older than those its
-// detectors judge are late data, history they have not seen, which a
-// later load picks up (judgements already stored stand).
+// their owner (the writer's live updates). A minute written more than two
+// minutes and Settle after it began is late data (a backfill, an agent
+// that was cut off): history the detectors have not seen. A campaign is
+// loaded only once its late writes have stopped for a while, and loaded
+// again then if it was loaded before them; judgements already made stand.
 func (e *Engine) Written(us []live.Update) {
 	now := e.now()
+	late := now.Add(-2*time.Minute - e.cfg.Settle).Unix()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, u := range us {
-		w := e.watches[u.Campaign]
-		if w == nil || !w.ready {
+		if u.Minute >= late {
 			continue
 		}
-		if time.Unix(u.Minute, 0).Before(w.judged.Add(-e.cfg.JudgeLag)) {
+		if w := e.watches[u.Campaign]; w != nil {
 			w.lateAt = now
+		} else if _, ok := e.late[u.Campaign]; ok || len(e.late) < e.cfg.MaxCampaigns {
+			e.late[u.Campaign] = now // a campaign not watched yet
 		}
 	}
 }
@@ -317,6 +338,7 @@ func (e *Engine) Run(ctx context.Context) {
 	sem := make(chan struct{}, 4) // rebuilds from storage at once
 	for {
 		e.round(ctx, func(c string, w *watch, cfgKey string, mcfg anomaly.MonitorConfig, budget *alert.Budget) {
+			kept := w.carry
 			wg.Go(func() {
 				select {
 				case sem <- struct{}{}:
@@ -325,7 +347,7 @@ func (e *Engine) Run(ctx context.Context) {
 				}
 				defer func() { <-sem }()
 				start := time.Now()
-				l := e.load(ctx, c, cfgKey, mcfg, budget)
+				l := e.load(ctx, c, cfgKey, mcfg, budget, kept)
 				l.took = time.Since(start)
 				select {
 				case e.loads <- l:
@@ -359,7 +381,7 @@ func watchKey(mcfg anomaly.MonitorConfig, b *alert.Budget) string {
 }
 
 // round discovers campaigns, starts rebuilds and judges what is ready.
-func (e *Engine) round(ctx context.Context, startLoad func(string, *watch, string, anomaly.MonitorConfig, *alert.Budget)) {
+func (e *Engine) round(ctx context.Context, startLoad func(c string, w *watch, key string, mcfg anomaly.MonitorConfig, b *alert.Budget)) {
 	now := e.now()
 	ver := e.cfg.Objects.Version()
 	cfg := e.cfg.Objects.Current()
@@ -386,7 +408,12 @@ func (e *Engine) round(ctx context.Context, startLoad func(string, *watch, strin
 				e.unwatched++
 				continue
 			}
-			e.watches[c] = &watch{campaign: c, peeked: map[string]peeked{}}
+			e.watches[c] = &watch{campaign: c, peeked: map[string]peeked{}, lateAt: e.late[c]}
+		}
+	}
+	for c, at := range e.late {
+		if _, watched := e.watches[c]; watched || now.Sub(at) > lateQuiet {
+			delete(e.late, c)
 		}
 	}
 	for c, w := range e.watches {
@@ -397,8 +424,12 @@ func (e *Engine) round(ctx context.Context, startLoad func(string, *watch, strin
 		if w.loading {
 			continue
 		}
-		if w.ready && !w.lateAt.IsZero() && now.Sub(w.lateAt) >= lateQuiet && now.Sub(w.loadedAt) >= lateEvery {
-			w.ready = false // history written late (a backfill): load it
+		quiet := w.lateAt.IsZero() || now.Sub(w.lateAt) >= lateQuiet
+		if w.ready && w.lateAt.After(w.loadedAt) && quiet && now.Sub(w.loadedAt) >= lateEvery {
+			w.ready, w.carry = false, w.keep() // history written late: load it again
+		}
+		if !w.ready && !quiet {
+			continue // history still being written: load it when it is
 		}
 		if !w.ready || changed {
 			mcfg := cfg.AnomalyConfig(c, e.cfg.Monitor)
@@ -407,7 +438,11 @@ func (e *Engine) round(ctx context.Context, startLoad func(string, *watch, strin
 				budget = &b
 			}
 			if key := watchKey(mcfg, budget); !w.ready || key != w.key {
-				// New, taken over, or its rules changed: rebuild.
+				// New, taken over, history written late, or its rules
+				// changed: rebuild.
+				if w.ready {
+					w.carry = w.keep()
+				}
 				w.ready, w.loading = false, true
 				startLoad(c, w, key, mcfg, budget)
 				continue
@@ -424,6 +459,14 @@ func (e *Engine) round(ctx context.Context, startLoad func(string, *watch, strin
 			w.ready = false
 		}
 	}
+}
+
+// keep is what a reload of w carries over.
+func (w *watch) keep() *carry {
+	if w.mon == nil {
+		return nil
+	}
+	return &carry{judged: w.judged, states: w.mon.AlertStates(), peeked: maps.Clone(w.peeked)}
 }
 
 // settledBefore is the first minute not yet settled at now.
@@ -691,8 +734,8 @@ func (e *Engine) deliver(alerts []alert.Alert, recs []influx.StoredAlert) {
 
 // load rebuilds one campaign's watch from storage (see the package doc,
 // step 4). It runs outside the engine's lock.
-func (e *Engine) load(ctx context.Context, c, key string, mcfg anomaly.MonitorConfig, budget *alert.Budget) loaded {
-	l := loaded{campaign: c}
+func (e *Engine) load(ctx context.Context, c, key string, mcfg anomaly.MonitorConfig, budget *alert.Budget, kept *carry) loaded {
+	l := loaded{campaign: c, kept: kept != nil}
 	now := e.now()
 	w := &watch{campaign: c, key: key, monCfg: mcfg, budget: budget, peeked: map[string]peeked{}}
 	var err error
@@ -728,10 +771,14 @@ func (e *Engine) load(ctx context.Context, c, key string, mcfg anomaly.MonitorCo
 		}
 	}
 	// Minutes from from are judged again (the previous owner may have
-	// judged them without storing, or not at all); before it, history.
+	// judged them without storing, or not at all); before it, history. A
+	// reload of this node's own watch judges on after its last minute.
 	from := judgeFrom
 	if !stateAt.IsZero() && stateAt.Add(time.Minute).After(from) {
 		from = stateAt.Add(time.Minute)
+	}
+	if kept != nil && !kept.judged.IsZero() {
+		from = kept.judged.Add(time.Minute)
 	}
 	if from.After(end) {
 		from = end
@@ -762,6 +809,21 @@ func (e *Engine) load(ctx context.Context, c, key string, mcfg anomaly.MonitorCo
 	w.judged = from.Add(-time.Minute)
 	if w.lastData.IsZero() {
 		w.lastData = now // a campaign seen live but with no history yet
+	}
+	if kept != nil {
+		// This node's own watch: its alert state goes on as it was.
+		if !w.mon.Last().IsZero() && len(kept.states) > 0 {
+			if err := w.mon.SetAlertStates(kept.states); err != nil {
+				e.log.Warn("the detectors' state does not fit the reloaded history; starting from none", "campaign", c, "err", err)
+			}
+		}
+		w.peeked = kept.peeked
+		if w.peeked == nil {
+			w.peeked = map[string]peeked{}
+		}
+		w.stateDoc, _ = json.Marshal(storedState{Judged: w.judged, States: w.mon.AlertStates()})
+		l.w = w
+		return l
 	}
 	if !stateAt.IsZero() && len(st.States) > 0 && !w.mon.Last().IsZero() {
 		states := st.States
@@ -844,11 +906,13 @@ func (e *Engine) apply(l loaded) {
 	}
 	e.m.rebuilds.WithLabelValues("ok").Inc()
 	e.m.rebuildSecs.Observe(l.took.Seconds())
-	l.w.lastPeek = cur.lastPeek
+	l.w.lastPeek, l.w.lateAt = cur.lastPeek, cur.lateAt
 	l.w.ready, l.w.loadedAt = true, e.now()
 	e.watches[l.campaign] = l.w
-	e.evaluator.Forget(l.campaign)
-	e.evaluator.Restore(l.firing)
+	if !l.kept {
+		e.evaluator.Forget(l.campaign)
+		e.evaluator.Restore(l.firing)
+	}
 	var again []alert.Alert
 	var recs []influx.StoredAlert
 	for _, sa := range l.undelivered {

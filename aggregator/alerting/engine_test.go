@@ -393,3 +393,44 @@ func TestEngineStalledMinutesAreHistory(t *testing.T) {
 		t.Fatalf("alerts on minutes judged 90 minutes late: %d", len(got))
 	}
 }
+
+// TestEngineWaitsForHistoryAndKeepsItsJudgements: a campaign whose
+// history is still being written (a backfill) is not loaded until the late
+// writes stop; a reload for late data after an alert fired neither judges
+// its minutes again nor sends the alert again.
+func TestEngineWaitsForHistoryAndKeepsItsJudgements(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: day4}
+	t0 := day4.Add(5 * time.Minute)
+	g := &traffic{seed: 10, peak: 300, change: brokenTracking(t0, t0.Add(15*time.Minute))}
+	st := newStorage(g, clk)
+	n := newNode(t, testConfig(), &source{g: g, clk: clk, campaigns: []string{"shop"}}, st, clk)
+	loads := func() float64 { return testutilValue(n.e.m.rebuilds.WithLabelValues("ok")) }
+	for i := range 12 { // a minute of backfill writes; the first discovers the campaign
+		n.e.Written([]live.Update{{Campaign: "shop", Minute: day4.Add(-time.Duration(48-i) * time.Hour).Unix()}})
+		clk.add(5 * time.Second)
+		n.step(ctx, t, false)
+	}
+	if got := loads(); got != 0 {
+		t.Fatalf("%v loads while the history was being written", got)
+	}
+	run(ctx, t, n, clk, clk.now().Add(35*time.Second))
+	if got := loads(); got != 1 {
+		t.Fatalf("%v loads once the writes stopped, want 1", got)
+	}
+	runThrough(ctx, t, n, clk, t0)
+	if len(firings(st.stored(t))) == 0 {
+		t.Fatal("nothing fired")
+	}
+	sentBefore := len(n.out.sends())
+	// Late data now: the campaign is loaded again, carrying on.
+	n.e.Written([]live.Update{{Campaign: "shop", Minute: day4.Unix()}})
+	runEvery(ctx, t, n, clk, clk.now().Add(2*time.Minute), 5*time.Second)
+	if got := loads(); got != 2 {
+		t.Fatalf("%v loads after late data, want 2", got)
+	}
+	runEvery(ctx, t, n, clk, clk.now().Add(10*time.Minute), 30*time.Second)
+	if got := len(n.out.sends()); got != sentBefore {
+		t.Fatalf("%d more sends after the reload: %v", got-sentBefore, n.out.sends()[sentBefore:])
+	}
+}

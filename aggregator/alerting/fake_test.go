@@ -361,7 +361,8 @@ func (n *node) step(ctx context.Context, t *testing.T, hold bool) {
 	t.Helper()
 	var reqs []func() loaded
 	n.e.round(ctx, func(c string, w *watch, key string, mcfg anomalyMonitorConfig, b *alert.Budget) {
-		reqs = append(reqs, func() loaded { return n.e.load(ctx, c, key, mcfg, b) })
+		kept := w.carry
+		reqs = append(reqs, func() loaded { return n.e.load(ctx, c, key, mcfg, b, kept) })
 	})
 	for _, r := range reqs {
 		l := r()
