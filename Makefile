@@ -42,9 +42,10 @@ RELEASE_LDFLAGS := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revi
 NFPM     := $(TOOLS)/nfpm
 
 # Debian packages that tests drive for real (nginx, chromium, prometheus and
-# promtool, systemd-analyze, prometheus-alertmanager) and that the benchmarks compare against
-# (goaccess). Installed with apt-get when absent.
-DEB_PACKAGES := nginx chromium goaccess prometheus systemd prometheus-alertmanager
+# promtool, systemd-analyze, prometheus-alertmanager; curl and ip for the
+# README's own commands in tests/readme) and that the benchmarks compare
+# against (goaccess). Installed with apt-get when absent.
+DEB_PACKAGES := nginx chromium goaccess prometheus systemd prometheus-alertmanager curl iproute2
 
 help: ## Show the verbs.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,7 +54,9 @@ build: dashboard ## Build tally-agent, tally-aggregator and tally-demo into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ ./agent/cmd/tally-agent ./aggregator/cmd/tally-aggregator ./deploy/demo/tally-demo
 
-influxdb: $(INFLUXD) ## Install InfluxDB v1.8.10 into .bin/ (tests and demo use it).
+influxdb: $(INFLUXD) ## Install InfluxDB v1.8.10 into .bin/ (tests and demo use it) and say how to start it for your own use.
+	@echo "InfluxDB $(INFLUXDB_VERSION) is in .bin/influxd. To run it for your own use, as it ships, on 127.0.0.1:8086 with its files in ./state/influxdb:"
+	@echo "  .bin/influxd run -config deploy/influxdb/influxdb.conf"
 
 $(INFLUXD):
 	@echo "installing influxd $(INFLUXDB_VERSION) into $(TOOLS) (builds from source, about 90 s)"
@@ -63,11 +66,13 @@ $(INFLUXD):
 test: dashboard influxdb test-deps lint ## The whole suite: vet, gofmt, tidy check, race-detected unit, integration, e2e, browser and deployment tests.
 	cd dashboard && npm test --silent
 	TALLY_REQUIRE_BROWSER=1 TALLY_REQUIRE_NGINX=1 TALLY_REQUIRE_OPS_TOOLS=1 TALLY_PACKAGE_INSTALL_TEST=1 TALLY_REQUIRE_ALERTMANAGER=1 \
-	  $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
+	  TALLY_REQUIRE_README=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(PKGS)
 	cd deploy/tools && $(GO) test -count=1 ./...
 
-test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess, prometheus, systemd, prometheus-alertmanager) when absent.
+test-deps: ## Install the Debian packages the tests drive (nginx, chromium, goaccess, prometheus, systemd, prometheus-alertmanager, curl, iproute2) when absent.
 	@missing=""; \
+	  command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  command -v goaccess >/dev/null 2>&1 || missing="$$missing goaccess"; \
@@ -126,10 +131,12 @@ chaos: influxdb ## The cluster fault-injection suite at full length (60 s partit
 attack: dashboard influxdb test-deps ## The adversarial suites at full length (TALLY_ATTACK=long): every attack mixed with legitimate traffic for minutes, then exactness checked.
 	TALLY_ATTACK=long TALLY_REQUIRE_BROWSER=1 $(GO) test -count=1 -timeout 40m -v ./tests/attack/...
 
-fuzz: ## Run every fuzzer (wire, sketch, anomaly replay) for FUZZTIME each (default 30s).
-	@for pkg in ./wire ./sketch ./aggregator/anomaly; do \
-	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s $$pkg; done; done
+fuzz: ## Run every fuzzer of every package (found by their Fuzz functions) for FUZZTIME each (default 30s).
+	@pkgs=$$(git ls-files '*_test.go' | xargs grep -lE '^func Fuzz[A-Za-z0-9_]+\(' | xargs -n1 dirname | sort -u); \
+	  if [ -z "$$pkgs" ]; then echo "no fuzzers found"; exit 1; fi; \
+	  for pkg in $$pkgs; do \
+	    for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$pkg/*_test.go | sed 's/func //' | sort -u); do \
+	      echo "== ./$$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=3s ./$$pkg; done; done
 
 lint: fmt-check tidy-check ## go vet, gofmt and go.mod tidiness (the main module and deploy/tools).
 	$(GO) vet $(PKGS)

@@ -21,6 +21,20 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
+// serverToken is the server senders' token of the tests' agents.
+const serverToken = "agent-test-server-token"
+
+// postAsServer posts body to url as a server sender.
+func postAsServer(url, contentType string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Authorization", "Bearer "+serverToken)
+	return http.DefaultClient.Do(req)
+}
+
 // capture is a QUIC aggregator stand-in that keeps every batch it acks.
 type capture struct {
 	mu      sync.Mutex
@@ -63,6 +77,7 @@ func captureSetup(t *testing.T) (config.Config, *capture) {
 	f := pki.DevFiles(certs, "agent-t")
 	cfg.Aggregator.CA, cfg.Aggregator.Cert, cfg.Aggregator.Key = f.CA, f.Cert, f.Key
 	cfg.Privacy.Secret = "privacy-test-secret-0123456789"
+	cfg.HTTP.ServerTokens = []string{serverToken}
 	cfg.Rollup.FlushInterval = 200 * time.Millisecond
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -93,7 +108,7 @@ func startAgent(t *testing.T) (eventsURL string, cap *capture, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addr <- a })
+		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(l agent.Listeners) { addr <- l.HTTP })
 	}()
 	select {
 	case a := <-addr:
@@ -119,14 +134,16 @@ func TestRawIdentitiesNeverLeaveTheAgent(t *testing.T) {
 	for i := range 50 {
 		ip := fmt.Sprintf("203.0.113.%d", 100+i)
 		visitor := fmt.Sprintf("visitor-secret-%04d", i)
-		ua := fmt.Sprintf("Mozilla/5.0 (X11; Linux x86_64) PrivacyProbe/%04d", i)
+		// A browser's user agent with a distinctive bare word appended (the
+		// bot filter lets in-app browsers' bare words through).
+		ua := fmt.Sprintf("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0 PrivacyProbe%04d", i)
 		page := fmt.Sprintf("https://shop.example/account/%04d?email=person%04d@example.org&utm_campaign=probe", i, i)
 		secrets = append(secrets, ip, visitor, ua, fmt.Sprintf("person%04d@example.org", i))
 		fmt.Fprintf(&body, `{"type":"pageview","campaign":"probe","ip":%q,"visitor":%q,"ua":%q,"url":%q}`+"\n", ip, visitor, ua, page)
 		// Anonymous visitors: identity from (ip, ua, site) only.
 		fmt.Fprintf(&body, `{"type":"click","campaign":"probe","ip":%q,"ua":%q,"url":%q}`+"\n", ip, ua, page)
 	}
-	resp, err := http.Post(url, "application/x-ndjson", &body)
+	resp, err := postAsServer(url, "application/x-ndjson", &body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,5 +184,70 @@ func TestRawIdentitiesNeverLeaveTheAgent(t *testing.T) {
 	// The probe itself must be able to fail: the campaign name is there.
 	if !strings.Contains(text, "probe") {
 		t.Fatal("search found nothing at all; the test is not looking at the payload")
+	}
+}
+
+// TestServerListenerKeepsImportsOffThePublicOne: with http.server_listen,
+// the import routes and /metrics leave the public listener, and the server
+// listener takes events from server senders only.
+func TestServerListenerKeepsImportsOffThePublicOne(t *testing.T) {
+	cfg, _ := captureSetup(t)
+	cfg.HTTP.ServerListen = "127.0.0.1:0"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan agent.Listeners, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(l agent.Listeners) { ready <- l })
+	}()
+	var l agent.Listeners
+	select {
+	case l = <-ready:
+	case err := <-done:
+		t.Fatalf("agent exited: %v", err)
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	if l.Server == "" || l.Server == l.HTTP {
+		t.Fatalf("listeners %+v", l)
+	}
+	status := func(method, url, token string) int {
+		req, _ := http.NewRequest(method, url, strings.NewReader(`{"type":"click","campaign":"c"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	pub, srv := "http://"+l.HTTP, "http://"+l.Server
+	for _, c := range []struct {
+		method, url, token string
+		want               int
+	}{
+		{"POST", pub + "/v1/import/cost", serverToken, 404},
+		{"POST", pub + "/v1/webhooks/email", serverToken, 404},
+		{"GET", pub + "/metrics", "", 404},
+		{"POST", pub + "/v1/events", "", 202}, // browsers
+		{"POST", srv + "/v1/events", "", 401},
+		{"POST", srv + "/v1/events", serverToken, 202},
+		{"POST", srv + "/v1/import/cost", "", 401},
+		{"GET", srv + "/metrics", "", 200},
+		{"GET", srv + "/readyz", "", 200},
+		{"GET", pub + "/readyz", "", 200},
+	} {
+		if got := status(c.method, c.url, c.token); got != c.want {
+			t.Errorf("%s %s (token %v): %d, want %d", c.method, c.url, c.token != "", got, c.want)
+		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/tally-edge/tally/agent/config"
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/privacy"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 // browserArtifactDir keeps what browser tests leave for a human to look at
@@ -56,14 +57,15 @@ func TestBrowserSnippet(t *testing.T) {
 
 	bcfg := browser.DefaultConfig()
 	bcfg.AllowedOrigins = []string{siteOrigin}
-	bcfg.Ingest.Region = cfg.Region
 	hasher, err := privacy.NewHasher(cfg.Privacy.Secret, cfg.Privacy.SaltPeriod)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pixelSink := &browserSink{}
 	reg := prometheus.NewRegistry()
-	h, err := browser.New(bcfg, pixelSink, hasher, botfilter.New(botfilter.Config{}), reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	env := &source.Env{Region: cfg.Region, MaxAge: cfg.HTTP.MaxEventAge, MaxSkew: cfg.HTTP.MaxClockSkew, Hasher: hasher,
+		Bots: botfilter.New(botfilter.Config{})}
+	h, err := browser.New(bcfg, env, pixelSink, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +197,7 @@ func runAgent(t *testing.T, cfg config.Config) (addr string, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { ready <- a })
+		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(l agent.Listeners) { ready <- l.HTTP })
 	}()
 	select {
 	case addr = <-ready:
@@ -274,7 +276,7 @@ func (s *beaconStatus) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// browserSink is an ingest.Sink that keeps what it accepts.
+// browserSink is a source.Sink that keeps what it accepts.
 type browserSink struct {
 	mu     sync.Mutex
 	events []event.Event

@@ -19,9 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tally-edge/tally/agent/collector"
+	"github.com/tally-edge/tally/agent/edge"
 	"github.com/tally-edge/tally/agent/imports"
 	"github.com/tally-edge/tally/agent/privacy"
 	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/ship"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/sketch"
 	"github.com/tally-edge/tally/wire"
@@ -46,7 +49,7 @@ func openImportAgent(t *testing.T, dir string, epoch uint32) *importAgent {
 	}
 	reg := prometheus.NewRegistry()
 	col, err := collector.Open(collector.Config{Dir: dir, Epoch: epoch, FlushInterval: time.Second,
-		Rollup: rollup.DefaultConfig(), JournalMaxBytes: 64 << 20}, sp, reg, logger)
+		Rollup: rollup.DefaultConfig(), JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, nil)}, sp, reg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +57,9 @@ func openImportAgent(t *testing.T, dir string, epoch uint32) *importAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := imports.New(imports.DefaultConfig(), col, hasher, "eu", reg, logger)
+	icfg := imports.DefaultConfig()
+	icfg.Tokens = edge.NewTokens(serverToken)
+	h, err := imports.New(icfg, &source.Env{Region: "eu", Hasher: hasher}, col, reg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +117,7 @@ func (a *importAgent) drain(t *testing.T) (contribs []wire.Contribution, payload
 
 func (a *importAgent) postWebhook(t *testing.T, body string) imports.Result {
 	t.Helper()
-	resp, err := http.Post(a.srv.URL+"/v1/webhooks/email", "application/json", strings.NewReader(body))
+	resp, err := postAsServer(a.srv.URL+"/v1/webhooks/email", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +193,7 @@ func TestImportCostAndEmailExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 { // the same file twice: a marketer re-runs the import
-		res, err := imports.PostFile(ctx, a.srv.URL, report, "cost")
+		res, err := imports.PostFile(ctx, a.srv.URL, serverToken, report, "cost")
 		if err != nil || res.Accepted != 5 || res.Rejected != 1 || res.Summed != 1 || res.Events != 10 {
 			t.Fatalf("import %d: %+v, %v", i+1, res, err)
 		}
@@ -201,7 +206,7 @@ func TestImportCostAndEmailExactlyOnce(t *testing.T) {
 	if err := os.WriteFile(correction, []byte(row+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := imports.PostFile(ctx, a.srv.URL, correction, "cost"); err != nil || res.Accepted != 1 {
+	if res, err := imports.PostFile(ctx, a.srv.URL, serverToken, correction, "cost"); err != nil || res.Accepted != 1 {
 		t.Fatalf("correction: %+v, %v", res, err)
 	}
 
@@ -300,17 +305,17 @@ func TestImportPollsExactlyOnce(t *testing.T) {
  {"date":%[1]q,"campaign":"newsletter","poll":"Rate us","answer":"1","votes":3}
 ]`, ts.Format(time.DateOnly)))
 	for i := range 2 { // each file twice
-		if res, err := imports.PostFile(ctx, a.srv.URL, perVote, "polls"); err != nil || res.Accepted != 4 || res.Rejected != 1 || res.Events != 4 {
+		if res, err := imports.PostFile(ctx, a.srv.URL, serverToken, perVote, "polls"); err != nil || res.Accepted != 4 || res.Rejected != 1 || res.Events != 4 {
 			t.Fatalf("votes import %d: %+v, %v", i+1, res, err)
 		}
-		if res, err := imports.PostFile(ctx, a.srv.URL, summary, "polls"); err != nil || res.Accepted != 3 || res.Events != 3 {
+		if res, err := imports.PostFile(ctx, a.srv.URL, serverToken, summary, "polls"); err != nil || res.Accepted != 3 || res.Events != 3 {
 			t.Fatalf("summary import %d: %+v, %v", i+1, res, err)
 		}
 		a.flush(t)
 	}
 	// The tool recounts one answer of the summary.
 	fix := write("fix.ndjson", fmt.Sprintf(`{"date":%q,"campaign":"newsletter","poll":"Rate us","answer":"4","votes":13}`+"\n", ts.Format(time.DateOnly)))
-	if res, err := imports.PostFile(ctx, a.srv.URL, fix, "polls"); err != nil || res.Accepted != 1 {
+	if res, err := imports.PostFile(ctx, a.srv.URL, serverToken, fix, "polls"); err != nil || res.Accepted != 1 {
 		t.Fatalf("correction: %+v, %v", res, err)
 	}
 	a.flush(t)

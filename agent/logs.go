@@ -11,25 +11,24 @@ import (
 	"github.com/tally-edge/tally/agent/config"
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/logparse"
+	"github.com/tally-edge/tally/agent/pipeline"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/agent/tail"
 )
 
 // newTailers builds one tailer per configured log source. Each has its own
-// parser (parsers are not shared between goroutines) and normalises lines
-// exactly as HTTP ingest normalises JSON events.
-func newTailers(cfg config.Config, sink tail.Sink, hasher event.Hasher, bots event.BotFilter, countries event.Geo, reg prometheus.Registerer, logger *slog.Logger) ([]*tail.Tailer, error) {
-	devices := event.NewDeviceCache(0)
+// line decoder (parsers are not shared between goroutines) and normalises
+// lines exactly as HTTP ingest normalises JSON events.
+func newTailers(cfg config.Config, env *source.Env, sink tail.Sink, reg prometheus.Registerer, logger *slog.Logger) ([]*tail.Tailer, error) {
 	var out []*tail.Tailer
 	for i := range cfg.Sources.Logs {
 		src := &cfg.Sources.Logs[i]
-		parser, err := logparse.Compile(src.Spec)
+		dec, err := pipeline.NewLineDecoder(src.Spec, env)
 		if err != nil {
 			return nil, fmt.Errorf("sources.logs[%d]: %w", i, err)
 		}
-		dec := &lineDecoder{parser: parser, hasher: hasher, bots: bots, ctx: event.Context{Region: cfg.Region,
-			MaxAge: cfg.HTTP.MaxEventAge, MaxSkew: cfg.HTTP.MaxClockSkew, Devices: devices, Geo: countries}}
 		decode := func(line []byte, dst []event.Event) ([]event.Event, error) {
-			out, err := dec.decode(line, dst, time.Now())
+			out, err := dec.Decode(line, dst, time.Now())
 			if errors.Is(err, logparse.ErrSkip) {
 				return dst, nil // a well-formed line that is no event
 			}
@@ -45,40 +44,6 @@ func newTailers(cfg config.Config, sink tail.Sink, hasher event.Hasher, bots eve
 		reg.MustRegister(&tailCollector{tailers: out})
 	}
 	return out, nil
-}
-
-// lineDecoder turns access-log lines into events: parse, then normalise
-// exactly as HTTP events are. One per goroutine: parsers are not shared.
-type lineDecoder struct {
-	parser *logparse.Parser
-	hasher event.Hasher
-	bots   event.BotFilter
-	ctx    event.Context // Now is set per line
-	raw    event.Raw
-}
-
-// decode appends the event of line to dst. For a line that is no event it
-// returns dst and an error matching logparse.ErrSkip; for a malformed line
-// dst and the parse or validation error.
-func (d *lineDecoder) decode(line []byte, dst []event.Event, now time.Time) ([]event.Event, error) {
-	if err := d.parser.Parse(line, &d.raw); err != nil {
-		return dst, err
-	}
-	d.ctx.Now = now
-	dst = append(dst, event.Event{})
-	if err := event.Normalize(&d.raw, &d.ctx, d.hasher, d.bots, &dst[len(dst)-1]); err != nil {
-		return dst[:len(dst)-1], err
-	}
-	return dst, nil
-}
-
-// lineReason names why a line was rejected, for counts.
-func lineReason(err error) string {
-	var ee *event.Error
-	if errors.As(err, &ee) && ee.Code != "" {
-		return ee.Code
-	}
-	return logparse.Reason(err)
 }
 
 // tailCollector exports the tailers' stats, summed, one snapshot per scrape.

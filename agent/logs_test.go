@@ -41,7 +41,7 @@ func TestTailedLogsAreCountedExactly(t *testing.T) {
 	done := make(chan error, 1)
 	ready := make(chan string, 1)
 	go func() {
-		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { ready <- a })
+		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(l agent.Listeners) { ready <- l.HTTP })
 	}()
 	// The tailer starts on its own goroutine: rotating before it has
 	// opened the file would hide the first file from it.

@@ -59,6 +59,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 
 	icfg := influx.DefaultConfig()
 	icfg.URL, icfg.Token, icfg.Org, icfg.Bucket, icfg.Timeout = cfg.Influx.URL, cfg.Influx.Token, cfg.Influx.Org, cfg.Influx.Bucket, cfg.Influx.Timeout
+	icfg.QueryLanguage = cfg.Influx.QueryLanguage
 	iw, err := influx.NewWriter(icfg, logger)
 	if err != nil {
 		return err
@@ -70,6 +71,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 	}
 	defer reader.Close()
 	registerWriterMetrics(reg, iw)
+	storageCheck := newStorageSetup(reader, icfg, cfg.Influx.CreateBucket, reg, logger)
 
 	// One UDP endpoint serves agents and peers and dials peers.
 	ep, err := wire.NewEndpoint(cfg.QUIC.Listen)
@@ -209,7 +211,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		return nil
 	}
 	side, err := newHTTPSide(cfg, hub, func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} },
-		minuteSource{reader}, alerts.service, readiness, reg, logger)
+		minuteSource{reader}, alerts.service, storageCheck.ready(readiness), reg, logger)
 	if err != nil {
 		return err
 	}
@@ -243,6 +245,12 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready func
 		"gossip", cfg.Cluster.Bind)
 	if ready != nil {
 		ready(addrs)
+	}
+
+	// The storage first: check InfluxDB, create the bucket if allowed
+	// (retrying while it is unreachable; /readyz says so meanwhile).
+	if _, err := storageCheck.run(ctx); err != nil && ctx.Err() == nil {
+		return err
 	}
 
 	// Ownership is only known once this node sees its peers: wait for them

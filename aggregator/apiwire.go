@@ -11,6 +11,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/api"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/config"
+	"github.com/tally-edge/tally/aggregator/graphql"
 	"github.com/tally-edge/tally/aggregator/live"
 	"github.com/tally-edge/tally/dashboard"
 )
@@ -25,8 +26,8 @@ type httpSide struct {
 	mln     net.Listener
 }
 
-// newHTTPSide builds the authenticator, the audit log and the API from
-// the configuration, and listens for metrics when they have their own
+// newHTTPSide builds the authenticator, the audit log and the API (GraphQL
+// included) from the configuration, and listens for metrics when they have their own
 // address. close releases what it opened.
 func newHTTPSide(cfg config.Config, hub *live.Hub, status func() live.Status, source api.Source, alerts api.AlertService, ready func() error,
 	reg *prometheus.Registry, logger *slog.Logger) (*httpSide, error) {
@@ -54,6 +55,10 @@ func newHTTPSide(cfg config.Config, hub *live.Hub, status func() live.Status, so
 		MaxConcurrentQueries: c.MaxConcurrentQueries, MaxQueriesPerSubject: c.MaxQueriesPerSubject, QueryWait: c.QueryWait,
 		MaxStreams: c.Stream.MaxStreams, MaxStreamsPerSubject: c.Stream.MaxPerSubject, WriteTimeout: c.WriteTimeout, Alerts: alerts},
 		source, ready, reg, reg, dashboard.Assets(), logger)
+	if err := graphql.Mount(h.api, c.GraphQLConfig(), reg, logger); err != nil {
+		h.audit.Close()
+		return nil, fmt.Errorf("graphql: %w", err)
+	}
 	if c.MetricsListen != "" {
 		if h.mln, err = net.Listen("tcp", c.MetricsListen); err != nil {
 			h.audit.Close()

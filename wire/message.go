@@ -100,6 +100,24 @@ func (s AckStatus) String() string {
 	return "unknown"
 }
 
+// RejectCode says why a batch was rejected, which decides what the
+// sender does next.
+type RejectCode string
+
+const (
+	// RejectMalformed: this batch can never be accepted (bad content).
+	// The sender sets it aside (a dead letter) and goes on with the next.
+	RejectMalformed RejectCode = "malformed"
+	// RejectIdentity: the receiver refuses the sender itself — its agent
+	// name does not match its certificate, or it is not allowed to send
+	// this kind of batch. Every batch would be refused alike, so the
+	// sender stops shipping and says so, keeping its batches.
+	RejectIdentity RejectCode = "identity"
+	// RejectVersion: the receiver does not speak the sender's protocol
+	// version. The sender stops shipping, as for RejectIdentity.
+	RejectVersion RejectCode = "version"
+)
+
 // Member is an aggregator node as agents should know it.
 type Member struct {
 	Name string `msgpack:"name"`
@@ -114,6 +132,10 @@ type Ack struct {
 	Status  AckStatus `msgpack:"status"`
 	// Reason explains a rejection or a busy answer.
 	Reason string `msgpack:"reason,omitempty"`
+	// Code classifies an AckRejected for the sender (RejectMalformed,
+	// RejectIdentity, RejectVersion; "" is RejectMalformed). Receivers
+	// that predate it send none.
+	Code RejectCode `msgpack:"code,omitempty"`
 	// RetryAfterMillis is the receiver's hint for AckBusy.
 	RetryAfterMillis int64 `msgpack:"retry,omitempty"`
 	// Redirect is the owner's QUIC address for AckRedirect.

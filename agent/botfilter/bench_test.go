@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tally-edge/tally/agent/event"
 )
 
 // Figures for the README come from:
@@ -158,4 +160,24 @@ func randomNets(n4, n6 int) (v4, v6 []netip.Prefix) {
 		v6 = append(v6, netip.PrefixFrom(randomAddr(r, true), 32+r.IntN(33)).Masked())
 	}
 	return v4, v6
+}
+
+// BenchmarkCheckRequest is the HTTP ingest path: CheckRequest with the
+// request's client hints (every Chromium beacon over HTTPS carries them),
+// behavioural signals off as by default, user agents cached.
+func BenchmarkCheckRequest(b *testing.B) {
+	uas, ips := benchMix(b, 1000)
+	f := New(Config{})
+	req := &event.BrowserRequest{Page: true, SecCHUA: `"Chromium";v="124", "Google Chrome";v="124", "Not-A.Brand";v="99"`,
+		SecCHUAMobile: "?0", SecCHUAPlatform: `"Windows"`}
+	ms := time.Now().UnixMilli()
+	for i := range uas {
+		f.CheckRequest(uas[i], ips[i], uint64(i), ms, "pageview", req)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		f.CheckRequest(uas[i%len(uas)], ips[i%len(ips)], uint64(i%5000), ms, "pageview", req)
+		i++
+	}
 }

@@ -27,15 +27,29 @@ func TestCheck(t *testing.T) {
 		{"Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", ReasonCrawler},
 		{"curl/8.5.0", ReasonCrawler},
 		{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36", ReasonHeadless},
-		{"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Electron/28.1.0", ReasonHeadless},
-		// Generic rules: contact, foreign "compatible;", no version, words.
+		// Crawler names and words name a product.
 		{"Mozilla/5.0 (compatible; ExampleMonitor; +https://monitor.example)", ReasonCrawler},
 		{"Mozilla/5.0 (compatible; Acme-Checker/2.0)", ReasonCrawler},
-		{"ops@example.com", ReasonCrawler},
-		{"Some Company Link Fetching Service", ReasonCrawler},
 		{"acme-webhooks/3.1", ReasonCrawler},
 		{"ChatGPT-User/1.0", ReasonCrawler},
 		{"example-ai", ReasonCrawler},
+		{"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7; TSMbot) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/136.0.0.0 Safari/537.36", ReasonCrawler},
+		// Contact.
+		{"ops@example.com", ReasonUAContact},
+		{"Exampleco.com/1.0", ReasonUAContact},
+		// Placeholders left in a template.
+		{"Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/geckotrail Firefox/firefoxversion", ReasonUAPlaceholder},
+		{"Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/W.X.Y.Z Mobile Safari/537.36", ReasonUAPlaceholder},
+		// A browser's shape with a tool's product after the browser or in
+		// the engine comment.
+		{"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Tool/1.0", ReasonUASuffix},
+		{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko; SomeFetcher) Chrome/120.0.0.0 Safari/537.36", ReasonUASuffix},
+		// No browser's shape.
+		{"SomeTool/1.0", ReasonUATool},
+		{"Exporter/0.24.0", ReasonUATool},
+		{"Mozilla/5.0 (compatible)", ReasonUATool},
+		{"Mozilla/5.0", ReasonUATool},
+		{"Some Company Link Fetching Service", ReasonUATool},
 		{"", ""},
 	} {
 		// Twice: the second answer comes from the cache.
@@ -88,6 +102,22 @@ func TestPeopleOutsideBrowsers(t *testing.T) {
 		"MyShop/4.2.1 CFNetwork/1494.0.7 Darwin/23.4.0",
 		"Health/1.0 CFNetwork/1410.0.3 Darwin/22.6.0",
 		"Dart/3.3 (dart:io)",
+		// Electron desktop apps (Obsidian is in top-user-agents).
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) obsidian/1.11.7 Chrome/142.0.7444.265 Electron/39.5.1 Safari/537.36",
+		// A phone whose model holds a crawler word, in a browser and in an app.
+		"Mozilla/5.0 (Linux; Android 11; Spider 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+		"Mozilla/5.0 (Linux; Android 11; Spider 8 Build/RP1A.200720.011; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.144 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/445.0.0.34.118;]",
+		"Dalvik/2.1.0 (Linux; U; Android 11; Spider 8 Build/RP1A.200720.011)",
+		"Mozilla/5.0 (Linux; Android 10; Bot-K1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+		// UC Browser, old and new forms.
+		"Mozilla 5.0 (Linux; U; Android 2.3.5; en-us; HTC Vision Build/GRI40) UC AppleWebKit/534.31 (KHTML, like Gecko) Mobile Safari/534.31",
+		"Mozilla/5.0 (Linux; U; Android 6.0.1; en-US; Redmi Note 4 Build/MMB29M) AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 UCBrowser/11.4.2.995 U3/0.8.0 Mobile Safari/534.30",
+		"UCWEB/2.0 (MIDP-2.0; U; Adr 4.0.4; en-US; ZTE_U795) U2/1.0.0 UCBrowser/10.7.6.805 U2/1.0.0 Mobile",
+		// In-app browsers that append a bare name, or send only the device's.
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 iPhone14,2",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 9_0_1 like Mac OS X) AppleWebKit/601.1.46 (KHTML, like Gecko) Mobile/13A404 Twitter for iPhone",
+		"iPhone14,2",
+		"SM-G991B",
 	} {
 		if got := f.Check(ua, ""); got != "" {
 			t.Errorf("Check(%q) = %q, want a person", ua, got)
@@ -259,9 +289,13 @@ func TestConcurrent(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	f := New(Config{RateIP: IPRate{Rate: Rate{Events: 5}}, Datacenter: Datacenter{CIDRs: []string{"192.0.2.0/24"}}})
+	dc := writeFile(t, "dc.txt", "# data-date: 2026-06-17T19:00:00Z\n192.0.2.0/24\n")
+	f := New(Config{RateIP: IPRate{Rate: Rate{Events: 5}}, Datacenter: Datacenter{Files: []string{dc}},
+		Behaviour: Behaviour{NoScript: true}})
+	defer f.Close()
 	f.Check(chromeUA, "192.0.2.1")
 	f.Check(chromeUA, "bad ip")
+	f.ScriptFetched("192.0.2.1", chromeUA)
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(f); err != nil {
 		t.Fatalf("register: %v", err)
@@ -273,12 +307,22 @@ tally_agent_bots_unparsed_ips_total 1
 # HELP tally_agent_bots_datacenter_ranges Merged datacenter address ranges loaded.
 # TYPE tally_agent_bots_datacenter_ranges gauge
 tally_agent_bots_datacenter_ranges 1
+# HELP tally_agent_bots_datacenter_data_timestamp_seconds When the oldest datacenter list loaded was published (its data-date comment), in unix seconds; absent when no list says.
+# TYPE tally_agent_bots_datacenter_data_timestamp_seconds gauge
+tally_agent_bots_datacenter_data_timestamp_seconds 1.7817228e+09
+# HELP tally_agent_bots_behaviour_clients Clients the behavioural signals remember now, each for less than a minute.
+# TYPE tally_agent_bots_behaviour_clients gauge
+tally_agent_bots_behaviour_clients 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"tally_agent_bots_unparsed_ips_total", "tally_agent_bots_datacenter_ranges"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tally_agent_bots_unparsed_ips_total",
+		"tally_agent_bots_datacenter_ranges", "tally_agent_bots_datacenter_data_timestamp_seconds",
+		"tally_agent_bots_behaviour_clients"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(f); n != 6 {
-		t.Fatalf("collected %d metrics, want 6", n)
+	if s := f.Stats(); s.CacheBytes != len(chromeUA)+entryOverhead {
+		t.Fatalf("cache bytes %d, want %d", s.CacheBytes, len(chromeUA)+entryOverhead)
+	}
+	if n := testutil.CollectAndCount(f); n != 10 {
+		t.Fatalf("collected %d metrics, want 10", n)
 	}
 }

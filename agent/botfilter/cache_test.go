@@ -7,7 +7,7 @@ import (
 
 func TestVerdictCache(t *testing.T) {
 	var c verdictCache
-	c.init(256) // 16 per shard
+	c.init(256, 1<<30) // 16 per shard
 	// Put more distinct user agents than the cache holds; each must be
 	// found right after its put (pending or published), and no shard may
 	// grow past its share plus one batch.

@@ -18,6 +18,10 @@ type Config struct {
 	// the entries): crude but bounded, and rare while the working set of
 	// user agents is smaller than the cache.
 	CacheSize int `yaml:"cache_size"`
+	// CacheBytes bounds the same cache in bytes: user agents are cached by
+	// their first MaxUserAgentBytes bytes, each charged its length plus 64
+	// bytes. Default 16 MiB; it holds at most about 1.25 × this.
+	CacheBytes int `yaml:"cache_bytes"`
 	// FlagEmptyUA treats events without a user agent as bots (reason
 	// empty_ua). Default false: server-side imports often have none.
 	FlagEmptyUA bool `yaml:"flag_empty_ua"`
@@ -44,6 +48,11 @@ type Config struct {
 	// same verdicts as live traffic; "receive" counts it at Clock's time, so
 	// a client cannot spread its events by back-dating them. See README.md.
 	RateTime string `yaml:"rate_time"`
+
+	// Behaviour turns on the behavioural signals of browser clients
+	// (reasons no_script, client_hints, zero_time). All are off by
+	// default: each can hide real people, see README.md.
+	Behaviour Behaviour `yaml:"behaviour"`
 
 	// Clock is the time of events checked with Check, which carries no
 	// event time. Nil means time.Now. CheckEvent uses the event's own time.
@@ -73,6 +82,42 @@ type Datacenter struct {
 	Files []string `yaml:"files"`
 	// CIDRs are more networks, written inline.
 	CIDRs []string `yaml:"cidrs"`
+}
+
+// Behaviour configures the behavioural signals. They keep what they
+// remember of a client for less than a minute.
+type Behaviour struct {
+	// NoScript flags a page's pageview beacon (a POST /v1/events with an
+	// Origin or Sec-Fetch-Site header) from a client (address and user
+	// agent) that fetched no t.js in the last 30 to 60 seconds. It needs
+	// browser.script_max_age 0 so that browsers revalidate t.js on every
+	// page (a 304), and t.js served by the agent itself, not a CDN.
+	NoScript bool `yaml:"no_script"`
+	// ClientHints flags requests whose Sec-CH-UA headers contradict the
+	// user agent (a Chromium browser that claims to be Firefox or another
+	// Chrome version, platform or form factor). People who change their
+	// user agent with an extension are flagged too. A HeadlessChrome
+	// brand is flagged headless whatever this says.
+	ClientHints bool `yaml:"client_hints"`
+	// ZeroTime flags the pageviews of a visitor that come in a row with
+	// no time between them.
+	ZeroTime ZeroTime `yaml:"zero_time"`
+	// Slots bounds what no_script and zero_time each remember per 30 s
+	// generation, in clients (about 50 bytes each). Past it they stop
+	// flagging until the next generation rather than guess. Default
+	// 65536.
+	Slots int `yaml:"slots"`
+}
+
+// ZeroTime is the zero-time visit signal.
+type ZeroTime struct {
+	// Pageviews is how many pageviews of one visitor in a row, each less
+	// than MinGap after the one before, make the last one a bot's: 0 (the
+	// default) turns the signal off, else 2 or more (e.g. 3).
+	Pageviews int `yaml:"pageviews"`
+	// MinGap is the least time a person spends on a page before the next
+	// one. Default 1s; between 100ms and 1m.
+	MinGap time.Duration `yaml:"min_gap"`
 }
 
 // Rate is one sliding-window rate limit.
@@ -106,9 +151,11 @@ type IPRate struct {
 func DefaultConfig() Config {
 	return Config{
 		CacheSize:   65536,
+		CacheBytes:  16 << 20,
 		RateIP:      IPRate{Rate: Rate{Window: time.Minute, Slots: 65536}, IPv6Prefix: 64},
 		RateVisitor: Rate{Window: time.Minute, Slots: 65536},
 		RateTime:    RateTimeEvent,
+		Behaviour:   Behaviour{Slots: 65536, ZeroTime: ZeroTime{MinGap: time.Second}},
 	}
 }
 
@@ -124,6 +171,9 @@ func (c Config) withDefaults() Config {
 	if c.CacheSize == 0 {
 		c.CacheSize = d.CacheSize
 	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = d.CacheBytes
+	}
 	c.RateIP.Rate = c.RateIP.withDefaults(d.RateIP.Rate)
 	if c.RateIP.IPv6Prefix == 0 {
 		c.RateIP.IPv6Prefix = d.RateIP.IPv6Prefix
@@ -131,6 +181,12 @@ func (c Config) withDefaults() Config {
 	c.RateVisitor = c.RateVisitor.withDefaults(d.RateVisitor)
 	if c.RateTime == "" {
 		c.RateTime = d.RateTime
+	}
+	if c.Behaviour.Slots == 0 {
+		c.Behaviour.Slots = d.Behaviour.Slots
+	}
+	if c.Behaviour.ZeroTime.MinGap == 0 {
+		c.Behaviour.ZeroTime.MinGap = d.Behaviour.ZeroTime.MinGap
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
@@ -151,6 +207,8 @@ func (r Rate) withDefaults(d Rate) Rate {
 // Limits of the knobs, also named by Validate.
 const (
 	maxCacheSize  = 1 << 24
+	minCacheBytes = 64 << 10
+	maxCacheBytes = 4 << 30
 	maxRateEvents = 1_000_000_000
 	minWindow     = time.Second
 	maxWindow     = 24 * time.Hour
@@ -167,6 +225,9 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.CacheSize < 0 || c.CacheSize > maxCacheSize {
 		bad("cache_size %d: want 1 to %d (0 for the default)", c.CacheSize, maxCacheSize)
+	}
+	if c.CacheBytes < minCacheBytes || c.CacheBytes > maxCacheBytes {
+		bad("cache_bytes %d: want %d to %d (0 for the default)", c.CacheBytes, minCacheBytes, maxCacheBytes)
 	}
 	for _, l := range []struct {
 		name string
@@ -216,6 +277,15 @@ func (c Config) Validate() error {
 	}
 	if c.RateTime != RateTimeEvent && c.RateTime != RateTimeReceive {
 		bad("rate_time %q: want %q or %q", c.RateTime, RateTimeEvent, RateTimeReceive)
+	}
+	if b := c.Behaviour; b.Slots < 1 || b.Slots > maxSlots {
+		bad("behaviour.slots %d: want 1 to %d", b.Slots, maxSlots)
+	}
+	if z := c.Behaviour.ZeroTime; z.Pageviews < 0 || z.Pageviews == 1 || z.Pageviews > 1000 {
+		bad("behaviour.zero_time.pageviews %d: want 2 to 1000, or 0 to turn the signal off", z.Pageviews)
+	}
+	if z := c.Behaviour.ZeroTime; z.MinGap < 100*time.Millisecond || z.MinGap > time.Minute {
+		bad("behaviour.zero_time.min_gap %v: want 100ms to 1m0s", z.MinGap)
 	}
 	if c.RateIP.IPv6Prefix < 1 || c.RateIP.IPv6Prefix > 128 {
 		bad("rate_ip.ipv6_prefix %d: want 1 to 128", c.RateIP.IPv6Prefix)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 )
 
 // rangeSet is an immutable set of IP addresses, kept as sorted, merged,
@@ -203,31 +204,57 @@ func parseNets(list []string) ([]netip.Prefix, error) {
 
 // readNetFile reads a CIDR list: one network or address per line, blank
 // lines ignored, `#` starting a comment anywhere on a line.
-func readNetFile(path string) ([]netip.Prefix, error) {
+func readNetFile(path string) ([]netip.Prefix, time.Time, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open CIDR list: %w", err)
+		return nil, time.Time{}, fmt.Errorf("open CIDR list: %w", err)
 	}
 	defer f.Close()
 	var nets []netip.Prefix
+	var date time.Time
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
-		line, _, _ := strings.Cut(sc.Text(), "#")
+		line, comment, _ := strings.Cut(sc.Text(), "#")
+		if d, ok := strings.CutPrefix(strings.TrimSpace(comment), DataDateComment); ok {
+			t, err := parseDataDate(strings.TrimSpace(d))
+			if err != nil {
+				return nil, time.Time{}, fmt.Errorf("%s:%d: %w", path, n, err)
+			}
+			date = t
+		}
 		line = strings.TrimSpace(line)
 		if line == "" {
 			continue
 		}
 		if strings.ContainsAny(line, " \t,;") {
-			return nil, fmt.Errorf("%s:%d: %q: want one network per line", path, n, line)
+			return nil, time.Time{}, fmt.Errorf("%s:%d: %q: want one network per line", path, n, line)
 		}
 		p, err := parseNet(line)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+			return nil, time.Time{}, fmt.Errorf("%s:%d: %w", path, n, err)
 		}
 		nets = append(nets, p)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read CIDR list %s: %w", path, err)
+		return nil, time.Time{}, fmt.Errorf("read CIDR list %s: %w", path, err)
 	}
-	return nets, nil
+	return nets, date, nil
+}
+
+// DataDateComment starts the comment of a CIDR list that says when its
+// data was published ("# data-date: 2026-06-17T19:00:00Z"); the datacenter
+// refresh command writes it, and /metrics shows the oldest date of the
+// files loaded (tally_agent_bots_datacenter_data_timestamp_seconds).
+const DataDateComment = "data-date:"
+
+// parseDataDate reads an RFC 3339 time or a date.
+func parseDataDate(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("data-date %q: want an RFC 3339 time or a date (2006-01-02)", s)
+	}
+	return t, nil
 }

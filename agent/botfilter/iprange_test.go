@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustNets(t *testing.T, list ...string) []netip.Prefix {
@@ -111,17 +112,22 @@ func TestRangeSetRandom(t *testing.T) {
 
 func TestReadNetFile(t *testing.T) {
 	path := writeFile(t, "ok.txt", "# header\n\n  10.0.0.0/8  \n2001:db8::/32 # trailing comment\n192.0.2.1\n")
-	nets, err := readNetFile(path)
-	if err != nil || len(nets) != 3 {
-		t.Fatalf("readNetFile = %v, %v; want 3 networks", nets, err)
+	nets, date, err := readNetFile(path)
+	if err != nil || len(nets) != 3 || !date.IsZero() {
+		t.Fatalf("readNetFile = %v, %v, %v; want 3 networks and no date", nets, date, err)
+	}
+	_, date, err = readNetFile(writeFile(t, "dated.txt", "# data-date: 2026-06-17T19:00:00Z\n10.0.0.0/8\n"))
+	if want := time.Date(2026, 6, 17, 19, 0, 0, 0, time.UTC); err != nil || !date.Equal(want) {
+		t.Fatalf("dated list: date %v, %v; want %v", date, err, want)
 	}
 	for _, tc := range []struct{ content, want string }{
 		{"10.0.0.0/8\n10.0.0.0/8 aws\n", "bad.txt:2: \"10.0.0.0/8 aws\": want one network per line"},
 		{"10.0.0.0/8,10.1.0.0/16\n", "bad.txt:1:"},
 		{"\n\nexample.com\n", "bad.txt:3: \"example.com\" is neither a CIDR network nor an IP address"},
 		{"fe80::1%eth0\n", "an address with a zone is not a network"},
+		{"# data-date: last week\n", "bad.txt:1: data-date \"last week\""},
 	} {
-		_, err := readNetFile(writeFile(t, "bad.txt", tc.content))
+		_, _, err := readNetFile(writeFile(t, "bad.txt", tc.content))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want %q", tc.content, err, tc.want)
 		}

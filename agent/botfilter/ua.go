@@ -3,8 +3,6 @@ package botfilter
 import (
 	"regexp"
 	"strings"
-
-	"github.com/x-way/crawlerdetect"
 )
 
 // verdict is what the user agent alone says about an event. Everything
@@ -18,26 +16,66 @@ const (
 	verdictAllow
 	verdictCrawler
 	verdictHeadless
+	verdictContact
+	verdictPlaceholder
+	verdictSuffix
+	verdictTool
 )
 
-// uaLayer classifies user agents: deny and allow lists, headless markers,
-// crawlerdetect, and the generic rules of generic.go.
+// reason is the Reason* of a verdict that filters, "" for the others.
+func (v verdict) reason() string {
+	switch v {
+	case verdictDeny:
+		return ReasonDenyList
+	case verdictCrawler:
+		return ReasonCrawler
+	case verdictHeadless:
+		return ReasonHeadless
+	case verdictContact:
+		return ReasonUAContact
+	case verdictPlaceholder:
+		return ReasonUAPlaceholder
+	case verdictSuffix:
+		return ReasonUASuffix
+	case verdictTool:
+		return ReasonUATool
+	}
+	return ""
+}
+
+// MaxUserAgentBytes is how much of a user agent the filter reads: longer
+// ones are judged, cached and counted by their first MaxUserAgentBytes
+// bytes. Real browsers send under 400 bytes (in-app browsers with their
+// blocks under 600), so nothing real is cut; a 1 MiB user agent costs the
+// cache no more than a real one.
+const MaxUserAgentBytes = 1024
+
+// TruncateUA returns the part of ua the filter reads.
+func TruncateUA(ua string) string {
+	if len(ua) > MaxUserAgentBytes {
+		return ua[:MaxUserAgentBytes]
+	}
+	return ua
+}
+
+// uaLayer classifies user agents: deny and allow lists, then the rules of
+// rules.go with the lexicon of lexicon.go.
 type uaLayer struct {
 	denySubs, allowSubs []string // lower-case
 	denyRe, allowRe     []*regexp.Regexp
-	detect              *crawlerdetect.CrawlerDetect
+	lex                 *lexicon
 	cache               verdictCache
 }
 
-func newUALayer(cfg Config) *uaLayer {
+func newUALayer(cfg Config, lex *lexicon) *uaLayer {
 	u := &uaLayer{
 		denySubs:  lowerAll(cfg.Deny.UA),
 		allowSubs: lowerAll(cfg.Allow.UA),
 		denyRe:    compileAll(cfg.Deny.UARegex),
 		allowRe:   compileAll(cfg.Allow.UARegex),
-		detect:    crawlerdetect.New(),
+		lex:       lex,
 	}
-	u.cache.init(cfg.CacheSize)
+	u.cache.init(cfg.CacheSize, cfg.CacheBytes)
 	return u
 }
 
@@ -46,6 +84,7 @@ func (u *uaLayer) verdict(ua string) verdict {
 	if ua == "" {
 		return verdictBrowser
 	}
+	ua = TruncateUA(ua)
 	if v, ok := u.cache.get(ua); ok {
 		return v
 	}
@@ -53,11 +92,6 @@ func (u *uaLayer) verdict(ua string) verdict {
 	u.cache.put(ua, v)
 	return v
 }
-
-// headlessMarkers are substrings automation tools leave in user agents.
-// Electron is an app shell, not a browser people browse with; an app
-// whose Electron traffic is real goes in the allow list.
-var headlessMarkers = []string{"headlesschrome", "phantomjs", "puppeteer", "playwright", "selenium", "webdriver", "electron/"}
 
 func (u *uaLayer) classify(ua string) verdict {
 	lower := strings.ToLower(ua)
@@ -67,24 +101,7 @@ func (u *uaLayer) classify(ua string) verdict {
 	if containsAny(lower, u.allowSubs) || matchAny(ua, u.allowRe) {
 		return verdictAllow
 	}
-	if containsAny(lower, headlessMarkers) {
-		return verdictHeadless
-	}
-	// The generic rules are cheap string scans; crawlerdetect is one
-	// large regular expression (tens of microseconds), so it goes last.
-	if genericBot(lower) || u.detect.IsCrawler(ua) {
-		return verdictCrawler
-	}
-	return verdictBrowser
-}
-
-func containsAny(s string, subs []string) bool {
-	for _, sub := range subs {
-		if strings.Contains(s, sub) {
-			return true
-		}
-	}
-	return false
+	return classify(lower, u.lex)
 }
 
 func matchAny(s string, res []*regexp.Regexp) bool {

@@ -19,8 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 // Config configures the browser sources. The yaml tags are the keys under
@@ -45,17 +44,12 @@ type Config struct {
 	// PreflightMaxAge is how long a browser may cache a CORS preflight
 	// answer (Chromium caps it at 2h). Default 1h.
 	PreflightMaxAge time.Duration `yaml:"preflight_max_age"`
-
-	// Ingest carries the settings the pixel shares with POST /v1/events:
-	// region, event age and clock skew bounds, trusted proxies. Pass the
-	// ingest handler's Config so both validate alike.
-	Ingest ingest.Config `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults: no allowed origins, t.js cached for
 // an hour, preflights for an hour.
 func DefaultConfig() Config {
-	return Config{ScriptMaxAge: time.Hour, PreflightMaxAge: time.Hour, Ingest: ingest.DefaultConfig()}
+	return Config{ScriptMaxAge: time.Hour, PreflightMaxAge: time.Hour}
 }
 
 // Validate reports every problem at once; a bad origin pattern is named.
@@ -74,30 +68,13 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// withDefaults fills zero ingest settings the way ingest.New does.
-func (c Config) withDefaults() Config {
-	d := ingest.DefaultConfig()
-	if c.Ingest.MaxAge <= 0 {
-		c.Ingest.MaxAge = d.MaxAge
-	}
-	if c.Ingest.MaxSkew <= 0 {
-		c.Ingest.MaxSkew = d.MaxSkew
-	}
-	if c.Ingest.ProxyHeader == "" {
-		c.Ingest.ProxyHeader = d.ProxyHeader
-	}
-	return c
-}
-
 // Handlers serves the browser sources. Build it with New; its handlers are
 // safe for concurrent use and own no goroutines.
 type Handlers struct {
 	cfg     Config
 	origins origins
-	sink    ingest.Sink
-	hasher  event.Hasher
-	bots    event.BotFilter
-	devices *event.DeviceCache
+	env     *source.Env
+	sink    source.Sink
 	log     *slog.Logger
 	now     func() time.Time
 	script  script
@@ -114,21 +91,18 @@ type metrics struct {
 }
 
 // New validates cfg and returns the handlers, registering their metrics
-// (tally_agent_browser_*) with reg. The pixel hands its events to sink
-// (the same sink as POST /v1/events); hasher and bots are those of the
-// ingest handler.
-func New(cfg Config, sink ingest.Sink, hasher event.Hasher, bots event.BotFilter, reg prometheus.Registerer, logger *slog.Logger) (*Handlers, error) {
+// (tally_agent_browser_*) with reg. The pixel normalises its events with
+// env and hands them to sink, as POST /v1/events does.
+func New(cfg Config, env *source.Env, sink source.Sink, reg prometheus.Registerer, logger *slog.Logger) (*Handlers, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	o, _ := parseOrigins(cfg.AllowedOrigins) // validated above
 	sc, err := newScript(tallyJS, cfg.ScriptMaxAge)
 	if err != nil {
 		return nil, err
 	}
-	h := &Handlers{cfg: cfg, origins: o, sink: sink, hasher: hasher, bots: bots,
-		devices: event.NewDeviceCache(0), log: logger.With("component", "browser"), now: time.Now, script: sc}
+	h := &Handlers{cfg: cfg, origins: o, env: env, sink: sink, log: logger.With("component", "browser"), now: time.Now, script: sc}
 	h.m = metrics{
 		script: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_browser_script_requests_total",
 			Help: "GET /v1/t.js answers by status code (304: revalidated from cache)."}, []string{"code"}),

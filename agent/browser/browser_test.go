@@ -22,6 +22,7 @@ import (
 
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/ingest"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 // fakeSink records accepted events, or fails with err.
@@ -67,10 +68,20 @@ func (f botFunc) CheckEvent(ua, ip string, _ uint64, _ int64) string { return f(
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func newHandlers(t *testing.T, cfg Config, sink ingest.Sink, bots event.BotFilter) (*Handlers, *prometheus.Registry) {
+// testEnv is the normalisation environment of the tests: region eu, the
+// fake hasher, the given bot filter; opts adjust it.
+func testEnv(bots event.BotFilter, opts ...func(*source.Env)) *source.Env {
+	e := &source.Env{Region: "eu", MaxAge: 7 * 24 * time.Hour, MaxSkew: 5 * time.Minute, Hasher: fakeHasher{}, Bots: bots}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+func newHandlers(t *testing.T, cfg Config, sink source.Sink, bots event.BotFilter, opts ...func(*source.Env)) (*Handlers, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	h, err := New(cfg, sink, fakeHasher{}, bots, reg, discard)
+	h, err := New(cfg, testEnv(bots, opts...), sink, reg, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +135,7 @@ func TestGIFIsOneTransparentPixel(t *testing.T) {
 // TestPixelAlwaysAnswersTheGIF: whatever the query or the sink does, the
 // answer is the image; the outcome shows only in the metrics.
 func TestPixelAlwaysAnswersTheGIF(t *testing.T) {
-	busy := &ingest.BusyError{Reason: "spool full", RetryAfter: time.Second}
+	busy := &source.BusyError{Reason: "spool full", RetryAfter: time.Second}
 	tests := []struct {
 		name, query string
 		sinkErr     error
@@ -175,8 +186,7 @@ func TestPixelAlwaysAnswersTheGIF(t *testing.T) {
 func TestPixelMapsQueryToEvent(t *testing.T) {
 	sink := &fakeSink{}
 	cfg := DefaultConfig()
-	cfg.Ingest.Region = "eu-west"
-	h, _ := newHandlers(t, cfg, sink, nil)
+	h, _ := newHandlers(t, cfg, sink, nil, func(e *source.Env) { e.Region = "eu-west" })
 	ts := time.Now().Add(-time.Minute).UnixMilli()
 	r := pixelRequest(http.MethodGet, "type=email_open&campaign=spring&source=news&medium=email&visitor=v-1&country=de&cb=123&ts="+strconv.FormatInt(ts, 10))
 	r.Header.Set("User-Agent", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148")
@@ -202,8 +212,9 @@ func TestPixelMapsQueryToEvent(t *testing.T) {
 func TestPixelAnonymousVisitorBehindTrustedProxy(t *testing.T) {
 	sink := &fakeSink{}
 	cfg := DefaultConfig()
-	cfg.Ingest.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-	h, _ := newHandlers(t, cfg, sink, nil)
+	h, _ := newHandlers(t, cfg, sink, nil, func(e *source.Env) {
+		e.Proxies.Trusted = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	})
 	r := pixelRequest(http.MethodGet, "campaign=spring&url="+"https%3A%2F%2Fshop.example.com%2Fp%3Futm_source%3Dnews")
 	r.RemoteAddr = "10.1.2.3:4444"
 	r.Header.Set("X-Forwarded-For", "198.51.100.7, 203.0.113.9")
@@ -314,7 +325,7 @@ func TestValidateNamesBadOrigins(t *testing.T) {
 		if !strings.Contains(err.Error(), strconv.Quote(p)) || strings.Contains(err.Error(), "good.example.com") {
 			t.Errorf("%q: error %q should name this pattern and only it", p, err)
 		}
-		if _, err := New(cfg, &fakeSink{}, fakeHasher{}, nil, prometheus.NewRegistry(), discard); err == nil {
+		if _, err := New(cfg, testEnv(nil), &fakeSink{}, prometheus.NewRegistry(), discard); err == nil {
 			t.Errorf("%q: New accepted it", p)
 		}
 	}
@@ -416,7 +427,7 @@ func TestBeaconBodyReachesIngest(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.AllowedOrigins = []string{"https://shop.example.com"}
 	h, _ := newHandlers(t, cfg, sink, nil)
-	ing := ingest.New(ingest.Config{Region: "eu"}, sink, fakeHasher{}, nil, prometheus.NewRegistry(), discard)
+	ing := ingest.New(ingest.Config{}, testEnv(nil), sink, prometheus.NewRegistry(), discard)
 	body := `{"type":"pageview","url":"https://shop.example.com/?utm_campaign=spring&utm_source=news&utm_medium=email"}` + "\n"
 	r := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(body))
 	r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
@@ -566,7 +577,7 @@ func TestMetricNames(t *testing.T) {
 			t.Errorf("metric %s lacks the tally_agent_browser_ prefix", f.GetName())
 		}
 	}
-	if _, err := New(cfg, &fakeSink{}, fakeHasher{}, nil, reg, discard); err == nil {
+	if _, err := New(cfg, testEnv(nil), &fakeSink{}, reg, discard); err == nil {
 		t.Error("registering twice in one registry did not fail")
 	}
 }

@@ -92,7 +92,7 @@ func TestScriptInChromium(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.AllowedOrigins = []string{siteA, siteB}
 	h, _ := newHandlers(t, cfg, sink, nil)
-	ing := ingest.New(ingest.Config{Region: "eu"}, sink, fakeHasher{}, nil, prometheus.NewRegistry(), discard)
+	ing := ingest.New(ingest.Config{}, testEnv(nil), sink, prometheus.NewRegistry(), discard)
 	beacons := &beaconLog{}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/t.js", h.Script())

@@ -7,7 +7,7 @@ import (
 	"strconv"
 
 	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 // GIF is the pixel's answer: a 1×1 transparent GIF89a of 43 bytes
@@ -106,10 +106,10 @@ func (h *Handlers) record(r *http.Request) string {
 		raw.Value = &v
 	}
 
-	ctx := event.Context{Now: h.now(), Region: h.cfg.Ingest.Region, ClientIP: ingest.ClientIP(r, h.cfg.Ingest.TrustedProxies, h.cfg.Ingest.ProxyHeader), Geo: h.cfg.Ingest.Geo,
-		UserAgent: r.UserAgent(), MaxAge: h.cfg.Ingest.MaxAge, MaxSkew: h.cfg.Ingest.MaxSkew, Devices: h.devices}
+	// A pixel is always a browser's (or an email client's) request.
+	ctx := h.env.Request(r, h.now(), source.Browser)
 	evs := []event.Event{{}}
-	if err := event.Normalize(&raw, &ctx, h.hasher, h.bots, &evs[0]); err != nil {
+	if err := event.Normalize(&raw, &ctx, &evs[0]); err != nil {
 		var ee *event.Error
 		if errors.As(err, &ee) {
 			return ee.Code
@@ -117,7 +117,7 @@ func (h *Handlers) record(r *http.Request) string {
 		return "invalid"
 	}
 	if err := h.sink.Accept(evs); err != nil {
-		var busy *ingest.BusyError
+		var busy *source.BusyError
 		if errors.As(err, &busy) {
 			return "busy"
 		}

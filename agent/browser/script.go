@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tally-edge/tally/agent/event"
 )
 
 // tallyJS is the readable source of t.js; compact strips it for serving.
@@ -78,6 +80,9 @@ func (h *Handlers) serveScript(w http.ResponseWriter, r *http.Request) {
 	// Sites that set Cross-Origin-Embedder-Policy may still load it.
 	hdr.Set("Cross-Origin-Resource-Policy", "cross-origin")
 	hdr.Set("X-Content-Type-Options", "nosniff")
+	if sr, ok := h.env.Bots.(scriptRecorder); ok && r.Method == http.MethodGet {
+		sr.ScriptFetched(h.env.Proxies.ClientIP(r), event.TruncateUserAgent(r.UserAgent()))
+	}
 	if etagMatch(r.Header.Get("If-None-Match"), s.etag) {
 		h.m.script.WithLabelValues("304").Inc()
 		w.WriteHeader(http.StatusNotModified)
@@ -95,6 +100,12 @@ func (h *Handlers) serveScript(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		w.Write(body)
 	}
+}
+
+// scriptRecorder is a bot filter that remembers which clients fetched
+// t.js (botfilter's no_script signal).
+type scriptRecorder interface {
+	ScriptFetched(ip, ua string)
 }
 
 // etagMatch implements If-None-Match's weak comparison: a list of

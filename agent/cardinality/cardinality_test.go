@@ -74,3 +74,60 @@ func TestFoldsPollAnswersBeyondTheLimit(t *testing.T) {
 		t.Fatalf("folded %v", f)
 	}
 }
+
+// TestSeriesBudgetFoldsWholeSeries: within per-dimension limits, a flood
+// of distinct series (here by country and device) is bounded per minute;
+// beyond the budget events move to the overflow series of their type and
+// device, keeping every event, and known series keep their labels.
+func TestSeriesBudgetFoldsWholeSeries(t *testing.T) {
+	g := New(Config{MaxSeries: 10})
+	countries := []string{"DE", "FR", "US", "JP", "BR", "IN", "CN", "GB", "IT", "ES", "NL", "SE", "NO", "PL", "CZ"}
+	var evs []event.Event
+	for i, c := range countries {
+		e := ev("spring", 600)
+		e.Series.Country, e.Series.Device = c, []string{"mobile", "desktop"}[i%2]
+		evs = append(evs, e)
+	}
+	evs = append(evs, evs[0]) // a series admitted before
+	g.Fold(evs, 1000)
+	distinct := map[sketch.Series]int{}
+	for _, e := range evs {
+		distinct[e.Series]++
+	}
+	if len(distinct) != 10+2 { // the budget, plus one overflow series per device
+		t.Fatalf("%d distinct series, want 12: %v", len(distinct), distinct)
+	}
+	if evs[15].Series != evs[0].Series || evs[0].Series.Country != "DE" {
+		t.Fatalf("an admitted series was folded: %+v", evs[15].Series)
+	}
+	for _, e := range evs[10:15] {
+		if e.Series.Campaign != Other || e.Series.Source != Other || e.Series.Medium != Other ||
+			e.Series.Country != event.NoCountry || e.Series.Type != "click" {
+			t.Fatalf("overflow series %+v", e.Series)
+		}
+	}
+	if f := g.Folded(); f[series] != 5 {
+		t.Fatalf("series folds counted %d, want 5", f[series])
+	}
+	// Replayed (already folded) events restore the budget without
+	// counting: the next new series is over it.
+	h := New(Config{MaxSeries: 10})
+	h.Observe(evs, 1000)
+	if f := h.Folded(); f[series] != 0 {
+		t.Fatalf("observe counted folds: %v", f)
+	}
+	extra := []event.Event{ev("autumn", 600)}
+	h.Fold(extra, 1000)
+	if f := h.Folded(); f[series] != 1 || extra[0].Series.Campaign != Other {
+		t.Fatalf("after replay a new series was admitted: %+v, folds %v", extra[0].Series, f)
+	}
+}
+
+func TestEvictMinutesByEventTime(t *testing.T) {
+	g := New(Config{})
+	g.Fold([]event.Event{ev("a", 600), ev("b", 660), ev("c", 720)}, 1000)
+	g.EvictMinutes(720)
+	if len(g.minutes) != 1 || g.minutes[720] == nil {
+		t.Fatalf("minutes left %v, want only 720", len(g.minutes))
+	}
+}

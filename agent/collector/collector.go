@@ -6,7 +6,10 @@
 // The exactness argument, in order:
 //
 //  1. Accept appends the events to the journal and applies them to the
-//     rollup under one lock (rollup.Add), before the HTTP 202.
+//     rollup under one lock, the collector's mu, before the HTTP 202. The
+//     rollup has no lock of its own and never calls back: the collector
+//     decides what happens under mu, in this order: check the rollup has
+//     room, journal, apply.
 //  2. Flush takes the journal's end position under that same lock while it
 //     cuts the rollup, so "events before the position" are exactly "events
 //     in this flush".
@@ -15,14 +18,21 @@
 //  4. On start, the journal is replayed from the last committed position
 //     into a rollup with a new epoch (new CIDs), so replayed events are
 //     counted once: never in a committed flush and again in the replay.
+//
+// Batches are made by the Batcher the pipeline gives (the shipper's, which
+// groups contributions by owner); the collector only cuts and commits.
 package collector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,11 +40,20 @@ import (
 
 	"github.com/tally-edge/tally/agent/cardinality"
 	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
 	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/internal/seglog"
 )
+
+// Batcher turns the contributions a flush cuts into spool batches
+// (ship.Batcher). The collector calls it only under its lock.
+type Batcher interface {
+	rollup.Output
+	// Take returns the batches made since the last Take and how many
+	// contributions they hold.
+	Take() ([]spool.Batch, int)
+}
 
 // Config tunes a Collector.
 type Config struct {
@@ -57,38 +76,61 @@ type Config struct {
 	// never shipped, so reading them again counts each once. Accept
 	// without a position is refused in this mode.
 	NoJournal bool
-	// MaxBatchContributions splits a flush into batches.
-	MaxBatchContributions int
+	// Batcher groups each flush into spool batches. Required.
+	Batcher Batcher
+	// ForgetPositions drops a source's position once Forget says its
+	// file is gone and it has not moved for this long, so positions do
+	// not pile up in every commit. 0: never.
+	ForgetPositions time.Duration
+	// Forget reports whether a position's file is gone; default
+	// source.FileGone.
+	Forget func(source.Position) bool
 	// Cardinality bounds distinct campaign, source and medium values per
 	// minute; beyond the limits values fold into "(other)".
 	Cardinality cardinality.Config
 }
 
-// Collector implements ingest.Sink. It is safe for concurrent use.
+// Collector implements source.Sink and source.PositionSink. It is safe
+// for concurrent use.
 type Collector struct {
 	cfg     Config
 	log     *slog.Logger
-	rollup  *rollup.Rollup
-	guard   *cardinality.Guard // used only under the rollup's lock
 	journal *seglog.Log
 	spool   *spool.Spool
+
+	// guardMu serialises the cardinality guard, which folds events before
+	// they are encoded for the journal (outside mu, so encoding does not
+	// hold up other requests). Folding order need not match journal
+	// order: the journal holds folded events, and a replay folds nothing.
+	guardMu sync.Mutex
+	guard   *cardinality.Guard
+
+	// mu is the lock of the exactness argument: the journal's order, the
+	// rollup, the batcher and the positions change only under it.
+	mu        sync.Mutex
+	rollup    *rollup.Rollup
+	batcher   Batcher
+	positions map[string]trackedPosition
 
 	flushMu sync.Mutex
 	pending *pendingFlush // cut but not yet committed
 
-	// positions are the sources' read positions. They change only inside
-	// rollup.Add's critical section, so a flush's cut sees exactly the
-	// positions of the events it holds.
-	posMu     sync.Mutex
-	positions map[string]Position
-
 	bufPool sync.Pool
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// broken is set (once) when the journal or the spool can no longer
+	// be trusted with writes (a failed fsync): see Failed.
+	brokenOnce sync.Once
+	broken     chan struct{}
+	brokenErr  error
 
 	m metrics
 }
 
 type pendingFlush struct {
-	batches    [][]byte
+	batches    []spool.Batch
 	journalPos uint64
 	positions  []byte
 	contribs   int
@@ -100,13 +142,14 @@ type metrics struct {
 	contributions prometheus.Counter
 	replayed      prometheus.Counter
 	busy          *prometheus.CounterVec
+	forgotten     prometheus.Counter
 }
 
 // Open opens the journal, replays what the spool has not covered and
 // returns a ready Collector. The spool must already be open.
 func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.Logger) (*Collector, error) {
-	if cfg.MaxBatchContributions <= 0 {
-		cfg.MaxBatchContributions = 2000
+	if cfg.Batcher == nil {
+		return nil, errors.New("collector: no Batcher")
 	}
 	if cfg.Rollup.Lateness <= 0 {
 		cfg.Rollup.Lateness = rollup.DefaultConfig().Lateness
@@ -129,9 +172,11 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 			logger.Warn("journal had a torn tail from a crash; dropped the partial record", "bytes", rec.Dropped)
 		}
 	}
-	cfg.Rollup.BatchContributions = cfg.MaxBatchContributions
-	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), journal: j, spool: sp,
-		positions: map[string]Position{}, guard: cardinality.New(cfg.Cardinality)}
+	if cfg.Forget == nil {
+		cfg.Forget = source.FileGone
+	}
+	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), batcher: cfg.Batcher, journal: j, spool: sp,
+		positions: map[string]trackedPosition{}, guard: cardinality.New(cfg.Cardinality), broken: make(chan struct{})}
 	c.bufPool.New = func() any { b := make([]byte, 0, 32<<10); return &b }
 	c.m = metrics{
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_flushes_total",
@@ -144,13 +189,15 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 			Help: "Events replayed from the journal at start (accepted before a crash, not yet flushed)."}),
 		busy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_backpressure_total",
 			Help: "Requests refused with 503, by cause."}, []string{"cause"}),
+		forgotten: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_source_positions_forgotten_total",
+			Help: "Read positions of files dropped: gone for sources.forget_positions, or beyond what one commit holds."}),
 	}
-	reg.MustRegister(c.m.flushes, c.m.flushSeconds, c.m.contributions, c.m.replayed, c.m.busy)
+	reg.MustRegister(c.m.flushes, c.m.flushSeconds, c.m.contributions, c.m.replayed, c.m.busy, c.m.forgotten)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_open_series_minutes",
-		Help: "Series-minutes open in memory."}, func() float64 { return float64(c.rollup.Stats().Open) }))
+		Help: "Series-minutes open in memory."}, func() float64 { return float64(c.Stats().Open) }))
 	for i, dim := range cardinality.Dimensions {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_agent_cardinality_folded_total",
-			Help:        "Dimension values folded into (other) because a minute had too many distinct values.",
+			Help:        "Dimension values folded into (other) because a minute had too many distinct values (dimension series: whole series over the per-minute series budget).",
 			ConstLabels: prometheus.Labels{"dimension": dim}}, func() float64 { return float64(c.guard.Folded()[i]) }))
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_journal_bytes",
@@ -176,6 +223,13 @@ func (c *Collector) replay() error {
 	if err != nil {
 		return err
 	}
+	now := time.Now().Unix()
+	for k, p := range positions {
+		if p.Seen == 0 {
+			p.Seen = now // a version 1 commit kept no time
+			positions[k] = p
+		}
+	}
 	c.positions = positions
 	if c.journal == nil {
 		return nil
@@ -193,17 +247,16 @@ func (c *Collector) replay() error {
 			return err
 		}
 		if pos != nil {
-			c.positions[pos.Source] = *pos
+			c.positions[pos.Source] = trackedPosition{Position: *pos, Seen: now}
 		}
 		evs, err = event.DecodeEvents(body, evs[:0])
 		if err != nil {
 			return err
 		}
 		n += len(evs)
-		return c.rollup.Add(evs, func() error {
-			c.guard.Observe(evs, time.Now().Unix())
-			return nil
-		})
+		c.guard.Observe(evs, now)
+		// Replay ignores MaxOpen: these events were accepted already.
+		return c.rollup.AddUnbounded(evs, c.batcher)
 	})
 	if err != nil {
 		return fmt.Errorf("replay journal from %d: %w", from, err)
@@ -215,61 +268,119 @@ func (c *Collector) replay() error {
 	return nil
 }
 
-// Accept journals and applies events (ingest.Sink).
+// Accept journals and applies events (source.Sink).
 func (c *Collector) Accept(events []event.Event) error { return c.accept(events, nil) }
 
 // AcceptAt journals and applies events read by a source up to pos, and
-// records pos in the same journal record. events may be empty (lines that
-// held no event still move the position). It returns *ingest.BusyError
-// when the agent cannot take events now; the source must then wait and
-// offer the same events again, never skip them.
-func (c *Collector) AcceptAt(events []event.Event, pos Position) error { return c.accept(events, &pos) }
+// records pos in the same journal record (source.PositionSink). It
+// returns *source.BusyError when the agent cannot take events now.
+func (c *Collector) AcceptAt(events []event.Event, pos source.Position) error {
+	return c.accept(events, &pos)
+}
 
-func (c *Collector) accept(events []event.Event, pos *Position) error {
+func (c *Collector) busy(cause, reason string) error {
+	c.m.busy.WithLabelValues(cause).Inc()
+	return &source.BusyError{Cause: cause, Reason: reason, RetryAfter: c.cfg.FlushInterval}
+}
+
+func (c *Collector) accept(events []event.Event, pos *source.Position) error {
 	if c.journal == nil && pos == nil {
 		return errors.New("collector without a journal takes only events with a source position")
 	}
 	if c.spool.Full() {
-		c.m.busy.WithLabelValues("spool_full").Inc()
-		return &ingest.BusyError{Reason: "spool full: the aggregator is unreachable or slow", RetryAfter: c.cfg.FlushInterval}
+		return c.busy("spool_full", "spool full: the aggregator is unreachable or slow")
 	}
+	now := time.Now().Unix()
+	// Fold, then encode, before taking mu: the journal holds folded
+	// events, so a replay needs no folding decisions.
+	c.guardMu.Lock()
+	c.guard.Fold(events, now)
+	c.guardMu.Unlock()
 	bp := c.bufPool.Get().(*[]byte)
 	rec := (*bp)[:0]
-	err := c.rollup.Add(events, func() error {
-		// Fold before journaling, under the rollup's lock: the journal
-		// holds folded events, so a replay needs no folding decisions.
-		c.guard.Fold(events, time.Now().Unix())
-		if c.journal != nil {
-			rec = event.AppendEvents(appendRecordHeader(rec, pos), events)
-			if _, _, err := c.journal.Append(rec); err != nil {
-				return err
-			}
-		}
-		if pos != nil {
-			c.posMu.Lock()
-			c.positions[pos.Source] = *pos
-			c.posMu.Unlock()
-		}
-		if c.cfg.JournalFsync && c.journal != nil {
-			return c.journal.Sync()
-		}
-		return nil
-	})
+	if c.journal != nil {
+		rec = event.AppendEvents(appendRecordHeader(rec, pos), events)
+	}
+	err := c.apply(events, pos, rec, now)
 	if cap(rec) <= 1<<20 {
 		*bp = rec[:0]
 		c.bufPool.Put(bp)
 	}
 	switch {
 	case err == nil:
-		return nil
 	case errors.Is(err, rollup.ErrFull):
-		c.m.busy.WithLabelValues("rollup_full").Inc()
-		return &ingest.BusyError{Reason: err.Error(), RetryAfter: c.cfg.FlushInterval}
+		return c.busy("rollup_full", err.Error())
 	case errors.Is(err, seglog.ErrFull):
-		c.m.busy.WithLabelValues("journal_full").Inc()
-		return &ingest.BusyError{Reason: "journal full: events arrive faster than flushes commit them", RetryAfter: c.cfg.FlushInterval}
+		return c.busy("journal_full", "journal full: events arrive faster than flushes commit them")
+	default:
+		return c.check(fmt.Errorf("journal events: %w", err))
 	}
-	return fmt.Errorf("journal events: %w", err)
+	if c.cfg.JournalFsync && c.journal != nil {
+		// Outside mu: Sync covers every record appended before it.
+		if err := c.journal.Sync(); err != nil {
+			return c.check(fmt.Errorf("sync journal: %w", err))
+		}
+	}
+	return nil
+}
+
+// check notes an error that leaves the journal or the spool broken (a
+// write or fsync that failed for good) and returns err.
+func (c *Collector) check(err error) error {
+	if errors.Is(err, seglog.ErrBroken) || errors.Is(err, spool.ErrBroken) || isSyncError(err) {
+		c.brokenOnce.Do(func() {
+			c.brokenErr = err
+			close(c.broken)
+			c.log.Error("storage failed; the agent must stop (nothing more can be made durable)", "err", err)
+		})
+	}
+	return err
+}
+
+// isSyncError reports an fsync failure: seglog marks the log broken and
+// returns the cause, which the next write reports as ErrBroken.
+func isSyncError(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && pe.Op == "sync"
+}
+
+// Failed is closed once the journal or the spool has failed for good (a
+// failed fsync): no event can be made durable any more. The agent then
+// reports not ready, saves what it can and exits; Err says why.
+func (c *Collector) Failed() <-chan struct{} { return c.broken }
+
+// Err returns the failure that closed Failed, or nil.
+func (c *Collector) Err() error {
+	select {
+	case <-c.broken:
+		return c.brokenErr
+	default:
+		return nil
+	}
+}
+
+// apply is step 1 of the exactness argument: under mu, check the rollup
+// has room, journal rec, apply the events, move the position.
+func (c *Collector) apply(events []event.Event, pos *source.Position, rec []byte, now int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.rollup.Fits(events) {
+		return rollup.ErrFull
+	}
+	if c.journal != nil {
+		if _, _, err := c.journal.Append(rec); err != nil {
+			return err
+		}
+	}
+	if err := c.rollup.Add(events, c.batcher); err != nil {
+		// Fits said yes under the same lock; the journal now holds
+		// events the rollup lacks, so only a restart (replay) fixes it.
+		return fmt.Errorf("rollup refused journaled events: %w", err)
+	}
+	if pos != nil {
+		c.positions[pos.Source] = trackedPosition{Position: *pos, Seen: now}
+	}
+	return nil
 }
 
 // Flush cuts the rollup and commits it to the spool. A flush that cannot
@@ -280,29 +391,25 @@ func (c *Collector) Flush() error {
 	defer c.flushMu.Unlock()
 	start := time.Now()
 	if c.pending == nil {
-		var positions []byte
-		var posErr error
-		batches, contribs, pos, err := c.rollup.Flush(func() uint64 {
-			c.guard.Evict(time.Now().Add(-c.cfg.Rollup.Lateness).Unix())
-			c.posMu.Lock()
-			positions, posErr = encodePositions(c.positions)
-			c.posMu.Unlock()
-			if c.journal == nil {
-				return 0
-			}
-			return uint64(c.journal.End())
-		})
+		c.mu.Lock()
+		closed := c.rollup.ClosedBefore()
+		c.mu.Unlock()
+		c.guardMu.Lock()
+		c.guard.Evict(time.Now().Add(-c.cfg.Rollup.Lateness).Unix())
+		if closed > 0 {
+			c.guard.EvictMinutes(closed)
+		}
+		c.guardMu.Unlock()
+		c.prunePositions(time.Now())
+		p, err := c.cut()
 		if err != nil {
-			return fmt.Errorf("cut rollup: %w", err)
+			return err
 		}
-		if posErr != nil {
-			return posErr
-		}
-		if contribs == 0 {
+		if p.contribs == 0 {
 			c.m.flushes.WithLabelValues("empty").Inc()
 			return nil
 		}
-		c.pending = &pendingFlush{batches: batches, journalPos: pos, positions: positions, contribs: contribs}
+		c.pending = p
 	}
 	// The journal must be on disk before the spool says it is covered:
 	// otherwise a power loss could leave a commit pointing past records
@@ -311,12 +418,12 @@ func (c *Collector) Flush() error {
 	// did not. Syncing first keeps both in step.
 	if err := c.syncJournal(); err != nil {
 		c.m.flushes.WithLabelValues("retry").Inc()
-		return fmt.Errorf("sync journal: %w", err)
+		return c.check(fmt.Errorf("sync journal: %w", err))
 	}
 	p := c.pending
 	if _, err := c.spool.Commit(p.batches, spool.CommitMeta{JournalPos: p.journalPos, Data: p.positions}); err != nil {
 		c.m.flushes.WithLabelValues("retry").Inc()
-		return fmt.Errorf("commit flush of %d contributions: %w", p.contribs, err)
+		return c.check(fmt.Errorf("commit flush of %d contributions: %w", p.contribs, err))
 	}
 	c.pending = nil
 	c.releaseJournal(seglog.Pos(p.journalPos))
@@ -324,6 +431,103 @@ func (c *Collector) Flush() error {
 	c.m.contributions.Add(float64(p.contribs))
 	c.m.flushSeconds.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// cut is step 2 of the exactness argument: under mu, the journal position,
+// the sources' positions and the rollup's changes are taken together.
+func (c *Collector) cut() (*pendingFlush, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var journalPos uint64
+	if c.journal != nil {
+		journalPos = uint64(c.journal.End())
+	}
+	positions, err := encodePositions(c.positions)
+	if err != nil {
+		return nil, err
+	}
+	if len(positions) > maxPositionBytes {
+		// Too many sources to commit with one flush: drop the least
+		// recently moved. A dropped file that is read again is read from
+		// where its source starts (tail: the end; import: the start).
+		positions, err = c.shedPositions()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := c.rollup.Cut(c.batcher); err != nil {
+		// What was cut stays in the batcher for the next flush, whose
+		// journal position covers it too.
+		return nil, fmt.Errorf("cut rollup: %w", err)
+	}
+	batches, n := c.batcher.Take()
+	return &pendingFlush{batches: batches, journalPos: journalPos, positions: positions, contribs: n}, nil
+}
+
+// maxPositionBytes bounds the encoded positions of one commit, below the
+// spool's MaxMetaData: beyond it the least recently moved are dropped.
+const maxPositionBytes = spool.MaxMetaData * 3 / 4
+
+// shedPositions drops the least recently moved positions until the rest
+// encode within maxPositionBytes. Callers hold mu.
+func (c *Collector) shedPositions() ([]byte, error) {
+	list := slices.SortedFunc(maps.Values(c.positions), func(a, b trackedPosition) int { return cmp.Compare(a.Seen, b.Seen) })
+	dropped := 0
+	for {
+		b, err := encodePositions(c.positions)
+		if err != nil || len(b) <= maxPositionBytes || dropped == len(list) {
+			if dropped > 0 {
+				c.m.forgotten.Add(float64(dropped))
+				c.log.Warn("too many source positions to commit; forgot the least recently moved", "forgotten", dropped, "kept", len(c.positions))
+			}
+			return b, err
+		}
+		step := max(1, (len(list)-dropped)/10)
+		for _, p := range list[dropped : dropped+step] {
+			delete(c.positions, p.Source)
+		}
+		dropped += step
+	}
+}
+
+// prunePositions forgets the positions of gone files that have not moved
+// for ForgetPositions. Files are looked at outside mu; a position that
+// moved meanwhile is kept.
+func (c *Collector) prunePositions(now time.Time) {
+	if c.cfg.ForgetPositions <= 0 {
+		return
+	}
+	before := now.Add(-c.cfg.ForgetPositions).Unix()
+	var idle []trackedPosition
+	c.mu.Lock()
+	for _, p := range c.positions {
+		if p.Seen < before {
+			idle = append(idle, p)
+		}
+	}
+	c.mu.Unlock()
+	var gone []trackedPosition
+	for _, p := range idle {
+		if c.cfg.Forget(p.Position) {
+			gone = append(gone, p)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	c.mu.Lock()
+	n := 0
+	for _, p := range gone {
+		if cur, ok := c.positions[p.Source]; ok && cur == p {
+			delete(c.positions, p.Source)
+			n++
+		}
+	}
+	c.mu.Unlock()
+	if n > 0 {
+		c.m.forgotten.Add(float64(n))
+		c.log.Info("forgot the read positions of files that are gone", "positions", n)
+	}
 }
 
 // releaseJournal gives back the journal segments a committed flush
@@ -368,15 +572,18 @@ func (c *Collector) Run(ctx context.Context) error {
 
 // ResendOpen makes the next flush carry the complete state of every open
 // series-minute (see rollup.Rollup.ResendOpen).
-func (c *Collector) ResendOpen() int { return c.rollup.ResendOpen() }
-
-// SetRouter makes flushes group contributions by ownerOf(campaign) (the
-// aggregator node that owns it, "" when unknown) so that every batch
-// holds contributions of one owner and can be sent straight to it.
-func (c *Collector) SetRouter(ownerOf func(campaign string) string) { c.rollup.SetRouter(ownerOf) }
+func (c *Collector) ResendOpen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rollup.ResendOpen()
+}
 
 // Stats returns the rollup's counters.
-func (c *Collector) Stats() rollup.Stats { return c.rollup.Stats() }
+func (c *Collector) Stats() rollup.Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rollup.Stats()
+}
 
 func (c *Collector) syncJournal() error {
 	if c.journal == nil {
@@ -385,10 +592,13 @@ func (c *Collector) syncJournal() error {
 	return c.journal.Sync()
 }
 
-// Close closes the journal. Call it after Run has returned.
+// Close closes the journal. Call it after Run has returned; calling it
+// again does nothing and returns the first call's error.
 func (c *Collector) Close() error {
-	if c.journal == nil {
-		return nil
-	}
-	return c.journal.Close()
+	c.closeOnce.Do(func() {
+		if c.journal != nil {
+			c.closeErr = c.journal.Close()
+		}
+	})
+	return c.closeErr
 }

@@ -17,8 +17,9 @@ import (
 
 	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
 	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/ship"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/sketch"
 )
@@ -51,7 +52,7 @@ func openAgent(t *testing.T, dir string, epoch uint32, scfg spool.Config, cfg fu
 		t.Fatalf("open spool: %v", err)
 	}
 	c := collector.Config{Dir: dir, Epoch: epoch, FlushInterval: time.Hour, Rollup: rollup.DefaultConfig(),
-		JournalMaxBytes: 64 << 20, MaxBatchContributions: 4}
+		JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(4, nil)}
 	if cfg != nil {
 		cfg(&c)
 	}
@@ -395,7 +396,7 @@ func fillSpool(t *testing.T, sp *spool.Spool) int {
 	t.Helper()
 	pad := make([]byte, 4000)
 	for n := 0; n < 1000; n++ {
-		_, err := sp.Commit([][]byte{pad}, spool.CommitMeta{})
+		_, err := sp.Commit([]spool.Batch{{Payload: pad}}, spool.CommitMeta{})
 		if errors.Is(err, spool.ErrFull) {
 			return n
 		}
@@ -417,9 +418,9 @@ func TestAcceptBusyWhenSpoolFull(t *testing.T) {
 	before := a.col.Stats()
 
 	err := a.col.Accept(makeEvents(10, 10, time.Now()))
-	var busy *ingest.BusyError
+	var busy *source.BusyError
 	if !errors.As(err, &busy) {
-		t.Fatalf("Accept with a full spool = %v, want *ingest.BusyError", err)
+		t.Fatalf("Accept with a full spool = %v, want *source.BusyError", err)
 	}
 	if busy.RetryAfter != time.Hour {
 		t.Fatalf("RetryAfter %v, want the flush interval", busy.RetryAfter)
@@ -448,9 +449,9 @@ func TestFlushRetriedAfterSpoolFull(t *testing.T) {
 	if got := metric(t, a.reg, "tally_agent_flushes_total", "retry"); got != 1 {
 		t.Fatalf("retry flushes %v, want 1", got)
 	}
-	var busy *ingest.BusyError
+	var busy *source.BusyError
 	if err := a.col.Accept(second); !errors.As(err, &busy) {
-		t.Fatalf("Accept with a full spool = %v, want *ingest.BusyError", err)
+		t.Fatalf("Accept with a full spool = %v, want *source.BusyError", err)
 	}
 
 	// The aggregator catches up: the padding is acked, and the next flush
@@ -475,7 +476,7 @@ func TestFlushRetriedAfterSpoolFull(t *testing.T) {
 // fillJournal accepts batches of 500 events until the journal is full. It
 // returns the busy error, the number of events accepted and the batch that
 // was refused.
-func fillJournal(t *testing.T, col *collector.Collector, now time.Time) (*ingest.BusyError, int, []event.Event) {
+func fillJournal(t *testing.T, col *collector.Collector, now time.Time) (*source.BusyError, int, []event.Event) {
 	t.Helper()
 	const per = 500
 	for i := 0; i < 10_000; i++ {
@@ -484,9 +485,9 @@ func fillJournal(t *testing.T, col *collector.Collector, now time.Time) (*ingest
 		if err == nil {
 			continue
 		}
-		var busy *ingest.BusyError
+		var busy *source.BusyError
 		if !errors.As(err, &busy) {
-			t.Fatalf("Accept into a filling journal = %v, want nil or *ingest.BusyError", err)
+			t.Fatalf("Accept into a filling journal = %v, want nil or *source.BusyError", err)
 		}
 		return busy, i * per, evs
 	}
@@ -513,9 +514,9 @@ func TestAcceptBusyWhenJournalFull(t *testing.T) {
 		t.Fatalf("rollup holds %d events, %d were accepted", before.Events+before.Bots, accepted)
 	}
 	// Nothing of a refused Accept is applied: all or nothing.
-	var again *ingest.BusyError
+	var again *source.BusyError
 	if err := a.col.Accept(refused); !errors.As(err, &again) {
-		t.Fatalf("second Accept into a full journal = %v, want *ingest.BusyError", err)
+		t.Fatalf("second Accept into a full journal = %v, want *source.BusyError", err)
 	}
 	if after := a.col.Stats(); after != before {
 		t.Fatalf("refused Accepts changed the rollup: %+v -> %+v", before, after)

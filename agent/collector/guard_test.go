@@ -12,6 +12,7 @@ import (
 	"github.com/tally-edge/tally/agent/cardinality"
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/ship"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/sketch"
 )
@@ -28,7 +29,7 @@ func TestCardinalityFoldingSurvivesReplay(t *testing.T) {
 			t.Fatal(err)
 		}
 		c, err := Open(Config{Dir: dir, Epoch: epoch, FlushInterval: time.Second, Rollup: rollup.DefaultConfig(),
-			JournalMaxBytes: 64 << 20, Cardinality: cardinality.Config{MaxCampaigns: 2}}, sp, prometheus.NewRegistry(), logger)
+			JournalMaxBytes: 64 << 20, Batcher: ship.NewBatcher(0, nil), Cardinality: cardinality.Config{MaxCampaigns: 2}}, sp, prometheus.NewRegistry(), logger)
 		if err != nil {
 			t.Fatal(err)
 		}

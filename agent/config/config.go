@@ -43,6 +43,9 @@ type Config struct {
 	Cardinality Cardinality `yaml:"cardinality"`
 	// Sources are inputs besides POST /v1/events.
 	Sources Sources `yaml:"sources"`
+	// DeadLetters bounds the batches kept because aggregators refused
+	// them for good.
+	DeadLetters DeadLetters `yaml:"dead_letters"`
 	// MemoryLimit is a soft limit on the Go heap: the runtime collects
 	// garbage harder as the heap nears it, instead of letting it grow to
 	// twice the live data. 0 (default) leaves the runtime's default; the
@@ -70,6 +73,23 @@ type Geo struct {
 type Sources struct {
 	// Logs are access logs to tail (see agent/tail and agent/logparse).
 	Logs []LogSource `yaml:"logs"`
+	// ForgetPositions drops the saved read position of a file (tailed or
+	// imported) once the file is gone (or another file has its name) and
+	// no line of it has been read for this long, so positions do not pile
+	// up in every flush. Default 720h (30 days).
+	ForgetPositions time.Duration `yaml:"forget_positions"`
+}
+
+// DeadLetters bounds the dead-letter directory (<state_dir>/dead-letter):
+// batches an aggregator refused as malformed, kept for inspection and
+// replay (tally-agent dead-letters list|replay). When either bound is
+// reached, a refused batch stays in the spool, shipping pauses and
+// /readyz fails until the operator replays or removes dead letters.
+type DeadLetters struct {
+	// MaxBatches bounds the number of files. Default 1000.
+	MaxBatches int `yaml:"max_batches"`
+	// MaxBytes bounds their total size. Default 256MiB.
+	MaxBytes yamlconf.ByteSize `yaml:"max_bytes"`
 }
 
 // LogSource is one set of access logs in one format: the files to follow
@@ -129,13 +149,40 @@ type Cardinality struct {
 	MaxSources   int `yaml:"max_sources"`
 	MaxMediums   int `yaml:"max_mediums"`
 	MaxAnswers   int `yaml:"max_answers"`
+	// MaxSeries is the per-minute series budget: beyond this many
+	// distinct series in a minute, the events of a new series count in
+	// the series of their type and device with campaign, source and
+	// medium "(other)" and country ZZ. 0 means the default (100000); -1
+	// means unlimited.
+	MaxSeries int `yaml:"max_series"`
 }
 
-// HTTP is the ingest and admin listener.
+// HTTP is the agent's HTTP listeners: the public one (browsers, and
+// server senders unless they have their own) and, optionally, one for
+// server senders only.
 type HTTP struct {
-	// Listen is the address of POST /v1/events, /healthz and /metrics.
-	// Default 127.0.0.1:8081.
+	// Listen is the address of GET /v1/t.js, GET /v1/pixel.gif,
+	// POST /v1/events, /healthz and /readyz, and, without ServerListen,
+	// of the import routes and /metrics too. Default 127.0.0.1:8081.
 	Listen string `yaml:"listen"`
+	// ServerListen, when set, is a second listener for server senders
+	// only: POST /v1/events (token required), the import routes and
+	// webhooks, /metrics, /healthz and /readyz. Those routes then leave
+	// the public listener (except /v1/events, which browsers need), so
+	// the public one can face the internet and this one a private
+	// network. Default "" (none).
+	ServerListen string `yaml:"server_listen"`
+	// ServerTokens authenticate server senders ("Authorization: Bearer
+	// TOKEN"): backends posting events, and every import and webhook. A
+	// request with one of them is never judged by its own address and
+	// User-Agent, and its events' ip and ua are believed. At least 16
+	// characters each; keep them out of the file with ${VAR}. Default
+	// none: imports are off and every event sender is a browser.
+	ServerTokens []string `yaml:"server_tokens"`
+	// MaxBytesInFlight bounds the request body bytes all requests hold
+	// in memory together; a body beyond it gets 503 with Retry-After.
+	// Default 64MiB.
+	MaxBytesInFlight yamlconf.ByteSize `yaml:"max_bytes_in_flight"`
 	// MaxBodyBytes caps one request body (413 above). Default 8MiB.
 	MaxBodyBytes yamlconf.ByteSize `yaml:"max_body_bytes"`
 	// MaxEventsPerRequest caps the events in one body (413 above). Default 20000.
@@ -144,7 +191,9 @@ type HTTP struct {
 	MaxEventAge time.Duration `yaml:"max_event_age"`
 	// MaxClockSkew rejects events further in the future. Default 5m.
 	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
-	// TrustedProxies are CIDRs whose X-Forwarded-For is believed.
+	// TrustedProxies are CIDRs of proxies in front of the agent: their
+	// X-Forwarded-For is believed for the client address, and the ip and
+	// ua fields of events they forward are believed too.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
@@ -244,16 +293,18 @@ func DefaultConfig() Config {
 		Region:   "default",
 		StateDir: "/var/lib/tally-agent",
 		HTTP: HTTP{Listen: "127.0.0.1:8081", MaxBodyBytes: 8 << 20, MaxEventsPerRequest: 20_000,
-			MaxEventAge: 7 * 24 * time.Hour, MaxClockSkew: 5 * time.Minute},
+			MaxEventAge: 7 * 24 * time.Hour, MaxClockSkew: 5 * time.Minute, MaxBytesInFlight: 64 << 20},
 		Aggregator: Aggregator{InFlight: 8, Compress: &yes, BackoffMin: 200 * time.Millisecond,
 			BackoffMax: 30 * time.Second, SendTimeout: 30 * time.Second, MaxBatchContributions: 2000},
-		Privacy: Privacy{SaltPeriod: privacy.Day},
-		Rollup:  Rollup{FlushInterval: 15 * time.Second, Lateness: 2 * time.Minute, MaxOpen: 1_000_000},
-		Journal: Journal{MaxBytes: 256 << 20},
-		Spool:   Spool{MaxBytes: 1 << 30},
-		Bots:    botfilter.DefaultConfig(),
-		Browser: browser.DefaultConfig(),
-		Imports: imports.DefaultConfig(),
+		Privacy:     Privacy{SaltPeriod: privacy.Day},
+		Rollup:      Rollup{FlushInterval: 15 * time.Second, Lateness: 2 * time.Minute, MaxOpen: 1_000_000},
+		Journal:     Journal{MaxBytes: 256 << 20},
+		Spool:       Spool{MaxBytes: 1 << 30},
+		Bots:        botfilter.DefaultConfig(),
+		Browser:     browser.DefaultConfig(),
+		Imports:     imports.DefaultConfig(),
+		Sources:     Sources{ForgetPositions: 30 * 24 * time.Hour},
+		DeadLetters: DeadLetters{MaxBatches: 1000, MaxBytes: 256 << 20},
 	}
 }
 
@@ -276,8 +327,27 @@ func (c *Config) Validate() error {
 	if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil && !strings.HasPrefix(c.HTTP.Listen, ":") {
 		bad("http.listen %q: want host:port", c.HTTP.Listen)
 	}
+	if c.HTTP.ServerListen != "" {
+		if _, err := netip.ParseAddrPort(c.HTTP.ServerListen); err != nil && !strings.HasPrefix(c.HTTP.ServerListen, ":") {
+			bad("http.server_listen %q: want host:port", c.HTTP.ServerListen)
+		}
+		if c.HTTP.ServerListen == c.HTTP.Listen && !strings.HasSuffix(c.HTTP.Listen, ":0") {
+			bad("http.server_listen: must differ from http.listen")
+		}
+		if len(c.HTTP.ServerTokens) == 0 {
+			bad("http.server_listen: needs http.server_tokens (every request there must carry one)")
+		}
+	}
+	for i, tok := range c.HTTP.ServerTokens {
+		if len(tok) < 16 {
+			bad("http.server_tokens[%d]: at least 16 characters (set it with ${TALLY_SERVER_TOKEN})", i)
+		}
+	}
 	if c.HTTP.MaxBodyBytes < 1024 {
 		bad("http.max_body_bytes: at least 1KiB")
+	}
+	if c.HTTP.MaxBytesInFlight < c.HTTP.MaxBodyBytes || c.HTTP.MaxBytesInFlight < c.Imports.MaxBodyBytes {
+		bad("http.max_bytes_in_flight %s: at least http.max_body_bytes and imports.max_body_bytes, or no body that size could ever be read", c.HTTP.MaxBytesInFlight)
 	}
 	for _, p := range c.HTTP.TrustedProxies {
 		if _, err := netip.ParsePrefix(p); err != nil {
@@ -334,6 +404,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Journal.MaxBytes < 1<<20 || c.Spool.MaxBytes < 1<<20 {
 		bad("journal.max_bytes and spool.max_bytes: at least 1MiB")
+	}
+	if c.Sources.ForgetPositions < time.Hour {
+		bad("sources.forget_positions %s: at least 1h", c.Sources.ForgetPositions)
+	}
+	if c.DeadLetters.MaxBatches < 1 || c.DeadLetters.MaxBytes < 1<<20 {
+		bad("dead_letters.max_batches (at least 1) and dead_letters.max_bytes (at least 1MiB)")
 	}
 	return errors.Join(errs...)
 }

@@ -24,6 +24,8 @@ func TestBad(t *testing.T) {
 		"testdata/unknown_key.bad.yaml": {"field adrs not found"},
 		"testdata/invalid.bad.yaml":     {"name \"bad name\"", "aggregator.addrs", "privacy.secret", "salt period \"year\"", "rollup.flush_interval"},
 		"testdata/missing.yaml":         {"no such file"},
+		"testdata/server_listen.bad.yaml": {"http.server_tokens[0]: at least 16", "http.max_bytes_in_flight", "dead_letters.max_batches",
+			"sources.forget_positions"},
 	} {
 		_, err := Load(file)
 		if err == nil {

@@ -7,20 +7,28 @@ import (
 
 // DeviceCache remembers DeviceOf per user-agent string. User agents repeat
 // heavily, and classifying one costs a few hundred nanoseconds. It is safe
-// for concurrent use and bounded: when full it starts over.
+// for concurrent use and bounded in bytes: when its keys would exceed the
+// bound it starts over. Normalize cuts user agents to MaxUserAgent before
+// they reach it.
 type DeviceCache struct {
-	max int
+	maxBytes int
 
-	mu sync.RWMutex
-	m  map[string]string
+	mu    sync.RWMutex
+	m     map[string]string
+	bytes int
 }
 
-// NewDeviceCache returns a cache of at most max user agents (0: 65536).
-func NewDeviceCache(max int) *DeviceCache {
-	if max <= 0 {
-		max = 65536
+// DefaultDeviceCacheBytes bounds a DeviceCache's keys when NewDeviceCache
+// is given 0: 4 MiB, tens of thousands of real user agents.
+const DefaultDeviceCacheBytes = 4 << 20
+
+// NewDeviceCache returns a cache whose keys take at most maxBytes
+// (0: DefaultDeviceCacheBytes).
+func NewDeviceCache(maxBytes int) *DeviceCache {
+	if maxBytes <= 0 {
+		maxBytes = DefaultDeviceCacheBytes
 	}
-	return &DeviceCache{max: max, m: make(map[string]string, 1024)}
+	return &DeviceCache{maxBytes: maxBytes, m: make(map[string]string, 1024)}
 }
 
 // Device returns DeviceOf(ua), from the cache when it can.
@@ -35,12 +43,26 @@ func (c *DeviceCache) Device(ua string) string {
 		return d
 	}
 	d = DeviceOf(ua)
-	c.mu.Lock()
-	if len(c.m) >= c.max {
-		clear(c.m)
+	if len(ua) > c.maxBytes {
+		return d
 	}
-	// Clone: ua may alias a buffer the caller reuses.
-	c.m[strings.Clone(ua)] = d
+	c.mu.Lock()
+	if c.bytes+len(ua) > c.maxBytes {
+		clear(c.m)
+		c.bytes = 0
+	}
+	if _, ok := c.m[ua]; !ok {
+		// Clone: ua may alias a buffer the caller reuses.
+		c.m[strings.Clone(ua)] = d
+		c.bytes += len(ua)
+	}
 	c.mu.Unlock()
 	return d
+}
+
+// Bytes returns the bytes the cache's keys take.
+func (c *DeviceCache) Bytes() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes
 }

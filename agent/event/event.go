@@ -81,20 +81,28 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(b, &s); err != nil {
 			return ErrBadTime
 		}
-		ts, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return ErrBadTime
-		}
-		*t = Time{UnixMillis: ts.UnixMilli(), Set: true}
-		return nil
+		return t.SetString(s)
 	}
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil {
 		return ErrBadTime
 	}
-	*t = Time{UnixMillis: int64(f), Set: true}
+	t.SetMillis(f)
 	return nil
 }
+
+// SetString sets t from an RFC 3339 string, or returns ErrBadTime.
+func (t *Time) SetString(s string) error {
+	ts, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return ErrBadTime
+	}
+	*t = Time{UnixMillis: ts.UnixMilli(), Set: true}
+	return nil
+}
+
+// SetMillis sets t from unix milliseconds.
+func (t *Time) SetMillis(ms float64) { *t = Time{UnixMillis: int64(ms), Set: true} }
 
 // Error is a per-event validation error; it names the offending field.
 type Error struct {
@@ -148,15 +156,5 @@ func cleanDim(s, def string) string {
 	if s == "" {
 		return def
 	}
-	if len(s) > maxDim {
-		s = s[:maxDim]
-		// Do not end inside a UTF-8 sequence.
-		for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
-			s = s[:len(s)-1]
-		}
-		if len(s) > 0 && s[len(s)-1] >= 0xC0 {
-			s = s[:len(s)-1]
-		}
-	}
-	return s
+	return cutUTF8(s, maxDim)
 }

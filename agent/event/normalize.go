@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tally-edge/tally/sketch"
@@ -20,6 +21,11 @@ const (
 	// DeviceBot is the device class of events the bot filter caught.
 	DeviceBot = "bot"
 )
+
+// Devices is the closed set of device classes: what DeviceOf returns,
+// DeviceBot and NoDevice. An event's own device field must name one of
+// them (in any case); anything else counts as NoDevice.
+var Devices = []string{"desktop", "mobile", "tablet", DeviceBot, NoDevice}
 
 // Event is a validated, normalised event: everything the minute aggregator
 // needs and nothing that identifies a person (the visitor is a salted hash).
@@ -50,6 +56,10 @@ type Event struct {
 	// adding to it.
 	Row        uint64
 	RowVersion uint64
+	// Hash is HashSeries(&Series), or 0 when not computed yet. The
+	// cardinality guard sets it once the series is final, so the rollup
+	// need not hash it again; it is not journaled.
+	Hash uint64
 }
 
 // Count returns how many events e stands for.
@@ -60,15 +70,31 @@ func (e *Event) Count() uint64 {
 	return e.Weight
 }
 
-// Context is what the normaliser needs besides the event itself.
+// Context is what the normaliser needs besides the event itself. Sources
+// do not fill it by hand: agent/source.Env builds it, so every source
+// normalises alike.
 type Context struct {
 	// Now is the time of receipt, used when ts is absent.
 	Now time.Time
 	// Region is this agent's region label.
 	Region string
-	// ClientIP and UserAgent come from the request when the event lacks them.
+	// ClientIP and UserAgent are the request's: the browser's own, or
+	// what a trusted proxy forwarded. Empty for inputs that carry their
+	// own (log lines, imports) and for authenticated server senders,
+	// whose HTTP library's user agent says nothing about the visitor.
 	ClientIP  string
 	UserAgent string
+	// TrustBody believes the event's own ip and ua fields (server
+	// senders, trusted proxies, log lines). Without it they are ignored
+	// and counted in Counters.IdentityIgnored: an anonymous client could
+	// otherwise forge countries, dodge deny-lists and inflate uniques.
+	TrustBody bool
+	// Hasher hashes visitors; nil leaves every Visitor 0.
+	Hasher Hasher
+	// Bots classifies events; nil classifies none as bots.
+	Bots BotFilter
+	// Counters, if not nil, counts what normalisation replaced.
+	Counters *Counters
 	// MaxAge rejects events older than Now-MaxAge; MaxSkew rejects events
 	// later than Now+MaxSkew.
 	MaxAge, MaxSkew time.Duration
@@ -78,6 +104,28 @@ type Context struct {
 	// Geo gives events without a valid country one from the client IP;
 	// nil leaves them NoCountry.
 	Geo Geo
+	// Request is what the HTTP request says for the bot filter's
+	// behavioural signals; nil for logs and imports.
+	Request *BrowserRequest
+}
+
+// BrowserRequest is what an HTTP request says about its client besides
+// its address and user agent, for the bot filter's behavioural signals.
+type BrowserRequest struct {
+	// Page is set when a page sent the request: it carries an Origin or a
+	// Sec-Fetch-Site header, as browsers' beacons and fetches do.
+	Page bool
+	// SecCHUA, SecCHUAMobile and SecCHUAPlatform are the request's
+	// Sec-CH-UA, Sec-CH-UA-Mobile and Sec-CH-UA-Platform headers.
+	SecCHUA, SecCHUAMobile, SecCHUAPlatform string
+}
+
+// RequestBotFilter is a BotFilter that also judges the event's type and
+// request (zero-time visits, beacons without t.js, client hints). When the
+// filter implements it, Normalize calls CheckRequest instead of
+// CheckEvent; req is Context.Request.
+type RequestBotFilter interface {
+	CheckRequest(ua, ip string, visitor uint64, unixMillis int64, typ string, req *BrowserRequest) string
 }
 
 // Hasher turns a visitor identity into a salted hash. Implementations must
@@ -106,8 +154,12 @@ type BotFilter interface {
 }
 
 // Normalize validates r and fills e. It returns an *Error naming the field
-// when the event cannot be accepted.
-func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
+// when the event cannot be accepted. It keeps none of r's IP, UA, URL,
+// Referrer and Visitor strings in e (sources may point them into buffers
+// they reuse), nor do the caches it calls. A device outside the closed set or a
+// country that is not an ISO 3166-1 alpha-2 code is not an error: the
+// event counts with NoDevice or NoCountry, and c.Counters says how often.
+func Normalize(r *Raw, c *Context, e *Event) error {
 	typ, ok := knownType(r.Type)
 	if !ok {
 		if r.Type == "" {
@@ -162,13 +214,23 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 		e.Vote = sketch.VoteKey(cleanVoteLabel(r.Poll, NoPoll), answer)
 	}
 
-	ip := r.IP
-	if ip == "" {
-		ip = c.ClientIP
+	ip, ua := c.ClientIP, c.UserAgent
+	if c.TrustBody {
+		if r.IP != "" {
+			ip = r.IP
+		}
+		if r.UA != "" {
+			ua = r.UA
+		}
+	} else if (r.IP != "" || r.UA != "") && c.Counters != nil {
+		c.Counters.IdentityIgnored.Add(1)
 	}
-	ua := r.UA
-	if ua == "" {
-		ua = c.UserAgent
+	if len(ua) > MaxUserAgent {
+		// Before any cache sees it: caches key on the user agent.
+		ua = cutUTF8(ua, MaxUserAgent)
+		if c.Counters != nil {
+			c.Counters.UATruncated.Add(1)
+		}
 	}
 
 	e.Series = sketch.Series{
@@ -176,53 +238,120 @@ func Normalize(r *Raw, c *Context, h Hasher, bots BotFilter, e *Event) error {
 		Source:   cleanDim(source, NoSource),
 		Medium:   cleanDim(medium, NoMedium),
 		Type:     typ,
-		Country:  country(r.Country, ip, c.Geo),
-		Device:   cleanDim(r.Device, ""),
+		Country:  country(r.Country, ip, c.Geo, c.Counters),
 		Region:   c.Region,
 	}
-	if e.Series.Device == "" {
+	explicitDevice := r.Device != ""
+	if explicitDevice {
+		e.Series.Device = cleanDevice(r.Device, c.Counters)
+	} else {
 		e.Series.Device = c.Devices.Device(ua)
 	}
 
 	// Cost events describe spend, not people: no visitor, never a bot.
-	if typ != "cost" && h != nil {
+	if typ != "cost" && c.Hasher != nil {
 		if r.Visitor != "" {
-			e.Visitor = h.Visitor(ts, r.Visitor)
+			e.Visitor = c.Hasher.Visitor(ts, r.Visitor)
 		} else if ip != "" || ua != "" {
-			e.Visitor = h.Anonymous(ts, ip, ua, site)
+			e.Visitor = c.Hasher.Anonymous(ts, ip, ua, site)
 		}
 	}
-	if bots != nil && typ != "cost" {
-		e.Bot = bots.CheckEvent(ua, ip, e.Visitor, ts)
-		if e.Bot != "" && r.Device == "" {
+	if c.Bots != nil && typ != "cost" {
+		if rf, ok := c.Bots.(RequestBotFilter); ok {
+			e.Bot = rf.CheckRequest(ua, ip, e.Visitor, ts, typ, c.Request)
+		} else {
+			e.Bot = c.Bots.CheckEvent(ua, ip, e.Visitor, ts)
+		}
+		if e.Bot != "" && !explicitDevice {
 			e.Series.Device = DeviceBot
 		}
 	}
 	return nil
 }
 
+// MaxUserAgent is the longest user agent kept, in bytes. Real browsers
+// send 100 to 300; longer ones are cut before they reach the device and
+// bot caches, so a client cannot grow them with megabyte headers.
+const MaxUserAgent = 512
+
+// TruncateUserAgent cuts ua to MaxUserAgent bytes (at a character
+// boundary), as Normalize does, for sources that hand a request's user
+// agent to the bot filter themselves.
+func TruncateUserAgent(ua string) string {
+	if len(ua) > MaxUserAgent {
+		return cutUTF8(ua, MaxUserAgent)
+	}
+	return ua
+}
+
+// Counters count what normalisation replaced or ignored. Safe for
+// concurrent use; the agent exports them as metrics.
+type Counters struct {
+	// UnknownDevice counts device fields outside Devices, counted as
+	// NoDevice.
+	UnknownDevice atomic.Uint64
+	// UnknownCountry counts country fields that are not ISO 3166-1
+	// alpha-2 codes, counted as NoCountry.
+	UnknownCountry atomic.Uint64
+	// UATruncated counts user agents cut to MaxUserAgent.
+	UATruncated atomic.Uint64
+	// IdentityIgnored counts events whose ip or ua fields were ignored
+	// because the sender is not trusted to give them.
+	IdentityIgnored atomic.Uint64
+}
+
 // country is the event's own country when it names one, else the client
 // IP's, else NoCountry.
-func country(field, ip string, g Geo) string {
-	if cc := cleanCountry(field); cc != NoCountry || g == nil || ip == "" {
-		return cc
+func country(field, ip string, g Geo, n *Counters) string {
+	if strings.TrimSpace(field) != "" {
+		cc := CleanCountry(field)
+		if cc == NoCountry && n != nil && !strings.EqualFold(strings.TrimSpace(field), NoCountry) {
+			n.UnknownCountry.Add(1)
+		}
+		if cc != NoCountry || g == nil || ip == "" {
+			return cc
+		}
 	}
-	if cc := g.Country(ip); cc != "" {
+	if g == nil || ip == "" {
+		return NoCountry
+	}
+	// The database is the operator's, but its codes still pass the same
+	// closed set (some carry EU or AP for continents).
+	if cc := CleanCountry(g.Country(ip)); cc != "" {
 		return cc
 	}
 	return NoCountry
 }
 
-// cleanCountry upper-cases a two-letter code; anything else is NoCountry.
-func cleanCountry(s string) string {
+// cleanDevice maps a device field to one of Devices, or NoDevice.
+func cleanDevice(s string, n *Counters) string {
 	s = strings.TrimSpace(s)
-	if len(s) != 2 || !isLetter(s[0]) || !isLetter(s[1]) {
-		return NoCountry
+	for _, d := range Devices {
+		if strings.EqualFold(s, d) {
+			return d
+		}
 	}
-	return strings.ToUpper(s)
+	if n != nil {
+		n.UnknownDevice.Add(1)
+	}
+	return NoDevice
 }
 
-func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+// cutUTF8 cuts s to at most n bytes without ending inside a UTF-8
+// sequence.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
+		s = s[:len(s)-1]
+	}
+	if len(s) > 0 && s[len(s)-1] >= 0xC0 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
 
 func truncate(s string, n int) string {
 	if len(s) <= n {
@@ -337,6 +466,9 @@ func utm(query string, campaign, source, medium *string) {
 		if value == "" {
 			continue
 		}
-		*dst = value
+		// A copy: the URL may point into a buffer the source reuses
+		// (Normalize keeps none of the request's strings), while the
+		// value becomes a series label.
+		*dst = strings.Clone(value)
 	}
 }

@@ -3,6 +3,7 @@ package event
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,21 +88,33 @@ func TestRowFieldsSurviveTheJournal(t *testing.T) {
 func TestPollVotes(t *testing.T) {
 	ctx := &Context{Now: time.Unix(1_700_000_000, 0), Region: "eu"}
 	var e Event
-	err := Normalize(&Raw{Type: PollVote, Poll: "p"}, ctx, nil, nil, &e)
+	err := Normalize(&Raw{Type: PollVote, Poll: "p"}, ctx, &e)
 	var ee *Error
 	if !errors.As(err, &ee) || ee.Field != "answer" {
 		t.Fatalf("a vote without an answer: %v", err)
 	}
-	if err := Normalize(&Raw{Type: PollVote, Answer: " yes\x1fno ", Poll: "launch"}, ctx, nil, nil, &e); err != nil {
+	if err := Normalize(&Raw{Type: PollVote, Answer: " yes\x1fno ", Poll: "launch"}, ctx, &e); err != nil {
 		t.Fatal(err)
 	}
 	if p, a := sketch.SplitVote(e.Vote); p != "launch" || a != "yes no" {
 		t.Fatalf("vote %q: poll %q answer %q", e.Vote, p, a)
 	}
-	if err := Normalize(&Raw{Type: PollVote, Answer: "yes"}, ctx, nil, nil, &e); err != nil || e.Vote != sketch.VoteKey(NoPoll, "yes") {
+	if err := Normalize(&Raw{Type: PollVote, Answer: "yes"}, ctx, &e); err != nil || e.Vote != sketch.VoteKey(NoPoll, "yes") {
 		t.Fatalf("vote without a poll: %q, %v", e.Vote, err)
 	}
-	if err := Normalize(&Raw{Type: "click", Answer: "yes", Poll: "p"}, ctx, nil, nil, &e); err != nil || e.Vote != "" {
+	if err := Normalize(&Raw{Type: "click", Answer: "yes", Poll: "p"}, ctx, &e); err != nil || e.Vote != "" {
 		t.Fatalf("a click carries a vote: %q, %v", e.Vote, err)
+	}
+}
+
+func TestCleanCountry(t *testing.T) {
+	for in, want := range map[string]string{"de": "DE", " Fr ": "FR", "US": "US", "ZZ": NoCountry, "QQ": NoCountry,
+		"XK": NoCountry, "D": NoCountry, "DEU": NoCountry, "1!": NoCountry, "é": NoCountry, "": NoCountry} {
+		if got := CleanCountry(in); got != want {
+			t.Errorf("CleanCountry(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if n := len(strings.Fields(countryCodes)); n != 249 {
+		t.Fatalf("%d country codes, ISO 3166-1 assigns 249", n)
 	}
 }

@@ -36,14 +36,15 @@ func (e *StatusError) Error() string {
 // all replaces itself.
 const postAttempts = 5
 
-// PostFile sends the file at path to the import endpoint of kind ("cost"
-// or "email") of the agent at agentURL (e.g. http://127.0.0.1:8081; a
-// query such as ?token=… is kept, for a webhook token) and returns the
-// agent's answer. The Content-Type follows the extension (.csv, .tsv,
+// PostFile sends the file at path to the import endpoint of kind ("cost",
+// "polls" or "email") of the agent at agentURL (e.g. http://127.0.0.1:8081;
+// a query such as ?token=… is kept, for a webhook token), authenticated
+// with token (a server sender's, http.server_tokens) when it is not
+// empty, and returns the agent's answer. The Content-Type follows the extension (.csv, .tsv,
 // .json, .ndjson, .jsonl); other files are left for the agent to
 // recognise. While the agent answers 503 it waits as told by Retry-After
 // (at most a minute) and tries again, up to 5 times in all.
-func PostFile(ctx context.Context, agentURL, path, kind string) (Result, error) {
+func PostFile(ctx context.Context, agentURL, token, path, kind string) (Result, error) {
 	var endpoint string
 	switch kind {
 	case "cost":
@@ -64,7 +65,7 @@ func PostFile(ctx context.Context, agentURL, path, kind string) (Result, error) 
 		".ndjson": "application/x-ndjson", ".jsonl": "application/x-ndjson"}[strings.ToLower(filepath.Ext(path))]
 	client := &http.Client{}
 	for attempt := 1; ; attempt++ {
-		res, retryAfter, err := postOnce(ctx, client, u.String(), path, contentType)
+		res, retryAfter, err := postOnce(ctx, client, u.String(), token, path, contentType)
 		if retryAfter == 0 || attempt == postAttempts {
 			return res, err
 		}
@@ -79,7 +80,7 @@ func PostFile(ctx context.Context, agentURL, path, kind string) (Result, error) 
 }
 
 // postOnce posts the file once. retryAfter is set on a 503.
-func postOnce(ctx context.Context, client *http.Client, endpoint, path, contentType string) (res Result, retryAfter time.Duration, err error) {
+func postOnce(ctx context.Context, client *http.Client, endpoint, token, path, contentType string) (res Result, retryAfter time.Duration, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return res, 0, err
@@ -96,6 +97,9 @@ func postOnce(ctx context.Context, client *http.Client, endpoint, path, contentT
 	req.ContentLength = st.Size()
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

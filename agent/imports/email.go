@@ -73,15 +73,15 @@ func (it *emailItem) sendGrid() bool {
 // serveEmail implements POST /v1/webhooks/email.
 func (h *Handlers) serveEmail(w http.ResponseWriter, r *http.Request) {
 	const kind = "email"
-	if r.Method == http.MethodPost && !h.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
-		h.fail(w, kind, http.StatusUnauthorized, "missing or wrong webhook token (Authorization: Bearer … or ?token=…)")
+	if !h.admit(w, r, kind, true) {
 		return
 	}
-	body, ok := h.readBody(w, r, kind)
+	b, ok := h.readBody(w, r, kind)
 	if !ok {
 		return
 	}
+	defer b.Release()
+	body := b.Bytes
 	if h.sgKey != nil {
 		if err := verifySendGrid(h.sgKey, r.Header, body); err != nil {
 			h.fail(w, kind, http.StatusUnauthorized, err.Error())
@@ -188,7 +188,7 @@ func (h *Handlers) emailEvent(it *emailItem, ctx *event.Context, e *event.Event)
 		// address itself goes no further than this struct.
 		Visitor: firstOf(strings.ToLower(strings.TrimSpace(it.Email)), string(it.Recipient), string(it.RecipientID)),
 	}
-	if err := event.Normalize(&raw, ctx, h.hasher, nil, e); err != nil {
+	if err := event.Normalize(&raw, ctx, e); err != nil {
 		var ee *event.Error
 		if errors.As(err, &ee) && ee.Field == "ts" {
 			err = fmt.Errorf("timestamp: %s", ee.Reason) // the field's name here

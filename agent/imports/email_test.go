@@ -141,13 +141,15 @@ func TestWebhookToken(t *testing.T) {
 		hdr          []string
 		code         int
 	}{
-		{"none", EmailWebhookPath, nil, 401},
+		{"none", EmailWebhookPath, []string{"Authorization", ""}, 401},
 		{"wrong bearer", EmailWebhookPath, []string{"Authorization", "Bearer nope"}, 401},
 		{"basic", EmailWebhookPath, []string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+token))}, 401},
-		{"wrong query", EmailWebhookPath + "?token=nope", nil, 401},
+		{"wrong query", EmailWebhookPath + "?token=nope", []string{"Authorization", ""}, 401},
 		{"bearer", EmailWebhookPath, []string{"Authorization", "Bearer " + token}, 202},
 		{"bearer, any case", EmailWebhookPath, []string{"Authorization", "bearer " + token}, 202},
-		{"query", EmailWebhookPath + "?token=" + token, nil, 202},
+		{"query", EmailWebhookPath + "?token=" + token, []string{"Authorization", ""}, 202},
+		{"server sender's token", EmailWebhookPath, nil, 202},
+		{"server token in the query", EmailWebhookPath + "?token=" + testToken, []string{"Authorization", ""}, 202},
 	} {
 		w, _ := post(t, f.h.EmailWebhook(), tc.target, body, tc.hdr...)
 		if w.Code != tc.code {
@@ -160,10 +162,10 @@ func TestWebhookToken(t *testing.T) {
 	if n := counter(t, f.h.requests, "email", "401"); n != 4 {
 		t.Errorf("requests{email,401} = %v", n)
 	}
-	// The token guards webhooks only; cost imports are as open as
-	// /v1/events.
-	if w, _ := post(t, f.h.Cost(), CostPath, readFixture(t, "cost_google_ads/report.csv")); w.Code != 202 {
-		t.Errorf("cost import: %d", w.Code)
+	// The webhook token opens the webhook only: a report takes a server
+	// sender's token.
+	if w, _ := post(t, f.h.Cost(), CostPath, readFixture(t, "cost_google_ads/report.csv"), "Authorization", "Bearer "+token); w.Code != 401 {
+		t.Errorf("cost import with the webhook token: %d", w.Code)
 	}
 }
 
@@ -231,4 +233,30 @@ func TestWebhookTime(t *testing.T) {
 			t.Errorf("webhookTime(%s) = %d, want an error", in, got)
 		}
 	}
+}
+
+// FuzzEmailWebhook: no body makes the webhook panic or answer outside its
+// contract, and nothing a row says is counted more than once.
+//
+//	go test -run='^$' -fuzz='^FuzzEmailWebhook$' -fuzztime=30s ./agent/imports/
+func FuzzEmailWebhook(f *testing.F) {
+	f.Add(readFixture(f, "sendgrid/events.json"))
+	for _, s := range []string{`{"event":"open","id":"1","email":"a@b.example","timestamp":1700000000,"campaign":"c"}`,
+		"[{\"event\":\"click\",\"id\":2}]\n", "{\"event\":\"bounce\"}\n{", `[{"sg_event_id":"x","event":"open","timestamp":"x"}]`} {
+		f.Add([]byte(s))
+	}
+	fx := newFixture(f, nil)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fx.sink.batches = nil
+		w, res := post(t, fx.h.EmailWebhook(), EmailWebhookPath, body)
+		switch w.Code {
+		case http.StatusAccepted:
+			if res.Events != res.Accepted {
+				t.Fatalf("%d events from %d accepted rows", res.Events, res.Accepted)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		default:
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	})
 }

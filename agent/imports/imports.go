@@ -16,13 +16,11 @@ package imports
 
 import (
 	"crypto/ecdsa"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -33,8 +31,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tally-edge/tally/agent/edge"
 	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -62,10 +61,12 @@ type Config struct {
 	// taken to be in it. Empty accepts any currency and records none, so
 	// mixing currencies is then the importer's responsibility. Default "".
 	Currency string `yaml:"currency"`
-	// WebhookToken, when set, is required on POST /v1/webhooks/email as
-	// "Authorization: Bearer TOKEN" or "?token=TOKEN" (401 otherwise). At
-	// least 16 characters; keep it out of the file with ${VAR}. Default ""
-	// (no check: bind the agent to a private address).
+	// WebhookToken is a token POST /v1/webhooks/email takes besides the
+	// server senders' (http.server_tokens), as "Authorization: Bearer
+	// TOKEN" or "?token=TOKEN", for email tools that can only be given a
+	// URL. At least 16 characters; keep it out of the file with ${VAR}.
+	// Default "": the webhook takes server tokens only, and with none
+	// configured it is off (403).
 	WebhookToken string `yaml:"webhook_token"`
 	// SendGridVerificationKey, when set, is the public key of SendGrid's
 	// Signed Event Webhook (base64, as SendGrid's settings page shows it):
@@ -76,10 +77,17 @@ type Config struct {
 	// Now is the clock: row versions and the age checks use it. Nil means
 	// time.Now. For tests.
 	Now func() time.Time `yaml:"-"`
+	// Tokens are the server senders' tokens (http.server_tokens): every
+	// import route requires one (401), and with none configured the
+	// report routes are off (403). Set by the agent.
+	Tokens *edge.Tokens `yaml:"-"`
+	// InFlight bounds the body bytes all requests hold (503 beyond); nil:
+	// unbounded. Set by the agent.
+	InFlight *edge.InFlight `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults: 16MiB bodies, 100,000 rows, rows up
-// to a year old, any currency, no webhook authentication.
+// to a year old, any currency, no webhook token of its own.
 func DefaultConfig() Config {
 	return Config{MaxBodyBytes: 16 << 20, MaxRows: 100_000, MaxAge: 365 * 24 * time.Hour, MaxClockSkew: 5 * time.Minute}
 }
@@ -121,12 +129,12 @@ const maxErrors = 100
 
 // Handlers serves the import endpoints. It is safe for concurrent use.
 type Handlers struct {
-	cfg    Config
-	sink   ingest.Sink
-	hasher event.Hasher
-	region string
-	log    *slog.Logger
-	sgKey  *ecdsa.PublicKey
+	cfg          Config
+	env          *source.Env
+	sink         source.Sink
+	log          *slog.Logger
+	sgKey        *ecdsa.PublicKey
+	webhookToken *edge.Tokens
 
 	lastVersion atomic.Uint64 // the last row version handed out
 
@@ -135,17 +143,18 @@ type Handlers struct {
 }
 
 // New returns the import handlers and registers their metrics with reg.
-// Accepted rows go to sink (the agent's collector), visitor identities
-// (email addresses) are hashed with hasher, and every series is labelled
-// with region. It fails only on a configuration Validate rejects.
-func New(cfg Config, sink ingest.Sink, hasher event.Hasher, region string, reg prometheus.Registerer, logger *slog.Logger) (*Handlers, error) {
+// Rows are normalised with env (region; visitor identities such as email
+// addresses are hashed with its hasher) and accepted rows go to sink (the
+// agent's collector). It fails only on a configuration Validate rejects.
+func New(cfg Config, env *source.Env, sink source.Sink, reg prometheus.Registerer, logger *slog.Logger) (*Handlers, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &Handlers{cfg: cfg, sink: sink, hasher: hasher, region: region, log: logger.With("component", "imports")}
+	h := &Handlers{cfg: cfg, env: env, sink: sink, log: logger.With("component", "imports"),
+		webhookToken: edge.NewTokens(cfg.WebhookToken)}
 	if cfg.SendGridVerificationKey != "" {
 		h.sgKey, _ = parseECDSAKey(cfg.SendGridVerificationKey) // checked by Validate
 	}
@@ -228,10 +237,6 @@ func (h *Handlers) fail(w http.ResponseWriter, kind string, code int, msg string
 	_ = json.NewEncoder(w).Encode(problem{Error: msg})
 }
 
-// errTooLarge is a body over MaxBodyBytes.
-var errTooLarge = errors.New("body too large")
-
-// readBody reads the request body up to MaxBodyBytes, answering the
 // failedBody answers a body that could not be read as rows: 413 for too
 // many, 400 otherwise. It reports whether it answered (err != nil).
 func (h *Handlers) failedBody(w http.ResponseWriter, kind string, err error) bool {
@@ -247,25 +252,60 @@ func (h *Handlers) failedBody(w http.ResponseWriter, kind string, err error) boo
 	return true
 }
 
-// request itself when it cannot.
-func (h *Handlers) readBody(w http.ResponseWriter, r *http.Request, kind string) ([]byte, bool) {
+// admit checks what every import route requires before reading a body:
+// POST, a sender holding a token (one of tokens, or the webhook's own
+// when webhook), and no request a web page could have sent. It answers
+// the request itself when it refuses it.
+func (h *Handlers) admit(w http.ResponseWriter, r *http.Request, kind string, webhook bool) bool {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.fail(w, kind, http.StatusMethodNotAllowed, "use POST")
-		return nil, false
+		return false
 	}
+	if h.cfg.Tokens.Empty() && (!webhook || h.webhookToken.Empty()) {
+		what := "http.server_tokens"
+		if webhook {
+			what += " or imports.webhook_token"
+		}
+		h.fail(w, kind, http.StatusForbidden, "imports are off: they need a token, and none is configured ("+what+")")
+		return false
+	}
+	got := edge.Bearer(r)
+	if got == "" && webhook {
+		got = r.URL.Query().Get("token")
+	}
+	if !h.cfg.Tokens.Match(got) && !(webhook && h.webhookToken.Match(got)) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
+		msg := "missing or wrong token (Authorization: Bearer …)"
+		if webhook {
+			msg = "missing or wrong webhook token (Authorization: Bearer … or ?token=…)"
+		}
+		h.fail(w, kind, http.StatusUnauthorized, msg)
+		return false
+	}
+	if why, ok := edge.BrowserCanSend(r); ok {
+		code := http.StatusForbidden
+		if r.Header.Get("Origin") == "" && r.Header.Get("Sec-Fetch-Site") == "" {
+			code = http.StatusUnsupportedMediaType
+		}
+		h.fail(w, kind, code, why)
+		return false
+	}
+	return true
+}
+
+// readBody reads the request body up to MaxBodyBytes, answering the
+// request itself when it cannot. The caller releases the body.
+func (h *Handlers) readBody(w http.ResponseWriter, r *http.Request, kind string) (*edge.Body, bool) {
 	limit := int64(h.cfg.MaxBodyBytes)
-	if r.ContentLength > limit {
-		h.fail(w, kind, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d (imports.max_body_bytes): split the report", r.ContentLength, limit))
-		return nil, false
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err == nil && int64(len(body)) > limit {
-		err = errTooLarge
-	}
+	body, err := edge.ReadBody(r, limit, h.cfg.InFlight)
 	switch {
-	case errors.Is(err, errTooLarge):
+	case errors.Is(err, edge.ErrTooLarge):
 		h.fail(w, kind, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes (imports.max_body_bytes): split the report", limit))
+		return nil, false
+	case errors.Is(err, edge.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		h.fail(w, kind, http.StatusServiceUnavailable, "busy: too many request bytes in flight; nothing was imported, send the same body again")
 		return nil, false
 	case err != nil:
 		h.fail(w, kind, http.StatusBadRequest, "reading body: "+err.Error())
@@ -280,7 +320,7 @@ func (h *Handlers) readBody(w http.ResponseWriter, r *http.Request, kind string)
 func (h *Handlers) accept(w http.ResponseWriter, kind string, events []event.Event, res *Result) bool {
 	if len(events) > 0 {
 		if err := h.sink.Accept(events); err != nil {
-			var busy *ingest.BusyError
+			var busy *source.BusyError
 			if errors.As(err, &busy) {
 				w.Header().Set("Retry-After", strconv.Itoa(max(1, int(busy.RetryAfter.Round(time.Second)/time.Second))))
 				h.fail(w, kind, http.StatusServiceUnavailable, busy.Error()+"; nothing was imported, send the same body again")
@@ -321,26 +361,13 @@ func (h *Handlers) version() uint64 {
 	}
 }
 
-// eventContext returns the normalisation context of an import. Imports carry
-// no client identity: the request comes from a tool, not a visitor, so
-// ClientIP and UserAgent stay empty and no anonymous visitor is derived.
+// eventContext returns the normalisation context of an import. Imports
+// carry no client identity: the request comes from a tool, not a visitor,
+// so there is no request address or user agent, and no bot check.
 func (h *Handlers) eventContext(now time.Time) event.Context {
-	return event.Context{Now: now, Region: h.region, MaxAge: h.cfg.MaxAge, MaxSkew: h.cfg.MaxClockSkew}
-}
-
-// authorized checks the webhook token, in constant time.
-func (h *Handlers) authorized(r *http.Request) bool {
-	want := h.cfg.WebhookToken
-	if want == "" {
-		return true
-	}
-	var got string
-	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
-		got = strings.TrimSpace(a[7:])
-	} else {
-		got = r.URL.Query().Get("token")
-	}
-	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	c := h.env.Context(now)
+	c.MaxAge, c.MaxSkew, c.Bots = h.cfg.MaxAge, h.cfg.MaxClockSkew, nil
+	return c
 }
 
 // parseECDSAKey decodes a base64 DER (PKIX) ECDSA public key, with or

@@ -19,9 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tally-edge/tally/agent/edge"
 	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
 	"github.com/tally-edge/tally/agent/privacy"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -42,7 +43,7 @@ func (s *memSink) Accept(evs []event.Event) error {
 	defer s.mu.Unlock()
 	if s.busy > 0 {
 		s.busy--
-		return &ingest.BusyError{Reason: "spool full", RetryAfter: 2 * time.Second}
+		return &source.BusyError{Reason: "spool full", RetryAfter: 2 * time.Second}
 	}
 	if s.err != nil {
 		return s.err
@@ -80,18 +81,27 @@ func newFixture(t testing.TB, mutate func(*Config)) *fixture {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = edge.NewTokens(testToken)
+	}
 	f := &fixture{sink: &memSink{}, reg: prometheus.NewRegistry(), hasher: hasher, clock: &now}
-	f.h, err = New(cfg, f.sink, hasher, "eu", f.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	env := &source.Env{Region: "eu", Hasher: hasher}
+	f.h, err = New(cfg, env, f.sink, f.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f
 }
 
-// post sends body to handler h; hdr are header name/value pairs.
+// testToken is the server senders' token of the fixtures.
+const testToken = "imports-test-server-token"
+
+// post sends body to handler h as a server sender holding testToken; hdr
+// are header name/value pairs, which may replace the Authorization.
 func post(t testing.TB, h http.Handler, target string, body []byte, hdr ...string) (*httptest.ResponseRecorder, Result) {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
@@ -216,5 +226,50 @@ func TestVersionsIncrease(t *testing.T) {
 	*f.clock = testNow.Add(time.Hour)
 	if c := f.h.version(); c != uint64(testNow.Add(time.Hour).UnixMilli()) {
 		t.Fatalf("version after an hour %d", c)
+	}
+}
+
+// TestImportRoutesRefuseBrowsersAndStrangers: every import route needs a
+// server sender's token (the webhook also its own), refuses what a web
+// page could send (an Origin, a text/plain or form body), and is off
+// (403) when no token is configured at all; nothing reaches the sink.
+func TestImportRoutesRefuseBrowsersAndStrangers(t *testing.T) {
+	report := []byte("date,campaign,cost\n2026-11-21,spring,10\n")
+	f := newFixture(t, nil)
+	for _, tc := range []struct {
+		name string
+		hdr  []string
+		code int
+	}{
+		{"no token", []string{"Authorization", "", "Content-Type", "text/csv"}, 401},
+		{"wrong token", []string{"Authorization", "Bearer wrong-token-0123456789", "Content-Type", "text/csv"}, 401},
+		{"cross-origin page", []string{"Origin", "https://evil.example", "Content-Type", "text/csv"}, 403},
+		{"fetch metadata", []string{"Sec-Fetch-Site", "cross-site", "Content-Type", "text/csv"}, 403},
+		{"text/plain body", []string{"Content-Type", "text/plain;charset=UTF-8"}, 415},
+		{"form body", []string{"Content-Type", "application/x-www-form-urlencoded"}, 415},
+		{"server sender", []string{"Content-Type", "text/csv"}, 202},
+	} {
+		for _, route := range []struct {
+			path string
+			h    http.Handler
+		}{{CostPath, f.h.Cost()}, {PollsPath, f.h.Polls()}, {EmailWebhookPath, f.h.EmailWebhook()}} {
+			if tc.code == 202 && route.path != CostPath {
+				continue // the body is a spend report
+			}
+			w, _ := post(t, route.h, route.path, report, tc.hdr...)
+			if w.Code != tc.code {
+				t.Errorf("%s %s: %d, want %d: %s", tc.name, route.path, w.Code, tc.code, w.Body)
+			}
+		}
+	}
+	if n := len(f.sink.batches); n != 1 {
+		t.Fatalf("%d batches reached the sink, want the server sender's one", n)
+	}
+
+	off := newFixture(t, func(c *Config) { c.Tokens = edge.NewTokens() })
+	for _, h := range []http.Handler{off.h.Cost(), off.h.Polls(), off.h.EmailWebhook()} {
+		if w, _ := post(t, h, CostPath, report, "Content-Type", "text/csv"); w.Code != http.StatusForbidden {
+			t.Errorf("without any token configured: %d, want 403", w.Code)
+		}
 	}
 }

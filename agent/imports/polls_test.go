@@ -82,3 +82,26 @@ func TestPollReport(t *testing.T) {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 }
+
+// FuzzPolls: no poll report (CSV or JSON) makes the handler panic or
+// answer outside its contract.
+//
+//	go test -run='^$' -fuzz='^FuzzPolls$' -fuzztime=30s ./agent/imports/
+func FuzzPolls(f *testing.F) {
+	for _, s := range []string{"date,campaign,poll,answer,votes\n2026-11-21,spring,launch,yes,12\n",
+		"campaign;poll;answer;votes\nspring;launch;\"no, never\";3\n",
+		`[{"campaign":"c","poll":"p","answer":"a","votes":"7","date":"2026-11-21"}]`,
+		`{"campaign":"c","poll":"p","answer":"a","ts":"2026-11-21T10:00:00Z"}`, "votes\n-1\n"} {
+		f.Add([]byte(s))
+	}
+	fx := newFixture(f, nil)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fx.sink.batches = nil
+		w, _ := post(t, fx.h.Polls(), PollsPath, body)
+		switch w.Code {
+		case http.StatusAccepted, http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		default:
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	})
+}

@@ -178,11 +178,15 @@ type reportRow struct {
 // serveReport implements POST /v1/import/cost and /v1/import/polls.
 func (h *Handlers) serveReport(w http.ResponseWriter, r *http.Request, rk *reportKind) {
 	kind := rk.name
-	body, ok := h.readBody(w, r, kind)
+	if !h.admit(w, r, kind, false) {
+		return
+	}
+	b, ok := h.readBody(w, r, kind)
 	if !ok {
 		return
 	}
-	body = bytes.TrimPrefix(body, utf8BOM)
+	defer b.Release()
+	body := bytes.TrimPrefix(b.Bytes, utf8BOM)
 	f, err := detect(r.Header.Get("Content-Type"), body)
 	if err != nil {
 		h.fail(w, kind, http.StatusBadRequest, err.Error())
@@ -190,6 +194,9 @@ func (h *Handlers) serveReport(w http.ResponseWriter, r *http.Request, rk *repor
 	}
 	now := h.cfg.Now()
 	imp := &reportImport{h: h, kind: rk, ctx: h.eventContext(now), res: &Result{}, index: map[groupKey]int{}}
+	if !rk.visitors {
+		imp.ctx.Hasher = nil // these reports name no people
+	}
 	imp.dayCtx = imp.ctx
 	imp.dayCtx.MaxSkew = 24*time.Hour + h.cfg.MaxClockSkew
 	if f == formatCSV {
@@ -426,7 +433,7 @@ func (imp *reportImport) add(line, index int, rec *record, commaDecimal bool) {
 	if row.day {
 		ctx = &imp.dayCtx
 	}
-	if err := event.Normalize(&row.raw, ctx, imp.hasher(), nil, &e); err != nil {
+	if err := event.Normalize(&row.raw, ctx, &e); err != nil {
 		var ee *event.Error
 		if errors.As(err, &ee) && ee.Field == "ts" && row.day {
 			err = fmt.Errorf("date: %s", ee.Reason) // the row has no ts column
@@ -456,14 +463,6 @@ func (imp *reportImport) add(line, index int, rec *record, commaDecimal bool) {
 	g.votes += row.votes
 	imp.res.Accepted++
 	imp.res.Summed++
-}
-
-// hasher hashes the people a report names; nil for reports of none.
-func (imp *reportImport) hasher() event.Hasher {
-	if imp.kind.visitors {
-		return imp.h.hasher
-	}
-	return nil
 }
 
 // parse checks a row's fields and builds its first event.
@@ -631,7 +630,7 @@ func (imp *reportImport) events(version uint64) ([]event.Event, error) {
 				continue
 			}
 			var e event.Event
-			if err := event.Normalize(&raw, ctx, imp.hasher(), nil, &e); err != nil {
+			if err := event.Normalize(&raw, ctx, &e); err != nil {
 				// The row's first event passed: a bug, not bad input.
 				return nil, fmt.Errorf("row %q, %s event: %w", g.key, typ, err)
 			}

@@ -6,8 +6,16 @@
 // when others in the same body are rejected, and the 202 answer lists every
 // rejection by index. A body that is not JSON at all gets 400, one over the
 // size limit 413, and 503 with Retry-After when the agent cannot make events
-// durable right now (spool or journal full). Nothing is accepted unless it
-// is journaled first, so a 202 is a promise the agent keeps across crashes.
+// durable right now (spool or journal full) or holds too many request
+// bytes already. Nothing is accepted unless it is journaled first, so a
+// 202 is a promise the agent keeps across crashes.
+//
+// A request with "Authorization: Bearer TOKEN" is a server sender's (see
+// agent/edge): its events' ip and ua fields are believed and its own
+// address and User-Agent are not used; a wrong token gets 401. A request
+// without one is a browser's: its address and User-Agent are the
+// visitor's, and its events' ip and ua fields are ignored unless the peer
+// is a trusted proxy.
 package ingest
 
 import (
@@ -15,51 +23,41 @@ import (
 	"errors"
 	"fmt"
 	json "github.com/goccy/go-json"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fastjson"
 
+	"github.com/tally-edge/tally/agent/edge"
 	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/source"
 )
 
-// Config tunes the HTTP source.
+// Config tunes the HTTP source. What events are checked against (region,
+// ages, proxies) is the pipeline's source.Env, shared with every source.
 type Config struct {
-	// Region is the agent's region label, stamped on every series.
-	Region string
 	// MaxBodyBytes caps a request body; larger bodies get 413. Default 8 MiB.
 	MaxBodyBytes int64
 	// MaxEvents caps the events in one body; larger bodies get 413.
 	// Default 20,000.
 	MaxEvents int
-	// MaxAge rejects events older than this. Default 7 days.
-	MaxAge time.Duration
-	// MaxSkew rejects events further in the future than this. Default 5m.
-	MaxSkew time.Duration
-	// TrustedProxies are the peers whose ProxyHeader is believed for the
-	// client IP. Empty means the TCP peer is always the client.
-	TrustedProxies []netip.Prefix
-	// ProxyHeader names the header carrying the client IP chain when the
-	// peer is a trusted proxy. Default X-Forwarded-For.
-	ProxyHeader string
 	// MaxErrors caps the per-event errors listed in one answer. Default 100.
 	MaxErrors int
-	// Geo looks up the country of events that carry none; nil: none.
-	Geo event.Geo
+	// Tokens authenticate server senders; nil or empty: every request is
+	// a browser's.
+	Tokens *edge.Tokens
+	// InFlight bounds the body bytes all requests hold; nil: unbounded.
+	InFlight *edge.InFlight
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 8 << 20, MaxEvents: 20_000, MaxAge: 7 * 24 * time.Hour,
-		MaxSkew: 5 * time.Minute, ProxyHeader: "X-Forwarded-For", MaxErrors: 100}
+	return Config{MaxBodyBytes: 8 << 20, MaxEvents: 20_000, MaxErrors: 100}
 }
 
 func (c *Config) setDefaults() {
@@ -70,52 +68,28 @@ func (c *Config) setDefaults() {
 	if c.MaxEvents <= 0 {
 		c.MaxEvents = d.MaxEvents
 	}
-	if c.MaxAge <= 0 {
-		c.MaxAge = d.MaxAge
-	}
-	if c.MaxSkew <= 0 {
-		c.MaxSkew = d.MaxSkew
-	}
-	if c.ProxyHeader == "" {
-		c.ProxyHeader = d.ProxyHeader
-	}
 	if c.MaxErrors <= 0 {
 		c.MaxErrors = d.MaxErrors
 	}
 }
 
-// Sink takes accepted events. Accept must make them durable (journal)
-// before it returns nil, and must be safe for concurrent use. It returns a
-// *BusyError when it cannot take events now.
-type Sink interface {
-	Accept(events []event.Event) error
-}
-
-// BusyError tells the client to come back later (HTTP 503).
-type BusyError struct {
-	Reason     string
-	RetryAfter time.Duration
-}
-
-func (e *BusyError) Error() string { return "busy: " + e.Reason }
-
 // Handler serves POST /v1/events.
 type Handler struct {
-	cfg     Config
-	sink    Sink
-	hasher  event.Hasher
-	bots    event.BotFilter
-	log     *slog.Logger
-	now     func() time.Time
-	devices *event.DeviceCache
-	m       metrics
+	cfg  Config
+	env  *source.Env
+	sink source.Sink
+	log  *slog.Logger
+	now  func() time.Time
+	m    metrics
 
 	scratch sync.Pool // *scratch
+	botsBy  sync.Map  // reason → prometheus.Counter, to skip the label lookup per event
 
 	lastSample atomic.Int64 // unix ns of the last logged rejection sample
 }
 
 type scratch struct {
+	intern interner
 	raw    event.Raw
 	events []event.Event
 	errs   []EventError
@@ -123,6 +97,7 @@ type scratch struct {
 
 type metrics struct {
 	requests *prometheus.CounterVec // by code
+	senders  *prometheus.CounterVec // by sender
 	received prometheus.Counter
 	accepted prometheus.Counter
 	rejected *prometheus.CounterVec // by reason
@@ -130,15 +105,17 @@ type metrics struct {
 	bytes    prometheus.Counter
 }
 
-// New returns a Handler and registers its metrics with reg.
-func New(cfg Config, sink Sink, hasher event.Hasher, bots event.BotFilter, reg prometheus.Registerer, logger *slog.Logger) *Handler {
+// New returns a Handler that normalises events with env and hands them to
+// sink, and registers its metrics with reg.
+func New(cfg Config, env *source.Env, sink source.Sink, reg prometheus.Registerer, logger *slog.Logger) *Handler {
 	cfg.setDefaults()
-	h := &Handler{cfg: cfg, sink: sink, hasher: hasher, bots: bots, now: time.Now,
-		devices: event.NewDeviceCache(0), log: logger.With("component", "ingest")}
+	h := &Handler{cfg: cfg, env: env, sink: sink, now: time.Now, log: logger.With("component", "ingest")}
 	h.scratch.New = func() any { return &scratch{} }
 	h.m = metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_http_requests_total",
 			Help: "Ingest HTTP requests by status code."}, []string{"code"}),
+		senders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_http_requests_by_sender_total",
+			Help: "Ingest HTTP requests by sender (browser, server: authenticated with a token)."}, []string{"sender"}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_events_received_total",
 			Help: "Events received in request bodies that were parsed."}),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_events_accepted_total",
@@ -150,8 +127,18 @@ func New(cfg Config, sink Sink, hasher event.Hasher, bots event.BotFilter, reg p
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_http_request_bytes_total",
 			Help: "Request body bytes read."}),
 	}
-	reg.MustRegister(h.m.requests, h.m.received, h.m.accepted, h.m.rejected, h.m.bots, h.m.bytes)
+	reg.MustRegister(h.m.requests, h.m.senders, h.m.received, h.m.accepted, h.m.rejected, h.m.bots, h.m.bytes)
 	return h
+}
+
+// botCounter returns the bots counter of reason.
+func (h *Handler) botCounter(reason string) prometheus.Counter {
+	if c, ok := h.botsBy.Load(reason); ok {
+		return c.(prometheus.Counter)
+	}
+	c := h.m.bots.WithLabelValues(reason)
+	h.botsBy.Store(reason, c)
+	return c
 }
 
 // EventError is one rejected event in a 202 answer.
@@ -187,32 +174,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	if r.ContentLength > h.cfg.MaxBodyBytes {
-		h.m.rejected.WithLabelValues("body_too_large").Inc()
-		h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d", r.ContentLength, h.cfg.MaxBodyBytes))
+	from, err := h.cfg.Tokens.Sender(r)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		h.fail(w, http.StatusUnauthorized, err.Error())
 		return
 	}
-	body, err := readBody(r.Body, h.cfg.MaxBodyBytes)
-	h.m.bytes.Add(float64(len(body)))
-	if err != nil {
-		if errors.Is(err, errTooLarge) {
-			h.m.rejected.WithLabelValues("body_too_large").Inc()
-			h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", h.cfg.MaxBodyBytes))
-			return
-		}
+	if from == source.Server {
+		h.m.senders.WithLabelValues("server").Inc()
+	} else {
+		h.m.senders.WithLabelValues("browser").Inc()
+	}
+	body, err := edge.ReadBody(r, h.cfg.MaxBodyBytes, h.cfg.InFlight)
+	switch {
+	case errors.Is(err, edge.ErrTooLarge):
+		h.m.rejected.WithLabelValues("body_too_large").Inc()
+		h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", h.cfg.MaxBodyBytes))
+		return
+	case errors.Is(err, edge.ErrBusy):
+		h.m.rejected.WithLabelValues("bytes_in_flight").Inc()
+		w.Header().Set("Retry-After", "1")
+		h.fail(w, http.StatusServiceUnavailable, "busy: too many request bytes in flight")
+		return
+	case err != nil:
 		h.fail(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return
 	}
-	defer putBody(body)
+	defer body.Release()
+	h.m.bytes.Add(float64(len(body.Bytes)))
 
 	sc := h.scratch.Get().(*scratch)
 	defer h.scratch.Put(sc)
 	sc.events, sc.errs = sc.events[:0], sc.errs[:0]
 
-	ctx := event.Context{Now: h.now(), Region: h.cfg.Region, ClientIP: h.clientIP(r), Geo: h.cfg.Geo,
-		UserAgent: r.UserAgent(), MaxAge: h.cfg.MaxAge, MaxSkew: h.cfg.MaxSkew, Devices: h.devices}
+	ctx := h.env.Request(r, h.now(), from)
 
-	n, status, msg := h.decode(body, sc, &ctx)
+	n, status, msg := h.decode(body.Bytes, sc, &ctx)
 	if status != 0 {
 		h.fail(w, status, msg)
 		return
@@ -221,7 +218,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if len(sc.events) > 0 {
 		if err := h.sink.Accept(sc.events); err != nil {
-			var busy *BusyError
+			var busy *source.BusyError
 			if errors.As(err, &busy) {
 				w.Header().Set("Retry-After", strconv.Itoa(max(1, int(busy.RetryAfter.Round(time.Second)/time.Second))))
 				h.fail(w, http.StatusServiceUnavailable, busy.Error())
@@ -234,7 +231,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	for i := range sc.events {
 		if b := sc.events[i].Bot; b != "" {
-			h.m.bots.WithLabelValues(b).Inc()
+			h.botCounter(b).Inc()
 		}
 	}
 	h.m.accepted.Add(float64(len(sc.events)))
@@ -259,9 +256,15 @@ func (h *Handler) decode(body []byte, sc *scratch, ctx *event.Context) (n int, s
 	if len(trimmed) == 0 {
 		return 0, http.StatusBadRequest, "empty body: send NDJSON or a JSON array of events"
 	}
+	p := parsers.Get()
+	defer parsers.Put(p)
 	if trimmed[0] == '[' {
-		var elems []json.RawMessage
-		if err := json.Unmarshal(trimmed, &elems); err != nil {
+		v, err := p.ParseBytes(trimmed)
+		if err != nil {
+			return 0, http.StatusBadRequest, "body is not a valid JSON array: " + err.Error()
+		}
+		elems, err := v.Array()
+		if err != nil {
 			return 0, http.StatusBadRequest, "body is not a valid JSON array: " + err.Error()
 		}
 		if len(elems) > h.cfg.MaxEvents {
@@ -273,6 +276,7 @@ func (h *Handler) decode(body []byte, sc *scratch, ctx *event.Context) (n int, s
 		return len(elems), 0, ""
 	}
 	malformed := 0
+	var firstErr error
 	rest := body
 	for len(rest) > 0 {
 		line := rest
@@ -288,8 +292,15 @@ func (h *Handler) decode(body []byte, sc *scratch, ctx *event.Context) (n int, s
 		if n >= h.cfg.MaxEvents {
 			return 0, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d events in one request", h.cfg.MaxEvents)
 		}
-		if !h.one(n, line, sc, ctx) {
+		v, err := p.ParseBytes(line)
+		if err != nil {
 			malformed++
+			if firstErr == nil {
+				firstErr = err
+			}
+			h.reject(n, "malformed_json", "malformed JSON: "+err.Error(), sc)
+		} else {
+			h.one(n, v, sc, ctx)
 		}
 		n++
 	}
@@ -297,43 +308,30 @@ func (h *Handler) decode(body []byte, sc *scratch, ctx *event.Context) (n int, s
 		// Not one line was JSON: this is not an NDJSON body at all.
 		sc.events, sc.errs = sc.events[:0], sc.errs[:0]
 		h.m.rejected.WithLabelValues("malformed_json").Add(float64(n))
-		return 0, http.StatusBadRequest, "body is neither NDJSON nor a JSON array: " + firstErr(sc, body)
+		return 0, http.StatusBadRequest, "body is neither NDJSON nor a JSON array: " + firstErr.Error()
 	}
 	return n, 0, ""
 }
 
-func firstErr(_ *scratch, body []byte) string {
-	var v any
-	line := body
-	if i := bytes.IndexByte(body, '\n'); i >= 0 {
-		line = body[:i]
-	}
-	if err := json.Unmarshal(line, &v); err != nil {
-		return err.Error()
-	}
-	return "no event objects"
-}
+// parsers pools fastjson parsers: a parser reuses its tree between
+// bodies.
+var parsers fastjson.ParserPool
 
-// one decodes and normalises event i. It returns false when the input was
-// not a JSON object (as opposed to a JSON event that failed validation).
-func (h *Handler) one(i int, data []byte, sc *scratch, ctx *event.Context) bool {
+// one decodes and normalises event i, a parsed JSON value.
+func (h *Handler) one(i int, v *fastjson.Value, sc *scratch, ctx *event.Context) {
+	if v.Type() != fastjson.TypeObject {
+		h.reject(i, "bad_field", "an event is a JSON object", sc)
+		return
+	}
 	sc.raw.Reset()
-	if err := json.Unmarshal(data, &sc.raw); err != nil {
-		code, text := "malformed_json", "malformed JSON: "+err.Error()
-		var te *json.UnmarshalTypeError
-		isJSON := false
-		if errors.As(err, &te) || errors.Is(err, event.ErrBadTime) {
-			code, text, isJSON = "bad_field", err.Error(), true
-			if errors.Is(err, event.ErrBadTime) {
-				code, text = "bad_ts", "ts: "+err.Error()
-			}
-		}
+	if err := fillRaw(v, &sc.raw, &sc.intern); err != nil {
+		code, text := codeOf(err)
 		h.reject(i, code, text, sc)
-		return isJSON
+		return
 	}
 	sc.events = append(sc.events, event.Event{})
 	e := &sc.events[len(sc.events)-1]
-	if err := event.Normalize(&sc.raw, ctx, h.hasher, h.bots, e); err != nil {
+	if err := event.Normalize(&sc.raw, ctx, e); err != nil {
 		sc.events = sc.events[:len(sc.events)-1]
 		code := "invalid"
 		var ee *event.Error
@@ -342,101 +340,17 @@ func (h *Handler) one(i int, data []byte, sc *scratch, ctx *event.Context) bool 
 		}
 		h.reject(i, code, err.Error(), sc)
 	}
-	return true
 }
 
 func (h *Handler) reject(i int, code, text string, sc *scratch) {
 	h.m.rejected.WithLabelValues(code).Inc()
 	sc.errs = append(sc.errs, EventError{Index: i, Error: text})
-	// One sample every 10 s keeps the log useful without logging per event.
+	// One sample every 10 s keeps the log useful without logging per
+	// event. It names the reason and the event's index, never the text:
+	// that quotes the input, and inputs carry addresses and user agents.
 	now := time.Now().UnixNano()
 	last := h.lastSample.Load()
 	if now-last > int64(10*time.Second) && h.lastSample.CompareAndSwap(last, now) {
-		h.log.Warn("rejected event (sample; see tally_agent_events_rejected_total)", "reason", code, "error", text)
+		h.log.Warn("rejected event (sample; see tally_agent_events_rejected_total)", "reason", code, "index", i)
 	}
-}
-
-// clientIP returns the request's client address (see ClientIP).
-func (h *Handler) clientIP(r *http.Request) string {
-	return ClientIP(r, h.cfg.TrustedProxies, h.cfg.ProxyHeader)
-}
-
-// ClientIP returns the client address of r: the TCP peer, or, when the
-// peer is one of the trusted proxies, the right-most address of the proxy
-// header (X-Forwarded-For when header is "") that is not itself trusted.
-// Every HTTP source of the agent uses it, so they hash visitors alike.
-func ClientIP(r *http.Request, trusted []netip.Prefix, header string) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if len(trusted) == 0 {
-		return host
-	}
-	isTrusted := func(a netip.Addr) bool {
-		a = a.Unmap()
-		for _, p := range trusted {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil || !isTrusted(peer) {
-		return host
-	}
-	if header == "" {
-		header = DefaultConfig().ProxyHeader
-	}
-	hops := strings.Split(strings.Join(r.Header.Values(header), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
-		}
-		if !isTrusted(a) {
-			return a.String()
-		}
-		host = a.String()
-	}
-	return host
-}
-
-var errTooLarge = errors.New("body too large")
-
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
-
-// readBody reads at most limit bytes into a pooled buffer.
-func readBody(r io.Reader, limit int64) ([]byte, error) {
-	bp := bodyPool.Get().(*[]byte)
-	buf := (*bp)[:0]
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if int64(len(buf)) > limit {
-			*bp = buf
-			bodyPool.Put(bp)
-			return nil, errTooLarge
-		}
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			*bp = buf
-			bodyPool.Put(bp)
-			return nil, err
-		}
-	}
-}
-
-func putBody(b []byte) {
-	if cap(b) > 16<<20 {
-		return
-	}
-	b = b[:0]
-	bodyPool.Put(&b)
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -18,9 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tally-edge/tally/agent/botfilter"
+	"github.com/tally-edge/tally/agent/edge"
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/privacy"
+	"github.com/tally-edge/tally/agent/source"
 )
+
+// serverToken authenticates the tests' server senders.
+const serverToken = "ingest-test-server-token"
 
 // memSink is a unit-test sink that records what it accepts.
 type memSink struct {
@@ -33,21 +37,33 @@ func (s *memSink) Accept(evs []event.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.busy {
-		return &BusyError{Reason: "spool full", RetryAfter: 3 * time.Second}
+		return &source.BusyError{Reason: "spool full", RetryAfter: 3 * time.Second}
 	}
 	s.events = append(s.events, evs...)
 	return nil
 }
 
-func newHandler(t testing.TB, cfg Config, sink Sink) (*Handler, *prometheus.Registry) {
+// newHandler returns a handler over sink whose server senders hold
+// serverToken; env, if not nil, adjusts the normalisation environment.
+func newHandler(t testing.TB, cfg Config, sink source.Sink, env ...func(*source.Env)) (*Handler, *prometheus.Registry) {
 	h, err := privacy.NewHasher("test-secret-0123456789", privacy.Day)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	cfg.Region = "eu"
-	return New(cfg, sink, h, botfilter.New(botfilter.Config{}), reg, slog.New(slog.NewTextHandler(io.Discard, nil))), reg
+	e := &source.Env{Region: "eu", MaxAge: 7 * 24 * time.Hour, MaxSkew: 5 * time.Minute, Hasher: h,
+		Bots: botfilter.New(botfilter.Config{}), Devices: event.NewDeviceCache(0)}
+	for _, f := range env {
+		f(e)
+	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = edge.NewTokens(serverToken)
+	}
+	return New(cfg, e, sink, reg, slog.New(slog.NewTextHandler(io.Discard, nil))), reg
 }
+
+// asServer are the headers of a server sender.
+var asServer = []string{"Authorization", "Bearer " + serverToken}
 
 func post(h http.Handler, body string, hdr ...string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(body))
@@ -120,7 +136,7 @@ func TestNormalisationAndPrivacy(t *testing.T) {
 	body := `{"type":"pageview","url":"https://shop.example/p?utm_campaign=spring&utm_source=news&utm_medium=email","ua":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile/15E148","country":"de"}
 {"type":"pageview","campaign":"spring","ua":"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}
 {"type":"conversion","campaign":"spring","visitor":"u-42","value":19.99}`
-	if w := post(h, body); w.Code != 202 {
+	if w := post(h, body, asServer...); w.Code != 202 {
 		t.Fatalf("code %d: %s", w.Code, w.Body)
 	}
 	if len(sink.events) != 3 {
@@ -174,34 +190,6 @@ func TestLimitsAndBackpressure(t *testing.T) {
 	}
 }
 
-func TestTrustedProxyHeader(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		trusted []string
-		xff     string
-		want    string
-	}{
-		{"untrusted peer ignores header", nil, "198.51.100.7", "192.0.2.10"},
-		{"trusted peer uses right-most untrusted hop", []string{"192.0.2.0/24", "10.0.0.0/8"}, "198.51.100.7, 203.0.113.1, 10.1.1.1", "203.0.113.1"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := Config{}
-			for _, p := range tc.trusted {
-				cfg.TrustedProxies = append(cfg.TrustedProxies, netip.MustParsePrefix(p))
-			}
-			h, _ := newHandler(t, cfg, &memSink{})
-			cfg.setDefaults()
-			h.cfg = cfg
-			req := httptest.NewRequest(http.MethodPost, "/", nil)
-			req.RemoteAddr = "192.0.2.10:1234"
-			req.Header.Set("X-Forwarded-For", tc.xff)
-			if got := h.clientIP(req); got != tc.want {
-				t.Fatalf("clientIP = %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
 // BenchmarkServeHTTP measures POST /v1/events end to end inside the
 // process (parse, validate, hash, bot check, sink) with NDJSON bodies of
 // 500 realistic events.
@@ -215,6 +203,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		req := httptest.NewRequest(http.MethodPost, "/v1/events", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+serverToken)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		if w.Code != 202 {
@@ -255,36 +244,163 @@ func (g fakeGeo) Country(ip string) string { return g[ip] }
 
 func TestCountryFromClientIP(t *testing.T) {
 	sink := &memSink{}
-	h, _ := newHandler(t, Config{Geo: fakeGeo{"203.0.113.5": "JP", "192.0.2.10": "FR"}}, sink)
+	h, _ := newHandler(t, Config{}, sink, func(e *source.Env) {
+		e.Geo = fakeGeo{"203.0.113.5": "JP", "192.0.2.10": "FR"}
+	})
 	body := `{"type":"click","ip":"203.0.113.5"}
 {"type":"click","ip":"203.0.113.5","country":"de"}
 {"type":"click"}
 {"type":"click","ip":"198.51.100.1"}
-{"type":"click","ip":"203.0.113.5","country":"1!"}`
+{"type":"click","ip":"203.0.113.5","country":"1!"}
+{"type":"click","ip":"203.0.113.5","country":"QQ"}`
+	// A server sender: the event's IP, else no IP (the backend's own
+	// address says nothing about the visitor).
+	if w := post(h, body, asServer...); w.Code != 202 {
+		t.Fatalf("code %d: %s", w.Code, w.Body)
+	}
+	// A browser: the request's address (192.0.2.10) whatever the body says.
 	if w := post(h, body); w.Code != 202 {
 		t.Fatalf("code %d: %s", w.Code, w.Body)
 	}
-	// From the event's IP; the event's own country; the request's peer
-	// (192.0.2.10); an IP the database does not know; a malformed country.
-	want := []string{"JP", "DE", "FR", event.NoCountry, "JP"}
+	want := []string{"JP", "DE", event.NoCountry, event.NoCountry, "JP", "JP",
+		"FR", "DE", "FR", "FR", "FR", "FR"}
 	for i, w := range want {
 		if got := sink.events[i].Series.Country; got != w {
 			t.Fatalf("event %d: country %q, want %q", i, got, w)
 		}
 	}
+	// "1!" and "QQ" are not ISO 3166-1 codes: counted, twice each.
+	if n := h.env.Counters.UnknownCountry.Load(); n != 4 {
+		t.Fatalf("unknown countries counted %d, want 4", n)
+	}
 }
 
-// TestClientIPWithoutHeaderName: a configuration that names no proxy
-// header (as the agent hands it to its other HTTP sources) still reads
-// X-Forwarded-For from trusted proxies.
-func TestClientIPWithoutHeaderName(t *testing.T) {
-	req := httptest.NewRequest(http.MethodGet, "/", nil)
-	req.RemoteAddr = "10.1.2.3:4444"
-	req.Header.Set("X-Forwarded-For", "198.51.100.7, 203.0.113.9")
-	if got := ClientIP(req, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, ""); got != "203.0.113.9" {
-		t.Fatalf("ClientIP = %q, want 203.0.113.9", got)
+// TestSendersAndTheirIdentity: a server sender's events are judged by
+// what they carry, never by its HTTP library's User-Agent (a click posted
+// with curl counts as a click); a browser's are judged by the request,
+// whatever their ip and ua fields say; a wrong token is refused.
+func TestSendersAndTheirIdentity(t *testing.T) {
+	const curl = "curl/8.5.0"
+	const chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	const googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+	for _, tc := range []struct {
+		name       string
+		body       string
+		hdr        []string
+		wantCode   int
+		wantBot    string
+		wantDevice string
+	}{
+		{"server, no ua: unknown, not curl's", `{"type":"click","campaign":"c"}`, []string{"Authorization", "Bearer " + serverToken, "User-Agent", curl}, 202, "", event.NoDevice},
+		{"server, visitor's ua", `{"type":"click","ua":"` + chrome + `"}`, []string{"Authorization", "Bearer " + serverToken, "User-Agent", curl}, 202, "", "desktop"},
+		{"server, crawler in the event", `{"type":"click","ua":"` + googlebot + `"}`, []string{"Authorization", "Bearer " + serverToken, "User-Agent", chrome}, 202, botfilter.ReasonCrawler, event.DeviceBot},
+		{"browser, curl is the client", `{"type":"click","ua":"` + chrome + `"}`, []string{"User-Agent", curl}, 202, botfilter.ReasonCrawler, event.DeviceBot},
+		{"browser, body ua ignored", `{"type":"click","ua":"` + googlebot + `"}`, []string{"User-Agent", chrome}, 202, "", "desktop"},
+		{"wrong token", `{"type":"click"}`, []string{"Authorization", "Bearer not-the-token-at-all", "User-Agent", chrome}, 401, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := &memSink{}
+			h, _ := newHandler(t, Config{}, sink)
+			w := post(h, tc.body, tc.hdr...)
+			if w.Code != tc.wantCode {
+				t.Fatalf("code %d, want %d: %s", w.Code, tc.wantCode, w.Body)
+			}
+			if tc.wantCode != 202 {
+				if len(sink.events) != 0 {
+					t.Fatal("events accepted from a refused request")
+				}
+				return
+			}
+			if e := sink.events[0]; e.Bot != tc.wantBot || e.Series.Device != tc.wantDevice {
+				t.Fatalf("bot %q device %q, want %q %q", e.Bot, e.Series.Device, tc.wantBot, tc.wantDevice)
+			}
+		})
 	}
-	if got := ClientIP(req, nil, ""); got != "10.1.2.3" {
-		t.Fatalf("without trusted proxies ClientIP = %q, want the peer", got)
+}
+
+// TestBrowserCannotForgeIdentity: an anonymous client's ip and ua fields
+// change neither its visitor hash nor its verdict, and are counted.
+func TestBrowserCannotForgeIdentity(t *testing.T) {
+	sink := &memSink{}
+	h, _ := newHandler(t, Config{}, sink)
+	plain := `{"type":"click","campaign":"c"}`
+	forged := `{"type":"click","campaign":"c","ip":"203.0.113.77","ua":"Mozilla/5.0 (iPhone) Mobile"}`
+	ua := []string{"User-Agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0 Safari/537.36"}
+	post(h, plain, ua...)
+	post(h, forged, ua...)
+	if len(sink.events) != 2 {
+		t.Fatalf("%d events", len(sink.events))
+	}
+	if a, b := sink.events[0], sink.events[1]; a.Visitor != b.Visitor || a.Series != b.Series {
+		t.Fatalf("forged identity changed the event: %+v vs %+v", a, b)
+	}
+	if n := h.env.Counters.IdentityIgnored.Load(); n != 1 {
+		t.Fatalf("ignored identities counted %d, want 1", n)
+	}
+}
+
+// TestRequireToken: a listener for server senders only refuses requests
+// without a token.
+func TestRequireToken(t *testing.T) {
+	sink := &memSink{}
+	h, _ := newHandler(t, Config{}, sink)
+	only := edge.RequireToken(h.cfg.Tokens, h)
+	if w := post(only, `{"type":"click"}`); w.Code != http.StatusUnauthorized || w.Header().Get("WWW-Authenticate") == "" {
+		t.Fatalf("no token: %d", w.Code)
+	}
+	if w := post(only, `{"type":"click"}`, asServer...); w.Code != 202 {
+		t.Fatalf("with token: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestBytesInFlightBound: while requests hold the bound's bytes, another
+// body gets 503 with Retry-After; once they finish, it is taken.
+func TestBytesInFlightBound(t *testing.T) {
+	sink := &memSink{}
+	inflight := edge.NewInFlight(64 << 10)
+	h, _ := newHandler(t, Config{InFlight: inflight}, sink)
+	if !inflight.Acquire(60 << 10) { // a slow upload holding most of it
+		t.Fatal("cannot reserve")
+	}
+	body := strings.Repeat(`{"type":"click","campaign":"c"}`+"\n", 200) // about 6 KiB
+	w := post(h, body)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("over the bound: %d %s", w.Code, w.Body)
+	}
+	// Unknown length: refused as it grows past the bound.
+	req := httptest.NewRequest(http.MethodPost, "/v1/events", io.MultiReader(strings.NewReader(body)))
+	req.ContentLength = -1
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("chunked over the bound: %d", rec.Code)
+	}
+	if len(sink.events) != 0 || inflight.Bytes() != 60<<10 {
+		t.Fatalf("%d events accepted, %d bytes reserved", len(sink.events), inflight.Bytes())
+	}
+	inflight.Release(60 << 10)
+	if w := post(h, body); w.Code != 202 || inflight.Bytes() != 0 {
+		t.Fatalf("after release: %d, %d bytes still reserved", w.Code, inflight.Bytes())
+	}
+}
+
+// TestEventsOwnTheirLabels: the fields decoded without copies (url, ua,
+// ip, visitor) never leak into what the sink keeps: labels read from a
+// URL survive the next request reusing the parser's buffer.
+func TestEventsOwnTheirLabels(t *testing.T) {
+	sink := &memSink{}
+	h, _ := newHandler(t, Config{}, sink)
+	body := func(c string) string {
+		return `{"type":"click","url":"https://s.example/?utm_campaign=` + c + `&utm_source=` + c + `&utm_medium=` + c + `","ua":"Mozilla/5.0 ` + c + `","ip":"192.0.2.1"}`
+	}
+	for _, c := range []string{"alpha", "bravo", "charl"} {
+		if w := post(h, body(c)+"\n"+body(c), asServer...); w.Code != 202 {
+			t.Fatalf("code %d: %s", w.Code, w.Body)
+		}
+	}
+	for i, want := range []string{"alpha", "alpha", "bravo", "bravo", "charl", "charl"} {
+		if s := sink.events[i].Series; s.Campaign != want || s.Source != want || s.Medium != want {
+			t.Fatalf("event %d: series %+v, want labels %q", i, s, want)
+		}
 	}
 }

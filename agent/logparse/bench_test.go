@@ -84,14 +84,14 @@ func BenchmarkParseNormalize(b *testing.B) {
 	s.Site = "www.example.com"
 	p := mustCompile(b, s)
 	lines := benchLines(4096, (*gen).combined)
-	ctx := event.Context{Now: genTime(0), Region: "bench", MaxAge: 24 * time.Hour, MaxSkew: 24 * time.Hour}
+	ctx := event.Context{Now: genTime(0), Region: "bench", MaxAge: 24 * time.Hour, MaxSkew: 24 * time.Hour, Hasher: fuzzHasher{}, TrustBody: true}
 	var r event.Raw
 	var e event.Event
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if p.Parse(lines[i%len(lines)], &r) == nil {
-			if err := event.Normalize(&r, &ctx, fuzzHasher{}, nil, &e); err != nil {
+			if err := event.Normalize(&r, &ctx, &e); err != nil {
 				b.Fatal(err)
 			}
 		}

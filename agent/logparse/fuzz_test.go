@@ -33,7 +33,9 @@ func fuzzParsers(tb testing.TB) []*Parser {
 	iso.NginxFormat = `$time_iso8601|$remote_addr|$request_method|$uri|$args|$status|$scheme|$http_host`
 	json := specOf(FormatJSON)
 	json.Rules = rules
-	return []*Parser{mustCompile(tb, combined), mustCompile(tb, nginx), mustCompile(tb, iso), mustCompile(tb, json)}
+	common := specOf(FormatCommon)
+	common.Rules = rules
+	return []*Parser{mustCompile(tb, combined), mustCompile(tb, nginx), mustCompile(tb, iso), mustCompile(tb, json), mustCompile(tb, common)}
 }
 
 // fuzzHasher stands in for the privacy hasher in Normalize.
@@ -71,7 +73,7 @@ func FuzzParse(f *testing.F) {
 	}
 	parsers := fuzzParsers(f)
 	reasons := Reasons()
-	ctx := event.Context{Now: time.UnixMilli(1710075336000), Region: "test"}
+	ctx := event.Context{Now: time.UnixMilli(1710075336000), Region: "test", Hasher: fuzzHasher{}, TrustBody: true}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		for i, p := range parsers {
 			var r event.Raw
@@ -96,7 +98,7 @@ func FuzzParse(f *testing.F) {
 			}
 			Detach(&r)
 			var e event.Event
-			_ = event.Normalize(&r, &ctx, fuzzHasher{}, nil, &e)
+			_ = event.Normalize(&r, &ctx, &e)
 		}
 	})
 }

@@ -23,14 +23,15 @@ func BenchmarkAdd(b *testing.B) {
 		batches[i] = genEvents(rng, 500, 200, 20000, base)
 	}
 	r := New(1, DefaultConfig())
+	var out Slice
 	// Warm: open every series-minute so the steady state is measured.
 	for _, bt := range batches {
-		_ = r.Add(bt, nil)
+		_ = r.Add(bt, &out)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := r.Add(batches[i%len(batches)], nil); err != nil {
+		if err := r.Add(batches[i%len(batches)], &out); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -54,6 +55,7 @@ func BenchmarkActiveSeriesMemory(b *testing.B) {
 	for range b.N {
 		now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 		r := New(1, DefaultConfig())
+		var out Slice
 		r.now = func() time.Time { return now }
 		evs := make([]event.Event, nSeries)
 		var peak uint64
@@ -62,12 +64,13 @@ func BenchmarkActiveSeriesMemory(b *testing.B) {
 			for i := range evs {
 				evs[i] = event.Event{Series: series[i], UnixMillis: now.UnixMilli(), Visitor: mix(uint64(i*31 + flush))}
 			}
-			if err := r.Add(evs, nil); err != nil {
+			if err := r.Add(evs, &out); err != nil {
 				b.Fatal(err)
 			}
-			if _, _, _, err := r.Flush(nil); err != nil {
+			if err := r.Cut(&out); err != nil {
 				b.Fatal(err)
 			}
+			out = out[:0]
 			now = now.Add(15 * time.Second)
 			runtime.GC()
 			runtime.ReadMemStats(&ms)

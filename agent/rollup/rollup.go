@@ -10,12 +10,18 @@
 // minute has been idle for the lateness window its object is dropped; a
 // later event for that minute opens a new object with a new CID, so what
 // was already shipped is never replaced by less.
+//
+// A Rollup is not safe for concurrent use: the collector owns it and
+// serialises every call under its own lock, which is also where it
+// journals events, so the order of the journal is the order of Add. A
+// Rollup cuts contributions into an Output (the shipper's batcher), which
+// encodes them at once; it knows nothing of batches, owners or the spool.
 package rollup
 
 import (
+	"bytes"
 	"cmp"
-	"slices"
-	"sync"
+	"maps"
 	"time"
 
 	"github.com/tally-edge/tally/agent/event"
@@ -46,9 +52,6 @@ type Config struct {
 	// series. Counts and sums are unaffected; uniques can then be asked per
 	// campaign and region, not per source, medium, country or device.
 	CampaignUniques bool
-	// BatchContributions is the most contributions one payload of a
-	// Flush holds. Default 2000.
-	BatchContributions int
 }
 
 // UniquesType and All name the series that carries a campaign's uniques
@@ -60,10 +63,13 @@ const (
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000, BatchContributions: 2000}
+	return Config{Lateness: 2 * time.Minute, MaxOpen: 1_000_000}
 }
 
 type entry struct {
+	series  sketch.Series
+	hash    uint64 // event.HashSeries(&series)
+	next    *entry // the next entry whose series has the same hash
 	cid     uint64
 	version uint64
 	state   sketch.State     // counters and quantiles, cumulative; Uniques unused
@@ -78,25 +84,30 @@ type Stats struct {
 	Events, Bots, Open, Opened, Closed uint64
 }
 
-// Rollup is the agent's in-memory per-minute state. It is safe for
-// concurrent use; Add calls are serialised with each other and with Flush.
+// Output receives the contributions a Rollup cuts. Add must encode or
+// copy what it keeps before it returns: the contribution and its State
+// buffers are reused for the next one.
+type Output interface {
+	Add(c *wire.Contribution)
+}
+
+// Rollup is the agent's in-memory per-minute state. It is not safe for
+// concurrent use (see the package doc).
 type Rollup struct {
 	cfg   Config
 	epoch uint32
 	now   func() time.Time
 
-	mu        sync.Mutex
 	nextGen   uint32
 	maxMinute int64 // latest event minute seen (for ByEventTime)
 	open      openMinutes
 	rows      map[rowKey]*entry // imported rows: one contribution each
 	stats     Stats
-	// out holds the contributions cut since the last Flush returned:
-	// those of minutes closed by event time (ByEventTime), or of a Flush
-	// that failed half way. closeErr is the first error met closing.
-	out      routedOut
+	// closeErr is the first error met cutting minutes closed by event
+	// time; the next Cut reports it.
 	closeErr error
 	regs     []byte // scratch for register updates
+	c        wire.Contribution
 }
 
 // rowKey identifies an imported row's contribution.
@@ -114,11 +125,8 @@ func New(epoch uint32, cfg Config) *Rollup {
 	if cfg.MaxOpen <= 0 {
 		cfg.MaxOpen = DefaultConfig().MaxOpen
 	}
-	if cfg.BatchContributions <= 0 {
-		cfg.BatchContributions = DefaultConfig().BatchContributions
-	}
-	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: openMinutes{byMinute: map[int64]map[sketch.Series]*entry{}},
-		rows: make(map[rowKey]*entry), out: routedOut{per: cfg.BatchContributions}}
+	return &Rollup{cfg: cfg, epoch: epoch, now: time.Now, open: openMinutes{byMinute: map[int64]*minuteSet{}},
+		rows: make(map[rowKey]*entry)}
 }
 
 // ErrFull is returned by Add when MaxOpen series-minutes are open.
@@ -129,25 +137,33 @@ func (fullError) Error() string { return "too many open series-minutes; retry af
 // ErrFull reports that the rollup holds MaxOpen series-minutes.
 var ErrFull error = fullError{}
 
-// Add applies events. If before is not nil it runs first, under the same
-// lock as the application, and an error from it aborts Add with nothing
-// applied: the agent journals the events there, so the journal position a
-// Flush records always splits the events exactly into "in this flush" and
-// "after it". Add is all or nothing.
-func (r *Rollup) Add(events []event.Event, before func() error) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.open.n+len(events) > r.cfg.MaxOpen && r.wouldOpen(events) > r.cfg.MaxOpen-r.open.n {
+// Fits reports whether Add would take events: Add refuses, with ErrFull,
+// events that would open more than MaxOpen series-minutes. The collector
+// asks before it journals them.
+func (r *Rollup) Fits(events []event.Event) bool {
+	return r.open.n+len(events) <= r.cfg.MaxOpen || r.wouldOpen(events) <= r.cfg.MaxOpen-r.open.n
+}
+
+// Add applies events, all or nothing: it returns ErrFull, with nothing
+// applied, when Fits would say no. Contributions of minutes that the
+// events move Lateness past (ByEventTime) are cut to out at once.
+func (r *Rollup) Add(events []event.Event, out Output) error {
+	if !r.Fits(events) {
 		return ErrFull
-	}
-	if before != nil {
-		if err := before(); err != nil {
-			return err
-		}
 	}
 	now := r.now().Unix()
 	for i := range events {
-		r.apply(&events[i], now)
+		r.apply(&events[i], now, out)
+	}
+	return nil
+}
+
+// AddUnbounded is Add without the MaxOpen check, for events that were
+// accepted already (a journal replay).
+func (r *Rollup) AddUnbounded(events []event.Event, out Output) error {
+	now := r.now().Unix()
+	for i := range events {
+		r.apply(&events[i], now, out)
 	}
 	return nil
 }
@@ -156,29 +172,39 @@ func (r *Rollup) Add(events []event.Event, before func() error) error {
 func (r *Rollup) wouldOpen(events []event.Event) int {
 	seen := make(map[sketch.Key]struct{})
 	for i := range events {
-		k := events[i].Key()
-		if r.open.get(k, false) == nil {
+		e := &events[i]
+		k := e.Key()
+		if r.open.get(k.Minute, &e.Series, seriesHash(e), false) == nil {
 			seen[k] = struct{}{}
 		}
 	}
 	return len(seen)
 }
 
-func (r *Rollup) apply(e *event.Event, now int64) {
+// seriesHash returns e.Hash, computing it when the guard has not.
+func seriesHash(e *event.Event) uint64 {
+	if e.Hash != 0 {
+		return e.Hash
+	}
+	return event.HashSeries(&e.Series)
+}
+
+func (r *Rollup) apply(e *event.Event, now int64, out Output) {
 	k := sketch.Key{Series: e.Series, Minute: sketch.MinuteOf(e.UnixMillis)}
 	if k.Minute > r.maxMinute {
 		r.maxMinute = k.Minute
 		if r.cfg.ByEventTime {
-			r.closeByEventTime()
+			r.closeByEventTime(out)
 		}
 	}
 	if e.Row != 0 {
 		r.applyRow(k, e, now)
 		return
 	}
-	en := r.open.get(k, true)
+	h := seriesHash(e)
+	en := r.open.get(k.Minute, &e.Series, h, true)
 	if en == nil {
-		en = r.opened(k)
+		en = r.opened(k, h)
 	}
 	en.dirty = true
 	en.touched = now
@@ -205,9 +231,10 @@ func (r *Rollup) apply(e *event.Event, now int64) {
 	}
 	uk := sketch.Key{Series: sketch.Series{Campaign: e.Series.Campaign, Source: All, Medium: All, Type: UniquesType,
 		Country: All, Device: All, Region: e.Series.Region}, Minute: k.Minute}
-	ue := r.open.get(uk, true)
+	uh := event.HashSeries(&uk.Series)
+	ue := r.open.get(uk.Minute, &uk.Series, uh, true)
 	if ue == nil {
-		ue = r.opened(uk)
+		ue = r.opened(uk, uh)
 	}
 	ue.dirty, ue.touched = true, now
 	ue.regs.Add(e.Visitor)
@@ -250,101 +277,162 @@ func (r *Rollup) applyRow(k sketch.Key, e *event.Event, now int64) {
 // than Lateness past (ByEventTime).
 func (r *Rollup) closeBefore() int64 { return r.maxMinute - int64(r.cfg.Lateness/time.Second) }
 
+// ClosedBefore returns, with ByEventTime, the minute (unix seconds) before
+// which every minute is closed: events have moved Lateness past it. Without
+// ByEventTime it returns 0.
+func (r *Rollup) ClosedBefore() int64 {
+	if !r.cfg.ByEventTime {
+		return 0
+	}
+	return r.closeBefore()
+}
+
 // closeByEventTime cuts the series-minutes that events have moved
-// Lateness past: each changed one becomes its last contribution, kept
-// for the next Flush, and all are forgotten. A later event for one of
-// them opens a new contribution, as after a Flush.
-func (r *Rollup) closeByEventTime() {
+// Lateness past: each changed one becomes its last contribution, cut to
+// out, and all are forgotten. A later event for one of them opens a new
+// contribution, as after a Cut.
+func (r *Rollup) closeByEventTime(out Output) {
 	before := r.closeBefore()
 	for minute, set := range r.open.byMinute {
 		if minute >= before {
 			continue
 		}
 		var err error
-		for s, en := range set {
-			if en.dirty {
-				err = cmp.Or(err, r.cut(sketch.Key{Series: s, Minute: minute}, en, true))
+		for _, head := range set.m {
+			for en := head; en != nil; en = en.next {
+				if en.dirty {
+					err = cmp.Or(err, r.cut(sketch.Key{Series: en.series, Minute: minute}, en, true, out))
+				}
 			}
 		}
 		if err != nil {
-			// Entries that failed stay changed, and the next Flush
+			// Entries that failed stay changed, and the next Cut
 			// reports the error; the minute closes once they are cut.
 			r.closeErr = cmp.Or(r.closeErr, err)
 			continue
 		}
-		r.stats.Closed += uint64(len(set))
+		r.stats.Closed += uint64(set.n)
 		r.open.drop(minute)
 	}
 }
 
-// opened opens the entry of k, which must not be open.
-func (r *Rollup) opened(k sketch.Key) *entry {
+// opened opens the entry of k (whose series hashes to h), which must
+// not be open.
+func (r *Rollup) opened(k sketch.Key, h uint64) *entry {
 	r.nextGen++
-	en := &entry{cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
-	r.open.put(k, en)
+	en := &entry{series: k.Series, hash: h, cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
+	r.open.put(k.Minute, h, en)
 	r.stats.Opened++
 	return en
 }
 
 // openMinutes holds the open series-minutes by minute, so that closing a
-// minute forgets its entries at once.
+// minute forgets its entries at once. Within a minute, entries are found
+// by the hash of their series (Event.Hash, computed once per event), then
+// compared: hashing seven strings once is what a map keyed by the series
+// would do on every lookup.
 type openMinutes struct {
-	byMinute map[int64]map[sketch.Series]*entry
+	byMinute map[int64]*minuteSet
 	n        int // entries
 	// The set of the minute looked up last: events come in time order,
 	// so most lookups are for the same minute as the one before.
 	curMinute int64
-	cur       map[sketch.Series]*entry
+	cur       *minuteSet
 	// hint sizes a new minute's set: the size of the last one dropped.
 	hint int
 }
 
-// get returns the open entry of k or nil. With create, a missing minute
-// gets an empty set, ready for put.
-func (o *openMinutes) get(k sketch.Key, create bool) *entry {
-	set := o.cur
-	if set == nil || o.curMinute != k.Minute {
-		set = o.byMinute[k.Minute]
-		if set == nil {
-			if !create {
-				return nil
-			}
-			set = make(map[sketch.Series]*entry, o.hint)
-			o.byMinute[k.Minute] = set
-		}
-		o.curMinute, o.cur = k.Minute, set
-	}
-	return set[k.Series]
+// minuteSet is one minute's entries, chained by series hash.
+type minuteSet struct {
+	m map[uint64]*entry
+	n int
 }
 
-func (o *openMinutes) put(k sketch.Key, en *entry) {
-	set := o.byMinute[k.Minute]
-	if set == nil {
-		set = make(map[sketch.Series]*entry)
-		o.byMinute[k.Minute] = set
+// each calls f for every entry; f may remove the entry it is given.
+func (s *minuteSet) each(f func(*entry)) {
+	for _, head := range s.m {
+		for en := head; en != nil; {
+			next := en.next
+			f(en)
+			en = next
+		}
 	}
-	set[k.Series] = en
+}
+
+// set returns minute's set, creating it when create.
+func (o *openMinutes) set(minute int64, create bool) *minuteSet {
+	if o.cur != nil && o.curMinute == minute {
+		return o.cur
+	}
+	set := o.byMinute[minute]
+	if set == nil {
+		if !create {
+			return nil
+		}
+		set = &minuteSet{m: make(map[uint64]*entry, o.hint)}
+		o.byMinute[minute] = set
+	}
+	o.curMinute, o.cur = minute, set
+	return set
+}
+
+// get returns the open entry of series s (hash h) in minute, or nil. With
+// create, a missing minute gets an empty set, ready for put.
+func (o *openMinutes) get(minute int64, s *sketch.Series, h uint64, create bool) *entry {
+	set := o.set(minute, create)
+	if set == nil {
+		return nil
+	}
+	for en := set.m[h]; en != nil; en = en.next {
+		if en.series == *s {
+			return en
+		}
+	}
+	return nil
+}
+
+func (o *openMinutes) put(minute int64, h uint64, en *entry) {
+	set := o.set(minute, true)
+	en.next = set.m[h]
+	set.m[h] = en
+	set.n++
 	o.n++
 }
 
-// remove forgets one entry.
-func (o *openMinutes) remove(k sketch.Key) {
-	set := o.byMinute[k.Minute]
-	if _, ok := set[k.Series]; !ok {
+// remove forgets one entry of minute.
+func (o *openMinutes) remove(minute int64, en *entry) {
+	set := o.byMinute[minute]
+	if set == nil {
 		return
 	}
-	delete(set, k.Series)
+	if head := set.m[en.hash]; head == en {
+		if en.next == nil {
+			delete(set.m, en.hash)
+		} else {
+			set.m[en.hash] = en.next
+		}
+	} else {
+		p := head
+		for p != nil && p.next != en {
+			p = p.next
+		}
+		if p == nil {
+			return
+		}
+		p.next = en.next
+	}
+	set.n--
 	o.n--
-	if len(set) == 0 {
-		o.drop(k.Minute)
+	if set.n == 0 {
+		o.drop(minute)
 	}
 }
 
 // drop forgets a whole minute.
 func (o *openMinutes) drop(minute int64) {
-	if n := len(o.byMinute[minute]); n > 0 {
-		o.n -= n
-		o.hint = n
+	if set := o.byMinute[minute]; set != nil && set.n > 0 {
+		o.n -= set.n
+		o.hint = set.n
 	}
 	delete(o.byMinute, minute)
 	if o.curMinute == minute {
@@ -352,10 +440,10 @@ func (o *openMinutes) drop(minute int64) {
 	}
 }
 
-// cut appends the entry's next contribution to r.out: its state and the
+// cut hands the entry's next contribution to out: its state and the
 // register updates since the last one. final says the entry is dropped
 // afterwards, so what was shipped need not be remembered.
-func (r *Rollup) cut(k sketch.Key, en *entry, final bool) error {
+func (r *Rollup) cut(k sketch.Key, en *entry, final bool, out Output) error {
 	enc, err := en.state.EncodeShared()
 	if err != nil {
 		return err
@@ -372,42 +460,39 @@ func (r *Rollup) cut(k sketch.Key, en *entry, final bool) error {
 	enc.Registers = r.regs
 	en.version++
 	en.dirty = false
-	r.out.add(&wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc})
+	r.c = wire.Contribution{Series: k.Series, Minute: k.Minute, CID: en.cid, Version: en.version, State: enc}
+	out.Add(&r.c)
 	return nil
 }
 
-// Flush cuts the contributions of every changed series-minute, each with
-// a new version, and closes series-minutes idle for longer than the
-// lateness. It returns them as spool payloads of at most
-// BatchContributions each (see EncodeBatches) and how many there are.
-// cut, if not nil, runs under the lock and its result is returned: the
-// journal position that this flush covers.
-func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var pos uint64
-	if cut != nil {
-		pos = cut()
-	}
+// Cut hands the contributions of every changed series-minute to out, each
+// with a new version, and closes series-minutes idle for longer than the
+// lateness. An error (a sketch that cannot be encoded) leaves what was not
+// cut changed, for the next Cut.
+func (r *Rollup) Cut(out Output) error {
 	if err := r.closeErr; err != nil {
 		r.closeErr = nil
-		return nil, 0, 0, err
+		return err
 	}
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
 	closeBefore := r.closeBefore()
+	var err error
 	for minute, set := range r.open.byMinute {
-		for s, en := range set {
-			k := sketch.Key{Series: s, Minute: minute}
+		set.each(func(en *entry) {
+			if err != nil {
+				return
+			}
 			if !en.dirty {
 				if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && minute < closeBefore) {
-					r.open.remove(k)
+					r.open.remove(minute, en)
 					r.stats.Closed++
 				}
-				continue
+				return
 			}
-			if err := r.cut(k, en, false); err != nil {
-				return nil, 0, 0, err // what was cut stays in r.out for the next Flush
-			}
+			err = r.cut(sketch.Key{Series: en.series, Minute: minute}, en, false, out)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	// Imported rows ship once, with their own id and version, and are
@@ -415,16 +500,16 @@ func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
 	for rk, en := range r.rows {
 		enc, err := en.state.EncodeShared()
 		if err != nil {
-			return nil, 0, 0, err
+			return err
 		}
 		r.regs = en.regs.AppendFinal(r.regs[:0])
 		enc.Registers = r.regs
-		r.out.add(&wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc})
+		r.c = wire.Contribution{Series: rk.key.Series, Minute: rk.key.Minute, CID: en.cid, Version: en.version, State: enc}
+		out.Add(&r.c)
 		delete(r.rows, rk)
 		r.stats.Closed++
 	}
-	batches, n := r.out.take()
-	return batches, n, pos, nil
+	return nil
 }
 
 // ResendOpen makes the next flush send the complete state of every open
@@ -433,136 +518,33 @@ func (r *Rollup) Flush(cut func() uint64) ([][]byte, int, uint64, error) {
 // campaign's new owner gets everything still open at the edge even if
 // the old owner died before writing it.
 func (r *Rollup) ResendOpen() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	n := 0
 	for _, set := range r.open.byMinute {
-		for _, en := range set {
+		set.each(func(en *entry) {
 			en.dirty, en.full = true, true
 			n++
-		}
+		})
 	}
 	return n
 }
 
-// SetRouter makes every payload hold contributions of one owner:
-// ownerOf(campaign) names the aggregator node that owns a campaign ("" when
-// unknown), and each owner's contributions are batched apart, so a batch
-// can be sent straight to its owner.
-func (r *Rollup) SetRouter(ownerOf func(campaign string) string) {
-	r.mu.Lock()
-	r.out.route = ownerOf
-	r.mu.Unlock()
-}
+// Slice is an Output that keeps a copy of every contribution, for tests
+// and tools; the agent's own Output encodes them as they come.
+type Slice []wire.Contribution
 
-// routedOut keeps one batcher per owner (one in all without a router).
-type routedOut struct {
-	per    int
-	route  func(campaign string) string
-	owners map[string]string // campaign → owner, for one flush
-	by     map[string]*batcher
-}
-
-func (o *routedOut) add(c *wire.Contribution) {
-	owner := ""
-	if o.route != nil {
-		var ok bool
-		if owner, ok = o.owners[c.Series.Campaign]; !ok {
-			if o.owners == nil {
-				o.owners = map[string]string{}
-			}
-			owner = o.route(c.Series.Campaign)
-			o.owners[c.Series.Campaign] = owner
-		}
-	}
-	b := o.by[owner]
-	if b == nil {
-		if o.by == nil {
-			o.by = map[string]*batcher{}
-		}
-		b = &batcher{per: o.per}
-		o.by[owner] = b
-	}
-	b.add(c)
-}
-
-// take returns every owner's payloads, owners in name order, and forgets
-// the owners looked up (membership may change before the next flush).
-func (o *routedOut) take() ([][]byte, int) {
-	keys := make([]string, 0, len(o.by))
-	for k := range o.by {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var out [][]byte
-	n := 0
-	for _, k := range keys {
-		bs, m := o.by[k].take()
-		if m == 0 {
-			delete(o.by, k) // an owner of a past membership
-		}
-		out = append(out, bs...)
-		n += m
-	}
-	o.owners = nil
-	return out, n
-}
-
-// batcher encodes contributions into payloads of at most per each, as
-// EncodeBatches does, without keeping them as structs.
-type batcher struct {
-	per  int
-	body []byte // headerRoom bytes, then the contributions of the batch being filled
-	n    int    // contributions in body
-	full [][]byte
-	all  int
-	hint int // the size of the last full batch, to size the next
-}
-
-// headerRoom is left at the start of a batch for its array header, which
-// is written when the batch is complete and its length known.
-const headerRoom = 5
-
-func (b *batcher) add(c *wire.Contribution) {
-	if b.body == nil {
-		b.body = make([]byte, headerRoom, max(4<<10, b.hint))
-	}
-	b.body = wire.AppendContribution(b.body, c)
-	b.n++
-	b.all++
-	if b.n == b.per {
-		b.seal()
-	}
-}
-
-func (b *batcher) seal() {
-	if b.n == 0 {
-		return
-	}
-	var h [headerRoom]byte
-	hdr := wire.AppendContributionsHeader(h[:0], b.n)
-	start := headerRoom - len(hdr)
-	copy(b.body[start:], hdr)
-	if b.n == b.per {
-		b.hint = len(b.body) + len(b.body)/8
-	}
-	b.full = append(b.full, b.body[start:])
-	b.body, b.n = nil, 0
-}
-
-// take returns the payloads and their number of contributions, and
-// empties b.
-func (b *batcher) take() ([][]byte, int) {
-	b.seal()
-	out, n := b.full, b.all
-	b.full, b.all = nil, 0
-	return out, n
+// Add appends a deep copy of c.
+func (s *Slice) Add(c *wire.Contribution) {
+	cp := *c
+	cp.State.Bots = maps.Clone(c.State.Bots)
+	cp.State.Votes = maps.Clone(c.State.Votes)
+	cp.State.HLL = bytes.Clone(c.State.HLL)
+	cp.State.Quantiles = bytes.Clone(c.State.Quantiles)
+	cp.State.Registers = bytes.Clone(c.State.Registers)
+	*s = append(*s, cp)
 }
 
 // Stats returns a snapshot of the counters.
 func (r *Rollup) Stats() Stats {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	s := r.stats
 	s.Open = uint64(r.open.n + len(r.rows))
 	return s

@@ -35,28 +35,27 @@ func genEvents(rng *rand.Rand, n, nSeries, nVisitors int, base time.Time) []even
 	return out
 }
 
-// flush runs r.Flush and decodes the payloads it returns, checking they
-// hold what it says, in batches no larger than configured.
+// outs holds, per rollup under test, the contributions it cut since the
+// last flush: those of minutes closed by event time during Add, then those
+// of the Cut.
+var outs = map[*Rollup]*Slice{}
+
+func outOf(r *Rollup) *Slice {
+	if outs[r] == nil {
+		outs[r] = &Slice{}
+	}
+	return outs[r]
+}
+
+// flush cuts r and returns every contribution cut since the last flush.
 func flush(t testing.TB, r *Rollup) []wire.Contribution {
 	t.Helper()
-	batches, n, _, err := r.Flush(nil)
-	if err != nil {
+	out := outOf(r)
+	if err := r.Cut(out); err != nil {
 		t.Fatal(err)
 	}
-	var all []wire.Contribution
-	for i, b := range batches {
-		cs, err := DecodeBatch(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(cs) == 0 || len(cs) > r.cfg.BatchContributions || i < len(batches)-1 && len(cs) != r.cfg.BatchContributions {
-			t.Fatalf("payload %d of %d holds %d contributions; batches hold %d", i, len(batches), len(cs), r.cfg.BatchContributions)
-		}
-		all = append(all, cs...)
-	}
-	if len(all) != n {
-		t.Fatalf("Flush said %d contributions, its payloads hold %d", n, len(all))
-	}
+	all := *out
+	*out = nil
 	return all
 }
 
@@ -111,7 +110,6 @@ func TestFlushesAreExactUnderRepeatedDelivery(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	cfg := DefaultConfig()
-	cfg.BatchContributions = 7 // many payloads per flush
 	r := New(7, cfg)
 	r.now = func() time.Time { return base }
 	want := map[sketch.Key]*sketch.State{}
@@ -120,7 +118,7 @@ func TestFlushesAreExactUnderRepeatedDelivery(t *testing.T) {
 	var all [][]wire.Contribution
 	for round := range 5 {
 		evs := genEvents(rng, 5000, 40, 3000, base.Add(time.Duration(round%2)*time.Minute))
-		if err := r.Add(evs, nil); err != nil {
+		if err := r.Add(evs, outOf(r)); err != nil {
 			t.Fatal(err)
 		}
 		for _, e := range evs {
@@ -165,7 +163,7 @@ func TestIdleMinutesCloseAndReopenWithNewCID(t *testing.T) {
 	r := New(3, Config{Lateness: 10 * time.Minute})
 	r.now = func() time.Time { return now }
 	ev := []event.Event{{Series: sketch.Series{Campaign: "c", Type: "click"}, UnixMillis: now.UnixMilli(), Visitor: 9}}
-	if err := r.Add(ev, nil); err != nil {
+	if err := r.Add(ev, outOf(r)); err != nil {
 		t.Fatal(err)
 	}
 	first := flush(t, r)
@@ -179,7 +177,7 @@ func TestIdleMinutesCloseAndReopenWithNewCID(t *testing.T) {
 	if st := r.Stats(); st.Open != 0 || st.Closed != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	if err := r.Add(ev, nil); err != nil {
+	if err := r.Add(ev, outOf(r)); err != nil {
 		t.Fatal(err)
 	}
 	second := flush(t, r)
@@ -193,18 +191,14 @@ func TestAddIsAllOrNothing(t *testing.T) {
 	mk := func(c string) event.Event {
 		return event.Event{Series: sketch.Series{Campaign: c, Type: "click"}, UnixMillis: time.Now().UnixMilli()}
 	}
-	if err := r.Add([]event.Event{mk("a"), mk("b"), mk("c")}, nil); err != ErrFull {
+	if err := r.Add([]event.Event{mk("a"), mk("b"), mk("c")}, outOf(r)); err != ErrFull {
 		t.Fatalf("err = %v, want ErrFull", err)
 	}
 	if st := r.Stats(); st.Events != 0 || st.Open != 0 {
 		t.Fatalf("partial apply: %+v", st)
 	}
-	boom := fmt.Errorf("journal down")
-	if err := r.Add([]event.Event{mk("a")}, func() error { return boom }); err != boom {
-		t.Fatalf("err = %v", err)
-	}
-	if st := r.Stats(); st.Events != 0 {
-		t.Fatalf("applied despite journal error: %+v", st)
+	if r.Fits([]event.Event{mk("a"), mk("b"), mk("c")}) || !r.Fits([]event.Event{mk("a"), mk("b")}) {
+		t.Fatal("Fits disagrees with Add")
 	}
 }
 
@@ -217,7 +211,7 @@ func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
 		return event.Event{Series: s, UnixMillis: ts, Weight: weight, Row: row, RowVersion: version}
 	}
 	// The same row twice in one flush, then a corrected re-import later.
-	if err := r.Add([]event.Event{imp(120_000, 10), imp(120_000, 11)}, nil); err != nil {
+	if err := r.Add([]event.Event{imp(120_000, 10), imp(120_000, 11)}, outOf(r)); err != nil {
 		t.Fatal(err)
 	}
 	cs := flush(t, r)
@@ -227,7 +221,7 @@ func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
 	if cs[0].CID>>62 != 3 {
 		t.Fatalf("row id %x lacks its top bits", cs[0].CID)
 	}
-	if err := r.Add([]event.Event{imp(125_000, 20), imp(1, 5)}, nil); err != nil { // a stale one is ignored
+	if err := r.Add([]event.Event{imp(125_000, 20), imp(1, 5)}, outOf(r)); err != nil { // a stale one is ignored
 		t.Fatal(err)
 	}
 	cs = flush(t, r)
@@ -236,7 +230,7 @@ func TestImportedRowsReplaceInsteadOfAdding(t *testing.T) {
 	}
 	// A live event with a weight adds its weight.
 	live := event.Event{Series: s, UnixMillis: ts, Weight: 3}
-	if err := r.Add([]event.Event{live, live}, nil); err != nil {
+	if err := r.Add([]event.Event{live, live}, outOf(r)); err != nil {
 		t.Fatal(err)
 	}
 	cs = flush(t, r)
@@ -255,7 +249,7 @@ func TestResendOpenGivesANewReceiverEverything(t *testing.T) {
 	r.now = func() time.Time { return base }
 	old := newMerged()
 	for range 3 {
-		if err := r.Add(genEvents(rng, 3000, 20, 2000, base), nil); err != nil {
+		if err := r.Add(genEvents(rng, 3000, 20, 2000, base), outOf(r)); err != nil {
 			t.Fatal(err)
 		}
 		old.apply(t, flush(t, r))
@@ -294,7 +288,7 @@ func TestEventTimeClosesMinutesAsEventsMovePast(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	base := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	const series, minutes = 30, 40
-	r := New(4, Config{Lateness: time.Minute, ByEventTime: true, BatchContributions: 50})
+	r := New(4, Config{Lateness: time.Minute, ByEventTime: true})
 	want := map[sketch.Key]*sketch.State{}
 	wantVisitors := map[sketch.Key]map[uint64]bool{}
 	m := newMerged()
@@ -323,7 +317,7 @@ func TestEventTimeClosesMinutesAsEventsMovePast(t *testing.T) {
 		}
 		for len(evs) > 0 {
 			n := min(len(evs), 1+rng.IntN(700))
-			if err := r.Add(evs[:n], nil); err != nil {
+			if err := r.Add(evs[:n], outOf(r)); err != nil {
 				t.Fatal(err)
 			}
 			record(evs[:n])
@@ -366,38 +360,33 @@ func TestEventTimeClosesMinutesAsEventsMovePast(t *testing.T) {
 	}
 }
 
-// TestRouterKeepsOneOwnerPerBatch: with a router every payload holds
-// contributions of a single owner, and nothing is lost or repeated.
-func TestRouterKeepsOneOwnerPerBatch(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
+// TestSeriesWithEqualHashesStayApart: two series whose Hash collides (as
+// an event may carry a wrong one) keep their own entries and counts.
+func TestSeriesWithEqualHashesStayApart(t *testing.T) {
+	r := New(1, DefaultConfig())
 	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	cfg := DefaultConfig()
-	cfg.BatchContributions = 7
-	r := New(3, cfg)
 	r.now = func() time.Time { return base }
-	owner := func(c string) string { return fmt.Sprint("node-", len(c)%3) }
-	r.SetRouter(owner)
-	if err := r.Add(genEvents(rng, 4000, 60, 500, base), nil); err != nil {
+	mk := func(c string, n int) []event.Event {
+		var evs []event.Event
+		for range n {
+			evs = append(evs, event.Event{Series: sketch.Series{Campaign: c, Type: "click"}, UnixMillis: base.UnixMilli(), Hash: 42})
+		}
+		return evs
+	}
+	if err := r.Add(append(mk("a", 3), mk("b", 5)...), outOf(r)); err != nil {
 		t.Fatal(err)
 	}
-	batches, n, _, err := r.Flush(nil)
-	if err != nil {
-		t.Fatal(err)
+	got := map[string]uint64{}
+	for _, c := range flush(t, r) {
+		got[c.Series.Campaign] += c.State.Count
 	}
-	total := 0
-	for _, b := range batches {
-		cs, err := DecodeBatch(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cs {
-			if owner(c.Series.Campaign) != owner(cs[0].Series.Campaign) {
-				t.Fatalf("batch mixes owners %s and %s", owner(c.Series.Campaign), owner(cs[0].Series.Campaign))
-			}
-		}
-		total += len(cs)
+	if got["a"] != 3 || got["b"] != 5 || r.Stats().Open != 2 {
+		t.Fatalf("counts %v, %d open; want a=3 b=5 in 2 entries", got, r.Stats().Open)
 	}
-	if total != n || n == 0 || r.Stats().Open != uint64(n) {
-		t.Fatalf("%d contributions in batches, Flush said %d, %d open", total, n, r.Stats().Open)
+	// Idle: both close, one after the other in the same chain.
+	r.now = func() time.Time { return base.Add(time.Hour) }
+	flush(t, r)
+	if st := r.Stats(); st.Open != 0 || st.Closed != 2 {
+		t.Fatalf("after idling: %+v", st)
 	}
 }

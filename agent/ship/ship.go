@@ -14,17 +14,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/time/rate"
 
-	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/deadletter"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/wire"
 )
@@ -67,18 +65,46 @@ type Config struct {
 	// membership (Ack.Epoch) other than the one seen before. The agent
 	// then re-sends its open minutes, so campaigns' new owners get them.
 	OnMembershipChange func(epoch uint64)
-	// RouteToOwner sends each batch straight to the aggregator node that
-	// owns its campaigns, at the address the cluster reports in acks,
-	// instead of through the connected node (which forwards). Turn it off
-	// when agents reach the cluster only through addresses the nodes do
-	// not advertise (a UDP load balancer, NAT, a relay).
+	// RouteToOwner sends each batch straight to the aggregator node it
+	// was grouped for (spool.Item.Owner), at the address the cluster
+	// reports in acks, instead of through the connected node (which
+	// forwards). Turn it off when agents reach the cluster only through
+	// addresses the nodes do not advertise (a UDP load balancer, NAT, a
+	// relay).
 	RouteToOwner bool
+	// Membership receives the cluster membership acks report; the
+	// Batcher that groups flushes by owner reads it. Nil: the shipper
+	// keeps its own.
+	Membership *Membership
 	// MaxBatchesPerSecond caps the send rate (0: no cap), so the backlog
 	// of a long outage drains without knocking over a recovering cluster.
 	MaxBatchesPerSecond float64
-	// DeadLetterDir keeps batches the aggregator rejected as malformed, so
-	// an operator can inspect them; they are never silently dropped.
-	DeadLetterDir string
+	// DeadLetters keeps batches the aggregator rejected as malformed, so
+	// an operator can inspect and replay them; they are never silently
+	// dropped. A batch whose dead letter cannot be written stays in the
+	// spool. Nil: such batches stay in the spool (and shipping waits).
+	DeadLetters *deadletter.Store
+	// SpoolName names the spool in dead letters ("live" or "import").
+	SpoolName string
+}
+
+// HaltError is what Run returns when the aggregator refuses the agent
+// itself (wire.RejectIdentity, wire.RejectVersion): every batch would be
+// refused alike, so shipping stops with this one error, and the batches
+// stay in the spool until the configuration is fixed and the agent
+// restarted.
+type HaltError struct {
+	Code   wire.RejectCode
+	Reason string
+	Addr   string
+}
+
+func (e *HaltError) Error() string {
+	what := "refuses this agent's identity (check name against the certificate's CN, and the CA)"
+	if e.Code == wire.RejectVersion {
+		what = "does not speak this agent's protocol version (upgrade one side)"
+	}
+	return fmt.Sprintf("aggregator %s %s: %s; shipping stopped, batches stay in the spool", e.Addr, what, e.Reason)
 }
 
 // Shipper moves batches from the spool to the aggregator.
@@ -92,10 +118,14 @@ type Shipper struct {
 	addr      atomic.Pointer[string]
 	epoch     atomic.Uint64
 	limiter   *rate.Limiter // nil: no cap
-	members   atomic.Pointer[[]wire.Member]
+	members   *Membership
 
 	peersMu sync.Mutex
 	peers   map[string]*peer // owner connections by address
+
+	// problem is why shipping is stuck ("" when it is not): halted, or
+	// dead letters that cannot be written. /readyz reports it.
+	problem atomic.Pointer[string]
 
 	m metrics
 }
@@ -105,6 +135,7 @@ type metrics struct {
 	sendTime   prometheus.Histogram
 	reconnects prometheus.Counter
 	deadLetter prometheus.Counter
+	deadFailed prometheus.Counter
 	toOwner    prometheus.Counter
 }
 
@@ -122,7 +153,11 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 	if cfg.SendTimeout <= 0 {
 		cfg.SendTimeout = 30 * time.Second
 	}
-	s := &Shipper{cfg: cfg, queue: q, dial: dial, log: logger.With("component", "ship"), peers: map[string]*peer{}}
+	s := &Shipper{cfg: cfg, queue: q, dial: dial, log: logger.With("component", "ship"), peers: map[string]*peer{},
+		members: cfg.Membership}
+	if s.members == nil {
+		s.members = &Membership{}
+	}
 	if cfg.MaxBatchesPerSecond > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.MaxBatchesPerSecond), max(1, int(cfg.MaxBatchesPerSecond)))
 	}
@@ -135,10 +170,12 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 			Help: "Connections established to an aggregator."}),
 		deadLetter: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_dead_letter_batches_total",
 			Help: "Batches the aggregator rejected as invalid, kept in the dead-letter directory."}),
+		deadFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_dead_letter_failures_total",
+			Help: "Rejected batches kept in the spool because their dead letter could not be written (full or I/O error)."}),
 	}
 	s.m.toOwner = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_batches_sent_to_owner_total",
 		Help: "Batches acknowledged by their campaigns' owner on a direct connection (the rest went through the connected node)."})
-	reg.MustRegister(s.m.batches, s.m.sendTime, s.m.reconnects, s.m.deadLetter, s.m.toOwner)
+	reg.MustRegister(s.m.batches, s.m.sendTime, s.m.reconnects, s.m.deadLetter, s.m.deadFailed, s.m.toOwner)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_connected",
 		Help: "1 while connected to an aggregator."}, func() float64 {
 		if s.connected.Load() {
@@ -152,12 +189,32 @@ func New(cfg Config, q Queue, dial Dialer, reg prometheus.Registerer, logger *sl
 // Connected reports whether a connection is up.
 func (s *Shipper) Connected() bool { return s.connected.Load() }
 
+// Problem returns why shipping is stuck, or "" when it is not: the
+// aggregator refused the agent (Run has stopped), or rejected batches
+// cannot be set aside as dead letters.
+func (s *Shipper) Problem() string {
+	if p := s.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (s *Shipper) setProblem(p string) {
+	if p == "" {
+		s.problem.Store(nil)
+		return
+	}
+	s.problem.Store(&p)
+}
+
 // redirectError asks Run to reconnect to the owner.
 type redirectError struct{ addr string }
 
 func (e *redirectError) Error() string { return "redirected to " + e.addr }
 
-// Run ships until ctx is done. Unacknowledged batches stay in the spool.
+// Run ships until ctx is done, and returns nil then; unacknowledged
+// batches stay in the spool. It returns a *HaltError, having logged it
+// once, when the aggregator refuses the agent itself.
 func (s *Shipper) Run(ctx context.Context) error {
 	defer s.closePeers()
 	failures := 0
@@ -196,6 +253,12 @@ func (s *Shipper) Run(ctx context.Context) error {
 		if errors.As(err, &re) {
 			override = re.addr
 			continue
+		}
+		var halt *HaltError
+		if errors.As(err, &halt) {
+			s.log.Error("shipping stopped", "reason_code", string(halt.Code), "err", halt)
+			s.setProblem(halt.Error())
+			return halt
 		}
 		s.log.Warn("connection to aggregator lost; reconnecting", "addr", addr, "err", err)
 		failures++
@@ -236,7 +299,9 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 		ack, err := s.send(sctx, target, item)
 		cancel()
 		if ue, ok := err.(*undecodableError); ok {
-			s.deadLetterItem(item, ue.Error())
+			if err := s.deadLetterItem(ctx, item, wire.RejectMalformed, ue.Error()); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil && peerAddr != "" {
@@ -251,10 +316,7 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 			s.m.batches.WithLabelValues("error").Inc()
 			return fmt.Errorf("send batch %d: %w", item.Seq, err)
 		}
-		if len(ack.Members) > 0 {
-			ms := ack.Members
-			s.members.Store(&ms)
-		}
+		s.members.set(ack.Members)
 		s.noteEpoch(ack.Epoch)
 		switch ack.Status {
 		case wire.AckOK:
@@ -285,7 +347,20 @@ func (s *Shipper) worker(ctx context.Context, conn Sender) error {
 			return &redirectError{addr: ack.Redirect}
 		default:
 			s.m.batches.WithLabelValues("rejected").Inc()
-			s.deadLetterItem(item, ack.Reason)
+			switch ack.Code {
+			case wire.RejectIdentity, wire.RejectVersion:
+				s.nack(item.Seq)
+				addr := peerAddr
+				if addr == "" {
+					if a := s.addr.Load(); a != nil {
+						addr = *a
+					}
+				}
+				return &HaltError{Code: ack.Code, Reason: ack.Reason, Addr: addr}
+			}
+			if err := s.deadLetterItem(ctx, item, wire.RejectMalformed, ack.Reason); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -304,9 +379,9 @@ func (s *Shipper) send(ctx context.Context, conn Sender, item spool.Item) (*wire
 		return raw.SendRaw(ctx, &wire.RawBatch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent,
 			Region: s.cfg.Region, Seq: item.Seq, Contributions: item.Payload})
 	}
-	contribs, err := rollup.DecodeBatch(item.Payload)
-	if err != nil {
-		return nil, &undecodableError{err}
+	var contribs []wire.Contribution
+	if err := msgpack.Unmarshal(item.Payload, &contribs); err != nil {
+		return nil, &undecodableError{fmt.Errorf("decode spooled batch: %w", err)}
 	}
 	return conn.Send(ctx, &wire.Batch{Version: wire.ProtocolVersion, Agent: s.cfg.Agent, Region: s.cfg.Region,
 		Seq: item.Seq, Contributions: contribs})
@@ -320,36 +395,19 @@ type peer struct {
 	downUntil time.Time
 }
 
-// OwnerOf returns the name of the aggregator node that owns campaign in
-// the membership last reported by an ack, or "" when unknown.
-func (s *Shipper) OwnerOf(campaign string) string {
-	ms := s.members.Load()
-	if ms == nil {
-		return ""
-	}
-	m, _ := wire.Owner(*ms, campaign)
-	return m.Name
-}
-
-// pick returns the connection a batch should go out on: its owner's when
-// routing to owners and the owner is reachable, else the connected node's
-// (which forwards). peerAddr is "" for the connected node.
+// pick returns the connection a batch should go out on: that of the
+// owner it was grouped for when routing to owners and that node is a
+// member and reachable, else the connected node's (which forwards).
+// peerAddr is "" for the connected node.
 func (s *Shipper) pick(ctx context.Context, item spool.Item, primary Sender) (conn Sender, peerAddr string) {
-	if !s.cfg.RouteToOwner {
+	if !s.cfg.RouteToOwner || s.members.size() < 2 {
 		return primary, ""
 	}
-	ms := s.members.Load()
-	if ms == nil || len(*ms) < 2 {
+	addr, ok := s.members.addr(item.Owner)
+	if !ok {
 		return primary, ""
 	}
-	campaign, err := rollup.FirstCampaign(item.Payload)
-	if err != nil {
-		return primary, ""
-	}
-	owner, ok := wire.Owner(*ms, campaign)
-	if !ok || owner.Addr == "" {
-		return primary, ""
-	}
+	owner := wire.Member{Name: item.Owner, Addr: addr}
 	if cur := s.addr.Load(); cur != nil && *cur == owner.Addr {
 		return primary, ""
 	}
@@ -438,23 +496,41 @@ func (s *Shipper) nack(seq uint64) {
 	}
 }
 
-// deadLetterItem keeps a batch the aggregator will never accept and takes
-// it out of the queue so it does not block the ones behind it.
-func (s *Shipper) deadLetterItem(item spool.Item, reason string) {
-	s.m.deadLetter.Inc()
-	path := ""
-	if s.cfg.DeadLetterDir != "" {
-		if err := os.MkdirAll(s.cfg.DeadLetterDir, 0o750); err == nil {
-			path = filepath.Join(s.cfg.DeadLetterDir, strconv.FormatUint(item.Seq, 10)+".msgpack")
-			if err := os.WriteFile(path, item.Payload, 0o640); err != nil {
-				path = "(could not write: " + err.Error() + ")"
-			}
-		}
+// deadLetterItem keeps a batch the aggregator will never accept as a dead
+// letter and takes it out of the queue, so it does not block the ones
+// behind it. Only a letter that is durably written is taken out: when it
+// cannot be written (the store is full, the disk fails) the batch goes
+// back to the spool, shipping waits a backoff and /readyz says why. It
+// returns an error only when ctx ends while waiting.
+func (s *Shipper) deadLetterItem(ctx context.Context, item spool.Item, code wire.RejectCode, reason string) error {
+	var err error
+	if s.cfg.DeadLetters == nil {
+		err = errors.New("no dead-letter store")
+	} else {
+		err = s.cfg.DeadLetters.Put(deadletter.Letter{Spool: s.cfg.SpoolName, Seq: item.Seq, Owner: item.Owner,
+			Agent: s.cfg.Agent, Reason: reason, Code: string(code), Time: time.Now().UTC()}, item.Payload)
 	}
-	s.log.Error("aggregator rejected a batch; kept it as a dead letter", "seq", item.Seq, "reason", reason, "file", path)
+	if err != nil {
+		s.m.deadFailed.Inc()
+		s.nack(item.Seq)
+		if s.Problem() == "" {
+			// Once per episode: the counter says how often.
+			s.log.Error("aggregator rejected a batch and its dead letter cannot be written; it stays in the spool and shipping waits",
+				"seq", item.Seq, "err", err)
+		}
+		s.setProblem("rejected batches cannot be kept as dead letters: " + err.Error() + " (tally-agent dead-letters list|replay)")
+		s.sleep(ctx, s.cfg.BackoffMax)
+		return ctx.Err()
+	}
+	s.setProblem("")
+	s.m.deadLetter.Inc()
+	// The reason is the aggregator's; it names fields, not their values.
+	s.log.Error("aggregator rejected a batch; kept it as a dead letter", "seq", item.Seq, "reason_code", string(code),
+		"reason", reason, "spool", s.cfg.SpoolName)
 	if err := s.queue.Ack(item.Seq); err != nil {
 		s.log.Error("cannot remove dead letter from the spool", "seq", item.Seq, "err", err)
 	}
+	return nil
 }
 
 func (s *Shipper) backoff(attempt int) time.Duration {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -17,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/deadletter"
 	"github.com/tally-edge/tally/agent/ship"
 	"github.com/tally-edge/tally/agent/spool"
 	"github.com/tally-edge/tally/sketch"
@@ -45,6 +44,9 @@ type spooled struct {
 	payloads map[uint64][]byte
 	contribs map[uint64][]wire.Contribution
 	lastCID  uint64
+	// members, when set before a flush is committed, names each batch's
+	// owner, as the Batcher does.
+	members []wire.Member
 }
 
 // openSpool opens a spool in a temporary directory and commits flushes of
@@ -81,32 +83,40 @@ func (s *spooled) commitFlush(t *testing.T, n, perBatch int) {
 			Minute: 1_700_000_040, CID: s.lastCID, Version: 1, State: enc,
 		}
 	}
-	batches, err := rollup.EncodeBatches(cs, perBatch)
-	if err != nil {
-		t.Fatalf("EncodeBatches: %v", err)
-	}
-	groups := make([][]wire.Contribution, len(batches))
-	for i := range groups {
-		groups[i] = cs[i*perBatch : min((i+1)*perBatch, n)]
+	var batches []spool.Batch
+	var groups [][]wire.Contribution
+	for i := 0; i < n; i += perBatch {
+		g := cs[i:min(i+perBatch, n)]
+		b, err := wire.EncodeContributions(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner, _ := wire.Owner(s.members, g[0].Series.Campaign)
+		batches = append(batches, spool.Batch{Owner: owner.Name, Payload: b})
+		groups = append(groups, g)
 	}
 	s.commit(t, batches, groups)
 }
 
 // commitPayloads commits raw payloads that are not contributions.
-func (s *spooled) commitPayloads(t *testing.T, batches [][]byte) []uint64 {
+func (s *spooled) commitPayloads(t *testing.T, payloads [][]byte) []uint64 {
 	t.Helper()
+	batches := make([]spool.Batch, len(payloads))
+	for i, p := range payloads {
+		batches[i] = spool.Batch{Payload: p}
+	}
 	return s.commit(t, batches, nil)
 }
 
 // commit records what the seqs will hold, then commits: the shipper may
 // send a batch before Commit has returned. Only the test commits, so the
 // seqs are NextSeq on.
-func (s *spooled) commit(t *testing.T, batches [][]byte, groups [][]wire.Contribution) []uint64 {
+func (s *spooled) commit(t *testing.T, batches []spool.Batch, groups [][]wire.Contribution) []uint64 {
 	t.Helper()
 	first := s.sp.Stats().NextSeq
 	s.mu.Lock()
 	for i, b := range batches {
-		s.payloads[first+uint64(i)] = b
+		s.payloads[first+uint64(i)] = b.Payload
 		if groups != nil {
 			s.contribs[first+uint64(i)] = groups[i]
 		}
@@ -288,9 +298,13 @@ func sendsOf(sends []sent, seq uint64) []sent {
 // small backoffs. cfg may adjust its config.
 func newShipper(t *testing.T, exp *spooled, agg *fakeAgg, cfg func(*ship.Config)) (*ship.Shipper, *prometheus.Registry) {
 	t.Helper()
+	dead, err := deadletter.Open(deadletter.Config{Dir: filepath.Join(t.TempDir(), "dead"), MaxBatches: 100, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := ship.Config{Agent: agentName, Region: region, Addrs: []string{"agg-1:7400"}, InFlight: 1,
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 80 * time.Millisecond, SendTimeout: 5 * time.Second,
-		DeadLetterDir: filepath.Join(t.TempDir(), "dead")}
+		DeadLetters: dead, SpoolName: "live"}
 	if cfg != nil {
 		cfg(&c)
 	}
@@ -543,24 +557,27 @@ func TestRejectedBatchGoesToDeadLetter(t *testing.T) {
 			return ok(s.seq), nil
 		}}
 		dead := filepath.Join(t.TempDir(), "dead")
-		sh, reg := newShipper(t, exp, agg, func(c *ship.Config) { c.DeadLetterDir = dead })
+		sh, reg := newShipper(t, exp, agg, func(c *ship.Config) {
+			c.DeadLetters, _ = deadletter.Open(deadletter.Config{Dir: dead, MaxBatches: 10, MaxBytes: 1 << 20})
+		})
 		stop := run(sh)
 		defer stop()
 
 		synctest.Wait()
 		checkAllAcked(t, exp.sp) // the dead letters left the spool; 3..7 still flowed
 
-		for _, seq := range []uint64{2, garbage} {
-			b, err := os.ReadFile(filepath.Join(dead, fmt.Sprintf("%d.msgpack", seq)))
-			if err != nil {
-				t.Fatalf("dead letter of batch %d: %v", seq, err)
+		letters, err := deadletter.List(dead)
+		if err != nil || len(letters) != 2 {
+			t.Fatalf("dead letters %+v, %v; want 2", letters, err)
+		}
+		for i, seq := range []uint64{2, garbage} {
+			l, b, err := deadletter.Read(letters[i].Path)
+			if err != nil || l.Seq != seq || l.Spool != "live" || l.Agent != agentName || l.Reason == "" {
+				t.Fatalf("dead letter %d: %+v, %v", seq, l, err)
 			}
 			if !bytes.Equal(b, exp.payload(seq)) {
 				t.Fatalf("dead letter of batch %d holds %d bytes, not the spooled payload", seq, len(b))
 			}
-		}
-		if entries, _ := os.ReadDir(dead); len(entries) != 2 {
-			t.Fatalf("dead-letter dir has %d files, want 2", len(entries))
 		}
 		_, sends, _ := agg.snapshot()
 		if n := len(sendsOf(sends, 2)); n != 1 {
@@ -780,9 +797,11 @@ func TestBatchesGoStraightToTheirOwner(t *testing.T) {
 		t.Run(fmt.Sprintf("ownerDown=%v", ownerDown), func(t *testing.T) {
 			defer goleak.VerifyNone(t)
 			synctest.Test(t, func(t *testing.T) {
-				exp := openSpool(t, 1, 40, 1) // 40 batches, campaigns c0..c39
-				defer exp.sp.Close()
 				members := []wire.Member{{Name: "agg-1", Addr: "agg-1:7400"}, {Name: "agg-2", Addr: "agg-2:7400"}}
+				exp := openSpool(t, 0, 0, 1)
+				exp.members = members
+				exp.commitFlush(t, 40, 1) // 40 batches, campaigns c0..c39, each with its owner
+				defer exp.sp.Close()
 				agg := &fakeAgg{t: t, exp: exp, answer: func(s sent) (*wire.Ack, error) {
 					return &wire.Ack{Version: wire.ProtocolVersion, Seq: s.seq, Status: wire.AckOK, Members: members, Epoch: 5}, nil
 				}}
@@ -794,7 +813,8 @@ func TestBatchesGoStraightToTheirOwner(t *testing.T) {
 						return nil
 					}
 				}
-				sh, _ := newShipper(t, exp, agg, func(c *ship.Config) { c.RouteToOwner = true })
+				routes := &ship.Membership{}
+				sh, _ := newShipper(t, exp, agg, func(c *ship.Config) { c.RouteToOwner, c.Membership = true, routes })
 				stop := run(sh)
 				time.Sleep(2 * time.Second)
 				synctest.Wait()
@@ -820,10 +840,100 @@ func TestBatchesGoStraightToTheirOwner(t *testing.T) {
 				if !ownerDown && direct == 0 {
 					t.Fatal("no batch went to agg-2")
 				}
-				if sh.OwnerOf("c1") == "" {
-					t.Fatal("OwnerOf unknown after acks reported members")
+				if want, _ := wire.Owner(members, "c1"); routes.Owner("c1") != want.Name {
+					t.Fatalf("Membership.Owner(c1) = %q after acks reported members, want %q", routes.Owner("c1"), want.Name)
 				}
 			})
 		})
 	}
+}
+
+// TestDeadLetterThatCannotBeKeptStaysInTheSpool: when the dead-letter
+// store is full, a rejected batch is not acknowledged away: it stays in
+// the spool, shipping reports the problem, and once room is made it is
+// kept and the batches behind it flow.
+func TestDeadLetterThatCannotBeKeptStaysInTheSpool(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	synctest.Test(t, func(t *testing.T) {
+		exp := openSpool(t, 1, 3, 1) // seqs 1..3
+		defer exp.sp.Close()
+		agg := &fakeAgg{t: t, exp: exp, answer: func(s sent) (*wire.Ack, error) {
+			if s.seq == 1 {
+				return &wire.Ack{Version: wire.ProtocolVersion, Seq: s.seq, Status: wire.AckRejected, Reason: "bad"}, nil
+			}
+			return ok(s.seq), nil
+		}}
+		dir := filepath.Join(t.TempDir(), "dead")
+		store, err := deadletter.Open(deadletter.Config{Dir: dir, MaxBatches: 1, MaxBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Put(deadletter.Letter{Spool: "live", Seq: 99}, []byte("an older letter")); err != nil {
+			t.Fatal(err)
+		}
+		sh, _ := newShipper(t, exp, agg, func(c *ship.Config) { c.DeadLetters = store })
+		stop := run(sh)
+		defer stop()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if st := exp.sp.Stats(); st.AckedThrough != 0 || st.PendingBatches == 0 {
+			t.Fatalf("spool %+v: the rejected batch left it without a dead letter", st)
+		}
+		if sh.Problem() == "" {
+			t.Fatal("no problem reported while rejected batches cannot be kept")
+		}
+		letters, _ := deadletter.List(dir)
+		if err := store.Remove(letters[0]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		checkAllAcked(t, exp.sp)
+		if sh.Problem() != "" {
+			t.Fatalf("problem %q after room was made", sh.Problem())
+		}
+		if letters, _ := deadletter.List(dir); len(letters) != 1 || letters[0].Seq != 1 {
+			t.Fatalf("dead letters %+v, want batch 1", letters)
+		}
+	})
+}
+
+// TestIdentityRejectionStopsShipping: a rejection of the agent itself
+// (its name does not match its certificate) stops shipping with one error
+// instead of dead-lettering batch after batch; every batch stays.
+func TestIdentityRejectionStopsShipping(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	synctest.Test(t, func(t *testing.T) {
+		exp := openSpool(t, 1, 5, 1)
+		defer exp.sp.Close()
+		agg := &fakeAgg{t: t, exp: exp, answer: func(s sent) (*wire.Ack, error) {
+			return &wire.Ack{Version: wire.ProtocolVersion, Seq: s.seq, Status: wire.AckRejected, Code: wire.RejectIdentity,
+				Reason: `agent name "a" does not match its certificate (CN "b")`}, nil
+		}}
+		dir := filepath.Join(t.TempDir(), "dead")
+		sh, _ := newShipper(t, exp, agg, func(c *ship.Config) {
+			c.DeadLetters, _ = deadletter.Open(deadletter.Config{Dir: dir, MaxBatches: 10, MaxBytes: 1 << 20})
+		})
+		done := make(chan error, 1)
+		go func() { done <- sh.Run(context.Background()) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(time.Minute):
+			t.Fatal("Run did not stop")
+		}
+		var halt *ship.HaltError
+		if !errors.As(err, &halt) || halt.Code != wire.RejectIdentity || sh.Problem() == "" {
+			t.Fatalf("Run = %v, problem %q; want a HaltError", err, sh.Problem())
+		}
+		if st := exp.sp.Stats(); st.PendingBatches != 5 {
+			t.Fatalf("%d batches pending, want all 5 kept", st.PendingBatches)
+		}
+		if letters, _ := deadletter.List(dir); len(letters) != 0 {
+			t.Fatalf("%d dead letters, want none", len(letters))
+		}
+		if _, sends, _ := agg.snapshot(); len(sends) != 1 {
+			t.Fatalf("%d sends, want 1", len(sends))
+		}
+	})
 }

@@ -25,7 +25,7 @@ func BenchmarkCommit(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		if _, err := s.Commit(batches, CommitMeta{JournalPos: uint64(i)}); err != nil {
+		if _, err := s.Commit(payloads(batches...), CommitMeta{JournalPos: uint64(i)}); err != nil {
 			b.Fatalf("Commit: %v", err)
 		}
 		if (i+1)%50 == 0 {
@@ -64,7 +64,7 @@ func BenchmarkNextAck(b *testing.B) {
 		batches[i] = make([]byte, 4<<10)
 	}
 	for n := 0; n < b.N; n += len(batches) {
-		if _, err := s.Commit(batches, CommitMeta{}); err != nil {
+		if _, err := s.Commit(payloads(batches...), CommitMeta{}); err != nil {
 			b.Fatalf("Commit: %v", err)
 		}
 	}

@@ -80,7 +80,7 @@ func TestHelperProcess(t *testing.T) {
 		for i := range batches {
 			batches[i] = crashPayload(g, i, k)
 		}
-		seqs, err := s.Commit(batches, CommitMeta{JournalPos: uint64(g)})
+		seqs, err := s.Commit(payloads(batches...), CommitMeta{JournalPos: uint64(g)})
 		if err != nil {
 			fail("commit", err)
 		}

@@ -70,11 +70,24 @@ type CommitMeta struct {
 	Data []byte
 }
 
+// Batch is one batch of a flush.
+type Batch struct {
+	// Owner names the node the batch was grouped for (the owner of its
+	// campaigns when the flush was cut), so the shipper can send it there
+	// without decoding it; "" when unknown. At most MaxOwner bytes.
+	Owner string
+	// Payload is the batch itself; the spool does not interpret it.
+	Payload []byte
+}
+
 // Item is a batch handed out by Next.
 type Item struct {
 	// Seq is the batch's sequence number, to be sent as the wire
 	// Batch.Seq and passed to Ack or Nack.
 	Seq uint64
+	// Owner is the batch's Batch.Owner ("" for batches written before
+	// spools recorded owners).
+	Owner string
 	// Payload is the batch as committed. It belongs to the caller.
 	Payload []byte
 }
@@ -244,15 +257,16 @@ func (s *Spool) recover() error {
 	err = s.log.Read(s.log.Start(), func(next seglog.Pos, rec []byte) error {
 		pos := next - seglog.HeaderSize - seglog.Pos(len(rec))
 		switch rec[0] {
-		case kindBatch:
-			seq, err := decodeBatch(rec)
+		case kindBatch, kindBatchV1:
+			b, err := decodeBatch(rec)
 			if err != nil {
 				return fmt.Errorf("%w: record at %d: %w", ErrCorrupt, pos, err)
 			}
+			seq := b.seq
 			if haveSeq && seq != lastSeq+1 {
 				return fmt.Errorf("%w: batch at %d has seq %d after seq %d", ErrCorrupt, pos, seq, lastSeq)
 			}
-			group = append(group, pendingRec{seq: seq, pos: pos, size: len(rec) - batchHeader})
+			group = append(group, pendingRec{seq: seq, pos: pos, size: len(b.payload)})
 			lastSeq, haveSeq = seq, true
 		case kindCommit:
 			c, err := decodeCommit(rec)
@@ -339,7 +353,7 @@ func (s *Spool) recover() error {
 // Commit fails with ErrFull (nothing written) when the spool would exceed
 // Config.MaxBytes even after deleting the segments already acked, and
 // with ErrTooLarge for a flush it can never hold.
-func (s *Spool) Commit(batches [][]byte, meta CommitMeta) (seqs []uint64, err error) {
+func (s *Spool) Commit(batches []Batch, meta CommitMeta) (seqs []uint64, err error) {
 	if len(meta.Data) > MaxMetaData {
 		return nil, fmt.Errorf("commit: meta data of %d bytes (max %d): %w", len(meta.Data), MaxMetaData, ErrTooLarge)
 	}
@@ -348,10 +362,13 @@ func (s *Spool) Commit(batches [][]byte, meta CommitMeta) (seqs []uint64, err er
 	}
 	var payloadBytes int64
 	for i, b := range batches {
-		if len(b) > s.cfg.MaxBatchSize {
-			return nil, fmt.Errorf("commit: batch %d of %d bytes (max %d): %w", i, len(b), s.cfg.MaxBatchSize, ErrTooLarge)
+		if len(b.Payload) > s.cfg.MaxBatchSize {
+			return nil, fmt.Errorf("commit: batch %d of %d bytes (max %d): %w", i, len(b.Payload), s.cfg.MaxBatchSize, ErrTooLarge)
 		}
-		payloadBytes += int64(len(b))
+		if len(b.Owner) > MaxOwner {
+			return nil, fmt.Errorf("commit: batch %d has an owner name of %d bytes (max %d): %w", i, len(b.Owner), MaxOwner, ErrTooLarge)
+		}
+		payloadBytes += int64(len(b.Payload))
 	}
 
 	s.commitMu.Lock()
@@ -420,7 +437,7 @@ func (s *Spool) Commit(batches [][]byte, meta CommitMeta) (seqs []uint64, err er
 	pos := start
 	for i, b := range batches {
 		seqs[i] = first + uint64(i)
-		s.ents = append(s.ents, entry{pos: pos, size: len(b)})
+		s.ents = append(s.ents, entry{pos: pos, size: len(b.Payload)})
 		pos += seglog.HeaderSize + seglog.Pos(len(recs[i]))
 	}
 	s.nextSeq = first + uint64(len(batches))
@@ -495,10 +512,10 @@ func (s *Spool) Next(ctx context.Context) (Item, error) {
 		s.ops.Add(1)
 		s.mu.Unlock()
 
-		payload, err := s.readBatch(seq, pos)
+		owner, payload, err := s.readBatch(seq, pos)
 		s.ops.Done()
 		if err == nil {
-			return Item{Seq: seq, Payload: payload}, nil
+			return Item{Seq: seq, Owner: owner, Payload: payload}, nil
 		}
 		s.mu.Lock()
 		if seq < s.headSeq {
@@ -538,19 +555,16 @@ func (s *Spool) pickLocked() (int, bool) {
 	return 0, false
 }
 
-func (s *Spool) readBatch(seq uint64, pos seglog.Pos) ([]byte, error) {
+func (s *Spool) readBatch(seq uint64, pos seglog.Pos) (owner string, payload []byte, err error) {
 	rec, _, err := s.log.ReadRecord(pos)
 	if err != nil {
-		return nil, fmt.Errorf("read batch %d: %w", seq, err)
+		return "", nil, fmt.Errorf("read batch %d: %w", seq, err)
 	}
-	if rec[0] != kindBatch {
-		return nil, fmt.Errorf("%w: record at %d is not a batch", ErrCorrupt, pos)
+	b, err := decodeBatch(rec)
+	if err != nil || b.seq != seq {
+		return "", nil, fmt.Errorf("%w: record at %d should be batch %d, has seq %d (%v)", ErrCorrupt, pos, seq, b.seq, err)
 	}
-	got, err := decodeBatch(rec)
-	if err != nil || got != seq {
-		return nil, fmt.Errorf("%w: record at %d should be batch %d, has seq %d (%v)", ErrCorrupt, pos, seq, got, err)
-	}
-	return rec[batchHeader:], nil
+	return string(b.owner), b.payload, nil
 }
 
 // Ack marks batch seq delivered. Acks may come in any order and more than

@@ -38,7 +38,7 @@ func payload(seq int) []byte { return fmt.Appendf(nil, "batch-%d", seq) }
 
 func commit(t *testing.T, s *Spool, journalPos uint64, batches ...[]byte) []uint64 {
 	t.Helper()
-	seqs, err := s.Commit(batches, CommitMeta{JournalPos: journalPos})
+	seqs, err := s.Commit(payloads(batches...), CommitMeta{JournalPos: journalPos})
 	if err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
@@ -280,7 +280,7 @@ func TestNextWaits(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := s.Commit([][]byte{payload(2)}, CommitMeta{}); !errors.Is(err, ErrClosed) {
+	if _, err := s.Commit(payloads([][]byte{payload(2)}...), CommitMeta{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Commit after Close = %v", err)
 	}
 	if err := s.Ack(1); !errors.Is(err, ErrClosed) {
@@ -358,18 +358,18 @@ func TestIncompleteFlushDiscarded(t *testing.T) {
 		wantTorn      bool
 	}{
 		{"batches without commit", func(t *testing.T, dir string) {
-			appendRaw(t, dir, encodeBatch(4, payload(4)), encodeBatch(5, payload(5)))
+			appendRaw(t, dir, encodeBatch(4, Batch{Payload: payload(4)}), encodeBatch(5, Batch{Payload: payload(5)}))
 		}, 2, false},
 		{"one batch without commit", func(t *testing.T, dir string) {
-			appendRaw(t, dir, encodeBatch(4, payload(4)))
+			appendRaw(t, dir, encodeBatch(4, Batch{Payload: payload(4)}))
 		}, 1, false},
 		{"commit record torn", func(t *testing.T, dir string) {
-			appendRaw(t, dir, encodeBatch(4, payload(4)), encodeBatch(5, payload(5)),
+			appendRaw(t, dir, encodeBatch(4, Batch{Payload: payload(4)}), encodeBatch(5, Batch{Payload: payload(5)}),
 				encodeCommit(commitRec{first: 4, count: 2, meta: CommitMeta{JournalPos: 3}}))
 			truncateLast(t, dir, 3)
 		}, 2, true},
 		{"second batch torn", func(t *testing.T, dir string) {
-			appendRaw(t, dir, encodeBatch(4, payload(4)), encodeBatch(5, payload(5)))
+			appendRaw(t, dir, encodeBatch(4, Batch{Payload: payload(4)}), encodeBatch(5, Batch{Payload: payload(5)}))
 			truncateLast(t, dir, 1)
 		}, 1, true},
 	}
@@ -441,7 +441,7 @@ func TestLastCommitMetaSurvivesRelease(t *testing.T) {
 		commit(t, s, uint64(1000+g), bytes.Repeat([]byte{byte(g)}, 3000))
 	}
 	want := CommitMeta{JournalPos: 77, Data: []byte("version=42")}
-	if _, err := s.Commit([][]byte{[]byte("last")}, want); err != nil {
+	if _, err := s.Commit(payloads([][]byte{[]byte("last")}...), want); err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
 	for _, seq := range drain(t, s) {
@@ -481,7 +481,7 @@ func TestFull(t *testing.T) {
 	b := make([]byte, 4000)
 	var n int
 	for ; ; n++ {
-		_, err := s.Commit([][]byte{b}, CommitMeta{JournalPos: uint64(n)})
+		_, err := s.Commit(payloads([][]byte{b}...), CommitMeta{JournalPos: uint64(n)})
 		if errors.Is(err, ErrFull) {
 			if !errors.Is(err, seglog.ErrFull) {
 				t.Fatalf("ErrFull does not wrap seglog.ErrFull: %v", err)
@@ -514,7 +514,7 @@ func TestFull(t *testing.T) {
 			t.Fatalf("Ack: %v", err)
 		}
 	}
-	if _, err := s.Commit([][]byte{b}, CommitMeta{}); err != nil {
+	if _, err := s.Commit(payloads([][]byte{b}...), CommitMeta{}); err != nil {
 		t.Fatalf("Commit after acks: %v", err)
 	}
 	if s.Full() {
@@ -530,7 +530,7 @@ func TestFull(t *testing.T) {
 		{"flush over MaxBytes", slices.Repeat([][]byte{make([]byte, 16<<10)}, 5), CommitMeta{}},
 		{"meta over MaxMetaData", nil, CommitMeta{Data: make([]byte, MaxMetaData+1)}},
 	} {
-		if _, err := s.Commit(tc.batches, tc.meta); !errors.Is(err, ErrTooLarge) {
+		if _, err := s.Commit(payloads(tc.batches...), tc.meta); !errors.Is(err, ErrTooLarge) {
 			t.Fatalf("%s: Commit = %v, want ErrTooLarge", tc.name, err)
 		}
 	}
@@ -549,7 +549,7 @@ func TestFullClearsAfterAcks(t *testing.T) {
 		defer s.Close()
 		b := make([]byte, 4000)
 		for {
-			_, err := s.Commit([][]byte{b}, CommitMeta{})
+			_, err := s.Commit(payloads([][]byte{b}...), CommitMeta{})
 			if errors.Is(err, ErrFull) {
 				break
 			}
@@ -645,7 +645,7 @@ func TestConcurrentShipping(t *testing.T) {
 				for i := range 1 + g%4 {
 					batches = append(batches, fmt.Appendf(nil, "c%d-g%d-i%d-%s", c, g, i, bytes.Repeat([]byte{'x'}, g*50)))
 				}
-				seqs, err := s.Commit(batches, CommitMeta{JournalPos: uint64(g)})
+				seqs, err := s.Commit(payloads(batches...), CommitMeta{JournalPos: uint64(g)})
 				if err != nil {
 					errc <- err
 					cancel()
@@ -705,4 +705,13 @@ func TestConcurrentShipping(t *testing.T) {
 	if st.AckedThrough != uint64(total) || st.PendingBatches != 0 || st.InflightBatches != 0 || st.AckedTotal != uint64(total) {
 		t.Fatalf("Stats at end = %+v, want all %d acked", st, total)
 	}
+}
+
+// payloads makes ownerless batches of bs.
+func payloads(bs ...[]byte) []Batch {
+	out := make([]Batch, len(bs))
+	for i, b := range bs {
+		out[i] = Batch{Payload: b}
+	}
+	return out
 }

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 // endSink takes everything and stops the run at the end of the file.
@@ -17,14 +17,14 @@ type endSink struct {
 	cancel context.CancelFunc
 }
 
-func (s *endSink) AcceptAt(_ []event.Event, pos collector.Position) error {
+func (s *endSink) AcceptAt(_ []event.Event, pos source.Position) error {
 	if pos.Offset == s.end {
 		s.cancel()
 	}
 	return nil
 }
 
-func (s *endSink) Positions() map[string]collector.Position { return nil }
+func (s *endSink) Positions() map[string]source.Position { return nil }
 
 // BenchmarkTail measures the tailer alone: a 100k-line file read, split,
 // decoded by a trivial decoder and batched into a sink that does nothing.

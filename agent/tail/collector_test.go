@@ -15,6 +15,8 @@ import (
 	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/agent/rollup"
+	"github.com/tally-edge/tally/agent/ship"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/agent/spool"
 )
 
@@ -38,7 +40,7 @@ func openAgent(t *testing.T, dir string, flushEvery time.Duration) (*agentState,
 		return nil, err
 	}
 	col, err := collector.Open(collector.Config{Dir: dir, Epoch: epoch, FlushInterval: flushEvery,
-		Rollup: rollup.DefaultConfig(), JournalMaxBytes: 256 << 20}, sp, prometheus.NewRegistry(), discard)
+		Rollup: rollup.DefaultConfig(), JournalMaxBytes: 256 << 20, Batcher: ship.NewBatcher(0, nil)}, sp, prometheus.NewRegistry(), discard)
 	if err != nil {
 		sp.Close()
 		return nil, fmt.Errorf("open collector: %w", err)
@@ -117,7 +119,7 @@ func TestIntoCollector(t *testing.T) {
 	defer func() { a.close() }()
 	cfg := testConfig(p)
 	cfg.BatchLines = 100
-	want := collector.Position{Source: SourcePrefix + p, File: fileIdentity(t, p), Offset: fileSize(t, p)}
+	want := source.Position{Source: SourcePrefix + p, File: fileIdentity(t, p), Offset: fileSize(t, p)}
 	tl, stop := start(t, cfg, a.col, nil)
 	waitFor(t, "the collector's position to reach the end", func() bool { return a.col.Positions()[want.Source] == want })
 	stop()
@@ -162,7 +164,7 @@ const crashEnv = "TAIL_CRASH_HELPER_DIR"
 // returned, so the parent can kill the child at a known point.
 type printingSink struct{ *collector.Collector }
 
-func (s printingSink) AcceptAt(evs []event.Event, pos collector.Position) error {
+func (s printingSink) AcceptAt(evs []event.Event, pos source.Position) error {
 	err := s.Collector.AcceptAt(evs, pos)
 	if err == nil {
 		fmt.Printf("acc %s %d %d\n", pos.File, pos.Offset, len(evs)) // one write(2)
@@ -254,7 +256,7 @@ func TestCrashKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.close()
-	if got, want := a.col.Positions()[SourcePrefix+p], (collector.Position{Source: SourcePrefix + p, File: id2, Offset: size2}); got != want {
+	if got, want := a.col.Positions()[SourcePrefix+p], (source.Position{Source: SourcePrefix + p, File: id2, Offset: size2}); got != want {
 		t.Fatalf("position %+v, want %+v", got, want)
 	}
 	if err := a.col.Flush(); err != nil {

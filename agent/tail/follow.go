@@ -10,8 +10,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 // follower is one source: a path, and the file being read for it. That is
@@ -46,11 +46,11 @@ type follower struct {
 	rotated   bool
 	rotatedAt time.Time
 
-	announced collector.Position
+	announced source.Position
 }
 
-func (f *follower) pos() collector.Position {
-	return collector.Position{Source: f.source, File: f.idStr, Offset: f.offset}
+func (f *follower) pos() source.Position {
+	return source.Position{Source: f.source, File: f.idStr, Offset: f.offset}
 }
 
 func (f *follower) setFile(file *os.File, id fileID, name string) {
@@ -117,7 +117,7 @@ func openRegular(name string) (*os.File, fileID, int64, error) {
 // known to be the end of a file this process finished. It returns false
 // when nothing could be opened (f is then closed). When it returns true
 // with an error, f is open and must be closed by the caller.
-func (t *Tailer) start(ctx context.Context, f *follower, pos collector.Position, have, complete bool) (bool, error) {
+func (t *Tailer) start(ctx context.Context, f *follower, pos source.Position, have, complete bool) (bool, error) {
 	file, id, size, err := openRegular(f.path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -129,7 +129,7 @@ func (t *Tailer) start(ctx context.Context, f *follower, pos collector.Position,
 	now := time.Now()
 	f.resetReading(now)
 	f.rotated = false
-	f.announced = collector.Position{}
+	f.announced = source.Position{}
 	if have {
 		f.announced = pos
 	}
@@ -184,7 +184,7 @@ func (t *Tailer) start(ctx context.Context, f *follower, pos collector.Position,
 // glob matches are not searched: a match that is not a rotated name is
 // followed as a source of its own, and reading it here as well would count
 // it twice.
-func (t *Tailer) findID(path string, pos collector.Position) (*os.File, fileID, string, bool) {
+func (t *Tailer) findID(path string, pos source.Position) (*os.File, fileID, string, bool) {
 	for _, name := range t.rotatedNames(path) {
 		fi, err := os.Stat(name)
 		if err != nil || !fi.Mode().IsRegular() {
@@ -506,10 +506,11 @@ func reasonOf(err error) string {
 }
 
 // malformed counts a skipped line and logs a sample at most every
-// sampleEvery. The sample gives the line's place, not its bytes: access log
-// lines carry client IPs, which must not leave the agent (ARCHITECTURE
-// invariant 7), and logs are often shipped.
-func (t *Tailer) malformed(f *follower, reason string, start int64, err error) {
+// sampleEvery. The sample gives the line's place and reason code, not its
+// bytes nor the error's text (which may quote them): access log lines
+// carry client IPs, query strings and user agents, which must not leave
+// the agent (ARCHITECTURE invariant 7), and logs are often shipped.
+func (t *Tailer) malformed(f *follower, reason string, start int64, _ error) {
 	t.count(func(s *Stats) {
 		if _, ok := s.Malformed[reason]; !ok && len(s.Malformed) >= maxReasons {
 			reason = "other"
@@ -522,7 +523,7 @@ func (t *Tailer) malformed(f *follower, reason string, start int64, err error) {
 		return
 	}
 	t.log.Warn("malformed log line skipped (one sample per 10s)",
-		"path", f.path, "file", f.name, "offset", start, "reason", reason, "err", err, "malformed_since_last_sample", t.unsampled)
+		"path", f.path, "file", f.name, "offset", start, "reason", reason, "malformed_since_last_sample", t.unsampled)
 	t.lastSample, t.unsampled = now, 0
 }
 
@@ -533,7 +534,7 @@ func (t *Tailer) deliver(ctx context.Context, f *follower) error {
 	if b.lines == 0 {
 		return nil
 	}
-	pos := collector.Position{Source: f.source, File: f.idStr, Offset: b.end}
+	pos := source.Position{Source: f.source, File: f.idStr, Offset: b.end}
 	if err := t.accept(ctx, b.events, pos); err != nil {
 		return err
 	}

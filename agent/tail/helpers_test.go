@@ -15,9 +15,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
+	"github.com/tally-edge/tally/agent/source"
 	"github.com/tally-edge/tally/sketch"
 )
 
@@ -63,7 +62,7 @@ func seqDecoder(l []byte, dst []event.Event) ([]event.Event, error) {
 }
 
 type acceptCall struct {
-	pos     collector.Position
+	pos     source.Position
 	seqs    []int
 	at      time.Time
 	refused bool
@@ -73,7 +72,7 @@ type acceptCall struct {
 // a BusyError, and every call with fail when set.
 type fakeSink struct {
 	mu         sync.Mutex
-	positions  map[string]collector.Position
+	positions  map[string]source.Position
 	calls      []acceptCall
 	got        map[string][]int // source → sequence numbers accepted, in order
 	busy       int
@@ -83,10 +82,10 @@ type fakeSink struct {
 }
 
 func newFakeSink() *fakeSink {
-	return &fakeSink{positions: map[string]collector.Position{}, got: map[string][]int{}}
+	return &fakeSink{positions: map[string]source.Position{}, got: map[string][]int{}}
 }
 
-func (s *fakeSink) AcceptAt(evs []event.Event, pos collector.Position) error {
+func (s *fakeSink) AcceptAt(evs []event.Event, pos source.Position) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := acceptCall{pos: pos, at: time.Now()}
@@ -100,7 +99,7 @@ func (s *fakeSink) AcceptAt(evs []event.Event, pos collector.Position) error {
 		s.busy--
 		c.refused = true
 		s.calls = append(s.calls, c)
-		return &ingest.BusyError{Reason: "test", RetryAfter: s.retryAfter}
+		return &source.BusyError{Reason: "test", RetryAfter: s.retryAfter}
 	}
 	s.calls = append(s.calls, c)
 	// A source's position moves forward within a file, or back to 0 when the
@@ -113,17 +112,17 @@ func (s *fakeSink) AcceptAt(evs []event.Event, pos collector.Position) error {
 	return nil
 }
 
-func (s *fakeSink) Positions() map[string]collector.Position {
+func (s *fakeSink) Positions() map[string]source.Position {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]collector.Position, len(s.positions))
+	out := make(map[string]source.Position, len(s.positions))
 	for k, v := range s.positions {
 		out[k] = v
 	}
 	return out
 }
 
-func (s *fakeSink) position(source string) collector.Position {
+func (s *fakeSink) position(source string) source.Position {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.positions[source]

@@ -16,7 +16,7 @@
 //  3. On start each source resumes from the collector's Positions(): the
 //     last position journaled, so the lines after it are exactly the ones
 //     whose events are not in the journal.
-//  4. A busy collector (ingest.BusyError) is offered the same batch again
+//  4. A busy collector (source.BusyError) is offered the same batch again
 //     until it takes it; tailing pauses meanwhile. Any other AcceptAt error
 //     stops Run: retrying in-process could journal a record twice, while a
 //     restart resumes from what the journal holds.
@@ -40,9 +40,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 // SourcePrefix starts the Position.Source of every tailed file; the rest
@@ -96,19 +95,10 @@ const (
 // it. Decoders are called from Run's goroutine only.
 type Decoder func(line []byte, dst []event.Event) ([]event.Event, error)
 
-// Sink takes decoded events with the position they were read up to.
-// *collector.Collector implements it.
-//
-// AcceptAt must make the events and the position durable together (or
-// neither), must not keep or modify events after returning, and returns
-// *ingest.BusyError when it cannot take them now; the Tailer then waits and
-// offers the same events and position again. Positions returns the last
-// position accepted for every source, including those accepted before a
-// restart. The Tailer calls both from Run's goroutine only.
-type Sink interface {
-	AcceptAt(events []event.Event, pos collector.Position) error
-	Positions() map[string]collector.Position
-}
+// Sink takes decoded events with the position they were read up to (the
+// contract of source.PositionSink; *collector.Collector implements it).
+// The Tailer calls it from Run's goroutine only.
+type Sink = source.PositionSink
 
 // Stats is a snapshot of a Tailer's counters since New. The integrator
 // exports them (tally_agent_tail_…).
@@ -163,7 +153,7 @@ type Tailer struct {
 	// Owned by Run's goroutine.
 	files      map[string]*follower // by path
 	order      []string             // keys of files, sorted
-	done       map[string]collector.Position
+	done       map[string]source.Position
 	rbuf       []byte
 	batch      batch
 	warned     map[string]string // path → last error logged for it
@@ -202,7 +192,7 @@ func New(cfg Config, sink Sink, decode Decoder, logger *slog.Logger) (*Tailer, e
 	t := &Tailer{
 		cfg: cfg, sink: sink, decode: decode, log: logger.With("component", "tail"),
 		files:  map[string]*follower{},
-		done:   map[string]collector.Position{},
+		done:   map[string]source.Position{},
 		warned: map[string]string{},
 		rbuf:   make([]byte, fpLen+cfg.BatchBytes),
 	}
@@ -214,7 +204,7 @@ func New(cfg Config, sink Sink, decode Decoder, logger *slog.Logger) (*Tailer, e
 // Run follows the files until ctx is done, then closes them and returns
 // nil. Lines read but not yet accepted are read again after a restart. Run
 // returns an error only when the sink fails with something other than
-// *ingest.BusyError; the agent should then stop and be restarted, which
+// *source.BusyError; the agent should then stop and be restarted, which
 // resumes exactly from the journaled positions. Run may be called once.
 func (t *Tailer) Run(ctx context.Context) error {
 	if !t.ran.CompareAndSwap(false, true) {
@@ -298,7 +288,7 @@ func (t *Tailer) scan(ctx context.Context) error {
 			delete(t.warned, p) // gone: a new error there is news again
 		}
 	}
-	var positions map[string]collector.Position
+	var positions map[string]source.Position
 	changed := false
 	for _, m := range matches {
 		if _, ok := t.files[m]; ok {
@@ -410,14 +400,14 @@ func (t *Tailer) reorder() {
 
 // accept hands events and pos to the sink, waiting out busy refusals. It
 // returns an error only when ctx is done or the sink failed otherwise.
-func (t *Tailer) accept(ctx context.Context, events []event.Event, pos collector.Position) error {
+func (t *Tailer) accept(ctx context.Context, events []event.Event, pos source.Position) error {
 	var wait time.Duration
 	for {
 		err := t.sink.AcceptAt(events, pos)
 		if err == nil {
 			return nil
 		}
-		var busy *ingest.BusyError
+		var busy *source.BusyError
 		if !errors.As(err, &busy) {
 			return fmt.Errorf("tail: accept %d events of %s up to offset %d: %w", len(events), pos.Source, pos.Offset, err)
 		}
@@ -466,7 +456,7 @@ func (t *Tailer) closeAll() {
 // fileID is a file's identity: device and inode.
 type fileID struct{ dev, ino uint64 }
 
-// String is the form kept in collector.Position.File: "dev:ino".
+// String is the form kept in source.Position.File: "dev:ino".
 func (id fileID) String() string {
 	return strconv.FormatUint(id.dev, 10) + ":" + strconv.FormatUint(id.ino, 10)
 }

@@ -14,8 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/event"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -79,7 +79,7 @@ func TestFollow(t *testing.T) {
 	exactlyOnce(t, sink.got[SourcePrefix+a], seqRange(0, 150))
 	exactlyOnce(t, sink.got[SourcePrefix+b], seqRange(1000, 1010))
 	for _, p := range []string{a, b} {
-		want := collector.Position{Source: SourcePrefix + p, File: fileIdentity(t, p), Offset: fileSize(t, p)}
+		want := source.Position{Source: SourcePrefix + p, File: fileIdentity(t, p), Offset: fileSize(t, p)}
 		if got := sink.position(SourcePrefix + p); got != want {
 			t.Fatalf("position %+v, want %+v", got, want)
 		}
@@ -350,7 +350,7 @@ func TestBackpressure(t *testing.T) {
 		sink.busy, sink.retryAfter = 6, 300*time.Millisecond
 		// Known from a previous run at offset 0: the first call is a batch
 		// of lines, not the announcement of a new file.
-		sink.positions[SourcePrefix+p] = collector.Position{Source: SourcePrefix + p, File: fileIdentity(t, p)}
+		sink.positions[SourcePrefix+p] = source.Position{Source: SourcePrefix + p, File: fileIdentity(t, p)}
 		tl, stop := start(t, Config{Paths: []string{p}, PollInterval: time.Second, BatchLines: 1000}, sink, nil)
 		time.Sleep(time.Minute)
 		synctest.Wait()

@@ -201,17 +201,15 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 	}
 
 	all := auth.AllRoles
-	data := params(windowParams, filterParams)
 	s.route(Route{Method: "GET", Path: "/api/v1/openapi.json", Name: "openapi", Public: true}, s.openAPI)
 	s.route(Route{Method: "GET", Path: "/api/v1/whoami", Name: "whoami", Roles: all}, s.whoami)
-	s.route(Route{Method: "GET", Path: "/api/v1/campaigns", Name: "campaigns", Roles: all, Params: data, Query: true}, s.campaigns)
-	s.route(Route{Method: "GET", Path: "/api/v1/kpis", Name: "kpis", Roles: all, Params: params([]string{pCampaign, pBy}, data), Query: true}, s.kpis)
-	s.route(Route{Method: "GET", Path: "/api/v1/series", Name: "series", Roles: all,
-		Params: params([]string{pCampaign, pMetric, pStep, pBy}, data), Query: true}, s.series)
-	s.route(Route{Method: "GET", Path: "/api/v1/bots", Name: "bots", Roles: all, Params: params([]string{pCampaign}, data), Query: true}, s.bots)
-	s.route(Route{Method: "GET", Path: "/api/v1/polls", Name: "polls", Roles: all, Params: params([]string{pCampaign}, data), Query: true}, s.polls)
+	s.route(Route{Method: "GET", Path: "/api/v1/campaigns", Name: "campaigns", Roles: all, Params: campaignsParams, Query: true}, s.campaigns)
+	s.route(Route{Method: "GET", Path: "/api/v1/kpis", Name: "kpis", Roles: all, Params: kpisParams, Query: true}, s.kpis)
+	s.route(Route{Method: "GET", Path: "/api/v1/series", Name: "series", Roles: all, Params: seriesParams, Query: true}, s.series)
+	s.route(Route{Method: "GET", Path: "/api/v1/bots", Name: "bots", Roles: all, Params: botsParams, Query: true}, s.bots)
+	s.route(Route{Method: "GET", Path: "/api/v1/polls", Name: "polls", Roles: all, Params: pollsParams, Query: true}, s.polls)
 	s.route(Route{Method: "GET", Path: "/api/v1/export.csv", Name: "export", Roles: all,
-		Params: params([]string{pCampaign, pStep, pBy}, data), Query: true, Long: true}, s.export)
+		Params: params([]string{pCampaign, pStep, pBy}, dataParams), Query: true, Long: true}, s.export)
 	s.route(Route{Method: "GET", Path: "/api/v1/stream", Name: "stream", Roles: all, QueryToken: true,
 		Params: []string{pCampaigns, pAccessToken}, Long: true}, s.stream)
 	s.route(Route{Method: "POST", Path: "/api/v1/session", Name: "session", Public: true}, s.session)
@@ -286,6 +284,35 @@ func (e errForbidden) Error() string {
 }
 
 func (s *Server) answerError(w http.ResponseWriter, r *http.Request, route string, err error) {
+	code := ErrorStatus(err)
+	switch {
+	case code == http.StatusBadGateway && r.Context().Err() != nil:
+		// The client went away; nobody reads an answer.
+	case code == http.StatusBadGateway:
+		// The route, not the query: logs never carry what a client sent.
+		s.log.Error("storage query failed", "route", route, "err", err)
+		writeError(w, code, "storage query failed: "+err.Error())
+	case errors.Is(err, errSubjectBusy), errors.Is(err, errBusy):
+		writeBusy(w, err)
+	case code == http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
+		writeError(w, code, err.Error())
+	case errors.Is(err, auth.ErrTooManyLinks):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, code, err.Error())
+	default:
+		writeError(w, code, err.Error())
+	}
+}
+
+// ErrorStatus is the HTTP status REST answers err with, err coming from
+// a route or an answer function (Campaigns, KPIs, Series, Bots, Polls):
+// 400 for a bad parameter or an answer beyond the bounds, 401 for a
+// missing or expired credential, 403 for a campaign outside the caller's
+// scope, 429 for the caller over its share of the query limit, 503 for
+// the node over its own, and 502 for anything else (a failed storage
+// query). GraphQL reports the same classes.
+func ErrorStatus(err error) int {
 	var (
 		pe *paramError
 		tl *tooLargeError
@@ -295,36 +322,23 @@ func (s *Server) answerError(w http.ResponseWriter, r *http.Request, route strin
 	)
 	switch {
 	case errors.As(err, &oe):
-		writeError(w, oe.Status, oe.Error())
+		return oe.Status
 	case errors.Is(err, errNoAlerting):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return http.StatusServiceUnavailable
 	case errors.Is(err, alerting.ErrNoData):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.As(err, &re):
-		writeError(w, http.StatusBadRequest, re.Error())
-	case errors.As(err, &tl):
-		writeError(w, http.StatusBadRequest, tl.Error())
-	case errors.As(err, &pe):
-		writeError(w, http.StatusBadRequest, pe.Error())
+		return http.StatusNotFound
+	case errors.As(err, &re), errors.As(err, &tl), errors.As(err, &pe):
+		return http.StatusBadRequest
 	case errors.As(err, &fe):
-		writeError(w, http.StatusForbidden, fe.Error())
-	case errors.Is(err, errNoStream):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	case errors.Is(err, errSubjectBusy), errors.Is(err, errBusy):
-		writeBusy(w, err)
+		return http.StatusForbidden
+	case errors.Is(err, errSubjectBusy):
+		return http.StatusTooManyRequests
+	case errors.Is(err, errNoStream), errors.Is(err, errBusy), errors.Is(err, auth.ErrTooManyLinks):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, auth.ErrUnauthenticated):
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
-		writeError(w, http.StatusUnauthorized, err.Error())
-	case errors.Is(err, auth.ErrTooManyLinks):
-		w.Header().Set("Retry-After", "60")
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	case r.Context().Err() != nil:
-		// The client went away; nobody reads an answer.
-	default:
-		// The route, not the query: logs never carry what a client sent.
-		s.log.Error("storage query failed", "route", route, "err", err)
-		writeError(w, http.StatusBadGateway, "storage query failed: "+err.Error())
+		return http.StatusUnauthorized
 	}
+	return http.StatusBadGateway
 }
 
 // measure counts requests and their latency per route.

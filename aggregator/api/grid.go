@@ -28,6 +28,11 @@ type Query struct {
 	CountersOnly bool
 }
 
+// Point is one merged series-minute, as a Source yields it. Code outside
+// this package (sources, their fakes in tests) names it rather than the
+// type it stands for.
+type Point = sketch.Minute
+
 // Source answers queries for merged series-minutes. EachMinute calls fn
 // for every matching point, on the caller's goroutine, and stops at fn's
 // first error, which it returns. Implementations must be safe for

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,9 +27,9 @@ func (s *Server) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Second
 
 // scoped builds the query of the caller's campaigns: campaign= when given
 // (403 when outside the caller's scope), else every campaign the caller
-// may see. It notes the campaigns for the audit log.
-func scoped(r *http.Request, p *auth.Principal, w window, requireCampaign bool) (Query, string, error) {
-	q := r.URL.Query()
+// may see. It notes the campaigns for the audit line of the request ctx
+// belongs to.
+func scoped(ctx context.Context, q url.Values, p *auth.Principal, w window, requireCampaign bool) (Query, string, error) {
 	c := q.Get(pCampaign)
 	if c == "" && (requireCampaign || q.Has(pCampaign)) {
 		return Query{}, "", badParam(pCampaign, "required")
@@ -41,13 +42,13 @@ func scoped(r *http.Request, p *auth.Principal, w window, requireCampaign bool) 
 			return Query{}, "", errForbidden{c}
 		}
 		query.Campaigns = []string{c}
-		auth.NoteCampaigns(r, c)
+		auth.NoteCampaignsContext(ctx, c)
 	case p.AllCampaigns():
 		query.AllCampaigns = true
-		auth.NoteCampaigns(r, "*")
+		auth.NoteCampaignsContext(ctx, "*")
 	default:
 		query.Campaigns = p.Campaigns
-		auth.NoteCampaigns(r, p.Campaigns...)
+		auth.NoteCampaignsContext(ctx, p.Campaigns...)
 	}
 	return query, c, nil
 }
@@ -88,23 +89,36 @@ type TotalKPIs struct {
 	Previous kpi.KPIs `json:"previous"`
 }
 
-// campaigns serves GET /api/v1/campaigns: headline KPIs per visible
-// campaign over the window and the one before it, sorted by name.
+// campaigns serves GET /api/v1/campaigns.
 func (s *Server) campaigns(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	win, err := parseWindow(r.URL.Query(), s.now(), s.cfg.MaxWindow)
+	resp, err := s.Campaigns(r.Context(), p, r.URL.Query())
 	if err != nil {
 		return err
 	}
-	q, _, err := scoped(r, p, win, false)
+	return writeJSON(w, resp)
+}
+
+// Campaigns answers GET /api/v1/campaigns for p, args being the route's
+// query parameters: headline KPIs per campaign p may see over the window
+// and the one before it, sorted by name.
+func (s *Server) Campaigns(ctx context.Context, p *auth.Principal, args url.Values) (CampaignsResponse, error) {
+	if err := checkParams(args, campaignsParams); err != nil {
+		return CampaignsResponse{}, err
+	}
+	win, err := parseWindow(args, s.now(), s.cfg.MaxWindow)
 	if err != nil {
-		return err
+		return CampaignsResponse{}, err
+	}
+	q, _, err := scoped(ctx, args, p, win, false)
+	if err != nil {
+		return CampaignsResponse{}, err
 	}
 	q.From = win.From.Add(-win.Len())
 	cur := map[string]*kpi.Accumulator{}
 	prev := map[string]*kpi.Accumulator{}
 	var curTotal, prevTotal kpi.Accumulator
 	fromSec := ceilMinute(win.From)
-	err = s.each(r.Context(), q, func(pt sketch.Minute) error {
+	err = s.each(ctx, q, func(pt sketch.Minute) error {
 		m, total := cur, &curTotal
 		if pt.Minute < fromSec {
 			m, total = prev, &prevTotal
@@ -123,7 +137,7 @@ func (s *Server) campaigns(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		return acc.Add(pt)
 	})
 	if err != nil {
-		return err
+		return CampaignsResponse{}, err
 	}
 	names := make([]string, 0, len(cur)+len(prev))
 	for _, m := range []map[string]*kpi.Accumulator{cur, prev} {
@@ -146,7 +160,7 @@ func (s *Server) campaigns(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		resp.Campaigns = append(resp.Campaigns, CampaignKPIs{Campaign: c, KPIs: result(cur[c]), Previous: result(prev[c])})
 	}
 	resp.Total = TotalKPIs{KPIs: result(&curTotal), Previous: result(&prevTotal)}
-	return writeJSON(w, resp)
+	return resp, nil
 }
 
 // Group is one group of a breakdown.
@@ -163,47 +177,63 @@ type BreakdownResponse struct {
 	Groups   []Group  `json:"groups"`
 }
 
-// kpis serves GET /api/v1/kpis: one flat object of numbers for one
-// campaign over the window (default: the last hour), or with by= a
-// breakdown by one dimension.
+// kpis serves GET /api/v1/kpis: one flat object of numbers (the total)
+// without by=, the breakdown with it.
 func (s *Server) kpis(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	uq := r.URL.Query()
-	win, err := parseWindow(uq, s.now(), s.cfg.MaxWindow)
-	if err != nil {
+	resp, err := s.KPIs(r.Context(), p, r.URL.Query())
+	switch {
+	case err != nil:
 		return err
+	case resp.By == "":
+		return writeJSON(w, resp.Total)
 	}
-	by, err := parseBy(uq, false)
+	return writeJSON(w, resp)
+}
+
+// KPIs answers GET /api/v1/kpis for p, args being the route's query
+// parameters: the KPIs of one campaign over the window (default: the
+// last hour) in Total and, with by=, a breakdown by one dimension in
+// Groups (By is then set; without by= Groups is empty).
+func (s *Server) KPIs(ctx context.Context, p *auth.Principal, args url.Values) (BreakdownResponse, error) {
+	if err := checkParams(args, kpisParams); err != nil {
+		return BreakdownResponse{}, err
+	}
+	win, err := parseWindow(args, s.now(), s.cfg.MaxWindow)
 	if err != nil {
-		return err
+		return BreakdownResponse{}, err
 	}
-	q, campaign, err := scoped(r, p, win, true)
+	by, err := parseBy(args, false)
 	if err != nil {
-		return err
+		return BreakdownResponse{}, err
 	}
+	q, campaign, err := scoped(ctx, args, p, win, true)
+	if err != nil {
+		return BreakdownResponse{}, err
+	}
+	resp := BreakdownResponse{Campaign: campaign, By: by, Groups: []Group{}}
 	var total kpi.Accumulator
 	if by == "" {
-		if err := s.each(r.Context(), q, total.Add); err != nil {
-			return err
+		if err := s.each(ctx, q, total.Add); err != nil {
+			return BreakdownResponse{}, err
 		}
-		k, _ := total.Result()
-		return writeJSON(w, k)
+		resp.Total, _ = total.Result()
+		return resp, nil
 	}
 	g := newGrid(win, 0, dimension(by), false, s.cfg.MaxPoints, pBy)
-	err = s.each(r.Context(), q, func(pt sketch.Minute) error {
+	err = s.each(ctx, q, func(pt sketch.Minute) error {
 		if err := total.Add(pt); err != nil {
 			return err
 		}
 		return g.add(pt)
 	})
 	if err != nil {
-		return err
+		return BreakdownResponse{}, err
 	}
-	resp := BreakdownResponse{Campaign: campaign, By: by, Groups: []Group{}}
 	resp.Total, _ = total.Result()
 	for _, k := range g.keys() {
 		resp.Groups = append(resp.Groups, Group{Key: k, KPIs: g.at(0, k)})
 	}
-	return writeJSON(w, resp)
+	return resp, nil
 }
 
 // SeriesPoint is one step of a series.
@@ -229,25 +259,37 @@ type SeriesResponse struct {
 	Series   []Series  `json:"series"`
 }
 
-// series serves GET /api/v1/series: metrics per step, optionally per
-// group; uniques are merged per step from the sketches.
+// series serves GET /api/v1/series.
 func (s *Server) series(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	uq := r.URL.Query()
-	metrics, err := parseMetrics(uq)
+	resp, err := s.Series(r.Context(), p, r.URL.Query())
 	if err != nil {
 		return err
 	}
-	step, stepName, err := parseStep(uq)
-	if err != nil {
-		return err
+	return writeJSON(w, resp)
+}
+
+// Series answers GET /api/v1/series for p, args being the route's query
+// parameters: metrics per step, optionally per group; uniques are merged
+// per step from the sketches.
+func (s *Server) Series(ctx context.Context, p *auth.Principal, args url.Values) (SeriesResponse, error) {
+	if err := checkParams(args, seriesParams); err != nil {
+		return SeriesResponse{}, err
 	}
-	win, err := parseWindow(uq, s.now(), s.cfg.MaxWindow)
+	metrics, err := parseMetrics(args)
 	if err != nil {
-		return err
+		return SeriesResponse{}, err
 	}
-	by, err := parseBy(uq, uq.Get(pCampaign) == "")
+	step, stepName, err := parseStep(args)
 	if err != nil {
-		return err
+		return SeriesResponse{}, err
+	}
+	win, err := parseWindow(args, s.now(), s.cfg.MaxWindow)
+	if err != nil {
+		return SeriesResponse{}, err
+	}
+	by, err := parseBy(args, args.Get(pCampaign) == "")
+	if err != nil {
+		return SeriesResponse{}, err
 	}
 	keyOf, bound := func(sketch.Series) string { return "" }, pStep
 	if by != "" {
@@ -255,15 +297,15 @@ func (s *Server) series(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	g := newGrid(win, step, keyOf, !slices.Contains(metrics, "uniques"), s.cfg.MaxPoints, bound)
 	if n := g.buckets(); n > MaxSeriesPoints {
-		return badParam(pStep, "%d points per series, more than %d: use a coarser step or a shorter window", n, MaxSeriesPoints)
+		return SeriesResponse{}, badParam(pStep, "%d points per series, more than %d: use a coarser step or a shorter window", n, MaxSeriesPoints)
 	}
-	q, campaign, err := scoped(r, p, win, false)
+	q, campaign, err := scoped(ctx, args, p, win, false)
 	if err != nil {
-		return err
+		return SeriesResponse{}, err
 	}
 	q.CountersOnly = g.skipUniques
-	if err := s.each(r.Context(), q, g.add); err != nil {
-		return err
+	if err := s.each(ctx, q, g.add); err != nil {
+		return SeriesResponse{}, err
 	}
 	keys := g.keys()
 	if by == "" {
@@ -283,7 +325,7 @@ func (s *Server) series(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 		resp.Series = append(resp.Series, sr)
 	}
-	return writeJSON(w, resp)
+	return resp, nil
 }
 
 // BotsResponse is the body of GET /api/v1/bots.
@@ -297,12 +339,22 @@ type BotsResponse struct {
 	Share float64 `json:"share"`
 }
 
-// bots serves GET /api/v1/bots: filtered bot events of one campaign over
-// the window, by reason.
+// bots serves GET /api/v1/bots.
 func (s *Server) bots(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	k, t, err := s.counters(r, p, "")
+	resp, err := s.Bots(r.Context(), p, r.URL.Query())
 	if err != nil {
 		return err
+	}
+	return writeJSON(w, resp)
+}
+
+// Bots answers GET /api/v1/bots for p, args being the route's query
+// parameters: filtered bot events of one campaign over the window, by
+// reason.
+func (s *Server) Bots(ctx context.Context, p *auth.Principal, args url.Values) (BotsResponse, error) {
+	k, t, err := s.counters(ctx, p, args, botsParams, "")
+	if err != nil {
+		return BotsResponse{}, err
 	}
 	resp := BotsResponse{Total: k.BotsFiltered, ByReason: t.Bots}
 	var all uint64
@@ -312,7 +364,7 @@ func (s *Server) bots(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if all+k.BotsFiltered > 0 {
 		resp.Share = float64(k.BotsFiltered) / float64(all+k.BotsFiltered)
 	}
-	return writeJSON(w, resp)
+	return resp, nil
 }
 
 // PollsResponse is the body of GET /api/v1/polls.
@@ -338,34 +390,47 @@ type Answer struct {
 	Share float64 `json:"share"`
 }
 
-// polls serves GET /api/v1/polls: the votes of one campaign's polls over
-// the window, by answer, exact.
+// polls serves GET /api/v1/polls.
 func (s *Server) polls(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	_, t, err := s.counters(r, p, pollVoteType)
+	resp, err := s.Polls(r.Context(), p, r.URL.Query())
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, PollsResponse{Polls: pollResults(t.Votes)})
+	return writeJSON(w, resp)
+}
+
+// Polls answers GET /api/v1/polls for p, args being the route's query
+// parameters: the votes of one campaign's polls over the window, by
+// answer, exact.
+func (s *Server) Polls(ctx context.Context, p *auth.Principal, args url.Values) (PollsResponse, error) {
+	_, t, err := s.counters(ctx, p, args, pollsParams, pollVoteType)
+	if err != nil {
+		return PollsResponse{}, err
+	}
+	return PollsResponse{Polls: pollResults(t.Votes)}, nil
 }
 
 // pollVoteType is the event type of the series that carry votes.
 const pollVoteType = "poll_vote"
 
-// counters sums the exact counters (no sketches) of the request's one
-// campaign over its window and filters, of the series of type typ ("":
-// every type).
-func (s *Server) counters(r *http.Request, p *auth.Principal, typ string) (kpi.KPIs, kpi.Totals, error) {
-	win, err := parseWindow(r.URL.Query(), s.now(), s.cfg.MaxWindow)
+// counters sums the exact counters (no sketches) of the one campaign of
+// args (checked against allowed) over its window and filters, of the
+// series of type typ ("": every type).
+func (s *Server) counters(ctx context.Context, p *auth.Principal, args url.Values, allowed []string, typ string) (kpi.KPIs, kpi.Totals, error) {
+	if err := checkParams(args, allowed); err != nil {
+		return kpi.KPIs{}, kpi.Totals{}, err
+	}
+	win, err := parseWindow(args, s.now(), s.cfg.MaxWindow)
 	if err != nil {
 		return kpi.KPIs{}, kpi.Totals{}, err
 	}
-	q, _, err := scoped(r, p, win, true)
+	q, _, err := scoped(ctx, args, p, win, true)
 	if err != nil {
 		return kpi.KPIs{}, kpi.Totals{}, err
 	}
 	q.CountersOnly, q.Type = true, typ
 	acc := kpi.Accumulator{SkipUniques: true}
-	if err := s.each(r.Context(), q, acc.Add); err != nil {
+	if err := s.each(ctx, q, acc.Add); err != nil {
 		return kpi.KPIs{}, kpi.Totals{}, err
 	}
 	k, t := acc.Result()
@@ -416,7 +481,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if err != nil {
 		return err
 	}
-	q, campaign, err := scoped(r, p, win, false)
+	q, campaign, err := scoped(r.Context(), uq, p, win, false)
 	if err != nil {
 		return err
 	}

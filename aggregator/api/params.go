@@ -43,6 +43,17 @@ var Dimensions = []string{"source", "medium", "country", "device", "region"}
 var (
 	windowParams = []string{pWindow, pFrom, pTo}
 	filterParams = Dimensions
+	// dataParams are taken by every data route: the window and filters.
+	dataParams = params(windowParams, filterParams)
+
+	// The parameters of each data route; the answer functions (Campaigns,
+	// KPIs, …) check their arguments against them too, so GraphQL's
+	// arguments meet REST's bounds.
+	campaignsParams = dataParams
+	kpisParams      = params([]string{pCampaign, pBy}, dataParams)
+	seriesParams    = params([]string{pCampaign, pMetric, pStep, pBy}, dataParams)
+	botsParams      = params([]string{pCampaign}, dataParams)
+	pollsParams     = params([]string{pCampaign}, dataParams)
 )
 
 // params lists a route's parameters: the names plus the shared groups.

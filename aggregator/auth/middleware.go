@@ -126,6 +126,7 @@ func (c *countingWriter) status() int {
 type Note struct {
 	mu        sync.Mutex
 	campaigns []string
+	seen      map[string]struct{} // campaigns, as a set
 	outcome   string
 
 	audit *Audit
@@ -142,12 +143,30 @@ func withNote(ctx context.Context, n *Note) context.Context {
 // NoteCampaigns records, for the audit line of the request r belongs to,
 // that it read campaigns. It is a no-op outside Guard.
 func NoteCampaigns(r *http.Request, campaigns ...string) {
-	n, _ := r.Context().Value(noteKey{}).(*Note)
+	NoteCampaignsContext(r.Context(), campaigns...)
+}
+
+// NoteCampaignsContext is NoteCampaigns for code that holds the request's
+// context (or one derived from it) rather than the request, such as a
+// GraphQL resolver. It is safe for concurrent use.
+func NoteCampaignsContext(ctx context.Context, campaigns ...string) {
+	n, _ := ctx.Value(noteKey{}).(*Note)
 	if n == nil {
 		return
 	}
 	n.mu.Lock()
-	n.campaigns = append(n.campaigns, campaigns...)
+	for _, c := range campaigns {
+		// A request that reads a campaign twice (two GraphQL fields)
+		// names it once.
+		if _, dup := n.seen[c]; dup {
+			continue
+		}
+		if n.seen == nil {
+			n.seen = map[string]struct{}{}
+		}
+		n.seen[c] = struct{}{}
+		n.campaigns = append(n.campaigns, c)
+	}
 	n.mu.Unlock()
 }
 

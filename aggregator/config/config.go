@@ -15,6 +15,7 @@ import (
 	"github.com/tally-edge/tally/aggregator/alerting"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
+	"github.com/tally-edge/tally/aggregator/graphql"
 	"github.com/tally-edge/tally/internal/yamlconf"
 )
 
@@ -120,6 +121,20 @@ type HTTP struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// Stream tunes GET /api/v1/stream.
 	Stream Stream `yaml:"stream"`
+	// GraphQL tunes POST /api/v1/graphql.
+	GraphQL GraphQL `yaml:"graphql"`
+}
+
+// GraphQL tunes the GraphQL endpoint; its other bounds (depth 20, body
+// 16 KiB) follow from the schema and are fixed.
+type GraphQL struct {
+	// Playground serves the GraphiQL page at GET /api/v1/graphql (it
+	// loads GraphiQL's scripts from a public CDN). Default false.
+	Playground bool `yaml:"playground"`
+	// MaxComplexity bounds one query's cost: 1 per field and 100 more per
+	// field that reads storage. Default 1000: at most 9 storage fields;
+	// 150 to 10000.
+	MaxComplexity int `yaml:"max_complexity"`
 }
 
 // Stream tunes the live stream.
@@ -152,6 +167,13 @@ type Influx struct {
 	Bucket string `yaml:"bucket"`
 	// Timeout bounds one HTTP request. Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// QueryLanguage is how the node reads InfluxDB: auto (default:
+	// InfluxQL when the server answers it, else Flux), influxql or flux.
+	QueryLanguage string `yaml:"query_language"`
+	// CreateBucket lets the node create the database and retention
+	// policy named by Bucket at start when they are missing (InfluxDB
+	// 1.x). Default true; false makes a missing bucket an error.
+	CreateBucket bool `yaml:"create_bucket"`
 }
 
 // Merge tunes the merge pipeline.
@@ -233,9 +255,11 @@ func DefaultConfig() Config {
 		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxWindow: 31 * 24 * time.Hour, QueryTimeout: 30 * time.Second, MaxPoints: 100800,
 			AuditMaxBytes: auth.DefaultAuditMaxBytes, AuditMaxFiles: auth.DefaultAuditMaxFiles, AuditRefusedPerSecond: auth.DefaultAuditRefusedPerSecond,
 			MaxConcurrentQueries: 16, MaxQueriesPerSubject: 8, QueryWait: 5 * time.Second, WriteTimeout: 30 * time.Second,
-			Stream: Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16}},
-		Auth:   Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
-		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second},
+			Stream:  Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16},
+			GraphQL: GraphQL{MaxComplexity: graphql.DefaultConfig().MaxComplexity}},
+		Auth: Auth{Links: Links{LinkTTL: auth.DefaultLinkTTL, SessionTTL: auth.DefaultSessionTTL, MaxUsedLinks: auth.DefaultMaxUsedLinks}},
+		Influx: Influx{URL: "http://127.0.0.1:8086", Token: "user:password", Bucket: "db/rp", Timeout: 10 * time.Second,
+			QueryLanguage: "auto", CreateBucket: true},
 		Merge: Merge{Lateness: time.Hour, WriteInterval: time.Second, WALMaxBytes: 1 << 30, ShutdownTimeout: 20 * time.Second,
 			QuarantineMaxBytes: 256 << 20, MaxPendingLoads: 100_000},
 		Alerts: alerting.DefaultConfig(),
@@ -293,6 +317,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Influx.Bucket == "" {
 		bad("influx.bucket: required (\"db/rp\" for InfluxDB 1.8)")
+	}
+	switch c.Influx.QueryLanguage {
+	case "auto", "influxql", "flux":
+	default:
+		bad("influx.query_language %q: want auto, influxql or flux", c.Influx.QueryLanguage)
 	}
 	if c.Merge.Lateness < time.Minute {
 		bad("merge.lateness %s: at least 1m", c.Merge.Lateness)
@@ -418,7 +447,18 @@ func (h *HTTP) validate() error {
 		bad("http.stream.max_streams %d, http.stream.max_per_subject %d: want 1 ≤ per subject ≤ max_streams",
 			h.Stream.MaxStreams, h.Stream.MaxPerSubject)
 	}
+	if err := h.GraphQLConfig().Validate(); err != nil {
+		bad("http.graphql: %v", err)
+	}
 	return errors.Join(errs...)
+}
+
+// GraphQLConfig is the GraphQL endpoint's configuration: the defaults,
+// the keys of http.graphql, and http.query_timeout for a request's time.
+func (h *HTTP) GraphQLConfig() graphql.Config {
+	c := graphql.DefaultConfig()
+	c.Playground, c.MaxComplexity, c.Timeout = h.GraphQL.Playground, h.GraphQL.MaxComplexity, h.QueryTimeout
+	return c
 }
 
 // DecodeKey decodes a base64 gossip key and checks its length.

@@ -12,7 +12,8 @@ func TestGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Name != "agg-1" || c.Merge.WALMaxBytes != 256<<20 || c.Merge.WriteInterval != 500*time.Millisecond ||
-		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN {
+		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN ||
+		c.Influx.QueryLanguage != "influxql" || c.Influx.CreateBucket {
 		t.Fatalf("decoded %+v", c)
 	}
 	if k, err := c.Cluster.GossipKey(); err != nil || string(k) != "0123456789abcdef" || c.Cluster.Profile != "local" ||
@@ -27,6 +28,9 @@ func TestGood(t *testing.T) {
 		c.HTTP.MaxQueriesPerSubject != 4 || c.HTTP.MaxConcurrentQueries != 16 || c.HTTP.Stream.MaxPerSubject != 16 ||
 		c.Auth.Links.LinkTTL != 5*time.Minute || c.Auth.Links.SessionTTL != 12*time.Hour {
 		t.Fatalf("decoded limits %+v links %+v", c.HTTP, c.Auth.Links)
+	}
+	if g := c.HTTP.GraphQLConfig(); !g.Playground || g.MaxComplexity != 1000 || g.MaxDepth != 20 || g.Timeout != 30*time.Second {
+		t.Fatalf("graphql %+v", g)
 	}
 	a, err := c.Auth.AuthConfig()
 	if err != nil || string(a.Links.Secret) != "0123456789abcdef0123456789abcdef" {
@@ -50,14 +54,15 @@ func TestBad(t *testing.T) {
 	for file, wants := range map[string][]string{
 		"testdata/unknown_key.bad.yaml": {"field influxdb not found"},
 		"testdata/invalid.bad.yaml": {"name \"\"", "quic.listen \"nowhere\"", "quic.ca", "influx.url", "merge.lateness",
-			"cluster.seeds: \"nowhere\"", "set cluster.bind", "cluster.profile \"moon\"", "cluster.secret_key: 5 bytes"},
+			"cluster.seeds: \"nowhere\"", "set cluster.bind", "cluster.profile \"moon\"", "cluster.secret_key: 5 bytes",
+			"influx.query_language \"sql\""},
 		"testdata/auth.bad.yaml": {"http.tls_cert and http.tls_key", "http.stream.buffer 5", "auth.jwt.public_key_file",
 			"tokens[0] (ops): token shorter than 16", "tokens[1]: subject bob: unknown role \"owner\"", "tokens[2]: subject carol: a viewer needs"},
 		"testdata/noauth.bad.yaml":         {"auth: no tokens, no jwt key and no links secret"},
 		"testdata/jwt_noaudience.bad.yaml": {"jwt: issuer and audience required"},
 		"testdata/apilimits.bad.yaml": {"http.metrics_listen: must differ", "http.audit_max_bytes", "http.audit_max_files 0",
 			"http.audit_refused_per_second 0", "max_queries_per_subject 8", "http.write_timeout", "http.stream.max_streams 10",
-			"links: link_ttl 48h", "secret shorter than 32 bytes"},
+			"links: link_ttl 48h", "secret shorter than 32 bytes", "http.graphql: max complexity 99"},
 		"testdata/alerts.bad.yaml": {"alerts: settle 0s", "judge_lag 1m", "resolve_threshold 3", "sensitivity \"extreme\"",
 			"name \"twice\" used twice", "op \"==\"", "ends: required", "url \"ftp://hooks.example.com/tally\""},
 		"testdata/alerts_unknown.bad.yaml": {"field dayly not found"},
@@ -73,5 +78,14 @@ func TestBad(t *testing.T) {
 				t.Fatalf("%s: error %q lacks %q", file, err, w)
 			}
 		}
+	}
+}
+
+// TestInfluxDefaults: reads pick their language by themselves and a
+// missing bucket is created, unless the file says otherwise.
+func TestInfluxDefaults(t *testing.T) {
+	d := DefaultConfig()
+	if d.Influx.QueryLanguage != "auto" || !d.Influx.CreateBucket {
+		t.Fatalf("influx defaults %+v: want query_language auto, create_bucket true", d.Influx)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -170,33 +171,59 @@ func (r *Reader) LoadAlerts(ctx context.Context, q AlertQuery) ([]StoredAlert, e
 	if len(q.Campaigns) == 0 && !q.AllCampaigns {
 		return nil, errors.New("alert query: no campaigns (set AllCampaigns for every campaign)")
 	}
-	pred := `r._measurement == "` + MeasurementAlert + `"`
-	if len(q.Campaigns) > 0 {
-		pred += " and " + campaignsIn(q.Campaigns)
-	}
 	type key struct {
 		campaign, metric, rule, state string
 		t                             int64
 	}
 	byKey := map[key]*StoredAlert{}
 	var order []key
-	err := r.run(ctx, fluxFrom(r.cfg.Bucket, q.From, q.To, pred), func(rec *query.FluxRecord) {
-		k := key{stringValue(rec, TagCampaign), stringValue(rec, TagMetric), stringValue(rec, TagRule), stringValue(rec, TagState), rec.Time().UnixNano()}
+	entry := func(vals map[string]any, t time.Time) *StoredAlert {
+		k := key{stringValue(vals, TagCampaign), stringValue(vals, TagMetric), stringValue(vals, TagRule), stringValue(vals, TagState), t.UnixNano()}
 		a := byKey[k]
 		if a == nil {
 			a = &StoredAlert{Campaign: valueFromTag(k.campaign), Metric: valueFromTag(k.metric), Rule: valueFromTag(k.rule),
-				State: valueFromTag(k.state), Start: rec.Time().UTC()}
+				State: valueFromTag(k.state), Start: t.UTC()}
 			byKey[k] = a
 			order = append(order, k)
 		}
-		switch rec.Field() {
-		case FieldDoc:
-			s, _ := rec.Value().(string)
-			a.Doc = []byte(s)
-		case FieldDelivered:
-			a.Delivered, _ = rec.Value().(bool)
+		return a
+	}
+	lang, err := r.language(ctx)
+	switch {
+	case err != nil:
+	case lang == QueryFlux:
+		pred := `r._measurement == "` + MeasurementAlert + `"`
+		if len(q.Campaigns) > 0 {
+			pred += " and " + campaignsIn(q.Campaigns)
 		}
-	})
+		err = r.runFlux(ctx, fluxFrom(r.cfg.Bucket, q.From, q.To, pred), func(rec *query.FluxRecord) {
+			a := entry(rec.Values(), rec.Time())
+			switch rec.Field() {
+			case FieldDoc:
+				s, _ := rec.Value().(string)
+				a.Doc = []byte(s)
+			case FieldDelivered:
+				a.Delivered, _ = rec.Value().(bool)
+			}
+		})
+	default:
+		var conds []string
+		if len(q.Campaigns) > 0 {
+			conds = append(conds, influxQLCampaignsIn(q.Campaigns))
+		}
+		db, rp := splitBucket(r.cfg.Bucket)
+		stmt := influxQLSelect(influxQLIdent(FieldDoc)+", "+influxQLIdent(FieldDelivered), MeasurementAlert, conds, q.From, q.To)
+		err = r.influxQL(ctx, http.MethodPost, stmt, db, rp, alertChunkRows, func(_ *v1Series, t int64, vals map[string]any) error {
+			a := entry(vals, time.Unix(t, 0))
+			if s, ok := vals[FieldDoc].(string); ok {
+				a.Doc = []byte(s)
+			}
+			if d, ok := vals[FieldDelivered].(bool); ok {
+				a.Delivered = d
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load alerts: %w", err)
 	}
@@ -212,19 +239,39 @@ func (r *Reader) LoadAlerts(ctx context.Context, q AlertQuery) ([]StoredAlert, e
 	return out, nil
 }
 
+// alertChunkRows is the rows per streamed document of the alerting
+// reads: a row is a document of at most MaxStringField.
+const alertChunkRows = 250
+
 // LoadAlertStates returns the latest detector state of each campaign
 // stored in [from, to).
 func (r *Reader) LoadAlertStates(ctx context.Context, campaigns []string, from, to time.Time) ([]StoredState, error) {
 	if len(campaigns) == 0 {
 		return nil, nil
 	}
-	pred := `r._measurement == "` + MeasurementAlertState + `" and r._field == "` + FieldDoc + `" and ` + campaignsIn(campaigns)
-	q := fluxFrom(r.cfg.Bucket, from, to, pred) + "\n  |> group(columns: [\"campaign\"])\n  |> last()"
 	var out []StoredState
-	err := r.run(ctx, q, func(rec *query.FluxRecord) {
-		s, _ := rec.Value().(string)
-		out = append(out, StoredState{Campaign: valueFromTag(stringValue(rec, TagCampaign)), Minute: rec.Time().UTC(), Doc: []byte(s)})
-	})
+	lang, err := r.language(ctx)
+	switch {
+	case err != nil:
+	case lang == QueryFlux:
+		pred := `r._measurement == "` + MeasurementAlertState + `" and r._field == "` + FieldDoc + `" and ` + campaignsIn(campaigns)
+		q := fluxFrom(r.cfg.Bucket, from, to, pred) + "\n  |> group(columns: [\"campaign\"])\n  |> last()"
+		err = r.runFlux(ctx, q, func(rec *query.FluxRecord) {
+			s, _ := rec.Value().(string)
+			out = append(out, StoredState{Campaign: valueFromTag(stringValue(rec.Values(), TagCampaign)), Minute: rec.Time().UTC(), Doc: []byte(s)})
+		})
+	default:
+		// last() is a selector: its row carries the time of the point it
+		// selected, and GROUP BY * (the campaign tag) one row per campaign.
+		db, rp := splitBucket(r.cfg.Bucket)
+		stmt := influxQLSelect("last("+influxQLIdent(FieldDoc)+") AS "+influxQLIdent(FieldDoc), MeasurementAlertState,
+			[]string{influxQLCampaignsIn(campaigns)}, from, to)
+		err = r.influxQL(ctx, http.MethodPost, stmt, db, rp, alertChunkRows, func(_ *v1Series, t int64, vals map[string]any) error {
+			s, _ := vals[FieldDoc].(string)
+			out = append(out, StoredState{Campaign: valueFromTag(stringValue(vals, TagCampaign)), Minute: time.Unix(t, 0).UTC(), Doc: []byte(s)})
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load alert states: %w", err)
 	}
@@ -234,13 +281,29 @@ func (r *Reader) LoadAlertStates(ctx context.Context, campaigns []string, from, 
 // LoadConfigDocs returns every stored version of alerting objects written
 // in [from, to).
 func (r *Reader) LoadConfigDocs(ctx context.Context, from, to time.Time) ([]ConfigDoc, error) {
-	pred := `r._measurement == "` + MeasurementAlertConfig + `" and r._field == "` + FieldDoc + `"`
 	var out []ConfigDoc
-	err := r.run(ctx, fluxFrom(r.cfg.Bucket, from, to, pred), func(rec *query.FluxRecord) {
-		s, _ := rec.Value().(string)
-		out = append(out, ConfigDoc{Kind: valueFromTag(stringValue(rec, TagKind)), Name: valueFromTag(stringValue(rec, TagName)),
-			Written: rec.Time().UTC(), Doc: []byte(s)})
-	})
+	add := func(vals map[string]any, t time.Time, doc string) {
+		out = append(out, ConfigDoc{Kind: valueFromTag(stringValue(vals, TagKind)), Name: valueFromTag(stringValue(vals, TagName)),
+			Written: t.UTC(), Doc: []byte(doc)})
+	}
+	lang, err := r.language(ctx)
+	switch {
+	case err != nil:
+	case lang == QueryFlux:
+		pred := `r._measurement == "` + MeasurementAlertConfig + `" and r._field == "` + FieldDoc + `"`
+		err = r.runFlux(ctx, fluxFrom(r.cfg.Bucket, from, to, pred), func(rec *query.FluxRecord) {
+			s, _ := rec.Value().(string)
+			add(rec.Values(), rec.Time(), s)
+		})
+	default:
+		db, rp := splitBucket(r.cfg.Bucket)
+		stmt := influxQLSelect(influxQLIdent(FieldDoc), MeasurementAlertConfig, nil, from, to)
+		err = r.influxQL(ctx, http.MethodPost, stmt, db, rp, alertChunkRows, func(_ *v1Series, t int64, vals map[string]any) error {
+			s, _ := vals[FieldDoc].(string)
+			add(vals, time.Unix(t, 0), s)
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load alert configuration: %w", err)
 	}
@@ -276,59 +339,114 @@ func (r *Reader) CampaignSteps(ctx context.Context, campaigns []string, from, to
 	if every < time.Minute || every%time.Minute != 0 {
 		return nil, fmt.Errorf("campaign steps: step %v: whole minutes", every)
 	}
-	window := "\n  |> aggregateWindow(every: " + strconv.FormatInt(int64(every/time.Minute), 10) + "m, fn: sum, timeSrc: \"_start\", createEmpty: false)"
 	type key struct {
 		campaign string
 		t        int64
 	}
 	byKey := map[key]*StepTotals{}
-	step := func(rec *query.FluxRecord) *StepTotals {
-		k := key{valueFromTag(stringValue(rec, TagCampaign)), rec.Time().UnixNano()}
+	step := func(campaign string, t time.Time) *StepTotals {
+		k := key{valueFromTag(campaign), t.UnixNano()}
 		s := byKey[k]
 		if s == nil {
-			s = &StepTotals{Campaign: k.campaign, Start: rec.Time().UTC(), Count: map[string]int64{}, ClicksBySource: map[string]int64{}}
+			s = &StepTotals{Campaign: k.campaign, Start: t.UTC(), Count: map[string]int64{}, ClicksBySource: map[string]int64{}}
 			byKey[k] = s
 		}
 		return s
 	}
 	var bad error
-	pred := `r._measurement == "` + MeasurementMinute + `" and ` + campaignsIn(campaigns) +
-		` and (r._field == "` + FieldCount + `" or r._field == "` + FieldBots + `" or r._field == "` + FieldUniques +
-		`" or r._field == "` + FieldRevenue + `" or r._field == "` + FieldCost + `")`
-	q := fluxFrom(r.cfg.Bucket, from, to, pred) + "\n  |> group(columns: [\"campaign\", \"type\", \"_field\"])" + window
-	err := r.run(ctx, q, func(rec *query.FluxRecord) {
-		s := step(rec)
-		typ := valueFromTag(stringValue(rec, TagType))
-		switch rec.Field() {
+	// add sums one field of one step; a missing field (nil, InfluxQL's
+	// sum over no value) adds nothing.
+	add := func(s *StepTotals, typ, field string, v any) {
+		if v == nil {
+			return
+		}
+		switch field {
 		case FieldCount:
-			n, err := intValue(rec.Value())
+			n, err := intValue(v)
 			bad = errors.Join(bad, err)
 			s.Count[typ] += n
 		case FieldBots:
-			n, err := intValue(rec.Value())
+			n, err := intValue(v)
 			bad = errors.Join(bad, err)
 			s.Bots += n
 		case FieldUniques:
 			if typ != "cost" {
-				n, err := intValue(rec.Value())
+				n, err := intValue(v)
 				bad = errors.Join(bad, err)
 				s.Uniques += n
 			}
 		case FieldRevenue:
-			s.Revenue += floatValue(rec.Value())
+			s.Revenue += floatValue(v)
 		case FieldCost:
-			s.Cost += floatValue(rec.Value())
+			s.Cost += floatValue(v)
 		}
-	})
-	if err == nil {
-		pred = `r._measurement == "` + MeasurementMinute + `" and ` + campaignsIn(campaigns) + ` and ` + tagEquals(TagType, "click") +
-			` and r._field == "` + FieldCount + `"`
-		q = fluxFrom(r.cfg.Bucket, from, to, pred) + "\n  |> group(columns: [\"campaign\", \"source\"])" + window
-		err = r.run(ctx, q, func(rec *query.FluxRecord) {
-			n, err := intValue(rec.Value())
-			bad = errors.Join(bad, err)
-			step(rec).ClicksBySource[valueFromTag(stringValue(rec, TagSource))] += n
+	}
+	addClicks := func(s *StepTotals, source string, v any) {
+		if v == nil {
+			return
+		}
+		n, err := intValue(v)
+		bad = errors.Join(bad, err)
+		s.ClicksBySource[valueFromTag(source)] += n
+	}
+	fields := []string{FieldCount, FieldBots, FieldUniques, FieldRevenue, FieldCost}
+	lang, err := r.language(ctx)
+	switch {
+	case err != nil:
+	case lang == QueryFlux:
+		window := "\n  |> aggregateWindow(every: " + strconv.FormatInt(int64(every/time.Minute), 10) + "m, fn: sum, timeSrc: \"_start\", createEmpty: false)"
+		var ors []string
+		for _, f := range fields {
+			ors = append(ors, `r._field == "`+f+`"`)
+		}
+		pred := `r._measurement == "` + MeasurementMinute + `" and ` + campaignsIn(campaigns) + ` and (` + strings.Join(ors, " or ") + `)`
+		q := fluxFrom(r.cfg.Bucket, from, to, pred) + "\n  |> group(columns: [\"campaign\", \"type\", \"_field\"])" + window
+		err = r.runFlux(ctx, q, func(rec *query.FluxRecord) {
+			vals := rec.Values()
+			add(step(stringValue(vals, TagCampaign), rec.Time()), valueFromTag(stringValue(vals, TagType)), rec.Field(), rec.Value())
 		})
+		if err == nil {
+			pred = `r._measurement == "` + MeasurementMinute + `" and ` + campaignsIn(campaigns) + ` and ` + tagEquals(TagType, "click") +
+				` and r._field == "` + FieldCount + `"`
+			q = fluxFrom(r.cfg.Bucket, from, to, pred) + "\n  |> group(columns: [\"campaign\", \"source\"])" + window
+			err = r.runFlux(ctx, q, func(rec *query.FluxRecord) {
+				vals := rec.Values()
+				addClicks(step(stringValue(vals, TagCampaign), rec.Time()), stringValue(vals, TagSource), rec.Value())
+			})
+		}
+	default:
+		// GROUP BY time(every) starts its windows at the epoch, as
+		// aggregateWindow does; fill(none) leaves out empty steps.
+		db, rp := splitBucket(r.cfg.Bucket)
+		sums := make([]string, len(fields))
+		for i, f := range fields {
+			sums[i] = "sum(" + influxQLIdent(f) + ") AS " + influxQLIdent(f)
+		}
+		group := func(stmt string, tags ...string) string {
+			stmt = strings.TrimSuffix(stmt, " GROUP BY *") + " GROUP BY time(" + strconv.FormatInt(int64(every/time.Minute), 10) + "m)"
+			for _, t := range tags {
+				stmt += ", " + influxQLIdent(t)
+			}
+			return stmt + " fill(none)"
+		}
+		stmt := group(influxQLSelect(strings.Join(sums, ", "), MeasurementMinute, []string{influxQLCampaignsIn(campaigns)}, from, to),
+			TagCampaign, TagType)
+		err = r.influxQL(ctx, http.MethodPost, stmt, db, rp, minutesChunkRows, func(_ *v1Series, t int64, vals map[string]any) error {
+			s := step(stringValue(vals, TagCampaign), time.Unix(t, 0))
+			typ := valueFromTag(stringValue(vals, TagType))
+			for _, f := range fields {
+				add(s, typ, f, vals[f])
+			}
+			return nil
+		})
+		if err == nil {
+			stmt = group(influxQLSelect("sum("+influxQLIdent(FieldCount)+") AS "+influxQLIdent(FieldCount), MeasurementMinute,
+				[]string{influxQLCampaignsIn(campaigns), influxQLTagEquals(TagType, "click")}, from, to), TagCampaign, TagSource)
+			err = r.influxQL(ctx, http.MethodPost, stmt, db, rp, minutesChunkRows, func(_ *v1Series, t int64, vals map[string]any) error {
+				addClicks(step(stringValue(vals, TagCampaign), time.Unix(t, 0)), stringValue(vals, TagSource), vals[FieldCount])
+				return nil
+			})
+		}
 	}
 	if err = errors.Join(err, bad); err != nil {
 		return nil, fmt.Errorf("campaign steps: %w", err)

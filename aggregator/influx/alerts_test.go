@@ -10,28 +10,48 @@ import (
 	"github.com/tally-edge/tally/sketch"
 )
 
-func openBoth(t *testing.T) (*Writer, *Reader) {
-	t.Helper()
-	cfg := freshBucket(t)
-	w, err := NewWriter(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
+// TestAlertStorage runs the alerting storage tests on InfluxDB 1.8 as it
+// ships (Flux off: InfluxQL reads) and with Flux on (Flux reads).
+func TestAlertStorage(t *testing.T) {
+	tests := map[string]func(*testing.T, *Writer, *Reader){
+		"AlertsStoredOnceByIdentity": testAlertsStoredOnceByIdentity,
+		"AlertStatesLatest":          testAlertStatesLatest,
+		"CampaignStepsSumExactly":    testCampaignStepsSumExactly,
+		"ConfigDocsRoundTrip":        testConfigDocsRoundTrip,
 	}
-	t.Cleanup(w.Close)
-	r, err := NewReader(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, flux := range []bool{false, true} {
+		lang := QueryInfluxQL
+		if flux {
+			lang = QueryFlux
+		}
+		for name, test := range tests {
+			t.Run(lang+"/"+name, func(t *testing.T) {
+				cfg := freshBucketOn(t, sharedServerFlux(t, flux))
+				cfg.QueryLanguage = lang
+				w, err := NewWriter(cfg, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(w.Close)
+				r, err := NewReader(cfg, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(r.Close)
+				test(t, w, r)
+				if got := r.QueryLanguage(); got != lang {
+					t.Fatalf("read with %q, want %q", got, lang)
+				}
+			})
+		}
 	}
-	t.Cleanup(r.Close)
-	return w, r
 }
 
-// TestAlertsStoredOnceByIdentity: a transition written again (by another
+// testAlertsStoredOnceByIdentity: a transition written again (by another
 // node, or marked delivered) is the same point; firing and resolved are
 // two; documents with quotes, backslashes and newlines come back byte
 // for byte; campaigns and delivery filter.
-func TestAlertsStoredOnceByIdentity(t *testing.T) {
-	w, r := openBoth(t)
+func testAlertsStoredOnceByIdentity(t *testing.T, w *Writer, r *Reader) {
 	ctx := context.Background()
 	start := time.Date(2026, 3, 2, 10, 7, 0, 0, time.UTC)
 	doc := []byte(`{"summary":"a \"quoted\" \\ back\nslash, and = signs"}`)
@@ -81,10 +101,9 @@ func TestAlertsStoredOnceByIdentity(t *testing.T) {
 	}
 }
 
-// TestAlertStatesLatest: the latest state of each campaign within the
+// testAlertStatesLatest: the latest state of each campaign within the
 // range comes back.
-func TestAlertStatesLatest(t *testing.T) {
-	w, r := openBoth(t)
+func testAlertStatesLatest(t *testing.T, w *Writer, r *Reader) {
 	ctx := context.Background()
 	m := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	var states []StoredState
@@ -111,11 +130,10 @@ func TestAlertStatesLatest(t *testing.T) {
 	}
 }
 
-// TestCampaignStepsSumExactly: the step sums equal the sums of the minutes
+// testCampaignStepsSumExactly: the step sums equal the sums of the minutes
 // written, per type, source and field; steps start at their window's
 // start.
-func TestCampaignStepsSumExactly(t *testing.T) {
-	w, r := openBoth(t)
+func testCampaignStepsSumExactly(t *testing.T, w *Writer, r *Reader) {
 	ctx := context.Background()
 	base := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	var ms []sketch.Minute
@@ -179,9 +197,8 @@ func TestCampaignStepsSumExactly(t *testing.T) {
 	}
 }
 
-// TestConfigDocsRoundTrip: every version written comes back.
-func TestConfigDocsRoundTrip(t *testing.T) {
-	w, r := openBoth(t)
+// testConfigDocsRoundTrip: every version written comes back.
+func testConfigDocsRoundTrip(t *testing.T, w *Writer, r *Reader) {
 	ctx := context.Background()
 	at := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	docs := []ConfigDoc{

@@ -92,3 +92,60 @@ func BenchmarkEncode(b *testing.B) {
 	b.SetBytes(int64(n))
 	b.ReportMetric(float64(len(pts)*b.N)/b.Elapsed().Seconds(), "points/s")
 }
+
+// BenchmarkQueryMinutes reads 1,500 merged minutes (1,000 visitors each,
+// 500 series over 50 campaigns, 3 minutes) back with EachMinute, once per read
+// path, from the same bucket of one influxd with Flux on, and reports
+// points/s: the ratio of the two is the figure to quote (same server,
+// same data, same process).
+//
+//	go test -run '^$' -bench BenchmarkQueryMinutes -benchtime 5x ./aggregator/influx/
+func BenchmarkQueryMinutes(b *testing.B) {
+	cfg := freshBucket(b)
+	w, err := NewWriter(cfg, nil)
+	if err != nil {
+		b.Fatalf("NewWriter: %v", err)
+	}
+	defer w.Close()
+	pts := benchPoints(5000, 1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := w.Write(ctx, pts, nil); err != nil {
+		b.Fatalf("Write: %v", err)
+	}
+	// benchPoints repeats series within a minute; the stored points are
+	// the distinct (series, minute) pairs.
+	distinct := map[string]bool{}
+	for _, p := range pts {
+		distinct[fmt.Sprint(p.Series, p.Minute)] = true
+	}
+	q := MinuteQuery{AllCampaigns: true, From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+3600, 0)}
+	for _, lang := range []string{QueryInfluxQL, QueryFlux} {
+		for _, counters := range []bool{false, true} {
+			name := lang + "/sketches"
+			if counters {
+				name = lang + "/counters-only"
+			}
+			b.Run(name, func(b *testing.B) {
+				c := cfg
+				c.QueryLanguage = lang
+				r, err := NewReader(c, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+				q := q
+				q.CountersOnly = counters
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					n := 0
+					if err := r.EachMinute(ctx, q, func(sketch.Minute) error { n++; return nil }); err != nil || n != len(distinct) {
+						b.Fatalf("EachMinute: %d points, %v; want %d", n, err, len(distinct))
+					}
+				}
+				b.ReportMetric(float64(len(distinct)*b.N)/b.Elapsed().Seconds(), "points/s")
+			})
+		}
+	}
+}

@@ -26,7 +26,7 @@ type Config struct {
 	// A timed-out attempt is retried; keep it well above the time the server
 	// needs for a request of MaxRequestBytes.
 	Timeout time.Duration
-	// QueryTimeout bounds one Flux query, including reading its answer.
+	// QueryTimeout bounds one query, including reading its answer.
 	// Default 2 min: loading an hour of contributions is a large answer.
 	QueryTimeout time.Duration
 	// MaxElapsed bounds the retries of one request: when a retryable error
@@ -55,7 +55,22 @@ type Config struct {
 	// Gzip compresses request bodies. Off by default: on loopback or a LAN
 	// the CPU costs more than the bytes; turn it on across a WAN.
 	Gzip bool
+
+	// QueryLanguage is how a Reader reads: QueryInfluxQL (the v1 /query
+	// API: InfluxDB 1.x in its default configuration, 2.x through its
+	// v1 compatibility, 3.x), QueryFlux (/api/v2/query: 1.8 with
+	// flux-enabled, 2.x), or QueryAuto ("" means the same): InfluxQL when
+	// the server answers it, else Flux, decided by Reader.Setup or, without
+	// it, on the Reader's first query.
+	QueryLanguage string
 }
+
+// Query languages of Config.QueryLanguage.
+const (
+	QueryAuto     = "auto"
+	QueryInfluxQL = "influxql"
+	QueryFlux     = "flux"
+)
 
 // Defaults of Config.
 const (
@@ -128,6 +143,11 @@ func (c Config) Validate() error {
 	}
 	if c.RetryMax < c.RetryInitial {
 		errs = append(errs, fmt.Errorf("retry max %s is below retry initial %s", c.RetryMax, c.RetryInitial))
+	}
+	switch c.QueryLanguage {
+	case "", QueryAuto, QueryInfluxQL, QueryFlux:
+	default:
+		errs = append(errs, fmt.Errorf("query language %q: want %s, %s or %s", c.QueryLanguage, QueryAuto, QueryInfluxQL, QueryFlux))
 	}
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("batch size %d must be positive", c.BatchSize))

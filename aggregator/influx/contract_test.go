@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"reflect"
@@ -21,11 +22,17 @@ import (
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/points_v2.lp from the current encoder")
 
-// backend is one kind of InfluxDB the contract suite runs against. Today
-// that is the real InfluxDB 1.8.10 of the tests and the demo; an InfluxDB
-// 2.x or 3.x backend is one more value of this type.
+// backend is one kind of InfluxDB, with the query language the Reader
+// uses on it, that the contract suite runs against. Today those are the
+// real InfluxDB 1.8.10 of the tests and the demo, as it ships (Flux off:
+// InfluxQL reads) and with Flux on (Flux reads); an InfluxDB 2.x or 3.x
+// backend is one more value of this type.
 type backend struct {
 	name string
+	// flux says whether the server answers Flux.
+	flux bool
+	// lang is the Config.QueryLanguage the suite's Readers use.
+	lang string
 	// bucket returns a Config for a fresh, empty bucket.
 	bucket func(t *testing.T) Config
 	// server starts a server of the test's own (for outages) and returns a
@@ -35,23 +42,40 @@ type backend struct {
 	missingBucket func(t *testing.T) Config
 }
 
-var influxDB18 = backend{
-	name:   "influxdb-1.8",
-	bucket: func(t *testing.T) Config { return freshBucket(t) },
-	server: func(t *testing.T) (Config, func() error, func(context.Context) error) {
-		s := influxtest.Start(t)
-		return Config{URL: s.URL(), Token: s.Token(), Org: s.Org(), Bucket: s.Bucket()}, s.Stop, s.Restart
-	},
-	missingBucket: func(t *testing.T) Config {
-		c := freshBucket(t)
-		c.Bucket = "nosuchdb/rp"
-		return c
-	},
+// influxDB18 is InfluxDB 1.8 with Flux on or off; lang is the language the
+// Readers are told to use ("" is auto).
+func influxDB18(name string, flux bool, lang string) backend {
+	withLang := func(c Config) Config { c.QueryLanguage = lang; return c }
+	return backend{
+		name: name,
+		flux: flux,
+		lang: lang,
+		bucket: func(t *testing.T) Config {
+			return withLang(freshBucketOn(t, sharedServerFlux(t, flux)))
+		},
+		server: func(t *testing.T) (Config, func() error, func(context.Context) error) {
+			s := influxtest.StartWith(t, influxtest.Options{DisableFlux: !flux})
+			return withLang(Config{URL: s.URL(), Token: s.Token(), Org: s.Org(), Bucket: s.Bucket()}), s.Stop, s.Restart
+		},
+		missingBucket: func(t *testing.T) Config {
+			c := withLang(freshBucketOn(t, sharedServerFlux(t, flux)))
+			c.Bucket = "nosuchdb/rp"
+			return c
+		},
+	}
+}
+
+// backends are every backend of the contract suite: InfluxDB 1.8 as it
+// ships, read with InfluxQL (chosen automatically: Flux is off), and
+// InfluxDB 1.8 with Flux on, read with Flux.
+var backends = []backend{
+	influxDB18("influxdb-1.8-default/influxql", false, ""),
+	influxDB18("influxdb-1.8-flux/flux", true, QueryFlux),
 }
 
 // TestContract runs the storage contract against every backend.
 func TestContract(t *testing.T) {
-	for _, b := range []backend{influxDB18} {
+	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) { runContract(t, b) })
 	}
 }
@@ -68,7 +92,9 @@ func runContract(t *testing.T, b backend) {
 		{"ContributionsPerNode", testContributionsPerNode},
 		{"Filters", testFilters},
 		{"AwkwardTagValues", testAwkwardTagValues},
-		{"FluxInjection", testFluxInjection},
+		{"QueryInjection", testQueryInjection},
+		{"ReadsInTheBackendsLanguage", testLanguage},
+		{"Setup", testSetup},
 		{"SplitRequests", testSplitRequests},
 		{"MissingBucketIsPermanent", testMissingBucket},
 		{"PointTooLarge", testPointTooLarge},
@@ -214,29 +240,39 @@ func testMinutesRoundTrip(t *testing.T, b backend) {
 			p = c
 		}
 	}
-	rows := rawQuery(t, ctx, r, fmt.Sprintf(`from(bucket: %s) |> range(start: %s, stop: %s)
-	  |> filter(fn: (r) => r._measurement == "tally" and r.campaign == "spring" and r.country == %s and r.source == %s)
-	  |> filter(fn: (r) => r._time == %s)
-	  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")`,
-		fluxString(r.cfg.Bucket), fluxTime(time.Unix(baseMinute, 0)), fluxTime(time.Unix(baseMinute+180, 0)),
-		fluxString(TagValue(p.Series.Country)), fluxString(TagValue(p.Series.Source)), fluxTime(time.Unix(p.Minute, 0))))
+	rows := rawInfluxQL(t, ctx, r, fmt.Sprintf(`SELECT * FROM "tally" WHERE "campaign" = 'spring' AND "country" = %s AND "source" = %s AND time = %s`,
+		influxQLString(TagValue(p.Series.Country)), influxQLString(TagValue(p.Series.Source)), influxQLTime(time.Unix(p.Minute, 0))))
 	if len(rows) != 1 {
 		t.Fatalf("raw query returned %d rows, want 1", len(rows))
 	}
 	row := rows[0]
-	for k, want := range map[string]any{
-		"uniques":   int64(p.State.UniquesEstimate()),
+	for k, want := range map[string]float64{
+		"uniques":   float64(p.State.UniquesEstimate()),
 		"revenue":   sketch.FromMicros(p.State.ValueMicros),
 		"cost":      sketch.FromMicros(p.State.CostMicros),
-		"bots":      int64(p.State.BotTotal()),
+		"bots":      float64(p.State.BotTotal()),
 		"value_p50": p.State.Quantile(0.5),
 		"value_p99": p.State.Quantile(0.99),
-		"count":     int64(p.State.Count),
+		"count":     float64(p.State.Count),
 	} {
-		if row[k] != want {
-			t.Fatalf("field %s = %v (%T), want %v (%T)", k, row[k], row[k], want, want)
+		if got, ok := asFloat(row[k]); !ok || got != want {
+			t.Fatalf("field %s = %v (%T), want %v", k, row[k], row[k], want)
 		}
 	}
+}
+
+// asFloat returns a number decoded from an InfluxQL answer as a float64
+// (InfluxQL prints a float with an integral value without a point).
+func asFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return float64(n), true
+	case uint64:
+		return float64(n), true
+	case float64:
+		return n, true
+	}
+	return 0, false
 }
 
 func testIdempotentOverwrite(t *testing.T, b backend) {
@@ -512,9 +548,11 @@ func testAwkwardTagValues(t *testing.T, b backend) {
 	}
 }
 
-// testFluxInjection sends filter values that would change the query if
-// they were pasted into it: each must match nothing and raise no error.
-func testFluxInjection(t *testing.T, b backend) {
+// testQueryInjection sends filter values that would change the query if
+// they were pasted into it, in Flux or in InfluxQL (where a value that
+// escaped its string could even start a second statement): each must
+// match nothing and raise no error.
+func testQueryInjection(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	w, r := newPair(t, b.bucket(t))
 	pts := []sketch.Minute{
@@ -526,6 +564,7 @@ func testFluxInjection(t *testing.T, b backend) {
 	}
 	from, to := time.Unix(baseMinute, 0), time.Unix(baseMinute+60, 0)
 	for _, evil := range []string{
+		// Flux
 		`x" or r.campaign =~ /.*/ or r._measurement == "`,
 		`victim" or true or "`,
 		`\" or true or \"`,
@@ -534,10 +573,20 @@ func testFluxInjection(t *testing.T, b backend) {
 		"\" or r.campaign != \"\n",
 		`victim\`,
 		`\x22 or true or \x22`,
+		// InfluxQL
+		`x' OR "campaign" =~ /.*/ OR "campaign" = '`,
+		`victim' OR 'a' = 'a`,
+		`\' OR true OR \'`,
+		`'; DROP DATABASE "db"; SELECT * FROM "tally" WHERE 'x' = '`,
+		`victim\' OR "campaign" != '`,
+		"x'\nOR \"campaign\" != '",
+		`" OR "campaign" != "`,
+		`/.*/`,
 	} {
 		for _, q := range []MinuteQuery{
 			{Campaign: evil, From: from, To: to},
 			{Campaign: "victim", Source: evil, From: from, To: to},
+			{Campaigns: []string{evil, "nope"}, From: from, To: to},
 		} {
 			got, err := r.QueryMinutes(ctx, q)
 			if err != nil {
@@ -552,10 +601,30 @@ func testFluxInjection(t *testing.T, b backend) {
 			t.Fatalf("LoadContributionsOf(%q) = %d points, %v; want none, no error", evil, len(got), err)
 		}
 	}
-	// The server still works, and the real value still matches.
+	// The server still works, the data is still there, and the real value
+	// still matches.
 	got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "victim", From: from, To: to})
 	if err != nil || len(got) != 1 || got[0].State.Count != 7 {
 		t.Fatalf("QueryMinutes(victim) = %d points, %v; want the one point", len(got), err)
+	}
+	if err := r.CheckBucket(ctx); err != nil {
+		t.Fatalf("CheckBucket after the injection attempts: %v", err)
+	}
+}
+
+// testLanguage checks that the Reader reads with the language the backend
+// stands for: InfluxQL chosen by itself where Flux is off, Flux when asked.
+func testLanguage(t *testing.T, b backend) {
+	_, r := newPair(t, b.bucket(t))
+	if _, err := r.QueryMinutes(ctxT(t), MinuteQuery{Campaign: "x", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)}); err != nil {
+		t.Fatalf("QueryMinutes: %v", err)
+	}
+	want := b.lang
+	if want == "" {
+		want = QueryInfluxQL
+	}
+	if got := r.QueryLanguage(); got != want {
+		t.Fatalf("QueryLanguage() = %q, want %q", got, want)
 	}
 }
 
@@ -680,7 +749,7 @@ func testContributionsSplitIntoParts(t *testing.T, b backend) {
 func testIsolatesRefusedPoints(t *testing.T, b backend) {
 	ctx := ctxT(t)
 	cfg := b.bucket(t)
-	srv := sharedServer(t)
+	srv := sharedServerFlux(t, b.flux)
 	db := strings.SplitN(cfg.Bucket, "/", 2)[0]
 	if err := srv.CreateRetentionPolicy(ctx, db, "hour", time.Hour); err != nil {
 		t.Fatal(err)
@@ -894,20 +963,21 @@ func testWriteThroughOutage(t *testing.T, b backend) {
 	}
 }
 
-// rawQuery runs Flux and returns each record's values.
-func rawQuery(t *testing.T, ctx context.Context, r *Reader, flux string) []map[string]any {
+// rawInfluxQL runs an InfluxQL statement on the Reader's bucket,
+// bypassing the Reader's decoding, and returns each row's values (tags
+// and columns). Both backends answer InfluxQL.
+func rawInfluxQL(t *testing.T, ctx context.Context, r *Reader, stmt string) []map[string]any {
 	t.Helper()
+	db, rp := splitBucket(r.cfg.Bucket)
 	var rows []map[string]any
-	res, err := r.query.Query(ctx, flux)
+	err := r.influxQL(ctx, http.MethodPost, stmt, db, rp, 0, func(_ *v1Series, tm int64, vals map[string]any) error {
+		row := maps.Clone(vals)
+		row["time"] = tm
+		rows = append(rows, row)
+		return nil
+	})
 	if err != nil {
-		t.Fatalf("query %s: %v", flux, err)
-	}
-	defer res.Close()
-	for res.Next() {
-		rows = append(rows, res.Record().Values())
-	}
-	if res.Err() != nil {
-		t.Fatalf("read query %s: %v", flux, res.Err())
+		t.Fatalf("query %s: %v", stmt, err)
 	}
 	return rows
 }
@@ -916,13 +986,12 @@ func rawQuery(t *testing.T, ctx context.Context, r *Reader, flux string) []map[s
 // series and minute: the count field exists on every point).
 func countPoints(t *testing.T, ctx context.Context, r *Reader, measurement, campaign string) int64 {
 	t.Helper()
-	rows := rawQuery(t, ctx, r, fmt.Sprintf(`from(bucket: %s) |> range(start: 2000-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)
-	  |> filter(fn: (r) => r._measurement == %s and r.campaign == %s and r._field == "count")
-	  |> group() |> count()`, fluxString(r.cfg.Bucket), fluxString(measurement), fluxString(campaign)))
+	rows := rawInfluxQL(t, ctx, r, fmt.Sprintf(`SELECT count("count") FROM %s WHERE "campaign" = %s`,
+		influxQLIdent(measurement), influxQLString(campaign)))
 	if len(rows) == 0 {
 		return 0
 	}
-	n, _ := rows[0]["_value"].(int64)
+	n, _ := rows[0]["count"].(int64)
 	return n
 }
 
@@ -959,5 +1028,82 @@ func testContributionsPerNode(t *testing.T, b backend) {
 	}
 	if len(got) != 2 || byNode["agg-1"] != 4 || byNode["agg-2"] != 5 {
 		t.Fatalf("points by node (version) = %v from %d points; want agg-1:4 and agg-2:5", byNode, len(got))
+	}
+}
+
+// testSetup: Setup leaves an existing bucket alone, creates a missing
+// database, retention policy or default retention policy when allowed
+// (and the new bucket then takes writes and reads), and otherwise refuses
+// with a message naming influx.create_bucket and the statement to run.
+func testSetup(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	cfg := b.bucket(t)
+	wantLang := b.lang
+	if wantLang == "" {
+		wantLang = QueryInfluxQL
+	}
+	setup := func(c Config, create bool) (ServerInfo, *Reader, error) {
+		t.Helper()
+		_, r := newPair(t, c)
+		info, err := r.Setup(ctx, create)
+		return info, r, err
+	}
+
+	info, r, err := setup(cfg, false)
+	if err != nil {
+		t.Fatalf("Setup of an existing bucket: %v", err)
+	}
+	if info.Created != "" || info.QueryLanguage != wantLang || !info.InfluxQL || info.Flux != (b.lang == QueryFlux) ||
+		r.QueryLanguage() != wantLang || info.Version == "" || info.Bucket != cfg.Bucket {
+		t.Fatalf("Setup of an existing bucket = %+v (reader reads with %q), want nothing created, language %q", info, r.QueryLanguage(), wantLang)
+	}
+
+	db, _ := splitBucket(cfg.Bucket)
+	for _, tc := range []struct {
+		name, bucket, created string
+	}{
+		{"missing database", freshName() + "/rp1", "database %q with retention policy \"rp1\""},
+		{"missing retention policy", db + "/other", "retention policy \"other\" on database %q"},
+		{"missing database, default policy", freshName(), "database %q"},
+	} {
+		c := cfg
+		c.Bucket = tc.bucket
+		cdb, _ := splitBucket(c.Bucket)
+		want := fmt.Sprintf(tc.created, cdb)
+
+		// Forbidden: one error naming the switch and the statement.
+		_, r, err := setup(c, false)
+		var serr *SetupError
+		if !errors.As(err, &serr) || serr.Setting != SettingCreateBucket || serr.Temporary ||
+			!strings.Contains(err.Error(), SettingCreateBucket+" is false") || !strings.Contains(err.Error(), "CREATE ") {
+			t.Fatalf("%s: Setup with creation forbidden = %v, want a SetupError naming %s and the statement", tc.name, err, SettingCreateBucket)
+		}
+		if err := r.CheckBucket(ctx); !errors.Is(err, ErrBucketNotFound) {
+			t.Fatalf("%s: after a forbidden Setup, CheckBucket = %v; want ErrBucketNotFound (nothing created)", tc.name, err)
+		}
+
+		// Allowed: created, then usable.
+		info, r, err = setup(c, true)
+		if err != nil || info.Created != want {
+			t.Fatalf("%s: Setup = %+v, %v; want %s created", tc.name, info, err, want)
+		}
+		if err := r.CheckBucket(ctx); err != nil {
+			t.Fatalf("%s: CheckBucket after Setup: %v", tc.name, err)
+		}
+		w, r2 := newPair(t, c)
+		pt := sketch.Minute{Series: series("setup", "google", "DE", "eu"), Minute: baseMinute, State: newState(5, 12, 30, 4)}
+		if err := w.Write(ctx, []sketch.Minute{pt}, nil); err != nil {
+			t.Fatalf("%s: Write to the created bucket: %v", tc.name, err)
+		}
+		got, err := r2.QueryMinutes(ctx, MinuteQuery{Campaign: "setup", From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%s: QueryMinutes from the created bucket = %d points, %v", tc.name, len(got), err)
+		}
+		checkState(t, tc.name, got[0].State, pt.State)
+
+		// Once there, a second Setup creates nothing.
+		if info, _, err := setup(c, true); err != nil || info.Created != "" {
+			t.Fatalf("%s: second Setup = %+v, %v; want nothing created", tc.name, info, err)
+		}
 	}
 }

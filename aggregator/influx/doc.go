@@ -1,6 +1,7 @@
 // Package influx is the aggregator's storage client: it writes merged
 // series-minutes and per-agent contributions to InfluxDB through the v2
-// write API, and reads them back with Flux.
+// write API, and reads them back with InfluxQL through the v1 query API
+// or with Flux, whichever the server answers (Config.QueryLanguage).
 //
 // # Schema
 //
@@ -36,6 +37,9 @@
 // 404, 413, oversized or invalid points) return a *PermanentError at once.
 // Writer.WriteIsolating instead writes every point it can and returns the
 // ones refused for good as Refusals, found by splitting refused requests.
-// Reader.LoadContributions rebuilds open minutes at start; Reader.QueryMinutes
-// feeds the KPI endpoint.
+// Reader.Setup checks the server at start (reachable, version, query
+// language, bucket), creates a missing database and retention policy on
+// InfluxDB 1.x when allowed, and otherwise says which setting to change
+// (*SetupError). Reader.LoadContributions rebuilds open minutes at start;
+// Reader.QueryMinutes feeds the KPI endpoint.
 package influx

@@ -17,22 +17,30 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
-// One influxd serves every test of the package except the outage test,
-// which needs a server of its own to stop; each test gets a fresh
-// database, so tests do not see each other's points.
+// Two influxd serve every test of the package except the outage tests,
+// which need servers of their own to stop: one as InfluxDB 1.8 ships
+// (Flux off) and one with Flux on. Each test gets a fresh database, so
+// tests do not see each other's points.
 var shared struct {
+	mu      sync.Mutex
+	servers map[bool]*sharedServerState // by Flux on
+	dbs     atomic.Int64
+}
+
+type sharedServerState struct {
 	once sync.Once
 	srv  *influxtest.Server
 	err  error
-	dbs  atomic.Int64
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if shared.srv != nil {
-		if err := shared.srv.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "close shared influxd: %v\n", err)
-			code = 1
+	for _, st := range shared.servers {
+		if st.srv != nil {
+			if err := st.srv.Close(); err != nil {
+				fmt.Fprintf(os.Stderr, "close shared influxd: %v\n", err)
+				code = 1
+			}
 		}
 	}
 	if code == 0 {
@@ -44,26 +52,43 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// sharedServer launches the shared influxd on first use.
-func sharedServer(tb testing.TB) *influxtest.Server {
+// sharedServer launches the shared influxd with Flux on (the test
+// configuration) on first use.
+func sharedServer(tb testing.TB) *influxtest.Server { return sharedServerFlux(tb, true) }
+
+// sharedServerFlux launches the shared influxd with Flux on or off on
+// first use.
+func sharedServerFlux(tb testing.TB, flux bool) *influxtest.Server {
 	tb.Helper()
-	shared.once.Do(func() {
+	shared.mu.Lock()
+	if shared.servers == nil {
+		shared.servers = map[bool]*sharedServerState{}
+	}
+	st := shared.servers[flux]
+	if st == nil {
+		st = &sharedServerState{}
+		shared.servers[flux] = st
+	}
+	shared.mu.Unlock()
+	st.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		shared.srv, shared.err = influxtest.Launch(ctx, influxtest.Options{})
+		st.srv, st.err = influxtest.Launch(ctx, influxtest.Options{DisableFlux: !flux})
 	})
-	if shared.err != nil {
-		tb.Fatalf("influxtest: %v", shared.err)
+	if st.err != nil {
+		tb.Fatalf("influxtest: %v", st.err)
 	}
-	return shared.srv
+	return st.srv
 }
 
-// freshBucket creates a new database on the shared server and returns a
-// Config for it.
-func freshBucket(tb testing.TB) Config {
+// freshBucket creates a new database on the shared server with Flux on
+// and returns a Config for it.
+func freshBucket(tb testing.TB) Config { return freshBucketOn(tb, sharedServer(tb)) }
+
+// freshBucketOn creates a new database on srv and returns a Config for it.
+func freshBucketOn(tb testing.TB, srv *influxtest.Server) Config {
 	tb.Helper()
-	srv := sharedServer(tb)
-	db := fmt.Sprintf("t%d", shared.dbs.Add(1))
+	db := freshName()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := srv.CreateDatabase(ctx, db, "rp"); err != nil {
@@ -76,6 +101,9 @@ func freshBucket(tb testing.TB) Config {
 	})
 	return Config{URL: srv.URL(), Token: srv.Token(), Org: srv.Org(), Bucket: db + "/rp"}
 }
+
+// freshName returns a database name no test has used.
+func freshName() string { return fmt.Sprintf("t%d", shared.dbs.Add(1)) }
 
 // baseMinute is the first minute the tests write (unix seconds).
 var baseMinute = time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC).Unix()

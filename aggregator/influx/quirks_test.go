@@ -1,6 +1,7 @@
 package influx
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -41,7 +42,7 @@ func TestInfluxDB18Quirks(t *testing.T) {
 		if err := w.Write(ctx, pts, nil); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
-		raw := rawQuery(t, ctx, r, fmt.Sprintf(`from(bucket: %s) |> range(start: %s, stop: %s)
+		raw := rawFlux(t, ctx, r, fmt.Sprintf(`from(bucket: %s) |> range(start: %s, stop: %s)
 		  |> filter(fn: (r) => r._measurement == "tally" and r._field == "count")`,
 			fluxString(cfg.Bucket), fluxTime(time.Unix(baseMinute, 0)), fluxTime(time.Unix(baseMinute+60, 0))))
 		if len(raw) != 2 {
@@ -52,4 +53,22 @@ func TestInfluxDB18Quirks(t *testing.T) {
 			t.Fatalf("QueryMinutes [m0, m1) = %+v, %v; want only m0", got, err)
 		}
 	})
+}
+
+// rawFlux runs Flux and returns each record's values.
+func rawFlux(t *testing.T, ctx context.Context, r *Reader, flux string) []map[string]any {
+	t.Helper()
+	var rows []map[string]any
+	res, err := r.query.Query(ctx, flux)
+	if err != nil {
+		t.Fatalf("query %s: %v", flux, err)
+	}
+	defer res.Close()
+	for res.Next() {
+		rows = append(rows, res.Record().Values())
+	}
+	if res.Err() != nil {
+		t.Fatalf("read query %s: %v", flux, res.Err())
+	}
+	return rows
 }

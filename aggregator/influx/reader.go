@@ -18,16 +18,22 @@ import (
 	"github.com/tally-edge/tally/sketch"
 )
 
-// Reader reads merged minutes and contributions back with Flux. It is safe
-// for concurrent use; every method blocks until its query has been read or
-// ctx (or QueryTimeout) ends. Reads are not retried: a caller that can
-// wait, such as an aggregator rebuilding at start, retries itself.
+// Reader reads merged minutes and contributions back, with InfluxQL
+// through the v1 query API or with Flux (Config.QueryLanguage; Setup or
+// the first query settles "auto"). Both paths return the same points. It
+// is safe for concurrent use; every method blocks until its query has
+// been read or ctx (or QueryTimeout) ends. Reads are not retried: a
+// caller that can wait, such as an aggregator rebuilding at start,
+// retries itself.
 type Reader struct {
 	cfg    Config
 	log    *slog.Logger
 	hc     *http.Client
 	client influxdb2.Client
 	query  api.QueryAPI
+
+	langMu sync.Mutex
+	lang   string // QueryInfluxQL or QueryFlux once settled, else ""
 
 	closeOnce sync.Once
 }
@@ -69,13 +75,80 @@ func NewReader(cfg Config, logger *slog.Logger) (*Reader, error) {
 	client := influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, influxdb2.DefaultOptions().
 		SetHTTPClient(hc).
 		SetApplicationName("tally-aggregator"))
-	return &Reader{
+	r := &Reader{
 		cfg:    cfg,
 		log:    logger.With("component", "influx-reader", "bucket", cfg.Bucket),
 		hc:     hc,
 		client: client,
 		query:  client.QueryAPI(cfg.Org),
-	}, nil
+	}
+	if cfg.QueryLanguage == QueryInfluxQL || cfg.QueryLanguage == QueryFlux {
+		r.lang = cfg.QueryLanguage
+	}
+	return r, nil
+}
+
+// QueryLanguage returns the language the Reader reads with, QueryInfluxQL
+// or QueryFlux, or "" while "auto" is not settled yet.
+func (r *Reader) QueryLanguage() string {
+	r.langMu.Lock()
+	defer r.langMu.Unlock()
+	return r.lang
+}
+
+// language returns the query language, settling "auto" on first use: it
+// asks the server for InfluxQL (SHOW DATABASES) and, when the server does
+// not answer InfluxQL at all, for Flux. An error that may pass (network,
+// 5xx) settles nothing, so the next query asks again.
+func (r *Reader) language(ctx context.Context) (string, error) {
+	r.langMu.Lock()
+	defer r.langMu.Unlock()
+	if r.lang != "" {
+		return r.lang, nil
+	}
+	_, qlErr := r.showColumn(ctx, "SHOW DATABASES")
+	if qlErr == nil {
+		r.lang = QueryInfluxQL
+		return r.lang, nil
+	}
+	if !languageMissing(qlErr) {
+		return "", fmt.Errorf("influx: ask for InfluxQL: %w", qlErr)
+	}
+	fluxErr := r.probeFlux(ctx)
+	if fluxErr == nil {
+		r.lang = QueryFlux
+		return r.lang, nil
+	}
+	return "", fmt.Errorf("influx: the server answers neither InfluxQL (%v) nor Flux (%w)", qlErr, fluxErr)
+}
+
+// setLanguage fixes the query language (Setup's choice).
+func (r *Reader) setLanguage(lang string) {
+	r.langMu.Lock()
+	r.lang = lang
+	r.langMu.Unlock()
+}
+
+// probeFlux runs the smallest Flux query there is that reads the server.
+func (r *Reader) probeFlux(ctx context.Context) error {
+	return r.runFlux(ctx, `buckets() |> limit(n: 1) |> keep(columns: ["name"])`, func(*query.FluxRecord) {})
+}
+
+// languageMissing reports whether err says that the server does not
+// answer a query language at all (rather than failing this request):
+// no such endpoint (404, 405, 501), Flux switched off (InfluxDB 1.8
+// answers 403 "Flux query service disabled"), or a statement the server
+// does not know.
+func languageMissing(err error) bool {
+	var perr *PermanentError
+	if errors.As(err, &perr) {
+		switch perr.StatusCode {
+		case http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+			return true
+		}
+	}
+	var serr *StatementError
+	return errors.As(err, &serr)
 }
 
 // Ping checks that the server answers /ping.
@@ -87,19 +160,58 @@ func (r *Reader) Ping(ctx context.Context) error {
 var ErrBucketNotFound = errors.New("bucket not found")
 
 // CheckBucket returns nil when the configured bucket exists, and an error
-// wrapping ErrBucketNotFound when it does not. Call it at start: InfluxDB
-// 1.8 answers a write to a missing retention policy with 500, which Write
-// must treat as retryable (a missing database is a clean 404).
+// wrapping ErrBucketNotFound when it does not. Call it at start (Setup
+// does): InfluxDB 1.8 answers a write to a missing retention policy with
+// 500, which Write must treat as retryable (a missing database is a clean
+// 404).
+//
+// With InfluxQL it looks for the database and retention policy ("db/rp";
+// a bucket without "/rp" needs a default retention policy); with Flux for
+// the bucket by name.
 func (r *Reader) CheckBucket(ctx context.Context) error {
-	flux := `buckets() |> filter(fn: (r) => r.name == ` + fluxString(r.cfg.Bucket) + `) |> keep(columns: ["name"])`
+	lang, err := r.language(ctx)
+	if err != nil {
+		return fmt.Errorf("influx check bucket %q: %w", r.cfg.Bucket, err)
+	}
 	found := false
-	if err := r.run(ctx, flux, func(*query.FluxRecord) { found = true }); err != nil {
+	if lang == QueryFlux {
+		// 1.8 names its buckets "db/rp" only; a bucket "db" (the default
+		// retention policy) is there when any "db/..." is.
+		db, rp := splitBucket(r.cfg.Bucket)
+		flux := `buckets() |> keep(columns: ["name"])`
+		err = r.runFlux(ctx, flux, func(rec *query.FluxRecord) {
+			name, _ := rec.ValueByKey("name").(string)
+			found = found || name == r.cfg.Bucket || (rp == "" && strings.HasPrefix(name, db+"/"))
+		})
+	} else {
+		found, err = r.bucketInfluxQL(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("influx check bucket %q: %w", r.cfg.Bucket, err)
 	}
 	if !found {
 		return fmt.Errorf("influx check bucket %q: %w", r.cfg.Bucket, ErrBucketNotFound)
 	}
 	return nil
+}
+
+// bucketInfluxQL reports whether the database and retention policy of the
+// bucket exist.
+func (r *Reader) bucketInfluxQL(ctx context.Context) (bool, error) {
+	db, rp := splitBucket(r.cfg.Bucket)
+	rps, def, ok, err := r.retentionPolicies(ctx, db)
+	if err != nil || !ok {
+		return false, err
+	}
+	if rp == "" {
+		return def != "", nil
+	}
+	for _, p := range rps {
+		if p == rp {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Close releases the Reader's connections; it is safe to call more than once.
@@ -147,8 +259,8 @@ func (r *Reader) loadContribs(ctx context.Context, from, to time.Time, campaigns
 		out     []ContribPoint
 		corrupt CorruptPointError
 	)
-	err := r.run(ctx, contribsQuery(r.cfg.Bucket, from, to, campaigns), func(rec *query.FluxRecord) {
-		p, err := contribFromRecord(rec)
+	row := func(minute int64, vals map[string]any) {
+		p, err := contribFromValues(minute, vals)
 		if err != nil {
 			if corrupt.Skipped == 0 {
 				corrupt.First = err
@@ -159,7 +271,24 @@ func (r *Reader) loadContribs(ctx context.Context, from, to time.Time, campaigns
 		if keep == nil || keep(p.Series) {
 			out = append(out, p)
 		}
-	})
+	}
+	lang, err := r.language(ctx)
+	switch {
+	case err != nil:
+	case lang == QueryFlux:
+		err = r.runFlux(ctx, contribsQuery(r.cfg.Bucket, from, to, campaigns), func(rec *query.FluxRecord) {
+			vals := rec.Values()
+			vals[FieldContribs] = rec.Value()
+			row(rec.Time().Unix(), vals)
+		})
+	default:
+		db, rp := splitBucket(r.cfg.Bucket)
+		err = r.influxQL(ctx, http.MethodPost, contribsInfluxQL(from, to, campaigns), db, rp, contribsChunkRows,
+			func(_ *v1Series, t int64, vals map[string]any) error {
+				row(t, vals)
+				return nil
+			})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("influx load contributions [%s, %s): %w", fluxTime(from), fluxTime(to), err)
 	}
@@ -169,21 +298,21 @@ func (r *Reader) loadContribs(ctx context.Context, from, to time.Time, campaigns
 	return out, nil
 }
 
-// contribFromRecord decodes one "contribs" row and checks that the
+// contribFromValues decodes one "contribs" row (its minute, tags and the
+// contribs field, from either query language) and checks that the
 // contributions agree with the row's time and tags.
-func contribFromRecord(rec *query.FluxRecord) (ContribPoint, error) {
-	minute := rec.Time().Unix()
-	tags := seriesFromRecord(rec)
-	agent := valueFromTag(stringValue(rec, TagAgent))
+func contribFromValues(minute int64, vals map[string]any) (ContribPoint, error) {
+	tags := seriesFromValues(vals)
+	agent := valueFromTag(stringValue(vals, TagAgent))
 	where := fmt.Sprintf("tally_contrib %s minute %d agent %q", tags, minute, agent)
-	switch f := stringValue(rec, TagFormat); f {
+	switch f := stringValue(vals, TagFormat); f {
 	case "", "1", strconv.Itoa(ContribFormat):
 	default:
 		return ContribPoint{}, fmt.Errorf("%s: format %q; this node reads formats 1 to %d (written by a newer release?)", where, f, ContribFormat)
 	}
-	s, ok := rec.Value().(string)
+	s, ok := vals[FieldContribs].(string)
 	if !ok {
-		return ContribPoint{}, fmt.Errorf("%s: contribs is %T, not a string", where, rec.Value())
+		return ContribPoint{}, fmt.Errorf("%s: contribs is %T, not a string", where, vals[FieldContribs])
 	}
 	cs, err := decodeContribs(s)
 	if err != nil {
@@ -198,7 +327,7 @@ func contribFromRecord(rec *query.FluxRecord) (ContribPoint, error) {
 			return ContribPoint{}, fmt.Errorf("%s: contribution %d is for %s minute %d", where, i, cs[i].Series, cs[i].Minute)
 		}
 	}
-	node := stringValue(rec, TagNode)
+	node := stringValue(vals, TagNode)
 	return ContribPoint{Series: series, Minute: minute, Agent: agent, Node: node, Contribs: cs}, nil
 }
 
@@ -248,22 +377,32 @@ func (r *Reader) EachMinute(ctx context.Context, q MinuteQuery, fn func(sketch.M
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err := r.run(ctx, minutesQuery(r.cfg.Bucket, q), func(rec *query.FluxRecord) {
-		if fnErr != nil {
-			return
-		}
-		p, err := minuteFromRecord(rec)
+	row := func(minute int64, vals map[string]any) error {
+		p, err := minuteFromValues(minute, vals)
 		if err != nil {
 			if corrupt.Skipped == 0 {
 				corrupt.First = err
 			}
 			corrupt.Skipped++
-			return
+			return nil
 		}
-		if fnErr = fn(p); fnErr != nil {
-			cancel() // stop reading the answer
-		}
-	})
+		fnErr = fn(p)
+		return fnErr
+	}
+	lang, err := r.language(ctx)
+	switch {
+	case err != nil:
+	case lang == QueryFlux:
+		err = r.runFlux(ctx, minutesQuery(r.cfg.Bucket, q), func(rec *query.FluxRecord) {
+			if fnErr == nil && row(rec.Time().Unix(), rec.Values()) != nil {
+				cancel() // stop reading the answer
+			}
+		})
+	default:
+		db, rp := splitBucket(r.cfg.Bucket)
+		err = r.influxQL(ctx, http.MethodPost, minutesInfluxQL(q), db, rp, minutesChunkRows,
+			func(_ *v1Series, t int64, vals map[string]any) error { return row(t, vals) })
+	}
 	if fnErr != nil {
 		return fnErr
 	}
@@ -306,11 +445,13 @@ func (q MinuteQuery) campaignsString() string {
 	return fmt.Sprintf("campaign %q", q.Campaign)
 }
 
-// minuteFromRecord decodes one pivoted tally row.
-func minuteFromRecord(rec *query.FluxRecord) (sketch.Minute, error) {
-	p := sketch.Minute{Series: seriesFromRecord(rec), Minute: rec.Time().Unix()}
+// minuteFromValues decodes one tally row: a pivoted Flux record or an
+// InfluxQL row, both as the minute and the values by column (tags and
+// fields; other columns are ignored).
+func minuteFromValues(minute int64, vals map[string]any) (sketch.Minute, error) {
+	p := sketch.Minute{Series: seriesFromValues(vals), Minute: minute}
 	var enc sketch.Encoded
-	for k, v := range rec.Values() {
+	for k, v := range vals {
 		if v == nil {
 			continue // a field this row lacks (pivot fills the table's columns)
 		}
@@ -358,8 +499,8 @@ func minuteFromRecord(rec *query.FluxRecord) (sketch.Minute, error) {
 	return p, nil
 }
 
-// run executes a Flux query and hands every record to fn.
-func (r *Reader) run(ctx context.Context, flux string, fn func(*query.FluxRecord)) error {
+// runFlux executes a Flux query and hands every record to fn.
+func (r *Reader) runFlux(ctx context.Context, flux string, fn func(*query.FluxRecord)) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.QueryTimeout)
 	defer cancel()
 	res, err := r.query.Query(ctx, flux)
@@ -382,16 +523,16 @@ func (r *Reader) run(ctx context.Context, flux string, fn func(*query.FluxRecord
 	return nil
 }
 
-func seriesFromRecord(rec *query.FluxRecord) sketch.Series {
-	g := func(k string) string { return valueFromTag(stringValue(rec, k)) }
+func seriesFromValues(vals map[string]any) sketch.Series {
+	g := func(k string) string { return valueFromTag(stringValue(vals, k)) }
 	return sketch.Series{
 		Campaign: g(TagCampaign), Source: g(TagSource), Medium: g(TagMedium), Type: g(TagType),
 		Country: g(TagCountry), Device: g(TagDevice), Region: g(TagRegion),
 	}
 }
 
-func stringValue(rec *query.FluxRecord, k string) string {
-	s, _ := rec.ValueByKey(k).(string)
+func stringValue(vals map[string]any, k string) string {
+	s, _ := vals[k].(string)
 	return s
 }
 

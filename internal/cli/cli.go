@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -70,6 +71,7 @@ func Main[C any](name, defaultConfig string, args []string, load func(path strin
 	showVersion := fs.Bool("version", false, "print the version and build information and exit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -90,6 +92,20 @@ func Main[C any](name, defaultConfig string, args []string, load func(path strin
 	if *checkConfig {
 		fmt.Printf("%s: configuration is valid\n", *configPath)
 		return 0
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: -cpuprofile: %v\n", name, err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	ctx, stop := SignalContext(logger)
 	defer stop()

@@ -12,8 +12,9 @@
 // binary is missing; programs (the demo) call Launch.
 //
 // The server serves the v2 compatibility API: writes on /api/v2/write, Flux
-// on /api/v2/query, with token "user:password" (authentication is disabled,
-// so any token works), org "" and bucket "<database>/<retention policy>".
+// on /api/v2/query (unless Options.DisableFlux), with token "user:password"
+// (authentication is disabled, so any token works), org "" and bucket
+// "<database>/<retention policy>"; and the 1.x API: InfluxQL on /query.
 package influxtest
 
 import (
@@ -82,6 +83,16 @@ type Options struct {
 	// how writes fail at a limit set one.
 	MaxValuesPerTag      int
 	MaxSeriesPerDatabase int
+
+	// Stock-server knobs: the zero value is the test server described in
+	// configTemplate (Flux on, database created at launch).
+	//
+	// DisableFlux starts the server with Flux off, as InfluxDB 1.8 ships:
+	// /api/v2/query answers 403 and only InfluxQL reads work.
+	DisableFlux bool
+	// NoDatabase creates no database at launch: the server is as empty as
+	// a new installation, for tests of what creates it.
+	NoDatabase bool
 }
 
 // Server is a running (or stopped) influxd child process. Its ports and
@@ -101,6 +112,8 @@ type Server struct {
 	stopTO   time.Duration
 	client   *http.Client
 	limits   [2]int // max-series-per-database, max-values-per-tag
+	flux     bool
+	createDB bool
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -123,13 +136,15 @@ func Start(t testing.TB) *Server {
 	return StartWith(t, Options{})
 }
 
-// StartWith is Start with options (Dir is always a temporary directory of
-// the test).
+// StartWith is Start with options (Dir, when empty, is a directory of the
+// test's own).
 func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultStartTimeout+10*time.Second)
 	defer cancel()
-	opts.Dir = t.TempDir()
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
 	s, err := Launch(ctx, opts)
 	if err != nil {
 		t.Fatalf("influxtest: %v", err)
@@ -158,14 +173,16 @@ func Launch(ctx context.Context, opts Options) (*Server, error) {
 		}
 	}
 	s := &Server{
-		bin:     bin,
-		dir:     opts.Dir,
-		db:      orDefault(opts.Database, DefaultDatabase),
-		rp:      orDefault(opts.RetentionPolicy, DefaultRetentionPolicy),
-		startTO: opts.StartTimeout,
-		stopTO:  opts.StopTimeout,
-		client:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-		limits:  [2]int{opts.MaxSeriesPerDatabase, opts.MaxValuesPerTag},
+		bin:      bin,
+		dir:      opts.Dir,
+		db:       orDefault(opts.Database, DefaultDatabase),
+		rp:       orDefault(opts.RetentionPolicy, DefaultRetentionPolicy),
+		startTO:  opts.StartTimeout,
+		stopTO:   opts.StopTimeout,
+		client:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		flux:     !opts.DisableFlux,
+		createDB: !opts.NoDatabase,
+		limits:   [2]int{opts.MaxSeriesPerDatabase, opts.MaxValuesPerTag},
 	}
 	if s.startTO <= 0 {
 		s.startTO = DefaultStartTimeout
@@ -196,7 +213,7 @@ func Launch(ctx context.Context, opts Options) (*Server, error) {
 			break
 		}
 	}
-	if err == nil {
+	if err == nil && s.createDB {
 		err = s.CreateDatabase(ctx, s.db, s.rp)
 	}
 	if err != nil {
@@ -246,6 +263,9 @@ func (s *Server) Token() string { return Token }
 
 // Org returns the organisation to use: InfluxDB 1.8 ignores it, so "".
 func (s *Server) Org() string { return "" }
+
+// Flux reports whether the server answers Flux (Options.DisableFlux unset).
+func (s *Server) Flux() bool { return s.flux }
 
 // Bucket returns the bucket of the launch database, "<database>/<rp>".
 func (s *Server) Bucket() string { return s.db + "/" + s.rp }
@@ -377,6 +397,34 @@ func (s *Server) CreateRetentionPolicy(ctx context.Context, db, rp string, durat
 // and returns the server's error, if any.
 func (s *Server) Exec(ctx context.Context, statement string) error { return s.exec(ctx, statement) }
 
+// Query runs one InfluxQL statement through POST /query on database db
+// ("" for none) and returns the JSON answer (timestamps in unix seconds).
+// Statement errors come back inside the answer, as InfluxDB sends them.
+func (s *Server) Query(ctx context.Context, db, q string) ([]byte, error) {
+	form := url.Values{"q": {q}, "epoch": {"s"}}
+	if db != "" {
+		form.Set("db", db)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL()+"/query", strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("build query %q: %w", q, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("query %q: %w", q, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("query %q: read answer: %w", q, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("query %q: HTTP %d: %s", q, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return body, nil
+}
+
 // exec runs one InfluxQL statement through POST /query.
 func (s *Server) exec(ctx context.Context, q string) error {
 	form := url.Values{"q": {q}}
@@ -413,6 +461,7 @@ func (s *Server) configure() error {
 		tomlString(filepath.Join(s.dir, "wal")),
 		s.limits[0], s.limits[1],
 		tomlString(s.httpAddr),
+		s.flux,
 	)
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("write config: %w", err)
@@ -420,10 +469,10 @@ func (s *Server) configure() error {
 	return nil
 }
 
-// configTemplate is the influxd 1.8 config: loopback only, Flux on, no
-// phoning home, no _internal monitoring writes, no per-request logs, and no
-// cardinality limits unless Options set them (load tests create many
-// series). Everything else is
+// configTemplate is the influxd 1.8 config: loopback only, Flux on
+// (unless Options.DisableFlux), no phoning home, no _internal monitoring
+// writes, no per-request logs, and no cardinality limits unless Options
+// set them (load tests create many series). Everything else is
 // the 1.8 default, including http max-body-size (25 MB), so request-size
 // behaviour matches a stock server.
 const configTemplate = `reporting-disabled = true
@@ -457,7 +506,7 @@ bind-address = %s
   auth-enabled = false
   log-enabled = false
   suppress-write-log = true
-  flux-enabled = true
+  flux-enabled = %t
   flux-log-enabled = false
   pprof-enabled = false
 

@@ -109,3 +109,26 @@ func flux(t *testing.T, ctx context.Context, s *Server, q string) string {
 	t.Helper()
 	return post(t, ctx, s, "/api/v2/query", "application/vnd.flux", q, http.StatusOK)
 }
+
+// TestStockKnobs starts a server as InfluxDB 1.8 ships (Flux off) with no
+// database: Flux answers 403, InfluxQL answers, and there is no database
+// until one is created.
+func TestStockKnobs(t *testing.T) {
+	s := StartWith(t, Options{DisableFlux: true, NoDatabase: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if s.Flux() {
+		t.Fatalf("Flux() = true with DisableFlux")
+	}
+	post(t, ctx, s, "/api/v2/query", "application/vnd.flux", `buckets()`, http.StatusForbidden)
+	body, err := s.Query(ctx, "", "SHOW DATABASES")
+	if err != nil || strings.Contains(string(body), `"db"`) {
+		t.Fatalf("SHOW DATABASES on a server without a database = %s, %v", body, err)
+	}
+	if err := s.CreateDatabase(ctx, s.Database(), s.RetentionPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := s.Query(ctx, "", "SHOW DATABASES"); err != nil || !strings.Contains(string(body), `["db"]`) {
+		t.Fatalf("SHOW DATABASES after CreateDatabase = %s, %v", body, err)
+	}
+}

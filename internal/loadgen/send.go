@@ -27,6 +27,11 @@ type Client struct {
 	// URL is the agent's events endpoint, e.g. http://127.0.0.1:8081/v1/events.
 	URL  string
 	HTTP *http.Client
+	// Token, when set, is sent as "Authorization: Bearer TOKEN": the
+	// client is a server sender (a backend), whose events' ip and ua the
+	// agent believes. Without it the agent takes the client for a
+	// browser and ignores them.
+	Token string
 	// Busy counts 503 answers the client waited out.
 	Busy int
 }
@@ -60,6 +65,9 @@ func (c *Client) Post(ctx context.Context, events []Event) error {
 			return err
 		}
 		req.Header.Set("Content-Type", "application/x-ndjson")
+		if c.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.Token)
+		}
 		resp, err := hc.Do(req)
 		if err != nil {
 			return err

@@ -9,6 +9,7 @@
 // A log is a directory of segment files plus a lock file:
 //
 //	<dir>/seglog.lock                 flock(2)ed while a Log has the directory open
+//	<dir>/seglog.format               "seglog 1": the format version (FormatVersion)
 //	<dir>/00000000000000000000.seg    records at positions [0, 67108871)
 //	<dir>/00000000000067108871.seg    records from 67108871 on (the active segment)
 //

@@ -26,6 +26,10 @@ var (
 	// way that leaves the on-disk state unknown. Close and reopen the Log.
 	ErrBroken = errors.New("seglog: log broken by an earlier I/O error")
 
+	// ErrFormat is returned by Open for a directory written by a format
+	// version this build does not read (see FormatVersion).
+	ErrFormat = errors.New("seglog: unknown log format version")
+
 	// ErrLocked is returned by Open when another Log (in this process or
 	// another) has the directory open.
 	ErrLocked = errors.New("seglog: directory locked by another log")

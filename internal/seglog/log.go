@@ -129,6 +129,10 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("open log %q: %w", dir, err)
 	}
 	l := &Log{dir: dir, opts: opts, lockFile: lf}
+	if err := checkFormat(dir); err != nil {
+		_ = lf.Close()
+		return nil, fmt.Errorf("open log %q: %w", dir, err)
+	}
 	if err := l.load(); err != nil {
 		for _, s := range l.segs {
 			s.unref()

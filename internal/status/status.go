@@ -355,6 +355,13 @@ func Aggregator(s Snapshot) Report {
 	if owners := s.By("tally_aggregator_campaign_owner", "member"); len(owners) > 0 {
 		r.add("active campaigns by owner", "%s", joinCounts(owners))
 	}
+	if mf := s.Metrics["tally_aggregator_storage_info"]; mf != nil && len(mf.GetMetric()) > 0 {
+		l := map[string]string{}
+		for _, p := range mf.GetMetric()[0].GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		r.add("storage", "InfluxDB %s, reading with %s, bucket %s", l["version"], l["query_language"], l["bucket"])
+	}
 	wal, _ := s.Sum("tally_aggregator_wal_bytes", nil)
 	dirty, _ := s.Sum("tally_aggregator_dirty_minutes", nil)
 	open, _ := s.Sum("tally_aggregator_open_minutes", nil)

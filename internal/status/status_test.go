@@ -22,6 +22,8 @@ tally_aggregator_campaign_owner{campaign="b",member="agg-1"} 1
 tally_aggregator_campaign_owner{campaign="c",member="agg-2"} 1
 # TYPE tally_aggregator_wal_bytes gauge
 tally_aggregator_wal_bytes 2097152
+# TYPE tally_aggregator_storage_info gauge
+tally_aggregator_storage_info{bucket="db/rp",query_language="influxql",version="1.8.10"} 1
 # TYPE tally_aggregator_influx_writes_total counter
 tally_aggregator_influx_writes_total{result="ok"} 10
 tally_aggregator_influx_writes_total{result="error"} 2
@@ -69,6 +71,7 @@ func TestAggregatorReport(t *testing.T) {
 		"2 alive (agg-1, agg-2); 1 suspect (agg-3)",
 		"agg-1 2, agg-2 1",
 		"2.0 MiB",
+		"InfluxDB 1.8.10, reading with influxql, bucket db/rp",
 		"error 2, ok 10; mean round 50ms",
 		"members suspect: agg-3",
 	} {

@@ -19,6 +19,9 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
+// benchServerToken authenticates the benchmarks' server senders.
+const benchServerToken = "bench-server-token-0123456789"
+
 // BenchmarkAgentEndToEnd drives one real agent (in this process) over
 // loopback HTTP with NDJSON bodies of 500 events from two clients, and lets
 // it ship over QUIC with mutual TLS to a wire server that acknowledges
@@ -58,6 +61,7 @@ func BenchmarkAgentEndToEnd(b *testing.B) {
 	files := pki.DevFiles(certs, "agent-bench")
 	cfg.Aggregator.CA, cfg.Aggregator.Cert, cfg.Aggregator.Key = files.CA, files.Cert, files.Key
 	cfg.Privacy.Secret = "bench-secret-0123456789"
+	cfg.HTTP.ServerTokens = []string{benchServerToken}
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
 	}
@@ -65,7 +69,7 @@ func BenchmarkAgentEndToEnd(b *testing.B) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addr <- a })
+		done <- agent.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(l agent.Listeners) { addr <- l.HTTP })
 	}()
 	url := "http://" + <-addr + "/v1/events"
 
@@ -92,7 +96,15 @@ func BenchmarkAgentEndToEnd(b *testing.B) {
 				if i >= int64(b.N) {
 					return
 				}
-				resp, err := client.Post(url, "application/x-ndjson", bytes.NewReader(bodies[i%int64(len(bodies))]))
+				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(bodies[i%int64(len(bodies))]))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				req.Header.Set("Content-Type", "application/x-ndjson")
+				// A backend posting its visitors' events: a server sender.
+				req.Header.Set("Authorization", "Bearer "+benchServerToken)
+				resp, err := client.Do(req)
 				if err != nil {
 					b.Error(err)
 					return

@@ -71,12 +71,12 @@ func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compre
 	rcfg := rollup.DefaultConfig()
 	rcfg.CampaignUniques = campaignUniques
 	r := rollup.New(1, rcfg)
-	ctx := &event.Context{Now: time.UnixMilli(evs[len(evs)-1].TS), Region: "eu"}
+	ctx := &event.Context{Now: time.UnixMilli(evs[len(evs)-1].TS), Region: "eu", Hasher: hasher, Bots: bots, TrustBody: true}
 	var batch []event.Event
 	nextFlush := time.UnixMilli(evs[0].TS).Truncate(interval).Add(interval).UnixMilli()
 	flush := func() {
 		if len(batch) > 0 {
-			if err := r.Add(batch, nil); err != nil {
+			if err := r.Add(batch, &pending); err != nil {
 				tb.Fatal(err)
 			}
 			batch = batch[:0]
@@ -107,7 +107,7 @@ func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compre
 			Country: evs[i].Country, Visitor: evs[i].Visitor, IP: evs[i].IP, UA: evs[i].UA, URL: evs[i].URL, Value: evs[i].Value}
 		raw.TS = event.Time{UnixMillis: evs[i].TS, Set: true}
 		var e event.Event
-		if err := event.Normalize(&raw, ctx, hasher, bots, &e); err != nil {
+		if err := event.Normalize(&raw, ctx, &e); err != nil {
 			tb.Fatal(err)
 		}
 		batch = append(batch, e)
@@ -168,19 +168,19 @@ func TestCampaignUniquesWithinSketchError(t *testing.T) {
 	cfg := rollup.DefaultConfig()
 	cfg.CampaignUniques = true
 	r := rollup.New(1, cfg)
-	ctx := &event.Context{Now: time.UnixMilli(evs[len(evs)-1].TS), Region: "eu"}
+	ctx := &event.Context{Now: time.UnixMilli(evs[len(evs)-1].TS), Region: "eu", Hasher: hasher, TrustBody: true}
 	var batch []event.Event
 	for i := range evs {
 		raw := event.Raw{Type: evs[i].Type, Campaign: evs[i].Campaign, Source: evs[i].Source, Medium: evs[i].Medium,
 			Country: evs[i].Country, Visitor: evs[i].Visitor, UA: evs[i].UA, URL: evs[i].URL, Value: evs[i].Value}
 		raw.TS = event.Time{UnixMillis: evs[i].TS, Set: true}
 		var e event.Event
-		if err := event.Normalize(&raw, ctx, hasher, nil, &e); err != nil {
+		if err := event.Normalize(&raw, ctx, &e); err != nil {
 			t.Fatal(err)
 		}
 		batch = append(batch, e)
 	}
-	if err := r.Add(batch, nil); err != nil {
+	if err := r.Add(batch, &pending); err != nil {
 		t.Fatal(err)
 	}
 	cs := flushContributions(t, r)
@@ -212,20 +212,17 @@ func TestCampaignUniquesWithinSketchError(t *testing.T) {
 	}
 }
 
-// flushContributions flushes r and decodes the payloads it cut.
+// pending holds what the rollups cut between flushes (with wall-clock
+// lateness, nothing: Add cuts only by event time).
+var pending rollup.Slice
+
+// flushContributions cuts r and returns what it cut.
 func flushContributions(tb testing.TB, r *rollup.Rollup) []wire.Contribution {
 	tb.Helper()
-	batches, _, _, err := r.Flush(nil)
-	if err != nil {
+	if err := r.Cut(&pending); err != nil {
 		tb.Fatal(err)
 	}
-	var all []wire.Contribution
-	for _, b := range batches {
-		cs, err := rollup.DecodeBatch(b)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		all = append(all, cs...)
-	}
+	all := pending
+	pending = nil
 	return all
 }

@@ -6,10 +6,15 @@ package bench
 //
 //	go test -run='^$' -bench=BenchmarkImportLog -benchtime=1x ./tests/bench/
 //
+// With TALLY_BENCH_BASELINE=<git revision> it also builds that revision's
+// tally-agent and runs it on the same file, alternately with this tree's,
+// and reports baseline_cpu_lines/s and tree_vs_baseline_per_cpu;
+// TALLY_BENCH_GOACCESS=off then skips GoAccess, the slowest part.
+//
 // and profile the same work in-process on one core with
 //
 //	go test -run='^$' -bench=BenchmarkImportInProcess -benchtime=1x -cpu=1 -cpuprofile=/tmp/import.cpu ./tests/bench/
-//	go tool pprof -top -focus='agent\.Import' /tmp/import.cpu
+//	go tool pprof -top -focus='backfill\.Import' /tmp/import.cpu
 
 import (
 	"bytes"
@@ -28,7 +33,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tally-edge/tally/agent"
+	"github.com/tally-edge/tally/agent/backfill"
 	"github.com/tally-edge/tally/agent/config"
 	"github.com/tally-edge/tally/agent/logparse"
 	"github.com/tally-edge/tally/internal/pki"
@@ -71,10 +76,10 @@ func BenchmarkImportLog(b *testing.B) {
 		b.Skip("builds tally-agent and writes 500 MB of logs")
 	}
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "tally-agent")
-	build := exec.Command("go", "build", "-o", bin, "github.com/tally-edge/tally/agent/cmd/tally-agent")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build tally-agent: %v\n%s", err, out)
+	bin := agentBinary(b, filepath.Join(dir, "tree"), "")
+	baseline := ""
+	if rev := os.Getenv("TALLY_BENCH_BASELINE"); rev != "" {
+		baseline = agentBinary(b, filepath.Join(dir, "baseline"), rev)
 	}
 	srv := startAckServer(b, dir)
 	pin := oneCore()
@@ -86,7 +91,7 @@ func BenchmarkImportLog(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		benchImportLog(b, bin, srv, pin, path, tr, false)
+		benchImportLog(b, bin, baseline, srv, pin, path, tr, false)
 	})
 	b.Run("100k_series", func(b *testing.B) {
 		path := filepath.Join(b.TempDir(), "wide.log")
@@ -94,36 +99,41 @@ func BenchmarkImportLog(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		benchImportLog(b, bin, srv, pin, path, tr, true)
+		benchImportLog(b, bin, baseline, srv, pin, path, tr, true)
 	})
 }
 
-func benchImportLog(b *testing.B, bin string, srv *ackServer, pin pinning, path string, tr logTruth, unlimited bool) {
+func benchImportLog(b *testing.B, bin, baselineBin string, srv *ackServer, pin pinning, path string, tr logTruth, unlimited bool) {
 	dir := b.TempDir()
 	b.SetBytes(tr.Bytes)
-	var run importRun
-	b.ResetTimer()
-	for i := range b.N {
-		b.StopTimer()
-		cfg := filepath.Join(dir, fmt.Sprintf("agent-%d.yaml", i))
-		if err := srv.writeAgentConfig(cfg, filepath.Join(dir, fmt.Sprintf("state-%d", i)), unlimited); err != nil {
+	var run, base importRun
+	one := func(bin, name string, i int) importRun {
+		cfg := filepath.Join(dir, fmt.Sprintf("%s-%d.yaml", name, i))
+		if err := srv.writeAgentConfig(cfg, filepath.Join(dir, fmt.Sprintf("state-%s-%d", name, i)), unlimited); err != nil {
 			b.Fatal(err)
 		}
 		srv.reset() // a fresh state dir reuses contribution ids
-		b.StartTimer()
 		r, err := runImportLog(bin, pin, cfg, path)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.StopTimer()
 		if r.lines != tr.Lines || r.events != tr.Events || r.bots != tr.Bots {
-			b.Fatalf("import-log counted %d lines, %d events, %d bots; the log has %d, %d, %d\n%s", r.lines, r.events, r.bots,
+			b.Fatalf("%s import-log counted %d lines, %d events, %d bots; the log has %d, %d, %d\n%s", name, r.lines, r.events, r.bots,
 				tr.Lines, tr.Events, tr.Bots, r.stdout)
 		}
 		if events, bots, cids := srv.totals(); events != uint64(tr.Events) || bots != uint64(tr.Bots) {
-			b.Fatalf("the server got %d events and %d bots in %d contributions, want %d and %d", events, bots, cids, tr.Events, tr.Bots)
+			b.Fatalf("%s: the server got %d events and %d bots in %d contributions, want %d and %d", name, events, bots, cids, tr.Events, tr.Bots)
 		}
-		run.add(r)
+		return r
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		b.StartTimer()
+		run.add(one(bin, "tree", i))
+		b.StopTimer()
+		if baselineBin != "" {
+			base.add(one(baselineBin, "baseline", i))
+		}
 	}
 	n := float64(b.N)
 	_, _, cids := srv.totals()
@@ -133,9 +143,16 @@ func benchImportLog(b *testing.B, bin string, srv *ackServer, pin pinning, path 
 	b.ReportMetric(run.cpu.Seconds()/n, "cpu_s")
 	b.ReportMetric(float64(tr.Lines)*n/run.cpu.Seconds(), "cpu_lines/s")
 	b.ReportMetric(float64(run.maxRSS)/1024, "peak_rss_MiB")
+	if baselineBin != "" {
+		b.ReportMetric(float64(tr.Lines)*n/base.cpu.Seconds(), "baseline_cpu_lines/s")
+		b.ReportMetric(base.cpu.Seconds()/run.cpu.Seconds(), "tree_vs_baseline_per_cpu")
+	}
 	b.Logf("import-log pinned with %s: %d lines (%.0f MB): %d events, %d bots, %d skipped, %d rejected; %d contributions shipped",
 		pin, tr.Lines, float64(tr.Bytes)/1e6, tr.Events, tr.Bots, tr.Skipped, tr.Rejected, cids)
 
+	if os.Getenv("TALLY_BENCH_GOACCESS") == "off" {
+		return // comparing revisions only
+	}
 	ga, err := exec.LookPath("goaccess")
 	if err != nil {
 		b.Logf("goaccess not found: no comparison (apt-get install goaccess)")
@@ -150,6 +167,14 @@ func benchImportLog(b *testing.B, bin string, srv *ackServer, pin pinning, path 
 	}
 	gaRate := float64(tr.Lines) / g.wall.Seconds()
 	b.ReportMetric(gaRate, "goaccess_lines/s")
+	// Per CPU-second, the figure other work on a shared machine does not
+	// move: both pinned to one core, both measured by getrusage.
+	gaCPU := float64(tr.Lines) / g.cpu.Seconds()
+	b.ReportMetric(gaCPU, "goaccess_cpu_lines/s")
+	b.ReportMetric(float64(tr.Lines)*n/run.cpu.Seconds()/gaCPU, "tally_vs_goaccess_per_cpu")
+	if baselineBin != "" {
+		b.ReportMetric(float64(tr.Lines)*n/base.cpu.Seconds()/gaCPU, "baseline_vs_goaccess_per_cpu")
+	}
 	b.ReportMetric(g.wall.Seconds(), "goaccess_wall_s")
 	b.ReportMetric(float64(g.maxRSS)/1024, "goaccess_peak_rss_MiB")
 	b.ReportMetric(float64(tr.Lines)*n/run.wall.Seconds()/gaRate, "tally_vs_goaccess_speed")
@@ -237,9 +262,9 @@ func runImportLog(bin string, pin pinning, cfg, path string) (importRun, error) 
 
 // goAccessRun is one GoAccess run.
 type goAccessRun struct {
-	total  int
-	wall   time.Duration
-	maxRSS int64 // KiB
+	total     int
+	wall, cpu time.Duration
+	maxRSS    int64 // KiB
 }
 
 // runGoAccess parses path into a JSON report: with -o GoAccess runs
@@ -257,6 +282,7 @@ func runGoAccess(bin string, pin pinning, path, report string) (goAccessRun, err
 		return g, fmt.Errorf("goaccess: %w\n%s", err, out.Bytes())
 	}
 	g.maxRSS = cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	g.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	raw, err := os.ReadFile(report)
 	if err != nil {
 		return g, err
@@ -380,9 +406,9 @@ privacy:
 }
 
 // BenchmarkImportInProcess is BenchmarkImportLog's "day" import through
-// agent.Import in this process, for CPU profiles (-cpuprofile; the log is
+// backfill.Import in this process, for CPU profiles (-cpuprofile; the log is
 // written before the timer starts but inside the profile, so focus the
-// profile on agent.Import). Run it with -cpu=1 for the one-core figure.
+// profile on backfill.Import). Run it with -cpu=1 for the one-core figure.
 func BenchmarkImportInProcess(b *testing.B) {
 	if testing.Short() {
 		b.Skip("writes 250 MB of logs")
@@ -406,7 +432,7 @@ func BenchmarkImportInProcess(b *testing.B) {
 		if err := cfg.Validate(); err != nil {
 			b.Fatal(err)
 		}
-		sum, err := agent.Import(context.Background(), cfg, agent.ImportOptions{Files: []string{path}, Parse: spec}, logger)
+		sum, err := backfill.Import(context.Background(), cfg, backfill.ImportOptions{Files: []string{path}, Parse: spec}, logger)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -184,7 +184,7 @@ func startRealBackend(t testing.TB) *realBackend {
 	for i := range 4000 {
 		events = append(events, gen.Event(now.Add(-20*time.Minute+time.Duration(i)*300*time.Millisecond)))
 	}
-	client := &loadgen.Client{URL: b.agentURL}
+	client := &loadgen.Client{URL: b.agentURL, Token: harness.DefaultServerToken}
 	if err := client.Post(ctx, events); err != nil {
 		t.Fatalf("seed traffic: %v", err)
 	}
@@ -234,7 +234,7 @@ func (b *realBackend) SendClicks(ctx context.Context, campaign string, n int) er
 		events = append(events, loadgen.Event{Type: typ, TS: now, Campaign: campaign, Source: "google", Medium: "cpc", Country: "DE",
 			Visitor: v, IP: fmt.Sprintf("198.51.100.%d", i%250+1), UA: loadgen.BrowserUAs[0]})
 	}
-	return (&loadgen.Client{URL: b.agentURL}).Post(ctx, events)
+	return (&loadgen.Client{URL: b.agentURL, Token: harness.DefaultServerToken}).Post(ctx, events)
 }
 
 // SetNodeDown stops the aggregator (gracefully) or starts it again on the

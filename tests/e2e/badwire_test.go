@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tally-edge/tally/internal/harness"
 	"github.com/tally-edge/tally/internal/loadgen"
 	"github.com/tally-edge/tally/internal/pki"
 	"github.com/tally-edge/tally/sketch"
@@ -142,7 +143,7 @@ func TestHostileWireInput(t *testing.T) {
 		evs = append(evs, gen.Event(now.Add(time.Duration(i)*time.Millisecond*30)))
 	}
 	truth := loadgen.NewTruth()
-	lc := &loadgen.Client{URL: c.agents[0].eventsURL(), HTTP: &http.Client{Timeout: 30 * time.Second}}
+	lc := &loadgen.Client{URL: c.agents[0].eventsURL(), HTTP: &http.Client{Timeout: 30 * time.Second}, Token: harness.DefaultServerToken}
 	if err := lc.Post(ctx, evs); err != nil {
 		t.Fatal(err)
 	}

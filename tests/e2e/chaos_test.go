@@ -287,7 +287,7 @@ func TestClusterChaos(t *testing.T) {
 	var traffic sync.WaitGroup
 	for ai, a := range c.agents {
 		traffic.Go(func() {
-			client := &loadgen.Client{URL: a.eventsURL(), HTTP: agentClient(a)}
+			client := &loadgen.Client{URL: a.eventsURL(), HTTP: agentClient(a), Token: harness.DefaultServerToken}
 			for i := 0; ; i++ {
 				select {
 				case <-stopTraffic:

@@ -39,13 +39,29 @@ func (a *agentProc) eventsURL() string { return "http://" + a.http + "/v1/events
 
 const testSecret = "e2e-deployment-secret-0123456789"
 
+// startCluster starts InfluxDB as it ships (Flux off: nothing here reads
+// Flux, and an influxd with Flux on takes 5-20 s longer to start), one
+// aggregator and the agents.
 func startCluster(t *testing.T, agentNames ...string) *cluster {
+	t.Helper()
+	return startClusterWith(t, clusterOptions{influx: influxtest.Options{DisableFlux: true}}, agentNames...)
+}
+
+// clusterOptions vary the storage of a cluster.
+type clusterOptions struct {
+	// influx configures the InfluxDB server (Flux off, no database ...).
+	influx influxtest.Options
+	// influxExtra is YAML for the aggregator's influx: section.
+	influxExtra string
+}
+
+func startClusterWith(t *testing.T, o clusterOptions, agentNames ...string) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e: needs built binaries and InfluxDB")
 	}
 	c := &cluster{t: t, dir: t.TempDir()}
-	c.influx = influxtest.Start(t)
+	c.influx = influxtest.StartWith(t, o.influx)
 	c.certs = filepath.Join(c.dir, "certs")
 	if _, err := pki.GenerateDev(c.certs, pki.DevOptions{Agents: agentNames, Aggregators: []string{"agg-1"}}); err != nil {
 		t.Fatal(err)
@@ -63,7 +79,7 @@ func startCluster(t *testing.T, agentNames ...string) *cluster {
 	aggCfg := filepath.Join(c.dir, "agg-1.yaml")
 	if err := harness.WriteAggregatorConfig(aggCfg, harness.AggregatorOptions{Name: "agg-1", DataDir: filepath.Join(c.dir, "agg-1"),
 		QUICAddr: c.aggQUIC, HTTPAddr: c.aggHTTP, CertsDir: c.certs, InfluxURL: c.influx.URL(), InfluxBucket: c.influx.Bucket(),
-		WriteInterval: 300 * time.Millisecond}); err != nil {
+		WriteInterval: 300 * time.Millisecond, InfluxExtra: o.influxExtra}); err != nil {
 		t.Fatal(err)
 	}
 	c.agg = &harness.Proc{Name: "agg-1", Bin: filepath.Join(binDir, "tally-aggregator"), Args: []string{"-config", aggCfg, "-log-level", "debug"},

@@ -7,9 +7,11 @@
 //	tally-agent [flags]                     run (default; -version prints the build)
 //	tally-agent status [-url URL]           summarise the health of a running agent
 //	tally-agent import-log [flags] FILE...  backfill historical access logs
-//	tally-agent import-cost [-agent URL] FILE...   post spend reports to a running agent
-//	tally-agent import-email [-agent URL] FILE...  post email event files to a running agent
-//	tally-agent import-polls [-agent URL] FILE...  post poll results to a running agent
+//	tally-agent import-cost [-agent URL] [-token T] FILE...   post spend reports to a running agent
+//	tally-agent import-email [-agent URL] [-token T] FILE...  post email event files to a running agent
+//	tally-agent import-polls [-agent URL] [-token T] FILE...  post poll results to a running agent
+//	tally-agent dead-letters list|replay [flags]   inspect or re-send batches aggregators refused
+//	tally-agent datacenter-refresh -out FILE       write the bot filter's datacenter list
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 	"time"
 
 	"github.com/tally-edge/tally/agent"
+	"github.com/tally-edge/tally/agent/backfill"
 	"github.com/tally-edge/tally/agent/config"
 	"github.com/tally-edge/tally/agent/imports"
 	"github.com/tally-edge/tally/agent/logparse"
@@ -39,13 +42,23 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "import-log" {
 		return importLog(args[1:])
 	}
+	if len(args) > 0 && args[0] == "datacenter-refresh" {
+		return datacenterRefresh(args[1:])
+	}
 	if len(args) > 0 && (args[0] == "import-cost" || args[0] == "import-email" || args[0] == "import-polls") {
 		return importFiles(args[0], args[1:])
 	}
+	if len(args) > 0 && args[0] == "dead-letters" {
+		return deadLetters(args[1:])
+	}
 	return cli.Main("tally-agent", "tally-agent.yaml", args, config.Load,
 		func(ctx context.Context, cfg config.Config, logger *slog.Logger, svc *cli.Service) error {
-			return agent.Run(ctx, cfg, logger, func(httpAddr string) {
-				svc.Ready(ctx, "serving on "+httpAddr, cli.HealthzCheck(httpAddr, false))
+			return agent.Run(ctx, cfg, logger, func(l agent.Listeners) {
+				what := "serving on " + l.HTTP
+				if l.Server != "" {
+					what += ", server senders on " + l.Server
+				}
+				svc.Ready(ctx, what, cli.HealthzCheck(l.HTTP, false))
 			})
 		})
 }
@@ -98,7 +111,7 @@ func importLog(args []string) int {
 		fmt.Fprintln(os.Stderr, "tally-agent import-log:", err)
 		return 2
 	}
-	opts := agent.ImportOptions{Files: fs.Args(), Parse: spec, MaxAge: *maxAge}
+	opts := backfill.ImportOptions{Files: fs.Args(), Parse: spec, MaxAge: *maxAge}
 	terminal := isTerminal(os.Stderr)
 	switch *progress {
 	case "always":
@@ -122,8 +135,8 @@ func importLog(args []string) int {
 	}
 	ctx, stop := cli.SignalContext(logger)
 	defer stop()
-	sum, err := agent.Import(ctx, cfg, opts, logger)
-	fmt.Print(agent.FormatSummary(&sum))
+	sum, err := backfill.Import(ctx, cfg, opts, logger)
+	fmt.Print(backfill.FormatSummary(&sum))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tally-agent import-log:", err)
 		return 1
@@ -137,10 +150,11 @@ func importLog(args []string) int {
 func importFiles(cmd string, args []string) int {
 	fs := flag.NewFlagSet("tally-agent "+cmd, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: tally-agent %s [-agent URL] FILE... (CSV, JSON or NDJSON)\n", cmd)
+		fmt.Fprintf(fs.Output(), "usage: tally-agent %s [-agent URL] [-token TOKEN] FILE... (CSV, JSON or NDJSON)\n", cmd)
 		fs.PrintDefaults()
 	}
-	agentURL := fs.String("agent", "http://127.0.0.1:8081", "the running agent's HTTP address (append ?token=... for imports.webhook_token)")
+	agentURL := fs.String("agent", "http://127.0.0.1:8081", "the running agent's HTTP address (its http.server_listen when it has one)")
+	token := fs.String("token", os.Getenv("TALLY_SERVER_TOKEN"), "a server sender's token (http.server_tokens); default $TALLY_SERVER_TOKEN")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -153,7 +167,7 @@ func importFiles(cmd string, args []string) int {
 	defer stop()
 	code := 0
 	for _, path := range fs.Args() {
-		res, err := imports.PostFile(ctx, *agentURL, path, strings.TrimPrefix(cmd, "import-"))
+		res, err := imports.PostFile(ctx, *agentURL, *token, path, strings.TrimPrefix(cmd, "import-"))
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "tally-agent %s: %s: %v\n", cmd, path, err)
 			code = 1

@@ -113,6 +113,10 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 	if err != nil {
 		return err
 	}
+	// The agents' server senders' token, for the README's curl examples.
+	if err := os.WriteFile(filepath.Join(dir, "server-token"), []byte(harness.DefaultServerToken+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write server token: %w", err)
+	}
 	type node struct {
 		name, quic, http, gossip string
 		proc                     *harness.Proc
@@ -168,7 +172,7 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		if err := harness.WaitHTTP(wctx, "http://"+addr+"/healthz", p); err != nil {
 			return err
 		}
-		clients = append(clients, &loadgen.Client{URL: "http://" + addr + "/v1/events", HTTP: &http.Client{Timeout: 30 * time.Second}})
+		clients = append(clients, &loadgen.Client{URL: "http://" + addr + "/v1/events", HTTP: &http.Client{Timeout: 30 * time.Second}, Token: harness.DefaultServerToken})
 	}
 
 	// The dashboard link carries a short-lived, single-use link token,
@@ -183,7 +187,7 @@ func demo(ctx context.Context, bin, influxd, dir string, logger *slog.Logger) er
 		return fmt.Errorf("mint the dashboard link: %w", err)
 	}
 	printBanner(os.Stdout, banner{HTTP: httpAddr, Link: strings.TrimSpace(string(out)), LinkCommand: strings.Join(linkCmd, " "),
-		NodeURLs: nodeURLs, TokenPath: filepath.Join(dirArg, "token"), EU: euPort, US: usPort, QUIC: quics, Certs: certs,
+		NodeURLs: nodeURLs, TokenPath: filepath.Join(dirArg, "token"), ServerTokenPath: filepath.Join(dirArg, "server-token"), EU: euPort, US: usPort, QUIC: quics, Certs: certs,
 		Influx: db.URL(), Bucket: db.Bucket(), Logs: logs, Rate: rate})
 
 	return generate(ctx, clients, rate, logger)
@@ -232,6 +236,7 @@ type banner struct {
 	HTTP, Link, LinkCommand string
 	NodeURLs                []string
 	TokenPath               string
+	ServerTokenPath         string
 	EU, US                  int
 	QUIC                    []string
 	Certs, Influx, Bucket   string
@@ -256,6 +261,7 @@ Tally demo is running.
   Metrics     http://%[5]s/metrics  (a node; campaign series need the admin token)   http://127.0.0.1:%[6]d/metrics  http://127.0.0.1:%[7]d/metrics  (agents)
   Agents      agent-eu (eu-west) POST http://127.0.0.1:%[6]d/v1/events
               agent-us (us-east) POST http://127.0.0.1:%[7]d/v1/events
+              (server senders: -H "Authorization: Bearer $(cat %[14]s)")
   QUIC        %[8]s (mutual TLS, certificates in %[9]s)
   InfluxDB    %[10]s  bucket %[11]s
   Logs        %[12]s
@@ -264,7 +270,7 @@ Tally demo is running.
 Press Ctrl-C to stop everything.
 
 `, b.Link, b.LinkCommand, strings.Join(b.NodeURLs, " "), b.TokenPath, b.HTTP, b.EU, b.US, strings.Join(b.QUIC, " "), b.Certs,
-		b.Influx, b.Bucket, b.Logs, b.Rate)
+		b.Influx, b.Bucket, b.Logs, b.Rate, b.ServerTokenPath)
 }
 
 // secretFile returns the secret kept in path, creating a random one

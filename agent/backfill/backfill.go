@@ -1,4 +1,14 @@
-package agent
+// Package backfill imports historical access logs through the agent's
+// pipeline (tally-agent import-log): parse, normalise, bot filter, minute
+// rollup by event time, then ship like live data and wait until the
+// aggregator has acknowledged everything.
+//
+// It keeps its own state under <state_dir>/import: its own spool and
+// epoch, and a collector without a journal, since a file can be read
+// again. File positions are committed with every flush, so an interrupted
+// import resumes where its last flush ended, and importing a file that
+// was fully imported again counts nothing twice.
+package backfill
 
 import (
 	"bufio"
@@ -11,24 +21,21 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tally-edge/tally/agent/botfilter"
-	"github.com/tally-edge/tally/agent/collector"
 	"github.com/tally-edge/tally/agent/config"
 	"github.com/tally-edge/tally/agent/event"
-	"github.com/tally-edge/tally/agent/ingest"
 	"github.com/tally-edge/tally/agent/logparse"
-	"github.com/tally-edge/tally/agent/privacy"
+	"github.com/tally-edge/tally/agent/pipeline"
 	"github.com/tally-edge/tally/agent/rollup"
-	"github.com/tally-edge/tally/agent/spool"
+	"github.com/tally-edge/tally/agent/source"
 )
 
 // ImportOptions configure a log backfill.
@@ -60,7 +67,8 @@ type ImportSummary struct {
 	// Skipped counts well-formed lines that are not events, by reason.
 	Skipped map[string]uint64
 	// Rejected counts malformed lines and invalid events, by reason, with
-	// one sample line each in Samples.
+	// where the first of each was in Samples ("access.log line 12"): the
+	// place, never the line, which holds client addresses.
 	Rejected map[string]uint64
 	Samples  map[string]string
 	// Elapsed is the reading time; Shipping the time spent afterwards
@@ -90,13 +98,9 @@ const importEpochBit = 1 << 31
 
 // Import reads historical logs through the agent's pipeline — parse,
 // normalise, bot filter, minute rollup — and ships them like live data,
-// then waits until the aggregator has acknowledged everything.
-//
-// It keeps its own state under <state_dir>/import. File positions are
-// committed with every flush, so an interrupted import resumes where its
-// last flush ended, and importing a file again that was fully imported
-// counts nothing twice. Batches not yet acknowledged when it stops stay
-// in its spool and are shipped by the next import-log run.
+// then waits until the aggregator has acknowledged everything. Batches not
+// yet acknowledged when it stops stay in its spool and are shipped by the
+// next import-log run.
 func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *slog.Logger) (ImportSummary, error) {
 	sum := ImportSummary{Skipped: map[string]uint64{}, Rejected: map[string]uint64{}, Samples: map[string]string{}}
 	if len(opts.Files) == 0 {
@@ -108,80 +112,33 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 	if opts.BatchLines <= 0 {
 		opts.BatchLines = 8192
 	}
-	parser, err := logparse.Compile(opts.Parse)
-	if err != nil {
-		return sum, err
-	}
-	hasher, err := privacy.NewHasher(cfg.Privacy.Secret, cfg.Privacy.SaltPeriod)
-	if err != nil {
-		return sum, err
-	}
 	logger = logger.With("agent", cfg.Name, "component", "import")
 	limit := int64(cfg.MemoryLimit)
 	if limit == 0 {
 		limit = defaultImportMemoryLimit
 	}
-	setMemoryLimit(limit, logger)
+	SetMemoryLimit(limit, logger)
 	dir := filepath.Join(cfg.StateDir, "import")
-	epoch, err := collector.NextEpoch(dir)
-	if err != nil {
-		return sum, err
-	}
-	if epoch >= importEpochBit {
-		return sum, fmt.Errorf("import epoch %d exhausted", epoch)
-	}
-	reg := prometheus.NewRegistry()
-	sp, err := spool.Open(filepath.Join(dir, "spool"), spool.Config{MaxBytes: int64(cfg.Spool.MaxBytes)}, logger)
-	if err != nil {
-		return sum, fmt.Errorf("open import spool: %w", err)
-	}
-	defer sp.Close()
-	col, err := collector.Open(collector.Config{Dir: dir, Epoch: epoch | importEpochBit, NoJournal: true,
-		FlushInterval: 2 * time.Second,
+	p, err := pipeline.New(cfg, pipeline.Options{Dir: dir, SpoolName: "import", EpochBit: importEpochBit, NoJournal: true,
+		Bulk: true, FlushInterval: 2 * time.Second, MaxAge: opts.MaxAge, MaxSkew: 5 * time.Minute,
 		// Logs arrive (nearly) in time order: a minute the log has moved
 		// a minute past is done. Closing minutes by log time, with a
 		// flush every flushLines lines, bounds memory by the series of
 		// the last minutes of log, not by the size of the backfill. A
 		// line for a closed minute still counts (a new contribution).
-		Rollup: rollup.Config{Lateness: time.Minute, ByEventTime: true, MaxOpen: cfg.Rollup.MaxOpen,
-			CampaignUniques: cfg.Rollup.Uniques == "campaign"},
-		MaxBatchContributions: cfg.Aggregator.MaxBatchContributions,
-		Cardinality:           guardConfig(cfg.Cardinality),
-	}, sp, reg, logger)
+		Rollup: func(r *rollup.Config) { r.Lateness, r.ByEventTime = time.Minute, true }},
+		prometheus.NewRegistry(), logger)
 	if err != nil {
 		return sum, err
 	}
-	defer col.Close()
-	shipper, closeShipping, err := newShipper(cfg, sp, true, func(uint64) { col.ResendOpen() }, reg, logger)
+	defer p.Close()
+	dec, err := pipeline.NewLineDecoder(opts.Parse, p.Env)
 	if err != nil {
 		return sum, err
 	}
-	defer closeShipping()
+	p.Start()
 
-	shipCtx, stopShip := context.WithCancel(context.Background())
-	colCtx, stopCol := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	colErr := make(chan error, 1)
-	wg.Go(func() { _ = shipper.Run(shipCtx) })
-	wg.Go(func() { colErr <- col.Run(colCtx) })
-	defer func() {
-		stopCol()
-		stopShip()
-		wg.Wait()
-	}()
-
-	bots, err := botfilter.Open(cfg.Bots)
-	if err != nil {
-		return sum, fmt.Errorf("bot filter: %w", err)
-	}
-	countries, closeGeo, err := openGeo(cfg, reg, logger)
-	if err != nil {
-		return sum, err
-	}
-	defer closeGeo()
-	dec := &lineDecoder{parser: parser, hasher: hasher, bots: bots, ctx: event.Context{Region: cfg.Region,
-		MaxAge: opts.MaxAge, MaxSkew: 5 * time.Minute, Devices: event.NewDeviceCache(0), Geo: countries}}
-	r := &reader{ctx: ctx, opts: opts, dec: dec, sink: col, flush: col.Flush, sum: &sum, positions: col.Positions()}
+	r := &reader{ctx: ctx, opts: opts, dec: dec, sink: p.Collector, flush: p.Collector.Flush, sum: &sum, positions: p.Collector.Positions()}
 	var total int64
 	for _, f := range opts.Files {
 		if st, err := os.Stat(f); err == nil {
@@ -189,6 +146,7 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 		}
 	}
 	prog := newProgress(opts.Progress, opts.Interactive, total)
+	defer prog.halt()
 	r.progress = prog
 	start := time.Now()
 	var readErr error
@@ -203,8 +161,7 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 	prog.done(&sum)
 
 	// Final flush, then wait for the aggregator to acknowledge it all.
-	stopCol()
-	if err := <-colErr; err != nil {
+	if err := p.Flush(); err != nil {
 		return sum, err
 	}
 	if readErr != nil {
@@ -212,14 +169,16 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 	}
 	shipStart := time.Now()
 	for {
-		st := sp.Stats()
+		st := p.Spool.Stats()
 		if st.PendingBatches == 0 {
 			break
 		}
-		prog.shipping(st.PendingBatches, shipper.Connected())
+		prog.shipping(st.PendingBatches, p.Shipper.Connected())
 		select {
 		case <-ctx.Done():
 			return sum, fmt.Errorf("stopped with %d batches not yet acknowledged; they stay in %s and the next import-log run ships them", st.PendingBatches, dir)
+		case err := <-p.ShipperStopped():
+			return sum, err
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -227,39 +186,34 @@ func Import(ctx context.Context, cfg config.Config, opts ImportOptions, logger *
 	return sum, nil
 }
 
-// positionSink is what the reader hands events to.
-type positionSink interface {
-	AcceptAt([]event.Event, collector.Position) error
+// SetMemoryLimit applies a soft heap limit unless GOMEMLIMIT is set.
+func SetMemoryLimit(limit int64, logger *slog.Logger) {
+	if limit <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(limit)
+	logger.Info("soft memory limit set", "bytes", limit)
 }
 
 type reader struct {
 	ctx       context.Context
 	opts      ImportOptions
-	dec       *lineDecoder
-	sink      positionSink
+	dec       *pipeline.LineDecoder
+	sink      source.PositionSink
 	flush     func() error
 	sum       *ImportSummary
-	positions map[string]collector.Position
+	positions map[string]source.Position
 	progress  *progress
 
 	events     []event.Event
 	now        time.Time // read once per batch
 	sinceFlush int
+	name       string // the file being read, for samples
+	lineNo     uint64 // its line number
 }
 
 // flushLines is how many lines a backfill reads between flushes.
 const flushLines = 250_000
-
-func fileID(f *os.File) (string, error) {
-	st, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	if s, ok := st.Sys().(*syscall.Stat_t); ok {
-		return fmt.Sprintf("%d:%d", s.Dev, s.Ino), nil
-	}
-	return "", errors.New("no device and inode for this file")
-}
 
 // countingReader counts the bytes read from the file itself, so progress
 // is right for compressed files too.
@@ -284,13 +238,13 @@ func (r *reader) file(path string) error {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	id, err := fileID(f)
+	id, err := source.FileID(f)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	source := "import:" + abs
+	src := "import:" + abs
 	var skip int64
-	if p, ok := r.positions[source]; ok && p.File == id {
+	if p, ok := r.positions[src]; ok && p.File == id {
 		skip = p.Offset
 	}
 	var raw io.Reader = countingReader{r: f, n: &r.progress.read}
@@ -317,6 +271,7 @@ func (r *reader) file(path string) error {
 	}
 	offset := skip
 	lines := 0
+	r.name, r.lineNo = filepath.Base(path), 0
 	r.events = r.events[:0]
 	r.now = time.Now()
 	for {
@@ -330,13 +285,15 @@ func (r *reader) file(path string) error {
 			}
 			offset += n
 			r.sum.Lines++
-			r.reject("too_long", "")
+			r.lineNo++
+			r.reject("too_long")
 			line = nil
 		}
 		if len(line) > 0 {
 			offset += int64(len(line))
 			r.sum.Bytes += uint64(len(line))
 			r.sum.Lines++
+			r.lineNo++
 			lines++
 			r.line(bytes.TrimRight(line, "\r\n"))
 		}
@@ -345,7 +302,7 @@ func (r *reader) file(path string) error {
 			return fmt.Errorf("read %s: %w", path, err)
 		}
 		if lines >= r.opts.BatchLines || (atEOF && (lines > 0 || offset > skip)) {
-			if err := r.hand(collector.Position{Source: source, File: id, Offset: offset}); err != nil {
+			if err := r.hand(source.Position{Source: src, File: id, Offset: offset}); err != nil {
 				return err
 			}
 			lines = 0
@@ -363,12 +320,12 @@ func (r *reader) line(line []byte) {
 	}
 	n := len(r.events)
 	var err error
-	r.events, err = r.dec.decode(line, r.events, r.now)
+	r.events, err = r.dec.Decode(line, r.events, r.now)
 	switch {
 	case errors.Is(err, logparse.ErrSkip):
 		r.sum.Skipped[logparse.Reason(err)]++
 	case err != nil:
-		r.reject(lineReason(err), string(line))
+		r.reject(pipeline.LineReason(err))
 	case r.events[n].Bot != "":
 		r.sum.Bots++
 	default:
@@ -376,22 +333,21 @@ func (r *reader) line(line []byte) {
 	}
 }
 
-func (r *reader) reject(reason, sample string) {
+// reject counts a rejected line and keeps where the first of its reason
+// was: a place the operator can look up, never the line itself.
+func (r *reader) reject(reason string) {
 	r.sum.Rejected[reason]++
-	if _, ok := r.sum.Samples[reason]; !ok && sample != "" {
-		if len(sample) > 300 {
-			sample = sample[:300] + "…"
-		}
-		r.sum.Samples[reason] = sample
+	if _, ok := r.sum.Samples[reason]; !ok {
+		r.sum.Samples[reason] = fmt.Sprintf("%s line %d", r.name, r.lineNo)
 	}
 }
 
 // hand gives the batch to the pipeline, waiting out backpressure: a
 // backfill pauses, it never skips.
-func (r *reader) hand(pos collector.Position) error {
+func (r *reader) hand(pos source.Position) error {
 	for {
 		err := r.sink.AcceptAt(r.events, pos)
-		var busy *ingest.BusyError
+		var busy *source.BusyError
 		if !errors.As(err, &busy) {
 			r.sinceFlush += len(r.events)
 			r.events = r.events[:0]
@@ -430,7 +386,7 @@ func FormatSummary(s *ImportSummary) string {
 		for _, k := range keys {
 			fmt.Fprintf(&b, "    %-14s %d\n", k, m[k])
 			if samples != nil && samples[k] != "" {
-				fmt.Fprintf(&b, "      e.g. %s\n", samples[k])
+				fmt.Fprintf(&b, "      first at %s\n", samples[k])
 			}
 		}
 	}
@@ -455,8 +411,15 @@ type progress struct {
 	read  atomic.Int64
 	lines atomic.Int64
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// halt stops the ticker goroutine and waits for it; safe to call twice.
+func (p *progress) halt() {
+	p.stopOnce.Do(func() { close(p.stop) })
+	p.wg.Wait()
 }
 
 func newProgress(w io.Writer, interactive bool, total int64) *progress {
@@ -504,8 +467,7 @@ func (p *progress) done(s *ImportSummary) {
 	if p.w == nil {
 		return
 	}
-	close(p.stop)
-	p.wg.Wait()
+	p.halt()
 	p.lines.Store(int64(s.Lines))
 	p.draw()
 	if p.interactive {
