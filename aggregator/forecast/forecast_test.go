@@ -70,6 +70,24 @@ func TestExhausted(t *testing.T) {
 	}
 }
 
+// TestExhaustedInTheSlotInProgress: a budget spent within the slot in
+// progress ran out before now, not later in the slot: at one a minute from
+// 06:02, a budget of 29 is reached in 06:31 (the slot 06:30–06:45 holds two
+// minutes so far), not at 06:37:30 (half of the whole slot).
+func TestExhaustedInTheSlotInProgress(t *testing.T) {
+	f := newF(t, "UTC")
+	spendFrom(t, f, monday.Add(6*time.Hour+2*time.Minute), monday.Add(6*time.Hour+32*time.Minute), 1)
+	now := monday.Add(6*time.Hour + 32*time.Minute)
+	p, err := f.Pacing(now, Budget{Daily: 29})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := monday.Add(6*time.Hour + 31*time.Minute)
+	if !p.DailyExhausted || p.DailyRunsOutAt == nil || p.DailyRunsOutAt.After(now) || p.DailyRunsOutAt.Sub(want).Abs() > time.Minute {
+		t.Fatalf("exhausted %v at %v, want true at about %v (now %v)", p.DailyExhausted, p.DailyRunsOutAt, want, now)
+	}
+}
+
 // TestShapeFromHistory: after a week of days that spend only between 08:00
 // and 16:00, half the day's spend is done at noon; 5,000 by noon projects
 // 10,000 and an 8,000 budget runs out when 80 % is usually done: 14:24.
