@@ -24,7 +24,7 @@ import (
 func TestRulesBudgetsSilences(t *testing.T) {
 	needLong(t)
 	s := startStack(t, stackOptions{nodes: 1, agents: 1, alertsExtra: `rules:
-  - {name: click-flood, kind: threshold, metric: clicks, op: ">", value: 5, window: 1m}
+  - {name: click-flood, kind: threshold, metric: clicks, op: ">", value: 5, window: 1m, for: 1s}
 `})
 	n := s.nodes[0]
 	// A silence of the muted campaign's rule and a budget of shop, set
