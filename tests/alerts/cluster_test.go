@@ -28,7 +28,8 @@ import (
 // the node owning that campaign is SIGKILLed, mid-anomaly. Then:
 //
 //   - each anomaly's alert reaches the webhook within two minutes of its
-//     start, and Alertmanager;
+//     start, a surviving node's dashboard (headless Chromium, a
+//     screenshot in artifacts/) and Alertmanager;
 //   - across the cluster there is exactly one alert per anomaly and
 //     metric: one alert id at the webhook (a redelivery carries the same
 //     idempotency key), one in storage, one on a surviving node's stream;
@@ -137,6 +138,15 @@ func TestAlertsCluster(t *testing.T) {
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+	// ... on a surviving node's dashboard ...
+	// (the list shows the selected campaign's alerts, the banner all)
+	for _, n := range s.nodes {
+		if n != killed {
+			checkDashboard(t, n, dashboardCheck{campaign: "tracker", lines: []string{"tracker · conversions drop"},
+				banner: "more alerts firing", forecast: "tracker: "})
+			break
+		}
 	}
 	// ... and at Alertmanager.
 	waitFor(t, "every anomaly's alert at Alertmanager", time.Minute, func() error {
