@@ -83,7 +83,7 @@ func TestRulesBudgetsSilences(t *testing.T) {
 	// The silenced campaign's alert is stored, marked, and delivered to
 	// nobody; the calm campaign has none.
 	var muted alertList
-	waitFor(t, "the silenced alert in storage", 30*time.Second, func() error {
+	waitFor(t, "the silenced alert in storage", 2*time.Minute, func() error {
 		if err := api(n, "/api/v1/alerts?campaign=muted", &muted); err != nil {
 			return err
 		}
