@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -284,8 +285,12 @@ func summary(f Forecast) string {
 		loc = time.UTC
 	}
 	d := f.Day
-	s := fmt.Sprintf("%s: %s spent so far today; projected %s by the end of the day (%s–%s), %s conversions",
-		f.Campaign, money(d.Spend.Actual), money(d.Spend.Projected), money(d.Spend.Low), money(d.Spend.High), money(d.Conversions.Projected))
+	interval := money(d.Spend.Low) + "–" + money(d.Spend.High)
+	if math.IsInf(d.Spend.High, 1) {
+		interval = "at least " + money(d.Spend.Low) // no typical day yet bounds it
+	}
+	s := fmt.Sprintf("%s: %s spent so far today; projected %s by the end of the day (%s), %s conversions",
+		f.Campaign, money(d.Spend.Actual), money(d.Spend.Projected), interval, money(d.Conversions.Projected))
 	if p := f.Pacing; p != nil && p.DailyBudget > 0 {
 		switch {
 		case p.DailyExhausted && p.DailyRunsOutAt != nil:

@@ -1145,7 +1145,9 @@ class Dashboard {
     setText($("forecast-summary"), b.summary);
     const day = b.day;
     const rows = [["Spend", day.spend, fmt.money], ["Conversions", day.conversions, fmt.count], ["Revenue", day.revenue, fmt.money], ["ROAS", day.roas, fmt.times]];
-    for (const [label, p, f2] of rows) {
+    for (const [label, p, fmt2] of rows) {
+      // A bound the server cannot give (no typical day yet) is null.
+      const f2 = (x) => (x === null || x === undefined ? "…" : fmt2(x));
       const el = document.createElement("div");
       el.className = "fc";
       el.dataset.kpi = label.toLowerCase();
@@ -1154,7 +1156,7 @@ class Dashboard {
       l.textContent = `${label} by end of day`;
       const v = document.createElement("div");
       v.className = "value";
-      const forms = shortForms(f2, p.projected);
+      const forms = shortForms(fmt2, p.projected);
       v.textContent = forms[forms.length > 1 && forms[0].length > 10 ? 1 : 0];
       v.title = `${forms[0]} projected (${f2(p.low)} – ${f2(p.high)}); ${f2(p.actual)} so far`;
       const r = document.createElement("div");

@@ -25,7 +25,11 @@ import (
 // then live traffic, then at once a click spike on one campaign, a drop
 // of every event on another and broken tracking (no conversions, clicks
 // go on) on the third. As soon as the first alert reaches the webhook,
-// the node owning that campaign is SIGKILLed, mid-anomaly. Then:
+// the node owning that campaign is SIGKILLed, mid-anomaly (the owner dies
+// after storing and delivering). TestAlertsClusterKilledEarly kills the
+// owner of the tracking campaign 40 s into the anomalies instead, before
+// any alert (the owner dies before storing: its successor must judge the
+// same minutes and alert once, still within two minutes). Then:
 //
 //   - each anomaly's alert reaches the webhook within two minutes of its
 //     start, a surviving node's dashboard (headless Chromium, a
@@ -35,7 +39,13 @@ import (
 //     idempotency key), one in storage, one on a surviving node's stream;
 //   - after the anomalies end, each alert resolves, once;
 //   - nothing alerted before the anomalies.
-func TestAlertsCluster(t *testing.T) {
+func TestAlertsCluster(t *testing.T) { clusterScenario(t, false) }
+
+// TestAlertsClusterKilledEarly: TestAlertsCluster with the owner killed
+// before it stored any alert.
+func TestAlertsClusterKilledEarly(t *testing.T) { clusterScenario(t, true) }
+
+func clusterScenario(t *testing.T, killEarly bool) {
 	needLong(t)
 	am := startAlertmanager(t)
 	s := startStack(t, stackOptions{nodes: 3, agents: 2, alertmanager: am})
@@ -92,20 +102,31 @@ func TestAlertsCluster(t *testing.T) {
 	t.Logf("history (%v) sent in %v, loaded after %v; owners %v; anomalies %s–%s", liveFrom.Sub(histFrom),
 		backfilled.Round(time.Second), time.Since(start).Round(time.Second), owners, t0.Format(time.TimeOnly), end.Format(time.TimeOnly))
 
-	// The first alert at the webhook: its campaign's owner dies.
 	var killed *node
-	waitFor(t, "a first alert at the webhook", time.Until(t0)+3*time.Minute, func() error {
-		checkLive(t, liveErr)
-		for _, h := range s.hook.all() {
-			if h.a.State == alert.StateFiring {
-				killed = s.node(owners[h.a.Campaign])
-				t.Logf("first alert %s/%s %v after the anomalies began; SIGKILL %s, its owner", h.a.Campaign, h.a.Metric,
-					h.at.Sub(t0).Round(time.Second), killed.name)
-				return nil
-			}
+	if killEarly {
+		// 40 s into the anomalies: no alert yet (persistence wants two
+		// anomalous minutes), the tracking campaign's owner dies.
+		time.Sleep(time.Until(t0.Add(40 * time.Second)))
+		if hits := s.hook.all(); len(hits) > 0 {
+			t.Logf("an alert came before the kill (%s/%s): the owner dies after storing", hits[0].a.Campaign, hits[0].a.Metric)
 		}
-		return fmt.Errorf("none yet")
-	})
+		killed = s.node(owners["tracker"])
+		t.Logf("SIGKILL %s, the owner of tracker, 40s into the anomalies", killed.name)
+	} else {
+		// The first alert at the webhook: its campaign's owner dies.
+		waitFor(t, "a first alert at the webhook", time.Until(t0)+3*time.Minute, func() error {
+			checkLive(t, liveErr)
+			for _, h := range s.hook.all() {
+				if h.a.State == alert.StateFiring {
+					killed = s.node(owners[h.a.Campaign])
+					t.Logf("first alert %s/%s %v after the anomalies began; SIGKILL %s, its owner", h.a.Campaign, h.a.Metric,
+						h.at.Sub(t0).Round(time.Second), killed.name)
+					return nil
+				}
+			}
+			return fmt.Errorf("none yet")
+		})
+	}
 	if err := killed.proc.Kill(); err != nil { // SIGKILL
 		t.Fatal(err)
 	}
