@@ -37,7 +37,8 @@ import (
 //   - across the cluster there is exactly one alert per anomaly and
 //     metric: one alert id at the webhook (a redelivery carries the same
 //     idempotency key), one in storage, one on a surviving node's stream;
-//   - after the anomalies end, each alert resolves, once;
+//   - every stored transition is marked delivered (the new owner
+//     redelivered what its predecessor had not finished);
 //   - nothing alerted before the anomalies.
 func TestAlertsCluster(t *testing.T) { clusterScenario(t, false) }
 
@@ -179,13 +180,15 @@ func clusterScenario(t *testing.T, killEarly bool) {
 		return nil
 	})
 
-	// The anomalies end; each alert resolves.
-	waitFor(t, "every anomaly's alert to resolve", time.Until(end)+8*time.Minute, func() error {
+	// The anomalies end; two more minutes of judgement (and of the new
+	// owner's redeliveries) bring no second alert. (An alert resolves once
+	// the anomaly has left the longest window that still scores it, up to
+	// an hour for a spike: the unit tests cover resolution and its restore
+	// after a takeover; this test does not wait for it.)
+	waitFor(t, "two minutes after the anomalies", time.Until(end)+3*time.Minute, func() error {
 		checkLive(t, liveErr)
-		for c, m := range primary {
-			if !resolved(s.hook.all(), c, m) {
-				return fmt.Errorf("%s/%s not resolved yet", c, m)
-			}
+		if time.Now().Before(end.Add(2 * time.Minute)) {
+			return fmt.Errorf("not yet")
 		}
 		return nil
 	})
@@ -202,9 +205,18 @@ func clusterScenario(t *testing.T, killEarly bool) {
 	}
 	var stored alertList
 	q := fmt.Sprintf("/api/v1/alerts?from=%s&limit=1000", url.QueryEscape(histFrom.Add(-time.Hour).Format(time.RFC3339)))
-	if err := api(survivor, q, &stored); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "every stored transition marked delivered", 30*time.Second, func() error {
+		stored = alertList{}
+		if err := api(survivor, q, &stored); err != nil {
+			return err
+		}
+		for _, a := range stored.Alerts {
+			if !a.Delivered {
+				return fmt.Errorf("stored but not delivered: %s/%s %s", a.Campaign, a.Metric, a.State)
+			}
+		}
+		return nil
+	})
 	storedAlerts := make([]alert.Alert, len(stored.Alerts))
 	for i, a := range stored.Alerts {
 		storedAlerts[i] = a.Alert
@@ -266,17 +278,6 @@ func checkLive(t *testing.T, liveErr chan error) {
 		t.Fatalf("live traffic: %v", err)
 	default:
 	}
-}
-
-// resolved says whether a resolved transition of campaign's metric
-// reached a receiver.
-func resolved(hits []hit, campaign, metric string) bool {
-	for _, h := range hits {
-		if h.a.Campaign == campaign && h.a.Metric == metric && h.a.State == alert.StateResolved {
-			return true
-		}
-	}
-	return false
 }
 
 func alertsOf(hits []hit) []alert.Alert {
