@@ -21,7 +21,8 @@
 // (Cut) is what makes a log position split "applied" from "not applied".
 //
 // After a crash the open window is rebuilt from InfluxDB's tally_contrib
-// points and the log is replayed on top (Recover); both are idempotent.
+// points and the log is replayed on top (Recover); both are idempotent,
+// and every minute the log replays is written again (merge.Store.Replay).
 // Late data, for minutes that are neither in memory nor in the rebuilt
 // window, is accepted at once and loaded from storage afterwards, by
 // campaign and minute (loader.go): the ack never waits for storage.

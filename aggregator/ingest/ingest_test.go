@@ -317,3 +317,63 @@ func TestTakeOverRewritesFromStorage(t *testing.T) {
 		t.Fatalf("DropForeign dropped %d", d)
 	}
 }
+
+// TestRecoverRewritesWhatTheLogHolds: a write round sends contribution
+// points and merged points in separate requests; a node that dies
+// between them finds its contributions in storage at the next start. The
+// minutes its log holds must be written again all the same, those whose
+// contributions bring no visitors (bots, spend) too: replaying them
+// changes nothing in the store, and their merged points would otherwise
+// keep missing the last change for good.
+func TestRecoverRewritesWhatTheLogHolds(t *testing.T) {
+	dir, st := t.TempDir(), &fakeStorage{}
+	p := open(t, dir, st, nil)
+	if err := p.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bots := sketch.State{Bots: map[string]uint64{"crawler": 70}}
+	spend := sketch.State{Count: 2, CostMicros: 2_500_000}
+	var cs []wire.Contribution
+	for _, c := range []struct {
+		typ, device string
+		st          sketch.State
+	}{{"click", "bot", bots}, {"cost", "unknown", spend}} {
+		enc, err := c.st.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, wire.Contribution{Series: sketch.Series{Campaign: "c", Type: c.typ, Device: c.device, Region: "eu"},
+			Minute: minute, CID: 9, Version: 3, State: enc})
+	}
+	cs = append(cs, contribution(t, "c", minute, 10, 4)) // with a visitor
+	if ack := p.HandleBatch(context.Background(), peer(certs(t)["edge"], wire.ALPN), batch("edge", 1, cs...)); ack.Status != wire.AckOK {
+		t.Fatalf("ack %+v", ack)
+	}
+	sn, _, err := p.Cut(nil)
+	if err != nil || sn.Len() != 3 {
+		t.Fatalf("cut %d minutes, %v; want 3", sn.Len(), err)
+	}
+	// The round's first request stores the contribution points; the
+	// node dies before the merged points are sent.
+	for _, ac := range sn.Contribs {
+		st.stored = append(st.stored, influx.ContribPoint{Series: ac.Key.Series, Minute: ac.Key.Minute, Agent: ac.Agent, Node: "a", Contribs: ac.Contribs})
+	}
+	p.Close()
+
+	p2 := open(t, dir, st, nil)
+	if err := p2.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sn, _, err = p2.Cut(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got sketch.State
+	for _, m := range sn.Minutes {
+		got.MergeCounters(m.State)
+	}
+	if sn.Len() != 3 || got.Count != 6 || got.CostMicros != 2_500_000 || got.BotTotal() != 70 {
+		t.Fatalf("after a restart the cut writes %d minutes with %d events, %d bots, %d µ spend; want 3 minutes, 6 events, 70 bots, 2500000 µ",
+			sn.Len(), got.Count, got.BotTotal(), got.CostMicros)
+	}
+}

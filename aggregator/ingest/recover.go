@@ -53,8 +53,10 @@ func (p *Pipeline) Recover(ctx context.Context) error {
 	err = p.wal.Replay(func(pos wal.Pos, b *wire.Batch) error {
 		ds, err := decodeAll(b.Agent, b.Contributions)
 		if err == nil {
+			// Replay, not Apply: every minute the log holds is written
+			// again, even where storage holds its contributions already.
 			var res merge.Applied
-			res, err = p.store.Apply(ds, uint64(pos))
+			res, err = p.store.Replay(ds, uint64(pos))
 			late += len(res.Late)
 		}
 		if err != nil {

@@ -175,12 +175,32 @@ type Applied struct {
 // storage may already hold is pending (see the package doc). The store
 // keeps references to the decoded sketches; callers must not reuse them.
 func (s *Store) Apply(ds []Decoded, at uint64) (Applied, error) {
+	return s.applyAll(ds, at, fromWire)
+}
+
+// Replay is Apply for contributions replayed from the write-ahead log at
+// start, on top of what Load rebuilt from storage: each one marks its
+// minute changed, even when it brings nothing newer than what was loaded.
+//
+// The log holds every change not known to be written, but storage may
+// hold part of it: a write round sends the contribution points and the
+// merged points in separate requests, so a crash between them leaves
+// contribution points that are ahead of their merged point. Loaded, they
+// count as written; replayed, a contribution of the same version without
+// new visitors (bots, spend, a returning visitor) changes nothing, so
+// Apply would never rewrite the merged point, which would keep missing
+// that contribution's last change for good.
+func (s *Store) Replay(ds []Decoded, at uint64) (Applied, error) {
+	return s.applyAll(ds, at, fromLog)
+}
+
+func (s *Store) applyAll(ds []Decoded, at uint64, from source) (Applied, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var res Applied
 	now := s.now()
 	for i := range ds {
-		ok, err := s.apply(&ds[i], now, false, &res, at)
+		ok, err := s.apply(&ds[i], now, from, &res, at)
 		if err != nil {
 			return res, err
 		}
@@ -202,7 +222,7 @@ func (s *Store) Load(ds []Decoded) error {
 func (s *Store) loadLocked(ds []Decoded) error {
 	now := s.now()
 	for i := range ds {
-		if _, err := s.apply(&ds[i], now, true, nil, 0); err != nil {
+		if _, err := s.apply(&ds[i], now, fromStorage, nil, 0); err != nil {
 			return err
 		}
 	}
@@ -269,13 +289,23 @@ func (s *Store) mayBeStored(minute int64) bool {
 	return minute < s.loadedFrom || minute <= s.maxEvicted
 }
 
-func (s *Store) apply(d *Decoded, now time.Time, loaded bool, res *Applied, at uint64) (bool, error) {
+// source says where contributions come from, which decides what counts
+// as a change (see Apply, Load and Replay).
+type source int
+
+const (
+	fromWire    source = iota // from an agent or a peer: a change if newer
+	fromStorage               // rebuilt from storage: already written
+	fromLog                   // replayed from the write-ahead log: always a change
+)
+
+func (s *Store) apply(d *Decoded, now time.Time, from source, res *Applied, at uint64) (bool, error) {
 	k := d.Key
 	m := s.minutes[k]
 	cm := CampaignMinute{k.Series.Campaign, k.Minute}
 	if m == nil {
 		m = &minute{contribs: make(map[ContribID]*contrib, 2)}
-		if !loaded && s.mayBeStored(k.Minute) {
+		if from != fromStorage && s.mayBeStored(k.Minute) {
 			m.pending = true
 			if _, ok := s.pending[cm]; !ok {
 				s.pending[cm] = struct{}{}
@@ -325,7 +355,10 @@ func (s *Store) apply(d *Decoded, now time.Time, loaded bool, res *Applied, at u
 	if changed {
 		c.wire = nil
 	}
-	if loaded {
+	if from == fromLog {
+		changed = true
+	}
+	if from == fromStorage {
 		s.loaded++
 		return false, nil
 	}

@@ -436,3 +436,62 @@ func TestReleasePointFollowsUnwrittenChanges(t *testing.T) {
 		t.Fatalf("release point %d with a pending minute from 500, want 500", got)
 	}
 }
+
+// TestReplayRewritesWhatStorageHoldsAhead: a node that died between a
+// write round's contribution points and its merged points finds the
+// contributions in storage at start (Load: written) and the same
+// contributions in its log. Replaying them must mark their minutes
+// changed, those without visitors (bots, spend) too, and hold the log
+// until they are written; a stale delivery from the wire still changes
+// nothing.
+func TestReplayRewritesWhatStorageHoldsAhead(t *testing.T) {
+	botSeries, costSeries := series, series
+	botSeries.Device, costSeries.Type = "bot", "cost"
+	encode := func(s sketch.Series, st *sketch.State) wire.Contribution {
+		t.Helper()
+		enc, err := st.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire.Contribution{Series: s, Minute: 600, CID: 7, Version: 3, State: enc}
+	}
+	bots := encode(botSeries, &sketch.State{Bots: map[string]uint64{"crawler": 70}})
+	spend := encode(costSeries, &sketch.State{Count: 2, CostMicros: 2_500_000})
+
+	s := New()
+	if err := s.Load(decodeAll(t, "a", bots, spend)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(decodeAll(t, "a", bots, spend), 100); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.DirtyMinutes != 0 {
+		t.Fatalf("a stale delivery from the wire made %d minutes dirty", st.DirtyMinutes)
+	}
+
+	if _, err := s.Replay(decodeAll(t, "a", bots, spend), 200); err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.TakeDirty(0, nil, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[sketch.Series]*sketch.State{}
+	for _, m := range sn.Minutes {
+		got[m.Series] = m.State
+	}
+	if len(sn.Minutes) != 2 || got[botSeries] == nil || got[botSeries].Bots["crawler"] != 70 ||
+		got[costSeries] == nil || got[costSeries].Count != 2 || got[costSeries].CostMicros != 2_500_000 {
+		t.Fatalf("after replaying the log the cut holds %+v, want the bot and the spend minute as stored", sn.Minutes)
+	}
+	if len(sn.Contribs) != 2 {
+		t.Fatalf("after replaying the log the cut rewrites %d contribution points, want 2", len(sn.Contribs))
+	}
+	if rp := s.ReleasePoint(300); rp != 200 {
+		t.Fatalf("release point %d before the replayed minutes are written, want 200", rp)
+	}
+	s.MarkWritten(sn)
+	if rp := s.ReleasePoint(300); rp != 300 {
+		t.Fatalf("release point %d once they are written, want 300", rp)
+	}
+}

@@ -177,7 +177,7 @@ func (c *cluster) sendTraffic(t *testing.T) {
 	c.from = c.to.Add(-20 * time.Minute)
 	gen := loadgen.New(loadgen.Config{Seed: 14, Campaigns: 4, Visitors: 2000, BotShare: 0.08})
 	rng := rand.New(rand.NewPCG(14, 41))
-	client := &loadgen.Client{URL: "http://" + c.agent.http + "/v1/events"}
+	client := &loadgen.Client{URL: "http://" + c.agent.http + "/v1/events", Token: harness.DefaultServerToken}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	span := c.to.Sub(c.from)

@@ -143,7 +143,9 @@ func TestFailedFsyncStopsTheAgent(t *testing.T) {
 	}
 	disk.fail()
 	var sawNotReady atomic.Bool
-	go func() {
+	watcherDone := make(chan struct{})
+	go func(a *agentProc) { // this process only: a is restarted below
+		defer close(watcherDone)
 		for {
 			select {
 			case <-a.done:
@@ -154,7 +156,7 @@ func TestFailedFsyncStopsTheAgent(t *testing.T) {
 				sawNotReady.Store(true)
 			}
 		}
-	}()
+	}(a)
 	// Keep sending; only what gets a 202 counts in the truth. Within a
 	// few requests one hits the failed fsync.
 	refused := 0
@@ -179,6 +181,7 @@ func TestFailedFsyncStopsTheAgent(t *testing.T) {
 	case <-time.After(40 * time.Second):
 		t.Fatalf("the agent kept running after its journal failed\n%s", tail(a.logs.String()))
 	}
+	<-watcherDone
 	var ee *exec.ExitError
 	if !errors.As(a.exitErr, &ee) || ee.ExitCode() == 0 {
 		t.Fatalf("exit %v, want a non-zero exit", a.exitErr)
