@@ -14,10 +14,11 @@
 //   - TestAlertsShort: eight hours of history backfilled, then tracking
 //     breaks; the alert at the webhook, the stream and the API within
 //     two minutes, once.
-//   - TestAlertsCluster: three nodes, a spike, a drop and broken tracking
-//     at once, the owner of the first campaign to alert SIGKILLed
-//     mid-anomaly; exactly one alert per anomaly at the webhook, in
-//     storage and on the stream, each at Alertmanager, each resolved.
+//   - TestAlertsCluster, TestAlertsClusterKilledEarly: three nodes, a
+//     spike, a drop and broken tracking at once, the owner SIGKILLed
+//     mid-anomaly (after its alerts, or before any); exactly one alert per
+//     anomaly at the webhook, in storage and on the stream, each at
+//     Alertmanager and on the dashboard (headless Chromium).
 package alerts
 
 import (
