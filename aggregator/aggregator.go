@@ -38,6 +38,10 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
+// alertObjectsKey is hashed like a campaign to choose the node that
+// refreshes the alerting objects in storage.
+const alertObjectsKey = "\x00tally:alerting-objects"
+
 // Addrs are the addresses a running aggregator serves on.
 type Addrs struct {
 	QUIC, HTTP string
@@ -190,6 +194,11 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	if err != nil {
 		return err
 	}
+	alerts, err := newAlertSide(cfg, pipe.Store(), fanout, iw, reader, clustered, reg, logger)
+	if err != nil {
+		return fmt.Errorf("alerts: %w", err)
+	}
+	defer alerts.close()
 	// With live counters on, the writer publishes through the live view,
 	// which lays agents' live counters over what it publishes.
 	var publisher live.Publisher = fanout
@@ -219,7 +228,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	}
 	roller := rollup.New(rcfg, rollupStorage{reader, iw}, reg, logger)
 	wcfg := writer.Config{Node: cfg.Name, Interval: cfg.Merge.WriteInterval, Lateness: cfg.Merge.Lateness,
-		Source: pipe, Storage: iw, Quarantine: quar, Publisher: publisher, Rollups: roller}
+		Source: pipe, Storage: iw, Quarantine: quar, Publisher: writtenPublisher{publisher, alerts.engine}, Rollups: roller}
 	if clustered {
 		wcfg.Routing = routing{cl, fwd}
 	}
@@ -251,7 +260,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 		return nil
 	}
 	side, err := newHTTPSide(cfg, hub, func() live.Status { return live.Status{Node: cfg.Name, Members: len(cl.Members())} },
-		&rollup.Source{Reader: reader, Retention: icfg.Retention}, storageCheck.ready(readiness), reg, logger)
+		&rollup.Source{Reader: reader, Retention: icfg.Retention}, alerts.service, storageCheck.ready(readiness), reg, logger)
 	if err != nil {
 		return err
 	}
@@ -331,6 +340,9 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 		pipeWG.Go(func() { usage.run(pipeCtx) })
 	}
 	pipeWG.Go(func() { runScheduledArchive(pipeCtx, cfg, reader, cl, reg, logger) })
+	// One node at a time keeps the alerting objects fresh in storage.
+	objectsKeeper := func() bool { return !clustered || cl.View().Owner(alertObjectsKey).Name == cfg.Name }
+	pipeWG.Go(func() { alerts.run(pipeCtx, cfg.Alerts.ObjectsPoll, objectsKeeper) })
 	fanout.Start()
 	if lview != nil {
 		liveReady.Store(true)
@@ -343,7 +355,7 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 			Help: "Unix time at which this node last finished rebuilding campaigns it gained (0: never)."})
 		reg.MustRegister(last)
 		pipeWG.Go(func() {
-			cluster.RunHandoff(pipeCtx, cl, pipe, cluster.HandoffConfig{Settle: cfg.Cluster.HandoffSettle,
+			cluster.RunHandoff(pipeCtx, cl, rebuilder{pipe, alerts.engine}, cluster.HandoffConfig{Settle: cfg.Cluster.HandoffSettle,
 				TookOver: func(int) { last.Set(float64(time.Now().UnixNano()) / 1e9) }, Logger: logger.With("component", "handoff")})
 		})
 	}

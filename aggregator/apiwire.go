@@ -31,7 +31,7 @@ type httpSide struct {
 // newHTTPSide builds the authenticator, the audit log and the API (GraphQL
 // included) from the configuration, and listens for metrics when they have their own
 // address. close releases what it opened.
-func newHTTPSide(cfg config.Config, hub *live.Hub, status func() live.Status, source api.Source, ready func() error,
+func newHTTPSide(cfg config.Config, hub *live.Hub, status func() live.Status, source api.Source, alerts api.AlertService, ready func() error,
 	reg *prometheus.Registry, logger *slog.Logger) (*httpSide, error) {
 	authCfg, err := cfg.Auth.AuthConfig()
 	if err != nil {
@@ -55,7 +55,7 @@ func newHTTPSide(cfg config.Config, hub *live.Hub, status func() live.Status, so
 	h.api = api.New(api.Config{MaxWindow: c.MaxWindow, QueryTimeout: c.QueryTimeout, MaxPoints: c.MaxPoints,
 		MetricsToken: c.MetricsToken, MetricsElsewhere: c.MetricsListen != "", Auth: authn, Audit: h.audit, Hub: hub, Status: status,
 		MaxConcurrentQueries: c.MaxConcurrentQueries, MaxQueriesPerSubject: c.MaxQueriesPerSubject, QueryWait: c.QueryWait,
-		MaxStreams: c.Stream.MaxStreams, MaxStreamsPerSubject: c.Stream.MaxPerSubject, WriteTimeout: c.WriteTimeout},
+		MaxStreams: c.Stream.MaxStreams, MaxStreamsPerSubject: c.Stream.MaxPerSubject, WriteTimeout: c.WriteTimeout, Alerts: alerts},
 		source, ready, reg, reg, dashboard.Assets(), logger)
 	if err := graphql.Mount(h.api, c.GraphQLConfig(), reg, logger); err != nil {
 		h.audit.Close()

@@ -1,9 +1,11 @@
 package alert
 
 import (
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -312,5 +314,43 @@ func TestTargets(t *testing.T) {
 	got := run(values{"spend": {1000, 1000}, "conversions": {50, 50}, "revenue": {2000, 50}})
 	if len(got) != 1 || got[0].Rule != RuleROASTarget || !got[0].Silenced || got[0].Direction != "below" {
 		t.Fatalf("ROAS 2 against 3: %+v, want one silenced alert", got)
+	}
+}
+
+// TestJSONRoundTrip: rules and budgets read back what they wrote, with
+// durations as strings; unknown keys and bad durations are refused.
+func TestJSONRoundTrip(t *testing.T) {
+	tol := 0.15
+	r := Rule{Name: "ctr-floor", Kind: KindThreshold, Campaigns: []string{"a"}, Metric: "ctr", Op: "<", Value: 0.005,
+		Window: time.Hour, For: 10 * time.Minute, MinVolume: 1000, Severity: SeverityCritical}
+	b := Budget{Campaign: "a", Daily: 500, Total: 12000, Start: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
+		End: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC), TimeZone: "Europe/Berlin", TargetCPA: 25, TargetWindow: 24 * time.Hour, Tolerance: &tol}
+	rb, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(rb), `"window":"1h0m0s"`) || !strings.Contains(string(rb), `"for":"10m0s"`) {
+		t.Fatalf("rule JSON %s: durations not strings", rb)
+	}
+	var r2 Rule
+	if err := json.Unmarshal(rb, &r2); err != nil || !reflect.DeepEqual(r, r2) {
+		t.Fatalf("rule read back as %+v (%v)", r2, err)
+	}
+	bb, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b2 Budget
+	if err := json.Unmarshal(bb, &b2); err != nil || !reflect.DeepEqual(b, b2) {
+		t.Fatalf("budget read back as %+v (%v) from %s", b2, err, bb)
+	}
+	for _, bad := range []string{`{"name":"x","kind":"threshold","colour":"red"}`, `{"name":"x","window":"soon"}`, `{"name":"x","window":900}`} {
+		if err := json.Unmarshal([]byte(bad), &r2); err == nil {
+			t.Fatalf("%s: no error", bad)
+		}
+	}
+	var s Silence
+	if err := json.Unmarshal([]byte(`{"id":"x","campaign":"a","ends":"2026-03-01T00:00:00Z","extra":1}`), &s); err == nil {
+		t.Fatal("silence with an unknown key: no error")
 	}
 }

@@ -296,3 +296,12 @@ func or(s, def string) string {
 	}
 	return s
 }
+
+// Forget drops every condition of campaign: another node judges it now.
+func (e *Evaluator) Forget(campaign string) {
+	for k := range e.conds {
+		if k.campaign == campaign {
+			delete(e.conds, k)
+		}
+	}
+}

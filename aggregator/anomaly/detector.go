@@ -327,6 +327,77 @@ func (d *Detector) Warm(t time.Time, o Obs) error {
 	return err
 }
 
+// ErrNotNext is returned by Peek for a point that is not the step right
+// after the last one observed.
+var ErrNotNext = errors.New("anomaly: peek is only for the step after the last one")
+
+// Peek judges the step in progress at t, the step right after the last one
+// observed, from what it holds so far (o) and the share of the step that
+// has elapsed (exposure, in (0, 1]), without changing the detector: the
+// history, the alert state and what a later Observe returns stay exactly
+// as they were. A series whose exposure is time expects exposure × its
+// usual rate of the step (a ratio's denominator is o.Den as it stands).
+//
+// It is how a campaign's owner alerts before a minute is over: an
+// anomaly that Observe would fire on this step's settled value (the
+// persistence count already pending) usually shows in its first seconds.
+// A Firing transition from Peek has the identity (Start) that Observe
+// would give the same episode on this step.
+func (d *Detector) Peek(t time.Time, o Obs, exposure float64) (Result, error) {
+	if d.last == noStep {
+		return Result{Time: t}, nil // nothing to judge against
+	}
+	if !(exposure > 0 && exposure <= 1) {
+		return Result{}, fmt.Errorf("anomaly: exposure %v: must be in (0, 1]", exposure)
+	}
+	ns := t.UnixNano()
+	if (ns-d.phase)%d.step != 0 {
+		return Result{}, fmt.Errorf("%w: %v", ErrOffGrid, t)
+	}
+	n := (ns - d.phase) / d.step
+	if n != d.last+1 {
+		return Result{}, fmt.Errorf("%w: %v", ErrNotNext, t)
+	}
+	// What record and step1 change for one step after the last: the
+	// recent ring's cell, the partial slot, the slot it may close, and the
+	// alert state.
+	i := mod(n, d.maxW)
+	rNum, rDen, rEv := d.rNum[i], d.rDen[i], d.rEv[i]
+	pNum, pDen, pEv, cur, last := d.pNum, d.pDen, d.pEv, d.cur, d.last
+	hi := mod(d.cur, int64(len(d.hNum)))
+	var hNum, hDen, hEv float32
+	hNum = d.hNum[hi]
+	if d.hDen != nil {
+		hDen = d.hDen[hi]
+	}
+	if d.hEv != nil {
+		hEv = d.hEv[hi]
+	}
+	firing, start, peak, pending, pendingDir, calm, resolved := d.firing, d.start, d.peak, d.pending, d.pendingDir, d.calm, d.resolved
+	defer func() {
+		d.rNum[i], d.rDen[i], d.rEv[i] = rNum, rDen, rEv
+		d.pNum, d.pDen, d.pEv, d.cur, d.last = pNum, pDen, pEv, cur, last
+		d.hNum[hi] = hNum
+		if d.hDen != nil {
+			d.hDen[hi] = hDen
+		}
+		if d.hEv != nil {
+			d.hEv[hi] = hEv
+		}
+		d.firing, d.start, d.peak, d.pending, d.pendingDir, d.calm, d.resolved = firing, start, peak, pending, pendingDir, calm, resolved
+	}()
+	d.record(n, o, exposure)
+	return d.judge(n), nil
+}
+
+// Last is the time of the last point observed or warmed; zero before any.
+func (d *Detector) Last() time.Time {
+	if d.last == noStep {
+		return time.Time{}
+	}
+	return d.time(d.last)
+}
+
 // AlertState returns the detector's alert state.
 func (d *Detector) AlertState() AlertState {
 	var s AlertState
@@ -417,17 +488,19 @@ func (d *Detector) push(t time.Time, o Obs) (int64, error) {
 			from = n - limit
 		}
 		for k := from; k < n; k++ {
-			d.record(k, Obs{})
+			d.record(k, Obs{}, 1)
 		}
 	}
-	d.record(n, o)
+	d.record(n, o, 1)
 	return n, nil
 }
 
-// record puts the point of step n (n > d.last) into the rings.
-func (d *Detector) record(n int64, o Obs) {
+// record puts the point of step n (n > d.last) into the rings. exposure
+// is the share of the step the point covers (1 but for Peek): the
+// denominator of a series whose exposure is time.
+func (d *Detector) record(n int64, o Obs, exposure float64) {
 	num := clean(o.Num)
-	den, ev := 1.0, 0.0
+	den, ev := exposure, 0.0
 	if d.spec.Kind.hasDen() {
 		den = clean(o.Den)
 	}

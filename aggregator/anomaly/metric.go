@@ -1,6 +1,7 @@
 package anomaly
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -207,6 +208,129 @@ func (m *Monitor) Warm(t time.Time, c Counters) error {
 	return err
 }
 
+// Peek judges the step in progress at t from its counters so far without
+// changing the monitor (see Detector.Peek): the alerts that would fire
+// now. The share of the step the counters cover is known only within
+// [lo, hi] (data arrive with a delay), so each metric is judged at both:
+// a rise counts only if it is one at hi (the most the counters can
+// cover), a fall only if it is one at lo. A metric whose counter is NaN
+// (unknown so far) is not judged, and sources not watched yet are not
+// added by a peek.
+func (m *Monitor) Peek(t time.Time, c Counters, lo, hi float64) ([]Event, error) {
+	if !(lo > 0 && lo <= hi && hi <= 1) {
+		return nil, fmt.Errorf("anomaly: peek shares [%v, %v]: want 0 < lo <= hi <= 1", lo, hi)
+	}
+	var events []Event
+	for _, name := range m.names {
+		d, def := m.dets[name], m.defs[name]
+		o := def.obs(&c)
+		if math.IsNaN(o.Num) || math.IsNaN(o.Den) || math.IsNaN(o.Events) {
+			continue
+		}
+		for _, share := range []float64{hi, lo} {
+			r, err := d.Peek(t, o, share)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			tr := r.Transition
+			if tr == nil || tr.State != Firing || (share == hi) != (tr.Direction == Spike) {
+				continue
+			}
+			events = append(events, Event{Metric: name, Transition: def.orient(*tr)})
+			break
+		}
+	}
+	return events, nil
+}
+
+// SetFiring marks metric's alert firing in direction dir (of the metric)
+// since start, with peak score, unless one fires already: how a node
+// keeps an alert that storage says is firing (a peek fired it, or the
+// stored detector state predates it). Times must lie on the step grid,
+// after the first step observed or warmed. A share metric not watched yet
+// is added (within MaxShares).
+func (m *Monitor) SetFiring(name Metric, dir Direction, start time.Time, peak float64) error {
+	if _, ok := m.dets[name]; !ok {
+		if !strings.HasPrefix(string(name), sharePrefix) || m.shares >= m.cfg.MaxShares {
+			return fmt.Errorf("anomaly: metric %q is not watched", name)
+		}
+		if err := m.add(name); err != nil {
+			return err
+		}
+		m.shares++
+	}
+	d, def := m.dets[name], m.defs[name]
+	if def.invert {
+		dir = -dir
+	}
+	s := d.AlertState()
+	if s.Firing != 0 {
+		return nil
+	}
+	s.Firing, s.Start, s.Peak = dir, start, math.Abs(peak)
+	s.Pending, s.PendingDir, s.Calm = 0, 0, 0
+	return d.SetAlertState(s)
+}
+
+// Last is the time of the last step observed or warmed; zero before any.
+func (m *Monitor) Last() time.Time {
+	var last time.Time
+	for _, d := range m.dets {
+		if l := d.Last(); l.After(last) {
+			last = l
+		}
+	}
+	return last
+}
+
+// AlertStates returns the alert state of every watched metric whose
+// detector is not in its initial state (no alert firing, pending or ever
+// resolved): what a new owner restores after warming the history.
+func (m *Monitor) AlertStates() map[Metric]AlertState {
+	out := map[Metric]AlertState{}
+	for _, name := range m.names {
+		if s := m.dets[name].AlertState(); s != (AlertState{}) {
+			out[name] = s
+		}
+	}
+	return out
+}
+
+// SetAlertStates restores the alert states of AlertStates on a monitor
+// whose history was warmed; metrics it does not name return to the
+// initial state. A share metric not watched yet is added (within
+// MaxShares).
+func (m *Monitor) SetAlertStates(states map[Metric]AlertState) error {
+	for name := range states {
+		if _, ok := m.dets[name]; ok || !strings.HasPrefix(string(name), sharePrefix) || m.shares >= m.cfg.MaxShares {
+			continue
+		}
+		if err := m.add(name); err != nil {
+			return err
+		}
+		m.shares++
+	}
+	var errs []error
+	for _, name := range m.names {
+		if err := m.dets[name].SetAlertState(states[name]); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// orient turns a transition of the judged quantity into one of the metric
+// (CPA is judged as conversions per unit of spend).
+func (def metricDef) orient(tr Transition) Transition {
+	if def.invert {
+		tr.Direction = -tr.Direction
+		if tr.State == Firing {
+			tr.Score = -tr.Score
+		}
+	}
+	return tr
+}
+
 func (m *Monitor) feed(t time.Time, c Counters, warm bool) ([]Event, error) {
 	if m.shares < m.cfg.MaxShares && len(c.SourceClicks) > 0 {
 		var fresh []string
@@ -241,14 +365,7 @@ func (m *Monitor) feed(t time.Time, c Counters, warm bool) ([]Event, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		if r.Transition != nil {
-			tr := *r.Transition
-			if def.invert {
-				tr.Direction = -tr.Direction
-				if tr.State == Firing {
-					tr.Score = -tr.Score
-				}
-			}
-			events = append(events, Event{Metric: name, Transition: tr})
+			events = append(events, Event{Metric: name, Transition: def.orient(*r.Transition)})
 		}
 	}
 	return events, nil

@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tally-edge/tally/aggregator/alerting"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/live"
 )
@@ -82,6 +83,9 @@ type Config struct {
 	Hub *live.Hub
 	// Status is sent as the stream's first event; nil: this node alone.
 	Status func() live.Status
+	// Alerts serves the alert, alerting object and forecast routes; nil:
+	// they answer 503.
+	Alerts AlertService
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -210,6 +214,7 @@ func New(cfg Config, source Source, ready func() error, reg prometheus.Registere
 		Params: []string{pCampaigns, pAccessToken}, Long: true}, s.stream)
 	s.route(Route{Method: "POST", Path: "/api/v1/session", Name: "session", Public: true}, s.session)
 	s.route(Route{Method: "POST", Path: "/api/v1/links", Name: "links", Roles: []auth.Role{auth.Admin}}, s.mintLink)
+	s.alertRoutes()
 	if assets != nil {
 		s.mux.Handle("GET /", http.FileServerFS(assets))
 	}
@@ -313,8 +318,15 @@ func ErrorStatus(err error) int {
 		tl *tooLargeError
 		fe errForbidden
 		re *requestError
+		oe *alerting.ObjectError
 	)
 	switch {
+	case errors.As(err, &oe):
+		return oe.Status
+	case errors.Is(err, errNoAlerting):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, alerting.ErrNoData):
+		return http.StatusNotFound
 	case errors.As(err, &re), errors.As(err, &tl), errors.As(err, &pe):
 		return http.StatusBadRequest
 	case errors.As(err, &fe):

@@ -156,7 +156,7 @@ func newEnvWith(t *testing.T, tune func(*Config), pts ...sketch.Minute) *testEnv
 	hub := live.NewHub(live.HubConfig{Interval: 10 * time.Millisecond}, reg)
 	t.Cleanup(hub.Close)
 	src := &fakeSource{pts: pts}
-	cfg := Config{MaxWindow: 8 * 24 * time.Hour, Auth: a, Audit: audit, Hub: hub, Now: func() time.Time { return now }}
+	cfg := Config{MaxWindow: 8 * 24 * time.Hour, Auth: a, Audit: audit, Hub: hub, Now: func() time.Time { return now }, Alerts: newFakeAlerts()}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -276,6 +276,12 @@ func TestRolesAgainstRoutes(t *testing.T) {
 		{"/api/v1/stream", 200},
 		{"/api/v1/stream?campaigns=spring", 200},
 		{"/api/v1/stream?campaigns=spring,autumn", 403},
+		{"/api/v1/alerts", 200},
+		{"/api/v1/alerts?campaign=spring&state=firing", 200},
+		{"/api/v1/alerts?campaign=autumn", 403},
+		{"/api/v1/alerts/config", 403},
+		{"/api/v1/forecast?campaign=spring", 200},
+		{"/api/v1/forecast?campaign=autumn", 403},
 	}
 	// Every registered route is in the table.
 	for _, rt := range e.srv.Routes() {

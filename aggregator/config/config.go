@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tally-edge/tally/aggregator/alerting"
 	"github.com/tally-edge/tally/aggregator/archive"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
@@ -50,6 +51,9 @@ type Config struct {
 	// pair is put in force for new connections without a restart. 0: only
 	// at a reload (SIGHUP). Default 30s.
 	CertCheckInterval time.Duration `yaml:"cert_check_interval"`
+	// Alerts are the anomaly detectors, rules, budgets, silences and
+	// notification targets (docs/alerts.md).
+	Alerts alerting.Config `yaml:"alerts"`
 }
 
 // Live is how the node takes agents' live counters (aggregator/liveview):
@@ -324,6 +328,7 @@ func DefaultConfig() Config {
 			QuarantineMaxBytes: 256 << 20, MaxPendingLoads: 100_000},
 		Live:    Live{Enabled: &yes, Window: 5 * time.Minute, MaxRecords: 100_000},
 		Archive: archive.DefaultConfig(),
+		Alerts:  alerting.DefaultConfig(),
 	}
 }
 
@@ -413,6 +418,9 @@ func (c *Config) Validate() error {
 		bad("merge.wal_max_bytes: at least 1MiB")
 	}
 	errs = append(errs, c.Cluster.validate(), c.HTTP.validate(), c.Auth.validate(), c.Archive.Validate(c.Merge.Lateness))
+	if err := c.Alerts.Validate(); err != nil {
+		bad("alerts: %w", err)
+	}
 	if c.QUIC.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.QUIC.Advertise); err != nil {
 			bad("quic.advertise %q: want host:port", c.QUIC.Advertise)

@@ -41,6 +41,18 @@ func TestGood(t *testing.T) {
 	if err != nil || string(a.Links.Secret) != "0123456789abcdef0123456789abcdef" {
 		t.Fatalf("links secret %q %v", a.Links.Secret, err)
 	}
+	al := c.Alerts
+	if al.Settle != 15*time.Second || al.JudgeLag != 15*time.Minute || al.Monitor.Detector.Threshold != 9 ||
+		al.Monitor.Detector.Persistence != 2 || al.Monitor.MaxShares != 4 || len(al.Monitor.Metrics) != 12 ||
+		al.Forecast.TimeZone != "Europe/Berlin" || al.Forecast.HistoryDays != 28 {
+		t.Fatalf("decoded alerts %+v", al)
+	}
+	if len(al.Rules) != 1 || al.Rules[0].Window != time.Hour || len(al.Budgets) != 1 || al.Budgets[0].Daily != 500 ||
+		len(al.Silences) != 1 || len(al.Notify.Webhooks) != 2 || al.Notify.Webhooks[0].Secret != "0123456789abcdef-hook" ||
+		al.Notify.Webhooks[1].Format != "slack" || al.Notify.Alertmanagers[0].URL != "http://127.0.0.1:9093" ||
+		al.Notify.Attempts != 8 || al.Notify.QueueLength != 10000 {
+		t.Fatalf("decoded alert objects and targets %+v", al)
+	}
 }
 
 func TestBad(t *testing.T) {
@@ -58,6 +70,9 @@ func TestBad(t *testing.T) {
 		"testdata/apilimits.bad.yaml": {"http.metrics_listen: must differ", "http.audit_max_bytes", "http.audit_max_files 0",
 			"http.audit_refused_per_second 0", "max_queries_per_subject 8", "http.write_timeout", "http.stream.max_streams 10",
 			"links: link_ttl 48h", "secret shorter than 32 bytes", "http.graphql: max complexity 99"},
+		"testdata/alerts.bad.yaml": {"alerts: settle 0s", "judge_lag 1m", "resolve_threshold 3", "sensitivity \"extreme\"",
+			"name \"twice\" used twice", "op \"==\"", "ends: required", "url \"ftp://hooks.example.com/tally\""},
+		"testdata/alerts_unknown.bad.yaml": {"field dayly not found"},
 		"testdata/gossip.bad.yaml": {"gossip on \"10.0.0.5:7946\" without cluster.secret_key", "max_conns_per_peer",
 			"quic.max_decode_bytes_per_peer", "merge.quarantine_max_bytes"},
 	} {

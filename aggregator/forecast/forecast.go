@@ -11,6 +11,7 @@
 package forecast
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -193,6 +194,25 @@ type Projection struct {
 	Projected float64 `json:"projected"`
 	Low       float64 `json:"low"`
 	High      float64 `json:"high"`
+}
+
+// MarshalJSON writes a bound that is not finite (an interval with no upper
+// end, when neither the day's pace nor typical days tell) as null: JSON
+// has no infinity.
+func (p Projection) MarshalJSON() ([]byte, error) {
+	type plain struct {
+		Actual    *float64 `json:"actual"`
+		Projected *float64 `json:"projected"`
+		Low       *float64 `json:"low"`
+		High      *float64 `json:"high"`
+	}
+	finite := func(x float64) *float64 {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil
+		}
+		return &x
+	}
+	return json.Marshal(plain{finite(p.Actual), finite(p.Projected), finite(p.Low), finite(p.High)})
 }
 
 // Day is the forecast of the day in progress.

@@ -1,6 +1,7 @@
 package forecast
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"testing"
@@ -67,6 +68,52 @@ func TestExhausted(t *testing.T) {
 	}
 	if !p.DailyExhausted || p.DailyRunsOutAt == nil || !p.DailyRunsOutAt.Equal(monday.Add(8*time.Hour+20*time.Minute)) {
 		t.Fatalf("exhausted %v at %v, want true at 08:20", p.DailyExhausted, p.DailyRunsOutAt)
+	}
+}
+
+// TestExhaustedInTheSlotInProgress: a budget spent within the slot in
+// progress ran out before now, not later in the slot: at one a minute from
+// 06:02, a budget of 29 is reached in 06:31 (the slot 06:30–06:45 holds two
+// minutes so far), not at 06:37:30 (half of the whole slot).
+func TestExhaustedInTheSlotInProgress(t *testing.T) {
+	f := newF(t, "UTC")
+	spendFrom(t, f, monday.Add(6*time.Hour+2*time.Minute), monday.Add(6*time.Hour+32*time.Minute), 1)
+	now := monday.Add(6*time.Hour + 32*time.Minute)
+	p, err := f.Pacing(now, Budget{Daily: 29})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := monday.Add(6*time.Hour + 31*time.Minute)
+	if !p.DailyExhausted || p.DailyRunsOutAt == nil || p.DailyRunsOutAt.After(now) || p.DailyRunsOutAt.Sub(want).Abs() > time.Minute {
+		t.Fatalf("exhausted %v at %v, want true at about %v (now %v)", p.DailyExhausted, p.DailyRunsOutAt, want, now)
+	}
+}
+
+// TestFirstDayLate: a campaign whose history begins late in a day (24
+// minutes before midnight, a forecast at 06:40) has a typical day that
+// spends nothing by 06:40, so neither pace nor typical day bounds today:
+// the interval has no upper end, and still encodes as JSON (the API
+// answered an empty body when it did not).
+func TestFirstDayLate(t *testing.T) {
+	f := newF(t, "UTC")
+	spendFrom(t, f, monday.Add(-24*time.Minute), monday.Add(6*time.Hour+40*time.Minute), 1)
+	d, err := f.Today(monday.Add(6*time.Hour + 40*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Spend.Actual != 400 || d.Spend.Projected < 400 {
+		t.Fatalf("spend %+v, want 400 so far", d.Spend)
+	}
+	if _, err := json.Marshal(d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestProjectionJSON: an unbounded interval is null, not an error.
+func TestProjectionJSON(t *testing.T) {
+	b, err := json.Marshal(Projection{Actual: 3, Projected: 3, Low: 3, High: math.Inf(1)})
+	if err != nil || string(b) != `{"actual":3,"projected":3,"low":3,"high":null}` {
+		t.Fatalf("%s %v", b, err)
 	}
 }
 

@@ -178,8 +178,14 @@ func (f *Forecaster) runsOut(d *day, sample, all []*day, now time.Time, need flo
 		c := 0.0
 		for i, v := range d.slots {
 			if c+v[mSpend] >= need {
+				// Within the slot, spend is taken as even over the
+				// slot's elapsed part: the slot in progress is not over.
 				frac := (need - c) / v[mSpend]
-				return f.at(d, (float64(i)+frac)/float64(f.k)), true
+				at := f.at(d, (float64(i)+frac)/float64(f.k))
+				if start := f.at(d, float64(i)/float64(f.k)); now.Before(f.at(d, float64(i+1)/float64(f.k))) {
+					at = start.Add(time.Duration(frac * float64(now.Sub(start))))
+				}
+				return at, true
 			}
 			c += v[mSpend]
 		}

@@ -73,7 +73,8 @@ type FanoutConfig struct {
 //
 //	envelope (msgpack map): "v" version (2), "b" body (bytes),
 //	                        "c" the sender's certificate (DER), "g" signature
-//	body (msgpack map):     "n" node name, "s" sequence, "t" unix ms, "u" updates
+//	body (msgpack map):     "n" node name, "s" sequence, "t" unix ms, "u" updates,
+//	                        "a" alert transitions (optional; older nodes ignore it)
 //
 // A receiver takes a message only when the certificate chains to the
 // cluster CA and is a node certificate (pki.NodePolicy), the signature
@@ -89,6 +90,7 @@ type Fanout struct {
 
 	mu      sync.Mutex
 	pending map[key]Update
+	alerts  []Alert              // alert transitions waiting for the sender
 	active  map[string]time.Time // campaign → last update seen
 	lastSeq map[string]uint64    // node → last sequence taken
 
@@ -98,8 +100,13 @@ type Fanout struct {
 	startOnce sync.Once
 	closeOnce sync.Once
 
-	received, refused, sent, sendErrors atomic.Uint64
+	received, refused, sent, sendErrors, alertsDropped atomic.Uint64
 }
+
+// maxPendingAlerts bounds the alert transitions waiting for the sender;
+// beyond it they reach only this node's hub (peers read them from storage
+// on their dashboards' next poll).
+const maxPendingAlerts = 10000
 
 // MessageVersion is the version of messages between nodes.
 const MessageVersion = 2
@@ -116,6 +123,7 @@ type body struct {
 	Seq     uint64   `msgpack:"s"`
 	Millis  int64    `msgpack:"t"`
 	Updates []Update `msgpack:"u"`
+	Alerts  []Alert  `msgpack:"a,omitempty"`
 }
 
 // NewFanout returns a fan-out; call Start before publishing to peers and
@@ -178,6 +186,37 @@ func (f *Fanout) Publish(us []Update) {
 	}
 }
 
+// PublishAlerts delivers alert transitions of the campaigns this node
+// owns to its own hub at once and to every other node's with the next
+// message (implements AlertPublisher).
+func (f *Fanout) PublishAlerts(as []Alert) {
+	if len(as) == 0 {
+		return
+	}
+	f.deliverAlerts(as)
+	if f.cfg.Peers == nil {
+		return
+	}
+	f.mu.Lock()
+	room := max(0, maxPendingAlerts-len(f.alerts))
+	if len(as) > room {
+		f.alertsDropped.Add(uint64(len(as) - room))
+		as = as[:room]
+	}
+	f.alerts = append(f.alerts, as...)
+	f.mu.Unlock()
+	select {
+	case f.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (f *Fanout) deliverAlerts(as []Alert) {
+	if ap, ok := f.cfg.Local.(AlertPublisher); ok && len(as) > 0 {
+		ap.PublishAlerts(as)
+	}
+}
+
 func (f *Fanout) send() {
 	defer f.wg.Done()
 	for {
@@ -192,11 +231,16 @@ func (f *Fanout) send() {
 			us = append(us, u)
 		}
 		clear(f.pending)
+		as := f.alerts
+		f.alerts = nil
 		f.mu.Unlock()
-		for len(us) > 0 {
-			part := us[:min(len(us), f.cfg.MaxUpdatesPerMessage)]
+		for len(us) > 0 || len(as) > 0 {
+			// Alerts first, and count against the same bound as updates.
+			pa := as[:min(len(as), f.cfg.MaxUpdatesPerMessage)]
+			as = as[len(pa):]
+			part := us[:min(len(us), f.cfg.MaxUpdatesPerMessage-len(pa))]
 			us = us[len(part):]
-			msg, err := f.encode(part)
+			msg, err := f.encode(part, pa)
 			if err != nil {
 				f.log.Error("cannot sign live updates", "reason", "sign_failed", "err", err)
 				break
@@ -210,8 +254,8 @@ func (f *Fanout) send() {
 	}
 }
 
-func (f *Fanout) encode(us []Update) ([]byte, error) {
-	b, err := msgpack.Marshal(body{Node: f.cfg.Node, Seq: f.seq.Add(1), Millis: time.Now().UnixMilli(), Updates: us})
+func (f *Fanout) encode(us []Update, as []Alert) ([]byte, error) {
+	b, err := msgpack.Marshal(body{Node: f.cfg.Node, Seq: f.seq.Add(1), Millis: time.Now().UnixMilli(), Updates: us, Alerts: as})
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +269,7 @@ func (f *Fanout) encode(us []Update) ([]byte, error) {
 // Receive takes a message from another node (cluster's message
 // callback). A message that fails any check is dropped and counted.
 func (f *Fanout) Receive(msg []byte) {
-	us, err := f.open(msg)
+	us, as, err := f.open(msg)
 	if err != nil {
 		// The first refusal and then every hundredth: a flood of forged
 		// messages must not flood the log.
@@ -235,47 +279,50 @@ func (f *Fanout) Receive(msg []byte) {
 		return
 	}
 	f.received.Add(1)
-	f.deliver(us)
+	f.deliverAlerts(as)
+	if len(us) > 0 {
+		f.deliver(us)
+	}
 }
 
-// open checks a message and returns its updates.
-func (f *Fanout) open(msg []byte) ([]Update, error) {
+// open checks a message and returns its updates and alerts.
+func (f *Fanout) open(msg []byte) ([]Update, []Alert, error) {
 	if f.cfg.Verifier == nil {
-		return nil, errors.New("this node takes no messages (single node)")
+		return nil, nil, errors.New("this node takes no messages (single node)")
 	}
 	var env envelope
 	if err := msgpack.Unmarshal(msg, &env); err != nil {
-		return nil, fmt.Errorf("not a live message: %w", err)
+		return nil, nil, fmt.Errorf("not a live message: %w", err)
 	}
 	if env.Version != MessageVersion {
-		return nil, fmt.Errorf("live message of version %d; this node takes version %d (signed)", env.Version, MessageVersion)
+		return nil, nil, fmt.Errorf("live message of version %d; this node takes version %d (signed)", env.Version, MessageVersion)
 	}
 	node, err := f.cfg.Verifier.Verify(env.Cert, env.Body, env.Sig)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var b body
 	if err := msgpack.Unmarshal(env.Body, &b); err != nil {
-		return nil, fmt.Errorf("live message body: %w", err)
+		return nil, nil, fmt.Errorf("live message body: %w", err)
 	}
 	switch {
 	case b.Node != node:
-		return nil, fmt.Errorf("message of node %q signed by %q", b.Node, node)
+		return nil, nil, fmt.Errorf("message of node %q signed by %q", b.Node, node)
 	case node == f.cfg.Node:
-		return nil, fmt.Errorf("message claims to come from this node (%q)", node)
+		return nil, nil, fmt.Errorf("message claims to come from this node (%q)", node)
 	case !f.cfg.IsMember(node):
-		return nil, fmt.Errorf("message from %q, which is not a member", node)
+		return nil, nil, fmt.Errorf("message from %q, which is not a member", node)
 	}
 	if age := time.Since(time.UnixMilli(b.Millis)); age > f.cfg.MaxAge || age < -f.cfg.MaxAge {
-		return nil, fmt.Errorf("message from %q is %s old", node, age.Round(time.Second))
+		return nil, nil, fmt.Errorf("message from %q is %s old", node, age.Round(time.Second))
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if b.Seq <= f.lastSeq[node] {
-		return nil, fmt.Errorf("message %d from %q repeats or precedes %d", b.Seq, node, f.lastSeq[node])
+		return nil, nil, fmt.Errorf("message %d from %q repeats or precedes %d", b.Seq, node, f.lastSeq[node])
 	}
 	f.lastSeq[node] = b.Seq
-	return b.Updates, nil
+	return b.Updates, b.Alerts, nil
 }
 
 func (f *Fanout) deliver(us []Update) {
@@ -311,11 +358,15 @@ func (f *Fanout) Campaigns(window time.Duration) []string {
 type FanoutStats struct {
 	// Sent counts messages sent, SendErrors those that missed a node.
 	Sent, SendErrors uint64
+	// AlertsDropped counts alert transitions that reached only this node:
+	// too many were waiting for the sender.
+	AlertsDropped uint64
 	// Received counts messages taken, Refused those dropped by a check.
 	Received, Refused uint64
 }
 
 // Stats returns the counters.
 func (f *Fanout) Stats() FanoutStats {
-	return FanoutStats{Sent: f.sent.Load(), SendErrors: f.sendErrors.Load(), Received: f.received.Load(), Refused: f.refused.Load()}
+	return FanoutStats{Sent: f.sent.Load(), SendErrors: f.sendErrors.Load(), Received: f.received.Load(), Refused: f.refused.Load(),
+		AlertsDropped: f.alertsDropped.Load()}
 }

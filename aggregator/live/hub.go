@@ -38,11 +38,22 @@ type HubConfig struct {
 	// WriteTimeout bounds one write to a client; a client that does not
 	// take a message for this long is dropped. Default 10s.
 	WriteTimeout time.Duration
+	// AlertWindow is how long alert transitions are kept for new
+	// subscribers and for telling a repeat from a new one. Default 24h.
+	AlertWindow time.Duration
+	// MaxAlerts bounds the alert transitions kept. Default 1000.
+	MaxAlerts int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
 
 func (c HubConfig) withDefaults() HubConfig {
+	if c.AlertWindow <= 0 {
+		c.AlertWindow = 24 * time.Hour
+	}
+	if c.MaxAlerts <= 0 {
+		c.MaxAlerts = 1000
+	}
 	if c.Window <= 0 {
 		c.Window = time.Hour
 	}
@@ -101,6 +112,10 @@ type Hub struct {
 	seq    uint64
 	latest map[key]*entry
 	subs   map[*subscriber]struct{}
+	// alerts are the alert transitions of the last AlertWindow in
+	// publishing order, alertKeys the same by key.
+	alerts    []*alertEntry
+	alertKeys map[string]*alertEntry
 	// published is when the last Publish that changed something ran.
 	published time.Time
 
@@ -115,6 +130,7 @@ type hubMetrics struct {
 	dropped     *prometheus.CounterVec
 	messages    prometheus.Counter
 	published   prometheus.Counter
+	alerts      prometheus.Counter
 	campaignMin prometheus.GaugeFunc
 }
 
@@ -129,7 +145,7 @@ func NewHub(cfg HubConfig, reg prometheus.Registerer) *Hub {
 	cfg = cfg.withDefaults()
 	base := uint64(cfg.Now().UnixMicro())
 	h := &Hub{cfg: cfg, base: base, seq: base, latest: make(map[key]*entry), subs: make(map[*subscriber]struct{}),
-		done: make(chan struct{})}
+		alertKeys: make(map[string]*alertEntry), done: make(chan struct{})}
 	h.metrics = hubMetrics{
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_aggregator_stream_subscribers",
 			Help: "Open /api/v1/stream connections."}),
@@ -139,6 +155,8 @@ func NewHub(cfg HubConfig, reg prometheus.Registerer) *Hub {
 			Help: "Stream messages (snapshot and minutes events) written to subscribers."}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_stream_updates_published_total",
 			Help: "Campaign-minute updates published to the hub that changed its state."}),
+		alerts: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_stream_alerts_published_total",
+			Help: "Alert transitions published to the hub for the first time (repeats of a key are not counted)."}),
 	}
 	h.metrics.campaignMin = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_aggregator_stream_campaign_minutes",
 		Help: "Campaign-minutes the hub holds for snapshots and resumes."}, func() float64 {
@@ -149,7 +167,7 @@ func NewHub(cfg HubConfig, reg prometheus.Registerer) *Hub {
 	h.metrics.dropped.WithLabelValues(DropBuffer)
 	h.metrics.dropped.WithLabelValues(DropWrite)
 	if reg != nil {
-		reg.MustRegister(h.metrics.subscribers, h.metrics.dropped, h.metrics.messages, h.metrics.published, h.metrics.campaignMin)
+		reg.MustRegister(h.metrics.subscribers, h.metrics.dropped, h.metrics.messages, h.metrics.published, h.metrics.alerts, h.metrics.campaignMin)
 	}
 	return h
 }
@@ -240,16 +258,17 @@ type Scope func(campaign string) bool
 type subscriber struct {
 	scope   Scope
 	pending map[key]struct{} // guarded by Hub.mu
-	notify  chan struct{}    // capacity 1: "pending is not empty"
+	alerts  []*alertEntry    // guarded by Hub.mu: alert transitions not yet sent
+	notify  chan struct{}    // capacity 1: "pending or alerts is not empty"
 	dropped chan struct{}    // closed when the hub drops the subscriber
 	reason  string           // guarded by Hub.mu
 }
 
 // subscribe registers a subscriber and returns what it must be sent
 // first: the changes since lastSeq when lastSeq belongs to this hub and
-// resume is true, else a snapshot of the window. seq is the sequence
-// the first message is complete up to.
-func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber, first []*entry, seq uint64, snapshot bool) {
+// resume is true, else a snapshot of the window (and the alerts held, the
+// same way). seq is the sequence the first message is complete up to.
+func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber, first []*entry, alerts []*alertEntry, seq uint64, snapshot bool) {
 	cutoff := h.cutoff()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -264,18 +283,22 @@ func (h *Hub) subscribe(scope Scope, lastSeq uint64, resume bool) (s *subscriber
 		}
 	}
 	sortEntries(first)
-	return s, first, h.seq, snapshot
+	h.pruneAlerts(h.cfg.Now().Add(-h.cfg.AlertWindow).Unix())
+	alerts = h.alertsForLocked(scope, lastSeq, snapshot)
+	return s, first, alerts, h.seq, snapshot
 }
 
-// take returns the latest state of the subscriber's changed
-// campaign-minutes, the sequence they are complete up to and when the
-// newest of them was published.
-func (h *Hub) take(s *subscriber) ([]*entry, uint64, time.Time) {
+// take returns the alert transitions not yet sent to the subscriber, the
+// latest state of its changed campaign-minutes, the sequence they are
+// complete up to and when the newest of them was published.
+func (h *Hub) take(s *subscriber) ([]*alertEntry, []*entry, uint64, time.Time) {
 	h.mu.Lock()
 	seq, published := h.seq, h.published
+	alerts := s.alerts
+	s.alerts = nil
 	if len(s.pending) == 0 {
 		h.mu.Unlock()
-		return nil, seq, published
+		return alerts, nil, seq, published
 	}
 	out := make([]*entry, 0, len(s.pending))
 	for k := range s.pending {
@@ -286,7 +309,7 @@ func (h *Hub) take(s *subscriber) ([]*entry, uint64, time.Time) {
 	clear(s.pending)
 	h.mu.Unlock()
 	sortEntries(out) // entries are immutable: sort outside the lock
-	return out, seq, published
+	return alerts, out, seq, published
 }
 
 // unsubscribe removes s (it may have been dropped already).
@@ -314,7 +337,7 @@ func (h *Hub) dropLocked(s *subscriber, reason string) {
 	h.metrics.subscribers.Dec()
 	h.metrics.dropped.WithLabelValues(reason).Inc()
 	s.reason = reason
-	s.pending = nil
+	s.pending, s.alerts = nil, nil
 	close(s.dropped)
 }
 

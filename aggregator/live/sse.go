@@ -30,6 +30,11 @@ type Message struct {
 //   - then at most one "minutes" event per Interval with the latest state
 //     of each campaign-minute in scope that changed since the previous
 //     message;
+//   - an "alert" event for every alert transition in scope (its JSON as
+//     published, see Alert): at the start those the hub holds (after a
+//     resume, those published since the last event id), then as they
+//     are published, each key once, ahead of the minutes of the same
+//     message;
 //   - a ": ping" comment every Heartbeat.
 //
 // Every snapshot and minutes event has an id: the hub sequence it is
@@ -65,7 +70,7 @@ func (h *Hub) ServeUntil(w http.ResponseWriter, r *http.Request, scope Scope, st
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	lastSeq, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64)
-	s, first, seq, snapshot := h.subscribe(scope, lastSeq, err == nil)
+	s, first, alerts, seq, snapshot := h.subscribe(scope, lastSeq, err == nil)
 	defer h.unsubscribe(s)
 
 	sw := &sseWriter{w: w, rc: rc, timeout: h.cfg.WriteTimeout}
@@ -79,6 +84,7 @@ func (h *Hub) ServeUntil(w http.ResponseWriter, r *http.Request, scope Scope, st
 		sw.updates("minutes", seq, first)
 		h.metrics.messages.Inc()
 	}
+	sw.writeAlerts(alerts)
 	if err := sw.flush(); err != nil {
 		return h.writeFailed(s, err)
 	}
@@ -145,15 +151,18 @@ func (h *Hub) ServeUntil(w http.ResponseWriter, r *http.Request, scope Scope, st
 			case <-wait.C:
 			}
 		}
-		us, seq, _ := h.take(s)
-		if len(us) == 0 {
+		as, us, seq, _ := h.take(s)
+		if len(us) == 0 && len(as) == 0 {
 			continue
 		}
-		sw.updates("minutes", seq, us)
+		sw.writeAlerts(as)
+		if len(us) > 0 {
+			sw.updates("minutes", seq, us)
+			h.metrics.messages.Inc()
+		}
 		if err := sw.flush(); err != nil {
 			return h.writeFailed(s, err)
 		}
-		h.metrics.messages.Inc()
 		slot = due
 	}
 }

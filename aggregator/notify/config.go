@@ -2,7 +2,9 @@ package notify
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/tally-edge/tally/aggregator/alert"
 	"net/url"
 	"regexp"
 	"time"
@@ -48,6 +50,12 @@ type Config struct {
 	// ShutdownTimeout bounds the final deliveries at Close; what remains
 	// goes to the dead letters. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// Done, if set, is called once for every target Send queued an alert
+	// transition for, when that target is done with it: delivered, or
+	// given up on (a dead letter). It runs on the target's goroutine and
+	// must not block. Not configuration: the caller's hook.
+	Done func(a alert.Alert, target string, delivered bool) `yaml:"-"`
 }
 
 // Webhook is one HTTP receiver.

@@ -114,19 +114,22 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Notifier,
 	return n, nil
 }
 
-// Send queues a for every target that takes it. It never blocks: a target
-// whose queue is full gets a dead letter instead.
-func (n *Notifier) Send(a alert.Alert) {
+// Send queues a for every target that takes it and returns how many do
+// (Config.Done is called that many times for a). It never blocks: a
+// target whose queue is full gets a dead letter instead.
+func (n *Notifier) Send(a alert.Alert) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		n.deadLetter("*", a, ReasonShutdown, 0, "notifier closed")
-		return
+		return 1
 	}
+	targets := 0
 	for _, h := range n.hooks {
 		if !h.wants(a) {
 			continue
 		}
+		targets++
 		select {
 		case h.in <- a:
 		default:
@@ -134,14 +137,23 @@ func (n *Notifier) Send(a alert.Alert) {
 		}
 	}
 	if a.Silenced {
-		return // Alertmanager has its own silences; a Tally silence mutes it there too
+		return targets // Alertmanager has its own silences; a Tally silence mutes it there too
 	}
 	for _, w := range n.ams {
+		targets++
 		select {
 		case w.in <- a:
 		default:
 			n.deadLetter(w.am.Name, a, ReasonQueueFull, 0, "queue full")
 		}
+	}
+	return targets
+}
+
+// done reports a target done with a.
+func (n *Notifier) done(a alert.Alert, target string, delivered bool) {
+	if n.cfg.Done != nil {
+		n.cfg.Done(a, target, delivered)
 	}
 }
 
@@ -167,6 +179,7 @@ func (n *Notifier) Close() error {
 }
 
 func (n *Notifier) deadLetter(target string, a alert.Alert, reason string, attempts int, detail string) {
+	defer n.done(a, target, false)
 	n.m.dead.WithLabelValues(target, reason).Inc()
 	n.logger.Warn("alert not delivered", "target", target, "alert", a.ID, "state", a.State, "reason", reason, "attempts", attempts, "error", detail)
 	if n.dead == nil {
@@ -335,6 +348,7 @@ func (h *hookWorker) attempt(ctx context.Context, it *item) {
 	switch {
 	case out.ok:
 		n.m.deliveries.WithLabelValues(h.w.Name, "delivered").Inc()
+		n.done(it.a, h.w.Name, true)
 	case out.permanent:
 		n.m.deliveries.WithLabelValues(h.w.Name, "failed").Inc()
 		n.deadLetter(h.w.Name, it.a, ReasonPermanent, it.attempts, out.detail)
@@ -447,7 +461,11 @@ func (w *amWorker) take(a alert.Alert) {
 	} else {
 		delete(w.active, a.ID)
 	}
-	if len(w.fresh) >= w.n.cfg.QueueLength {
+	if old, ok := w.fresh[a.ID+":"+a.State]; ok {
+		// The same transition again: the first is done (the one push
+		// that carries this one carries it), this one is now the fresh one.
+		w.n.done(old, w.am.Name, true)
+	} else if len(w.fresh) >= w.n.cfg.QueueLength {
 		w.n.deadLetter(w.am.Name, a, ReasonQueueFull, 0, "queue full")
 		return
 	}
@@ -495,7 +513,10 @@ func (w *amWorker) push(ctx context.Context) bool {
 		case out.ok:
 			n.m.deliveries.WithLabelValues(w.am.Name, "delivered").Inc()
 			for _, a := range src[:k] {
-				delete(w.fresh, a.ID+":"+a.State)
+				if _, ok := w.fresh[a.ID+":"+a.State]; ok {
+					delete(w.fresh, a.ID+":"+a.State)
+					n.done(a, w.am.Name, true)
+				}
 			}
 			all, src = all[k:], src[k:]
 			continue

@@ -546,3 +546,60 @@ func TestAlertmanagerMapping(t *testing.T) {
 		t.Fatalf("resolved ends at %v, want %v", m.EndsAt, end)
 	}
 }
+
+// TestDoneOncePerTarget: Send says how many targets took the alert, and
+// Done reports each of them once: delivered, or given up on.
+func TestDoneOncePerTarget(t *testing.T) {
+	ok := newReceiver(t, nil)
+	bad := newReceiver(t, func(int, *http.Request) int { return http.StatusBadRequest })
+	am := newReceiver(t, nil)
+	cfg := testConfig(t)
+	type report struct {
+		target    string
+		delivered bool
+	}
+	reports := make(chan report, 10)
+	cfg.Done = func(a alert.Alert, target string, delivered bool) { reports <- report{target, delivered} }
+	cfg.Webhooks = []Webhook{{Name: "ok", URL: ok.URL}, {Name: "bad", URL: bad.URL}, {Name: "elsewhere", URL: ok.URL, Campaigns: []string{"other"}}}
+	cfg.Alertmanagers = []Alertmanager{{Name: "am", URL: am.URL}}
+	n, _ := start(t, cfg)
+	if got := n.Send(testAlert(1)); got != 3 {
+		t.Fatalf("Send: %d targets, want 3 (ok, bad, am)", got)
+	}
+	got := map[string]bool{}
+	for range 3 {
+		select {
+		case r := <-reports:
+			if _, dup := got[r.target]; dup {
+				t.Fatalf("%s reported twice", r.target)
+			}
+			got[r.target] = r.delivered
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %v reported", got)
+		}
+	}
+	if !got["ok"] || got["bad"] || !got["am"] {
+		t.Fatalf("reports %v, want ok and am delivered, bad not", got)
+	}
+	n.Close()
+	select {
+	case r := <-reports:
+		t.Fatalf("a fourth report: %+v", r)
+	default:
+	}
+}
+
+// TestDashboardLink: an alert links to the dashboard's own address of a
+// custom range around it (whole minutes, UTC) with the alert named.
+func TestDashboardLink(t *testing.T) {
+	a := testAlert(0)
+	a.Start, a.At = time.Date(2026, 3, 2, 10, 7, 0, 0, time.UTC), time.Date(2026, 3, 2, 10, 8, 20, 0, time.UTC)
+	got := dashboardLink("https://tally.example.com/", a)
+	want := "https://tally.example.com/?alert=" + a.ID + "&campaign=spring&from=2026-03-02T09%3A07%3A00Z&range=custom&to=2026-03-02T11%3A09%3A00Z"
+	if got != want {
+		t.Fatalf("link\n%s\nwant\n%s", got, want)
+	}
+	if dashboardLink("", a) != "" {
+		t.Fatal("a link without a dashboard URL")
+	}
+}

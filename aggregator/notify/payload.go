@@ -86,7 +86,10 @@ func Verify(secret []byte, header string, body []byte, now time.Time, tolerance 
 }
 
 // dashboardLink opens the dashboard on the alert's campaign, from an hour
-// before it started to an hour after it ended (or now).
+// before it started to an hour after it ended (or after this transition,
+// while it fires): the dashboard's own address for a custom range
+// (dashboard/src/view.js: whole minutes in UTC, at most 31 days), and the
+// alert to highlight.
 func dashboardLink(base string, a alert.Alert) string {
 	if base == "" {
 		return ""
@@ -95,10 +98,16 @@ func dashboardLink(base string, a alert.Alert) string {
 	if a.End != nil {
 		end = *a.End
 	}
+	from := a.Start.Add(-time.Hour).UTC().Truncate(time.Minute)
+	to := end.Add(time.Hour + time.Minute - time.Nanosecond).UTC().Truncate(time.Minute)
+	if to.Sub(from) > 31*24*time.Hour {
+		to = from.Add(31 * 24 * time.Hour)
+	}
 	q := url.Values{}
 	q.Set("campaign", a.Campaign)
-	q.Set("from", a.Start.Add(-time.Hour).UTC().Format(time.RFC3339))
-	q.Set("to", end.Add(time.Hour).UTC().Format(time.RFC3339))
+	q.Set("range", "custom")
+	q.Set("from", from.Format(time.RFC3339))
+	q.Set("to", to.Format(time.RFC3339))
 	q.Set("alert", a.ID)
 	return strings.TrimRight(base, "/") + "/?" + q.Encode()
 }

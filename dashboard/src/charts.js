@@ -22,6 +22,7 @@ export class LineChart {
     this.plot = null;
     this.sig = "";
     this.width = 0;
+    this.markers = [];
     this.resizer = new ResizeObserver(() => this.resize());
     this.resizer.observe(el);
   }
@@ -53,12 +54,46 @@ export class LineChart {
         axes: [{}, { size: 56, values: (u, vals) => vals.map((v) => compact.format(v)) }],
         legend: { live: true },
         cursor: { drag: { x: false, y: false } },
+        hooks: { draw: [(u) => this.drawMarkers(u)] },
       };
       this.plot = new uPlot(opts, data, this.el);
       this.el.dataset.series = String(specs.length);
       return;
     }
     this.plot.setData(data);
+  }
+
+  /**
+   * setMarkers draws a dashed vertical line at each marker {t (unix
+   * seconds), color, label} within the chart's time axis: where alerts
+   * started.
+   */
+  setMarkers(ms) {
+    const sig = JSON.stringify(ms);
+    if (sig === JSON.stringify(this.markers)) return;
+    this.markers = ms;
+    this.el.dataset.markers = String(ms.length);
+    this.el.title = ms.map((m) => m.label).join("\n");
+    if (this.plot) this.plot.redraw(false, false);
+  }
+
+  drawMarkers(u) {
+    if (this.markers.length === 0) return;
+    const { ctx } = u;
+    const { left, top, width, height } = u.bbox;
+    ctx.save();
+    ctx.lineWidth = 2 * devicePixelRatio;
+    ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
+    for (const m of this.markers) {
+      const x = u.valToPos(m.t, "x", true);
+      if (!(x >= left && x <= left + width)) continue;
+      ctx.strokeStyle = m.color;
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+    }
+    ctx.restore();
   }
 
   fitWidth() {

@@ -12,6 +12,7 @@ import { TILES, fmt, shortForms, emptyKPIs, addCounters, withRatios, change, bot
 import { LiveStore } from "./store.js";
 import { LineChart, COLORS } from "./charts.js";
 import { RadioGroup } from "./radios.js";
+import { AlertBook, alertView, alertHref, bannerText, markers, describe } from "./alerts.js";
 import {
   DIMS, DIM_NAMES, RANGES, parseView, viewSearch, withView, sameView, filterParams, windowOf, comparisonOf,
   localInput, customRange, isoMinute,
@@ -38,7 +39,12 @@ const time = (d) => d.toLocaleTimeString("en-GB");
 const setText = (el, text) => {
   if (el.textContent !== text) el.textContent = text;
 };
-const ALL_DIRTY = () => ({ tiles: true, table: new Set(), tableAll: true, charts: true, drill: true, status: true, options: true, view: true });
+const ALL_DIRTY = () => ({ tiles: true, table: new Set(), tableAll: true, charts: true, drill: true, status: true, options: true, view: true,
+  alerts: true, forecast: true });
+// How often the alert list and the forecast are read again (the stream
+// brings new alerts as they happen).
+const ALERTS_REFRESH_MS = 30000;
+const FORECAST_REFRESH_MS = 60000;
 
 /** Dashboard is one signed-in session; stop() tears it down. */
 class Dashboard {
@@ -72,6 +78,12 @@ class Dashboard {
     this.dirty = ALL_DIRTY();
     this.raf = 0;
     this.listeners = [];
+    this.alerts = new AlertBook();
+    this.alertsLoaded = false;
+    this.forecast = null; // {campaign, body} or {campaign, error}
+    // The alert a link opened (?alert=), shown highlighted in the list.
+    const hl = new URLSearchParams(location.search).get("alert");
+    this.highlight = hl && /^[0-9a-f]{32}$/.test(hl) ? hl : "";
   }
 
   /** streamed: the live stream feeds the figures (live range, no filters: the stream is per campaign only). */
@@ -147,6 +159,19 @@ class Dashboard {
       if (tr) this.change({ campaign: tr.dataset.campaign === this.view.campaign ? "" : tr.dataset.campaign });
     });
     this.on($("export"), "click", () => this.exportCSV());
+    // An alert's link opens its campaign and time range in this page.
+    const openAlert = (e) => {
+      const link = e.target.closest("a[data-alert]");
+      if (!link) return;
+      const a = this.alerts.byId.get(link.dataset.alert);
+      if (!a) return;
+      e.preventDefault();
+      this.highlight = a.id;
+      this.dirty.alerts = true;
+      this.change(alertView(a, Date.now()));
+    };
+    this.on($("alert-list"), "click", openAlert);
+    this.on($("alert-banner"), "click", openAlert);
     this.on($("signout"), "click", () => this.onSignOut(""));
     // Back and forward move between views.
     this.on(window, "popstate", () => {
@@ -173,8 +198,11 @@ class Dashboard {
       this.dirty.tiles = this.dirty.charts = this.dirty.status = true;
       this.schedule();
     });
+    this.every(ALERTS_REFRESH_MS, () => this.refreshAlerts());
+    this.every(FORECAST_REFRESH_MS, () => this.refreshForecast(this.gen));
     this.schedule();
     this.refresh();
+    this.refreshAlerts();
   }
 
   stop() {
@@ -193,6 +221,9 @@ class Dashboard {
     $("campaign").length = 1;
     $("filter").value = "";
     $("banner").hidden = true;
+    $("alert-banner").hidden = true;
+    $("alert-list").textContent = "";
+    $("forecast").hidden = true;
     $("notice").hidden = true;
     $("filters").hidden = true;
     $("app").hidden = true;
@@ -300,7 +331,7 @@ class Dashboard {
     // In the live view the series fill the minutes the stream has not
     // delivered (before the page opened, or while it was down).
     await Promise.all(denied ? [this.refreshCampaigns(gen)]
-      : [this.refreshCampaigns(gen), this.refreshDrill(gen), this.refreshHistory(gen), this.refreshCompare(gen)]);
+      : [this.refreshCampaigns(gen), this.refreshDrill(gen), this.refreshHistory(gen), this.refreshCompare(gen), this.refreshForecast(gen)]);
     if (gen !== this.gen || this.stopped) return;
     this.refreshedAt = new Date();
     this.dirty.status = true;
@@ -423,6 +454,51 @@ class Dashboard {
     this.schedule();
   }
 
+  /**
+   * refreshAlerts reads the alerts of the last 24 hours in the caller's
+   * scope; the stream adds the ones decided since. A node without alerting
+   * (or an error) leaves the list as it is.
+   */
+  async refreshAlerts() {
+    if (this.stopped) return;
+    let body;
+    try {
+      body = await this.client.get("alerts", {}, this.abort.signal);
+    } catch (e) {
+      if (e.status === 401) this.onSignOut("Your token is no longer accepted (expired or revoked). Sign in again.");
+      return;
+    }
+    this.alerts.replace(body.alerts || []);
+    this.alertsLoaded = true;
+    this.dirty.alerts = this.dirty.charts = true;
+    this.schedule();
+  }
+
+  /** refreshForecast reads the selected campaign's forecast (none without a campaign). */
+  async refreshForecast(gen) {
+    const c = this.view.campaign;
+    if (!c || this.denied) {
+      if (this.forecast) {
+        this.forecast = null;
+        this.dirty.forecast = true;
+        this.schedule();
+      }
+      return;
+    }
+    let body = null;
+    let error = "";
+    try {
+      body = await this.client.get("forecast", { campaign: c }, this.abort.signal);
+    } catch (e) {
+      if (e.name === "AbortError") return;
+      error = e.status === 404 ? "not enough history for a forecast yet" : e.message;
+    }
+    if (gen !== this.gen || c !== this.view.campaign) return;
+    this.forecast = { campaign: c, body, error };
+    this.dirty.forecast = true;
+    this.schedule();
+  }
+
   /** compareKPIs are the comparison period's KPIs of what the tiles show, or null. */
   compareKPIs() {
     const cmp = this.cmp;
@@ -482,6 +558,19 @@ class Dashboard {
       } catch (_) { /* ignore a malformed status */ }
       this.dirty.status = true;
       this.schedule();
+      return;
+    }
+    if (ev.type === "alert") {
+      let a;
+      try {
+        a = JSON.parse(ev.data);
+      } catch (_) {
+        return;
+      }
+      if (this.alerts.put(a)) {
+        this.dirty.alerts = this.dirty.charts = true;
+        this.schedule();
+      }
       return;
     }
     if (ev.type !== "snapshot" && ev.type !== "minutes") return;
@@ -596,7 +685,10 @@ class Dashboard {
     if (d.tableAll || d.table.size) this.renderTable();
     if (d.charts) this.renderCharts();
     if (d.drill) this.renderDrill();
-    this.dirty = { tiles: false, table: new Set(), tableAll: false, charts: false, drill: false, status: false, options: false, view: false };
+    if (d.alerts || d.view) this.renderAlerts();
+    if (d.forecast || d.view) this.renderForecast();
+    this.dirty = { tiles: false, table: new Set(), tableAll: false, charts: false, drill: false, status: false, options: false, view: false,
+      alerts: false, forecast: false };
   }
 
   /** renderView sets the controls, the filter chips and the notice from the view. */
@@ -990,6 +1082,118 @@ class Dashboard {
     };
     draw(this.charts.traffic, TRAFFIC);
     draw(this.charts.money, MONEY);
+    // Where alerts of what the charts show started.
+    const ms = markers(this.alerts.list(this.view.campaign), this.win.from, this.win.to);
+    this.charts.traffic.setMarkers(ms);
+    this.charts.money.setMarkers(ms);
+  }
+
+  /** renderAlerts draws the alert list, its count and the banner. */
+  renderAlerts() {
+    const c = this.denied ? "\u0000" : this.view.campaign;
+    const list = this.alerts.list(c);
+    const firing = list.filter((a) => a.state === "firing");
+    const ul = $("alert-list");
+    ul.textContent = "";
+    const now = Date.now();
+    for (const a of list.slice(0, 50)) {
+      const li = document.createElement("li");
+      li.className = `alert ${a.state} ${a.severity}` + (a.id === this.highlight ? " highlight" : "");
+      li.dataset.id = a.id;
+      li.dataset.state = a.state;
+      const head = document.createElement("div");
+      head.className = "alert-head";
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = a.state === "firing" ? (a.severity === "critical" ? "critical" : "firing") : "resolved";
+      const what = document.createElement("b");
+      what.textContent = describe(a);
+      const when = document.createElement("span");
+      when.className = "muted";
+      when.textContent = ` since ${new Date(a.start).toLocaleString("en-GB", { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" })}` +
+        (a.end ? `, resolved ${new Date(a.end).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" })}` : "") +
+        (a.silenced ? " (silenced)" : "");
+      const link = document.createElement("a");
+      link.href = alertHref(a, now);
+      link.dataset.alert = a.id;
+      link.textContent = "Show";
+      link.setAttribute("aria-label", `Show ${describe(a)} on the charts`);
+      head.append(badge, " ", what, when, " ", link);
+      const p = document.createElement("p");
+      p.textContent = a.summary;
+      li.append(head, p);
+      ul.append(li);
+    }
+    setText($("alert-count"), this.alertsLoaded || list.length ? `(${firing.length} firing, ${list.length} in 24 h)` : "");
+    $("alert-empty").hidden = list.length > 0;
+    // The banner: every alert firing in scope, whatever campaign is shown.
+    const all = this.denied ? [] : this.alerts.firing("");
+    const banner = $("alert-banner");
+    const text = bannerText(all);
+    banner.hidden = !text;
+    setText($("alert-banner-text"), text);
+    const link = $("alert-banner-link");
+    if (all.length) {
+      const worst = all.find((a) => a.severity === "critical") || all[0];
+      link.href = alertHref(worst, now);
+      link.dataset.alert = worst.id;
+    }
+  }
+
+  /** renderForecast draws the selected campaign's projection of the day and its pacing. */
+  renderForecast() {
+    const box = $("forecast");
+    const f = this.forecast;
+    const show = !!f && f.campaign === this.view.campaign && !this.denied;
+    box.hidden = !show;
+    if (!show) return;
+    const grid = $("forecast-tiles");
+    grid.textContent = "";
+    if (f.error || !f.body) {
+      setText($("forecast-summary"), `No forecast for ${f.campaign}: ${f.error}.`);
+      return;
+    }
+    const b = f.body;
+    setText($("forecast-summary"), b.summary);
+    const day = b.day;
+    const rows = [["Spend", day.spend, fmt.money], ["Conversions", day.conversions, fmt.count], ["Revenue", day.revenue, fmt.money], ["ROAS", day.roas, fmt.times]];
+    for (const [label, p, fmt2] of rows) {
+      // A bound the server cannot give (no typical day yet) is null.
+      const f2 = (x) => (x === null || x === undefined ? "…" : fmt2(x));
+      const el = document.createElement("div");
+      el.className = "fc";
+      el.dataset.kpi = label.toLowerCase();
+      const l = document.createElement("div");
+      l.className = "label";
+      l.textContent = `${label} by end of day`;
+      const v = document.createElement("div");
+      v.className = "value";
+      const forms = shortForms(fmt2, p.projected);
+      v.textContent = forms[forms.length > 1 && forms[0].length > 10 ? 1 : 0];
+      v.title = `${forms[0]} projected (${f2(p.low)} – ${f2(p.high)}); ${f2(p.actual)} so far`;
+      const r = document.createElement("div");
+      r.className = "muted";
+      r.textContent = `${f2(p.actual)} so far · ${f2(p.low)}–${f2(p.high)}`;
+      el.append(l, v, r);
+      grid.append(el);
+    }
+    if (b.pacing && b.pacing.daily_budget > 0) {
+      const el = document.createElement("div");
+      el.className = "fc pacing";
+      el.dataset.kpi = "pacing";
+      const l = document.createElement("div");
+      l.className = "label";
+      l.textContent = "Daily budget";
+      const v = document.createElement("div");
+      v.className = "value";
+      v.textContent = fmt.pct(b.pacing.budget_share);
+      v.title = `${fmt.money(b.day.spend.actual)} of ${fmt.money(b.pacing.daily_budget)} spent; ${fmt.pct(b.pacing.time_share)} of the day gone`;
+      const r = document.createElement("div");
+      r.className = "muted";
+      r.textContent = `spent, ${fmt.pct(b.pacing.time_share)} of the day gone`;
+      el.append(l, v, r);
+      grid.append(el);
+    }
   }
 
   renderDrill() {
