@@ -194,6 +194,10 @@ func RunWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts O
 	if err != nil {
 		return err
 	}
+	if r, h := cfg.Influx.Retention.Minutes, cfg.Alerts.History(); !cfg.Alerts.Disabled && r > 0 && r < h {
+		logger.Warn("influx.retention.minutes is shorter than the history alerting reads: seasonal baselines and forecasts get only what is kept",
+			"retention_minutes", r, "alerting_history", h, "reason", "alert_history_beyond_retention")
+	}
 	alerts, err := newAlertSide(cfg, pipe.Store(), fanout, iw, reader, clustered, reg, logger)
 	if err != nil {
 		return fmt.Errorf("alerts: %w", err)

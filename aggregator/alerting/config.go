@@ -111,6 +111,12 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// History is how far back alerting reads minutes from storage when it
+// rebuilds a campaign, with forecasts (budgets) in use: a retention of
+// minutes shorter than this leaves the seasonal baselines and forecasts
+// less history than configured.
+func (c Config) History() time.Duration { return c.history(true) }
+
 // history is how far back a campaign's detectors (and, with a budget, its
 // forecaster) are rebuilt from storage: what the seasonal baselines look
 // at, and the forecaster's days.
