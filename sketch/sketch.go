@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/DataDog/sketches-go/ddsketch"
@@ -103,6 +104,14 @@ type State struct {
 	Votes map[string]uint64
 	// Uniques holds visitor hashes; nil until the first visitor.
 	Uniques *hyperloglog.Sketch
+	// UniquesStored is Uniques still in its stored encoding (what
+	// DecodeStoredHLL reads), checked (CheckStoredHLL) but not decoded:
+	// a reader asked to hand uniques over this way sets it instead of
+	// Uniques, for a caller that folds them into a Union, which reads the
+	// registers straight from the bytes (kpi.Accumulator does). Merge,
+	// Clone, UniquesEstimate and Encode decode it where needed; code that
+	// reads Uniques directly must not ask for it.
+	UniquesStored []byte
 	// Values holds event values for quantiles; nil until the first value.
 	Values *ddsketch.DDSketch
 }
@@ -235,6 +244,18 @@ func (s *State) Merge(o *State) error {
 	if err := s.MergeUniques(o.Uniques); err != nil {
 		return fmt.Errorf("merge uniques: %w", err)
 	}
+	if err := s.decodeStoredUniques(); err != nil {
+		return err
+	}
+	if len(o.UniquesStored) > 0 {
+		h, err := DecodeStoredHLL(o.UniquesStored)
+		if err != nil {
+			return fmt.Errorf("merge uniques: %w", err)
+		}
+		if err := s.MergeUniques(h); err != nil {
+			return fmt.Errorf("merge uniques: %w", err)
+		}
+	}
 	if err := s.MergeValues(o.Values); err != nil {
 		return fmt.Errorf("merge values: %w", err)
 	}
@@ -245,10 +266,34 @@ func (s *State) Merge(o *State) error {
 // estimates on a dense copy, which leaves s untouched (the library's
 // Estimate mutates the sketch) and is exact for register updates.
 func (s *State) UniquesEstimate() uint64 {
+	if s.Uniques == nil && len(s.UniquesStored) > 0 {
+		var u Union
+		if err := u.MergeStored(s.UniquesStored); err != nil {
+			return 0 // a reader hands over only checked bytes
+		}
+		return u.Estimate()
+	}
 	if s.Uniques == nil {
 		return 0
 	}
 	return estimate(s.Uniques)
+}
+
+// decodeStoredUniques replaces UniquesStored by the sketch it encodes,
+// merged into Uniques.
+func (s *State) decodeStoredUniques() error {
+	if len(s.UniquesStored) == 0 {
+		return nil
+	}
+	h, err := DecodeStoredHLL(s.UniquesStored)
+	if err != nil {
+		return fmt.Errorf("decode uniques: %w", err)
+	}
+	if err := s.MergeUniques(h); err != nil {
+		return fmt.Errorf("merge uniques: %w", err)
+	}
+	s.UniquesStored = nil
+	return nil
 }
 
 // Quantile returns the q-quantile of values, or 0 when there are none.
@@ -277,6 +322,9 @@ func (s *State) Clone() *State {
 	}
 	if s.Uniques != nil {
 		c.Uniques = s.Uniques.Clone()
+	}
+	if len(s.UniquesStored) > 0 {
+		c.UniquesStored = slices.Clone(s.UniquesStored)
 	}
 	if s.Values != nil {
 		c.Values = s.Values.Copy()
@@ -325,8 +373,16 @@ func (s *State) EncodeShared() (Encoded, error) {
 	if len(s.Votes) > 0 {
 		e.Votes = s.Votes
 	}
-	if s.Uniques != nil {
-		b, err := s.Uniques.MarshalBinary()
+	uniques := s.Uniques
+	if len(s.UniquesStored) > 0 {
+		var c State
+		if err := c.Merge(&State{Uniques: s.Uniques, UniquesStored: s.UniquesStored}); err != nil {
+			return Encoded{}, fmt.Errorf("encode uniques: %w", err)
+		}
+		uniques = c.Uniques
+	}
+	if uniques != nil {
+		b, err := uniques.MarshalBinary()
 		if err != nil {
 			return Encoded{}, fmt.Errorf("encode uniques: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/bits"
 	"slices"
 	"sync"
 
@@ -138,55 +139,72 @@ func (w *bitWriter) flush() []byte {
 	return w.b
 }
 
-// bitReader reads what bitWriter wrote.
+// bitReader reads what bitWriter wrote, up to 64 bits at a time.
 type bitReader struct {
 	b   []byte
-	pos uint // bit position
+	pos uint // bits consumed
 }
 
-var errShort = errors.New("truncated")
+var (
+	errShort = errors.New("truncated")
+	errRange = errors.New("value out of range")
+)
 
-func (r *bitReader) bit() (uint8, error) {
-	if r.pos>>3 >= uint(len(r.b)) {
-		return 0, errShort
-	}
-	v := r.b[r.pos>>3] >> (7 - r.pos&7) & 1
-	r.pos++
-	return v, nil
-}
-
-func (r *bitReader) read(n uint) (uint64, error) {
-	var v uint64
-	for range n {
-		b, err := r.bit()
-		if err != nil {
-			return 0, err
+// peek returns the bits from pos on, left-aligned (57 or more of them
+// unless the input ends first), and how many of them the input holds;
+// bits past its end read as zeros.
+func (r *bitReader) peek() (w uint64, n uint) {
+	i := r.pos >> 3
+	if i+8 <= uint(len(r.b)) {
+		w, n = binary.BigEndian.Uint64(r.b[i:]), 64
+	} else {
+		for j, c := range r.b[i:] {
+			w |= uint64(c) << (56 - 8*uint(j))
 		}
-		v = v<<1 | uint64(b)
+		n = 8 * (uint(len(r.b)) - i)
 	}
-	return v, nil
+	sh := r.pos & 7
+	return w << sh, n - sh
 }
 
-// rice reads a Rice-coded value whose quotient is at most maxQ.
+// rice reads a Rice-coded value whose quotient is at most maxQ: the
+// quotient in ones ended by a zero, then k low bits. A quotient past
+// maxQ is out of range even where the input ends before its zero, as
+// reading a bit at a time finds.
 func (r *bitReader) rice(k uint, maxQ uint64) (uint64, error) {
 	var q uint64
 	for {
-		b, err := r.bit()
-		if err != nil {
-			return 0, err
+		w, n := r.peek()
+		if n == 0 {
+			return 0, errShort
 		}
-		if b == 0 {
+		ones := min(uint(bits.LeadingZeros64(^w)), n)
+		if q+uint64(ones) > maxQ {
+			return 0, errRange
+		}
+		q += uint64(ones)
+		r.pos += ones
+		if ones < n {
+			r.pos++ // the zero that ends the quotient
+			if k == 0 {
+				return q, nil
+			}
+			if ones+1+k <= n { // the low bits are in this window too
+				r.pos += k
+				return q<<k | w<<(ones+1)>>(64-k), nil
+			}
 			break
 		}
-		if q++; q > maxQ {
-			return 0, errors.New("value out of range")
-		}
 	}
-	low, err := r.read(k)
-	if err != nil {
-		return 0, err
+	if k == 0 {
+		return q, nil
 	}
-	return q<<k | low, nil
+	w, n := r.peek()
+	if n < k {
+		return 0, errShort
+	}
+	r.pos += k
+	return q<<k | w>>(64-k), nil
 }
 
 // AppendStoredHLL appends h in the StoredHLLV1 encoding:
@@ -264,76 +282,113 @@ func DecodeStoredHLL(b []byte) (*hyperloglog.Sketch, error) {
 	default:
 		return nil, fmt.Errorf("%w: hll version byte %#x", ErrUnknownEncoding, b[0])
 	}
+	var dense []byte
+	var sparse *hyperloglog.Sketch
+	n, err := eachStoredRegister(b, func(n uint64) {
+		if n >= denseDecodeAfter {
+			dense = make([]byte, 8+numRegisters)
+			dense[0], dense[1] = legacyHLLv2, HLLPrecision
+			binary.BigEndian.PutUint32(dense[4:], numRegisters)
+		} else {
+			sparse = NewHLL()
+		}
+	}, func(idx int, rho uint8) {
+		if dense != nil {
+			dense[8+idx] = rho
+		} else {
+			sparse.InsertHash(craftHash(uint16(idx), rho))
+		}
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case n == 0:
+		return NewHLL(), nil
+	case dense == nil:
+		return sparse, nil
+	}
+	h := NewHLL()
+	if err := h.UnmarshalBinary(dense); err != nil {
+		return nil, fmt.Errorf("%w: stored hll: %v", ErrCorrupt, err)
+	}
+	return h, nil
+}
+
+// CheckStoredHLL checks, without decoding it into a sketch, that b is a
+// HyperLogLog DecodeStoredHLL accepts: it fails exactly where
+// DecodeStoredHLL fails. A reader that hands stored HyperLogLogs over
+// still encoded (State.UniquesStored) checks them this way, so that a
+// corrupt one is refused where it is read, as a decoded one would be.
+func CheckStoredHLL(b []byte) error {
+	if len(b) > 0 && b[0] == StoredHLLV1 {
+		_, err := eachStoredRegister(b, nil, nil)
+		return err
+	}
+	_, err := DecodeStoredHLL(b)
+	return err
+}
+
+// eachStoredRegister walks a StoredHLLV1 encoding (b[0] is its version
+// byte): it calls start with the register count once the header is
+// read, then reg for every register in index order, and returns the
+// count. Either may be nil. On error (ErrCorrupt), reg may have seen
+// some of the registers.
+func eachStoredRegister(b []byte, start func(n uint64), reg func(idx int, rho uint8)) (uint64, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: stored hll: %s", ErrCorrupt, fmt.Sprintf(format, args...))
 	}
 	n, k := binary.Uvarint(b[1:])
 	if k <= 0 || n > numRegisters {
-		return nil, bad("bad register count")
+		return 0, bad("bad register count")
 	}
 	rest := b[1+k:]
 	if n == 0 {
 		if len(rest) != 0 {
-			return nil, bad("%d bytes after an empty sketch", len(rest))
+			return 0, bad("%d bytes after an empty sketch", len(rest))
 		}
-		return NewHLL(), nil
+		return 0, nil
 	}
 	if len(rest) < 2 {
-		return nil, bad("truncated header")
+		return 0, bad("truncated header")
 	}
 	kg, kr, base := uint(rest[0]&0x0f), uint(rest[0]>>4), rest[1]
 	if kg > 13 || kr > 5 || base == 0 || base > maxRho {
-		return nil, bad("bad parameters %#x, base %d", rest[0], base)
+		return 0, bad("bad parameters %#x, base %d", rest[0], base)
+	}
+	if start != nil {
+		start(n)
 	}
 	r := bitReader{b: rest[2:]}
-	var dense []byte
-	var sparse *hyperloglog.Sketch
-	if n >= denseDecodeAfter {
-		dense = make([]byte, 8+numRegisters)
-		dense[0], dense[1] = legacyHLLv2, HLLPrecision
-		binary.BigEndian.PutUint32(dense[4:], numRegisters)
-	} else {
-		sparse = NewHLL()
-	}
 	idx := -1
 	for i := range n {
 		gap, err := r.rice(kg, numRegisters>>kg)
 		if err != nil {
-			return nil, bad("register %d: gap: %v", i, err)
+			return 0, bad("register %d: gap: %v", i, err)
 		}
 		idx += int(gap) + 1
 		if idx >= numRegisters {
-			return nil, bad("register %d: index %d out of range", i, idx)
+			return 0, bad("register %d: index %d out of range", i, idx)
 		}
 		d, err := r.rice(kr, maxRho>>kr)
 		if err != nil {
-			return nil, bad("register %d: rho: %v", i, err)
+			return 0, bad("register %d: rho: %v", i, err)
 		}
 		rho := uint64(base) + d
 		if rho > maxRho {
-			return nil, bad("register %d: rho %d out of range", i, rho)
+			return 0, bad("register %d: rho %d out of range", i, rho)
 		}
-		if dense != nil {
-			dense[8+idx] = uint8(rho)
-		} else {
-			sparse.InsertHash(craftHash(uint16(idx), uint8(rho)))
+		if reg != nil {
+			reg(idx, uint8(rho))
 		}
 	}
 	// The stream ends within its last byte, padded with zeros.
 	if used := (r.pos + 7) / 8; used != uint(len(r.b)) {
-		return nil, bad("%d bytes after the registers", uint(len(r.b))-used)
+		return 0, bad("%d bytes after the registers", uint(len(r.b))-used)
 	}
 	if pad := r.pos & 7; pad != 0 && r.b[len(r.b)-1]&(1<<(8-pad)-1) != 0 {
-		return nil, bad("non-zero padding")
+		return 0, bad("non-zero padding")
 	}
-	if dense == nil {
-		return sparse, nil
-	}
-	h := NewHLL()
-	if err := h.UnmarshalBinary(dense); err != nil {
-		return nil, bad("%v", err)
-	}
-	return h, nil
+	return n, nil
 }
 
 // AppendStoredQuantiles appends q in the StoredQuantilesV1 encoding: the

@@ -1,0 +1,447 @@
+package sketch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/axiomhq/hyperloglog"
+)
+
+// unionPoint is one point's uniques in the form a fold may receive
+// them: stored bytes (stored) or a decoded library sketch (sketch).
+type unionPoint struct {
+	stored []byte
+	sketch *hyperloglog.Sketch
+}
+
+// randomUnionPoint draws a point of a random kind and size. Visitors come
+// from a pool shared by all points (so registers collide across points),
+// or are crafted with any rho up to the maximum.
+func randomUnionPoint(t testing.TB, rng *rand.Rand) unionPoint {
+	t.Helper()
+	h := NewHLL()
+	var n int
+	switch rng.IntN(4) {
+	case 0:
+		n = 0 // an empty sketch
+	case 1, 2:
+		n = 1 + rng.IntN(900) // sparse
+	default:
+		n = 1000 + rng.IntN(40_000) // past denseDecodeAfter, up to dense
+	}
+	pool := uint64(1 + rng.IntN(100_000))
+	crafted := rng.IntN(3) == 0
+	for range n {
+		if crafted {
+			h.InsertHash(craftHash(uint16(rng.IntN(numRegisters)), uint8(1+rng.IntN(maxRho))))
+			continue
+		}
+		h.InsertHash(mix(rng.Uint64N(pool)) | 1)
+	}
+	switch rng.IntN(5) {
+	case 0: // decoded, as a reader without StoredUniques hands it over
+		return unionPoint{sketch: h}
+	case 1: // the library's own encoding, which the first release stored
+		b, err := h.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return unionPoint{stored: b}
+	default:
+		b, err := AppendStoredHLL(nil, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return unionPoint{stored: b}
+	}
+}
+
+// oldUniques is the fold before Union: decode each point into a library
+// sketch, merge it with State.MergeUniques, estimate with
+// State.UniquesEstimate.
+func oldUniques(t testing.TB, pts []unionPoint) uint64 {
+	t.Helper()
+	var st State
+	for _, p := range pts {
+		h := p.sketch
+		if p.stored != nil {
+			var err error
+			if h, err = DecodeStoredHLL(p.stored); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.MergeUniques(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st.UniquesEstimate()
+}
+
+func mergeUnion(t testing.TB, u *Union, p unionPoint) {
+	t.Helper()
+	if p.stored != nil {
+		if err := CheckStoredHLL(p.stored); err != nil {
+			t.Fatal(err)
+		}
+		if err := u.MergeStored(p.stored); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err := u.MergeSketch(p.sketch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnionEstimateEqualsLibraryMerge: for many random folds (several
+// buckets, each of sparse, dense, empty, stored, legacy-encoded and
+// decoded sketches), a Union's estimate equals, bit for bit, what
+// decoding every point and merging the library sketches gives; also
+// part-way through each bucket, which shows Estimate leaves the Union as
+// it was.
+func TestUnionEstimateEqualsLibraryMerge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 2026))
+	trials := 60
+	if testing.Short() {
+		trials = 15
+	}
+	var dense, listed int
+	for trial := range trials {
+		buckets := 1 + rng.IntN(4)
+		for b := range buckets {
+			pts := make([]unionPoint, 1+rng.IntN(10))
+			for i := range pts {
+				pts[i] = randomUnionPoint(t, rng)
+			}
+			var u Union
+			for i, p := range pts {
+				mergeUnion(t, &u, p)
+				if i == len(pts)/2 {
+					if got, want := u.Estimate(), oldUniques(t, pts[:i+1]); got != want {
+						t.Fatalf("trial %d bucket %d after %d points: union %d, library merge %d", trial, b, i+1, got, want)
+					}
+				}
+			}
+			got, want := u.Estimate(), oldUniques(t, pts)
+			if got != want {
+				t.Fatalf("trial %d bucket %d (%d points): union %d, library merge %d", trial, b, len(pts), got, want)
+			}
+			if u.dense != nil {
+				dense++
+			} else {
+				listed++
+			}
+		}
+	}
+	if dense == 0 || listed == 0 {
+		t.Fatalf("%d dense and %d listed unions: the test must see both", dense, listed)
+	}
+}
+
+// TestUnionManySmallPoints: a bucket of many small stored points, as a
+// long daily series folds them, crosses every compaction and the switch
+// to dense, and still estimates as the library merge does.
+func TestUnionManySmallPoints(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var pts []unionPoint
+	var u Union
+	for i := range 400 {
+		h := NewHLL()
+		for range 1 + rng.IntN(60) {
+			h.InsertHash(mix(rng.Uint64N(50_000)) | 1)
+		}
+		b, err := AppendStoredHLL(nil, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pts = append(pts, unionPoint{stored: b})
+		mergeUnion(t, &u, pts[i])
+		if i%50 == 0 || i == 399 {
+			if got, want := u.Estimate(), oldUniques(t, pts); got != want {
+				t.Fatalf("after %d points: union %d, library merge %d", i+1, got, want)
+			}
+		}
+	}
+	if u.dense == nil {
+		t.Fatal("the union never went dense")
+	}
+}
+
+func TestUnionEmpty(t *testing.T) {
+	var u Union
+	if u.Estimate() != 0 {
+		t.Fatal("an empty union estimates non-zero")
+	}
+	if err := u.MergeSketch(nil); err != nil || u.Estimate() != 0 {
+		t.Fatal("merging nil changed the union")
+	}
+}
+
+// TestCheckStoredHLLAgreesWithDecode: on valid encodings and on random
+// corruptions of them, CheckStoredHLL fails exactly where DecodeStoredHLL
+// does, and a Union refusing an input is left unchanged.
+func TestCheckStoredHLLAgreesWithDecode(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var u Union
+	base := NewHLL()
+	base.InsertHash(mix(1) | 1)
+	if err := u.MergeSketch(base); err != nil {
+		t.Fatal(err)
+	}
+	want := u.Estimate()
+	refused := 0
+	for i := range 3000 {
+		p := randomUnionPoint(t, rng)
+		if p.stored == nil {
+			continue
+		}
+		b := bytes.Clone(p.stored)
+		switch rng.IntN(4) {
+		case 0: // unchanged
+		case 1:
+			b = b[:rng.IntN(len(b)+1)]
+		case 2:
+			b[rng.IntN(len(b))] ^= byte(1 << rng.IntN(8))
+		default:
+			b = append(b, byte(rng.IntN(256)))
+		}
+		_, derr := DecodeStoredHLL(b)
+		cerr := CheckStoredHLL(b)
+		if (derr == nil) != (cerr == nil) {
+			t.Fatalf("case %d (%x…): decode says %v, check says %v", i, b[:min(len(b), 8)], derr, cerr)
+		}
+		if cerr != nil {
+			if !errors.Is(cerr, ErrCorrupt) && !errors.Is(cerr, ErrUnknownEncoding) {
+				t.Fatalf("case %d: %v is neither corrupt nor unknown", i, cerr)
+			}
+			refused++
+			before := fmt.Sprint(len(u.packed), u.compacted)
+			if err := u.MergeStored(b); err == nil {
+				t.Fatalf("case %d: the union took what the check refused", i)
+			}
+			if after := fmt.Sprint(len(u.packed), u.compacted); after != before || u.Estimate() != want {
+				t.Fatalf("case %d: a refused input changed the union", i)
+			}
+		}
+	}
+	if refused < 500 {
+		t.Fatalf("only %d corrupt inputs: the test is too gentle", refused)
+	}
+}
+
+// TestStateUniquesStored: a State holding stored uniques estimates,
+// merges, clones and encodes as one holding them decoded.
+func TestStateUniquesStored(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	for range 30 {
+		h := NewHLL()
+		for range rng.IntN(3000) {
+			h.InsertHash(mix(rng.Uint64N(10_000)) | 1)
+		}
+		stored, err := AppendStoredHLL(nil, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decoded, err := DecodeStoredHLL(stored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := &State{Count: 1, Uniques: decoded}, &State{Count: 1, UniquesStored: stored}
+		if a.UniquesEstimate() != b.UniquesEstimate() {
+			t.Fatalf("estimate %d decoded, %d stored", a.UniquesEstimate(), b.UniquesEstimate())
+		}
+		if c := b.Clone(); c.UniquesEstimate() != a.UniquesEstimate() {
+			t.Fatal("a clone lost the stored uniques")
+		}
+		other := &State{Count: 2}
+		other.AddVisitor(mix(rng.Uint64()) | 1)
+		ma, mb := other.Clone(), other.Clone()
+		if err := ma.Merge(a); err != nil {
+			t.Fatal(err)
+		}
+		if err := mb.Merge(b); err != nil {
+			t.Fatal(err)
+		}
+		if ma.UniquesEstimate() != mb.UniquesEstimate() || mb.UniquesStored != nil {
+			t.Fatalf("merge: %d from decoded, %d from stored", ma.UniquesEstimate(), mb.UniquesEstimate())
+		}
+		// Merging into a state that holds stored uniques keeps them.
+		mc := b.Clone()
+		if err := mc.Merge(other); err != nil {
+			t.Fatal(err)
+		}
+		if mc.UniquesEstimate() != ma.UniquesEstimate() {
+			t.Fatalf("merge into stored: %d, want %d", mc.UniquesEstimate(), ma.UniquesEstimate())
+		}
+		ea, err := a.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		eb, err := b.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		da, err := ea.Decode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := eb.Decode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if da.UniquesEstimate() != db.UniquesEstimate() || da.UniquesEstimate() != a.UniquesEstimate() {
+			t.Fatalf("encode: %d from decoded, %d from stored", da.UniquesEstimate(), db.UniquesEstimate())
+		}
+	}
+}
+
+// foldYear is a year of daily buckets of one campaign as
+// BenchmarkSeriesLatency stores it: 6 series a day, each day point the
+// stored HyperLogLog of about 500 visitors out of 5,000.
+func foldYear(b *testing.B) [][][]byte {
+	rng := rand.New(rand.NewPCG(1, 2))
+	days := make([][][]byte, 365)
+	for d := range days {
+		for range 6 {
+			h := NewHLL()
+			for range 96 * 5 {
+				h.InsertHash(mix(rng.Uint64N(5000)) | 1)
+			}
+			s, err := AppendStoredHLL(nil, h)
+			if err != nil {
+				b.Fatal(err)
+			}
+			days[d] = append(days[d], s)
+		}
+	}
+	return days
+}
+
+// BenchmarkFoldYear folds the uniques of a 365-day daily series (2,190
+// stored day points, no storage), the old way and with a Union, in one
+// process so that their ratio means something:
+//
+//   - old: DecodeStoredHLL per point (what the reader did), merged with
+//     State.MergeUniques, one State.UniquesEstimate per day;
+//   - union: CheckStoredHLL per point (what the reader does now), merged
+//     with Union.MergeStored, one Union.Estimate per day.
+//
+// Reproduce with
+//
+//	go test -run='^$' -bench=BenchmarkFoldYear -benchtime=20x ./sketch/
+func BenchmarkFoldYear(b *testing.B) {
+	days := foldYear(b)
+	var sink uint64
+	b.Run("old", func(b *testing.B) {
+		for range b.N {
+			for _, pts := range days {
+				var st State
+				for _, p := range pts {
+					h, err := DecodeStoredHLL(p)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := st.MergeUniques(h); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sink += st.UniquesEstimate()
+			}
+		}
+	})
+	b.Run("union", func(b *testing.B) {
+		for range b.N {
+			for _, pts := range days {
+				var u Union
+				for _, p := range pts {
+					if err := CheckStoredHLL(p); err != nil {
+						b.Fatal(err)
+					}
+					if err := u.MergeStored(p); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sink += u.Estimate()
+			}
+		}
+	})
+	_ = sink
+}
+
+// slowBitReader reads one bit at a time: the reference for bitReader.
+type slowBitReader struct {
+	b   []byte
+	pos uint
+}
+
+func (r *slowBitReader) bit() (uint64, error) {
+	if r.pos>>3 >= uint(len(r.b)) {
+		return 0, errShort
+	}
+	v := r.b[r.pos>>3] >> (7 - r.pos&7) & 1
+	r.pos++
+	return uint64(v), nil
+}
+
+func (r *slowBitReader) rice(k uint, maxQ uint64) (uint64, error) {
+	var q uint64
+	for {
+		b, err := r.bit()
+		if err != nil {
+			return 0, err
+		}
+		if b == 0 {
+			break
+		}
+		if q++; q > maxQ {
+			return 0, errRange
+		}
+	}
+	var low uint64
+	for range k {
+		b, err := r.bit()
+		if err != nil {
+			return 0, err
+		}
+		low = low<<1 | b
+	}
+	return q<<k | low, nil
+}
+
+// TestBitReaderMatchesBitByBit: on random streams, mostly ones or
+// mostly zeros or neither, of every length, bitReader reads the same
+// values, fails with the same errors and ends at the same position as
+// reading a bit at a time.
+func TestBitReaderMatchesBitByBit(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	for i := range 20_000 {
+		b := make([]byte, rng.IntN(40))
+		bias := rng.IntN(3)
+		for j := range b {
+			switch bias {
+			case 0:
+				b[j] = byte(rng.IntN(256))
+			case 1:
+				b[j] = 0xff ^ byte(1<<rng.IntN(9)>>1)
+			default:
+				b[j] = byte(1 << rng.IntN(9) >> 1)
+			}
+		}
+		fast, slow := bitReader{b: b}, slowBitReader{b: b}
+		for step := 0; ; step++ {
+			k, maxQ := uint(rng.IntN(14)), uint64(rng.IntN(400))
+			fv, ferr := fast.rice(k, maxQ)
+			sv, serr := slow.rice(k, maxQ)
+			if ferr != serr || (ferr == nil && (fv != sv || fast.pos != slow.pos)) {
+				t.Fatalf("stream %d step %d (k %d, maxQ %d): fast %d, %v at %d; bit by bit %d, %v at %d",
+					i, step, k, maxQ, fv, ferr, fast.pos, sv, serr, slow.pos)
+			}
+			if ferr != nil {
+				break
+			}
+		}
+	}
+}
