@@ -26,6 +26,13 @@ type Query struct {
 	// CountersOnly: the answer needs no uniques, so the source may leave
 	// the sketches out (they are most of the bytes).
 	CountersOnly bool
+	// StoredUniques: the caller folds uniques with kpi.Accumulator, so
+	// the source may hand HyperLogLogs over still in their stored
+	// encoding (sketch.State.UniquesStored) instead of decoded Uniques.
+	StoredUniques bool
+	// NoQuantiles: the caller never reads the value sketches, so the
+	// source may leave them out (nil Values).
+	NoQuantiles bool
 
 	// Step is the length of the buckets the answer folds points into,
 	// aligned to multiples of it since the Unix epoch (0: one bucket for

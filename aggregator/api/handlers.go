@@ -53,10 +53,13 @@ func scoped(ctx context.Context, q url.Values, p *auth.Principal, w window, requ
 	return query, c, nil
 }
 
-// each runs q against the source within the query timeout.
+// each runs q against the source within the query timeout. Every caller
+// folds points with kpi.Accumulator, which reads stored HyperLogLogs
+// itself (Query.StoredUniques) and no value sketch (Query.NoQuantiles).
 func (s *Server) each(ctx context.Context, q Query, fn func(sketch.Minute) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
+	q.StoredUniques, q.NoQuantiles = true, true
 	return s.source.EachMinute(ctx, q, fn)
 }
 

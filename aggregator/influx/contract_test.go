@@ -529,6 +529,27 @@ func testFilters(t *testing.T, b backend) {
 			t.Fatalf("CountersOnly point %+v", p)
 		}
 	}
+	// StoredUniques and NoQuantiles: the same counts, the HLL still
+	// encoded (and estimating the same), no value sketch.
+	stored, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "f", From: from, To: to, StoredUniques: true, NoQuantiles: true})
+	if err != nil || len(stored) != len(withSketches) {
+		t.Fatalf("StoredUniques: %d points, %v; want %d", len(stored), err, len(withSketches))
+	}
+	byKey := map[sketch.Key]sketch.Minute{}
+	for _, w := range withSketches {
+		byKey[w.Key()] = w
+	}
+	for _, p := range stored {
+		w := byKey[p.Key()]
+		if w.State == nil {
+			t.Fatalf("StoredUniques point %s at %d not read with sketches", p.Series, p.Minute)
+		}
+		if p.State.Uniques != nil || p.State.UniquesStored == nil || p.State.Values != nil || w.State.Values == nil ||
+			p.Series != w.Series || p.State.Count != w.State.Count || p.State.ValueMicros != w.State.ValueMicros ||
+			p.State.UniquesEstimate() != w.State.UniquesEstimate() {
+			t.Fatalf("StoredUniques point %+v, want %+v without quantiles", p.State, w.State)
+		}
+	}
 	// EachMinute stops at the first error of fn and returns it as is.
 	stop := errors.New("enough")
 	calls := 0

@@ -88,14 +88,20 @@ const minuteFields = `r._field =~ /^(count|value_micros|cost_micros|hll|quantile
 // counterFields selects the exact counters only (MinuteQuery.CountersOnly).
 const counterFields = `r._field =~ /^(count|value_micros|cost_micros|bots_.+|vote_.+)$/`
 
+// uniquesFields selects the counters and the HLL (MinuteQuery.NoQuantiles).
+const uniquesFields = `r._field =~ /^(count|value_micros|cost_micros|hll|bots_.+|vote_.+)$/`
+
 // minutesQuery builds QueryMinutes's Flux. The pivot comes straight after
 // the pushed-down read, where 1.8 uses a sorted pivot (SortedPivotRule),
 // and keeps every tag column.
 func minutesQuery(bucket string, q MinuteQuery) string {
 	pred := minutePredicate(q)
-	if q.CountersOnly {
+	switch {
+	case q.CountersOnly:
 		pred = append(pred, counterFields)
-	} else {
+	case q.NoQuantiles:
+		pred = append(pred, uniquesFields)
+	default:
 		pred = append(pred, minuteFields)
 	}
 	return fluxFrom(bucket, q.From, q.To, strings.Join(pred, " and ")) +

@@ -119,10 +119,12 @@ func influxQLSelect(fields, measurement string, conds []string, from, to time.Ti
 
 // InfluxQL field selections: regular expressions over field keys, since
 // bots_<reason> and vote_<poll>/<answer> are open sets. They name the
-// same fields as minuteFields and counterFields of the Flux path.
+// same fields as minuteFields, counterFields and uniquesFields of the
+// Flux path.
 const (
 	influxQLMinuteFields  = `/^(count|value_micros|cost_micros|hll|quantiles|bots_.+|vote_.+)$/`
 	influxQLCounterFields = `/^(count|value_micros|cost_micros|bots_.+|vote_.+)$/`
+	influxQLUniquesFields = `/^(count|value_micros|cost_micros|hll|bots_.+|vote_.+)$/`
 	influxQLLedgerFields  = `/^(hll|ledger|series)$/`
 )
 
@@ -152,8 +154,11 @@ func minuteConds(q MinuteQuery) []string {
 // minutesInfluxQL builds QueryMinutes's statement.
 func minutesInfluxQL(q MinuteQuery) string {
 	fields := influxQLMinuteFields
-	if q.CountersOnly {
+	switch {
+	case q.CountersOnly:
 		fields = influxQLCounterFields
+	case q.NoQuantiles:
+		fields = influxQLUniquesFields
 	}
 	return influxQLSelect(fields, MeasurementMinute, minuteConds(q), q.From, q.To)
 }

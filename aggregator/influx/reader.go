@@ -58,6 +58,14 @@ type MinuteQuery struct {
 	// CountersOnly leaves the sketches (HLL and quantiles) out: states
 	// come back with counters and sums only, at a fraction of the bytes.
 	CountersOnly bool
+	// StoredUniques hands each point's HyperLogLog over still in its
+	// stored encoding (sketch.State.UniquesStored, checked, Uniques nil),
+	// for a caller that folds uniques into a sketch.Union: decoding each
+	// into a library sketch is most of the cost of a long series.
+	StoredUniques bool
+	// NoQuantiles leaves the value sketches out (nil Values), for a
+	// caller that never reads them: fewer bytes to send and decode.
+	NoQuantiles bool
 
 	// Resolution chooses the points read: merged minutes (the default),
 	// or hourly or daily rollups, whose Minute is the start of their hour
@@ -551,7 +559,7 @@ func (r *Reader) EachMinute(ctx context.Context, q MinuteQuery, fn func(sketch.M
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	row := func(minute int64, vals map[string]any) error {
-		p, err := minuteFromValues(minute, vals)
+		p, err := minuteFromValues(minute, vals, q.StoredUniques)
 		if err != nil {
 			if corrupt.Skipped == 0 {
 				corrupt.First = err
@@ -620,8 +628,9 @@ func (q MinuteQuery) campaignsString() string {
 
 // minuteFromValues decodes one tally row: a pivoted Flux record or an
 // InfluxQL row, both as the minute and the values by column (tags and
-// fields; other columns are ignored).
-func minuteFromValues(minute int64, vals map[string]any) (sketch.Minute, error) {
+// fields; other columns are ignored). With storedUniques, its HyperLogLog
+// is checked and left encoded (MinuteQuery.StoredUniques).
+func minuteFromValues(minute int64, vals map[string]any, storedUniques bool) (sketch.Minute, error) {
 	p := sketch.Minute{Series: seriesFromValues(vals), Minute: minute}
 	var (
 		enc            sketch.Encoded
@@ -668,7 +677,13 @@ func minuteFromValues(minute int64, vals map[string]any) (sketch.Minute, error) 
 		}
 	}
 	st, err := enc.Decode()
-	if err == nil && len(hll) > 0 {
+	switch {
+	case err != nil || len(hll) == 0:
+	case storedUniques:
+		if err = sketch.CheckStoredHLL(hll); err == nil {
+			st.UniquesStored = hll
+		}
+	default:
 		st.Uniques, err = sketch.DecodeStoredHLL(hll)
 	}
 	if err == nil && len(quantiles) > 0 {

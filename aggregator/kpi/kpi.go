@@ -64,7 +64,9 @@ type Accumulator struct {
 
 	byType   map[string]uint64
 	counters sketch.State // sums, bots and votes of every point (its Uniques unused)
-	uniques  sketch.State
+	// uniques is the union of the points' visitor sketches, decoded or
+	// still stored (sketch.State.UniquesStored), estimated once in Result.
+	uniques sketch.Union
 }
 
 // Add merges one point into a. It does not modify or keep the point.
@@ -76,8 +78,13 @@ func (a *Accumulator) Add(p sketch.Minute) error {
 	a.byType[p.Series.Type] += st.Count
 	a.counters.MergeCounters(st)
 	if !a.SkipUniques && p.Series.Type != "cost" {
-		if err := a.uniques.MergeUniques(st.Uniques); err != nil {
+		if err := a.uniques.MergeSketch(st.Uniques); err != nil {
 			return fmt.Errorf("merge uniques of %v: %w", p.Series, err)
+		}
+		if len(st.UniquesStored) > 0 {
+			if err := a.uniques.MergeStored(st.UniquesStored); err != nil {
+				return fmt.Errorf("merge uniques of %v: %w", p.Series, err)
+			}
 		}
 	}
 	return nil
@@ -104,7 +111,7 @@ func (a *Accumulator) Result() (KPIs, Totals) {
 		Clicks:      t.ByType["click"],
 		Conversions: t.ByType["conversion"],
 		Pageviews:   t.ByType["pageview"],
-		Uniques:     a.uniques.UniquesEstimate(),
+		Uniques:     a.uniques.Estimate(),
 		Revenue:     sketch.FromMicros(t.ValueMicros),
 		Cost:        sketch.FromMicros(t.CostMicros),
 	}

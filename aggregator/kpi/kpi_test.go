@@ -2,6 +2,7 @@ package kpi
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/tally-edge/tally/sketch"
@@ -72,5 +73,51 @@ func TestAccumulatorWithoutUniques(t *testing.T) {
 	k, tot := a.Result()
 	if k.Uniques != 0 || k.Impressions != 10 || k.Clicks != 4 || k.CTR != 0.4 || tot.ByType["click"] != 4 {
 		t.Fatalf("got %+v %+v", k, tot)
+	}
+}
+
+// TestAccumulatorStoredUniques: points whose uniques come still stored
+// (sketch.State.UniquesStored, as the API asks InfluxDB for them) fold to
+// the same KPIs as the same points decoded, and the uniques equal what
+// merging the decoded sketches into one State estimates. Cost points'
+// visitors stay out either way.
+func TestAccumulatorStoredUniques(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 5))
+	types := []string{"impression", "click", "pageview", "conversion", "cost"}
+	for trial := range 40 {
+		var stored, decoded Accumulator
+		var ref sketch.State
+		for range 1 + rng.IntN(12) {
+			p := point(types[rng.IntN(len(types))], uint64(rng.IntN(50)), 0, 0)
+			for range rng.IntN(3000) {
+				p.State.AddVisitor(mix(rng.Uint64N(20_000)))
+			}
+			if err := decoded.Add(p); err != nil {
+				t.Fatal(err)
+			}
+			if p.Series.Type != "cost" {
+				if err := ref.MergeUniques(p.State.Uniques); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sp := p
+			if p.State.Uniques != nil && rng.IntN(4) > 0 {
+				b, err := sketch.AppendStoredHLL(nil, p.State.Uniques)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st := *p.State
+				st.Uniques, st.UniquesStored = nil, b
+				sp.State = &st
+			}
+			if err := stored.Add(sp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ks, _ := stored.Result()
+		kd, _ := decoded.Result()
+		if ks != kd || ks.Uniques != ref.UniquesEstimate() {
+			t.Fatalf("trial %d: stored %+v\ndecoded %+v\nreference uniques %d", trial, ks, kd, ref.UniquesEstimate())
+		}
 	}
 }

@@ -258,6 +258,29 @@ func testOnInfluxDB(t *testing.T, flux bool, lang string) {
 	if ref := fold(t, minutesOnly, days); !equalFolds(got, ref) {
 		t.Fatalf("daily answer from rollups %v\nfrom minutes %v", got, ref)
 	}
+	// Asked for stored uniques, the source hands every HLL over still
+	// encoded, and the fold of decoded sketches is the same.
+	var stored, decoded int
+	sq := days
+	sq.StoredUniques = true
+	if err := src.EachMinute(ctx, sq, func(p sketch.Minute) error {
+		if p.State.UniquesStored != nil {
+			stored++
+		}
+		if p.State.Uniques != nil {
+			decoded++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stored == 0 || decoded != 0 {
+		t.Fatalf("asked for stored uniques: %d points stored, %d decoded", stored, decoded)
+	}
+	if dec := foldAs(t, src, days); !equalFolds(got, dec) {
+		t.Fatalf("daily answer with stored uniques %v\nwith decoded ones %v", got, dec)
+	}
+	counter.reset()
 	hours := api.Query{Campaigns: []string{"a", "c"}, From: start.Add(2 * 24 * time.Hour), To: start.Add(6*24*time.Hour + 30*time.Minute), Step: time.Hour}
 	if got, ref := fold(t, src, hours), fold(t, minutesOnly, hours); !equalFolds(got, ref) {
 		t.Fatalf("hourly answer from rollups %v\nfrom minutes %v", got, ref)

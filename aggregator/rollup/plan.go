@@ -73,7 +73,7 @@ type span struct {
 func (s *Source) EachMinute(ctx context.Context, q api.Query, fn func(sketch.Minute) error) error {
 	base := influx.MinuteQuery{Campaigns: q.Campaigns, AllCampaigns: q.AllCampaigns, From: q.From, To: q.To,
 		Source: q.Source, Medium: q.Medium, Country: q.Country, Device: q.Device, Region: q.Region, Type: q.Type,
-		CountersOnly: q.CountersOnly}
+		CountersOnly: q.CountersOnly, StoredUniques: q.StoredUniques, NoQuantiles: q.NoQuantiles}
 	lo, hi := ceilSec(q.From), ceilSec(q.To)
 	stepSec := int64(q.Step / time.Second)
 	useHours := stepSec == 0 || stepSec%hour == 0

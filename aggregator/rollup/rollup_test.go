@@ -529,8 +529,17 @@ func (s minutesSource) EachMinute(ctx context.Context, q api.Query, fn func(sket
 }
 
 // fold answers q as the API's grid does: KPIs per (bucket, side of each
-// split, campaign), buckets by Step.
+// split, campaign), buckets by Step, uniques handed over still stored
+// and no value sketches where the source can (api.Query.StoredUniques and
+// NoQuantiles, as the API asks).
 func fold(t testing.TB, s api.Source, q api.Query) map[string]kpi.KPIs {
+	t.Helper()
+	q.StoredUniques, q.NoQuantiles = true, true
+	return foldAs(t, s, q)
+}
+
+// foldAs is fold with q's StoredUniques as given.
+func foldAs(t testing.TB, s api.Source, q api.Query) map[string]kpi.KPIs {
 	t.Helper()
 	accs := map[string]*kpi.Accumulator{}
 	err := s.EachMinute(context.Background(), q, func(p sketch.Minute) error {
