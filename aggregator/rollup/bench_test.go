@@ -20,8 +20,10 @@ import (
 // to read and fold, over 1, 30 and 365 days, from the rollups (Source)
 // and from minutes alone, against InfluxDB 1.8 read with InfluxQL. A year
 // of one campaign: 6 series, 4 active minutes each per hour. Reports the
-// p50 and p99 of 20 questions (5 from minutes over 365 days), and logs
-// the points in InfluxDB per campaign-day at each resolution. Reproduce
+// p50 and p99 of 20 questions (5 from minutes over 365 days), folded as
+// the API folds them (stored uniques, no value sketches), and of the
+// 365-day read alone, and logs the points in InfluxDB per campaign-day
+// at each resolution. Reproduce
 // with
 //
 //	go test -run='^$' -bench=BenchmarkSeriesLatency -benchtime=1x -v ./aggregator/rollup/
@@ -106,6 +108,30 @@ func BenchmarkSeriesLatency(b *testing.B) {
 	rollups := &Source{Reader: reader}
 	minutesOnly := minutesReader{reader}
 	end := today
+	// The read alone (InfluxDB, JSON, checking each HLL), without the
+	// fold: what of a 365-day answer is not the fold's.
+	b.Run("days=365/rollups-read-only", func(b *testing.B) {
+		q := api.Query{Campaigns: []string{"a"}, From: end.Add(-365 * 24 * time.Hour), To: end, Step: 24 * time.Hour,
+			StoredUniques: true, NoQuantiles: true}
+		var took []time.Duration
+		for range b.N {
+			for range 20 {
+				t0 := time.Now()
+				n := 0
+				if err := rollups.EachMinute(ctx, q, func(sketch.Minute) error { n++; return nil }); err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(t0))
+				if n != 365*6 {
+					b.Fatalf("%d points, want %d", n, 365*6)
+				}
+			}
+		}
+		slices.Sort(took)
+		b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50_ms")
+		b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99_ms")
+		b.ReportMetric(0, "ns/op")
+	})
 	for _, days := range []int{1, 30, 365} {
 		for _, src := range []struct {
 			name string
