@@ -60,8 +60,9 @@ type Config struct {
 	// max-body-size of 25 MB and fail with 413; requests are cut at
 	// whichever of BatchSize and MaxRequestBytes comes first.
 	MaxRequestBytes int
-	// Gzip compresses request bodies. Off by default: on loopback or a LAN
-	// the CPU costs more than the bytes; turn it on across a WAN.
+	// Gzip compresses request bodies and asks for compressed InfluxQL
+	// answers. Off by default: on loopback or a LAN the CPU costs more
+	// than the bytes; turn it on across a WAN.
 	Gzip bool
 
 	// QueryLanguage is how a Reader reads: QueryInfluxQL (the v1 /query

@@ -1,12 +1,14 @@
 package influx
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // setupOf runs Setup for cfg and returns its SetupError (failing the test
@@ -183,5 +185,31 @@ func TestInfluxQLLiterals(t *testing.T) {
 	}
 	if got := influxQLIdent(`a"b`); got != `"a\"b"` {
 		t.Fatalf("influxQLIdent = %s", got)
+	}
+}
+
+// TestInfluxQLAnswersCompressedOnlyWithGzip: InfluxQL answers are asked
+// for uncompressed (compressing base64 of sketches costs InfluxDB more
+// than it saves on loopback or a LAN), and gzipped once Config.Gzip asks.
+func TestInfluxQLAnswersCompressedOnlyWithGzip(t *testing.T) {
+	for _, gz := range []bool{false, true} {
+		var got []string
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got = append(got, r.Header.Get("Accept-Encoding"))
+			w.Write([]byte(`{"results":[{"statement_id":0}]}`))
+		}))
+		r, err := NewReader(Config{URL: srv.URL, Bucket: "db/rp", QueryLanguage: QueryInfluxQL, Gzip: gz}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		if _, err := r.QueryMinutes(context.Background(), MinuteQuery{Campaign: "c", From: now.Add(-time.Hour), To: now}); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		srv.Close()
+		if len(got) == 0 || strings.Contains(got[0], "gzip") != gz {
+			t.Fatalf("Gzip %v: the query asked for Accept-Encoding %q", gz, got)
+		}
 	}
 }
