@@ -76,6 +76,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vektah/gqlparser/v2/ast"
 
+	"github.com/tally-edge/tally/aggregator/alerting"
 	"github.com/tally-edge/tally/aggregator/api"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/graphql/internal/gen"
@@ -106,6 +107,9 @@ type Answers interface {
 	Series(ctx context.Context, p *auth.Principal, args url.Values) (api.SeriesResponse, error)
 	Bots(ctx context.Context, p *auth.Principal, args url.Values) (api.BotsResponse, error)
 	Polls(ctx context.Context, p *auth.Principal, args url.Values) (api.PollsResponse, error)
+	Alerts(ctx context.Context, p *auth.Principal, args url.Values) (alerting.AlertList, error)
+	AlertConfig(ctx context.Context, p *auth.Principal, args url.Values) (alerting.ObjectsView, error)
+	Forecast(ctx context.Context, p *auth.Principal, args url.Values) (alerting.Forecast, error)
 }
 
 var _ Answers = (*api.Server)(nil)
