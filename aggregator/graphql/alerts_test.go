@@ -388,6 +388,16 @@ func TestAlertFieldsCost(t *testing.T) {
 	if code, body, r := e.query(t, adminToken, fields(40, `alertConfig { rules { source } }`), nil); code != 200 || len(r.Errors) > 0 {
 		t.Fatalf("40 × alertConfig: %d %.300s", code, body)
 	}
+	// The three with every subfield cost 353: alerts 123, alertConfig 41
+	// and forecast 189 (the README quotes it).
+	every := `{ alerts { ` + alertListFields + ` } alertConfig { ` + alertConfigFields + ` } forecast(campaign: "autumn") { ` + forecastFields + ` } }`
+	for limit, want := range map[int]int{352: 422, 353: 200} {
+		cfg := graphql.DefaultConfig()
+		cfg.MaxComplexity = limit
+		if code, body, _ := newEnv(t, cfg).query(t, adminToken, every, nil); code != want {
+			t.Fatalf("every alert field with a complexity bound of %d: %d %.300s, want %d", limit, code, body, want)
+		}
+	}
 	// The deepest alert field nests 5 deep: within the lowest depth bound.
 	shallow := graphql.DefaultConfig()
 	shallow.MaxDepth = 5

@@ -217,15 +217,14 @@ const (
 // questions about other campaigns' alerts and forecasts, and about the
 // configuration, are refused as REST refuses them.
 func TestGraphQLAlertsEqualREST(t *testing.T) {
+	start := time.Now()
 	d, _ := gqlEvents(t)
+	gqlReady := time.Now()
 	at, cost := gqlForecastEvents(t, d)
 	ids := storeGQLAlerts(t)
+	t.Logf("the GraphQL campaigns' events in %v (shared with the other GraphQL tests), gql_fc's and the alerts stored in %v",
+		gqlReady.Sub(start).Round(time.Millisecond), time.Since(gqlReady).Round(time.Millisecond))
 	ctx := context.Background()
-	// vera's forecast is legit_a's, whose events were sent as the
-	// deployment started: wait until their minute has closed, so that
-	// REST and GraphQL project from the same minutes (no wait when the
-	// other tests of the package ran first).
-	time.Sleep(time.Until(d.since.Add(3 * time.Minute)))
 	from := time.Now().Add(-6 * time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
 	to := time.Now().Add(time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
 	rest := func(token, path string, q url.Values) []byte {
@@ -246,29 +245,27 @@ func TestGraphQLAlertsEqualREST(t *testing.T) {
 		sees                  []string
 	}{
 		{"analyst", annToken, "gql_fc",
-			` some: alerts(campaign: "gql_a", from: $from, to: $to, state: firing, limit: 5) { ` + gqlAlertList + ` }
+			` forecast(campaign: $c) { ` + gqlForecast + ` }
+			  some: alerts(campaign: "gql_a", from: $from, to: $to, state: firing, limit: 5) { ` + gqlAlertList + ` }
 			  cut: alerts(limit: 2) { ` + gqlAlertList + ` }
 			  alertConfig { ` + gqlAlertConfig + ` }`,
 			[]question{
+				{"forecast", "/api/v1/forecast", url.Values{"campaign": {"gql_fc"}}},
 				{"some", "/api/v1/alerts", url.Values{"campaign": {"gql_a"}, "from": {from}, "to": {to}, "state": {"firing"}, "limit": {"5"}}},
 				{"cut", "/api/v1/alerts", url.Values{"limit": {"2"}}},
 				{"alertConfig", "/api/v1/alerts/config", nil},
 			},
 			[]string{"gql_a", "gql_b", "legit_a", "legit_b"}},
-		{"viewer", veraToken, "legit_a", ` mine: alerts(campaign: "legit_a", from: $from, to: $to) { ` + gqlAlertList + ` }`,
+		{"viewer", veraToken, "legit_a", ` mine: alerts(campaign: $c, from: $from, to: $to) { ` + gqlAlertList + ` }`,
 			[]question{{"mine", "/api/v1/alerts", url.Values{"campaign": {"legit_a"}, "from": {from}, "to": {to}}}},
 			[]string{"legit_a"}},
 	} {
 		code, body, a := gql(ctx, d, caller.token, `query($from: Time, $to: Time, $c: String!) {
-			all: alerts { `+gqlAlertList+` }
-			forecast(campaign: $c) { `+gqlForecast+` }`+caller.extra+` }`, map[string]any{"from": from, "to": to, "c": caller.campaign})
+			all: alerts { `+gqlAlertList+` }`+caller.extra+` }`, map[string]any{"from": from, "to": to, "c": caller.campaign})
 		if code != 200 || len(a.Errors) > 0 {
 			t.Fatalf("%s: GraphQL %d %s", caller.name, code, body)
 		}
-		questions := append([]question{
-			{"all", "/api/v1/alerts", nil},
-			{"forecast", "/api/v1/forecast", url.Values{"campaign": {caller.campaign}}},
-		}, caller.questions...)
+		questions := append([]question{{"all", "/api/v1/alerts", nil}}, caller.questions...)
 		for _, q := range questions {
 			if err := sameAsREST(rest(caller.token, q.path, q.q), a.Data[q.field]); err != nil {
 				t.Errorf("%s, %s: %v", caller.name, q.field, err)
@@ -315,6 +312,35 @@ func TestGraphQLAlertsEqualREST(t *testing.T) {
 				}
 			}
 		}
+	}
+
+	// vera's forecast of legit_a. Its events were sent as the deployment
+	// started and a forecast leaves out the minute in progress, so it may
+	// have no data yet: then both say so (404, NOT_FOUND). REST asks
+	// first; its answer is reused for 30 s, so GraphQL's is computed
+	// alike, unless the minute closed in between (REST 404, GraphQL data),
+	// when the pair is asked again.
+	for attempt := 0; ; attempt++ {
+		restCode, restBody, err := get(ctx, "http://"+d.aggHTTP+"/api/v1/forecast?campaign=legit_a", veraToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, body, a := gql(ctx, d, veraToken, `{ forecast(campaign: "legit_a") { `+gqlForecast+` } }`, nil)
+		switch {
+		case code != 200:
+			t.Fatalf("vera's forecast: GraphQL %d %s", code, body)
+		case restCode == 200 && len(a.Errors) == 0:
+			if err := sameAsREST(restBody, a.Data["forecast"]); err != nil {
+				t.Errorf("vera's forecast: %v", err)
+			}
+		case restCode == 404 && len(a.Errors) == 1 && a.Errors[0].Extensions["code"] == "NOT_FOUND" && string(a.Data["forecast"]) == "null":
+			t.Logf("legit_a has no closed minute yet: REST 404, GraphQL NOT_FOUND")
+		case restCode == 404 && len(a.Errors) == 0 && attempt == 0:
+			continue
+		default:
+			t.Errorf("vera's forecast: REST %d %s, GraphQL %s", restCode, restBody, body)
+		}
+		break
 	}
 
 	// vera's questions about other campaigns and the configuration: each
