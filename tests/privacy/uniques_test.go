@@ -1,16 +1,21 @@
-// Package privacy_test proves what docs/privacy.md says salt rotation does
-// to uniques: a question that spans several salt periods merges
-// HyperLogLogs in which one visitor has a different hash in each period,
-// so a returning visitor counts once per period.
+// Package privacy_test proves what docs/privacy.md says about uniques and
+// erasure.
 //
-// The path is the real one from a raw event to an API answer, without the
-// network: event.Normalize with the agent's privacy.Hasher, the agent's
-// rollup, the contributions' encoding as shipped (register updates), the
-// aggregator's decode and the KPI merge the API answers with (kpi.Compute).
+// Salt rotation: a question that spans several salt periods merges
+// HyperLogLogs in which one visitor has a different hash in each period,
+// so a returning visitor counts once per period. The path is the real one
+// from a raw event to an API answer, without the network: event.Normalize
+// with the agent's privacy.Hasher, the agent's rollup, the contributions'
+// encoding as shipped (register updates), the aggregator's decode and the
+// KPI merge the API answers with (kpi.Compute).
+//
+// Erasure: the InfluxQL statement the page gives operators removes a
+// campaign's range at every resolution of a real InfluxDB 1.8.
 package privacy_test
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"testing"
 	"time"
@@ -161,3 +166,5 @@ func TestUniquesAcrossSaltPeriods(t *testing.T) {
 		})
 	}
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
