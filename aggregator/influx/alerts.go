@@ -134,7 +134,7 @@ func (w *Writer) WriteAlerts(ctx context.Context, alerts []StoredAlert, states [
 	if len(b) == 0 {
 		return nil
 	}
-	return w.send(ctx, request{body: string(b), points: len(alerts) + len(states)})
+	return w.send(ctx, request{bucket: w.cfg.Bucket, body: string(b), points: len(alerts) + len(states)})
 }
 
 // WriteConfigDocs stores versions of alerting objects.
@@ -151,7 +151,7 @@ func (w *Writer) WriteConfigDocs(ctx context.Context, docs []ConfigDoc) error {
 	if len(b) == 0 {
 		return nil
 	}
-	return w.send(ctx, request{body: string(b), points: len(docs)})
+	return w.send(ctx, request{bucket: w.cfg.Bucket, body: string(b), points: len(docs)})
 }
 
 // AlertQuery selects stored alert transitions by start time.

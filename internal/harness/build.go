@@ -25,3 +25,26 @@ func Build(dir string, extra []string, pkgs ...string) error {
 	}
 	return nil
 }
+
+// Binaries returns the directory of the main packages pkgs for a test
+// package's processes: the directory named by the environment variable
+// env when it is set (say, binaries of an earlier release, to show a test
+// fails there), otherwise a fresh temporary directory (named after
+// prefix) they are built into. cleanup removes what Binaries made and
+// nothing else.
+func Binaries(env, prefix string, pkgs ...string) (dir string, cleanup func(), err error) {
+	if env != "" {
+		if d := os.Getenv(env); d != "" {
+			return d, func() {}, nil
+		}
+	}
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := Build(dir, nil, pkgs...); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}

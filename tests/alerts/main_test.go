@@ -25,8 +25,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/tally-edge/tally/internal/harness"
 )
 
 // binDir holds the binaries built once for the package.
@@ -37,21 +38,13 @@ func TestMain(m *testing.M) {
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "tally-alerts-bin-")
+	dir, cleanup, err := harness.Binaries("", "tally-alerts-bin-", harness.AgentPkg, harness.AggregatorPkg)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	build := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/tally-edge/tally/agent/cmd/tally-agent",
-		"github.com/tally-edge/tally/aggregator/cmd/tally-aggregator")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)
 		os.Exit(1)
 	}
 	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }

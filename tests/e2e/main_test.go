@@ -6,8 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/tally-edge/tally/internal/harness"
 )
 
 // binDir holds the binaries built once for the whole package.
@@ -18,21 +19,13 @@ func TestMain(m *testing.M) {
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "tally-e2e-bin-")
+	dir, cleanup, err := harness.Binaries("", "tally-e2e-bin-", harness.AgentPkg, harness.AggregatorPkg)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	build := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/tally-edge/tally/agent/cmd/tally-agent",
-		"github.com/tally-edge/tally/aggregator/cmd/tally-aggregator")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries for e2e:", err)
 		os.Exit(1)
 	}
 	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }

@@ -108,6 +108,14 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if got := whoami(oldToken); got != http.StatusOK {
 		t.Fatalf("a token added by the reload: %d", got)
 	}
+	// The agent holds two connections: batches, and live counters (opened
+	// once it has counters to send). Both must be up before counting.
+	for deadline := time.Now().Add(30 * time.Second); metricSum(metrics(t, c.aggHTTP), "tally_aggregator_quic_live_streams_total") == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent opened no live-counter stream within 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	conns := metricSum(metrics(t, c.aggHTTP), "tally_aggregator_quic_connections_total")
 	if conns == 0 {
 		t.Fatal("the agent has no QUIC connection to the aggregator")

@@ -21,12 +21,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tally-edge/tally/internal/influxtest"
+
+	"github.com/tally-edge/tally/internal/harness"
 )
 
 // binDir holds the tally-agent and tally-aggregator under test.
@@ -40,31 +41,17 @@ func TestMain(m *testing.M) {
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
-	binDir = os.Getenv("TALLY_LINKS_BIN")
-	if binDir == "" {
-		dir, err := os.MkdirTemp("", "tally-links-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		build := exec.Command("go", "build", "-o", dir+"/",
-			"github.com/tally-edge/tally/agent/cmd/tally-agent",
-			"github.com/tally-edge/tally/aggregator/cmd/tally-aggregator")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building binaries:", err)
-			os.Exit(1)
-		}
-		binDir = dir
-		defer os.RemoveAll(dir)
+	dir, cleanup, err := harness.Binaries("TALLY_LINKS_BIN", "tally-links-bin-", harness.AgentPkg, harness.AggregatorPkg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries:", err)
+		os.Exit(1)
 	}
+	binDir = dir
 	code := m.Run()
 	if shared.srv != nil {
 		shared.srv.Close()
 	}
-	if binDir != os.Getenv("TALLY_LINKS_BIN") {
-		os.RemoveAll(binDir)
-	}
+	cleanup()
 	os.Exit(code)
 }
 

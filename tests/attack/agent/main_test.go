@@ -20,10 +20,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tally-edge/tally/internal/harness"
 )
 
 // agentBin is the tally-agent binary under attack.
@@ -38,20 +39,14 @@ func TestMain(m *testing.M) {
 		agentBin = bin
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "tally-attack-agent-")
+	dir, cleanup, err := harness.Binaries("", "tally-attack-agent-", harness.AgentPkg)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	build := exec.Command("go", "build", "-o", dir+"/", "github.com/tally-edge/tally/agent/cmd/tally-agent")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building tally-agent:", err)
 		os.Exit(1)
 	}
 	agentBin = filepath.Join(dir, "tally-agent")
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

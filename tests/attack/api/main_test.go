@@ -23,8 +23,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/tally-edge/tally/internal/harness"
 )
 
 // binDir holds the binaries under attack.
@@ -36,25 +37,13 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	code := func() int {
-		if dir := os.Getenv("TALLY_ATTACK_BIN"); dir != "" {
-			binDir = dir
-		} else {
-			dir, err := os.MkdirTemp("", "tally-attack-bin-")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			build := exec.Command("go", "build", "-o", dir+"/",
-				"github.com/tally-edge/tally/agent/cmd/tally-agent",
-				"github.com/tally-edge/tally/aggregator/cmd/tally-aggregator")
-			build.Stdout, build.Stderr = os.Stderr, os.Stderr
-			if err := build.Run(); err != nil {
-				fmt.Fprintln(os.Stderr, "building binaries for the attack suite:", err)
-				return 1
-			}
-			binDir = dir
+		dir, cleanup, err := harness.Binaries("TALLY_ATTACK_BIN", "tally-attack-bin-", harness.AgentPkg, harness.AggregatorPkg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "building binaries for the attack suite:", err)
+			return 1
 		}
+		defer cleanup()
+		binDir = dir
 		defer stopDeployments()
 		return m.Run()
 	}()

@@ -120,6 +120,8 @@ type aggNodeOptions struct {
 	Env []string
 	// InfluxURL overrides the InfluxDB the node writes to (a proxy).
 	InfluxURL string
+	// InfluxExtra is YAML added to the node's influx: section.
+	InfluxExtra string
 }
 
 // aggStart writes a node's config and starts it.
@@ -135,7 +137,7 @@ func (e *aggEnv) aggStart(name string, o aggNodeOptions) *aggNode {
 	}
 	n := &aggNode{name: name, http: fmt.Sprintf("127.0.0.1:%d", tcp[0]), quic: fmt.Sprintf("127.0.0.1:%d", udp[0])}
 	opts := harness.AggregatorOptions{Name: name, DataDir: filepath.Join(e.dir, name), QUICAddr: n.quic, HTTPAddr: n.http,
-		CertsDir: e.certs, InfluxURL: e.influx.URL(), InfluxBucket: e.bucket, WriteInterval: 200 * time.Millisecond, Extra: o.Extra}
+		CertsDir: e.certs, InfluxURL: e.influx.URL(), InfluxBucket: e.bucket, WriteInterval: 200 * time.Millisecond, Extra: o.Extra, InfluxExtra: o.InfluxExtra}
 	if o.DataDir != "" {
 		opts.DataDir = o.DataDir
 	}

@@ -59,7 +59,10 @@ func TestAggLateDataLoadsOnlyWhatItTouches(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n := e.aggStart("agg-1", aggNodeOptions{})
+	// Minutes are kept forever here, so the year-old row is stored (with
+	// the default 14 days it would be quarantined as beyond retention,
+	// which TestAggPointsBeyondRetention covers).
+	n := e.aggStart("agg-1", aggNodeOptions{InfluxExtra: "retention:\n    minutes: 0s\n    hours: 0s"})
 	c := e.aggClient("attacker", n, wire.ALPN)
 	truth := aggWithLegit(t, e, n, "legit", "legit", func() {
 		b := &wire.Batch{Version: wire.ProtocolVersion, Agent: "attacker", Region: "eu", Seq: 1, Contributions: []wire.Contribution{

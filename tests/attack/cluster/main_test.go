@@ -16,8 +16,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/tally-edge/tally/internal/harness"
 )
 
 // aggBinDir holds the tally-aggregator under attack.
@@ -28,28 +29,14 @@ func TestMain(m *testing.M) {
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
-	if dir := os.Getenv("TALLY_ATTACK_BIN"); dir != "" {
-		aggBinDir = dir
-		code := m.Run()
-		if aggShared.srv != nil {
-			_ = aggShared.srv.Close()
-		}
-		os.Exit(code)
-	}
-	dir, err := os.MkdirTemp("", "tally-attack-bin-")
+	dir, cleanup, err := harness.Binaries("TALLY_ATTACK_BIN", "tally-attack-bin-", harness.AggregatorPkg)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	build := exec.Command("go", "build", "-o", dir+"/", "github.com/tally-edge/tally/aggregator/cmd/tally-aggregator")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building tally-aggregator for the attack suite:", err)
 		os.Exit(1)
 	}
 	aggBinDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	if aggShared.srv != nil {
 		if err := aggShared.srv.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "close shared influxd:", err)

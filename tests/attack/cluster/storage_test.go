@@ -106,7 +106,8 @@ func TestAggPointsBeyondRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.bucket = e.db + "/hour"
-	n := e.aggStart("agg-1", aggNodeOptions{})
+	// The operator manages this policy: the node must not lengthen it.
+	n := e.aggStart("agg-1", aggNodeOptions{InfluxExtra: "create_bucket: false"})
 	c := e.aggClient("attacker", n, wire.ALPN)
 	old := time.Now().Add(-3 * time.Hour).Truncate(time.Minute).Unix()
 	var oldEvents uint64
