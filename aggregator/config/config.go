@@ -205,6 +205,10 @@ type Influx struct {
 	Bucket string `yaml:"bucket"`
 	// Timeout bounds one HTTP request. Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// Gzip compresses writes and asks for compressed answers. Default
+	// false: on loopback or a LAN the CPU costs more than the bytes save
+	// (sketches compress little); turn it on across a WAN.
+	Gzip bool `yaml:"gzip"`
 	// QueryLanguage is how the node reads InfluxDB: auto (default:
 	// InfluxQL when the server answers it, else Flux), influxql or flux.
 	QueryLanguage string `yaml:"query_language"`
@@ -689,7 +693,7 @@ func (a Auth) validate() error {
 func (i Influx) Storage() influx.Config {
 	c := influx.DefaultConfig()
 	c.URL, c.Token, c.Org, c.Bucket, c.Timeout = i.URL, i.Token, i.Org, i.Bucket, i.Timeout
-	c.QueryLanguage = i.QueryLanguage
+	c.QueryLanguage, c.Gzip = i.QueryLanguage, i.Gzip
 	c.ContribBucket, c.HoursBucket, c.DaysBucket = i.ContributionsBucket, i.HoursBucket, i.DaysBucket
 	c.Retention = influx.Retention{Minutes: i.Retention.Minutes, Contributions: i.Retention.Contributions,
 		Hours: i.Retention.Hours, Days: i.Retention.Days}

@@ -13,7 +13,7 @@ func TestGood(t *testing.T) {
 	}
 	if c.Name != "agg-1" || c.Merge.WALMaxBytes != 256<<20 || c.Merge.WriteInterval != 500*time.Millisecond ||
 		c.Influx.URL != "http://127.0.0.1:8086" || c.Influx.Bucket != "db/rp" || !*c.QUIC.RequireAgentCN ||
-		c.Influx.QueryLanguage != "influxql" || c.Influx.CreateBucket || c.Influx.HoursBucket != "db/hourly" ||
+		c.Influx.QueryLanguage != "influxql" || !c.Influx.Gzip || !c.Influx.Storage().Gzip || c.Influx.CreateBucket || c.Influx.HoursBucket != "db/hourly" ||
 		c.Influx.Retention != (Retention{Minutes: 720 * time.Hour, Contributions: 4 * time.Hour, Hours: 9600 * time.Hour}) {
 		t.Fatalf("decoded %+v", c)
 	}
@@ -92,7 +92,7 @@ func TestBad(t *testing.T) {
 // missing bucket is created, unless the file says otherwise.
 func TestInfluxDefaults(t *testing.T) {
 	d := DefaultConfig()
-	if d.Influx.QueryLanguage != "auto" || !d.Influx.CreateBucket {
+	if d.Influx.QueryLanguage != "auto" || d.Influx.Gzip || !d.Influx.CreateBucket {
 		t.Fatalf("influx defaults %+v: want query_language auto, create_bucket true", d.Influx)
 	}
 }
