@@ -71,6 +71,13 @@ type Config struct {
 	JournalMaxBytes int64
 	// JournalFsync fsyncs the journal on every Accept.
 	JournalFsync bool
+	// JournalMaxAge bounds how long journaled events stay on disk once a
+	// flush covers them: Release never deletes the active segment, so a
+	// quiet agent would keep covered events until 8 MiB of later ones
+	// filled it. A flush seals the active segment once it is this old;
+	// the next flush that covers it deletes it. Default
+	// DefaultJournalMaxAge.
+	JournalMaxAge time.Duration
 	// NoJournal runs without a journal, for sources that can read their
 	// input again (log backfill): after a crash they resume from the
 	// positions of the last committed flush, and events read after it were
@@ -90,6 +97,11 @@ type Config struct {
 	// minute; beyond the limits values fold into "(other)".
 	Cardinality cardinality.Config
 }
+
+// DefaultJournalMaxAge is Config.JournalMaxAge's default: events (salted
+// visitor hashes with their time and series) leave the journal's disk
+// within about 10 minutes and two flush intervals of their acceptance.
+const DefaultJournalMaxAge = 10 * time.Minute
 
 // Collector implements source.Sink and source.PositionSink. It is safe
 // for concurrent use.
@@ -115,6 +127,11 @@ type Collector struct {
 
 	flushMu sync.Mutex
 	pending *pendingFlush // cut but not yet committed
+	// sealedAt is when the journal's active segment was last sealed (or
+	// the collector opened), and committed the journal position the
+	// spool's last commit covers; both guarded by flushMu.
+	sealedAt  time.Time
+	committed seglog.Pos
 
 	bufPool sync.Pool
 
@@ -176,8 +193,12 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 	if cfg.Forget == nil {
 		cfg.Forget = source.FileGone
 	}
+	if cfg.JournalMaxAge <= 0 {
+		cfg.JournalMaxAge = DefaultJournalMaxAge
+	}
 	c := &Collector{cfg: cfg, log: logger, rollup: rollup.New(cfg.Epoch, cfg.Rollup), batcher: cfg.Batcher, journal: j, spool: sp,
-		positions: map[string]trackedPosition{}, guard: cardinality.New(cfg.Cardinality), broken: make(chan struct{})}
+		positions: map[string]trackedPosition{}, guard: cardinality.New(cfg.Cardinality), broken: make(chan struct{}),
+		sealedAt: time.Now()}
 	c.bufPool.New = func() any { b := make([]byte, 0, 32<<10); return &b }
 	c.m = metrics{
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_agent_flushes_total",
@@ -220,6 +241,7 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 // rollup.
 func (c *Collector) replay() error {
 	meta, _ := c.spool.LastCommitMeta()
+	c.committed = seglog.Pos(meta.JournalPos)
 	positions, err := decodePositions(meta.Data)
 	if err != nil {
 		return err
@@ -407,6 +429,9 @@ func (c *Collector) Flush() error {
 			return err
 		}
 		if p.contribs == 0 {
+			// Nothing new, but a quiet journal may still hold covered
+			// events past JournalMaxAge.
+			c.releaseJournal(c.committed)
 			c.m.flushes.WithLabelValues("empty").Inc()
 			return nil
 		}
@@ -427,7 +452,8 @@ func (c *Collector) Flush() error {
 		return c.check(fmt.Errorf("commit flush of %d contributions: %w", p.contribs, err))
 	}
 	c.pending = nil
-	c.releaseJournal(seglog.Pos(p.journalPos))
+	c.committed = seglog.Pos(p.journalPos)
+	c.releaseJournal(c.committed)
 	c.m.flushes.WithLabelValues("ok").Inc()
 	c.m.contributions.Add(float64(p.contribs))
 	c.m.flushSeconds.Observe(time.Since(start).Seconds())
@@ -532,16 +558,21 @@ func (c *Collector) prunePositions(now time.Time) {
 }
 
 // releaseJournal gives back the journal segments a committed flush
-// covers. When the flush covers everything and the journal is past half
-// its bound, it seals the active segment first (Release never deletes the
-// active one), so a busy journal cannot stay full of covered records.
+// covers. Release never deletes the active segment, so it seals that
+// segment first when the flush covers everything and the journal is past
+// half its bound (a busy journal cannot stay full of covered records), and
+// when the segment is older than JournalMaxAge (a quiet journal does not
+// keep covered events for days; the next flush deletes it).
 func (c *Collector) releaseJournal(covered seglog.Pos) {
 	if c.journal == nil {
 		return
 	}
-	if covered == c.journal.End() && c.journal.Start() < covered && c.journal.Size()*2 >= c.cfg.JournalMaxBytes {
+	full := covered == c.journal.End() && c.journal.Start() < covered && c.journal.Size()*2 >= c.cfg.JournalMaxBytes
+	if old := time.Since(c.sealedAt) >= c.cfg.JournalMaxAge; full || old {
 		if err := c.journal.Roll(); err != nil {
 			c.log.Warn("sealing the journal segment failed", "err", err)
+		} else {
+			c.sealedAt = time.Now()
 		}
 	}
 	if err := c.journal.Release(covered); err != nil {

@@ -593,3 +593,63 @@ func TestRunFlushesOnIntervalAndOnCancel(t *testing.T) {
 		}
 	})
 }
+
+// journalBytes sums the journal's segment files on disk.
+func journalBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir, "journal", "*.seg"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no journal segments in %s: %v", dir, err)
+	}
+	var n int64
+	for _, s := range segs {
+		fi, err := os.Stat(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
+}
+
+// TestJournalForgetsCoveredEventsOfAQuietAgent: the journal's active
+// segment is never released, so without a bound a quiet agent would keep
+// flushed events (salted visitor hashes with their times) on disk until
+// 8 MiB of later events filled the segment. Once the segment is older
+// than JournalMaxAge, a flush (even one with nothing new to ship) seals
+// and deletes it; events accepted since stay until a flush covers them.
+func TestJournalForgetsCoveredEventsOfAQuietAgent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const maxAge = 10 * time.Minute
+		dir := t.TempDir()
+		a := openAgent(t, dir, 1, bigSpool, func(c *collector.Config) { c.JournalMaxAge = maxAge })
+		defer a.crash() // before the bubble ends; Cleanup would be too late
+		accept(t, a.col, makeEvents(0, 100, time.Now()))
+		flush(t, a.col)
+		if n := journalBytes(t, dir); n == 0 {
+			t.Fatal("journal empty right after the flush: the test would prove nothing")
+		}
+		time.Sleep(maxAge / 2)
+		flush(t, a.col) // nothing new; the segment is not old yet
+		if n := journalBytes(t, dir); n == 0 {
+			t.Fatal("journal sealed before JournalMaxAge")
+		}
+		time.Sleep(maxAge / 2)
+		flush(t, a.col) // nothing new; the segment is JournalMaxAge old
+		if n := journalBytes(t, dir); n != 0 {
+			t.Fatalf("journal still holds %d bytes of flushed events %s after they were accepted", n, maxAge)
+		}
+
+		// Events accepted after a seal stay until a flush covers them,
+		// and are replayed after a crash.
+		late := makeEvents(100, 50, time.Now())
+		accept(t, a.col, late)
+		time.Sleep(maxAge)
+		a.crash()
+		b := openAgent(t, dir, 2, bigSpool, nil)
+		defer b.crash()
+		if got := metric(t, b.reg, "tally_agent_journal_replayed_events_total", ""); got != float64(len(late)) {
+			t.Fatalf("replayed %v events after the crash, want %d", got, len(late))
+		}
+	})
+}

@@ -264,8 +264,12 @@ type Privacy struct {
 	// one visitor is one unique across regions. At least 16 bytes; keep it
 	// out of the file with ${TALLY_SALT_SECRET}.
 	Secret string `yaml:"secret"`
-	// SaltPeriod is day, week or month: how long one salt (and so one
-	// visitor hash) lives. Default day.
+	// SaltPeriod is day, week, month or never: how long one salt (and so
+	// one visitor hash) lives, in UTC periods of the event's time. A
+	// returning visitor counts once per period in uniques that span
+	// several; never keeps one salt for the deployment's life, so a
+	// visitor's hash is linkable for as long as the secret lasts.
+	// Default day.
 	SaltPeriod privacy.Period `yaml:"salt_period"`
 }
 

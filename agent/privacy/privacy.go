@@ -2,8 +2,10 @@
 // and visitor ids never leave the agent (ARCHITECTURE invariant 7).
 //
 // The salt of a period is HMAC-SHA256(secret, "tally-salt/v1:" + period
-// label), so every agent of a deployment that shares the secret derives the
-// same salt and the same visitor is one unique across regions. Hashes are
+// label), where the label names the UTC day, ISO week or month of the
+// event's time (or is the constant "never" for the period Never), so
+// every agent of a deployment that shares the secret derives the same
+// salt and the same visitor is one unique across regions. Hashes are
 // SipHash-2-4 under that salt: a keyed pseudo-random function built for
 // short inputs, fast enough for the per-event path, and not reversible
 // without the secret.
@@ -14,6 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,25 +29,34 @@ type Period string
 
 // Supported salt periods. A longer period counts a returning visitor as one
 // unique over a longer span, at the cost of a longer-lived linkable hash.
+// Periods are UTC: a day starts at 00:00 UTC, a week on Monday 00:00 UTC
+// (ISO 8601 weeks), a month on its first day.
 const (
 	Day   Period = "day"
 	Week  Period = "week"
 	Month Period = "month"
+	// Never keeps one salt for the life of the deployment (derived from
+	// the secret alone, until the secret changes): a visitor's hash is the
+	// same on every day, so uniques over any span count a returning
+	// visitor once, and the hash links that visitor's sketches forever.
+	Never Period = "never"
 )
 
 // Validate reports an unknown period.
 func (p Period) Validate() error {
 	switch p {
-	case Day, Week, Month:
+	case Day, Week, Month, Never:
 		return nil
 	}
-	return fmt.Errorf("salt period %q: want day, week or month", string(p))
+	return fmt.Errorf("salt period %q: want day, week, month or never", string(p))
 }
 
 // label names the period that contains t (UTC), e.g. "day:2026-11-22".
 func (p Period) label(t time.Time) string {
 	t = t.UTC()
 	switch p {
+	case Never:
+		return "never"
 	case Week:
 		y, w := t.ISOWeek()
 		return fmt.Sprintf("week:%04d-W%02d", y, w)
@@ -94,7 +106,7 @@ func (h *Hasher) key(unixMillis int64) (k0, k1 uint64) {
 	}
 	t := time.UnixMilli(unixMillis).UTC()
 	label := h.period.label(t)
-	from, to := h.period.bounds(t)
+	from, to := h.period.boundsMillis(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	k, ok := h.keys[label]
@@ -108,8 +120,18 @@ func (h *Hasher) key(unixMillis int64) (k0, k1 uint64) {
 		}
 		h.keys[label] = k
 	}
-	h.last.Store(&periodKey{from: from.UnixMilli(), to: to.UnixMilli(), k0: k[0], k1: k[1]})
+	h.last.Store(&periodKey{from: from, to: to, k0: k[0], k1: k[1]})
 	return k[0], k[1]
+}
+
+// boundsMillis returns the period containing t as [from, to) in unix ms;
+// Never covers every representable time.
+func (p Period) boundsMillis(t time.Time) (from, to int64) {
+	if p == Never {
+		return math.MinInt64, math.MaxInt64
+	}
+	f, e := p.bounds(t)
+	return f.UnixMilli(), e.UnixMilli()
 }
 
 // bounds returns the start and end of the period containing t (UTC).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -44,82 +45,124 @@ var errNoAlerting = errors.New("alerting is not available on this node")
 // them.
 func (s *Server) alertRoutes() {
 	all := auth.AllRoles
-	readers := []auth.Role{auth.Admin, auth.Analyst}
 	admins := []auth.Role{auth.Admin}
 	s.route(Route{Method: "GET", Path: "/api/v1/alerts", Name: "alerts", Roles: all,
-		Params: []string{pCampaign, pFrom, pTo, pState, pLimit}, Query: true}, s.alerts)
-	s.route(Route{Method: "GET", Path: "/api/v1/alerts/config", Name: "alerts_config", Roles: readers}, s.alertObjects)
+		Params: alertsParams, Query: true}, s.alerts)
+	s.route(Route{Method: "GET", Path: "/api/v1/alerts/config", Name: "alerts_config", Roles: AlertConfigRoles}, s.alertObjects)
 	for _, kind := range []string{alerting.KindRule, alerting.KindBudget, alerting.KindSilence} {
 		path := "/api/v1/alerts/" + kind + "s/{name}"
 		s.route(Route{Method: "PUT", Path: path, Name: "alerts_" + kind + "_put", Roles: admins}, s.putAlertObject(kind))
 		s.route(Route{Method: "DELETE", Path: path, Name: "alerts_" + kind + "_delete", Roles: admins}, s.deleteAlertObject(kind))
 	}
-	s.route(Route{Method: "GET", Path: "/api/v1/forecast", Name: "forecast", Roles: all, Params: []string{pCampaign}, Query: true}, s.forecast)
+	s.route(Route{Method: "GET", Path: "/api/v1/forecast", Name: "forecast", Roles: all, Params: forecastParams, Query: true}, s.forecast)
 }
 
-// alerts serves GET /api/v1/alerts: the alerts that started in the range
-// (default the last 24 hours), each as its latest transition, newest
-// first, of the campaign asked for or of every campaign in the caller's
-// scope.
+// alertsParams are the parameters of GET /api/v1/alerts; forecastParams
+// those of GET /api/v1/forecast. The answer functions check their
+// arguments against them too, so GraphQL's arguments meet REST's bounds.
+var (
+	alertsParams   = []string{pCampaign, pFrom, pTo, pState, pLimit}
+	forecastParams = []string{pCampaign}
+)
+
+// AlertConfigRoles may read the alerting objects (GET
+// /api/v1/alerts/config): admins and analysts.
+var AlertConfigRoles = []auth.Role{auth.Admin, auth.Analyst}
+
+// errRole answers 403 for a caller whose role may not read an answer.
+type errRole struct {
+	role  auth.Role
+	route string
+}
+
+func (e errRole) Error() string { return "role " + string(e.role) + " may not use " + e.route }
+
+// alerts serves GET /api/v1/alerts.
 func (s *Server) alerts(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	if s.cfg.Alerts == nil {
-		return errNoAlerting
-	}
-	q := r.URL.Query()
-	var aq alerting.AlertQuery
-	var err error
-	now := s.now()
-	if aq.To, err = parseTime(q.Get(pTo), now.Add(time.Minute)); err != nil {
-		return badParam(pTo, "%v", err)
-	}
-	if aq.From, err = parseTime(q.Get(pFrom), aq.To.Add(-24*time.Hour)); err != nil {
-		return badParam(pFrom, "%v", err)
-	}
-	if !aq.From.Before(aq.To) || aq.To.Sub(aq.From) > alerting.MaxAlertSpan {
-		return badParam(pFrom, "must be before to, at most %s apart", alerting.MaxAlertSpan)
-	}
-	switch aq.State = q.Get(pState); aq.State {
-	case "", alert.StateFiring, alert.StateResolved:
-	default:
-		return badParam(pState, "want firing or resolved")
-	}
-	if v := q.Get(pLimit); v != "" {
-		if aq.Limit, err = strconv.Atoi(v); err != nil || aq.Limit < 1 || aq.Limit > 1000 {
-			return badParam(pLimit, "want 1 to 1000")
-		}
-	}
-	switch c := q.Get(pCampaign); {
-	case q.Has(pCampaign) && c == "":
-		return badParam(pCampaign, "empty")
-	case c != "":
-		if !p.CanSee(c) {
-			return errForbidden{c}
-		}
-		aq.Campaigns = []string{c}
-		auth.NoteCampaigns(r, c)
-	case p.AllCampaigns():
-		aq.All = true
-		auth.NoteCampaigns(r, "*")
-	default:
-		aq.Campaigns = p.Campaigns
-		auth.NoteCampaigns(r, p.Campaigns...)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
-	defer cancel()
-	list, err := s.cfg.Alerts.Alerts(ctx, aq)
+	list, err := s.Alerts(r.Context(), p, r.URL.Query())
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, list)
 }
 
-// alertObjects serves GET /api/v1/alerts/config: every rule, budget and
-// silence in force, each with where it comes from.
-func (s *Server) alertObjects(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
+// Alerts answers GET /api/v1/alerts for p, args being the route's query
+// parameters: the alerts that started in the range (default the last 24
+// hours), each as its latest transition, newest first, of the campaign
+// asked for (403 outside p's scope) or of every campaign in p's scope.
+func (s *Server) Alerts(ctx context.Context, p *auth.Principal, args url.Values) (alerting.AlertList, error) {
 	if s.cfg.Alerts == nil {
-		return errNoAlerting
+		return alerting.AlertList{}, errNoAlerting
 	}
-	return writeJSON(w, s.cfg.Alerts.Objects())
+	if err := checkParams(args, alertsParams); err != nil {
+		return alerting.AlertList{}, err
+	}
+	var aq alerting.AlertQuery
+	var err error
+	now := s.now()
+	if aq.To, err = parseTime(args.Get(pTo), now.Add(time.Minute)); err != nil {
+		return alerting.AlertList{}, badParam(pTo, "%v", err)
+	}
+	if aq.From, err = parseTime(args.Get(pFrom), aq.To.Add(-24*time.Hour)); err != nil {
+		return alerting.AlertList{}, badParam(pFrom, "%v", err)
+	}
+	if !aq.From.Before(aq.To) || aq.To.Sub(aq.From) > alerting.MaxAlertSpan {
+		return alerting.AlertList{}, badParam(pFrom, "must be before to, at most %s apart", alerting.MaxAlertSpan)
+	}
+	switch aq.State = args.Get(pState); aq.State {
+	case "", alert.StateFiring, alert.StateResolved:
+	default:
+		return alerting.AlertList{}, badParam(pState, "want firing or resolved")
+	}
+	if v := args.Get(pLimit); v != "" {
+		if aq.Limit, err = strconv.Atoi(v); err != nil || aq.Limit < 1 || aq.Limit > 1000 {
+			return alerting.AlertList{}, badParam(pLimit, "want 1 to 1000")
+		}
+	}
+	switch c := args.Get(pCampaign); {
+	case args.Has(pCampaign) && c == "":
+		return alerting.AlertList{}, badParam(pCampaign, "empty")
+	case c != "":
+		if !p.CanSee(c) {
+			return alerting.AlertList{}, errForbidden{c}
+		}
+		aq.Campaigns = []string{c}
+		auth.NoteCampaignsContext(ctx, c)
+	case p.AllCampaigns():
+		aq.All = true
+		auth.NoteCampaignsContext(ctx, "*")
+	default:
+		aq.Campaigns = p.Campaigns
+		auth.NoteCampaignsContext(ctx, p.Campaigns...)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	return s.cfg.Alerts.Alerts(ctx, aq)
+}
+
+// alertObjects serves GET /api/v1/alerts/config.
+func (s *Server) alertObjects(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	v, err := s.AlertConfig(r.Context(), p, r.URL.Query())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, v)
+}
+
+// AlertConfig answers GET /api/v1/alerts/config for p: every rule, budget
+// and silence in force, each with where it comes from. Only the roles of
+// AlertConfigRoles may read them (403); the route takes no parameters.
+func (s *Server) AlertConfig(_ context.Context, p *auth.Principal, args url.Values) (alerting.ObjectsView, error) {
+	if !p.Allowed(AlertConfigRoles) {
+		return alerting.ObjectsView{}, errRole{p.Role, "alerts_config"}
+	}
+	if s.cfg.Alerts == nil {
+		return alerting.ObjectsView{}, errNoAlerting
+	}
+	if err := checkParams(args, nil); err != nil {
+		return alerting.ObjectsView{}, err
+	}
+	return s.cfg.Alerts.Objects(), nil
 }
 
 // putAlertObject serves PUT /api/v1/alerts/{rules|budgets|silences}/{name}:
@@ -208,25 +251,34 @@ func (s *Server) deleteAlertObject(kind string) handlerFunc {
 	}
 }
 
-// forecast serves GET /api/v1/forecast?campaign=: the day's projection of
-// one campaign and, with a budget, its pacing.
+// forecast serves GET /api/v1/forecast?campaign=.
 func (s *Server) forecast(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	if s.cfg.Alerts == nil {
-		return errNoAlerting
-	}
-	c := r.URL.Query().Get(pCampaign)
-	if c == "" {
-		return badParam(pCampaign, "required")
-	}
-	if !p.CanSee(c) {
-		return errForbidden{c}
-	}
-	auth.NoteCampaigns(r, c)
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
-	defer cancel()
-	f, err := s.cfg.Alerts.Forecast(ctx, c, s.cfg.Now())
+	f, err := s.Forecast(r.Context(), p, r.URL.Query())
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, f)
+}
+
+// Forecast answers GET /api/v1/forecast for p, args being the route's
+// query parameters: the day's projection of one campaign (403 outside
+// p's scope) and, with a budget, its pacing.
+func (s *Server) Forecast(ctx context.Context, p *auth.Principal, args url.Values) (alerting.Forecast, error) {
+	if s.cfg.Alerts == nil {
+		return alerting.Forecast{}, errNoAlerting
+	}
+	if err := checkParams(args, forecastParams); err != nil {
+		return alerting.Forecast{}, err
+	}
+	c := args.Get(pCampaign)
+	if c == "" {
+		return alerting.Forecast{}, badParam(pCampaign, "required")
+	}
+	if !p.CanSee(c) {
+		return alerting.Forecast{}, errForbidden{c}
+	}
+	auth.NoteCampaignsContext(ctx, c)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	return s.cfg.Alerts.Forecast(ctx, c, s.cfg.Now())
 }

@@ -317,6 +317,7 @@ func ErrorStatus(err error) int {
 		pe *paramError
 		tl *tooLargeError
 		fe errForbidden
+		ro errRole
 		re *requestError
 		oe *alerting.ObjectError
 	)
@@ -329,7 +330,7 @@ func ErrorStatus(err error) int {
 		return http.StatusNotFound
 	case errors.As(err, &re), errors.As(err, &tl), errors.As(err, &pe):
 		return http.StatusBadRequest
-	case errors.As(err, &fe):
+	case errors.As(err, &fe), errors.As(err, &ro):
 		return http.StatusForbidden
 	case errors.Is(err, errSubjectBusy):
 		return http.StatusTooManyRequests

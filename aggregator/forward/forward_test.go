@@ -40,7 +40,13 @@ func (o *owner) HandleBatch(_ context.Context, p wire.Peer, b *wire.Batch) wire.
 			break
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // a slow fsync: batches overlap if they are pipelined
+	// A slow fsync: batches overlap if they are pipelined. Until two have
+	// overlapped, a batch waits (up to 5 s) for another to arrive, so a
+	// loaded machine cannot hide the pipelining nor fake it.
+	for deadline := time.Now().Add(5 * time.Second); o.peak.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
 	st := wire.AckOK
 	if f := o.status.Load(); f != nil {
 		st = (*f)(b)

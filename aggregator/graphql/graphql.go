@@ -3,13 +3,15 @@
 //
 // # Same answers, same caller, same bounds
 //
-// Each data field of Query (campaigns, kpis, series, bots, polls) turns
-// its arguments into the query parameters of the REST route of the same
-// name and calls that route's answer function on *api.Server (Answers):
-// the same parsing, bounds, viewer scoping, storage query and KPI
+// Each data field of Query (campaigns, kpis, series, bots, polls), and
+// each alert field (alerts, alertConfig, forecast), turns its arguments
+// into the query parameters of the REST route of the same name and calls
+// that route's answer function on *api.Server (Answers): the same
+// parsing, bounds, viewer scoping, role rule, storage query and
 // arithmetic. GraphQL adds no computation of its own; it reshapes maps
-// into lists (a series point's values, bots by reason) and empty strings
-// into nulls.
+// into lists (a series point's values, bots by reason), and empty strings
+// and the keys REST's JSON leaves out into nulls. It only reads: the
+// alerting objects are edited through REST.
 //
 // The route is mounted on the API server (Mount), so it passes the same
 // guard as REST: a bearer token (401), the caller's role (403), one audit
@@ -17,7 +19,9 @@
 // when the caller has its share of queries running, 503 when the node
 // has). A viewer's question about another campaign is refused inside the
 // query, by the answer function's scope check: that field is null with a
-// FORBIDDEN error and the others still answer.
+// FORBIDDEN error and the others still answer. So is a viewer's
+// alertConfig, by AlertConfig's role check (REST's route refuses it in
+// the guard as well).
 //
 // # Bounds of one request
 //
@@ -43,15 +47,16 @@
 // Config.Playground is set. Subscriptions are not offered: the live
 // stream is /api/v1/stream.
 //
-// # Adding a field (alerts, forecasts)
+// # Adding a field
 //
-// A new kind of answer joins in four steps, without touching the others:
+// A new kind of answer joins in four steps, without touching the others
+// (the alert fields joined so: schema/alerts.graphqls, alerts.go):
 //
 //  1. its REST route's answer function on *api.Server, shaped as
 //     func(context.Context, *auth.Principal, url.Values) (T, error);
 //  2. a schema file in schema/ that extends Query ("extend type Query {
-//     alerts(campaign: String!, range: Range): [Alert!] }"), binding T's
-//     types in gqlgen.yml, and go generate ./aggregator/graphql;
+//     … }"), binding T's types in gqlgen.yml or reshaping T into the
+//     generated models, and go generate ./aggregator/graphql;
 //  3. the method in Answers, and a resolver that calls ask with it;
 //  4. its cost in costs (QueryCost when it reads storage).
 //
@@ -76,6 +81,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vektah/gqlparser/v2/ast"
 
+	"github.com/tally-edge/tally/aggregator/alerting"
 	"github.com/tally-edge/tally/aggregator/api"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/graphql/internal/gen"
@@ -106,6 +112,9 @@ type Answers interface {
 	Series(ctx context.Context, p *auth.Principal, args url.Values) (api.SeriesResponse, error)
 	Bots(ctx context.Context, p *auth.Principal, args url.Values) (api.BotsResponse, error)
 	Polls(ctx context.Context, p *auth.Principal, args url.Values) (api.PollsResponse, error)
+	Alerts(ctx context.Context, p *auth.Principal, args url.Values) (alerting.AlertList, error)
+	AlertConfig(ctx context.Context, p *auth.Principal, args url.Values) (alerting.ObjectsView, error)
+	Forecast(ctx context.Context, p *auth.Principal, args url.Values) (alerting.Forecast, error)
 }
 
 var _ Answers = (*api.Server)(nil)
@@ -119,8 +128,9 @@ type Config struct {
 	MaxDepth int
 	// MaxComplexity bounds a query's cost: 1 per field plus QueryCost per
 	// field that reads storage. The default, 1000, admits at most 9
-	// storage fields in one request (with small selections; each of the
-	// five data fields with every subfield costs 616 together).
+	// storage fields in one request (with small selections; the five
+	// data fields with every subfield cost 616 together, alerts,
+	// alertConfig and forecast with every subfield 353).
 	MaxComplexity int
 	// MaxQueryBytes bounds a request's body (query, variables and
 	// operation name); larger bodies get 413. Default 16 KiB.

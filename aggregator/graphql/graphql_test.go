@@ -30,9 +30,10 @@ import (
 )
 
 const (
-	adminToken  = "admin-token-0123456789"
-	viewerToken = "viewer-token-0123456789"
-	otherViewer = "other-viewer-token-0123456789"
+	adminToken   = "admin-token-0123456789"
+	analystToken = "analyst-token-0123456789"
+	viewerToken  = "viewer-token-0123456789"
+	otherViewer  = "other-viewer-token-0123456789"
 )
 
 // now is the fixed clock of the API: 10:30:20 UTC.
@@ -140,10 +141,11 @@ func points() []api.Point {
 }
 
 type env struct {
-	src   *source
-	url   string
-	audit string
-	reg   *prometheus.Registry
+	src    *source
+	alerts *alertService
+	url    string
+	audit  string
+	reg    *prometheus.Registry
 }
 
 // newEnv serves the API with GraphQL mounted, over src.
@@ -151,13 +153,14 @@ func newEnv(t *testing.T, cfg graphql.Config, pts ...api.Point) *env {
 	t.Helper()
 	a, err := auth.New(auth.Config{Tokens: []auth.StaticToken{
 		{Token: adminToken, Subject: "root", Role: auth.Admin},
+		{Token: analystToken, Subject: "ana", Role: auth.Analyst},
 		{Token: viewerToken, Subject: "alice", Role: auth.Viewer, Campaigns: []string{"spring"}},
 		{Token: otherViewer, Subject: "olga", Role: auth.Viewer, Campaigns: []string{"autumn"}},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{src: &source{pts: pts}, audit: filepath.Join(t.TempDir(), "audit.jsonl"), reg: prometheus.NewRegistry()}
+	e := &env{src: &source{pts: pts}, alerts: newAlertService(), audit: filepath.Join(t.TempDir(), "audit.jsonl"), reg: prometheus.NewRegistry()}
 	audit, err := auth.OpenAudit(auth.AuditConfig{Path: e.audit}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +168,7 @@ func newEnv(t *testing.T, cfg graphql.Config, pts ...api.Point) *env {
 	t.Cleanup(func() { audit.Close() })
 	logger := slog.New(slog.DiscardHandler)
 	srv := api.New(api.Config{Auth: a, Audit: audit, Now: func() time.Time { return now }, MaxQueriesPerSubject: 2, MaxConcurrentQueries: 4,
-		QueryWait: time.Second}, e.src, func() error { return nil }, e.reg, e.reg, nil, logger)
+		QueryWait: time.Second, Alerts: e.alerts}, e.src, func() error { return nil }, e.reg, e.reg, nil, logger)
 	if err := graphql.Mount(srv, cfg, e.reg, logger); err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +229,19 @@ func (e *env) rest(t *testing.T, token, path string, q url.Values) []byte {
 		t.Fatalf("REST %s %s: %d %s", path, q.Encode(), resp.StatusCode, b)
 	}
 	return b
+}
+
+// restStatus is the status of a REST GET.
+func (e *env) restStatus(t *testing.T, token, path string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func must[T any](t *testing.T, raw []byte) T {
@@ -506,7 +522,7 @@ func TestIntrospection(t *testing.T) {
 		}
 	}
 	slices.Sort(query)
-	if s.Schema.QueryType.Name != "Query" || fmt.Sprint(query) != "[bots campaigns kpis polls series whoami]" {
+	if s.Schema.QueryType.Name != "Query" || fmt.Sprint(query) != "[alertConfig alerts bots campaigns forecast kpis polls series whoami]" {
 		t.Fatalf("Query has %v", query)
 	}
 }

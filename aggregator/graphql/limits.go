@@ -35,6 +35,7 @@ var codeByStatus = map[int]string{
 	http.StatusBadRequest:         "BAD_REQUEST",
 	http.StatusUnauthorized:       "UNAUTHENTICATED",
 	http.StatusForbidden:          "FORBIDDEN",
+	http.StatusNotFound:           "NOT_FOUND",
 	http.StatusTooManyRequests:    "RATE_LIMITED",
 	http.StatusServiceUnavailable: "UNAVAILABLE",
 	http.StatusBadGateway:         "STORAGE_ERROR",

@@ -189,7 +189,8 @@ func dimension(by string) *gen.Dimension {
 }
 
 // costs is the complexity of each field: 1 plus its selections, and
-// QueryCost more for the fields that read storage.
+// QueryCost more for the fields that read storage (the data fields,
+// alerts and forecast).
 func costs() gen.ComplexityRoot {
 	var c gen.ComplexityRoot
 	c.Query.Campaigns = func(child int, _ *gen.Range, _ *gen.Filter) int { return child + 1 + QueryCost }
@@ -201,5 +202,11 @@ func costs() gen.ComplexityRoot {
 	}
 	c.Query.Bots = func(child int, _ string, _ *gen.Range, _ *gen.Filter) int { return child + 1 + QueryCost }
 	c.Query.Polls = func(child int, _ string, _ *gen.Range, _ *gen.Filter) int { return child + 1 + QueryCost }
+	c.Query.Alerts = func(child int, _ *string, _, _ *time.Time, _ *gen.AlertState, _ *int) int {
+		return child + 1 + QueryCost
+	}
+	c.Query.Forecast = func(child int, _ string) int { return child + 1 + QueryCost }
+	// alertConfig reads the objects in force from memory: 1 plus its
+	// selections, gqlgen's default.
 	return c
 }

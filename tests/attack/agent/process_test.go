@@ -100,8 +100,17 @@ const proxyHTTP = "  trusted_proxies: [127.0.0.1/32]\n"
 // startAgent runs the agent of cfgPath and waits until it serves.
 func startAgent(t *testing.T, name, cfgPath, state string) *agentProc {
 	t.Helper()
+	return startAgentEnv(t, name, cfgPath, state, nil)
+}
+
+// startAgentEnv is startAgent with env added to the agent's environment.
+func startAgentEnv(t *testing.T, name, cfgPath, state string, env []string) *agentProc {
+	t.Helper()
 	a := &agentProc{t: t, name: name, cfgPath: cfgPath, state: state, logs: &logBuffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(agentBin, "-config", cfgPath, "-log-format", "json", "-log-level", "debug")
+	if env != nil {
+		a.cmd.Env = append(os.Environ(), env...)
+	}
 	pr, pw := io.Pipe()
 	a.cmd.Stderr = io.MultiWriter(a.logs, pw)
 	if err := a.cmd.Start(); err != nil {

@@ -162,11 +162,15 @@ func startDeployment(name string) (*deployment, error) {
 		auth += "links: {secret: \"" + linkSecret + "\", link_ttl: 1m}\n"
 		bucket = "hardened/" + shared.influx.RetentionPolicy()
 	}
+	extra := ""
+	if name == "plain" {
+		extra = gqlAlertsConfig(time.Now())
+	}
 	aggName, quic := "agg-"+name, fmt.Sprintf("127.0.0.1:%d", udp[0])
 	d.cfgPath = filepath.Join(d.dir, aggName+".yaml")
 	if err := harness.WriteAggregatorConfig(d.cfgPath, harness.AggregatorOptions{Name: aggName, DataDir: filepath.Join(d.dir, "data"),
 		QUICAddr: quic, HTTPAddr: d.aggHTTP, CertsDir: shared.certs, InfluxURL: shared.influx.URL(), InfluxBucket: bucket,
-		WriteInterval: 300 * time.Millisecond, HTTPExtra: httpExtra, AuthExtra: auth}); err != nil {
+		WriteInterval: 300 * time.Millisecond, HTTPExtra: httpExtra, AuthExtra: auth, Extra: extra}); err != nil {
 		return d, err
 	}
 	d.agg = &harness.Proc{Name: aggName, Bin: filepath.Join(binDir, "tally-aggregator"), Args: []string{"-config", d.cfgPath},

@@ -36,6 +36,40 @@ type DirectiveRoot struct {
 }
 
 type ComplexityRoot struct {
+	Alert struct {
+		At        func(childComplexity int) int
+		Campaign  func(childComplexity int) int
+		Delivered func(childComplexity int) int
+		Direction func(childComplexity int) int
+		End       func(childComplexity int) int
+		Expected  func(childComplexity int) int
+		ID        func(childComplexity int) int
+		Kind      func(childComplexity int) int
+		Metric    func(childComplexity int) int
+		Rule      func(childComplexity int) int
+		Score     func(childComplexity int) int
+		Severity  func(childComplexity int) int
+		Silenced  func(childComplexity int) int
+		Start     func(childComplexity int) int
+		State     func(childComplexity int) int
+		Summary   func(childComplexity int) int
+		Value     func(childComplexity int) int
+	}
+
+	AlertConfig struct {
+		Budgets  func(childComplexity int) int
+		Rules    func(childComplexity int) int
+		Silences func(childComplexity int) int
+	}
+
+	AlertList struct {
+		Alerts    func(childComplexity int) int
+		Firing    func(childComplexity int) int
+		From      func(childComplexity int) int
+		To        func(childComplexity int) int
+		Truncated func(childComplexity int) int
+	}
+
 	BotReason struct {
 		Events func(childComplexity int) int
 		Reason func(childComplexity int) int
@@ -52,6 +86,25 @@ type ComplexityRoot struct {
 		Campaign func(childComplexity int) int
 		Groups   func(childComplexity int) int
 		Total    func(childComplexity int) int
+	}
+
+	Budget struct {
+		Campaign       func(childComplexity int) int
+		Daily          func(childComplexity int) int
+		End            func(childComplexity int) int
+		MinConversions func(childComplexity int) int
+		Start          func(childComplexity int) int
+		TargetCpa      func(childComplexity int) int
+		TargetRoas     func(childComplexity int) int
+		TargetWindow   func(childComplexity int) int
+		TimeZone       func(childComplexity int) int
+		Tolerance      func(childComplexity int) int
+		Total          func(childComplexity int) int
+	}
+
+	BudgetEntry struct {
+		Object func(childComplexity int) int
+		Source func(childComplexity int) int
 	}
 
 	Caller struct {
@@ -72,6 +125,28 @@ type ComplexityRoot struct {
 		Campaign func(childComplexity int) int
 		KPIs     func(childComplexity int) int
 		Previous func(childComplexity int) int
+	}
+
+	Forecast struct {
+		Budget   func(childComplexity int) int
+		Campaign func(childComplexity int) int
+		Day      func(childComplexity int) int
+		Pacing   func(childComplexity int) int
+		Summary  func(childComplexity int) int
+		TimeZone func(childComplexity int) int
+	}
+
+	ForecastDay struct {
+		ActivityShare func(childComplexity int) int
+		At            func(childComplexity int) int
+		Basis         func(childComplexity int) int
+		Conversions   func(childComplexity int) int
+		HistoryDays   func(childComplexity int) int
+		Revenue       func(childComplexity int) int
+		Roas          func(childComplexity int) int
+		Spend         func(childComplexity int) int
+		Start         func(childComplexity int) int
+		TimeShare     func(childComplexity int) int
 	}
 
 	Group struct {
@@ -99,6 +174,24 @@ type ComplexityRoot struct {
 		Value  func(childComplexity int) int
 	}
 
+	Pacing struct {
+		At               func(childComplexity int) int
+		BudgetShare      func(childComplexity int) int
+		DailyBudget      func(childComplexity int) int
+		DailyExhausted   func(childComplexity int) int
+		DailyRunsOutAt   func(childComplexity int) int
+		Day              func(childComplexity int) int
+		FlightProjection func(childComplexity int) int
+		FlightSpent      func(childComplexity int) int
+		FlightTimeShare  func(childComplexity int) int
+		PaceVsClock      func(childComplexity int) int
+		PaceVsTypical    func(childComplexity int) int
+		TimeShare        func(childComplexity int) int
+		TotalBudget      func(childComplexity int) int
+		TotalExhausted   func(childComplexity int) int
+		TotalRunsOutAt   func(childComplexity int) int
+	}
+
 	Poll struct {
 		Answers func(childComplexity int) int
 		Poll    func(childComplexity int) int
@@ -111,13 +204,43 @@ type ComplexityRoot struct {
 		Votes  func(childComplexity int) int
 	}
 
+	Projection struct {
+		Actual    func(childComplexity int) int
+		High      func(childComplexity int) int
+		Low       func(childComplexity int) int
+		Projected func(childComplexity int) int
+	}
+
 	Query struct {
-		Bots      func(childComplexity int, campaign string, rangeArg *Range, filter *Filter) int
-		Campaigns func(childComplexity int, rangeArg *Range, filter *Filter) int
-		Kpis      func(childComplexity int, campaign string, rangeArg *Range, filter *Filter, by *Dimension) int
-		Polls     func(childComplexity int, campaign string, rangeArg *Range, filter *Filter) int
-		Series    func(childComplexity int, campaign *string, metrics []Metric, step *string, rangeArg *Range, filter *Filter, by *Dimension) int
-		Whoami    func(childComplexity int) int
+		AlertConfig func(childComplexity int) int
+		Alerts      func(childComplexity int, campaign *string, from *time.Time, to *time.Time, state *AlertState, limit *int) int
+		Bots        func(childComplexity int, campaign string, rangeArg *Range, filter *Filter) int
+		Campaigns   func(childComplexity int, rangeArg *Range, filter *Filter) int
+		Forecast    func(childComplexity int, campaign string) int
+		Kpis        func(childComplexity int, campaign string, rangeArg *Range, filter *Filter, by *Dimension) int
+		Polls       func(childComplexity int, campaign string, rangeArg *Range, filter *Filter) int
+		Series      func(childComplexity int, campaign *string, metrics []Metric, step *string, rangeArg *Range, filter *Filter, by *Dimension) int
+		Whoami      func(childComplexity int) int
+	}
+
+	Rule struct {
+		Campaigns   func(childComplexity int) int
+		For         func(childComplexity int) int
+		Kind        func(childComplexity int) int
+		Metric      func(childComplexity int) int
+		Metrics     func(childComplexity int) int
+		MinVolume   func(childComplexity int) int
+		Name        func(childComplexity int) int
+		Op          func(childComplexity int) int
+		Sensitivity func(childComplexity int) int
+		Severity    func(childComplexity int) int
+		Value       func(childComplexity int) int
+		Window      func(childComplexity int) int
+	}
+
+	RuleEntry struct {
+		Object func(childComplexity int) int
+		Source func(childComplexity int) int
 	}
 
 	Series struct {
@@ -140,6 +263,22 @@ type ComplexityRoot struct {
 		Values func(childComplexity int) int
 	}
 
+	Silence struct {
+		Campaign  func(childComplexity int) int
+		Comment   func(childComplexity int) int
+		CreatedBy func(childComplexity int) int
+		Ends      func(childComplexity int) int
+		ID        func(childComplexity int) int
+		Metric    func(childComplexity int) int
+		Rule      func(childComplexity int) int
+		Starts    func(childComplexity int) int
+	}
+
+	SilenceEntry struct {
+		Object func(childComplexity int) int
+		Source func(childComplexity int) int
+	}
+
 	TotalKPIs struct {
 		KPIs     func(childComplexity int) int
 		Previous func(childComplexity int) int
@@ -157,6 +296,9 @@ type QueryResolver interface {
 	Series(ctx context.Context, campaign *string, metrics []Metric, step *string, rangeArg *Range, filter *Filter, by *Dimension) (*SeriesAnswer, error)
 	Bots(ctx context.Context, campaign string, rangeArg *Range, filter *Filter) (*Bots, error)
 	Polls(ctx context.Context, campaign string, rangeArg *Range, filter *Filter) ([]api.Poll, error)
+	Alerts(ctx context.Context, campaign *string, from *time.Time, to *time.Time, state *AlertState, limit *int) (*AlertList, error)
+	AlertConfig(ctx context.Context) (*AlertConfig, error)
+	Forecast(ctx context.Context, campaign string) (*Forecast, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -176,6 +318,159 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 	ec := newExecutionContext(nil, e, nil)
 	_ = ec
 	switch typeName + "." + field {
+
+	case "Alert.at":
+		if e.ComplexityRoot.Alert.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.At(childComplexity), true
+	case "Alert.campaign":
+		if e.ComplexityRoot.Alert.Campaign == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Campaign(childComplexity), true
+	case "Alert.delivered":
+		if e.ComplexityRoot.Alert.Delivered == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Delivered(childComplexity), true
+	case "Alert.direction":
+		if e.ComplexityRoot.Alert.Direction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Direction(childComplexity), true
+	case "Alert.end":
+		if e.ComplexityRoot.Alert.End == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.End(childComplexity), true
+	case "Alert.expected":
+		if e.ComplexityRoot.Alert.Expected == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Expected(childComplexity), true
+	case "Alert.id":
+		if e.ComplexityRoot.Alert.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.ID(childComplexity), true
+	case "Alert.kind":
+		if e.ComplexityRoot.Alert.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Kind(childComplexity), true
+	case "Alert.metric":
+		if e.ComplexityRoot.Alert.Metric == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Metric(childComplexity), true
+	case "Alert.rule":
+		if e.ComplexityRoot.Alert.Rule == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Rule(childComplexity), true
+	case "Alert.score":
+		if e.ComplexityRoot.Alert.Score == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Score(childComplexity), true
+	case "Alert.severity":
+		if e.ComplexityRoot.Alert.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Severity(childComplexity), true
+	case "Alert.silenced":
+		if e.ComplexityRoot.Alert.Silenced == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Silenced(childComplexity), true
+	case "Alert.start":
+		if e.ComplexityRoot.Alert.Start == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Start(childComplexity), true
+	case "Alert.state":
+		if e.ComplexityRoot.Alert.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.State(childComplexity), true
+	case "Alert.summary":
+		if e.ComplexityRoot.Alert.Summary == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Summary(childComplexity), true
+	case "Alert.value":
+		if e.ComplexityRoot.Alert.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Alert.Value(childComplexity), true
+
+	case "AlertConfig.budgets":
+		if e.ComplexityRoot.AlertConfig.Budgets == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AlertConfig.Budgets(childComplexity), true
+	case "AlertConfig.rules":
+		if e.ComplexityRoot.AlertConfig.Rules == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AlertConfig.Rules(childComplexity), true
+	case "AlertConfig.silences":
+		if e.ComplexityRoot.AlertConfig.Silences == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AlertConfig.Silences(childComplexity), true
+
+	case "AlertList.alerts":
+		if e.ComplexityRoot.AlertList.Alerts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AlertList.Alerts(childComplexity), true
+	case "AlertList.firing":
+		if e.ComplexityRoot.AlertList.Firing == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AlertList.Firing(childComplexity), true
+	case "AlertList.from":
+		if e.ComplexityRoot.AlertList.From == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AlertList.From(childComplexity), true
+	case "AlertList.to":
+		if e.ComplexityRoot.AlertList.To == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AlertList.To(childComplexity), true
+	case "AlertList.truncated":
+		if e.ComplexityRoot.AlertList.Truncated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AlertList.Truncated(childComplexity), true
 
 	case "BotReason.events":
 		if e.ComplexityRoot.BotReason.Events == nil {
@@ -233,6 +528,86 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Breakdown.Total(childComplexity), true
+
+	case "Budget.campaign":
+		if e.ComplexityRoot.Budget.Campaign == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.Campaign(childComplexity), true
+	case "Budget.daily":
+		if e.ComplexityRoot.Budget.Daily == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.Daily(childComplexity), true
+	case "Budget.end":
+		if e.ComplexityRoot.Budget.End == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.End(childComplexity), true
+	case "Budget.min_conversions":
+		if e.ComplexityRoot.Budget.MinConversions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.MinConversions(childComplexity), true
+	case "Budget.start":
+		if e.ComplexityRoot.Budget.Start == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.Start(childComplexity), true
+	case "Budget.target_cpa":
+		if e.ComplexityRoot.Budget.TargetCpa == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.TargetCpa(childComplexity), true
+	case "Budget.target_roas":
+		if e.ComplexityRoot.Budget.TargetRoas == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.TargetRoas(childComplexity), true
+	case "Budget.target_window":
+		if e.ComplexityRoot.Budget.TargetWindow == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.TargetWindow(childComplexity), true
+	case "Budget.time_zone":
+		if e.ComplexityRoot.Budget.TimeZone == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.TimeZone(childComplexity), true
+	case "Budget.tolerance":
+		if e.ComplexityRoot.Budget.Tolerance == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.Tolerance(childComplexity), true
+	case "Budget.total":
+		if e.ComplexityRoot.Budget.Total == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Budget.Total(childComplexity), true
+
+	case "BudgetEntry.object":
+		if e.ComplexityRoot.BudgetEntry.Object == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BudgetEntry.Object(childComplexity), true
+	case "BudgetEntry.source":
+		if e.ComplexityRoot.BudgetEntry.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BudgetEntry.Source(childComplexity), true
 
 	case "Caller.campaigns":
 		if e.ComplexityRoot.Caller.Campaigns == nil {
@@ -302,6 +677,104 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CampaignRow.Previous(childComplexity), true
+
+	case "Forecast.budget":
+		if e.ComplexityRoot.Forecast.Budget == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forecast.Budget(childComplexity), true
+	case "Forecast.campaign":
+		if e.ComplexityRoot.Forecast.Campaign == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forecast.Campaign(childComplexity), true
+	case "Forecast.day":
+		if e.ComplexityRoot.Forecast.Day == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forecast.Day(childComplexity), true
+	case "Forecast.pacing":
+		if e.ComplexityRoot.Forecast.Pacing == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forecast.Pacing(childComplexity), true
+	case "Forecast.summary":
+		if e.ComplexityRoot.Forecast.Summary == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forecast.Summary(childComplexity), true
+	case "Forecast.time_zone":
+		if e.ComplexityRoot.Forecast.TimeZone == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forecast.TimeZone(childComplexity), true
+
+	case "ForecastDay.activity_share":
+		if e.ComplexityRoot.ForecastDay.ActivityShare == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.ActivityShare(childComplexity), true
+	case "ForecastDay.at":
+		if e.ComplexityRoot.ForecastDay.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.At(childComplexity), true
+	case "ForecastDay.basis":
+		if e.ComplexityRoot.ForecastDay.Basis == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.Basis(childComplexity), true
+	case "ForecastDay.conversions":
+		if e.ComplexityRoot.ForecastDay.Conversions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.Conversions(childComplexity), true
+	case "ForecastDay.history_days":
+		if e.ComplexityRoot.ForecastDay.HistoryDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.HistoryDays(childComplexity), true
+	case "ForecastDay.revenue":
+		if e.ComplexityRoot.ForecastDay.Revenue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.Revenue(childComplexity), true
+	case "ForecastDay.roas":
+		if e.ComplexityRoot.ForecastDay.Roas == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.Roas(childComplexity), true
+	case "ForecastDay.spend":
+		if e.ComplexityRoot.ForecastDay.Spend == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.Spend(childComplexity), true
+	case "ForecastDay.start":
+		if e.ComplexityRoot.ForecastDay.Start == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.Start(childComplexity), true
+	case "ForecastDay.time_share":
+		if e.ComplexityRoot.ForecastDay.TimeShare == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastDay.TimeShare(childComplexity), true
 
 	case "Group.kpis":
 		if e.ComplexityRoot.Group.KPIs == nil {
@@ -402,6 +875,97 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MetricValue.Value(childComplexity), true
 
+	case "Pacing.at":
+		if e.ComplexityRoot.Pacing.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.At(childComplexity), true
+	case "Pacing.budget_share":
+		if e.ComplexityRoot.Pacing.BudgetShare == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.BudgetShare(childComplexity), true
+	case "Pacing.daily_budget":
+		if e.ComplexityRoot.Pacing.DailyBudget == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.DailyBudget(childComplexity), true
+	case "Pacing.daily_exhausted":
+		if e.ComplexityRoot.Pacing.DailyExhausted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.DailyExhausted(childComplexity), true
+	case "Pacing.daily_runs_out_at":
+		if e.ComplexityRoot.Pacing.DailyRunsOutAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.DailyRunsOutAt(childComplexity), true
+	case "Pacing.day":
+		if e.ComplexityRoot.Pacing.Day == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.Day(childComplexity), true
+	case "Pacing.flight_projection":
+		if e.ComplexityRoot.Pacing.FlightProjection == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.FlightProjection(childComplexity), true
+	case "Pacing.flight_spent":
+		if e.ComplexityRoot.Pacing.FlightSpent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.FlightSpent(childComplexity), true
+	case "Pacing.flight_time_share":
+		if e.ComplexityRoot.Pacing.FlightTimeShare == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.FlightTimeShare(childComplexity), true
+	case "Pacing.pace_vs_clock":
+		if e.ComplexityRoot.Pacing.PaceVsClock == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.PaceVsClock(childComplexity), true
+	case "Pacing.pace_vs_typical":
+		if e.ComplexityRoot.Pacing.PaceVsTypical == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.PaceVsTypical(childComplexity), true
+	case "Pacing.time_share":
+		if e.ComplexityRoot.Pacing.TimeShare == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.TimeShare(childComplexity), true
+	case "Pacing.total_budget":
+		if e.ComplexityRoot.Pacing.TotalBudget == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.TotalBudget(childComplexity), true
+	case "Pacing.total_exhausted":
+		if e.ComplexityRoot.Pacing.TotalExhausted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.TotalExhausted(childComplexity), true
+	case "Pacing.total_runs_out_at":
+		if e.ComplexityRoot.Pacing.TotalRunsOutAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pacing.TotalRunsOutAt(childComplexity), true
+
 	case "Poll.answers":
 		if e.ComplexityRoot.Poll.Answers == nil {
 			break
@@ -440,6 +1004,48 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PollAnswer.Votes(childComplexity), true
 
+	case "Projection.actual":
+		if e.ComplexityRoot.Projection.Actual == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Projection.Actual(childComplexity), true
+	case "Projection.high":
+		if e.ComplexityRoot.Projection.High == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Projection.High(childComplexity), true
+	case "Projection.low":
+		if e.ComplexityRoot.Projection.Low == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Projection.Low(childComplexity), true
+	case "Projection.projected":
+		if e.ComplexityRoot.Projection.Projected == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Projection.Projected(childComplexity), true
+
+	case "Query.alertConfig":
+		if e.ComplexityRoot.Query.AlertConfig == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.AlertConfig(childComplexity), true
+	case "Query.alerts":
+		if e.ComplexityRoot.Query.Alerts == nil {
+			break
+		}
+
+		args, err := ec.field_Query_alerts_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Alerts(childComplexity, args["campaign"].(*string), args["from"].(*time.Time), args["to"].(*time.Time), args["state"].(*AlertState), args["limit"].(*int)), true
 	case "Query.bots":
 		if e.ComplexityRoot.Query.Bots == nil {
 			break
@@ -462,6 +1068,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Campaigns(childComplexity, args["range"].(*Range), args["filter"].(*Filter)), true
+	case "Query.forecast":
+		if e.ComplexityRoot.Query.Forecast == nil {
+			break
+		}
+
+		args, err := ec.field_Query_forecast_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Forecast(childComplexity, args["campaign"].(string)), true
 
 	case "Query.kpis":
 		if e.ComplexityRoot.Query.Kpis == nil {
@@ -502,6 +1119,92 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Whoami(childComplexity), true
+
+	case "Rule.campaigns":
+		if e.ComplexityRoot.Rule.Campaigns == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Campaigns(childComplexity), true
+	case "Rule.for":
+		if e.ComplexityRoot.Rule.For == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.For(childComplexity), true
+	case "Rule.kind":
+		if e.ComplexityRoot.Rule.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Kind(childComplexity), true
+	case "Rule.metric":
+		if e.ComplexityRoot.Rule.Metric == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Metric(childComplexity), true
+	case "Rule.metrics":
+		if e.ComplexityRoot.Rule.Metrics == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Metrics(childComplexity), true
+	case "Rule.min_volume":
+		if e.ComplexityRoot.Rule.MinVolume == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.MinVolume(childComplexity), true
+	case "Rule.name":
+		if e.ComplexityRoot.Rule.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Name(childComplexity), true
+	case "Rule.op":
+		if e.ComplexityRoot.Rule.Op == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Op(childComplexity), true
+	case "Rule.sensitivity":
+		if e.ComplexityRoot.Rule.Sensitivity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Sensitivity(childComplexity), true
+	case "Rule.severity":
+		if e.ComplexityRoot.Rule.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Severity(childComplexity), true
+	case "Rule.value":
+		if e.ComplexityRoot.Rule.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Value(childComplexity), true
+	case "Rule.window":
+		if e.ComplexityRoot.Rule.Window == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rule.Window(childComplexity), true
+
+	case "RuleEntry.object":
+		if e.ComplexityRoot.RuleEntry.Object == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RuleEntry.Object(childComplexity), true
+	case "RuleEntry.source":
+		if e.ComplexityRoot.RuleEntry.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RuleEntry.Source(childComplexity), true
 
 	case "Series.key":
 		if e.ComplexityRoot.Series.Key == nil {
@@ -571,6 +1274,68 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.SeriesPoint.Values(childComplexity), true
+
+	case "Silence.campaign":
+		if e.ComplexityRoot.Silence.Campaign == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Silence.Campaign(childComplexity), true
+	case "Silence.comment":
+		if e.ComplexityRoot.Silence.Comment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Silence.Comment(childComplexity), true
+	case "Silence.created_by":
+		if e.ComplexityRoot.Silence.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Silence.CreatedBy(childComplexity), true
+	case "Silence.ends":
+		if e.ComplexityRoot.Silence.Ends == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Silence.Ends(childComplexity), true
+	case "Silence.id":
+		if e.ComplexityRoot.Silence.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Silence.ID(childComplexity), true
+	case "Silence.metric":
+		if e.ComplexityRoot.Silence.Metric == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Silence.Metric(childComplexity), true
+	case "Silence.rule":
+		if e.ComplexityRoot.Silence.Rule == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Silence.Rule(childComplexity), true
+	case "Silence.starts":
+		if e.ComplexityRoot.Silence.Starts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Silence.Starts(childComplexity), true
+
+	case "SilenceEntry.object":
+		if e.ComplexityRoot.SilenceEntry.Object == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SilenceEntry.Object(childComplexity), true
+	case "SilenceEntry.source":
+		if e.ComplexityRoot.SilenceEntry.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SilenceEntry.Source(childComplexity), true
 
 	case "TotalKPIs.kpis":
 		if e.ComplexityRoot.TotalKPIs.KPIs == nil {
@@ -657,6 +1422,218 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../../schema/alerts.graphqls", Input: `# Alerts, the alerting objects in force and forecasts, as the REST routes
+# of the same names answer them: the same code, caller, arguments and
+# bounds. These fields only read; rules, budgets and silences are changed
+# through REST (PUT and DELETE /api/v1/alerts/{rules,budgets,silences}/NAME,
+# admins only).
+#
+# Where REST's JSON leaves a key out (an empty string, a zero number, an
+# empty list, a missing time), the field here is null.
+extend type Query {
+  """
+  The alerts that started between from (default: a day before to) and to
+  (default: a minute from now), at most 31 days apart, each as its latest
+  transition, newest first: of the campaign asked for (FORBIDDEN outside
+  a viewer's scope) or, without campaign, of every campaign the caller
+  may see. state keeps firing or resolved alerts only; limit (1 to 1000,
+  the default) bounds the list (GET /api/v1/alerts).
+  """
+  alerts(campaign: String, from: Time, to: Time, state: AlertState, limit: Int): AlertList
+
+  """
+  Every rule, budget and silence in force, each with where it comes from
+  (GET /api/v1/alerts/config). Admins and analysts only: a viewer's is
+  null with FORBIDDEN.
+  """
+  alertConfig: AlertConfig
+
+  """
+  The day's projection of one campaign (FORBIDDEN outside a viewer's
+  scope) and, when it has a budget, its pacing (GET /api/v1/forecast).
+  NOT_FOUND when nothing of the campaign is stored.
+  """
+  forecast(campaign: String!): Forecast
+}
+
+enum AlertState {
+  firing
+  resolved
+}
+
+type AlertList {
+  from: Time!
+  to: Time!
+  alerts: [Alert!]!
+  "How many of alerts are firing."
+  firing: Int!
+  "Set when more alerts matched than limit."
+  truncated: Boolean!
+}
+
+"One alert at its latest transition."
+type Alert {
+  "The alert's identity: the same for its firing and resolved transitions."
+  id: String!
+  campaign: String!
+  metric: String!
+  "What fired: anomaly, a threshold rule's name, or a budget or target check (budget_daily_runs_out, cpa_above_target, …)."
+  rule: String!
+  kind: String!
+  severity: String!
+  state: AlertState!
+  "spike or drop (anomaly), above or below (thresholds and targets)."
+  direction: String
+  "The minute the alert began."
+  start: Time!
+  "The time of this transition."
+  at: Time!
+  "When it resolved."
+  end: Time
+  "The observed value."
+  value: Float!
+  "What was expected or allowed: the baseline, threshold, budget or target."
+  expected: Float!
+  "The anomaly score."
+  score: Float
+  "One sentence for people."
+  summary: String!
+  "An active silence matches it: stored and counted, not delivered."
+  silenced: Boolean!
+  "Every notification target was done with this transition."
+  delivered: Boolean!
+}
+
+type AlertConfig {
+  rules: [RuleEntry!]!
+  budgets: [BudgetEntry!]!
+  silences: [SilenceEntry!]!
+}
+
+type RuleEntry {
+  object: Rule!
+  "file (the configuration file, read-only) or api."
+  source: String!
+}
+
+type BudgetEntry {
+  object: Budget!
+  source: String!
+}
+
+type SilenceEntry {
+  object: Silence!
+  source: String!
+}
+
+"A threshold rule or an anomaly sensitivity setting. Durations are Go durations such as 15m or 1h30m."
+type Rule {
+  name: String!
+  "threshold or anomaly."
+  kind: String!
+  "null: every campaign."
+  campaigns: [String!]
+  severity: String
+  metric: String
+  op: String
+  value: Float
+  window: String
+  for: String
+  min_volume: Float
+  sensitivity: String
+  "null: every metric."
+  metrics: [String!]
+}
+
+"What one campaign may spend and the return it should get."
+type Budget {
+  campaign: String!
+  daily: Float
+  total: Float
+  start: Time
+  end: Time
+  time_zone: String
+  target_cpa: Float
+  target_roas: Float
+  target_window: String
+  tolerance: Float
+  min_conversions: Float
+}
+
+"Mutes the alerts it matches until it ends."
+type Silence {
+  id: String!
+  campaign: String
+  metric: String
+  rule: String
+  starts: Time
+  ends: Time!
+  created_by: String
+  comment: String
+}
+
+type Forecast {
+  campaign: String!
+  "The campaign's day: its budget's time zone."
+  time_zone: String!
+  day: ForecastDay!
+  "null without a budget."
+  budget: Budget
+  "null without a budget."
+  pacing: Pacing
+  "How the day is going, in one sentence."
+  summary: String!
+}
+
+"The forecast of the day in progress."
+type ForecastDay {
+  start: Time!
+  at: Time!
+  "The share of the day's clock elapsed."
+  time_share: Float!
+  "The share of a typical day's spend done by this time."
+  activity_share: Float!
+  "weekday, all_days or clock: which history shaped the day."
+  basis: String!
+  history_days: Int!
+  spend: Projection!
+  conversions: Projection!
+  revenue: Projection!
+  "Projected revenue over projected spend."
+  roas: Projection!
+}
+
+"A projected end-of-day (or end-of-flight) figure. A bound that is not finite (an interval with no upper end) is null."
+type Projection {
+  "The amount so far."
+  actual: Float
+  projected: Float
+  low: Float
+  high: Float
+}
+
+"Spend compared with the budgets."
+type Pacing {
+  at: Time!
+  day: ForecastDay!
+  daily_budget: Float!
+  budget_share: Float!
+  time_share: Float!
+  "budget_share over time_share: 1 is on pace."
+  pace_vs_clock: Float!
+  "budget_share over the share of a typical day's spend done by now."
+  pace_vs_typical: Float!
+  daily_exhausted: Boolean!
+  "When the daily budget ran out or, at this pace, will; null when the day stays under it."
+  daily_runs_out_at: Time
+  total_budget: Float!
+  flight_spent: Float!
+  flight_time_share: Float!
+  flight_projection: Projection
+  total_exhausted: Boolean!
+  total_runs_out_at: Time
+}
+`, BuiltIn: false},
 	{Name: "../../schema/query.graphqls", Input: `"""
 Tally's analytics, as GraphQL. Each field of Query answers exactly as the
 REST route it names does: the same code computes the answer, for the same
@@ -891,6 +1868,74 @@ var parsedSchema = gqlparser.MustLoadSchema(sources...)
 // Each function is generated once per unique object type, deduplicating the
 // switch statements that were previously inlined in every fieldContext_* function.
 
+func (ec *executionContext) childFields_Alert(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Alert_id(ctx, field)
+	case "campaign":
+		return ec.fieldContext_Alert_campaign(ctx, field)
+	case "metric":
+		return ec.fieldContext_Alert_metric(ctx, field)
+	case "rule":
+		return ec.fieldContext_Alert_rule(ctx, field)
+	case "kind":
+		return ec.fieldContext_Alert_kind(ctx, field)
+	case "severity":
+		return ec.fieldContext_Alert_severity(ctx, field)
+	case "state":
+		return ec.fieldContext_Alert_state(ctx, field)
+	case "direction":
+		return ec.fieldContext_Alert_direction(ctx, field)
+	case "start":
+		return ec.fieldContext_Alert_start(ctx, field)
+	case "at":
+		return ec.fieldContext_Alert_at(ctx, field)
+	case "end":
+		return ec.fieldContext_Alert_end(ctx, field)
+	case "value":
+		return ec.fieldContext_Alert_value(ctx, field)
+	case "expected":
+		return ec.fieldContext_Alert_expected(ctx, field)
+	case "score":
+		return ec.fieldContext_Alert_score(ctx, field)
+	case "summary":
+		return ec.fieldContext_Alert_summary(ctx, field)
+	case "silenced":
+		return ec.fieldContext_Alert_silenced(ctx, field)
+	case "delivered":
+		return ec.fieldContext_Alert_delivered(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Alert", field.Name)
+}
+
+func (ec *executionContext) childFields_AlertConfig(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "rules":
+		return ec.fieldContext_AlertConfig_rules(ctx, field)
+	case "budgets":
+		return ec.fieldContext_AlertConfig_budgets(ctx, field)
+	case "silences":
+		return ec.fieldContext_AlertConfig_silences(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AlertConfig", field.Name)
+}
+
+func (ec *executionContext) childFields_AlertList(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "from":
+		return ec.fieldContext_AlertList_from(ctx, field)
+	case "to":
+		return ec.fieldContext_AlertList_to(ctx, field)
+	case "alerts":
+		return ec.fieldContext_AlertList_alerts(ctx, field)
+	case "firing":
+		return ec.fieldContext_AlertList_firing(ctx, field)
+	case "truncated":
+		return ec.fieldContext_AlertList_truncated(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AlertList", field.Name)
+}
+
 func (ec *executionContext) childFields_BotReason(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "reason":
@@ -925,6 +1970,44 @@ func (ec *executionContext) childFields_Breakdown(ctx context.Context, field gra
 		return ec.fieldContext_Breakdown_groups(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Breakdown", field.Name)
+}
+
+func (ec *executionContext) childFields_Budget(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "campaign":
+		return ec.fieldContext_Budget_campaign(ctx, field)
+	case "daily":
+		return ec.fieldContext_Budget_daily(ctx, field)
+	case "total":
+		return ec.fieldContext_Budget_total(ctx, field)
+	case "start":
+		return ec.fieldContext_Budget_start(ctx, field)
+	case "end":
+		return ec.fieldContext_Budget_end(ctx, field)
+	case "time_zone":
+		return ec.fieldContext_Budget_time_zone(ctx, field)
+	case "target_cpa":
+		return ec.fieldContext_Budget_target_cpa(ctx, field)
+	case "target_roas":
+		return ec.fieldContext_Budget_target_roas(ctx, field)
+	case "target_window":
+		return ec.fieldContext_Budget_target_window(ctx, field)
+	case "tolerance":
+		return ec.fieldContext_Budget_tolerance(ctx, field)
+	case "min_conversions":
+		return ec.fieldContext_Budget_min_conversions(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Budget", field.Name)
+}
+
+func (ec *executionContext) childFields_BudgetEntry(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "object":
+		return ec.fieldContext_BudgetEntry_object(ctx, field)
+	case "source":
+		return ec.fieldContext_BudgetEntry_source(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BudgetEntry", field.Name)
 }
 
 func (ec *executionContext) childFields_Caller(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -965,6 +2048,50 @@ func (ec *executionContext) childFields_CampaignRow(ctx context.Context, field g
 		return ec.fieldContext_CampaignRow_previous(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CampaignRow", field.Name)
+}
+
+func (ec *executionContext) childFields_Forecast(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "campaign":
+		return ec.fieldContext_Forecast_campaign(ctx, field)
+	case "time_zone":
+		return ec.fieldContext_Forecast_time_zone(ctx, field)
+	case "day":
+		return ec.fieldContext_Forecast_day(ctx, field)
+	case "budget":
+		return ec.fieldContext_Forecast_budget(ctx, field)
+	case "pacing":
+		return ec.fieldContext_Forecast_pacing(ctx, field)
+	case "summary":
+		return ec.fieldContext_Forecast_summary(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Forecast", field.Name)
+}
+
+func (ec *executionContext) childFields_ForecastDay(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "start":
+		return ec.fieldContext_ForecastDay_start(ctx, field)
+	case "at":
+		return ec.fieldContext_ForecastDay_at(ctx, field)
+	case "time_share":
+		return ec.fieldContext_ForecastDay_time_share(ctx, field)
+	case "activity_share":
+		return ec.fieldContext_ForecastDay_activity_share(ctx, field)
+	case "basis":
+		return ec.fieldContext_ForecastDay_basis(ctx, field)
+	case "history_days":
+		return ec.fieldContext_ForecastDay_history_days(ctx, field)
+	case "spend":
+		return ec.fieldContext_ForecastDay_spend(ctx, field)
+	case "conversions":
+		return ec.fieldContext_ForecastDay_conversions(ctx, field)
+	case "revenue":
+		return ec.fieldContext_ForecastDay_revenue(ctx, field)
+	case "roas":
+		return ec.fieldContext_ForecastDay_roas(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ForecastDay", field.Name)
 }
 
 func (ec *executionContext) childFields_Group(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1017,6 +2144,42 @@ func (ec *executionContext) childFields_MetricValue(ctx context.Context, field g
 	return nil, fmt.Errorf("no field named %q was found under type MetricValue", field.Name)
 }
 
+func (ec *executionContext) childFields_Pacing(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "at":
+		return ec.fieldContext_Pacing_at(ctx, field)
+	case "day":
+		return ec.fieldContext_Pacing_day(ctx, field)
+	case "daily_budget":
+		return ec.fieldContext_Pacing_daily_budget(ctx, field)
+	case "budget_share":
+		return ec.fieldContext_Pacing_budget_share(ctx, field)
+	case "time_share":
+		return ec.fieldContext_Pacing_time_share(ctx, field)
+	case "pace_vs_clock":
+		return ec.fieldContext_Pacing_pace_vs_clock(ctx, field)
+	case "pace_vs_typical":
+		return ec.fieldContext_Pacing_pace_vs_typical(ctx, field)
+	case "daily_exhausted":
+		return ec.fieldContext_Pacing_daily_exhausted(ctx, field)
+	case "daily_runs_out_at":
+		return ec.fieldContext_Pacing_daily_runs_out_at(ctx, field)
+	case "total_budget":
+		return ec.fieldContext_Pacing_total_budget(ctx, field)
+	case "flight_spent":
+		return ec.fieldContext_Pacing_flight_spent(ctx, field)
+	case "flight_time_share":
+		return ec.fieldContext_Pacing_flight_time_share(ctx, field)
+	case "flight_projection":
+		return ec.fieldContext_Pacing_flight_projection(ctx, field)
+	case "total_exhausted":
+		return ec.fieldContext_Pacing_total_exhausted(ctx, field)
+	case "total_runs_out_at":
+		return ec.fieldContext_Pacing_total_runs_out_at(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Pacing", field.Name)
+}
+
 func (ec *executionContext) childFields_Poll(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "poll":
@@ -1039,6 +2202,60 @@ func (ec *executionContext) childFields_PollAnswer(ctx context.Context, field gr
 		return ec.fieldContext_PollAnswer_share(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PollAnswer", field.Name)
+}
+
+func (ec *executionContext) childFields_Projection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "actual":
+		return ec.fieldContext_Projection_actual(ctx, field)
+	case "projected":
+		return ec.fieldContext_Projection_projected(ctx, field)
+	case "low":
+		return ec.fieldContext_Projection_low(ctx, field)
+	case "high":
+		return ec.fieldContext_Projection_high(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Projection", field.Name)
+}
+
+func (ec *executionContext) childFields_Rule(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_Rule_name(ctx, field)
+	case "kind":
+		return ec.fieldContext_Rule_kind(ctx, field)
+	case "campaigns":
+		return ec.fieldContext_Rule_campaigns(ctx, field)
+	case "severity":
+		return ec.fieldContext_Rule_severity(ctx, field)
+	case "metric":
+		return ec.fieldContext_Rule_metric(ctx, field)
+	case "op":
+		return ec.fieldContext_Rule_op(ctx, field)
+	case "value":
+		return ec.fieldContext_Rule_value(ctx, field)
+	case "window":
+		return ec.fieldContext_Rule_window(ctx, field)
+	case "for":
+		return ec.fieldContext_Rule_for(ctx, field)
+	case "min_volume":
+		return ec.fieldContext_Rule_min_volume(ctx, field)
+	case "sensitivity":
+		return ec.fieldContext_Rule_sensitivity(ctx, field)
+	case "metrics":
+		return ec.fieldContext_Rule_metrics(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Rule", field.Name)
+}
+
+func (ec *executionContext) childFields_RuleEntry(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "object":
+		return ec.fieldContext_RuleEntry_object(ctx, field)
+	case "source":
+		return ec.fieldContext_RuleEntry_source(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RuleEntry", field.Name)
 }
 
 func (ec *executionContext) childFields_Series(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1079,6 +2296,38 @@ func (ec *executionContext) childFields_SeriesPoint(ctx context.Context, field g
 		return ec.fieldContext_SeriesPoint_values(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type SeriesPoint", field.Name)
+}
+
+func (ec *executionContext) childFields_Silence(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Silence_id(ctx, field)
+	case "campaign":
+		return ec.fieldContext_Silence_campaign(ctx, field)
+	case "metric":
+		return ec.fieldContext_Silence_metric(ctx, field)
+	case "rule":
+		return ec.fieldContext_Silence_rule(ctx, field)
+	case "starts":
+		return ec.fieldContext_Silence_starts(ctx, field)
+	case "ends":
+		return ec.fieldContext_Silence_ends(ctx, field)
+	case "created_by":
+		return ec.fieldContext_Silence_created_by(ctx, field)
+	case "comment":
+		return ec.fieldContext_Silence_comment(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Silence", field.Name)
+}
+
+func (ec *executionContext) childFields_SilenceEntry(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "object":
+		return ec.fieldContext_SilenceEntry_object(ctx, field)
+	case "source":
+		return ec.fieldContext_SilenceEntry_source(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SilenceEntry", field.Name)
 }
 
 func (ec *executionContext) childFields_TotalKPIs(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1221,6 +2470,52 @@ func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_alerts_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "campaign",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["campaign"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "from",
+		func(ctx context.Context, v any) (*time.Time, error) {
+			return ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["from"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "to",
+		func(ctx context.Context, v any) (*time.Time, error) {
+			return ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["to"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "state",
+		func(ctx context.Context, v any) (*AlertState, error) {
+			return ec.unmarshalOAlertState2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertState(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["state"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "limit",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["limit"] = arg4
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_bots_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1270,6 +2565,20 @@ func (ec *executionContext) field_Query_campaigns_args(ctx context.Context, rawA
 		return nil, err
 	}
 	args["filter"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_forecast_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "campaign",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["campaign"] = arg0
 	return args, nil
 }
 
@@ -1468,6 +2777,617 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 // endregion ***************************** args.gotpl *****************************
 
 // region    **************************** field.gotpl *****************************
+
+func (ec *executionContext) _Alert_id(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "String")
+}
+
+func (ec *executionContext) _Alert_campaign(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_campaign(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Campaign, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_campaign(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "String")
+}
+
+func (ec *executionContext) _Alert_metric(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_metric(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metric, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_metric(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "String")
+}
+
+func (ec *executionContext) _Alert_rule(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_rule(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rule, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_rule(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "String")
+}
+
+func (ec *executionContext) _Alert_kind(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "String")
+}
+
+func (ec *executionContext) _Alert_severity(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "String")
+}
+
+func (ec *executionContext) _Alert_state(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.State, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v AlertState) graphql.Marshaler {
+			return ec.marshalNAlertState2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "AlertState")
+}
+
+func (ec *executionContext) _Alert_direction(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_direction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Direction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_direction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "String")
+}
+
+func (ec *executionContext) _Alert_start(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_start(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Start, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_start(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Alert_at(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Alert_end(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_end(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.End, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_end(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Alert_value(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Alert_expected(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_expected(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Expected, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_expected(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Alert_score(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_score(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Score, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_score(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Alert_summary(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_summary(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Summary, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_summary(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "String")
+}
+
+func (ec *executionContext) _Alert_silenced(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_silenced(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Silenced, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_silenced(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Alert_delivered(ctx context.Context, field graphql.CollectedField, obj *Alert) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Alert_delivered(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Delivered, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Alert_delivered(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Alert", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _AlertConfig_rules(ctx context.Context, field graphql.CollectedField, obj *AlertConfig) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AlertConfig_rules(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rules, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []RuleEntry) graphql.Marshaler {
+			return ec.marshalNRuleEntry2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐRuleEntryᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AlertConfig_rules(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AlertConfig",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RuleEntry(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AlertConfig_budgets(ctx context.Context, field graphql.CollectedField, obj *AlertConfig) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AlertConfig_budgets(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Budgets, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []BudgetEntry) graphql.Marshaler {
+			return ec.marshalNBudgetEntry2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBudgetEntryᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AlertConfig_budgets(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AlertConfig",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BudgetEntry(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AlertConfig_silences(ctx context.Context, field graphql.CollectedField, obj *AlertConfig) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AlertConfig_silences(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Silences, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []SilenceEntry) graphql.Marshaler {
+			return ec.marshalNSilenceEntry2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐSilenceEntryᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AlertConfig_silences(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AlertConfig",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SilenceEntry(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AlertList_from(ctx context.Context, field graphql.CollectedField, obj *AlertList) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AlertList_from(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.From, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AlertList_from(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AlertList", field, false, false, "Time")
+}
+
+func (ec *executionContext) _AlertList_to(ctx context.Context, field graphql.CollectedField, obj *AlertList) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AlertList_to(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.To, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AlertList_to(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AlertList", field, false, false, "Time")
+}
+
+func (ec *executionContext) _AlertList_alerts(ctx context.Context, field graphql.CollectedField, obj *AlertList) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AlertList_alerts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Alerts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []Alert) graphql.Marshaler {
+			return ec.marshalNAlert2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AlertList_alerts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AlertList",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Alert(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AlertList_firing(ctx context.Context, field graphql.CollectedField, obj *AlertList) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AlertList_firing(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Firing, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AlertList_firing(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AlertList", field, false, false, "Int")
+}
+
+func (ec *executionContext) _AlertList_truncated(ctx context.Context, field graphql.CollectedField, obj *AlertList) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AlertList_truncated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Truncated, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AlertList_truncated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AlertList", field, false, false, "Boolean")
+}
 
 func (ec *executionContext) _BotReason_reason(ctx context.Context, field graphql.CollectedField, obj *BotReason) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
@@ -1701,6 +3621,314 @@ func (ec *executionContext) fieldContext_Breakdown_groups(_ context.Context, fie
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Budget_campaign(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_campaign(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Campaign, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_campaign(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "String")
+}
+
+func (ec *executionContext) _Budget_daily(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_daily(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Daily, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_daily(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Budget_total(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_total(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Total, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_total(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Budget_start(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_start(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Start, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_start(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Budget_end(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_end(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.End, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_end(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Budget_time_zone(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_time_zone(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TimeZone, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_time_zone(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "String")
+}
+
+func (ec *executionContext) _Budget_target_cpa(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_target_cpa(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TargetCpa, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_target_cpa(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Budget_target_roas(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_target_roas(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TargetRoas, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_target_roas(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Budget_target_window(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_target_window(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TargetWindow, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_target_window(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "String")
+}
+
+func (ec *executionContext) _Budget_tolerance(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_tolerance(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Tolerance, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_tolerance(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Budget_min_conversions(ctx context.Context, field graphql.CollectedField, obj *Budget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Budget_min_conversions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinConversions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Budget_min_conversions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Budget", field, false, false, "Float")
+}
+
+func (ec *executionContext) _BudgetEntry_object(ctx context.Context, field graphql.CollectedField, obj *BudgetEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BudgetEntry_object(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Object, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Budget) graphql.Marshaler {
+			return ec.marshalNBudget2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBudget(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BudgetEntry_object(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BudgetEntry",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Budget(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BudgetEntry_source(ctx context.Context, field graphql.CollectedField, obj *BudgetEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BudgetEntry_source(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Source, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BudgetEntry_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BudgetEntry", field, false, false, "String")
 }
 
 func (ec *executionContext) _Caller_subject(ctx context.Context, field graphql.CollectedField, obj *Caller) (ret graphql.Marshaler) {
@@ -1987,6 +4215,437 @@ func (ec *executionContext) fieldContext_CampaignRow_previous(_ context.Context,
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_KPIs(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Forecast_campaign(ctx context.Context, field graphql.CollectedField, obj *Forecast) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forecast_campaign(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Campaign, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Forecast_campaign(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Forecast", field, false, false, "String")
+}
+
+func (ec *executionContext) _Forecast_time_zone(ctx context.Context, field graphql.CollectedField, obj *Forecast) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forecast_time_zone(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TimeZone, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Forecast_time_zone(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Forecast", field, false, false, "String")
+}
+
+func (ec *executionContext) _Forecast_day(ctx context.Context, field graphql.CollectedField, obj *Forecast) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forecast_day(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Day, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ForecastDay) graphql.Marshaler {
+			return ec.marshalNForecastDay2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐForecastDay(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Forecast_day(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Forecast",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ForecastDay(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Forecast_budget(ctx context.Context, field graphql.CollectedField, obj *Forecast) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forecast_budget(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Budget, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Budget) graphql.Marshaler {
+			return ec.marshalOBudget2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBudget(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Forecast_budget(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Forecast",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Budget(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Forecast_pacing(ctx context.Context, field graphql.CollectedField, obj *Forecast) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forecast_pacing(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Pacing, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Pacing) graphql.Marshaler {
+			return ec.marshalOPacing2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐPacing(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Forecast_pacing(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Forecast",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Pacing(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Forecast_summary(ctx context.Context, field graphql.CollectedField, obj *Forecast) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forecast_summary(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Summary, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Forecast_summary(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Forecast", field, false, false, "String")
+}
+
+func (ec *executionContext) _ForecastDay_start(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_start(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Start, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_start(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastDay", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ForecastDay_at(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastDay", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ForecastDay_time_share(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_time_share(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TimeShare, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_time_share(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastDay", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ForecastDay_activity_share(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_activity_share(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ActivityShare, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_activity_share(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastDay", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ForecastDay_basis(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_basis(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Basis, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_basis(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastDay", field, false, false, "String")
+}
+
+func (ec *executionContext) _ForecastDay_history_days(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_history_days(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HistoryDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_history_days(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastDay", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ForecastDay_spend(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_spend(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Spend, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Projection) graphql.Marshaler {
+			return ec.marshalNProjection2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐProjection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_spend(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ForecastDay",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Projection(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ForecastDay_conversions(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_conversions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Conversions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Projection) graphql.Marshaler {
+			return ec.marshalNProjection2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐProjection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_conversions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ForecastDay",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Projection(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ForecastDay_revenue(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_revenue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Revenue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Projection) graphql.Marshaler {
+			return ec.marshalNProjection2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐProjection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_revenue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ForecastDay",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Projection(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ForecastDay_roas(ctx context.Context, field graphql.CollectedField, obj *ForecastDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastDay_roas(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Roas, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Projection) graphql.Marshaler {
+			return ec.marshalNProjection2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐProjection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastDay_roas(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ForecastDay",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Projection(ctx, field)
 		},
 	}
 	return fc, nil
@@ -2369,6 +5028,369 @@ func (ec *executionContext) fieldContext_MetricValue_value(_ context.Context, fi
 	return graphql.NewScalarFieldContext("MetricValue", field, false, false, "Float")
 }
 
+func (ec *executionContext) _Pacing_at(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Pacing_day(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_day(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Day, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ForecastDay) graphql.Marshaler {
+			return ec.marshalNForecastDay2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐForecastDay(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_day(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Pacing",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ForecastDay(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Pacing_daily_budget(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_daily_budget(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DailyBudget, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_daily_budget(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Pacing_budget_share(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_budget_share(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BudgetShare, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_budget_share(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Pacing_time_share(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_time_share(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TimeShare, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_time_share(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Pacing_pace_vs_clock(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_pace_vs_clock(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PaceVsClock, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_pace_vs_clock(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Pacing_pace_vs_typical(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_pace_vs_typical(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PaceVsTypical, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_pace_vs_typical(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Pacing_daily_exhausted(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_daily_exhausted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DailyExhausted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_daily_exhausted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Pacing_daily_runs_out_at(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_daily_runs_out_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DailyRunsOutAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_daily_runs_out_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Pacing_total_budget(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_total_budget(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalBudget, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_total_budget(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Pacing_flight_spent(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_flight_spent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FlightSpent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_flight_spent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Pacing_flight_time_share(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_flight_time_share(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FlightTimeShare, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_flight_time_share(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Pacing_flight_projection(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_flight_projection(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FlightProjection, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Projection) graphql.Marshaler {
+			return ec.marshalOProjection2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐProjection(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_flight_projection(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Pacing",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Projection(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Pacing_total_exhausted(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_total_exhausted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalExhausted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_total_exhausted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Pacing_total_runs_out_at(ctx context.Context, field graphql.CollectedField, obj *Pacing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pacing_total_runs_out_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalRunsOutAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Pacing_total_runs_out_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pacing", field, false, false, "Time")
+}
+
 func (ec *executionContext) _Poll_poll(ctx context.Context, field graphql.CollectedField, obj *api.Poll) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2514,6 +5536,98 @@ func (ec *executionContext) _PollAnswer_share(ctx context.Context, field graphql
 }
 func (ec *executionContext) fieldContext_PollAnswer_share(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PollAnswer", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Projection_actual(ctx context.Context, field graphql.CollectedField, obj *Projection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Projection_actual(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Actual, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Projection_actual(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Projection", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Projection_projected(ctx context.Context, field graphql.CollectedField, obj *Projection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Projection_projected(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Projected, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Projection_projected(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Projection", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Projection_low(ctx context.Context, field graphql.CollectedField, obj *Projection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Projection_low(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Low, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Projection_low(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Projection", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Projection_high(ctx context.Context, field graphql.CollectedField, obj *Projection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Projection_high(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.High, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Projection_high(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Projection", field, false, false, "Float")
 }
 
 func (ec *executionContext) _Query_whoami(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -2768,6 +5882,126 @@ func (ec *executionContext) fieldContext_Query_polls(ctx context.Context, field 
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_alerts(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_alerts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Alerts(ctx, fc.Args["campaign"].(*string), fc.Args["from"].(*time.Time), fc.Args["to"].(*time.Time), fc.Args["state"].(*AlertState), fc.Args["limit"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *AlertList) graphql.Marshaler {
+			return ec.marshalOAlertList2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertList(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_alerts(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AlertList(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_alerts_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_alertConfig(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_alertConfig(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().AlertConfig(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *AlertConfig) graphql.Marshaler {
+			return ec.marshalOAlertConfig2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertConfig(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_alertConfig(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AlertConfig(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_forecast(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_forecast(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Forecast(ctx, fc.Args["campaign"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Forecast) graphql.Marshaler {
+			return ec.marshalOForecast2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐForecast(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_forecast(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Forecast(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_forecast_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2842,6 +6076,337 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Rule_name(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_kind(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_campaigns(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_campaigns(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Campaigns, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_campaigns(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_severity(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_metric(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_metric(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metric, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_metric(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_op(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_op(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Op, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_op(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_value(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Rule_window(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_window(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Window, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_window(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_for(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_for(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.For, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_for(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_min_volume(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_min_volume(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinVolume, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_min_volume(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Rule_sensitivity(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_sensitivity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Sensitivity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_sensitivity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rule_metrics(ctx context.Context, field graphql.CollectedField, obj *Rule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rule_metrics(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metrics, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rule_metrics(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rule", field, false, false, "String")
+}
+
+func (ec *executionContext) _RuleEntry_object(ctx context.Context, field graphql.CollectedField, obj *RuleEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RuleEntry_object(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Object, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Rule) graphql.Marshaler {
+			return ec.marshalNRule2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐRule(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RuleEntry_object(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RuleEntry",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Rule(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RuleEntry_source(ctx context.Context, field graphql.CollectedField, obj *RuleEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RuleEntry_source(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Source, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RuleEntry_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RuleEntry", field, false, false, "String")
 }
 
 func (ec *executionContext) _Series_key(ctx context.Context, field graphql.CollectedField, obj *Series) (ret graphql.Marshaler) {
@@ -3122,6 +6687,245 @@ func (ec *executionContext) fieldContext_SeriesPoint_values(_ context.Context, f
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Silence_id(ctx context.Context, field graphql.CollectedField, obj *Silence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Silence_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Silence_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Silence", field, false, false, "String")
+}
+
+func (ec *executionContext) _Silence_campaign(ctx context.Context, field graphql.CollectedField, obj *Silence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Silence_campaign(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Campaign, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Silence_campaign(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Silence", field, false, false, "String")
+}
+
+func (ec *executionContext) _Silence_metric(ctx context.Context, field graphql.CollectedField, obj *Silence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Silence_metric(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metric, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Silence_metric(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Silence", field, false, false, "String")
+}
+
+func (ec *executionContext) _Silence_rule(ctx context.Context, field graphql.CollectedField, obj *Silence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Silence_rule(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rule, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Silence_rule(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Silence", field, false, false, "String")
+}
+
+func (ec *executionContext) _Silence_starts(ctx context.Context, field graphql.CollectedField, obj *Silence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Silence_starts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Starts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Silence_starts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Silence", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Silence_ends(ctx context.Context, field graphql.CollectedField, obj *Silence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Silence_ends(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Ends, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Silence_ends(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Silence", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Silence_created_by(ctx context.Context, field graphql.CollectedField, obj *Silence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Silence_created_by(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Silence_created_by(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Silence", field, false, false, "String")
+}
+
+func (ec *executionContext) _Silence_comment(ctx context.Context, field graphql.CollectedField, obj *Silence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Silence_comment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Comment, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Silence_comment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Silence", field, false, false, "String")
+}
+
+func (ec *executionContext) _SilenceEntry_object(ctx context.Context, field graphql.CollectedField, obj *SilenceEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SilenceEntry_object(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Object, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *Silence) graphql.Marshaler {
+			return ec.marshalNSilence2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐSilence(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SilenceEntry_object(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SilenceEntry",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Silence(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SilenceEntry_source(ctx context.Context, field graphql.CollectedField, obj *SilenceEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SilenceEntry_source(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Source, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SilenceEntry_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SilenceEntry", field, false, false, "String")
 }
 
 func (ec *executionContext) _TotalKPIs_kpis(ctx context.Context, field graphql.CollectedField, obj *api.TotalKPIs) (ret graphql.Marshaler) {
@@ -4395,6 +8199,215 @@ func UnmarshalRange(ctx context.Context, raw any) (Range, error) {
 
 // region    **************************** object.gotpl ****************************
 
+var alertImplementors = []string{"Alert"}
+
+func (ec *executionContext) _Alert(ctx context.Context, sel ast.SelectionSet, obj *Alert) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, alertImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Alert")
+		case "id":
+			out.Values[i] = ec._Alert_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "campaign":
+			out.Values[i] = ec._Alert_campaign(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "metric":
+			out.Values[i] = ec._Alert_metric(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rule":
+			out.Values[i] = ec._Alert_rule(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._Alert_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._Alert_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "state":
+			out.Values[i] = ec._Alert_state(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "direction":
+			out.Values[i] = ec._Alert_direction(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "start":
+			out.Values[i] = ec._Alert_start(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._Alert_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "end":
+			out.Values[i] = ec._Alert_end(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "value":
+			out.Values[i] = ec._Alert_value(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "expected":
+			out.Values[i] = ec._Alert_expected(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "score":
+			out.Values[i] = ec._Alert_score(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "summary":
+			out.Values[i] = ec._Alert_summary(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "silenced":
+			out.Values[i] = ec._Alert_silenced(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "delivered":
+			out.Values[i] = ec._Alert_delivered(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var alertConfigImplementors = []string{"AlertConfig"}
+
+func (ec *executionContext) _AlertConfig(ctx context.Context, sel ast.SelectionSet, obj *AlertConfig) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, alertConfigImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AlertConfig")
+		case "rules":
+			out.Values[i] = ec._AlertConfig_rules(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "budgets":
+			out.Values[i] = ec._AlertConfig_budgets(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "silences":
+			out.Values[i] = ec._AlertConfig_silences(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var alertListImplementors = []string{"AlertList"}
+
+func (ec *executionContext) _AlertList(ctx context.Context, sel ast.SelectionSet, obj *AlertList) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, alertListImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AlertList")
+		case "from":
+			out.Values[i] = ec._AlertList_from(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "to":
+			out.Values[i] = ec._AlertList_to(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "alerts":
+			out.Values[i] = ec._AlertList_alerts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "firing":
+			out.Values[i] = ec._AlertList_firing(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "truncated":
+			out.Values[i] = ec._AlertList_truncated(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var botReasonImplementors = []string{"BotReason"}
 
 func (ec *executionContext) _BotReason(ctx context.Context, sel ast.SelectionSet, obj *BotReason) graphql.Marshaler {
@@ -4504,6 +8517,127 @@ func (ec *executionContext) _Breakdown(ctx context.Context, sel ast.SelectionSet
 			}
 		case "groups":
 			out.Values[i] = ec._Breakdown_groups(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var budgetImplementors = []string{"Budget"}
+
+func (ec *executionContext) _Budget(ctx context.Context, sel ast.SelectionSet, obj *Budget) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, budgetImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Budget")
+		case "campaign":
+			out.Values[i] = ec._Budget_campaign(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "daily":
+			out.Values[i] = ec._Budget_daily(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "total":
+			out.Values[i] = ec._Budget_total(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "start":
+			out.Values[i] = ec._Budget_start(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "end":
+			out.Values[i] = ec._Budget_end(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "time_zone":
+			out.Values[i] = ec._Budget_time_zone(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "target_cpa":
+			out.Values[i] = ec._Budget_target_cpa(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "target_roas":
+			out.Values[i] = ec._Budget_target_roas(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "target_window":
+			out.Values[i] = ec._Budget_target_window(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "tolerance":
+			out.Values[i] = ec._Budget_tolerance(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "min_conversions":
+			out.Values[i] = ec._Budget_min_conversions(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var budgetEntryImplementors = []string{"BudgetEntry"}
+
+func (ec *executionContext) _BudgetEntry(ctx context.Context, sel ast.SelectionSet, obj *BudgetEntry) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, budgetEntryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BudgetEntry")
+		case "object":
+			out.Values[i] = ec._BudgetEntry_object(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "source":
+			out.Values[i] = ec._BudgetEntry_source(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -4643,6 +8777,142 @@ func (ec *executionContext) _CampaignRow(ctx context.Context, sel ast.SelectionS
 			}
 		case "previous":
 			out.Values[i] = ec._CampaignRow_previous(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var forecastImplementors = []string{"Forecast"}
+
+func (ec *executionContext) _Forecast(ctx context.Context, sel ast.SelectionSet, obj *Forecast) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, forecastImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Forecast")
+		case "campaign":
+			out.Values[i] = ec._Forecast_campaign(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "time_zone":
+			out.Values[i] = ec._Forecast_time_zone(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "day":
+			out.Values[i] = ec._Forecast_day(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "budget":
+			out.Values[i] = ec._Forecast_budget(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pacing":
+			out.Values[i] = ec._Forecast_pacing(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "summary":
+			out.Values[i] = ec._Forecast_summary(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var forecastDayImplementors = []string{"ForecastDay"}
+
+func (ec *executionContext) _ForecastDay(ctx context.Context, sel ast.SelectionSet, obj *ForecastDay) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, forecastDayImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ForecastDay")
+		case "start":
+			out.Values[i] = ec._ForecastDay_start(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._ForecastDay_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "time_share":
+			out.Values[i] = ec._ForecastDay_time_share(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "activity_share":
+			out.Values[i] = ec._ForecastDay_activity_share(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "basis":
+			out.Values[i] = ec._ForecastDay_basis(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "history_days":
+			out.Values[i] = ec._ForecastDay_history_days(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "spend":
+			out.Values[i] = ec._ForecastDay_spend(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "conversions":
+			out.Values[i] = ec._ForecastDay_conversions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revenue":
+			out.Values[i] = ec._ForecastDay_revenue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "roas":
+			out.Values[i] = ec._ForecastDay_roas(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -4827,6 +9097,109 @@ func (ec *executionContext) _MetricValue(ctx context.Context, sel ast.SelectionS
 	return out
 }
 
+var pacingImplementors = []string{"Pacing"}
+
+func (ec *executionContext) _Pacing(ctx context.Context, sel ast.SelectionSet, obj *Pacing) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, pacingImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Pacing")
+		case "at":
+			out.Values[i] = ec._Pacing_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "day":
+			out.Values[i] = ec._Pacing_day(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "daily_budget":
+			out.Values[i] = ec._Pacing_daily_budget(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "budget_share":
+			out.Values[i] = ec._Pacing_budget_share(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "time_share":
+			out.Values[i] = ec._Pacing_time_share(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pace_vs_clock":
+			out.Values[i] = ec._Pacing_pace_vs_clock(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pace_vs_typical":
+			out.Values[i] = ec._Pacing_pace_vs_typical(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "daily_exhausted":
+			out.Values[i] = ec._Pacing_daily_exhausted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "daily_runs_out_at":
+			out.Values[i] = ec._Pacing_daily_runs_out_at(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "total_budget":
+			out.Values[i] = ec._Pacing_total_budget(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "flight_spent":
+			out.Values[i] = ec._Pacing_flight_spent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "flight_time_share":
+			out.Values[i] = ec._Pacing_flight_time_share(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "flight_projection":
+			out.Values[i] = ec._Pacing_flight_projection(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "total_exhausted":
+			out.Values[i] = ec._Pacing_total_exhausted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "total_runs_out_at":
+			out.Values[i] = ec._Pacing_total_runs_out_at(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var pollImplementors = []string{"Poll"}
 
 func (ec *executionContext) _Poll(ctx context.Context, sel ast.SelectionSet, obj *api.Poll) graphql.Marshaler {
@@ -4913,6 +9286,54 @@ func (ec *executionContext) _PollAnswer(ctx context.Context, sel ast.SelectionSe
 	return out
 }
 
+var projectionImplementors = []string{"Projection"}
+
+func (ec *executionContext) _Projection(ctx context.Context, sel ast.SelectionSet, obj *Projection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, projectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Projection")
+		case "actual":
+			out.Values[i] = ec._Projection_actual(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "projected":
+			out.Values[i] = ec._Projection_projected(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "low":
+			out.Values[i] = ec._Projection_low(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "high":
+			out.Values[i] = ec._Projection_high(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var queryImplementors = []string{"Query"}
 
 func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -4968,6 +9389,24 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_polls(ctx, field)
 				})
+		case "alerts":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_alerts(ctx, field)
+				})
+		case "alertConfig":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_alertConfig(ctx, field)
+				})
+		case "forecast":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_forecast(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -4981,6 +9420,132 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			})
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var ruleImplementors = []string{"Rule"}
+
+func (ec *executionContext) _Rule(ctx context.Context, sel ast.SelectionSet, obj *Rule) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, ruleImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Rule")
+		case "name":
+			out.Values[i] = ec._Rule_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._Rule_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "campaigns":
+			out.Values[i] = ec._Rule_campaigns(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._Rule_severity(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "metric":
+			out.Values[i] = ec._Rule_metric(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "op":
+			out.Values[i] = ec._Rule_op(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "value":
+			out.Values[i] = ec._Rule_value(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "window":
+			out.Values[i] = ec._Rule_window(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "for":
+			out.Values[i] = ec._Rule_for(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "min_volume":
+			out.Values[i] = ec._Rule_min_volume(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "sensitivity":
+			out.Values[i] = ec._Rule_sensitivity(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "metrics":
+			out.Values[i] = ec._Rule_metrics(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var ruleEntryImplementors = []string{"RuleEntry"}
+
+func (ec *executionContext) _RuleEntry(ctx context.Context, sel ast.SelectionSet, obj *RuleEntry) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, ruleEntryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RuleEntry")
+		case "object":
+			out.Values[i] = ec._RuleEntry_object(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "source":
+			out.Values[i] = ec._RuleEntry_source(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -5118,6 +9683,112 @@ func (ec *executionContext) _SeriesPoint(ctx context.Context, sel ast.SelectionS
 			}
 		case "values":
 			out.Values[i] = ec._SeriesPoint_values(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var silenceImplementors = []string{"Silence"}
+
+func (ec *executionContext) _Silence(ctx context.Context, sel ast.SelectionSet, obj *Silence) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, silenceImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Silence")
+		case "id":
+			out.Values[i] = ec._Silence_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "campaign":
+			out.Values[i] = ec._Silence_campaign(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "metric":
+			out.Values[i] = ec._Silence_metric(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "rule":
+			out.Values[i] = ec._Silence_rule(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "starts":
+			out.Values[i] = ec._Silence_starts(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "ends":
+			out.Values[i] = ec._Silence_ends(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "created_by":
+			out.Values[i] = ec._Silence_created_by(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "comment":
+			out.Values[i] = ec._Silence_comment(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var silenceEntryImplementors = []string{"SilenceEntry"}
+
+func (ec *executionContext) _SilenceEntry(ctx context.Context, sel ast.SelectionSet, obj *SilenceEntry) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, silenceEntryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SilenceEntry")
+		case "object":
+			out.Values[i] = ec._SilenceEntry_object(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "source":
+			out.Values[i] = ec._SilenceEntry_source(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -5538,6 +10209,36 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 
 // region    ***************************** type.gotpl *****************************
 
+func (ec *executionContext) marshalNAlert2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlert(ctx context.Context, sel ast.SelectionSet, v Alert) graphql.Marshaler {
+	return ec._Alert(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNAlert2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertᚄ(ctx context.Context, sel ast.SelectionSet, v []Alert) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNAlert2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlert(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNAlertState2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertState(ctx context.Context, v any) (AlertState, error) {
+	var res AlertState
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNAlertState2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertState(ctx context.Context, sel ast.SelectionSet, v AlertState) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -5561,6 +10262,34 @@ func (ec *executionContext) marshalNBotReason2ᚕgithubᚗcomᚋtallyᚑedgeᚋt
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNBotReason2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBotReason(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNBudget2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBudget(ctx context.Context, sel ast.SelectionSet, v *Budget) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Budget!")
+		return graphql.Null
+	}
+	return ec._Budget(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBudgetEntry2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBudgetEntry(ctx context.Context, sel ast.SelectionSet, v BudgetEntry) graphql.Marshaler {
+	return ec._BudgetEntry(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNBudgetEntry2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBudgetEntryᚄ(ctx context.Context, sel ast.SelectionSet, v []BudgetEntry) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNBudgetEntry2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBudgetEntry(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -5628,6 +10357,14 @@ func (ec *executionContext) marshalNFloat2float64(ctx context.Context, sel ast.S
 	return graphql.WrapContextMarshaler(ctx, res)
 }
 
+func (ec *executionContext) marshalNForecastDay2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐForecastDay(ctx context.Context, sel ast.SelectionSet, v *ForecastDay) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ForecastDay!")
+		return graphql.Null
+	}
+	return ec._ForecastDay(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNGroup2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋapiᚐGroup(ctx context.Context, sel ast.SelectionSet, v api.Group) graphql.Marshaler {
 	return ec._Group(ctx, sel, &v)
 }
@@ -5646,6 +10383,20 @@ func (ec *executionContext) marshalNGroup2ᚕgithubᚗcomᚋtallyᚑedgeᚋtally
 	}
 
 	return ret
+}
+
+func (ec *executionContext) unmarshalNInt2int(ctx context.Context, v any) (int, error) {
+	res, err := graphql.UnmarshalInt(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNInt2int(ctx context.Context, sel ast.SelectionSet, v int) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalInt(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
+	}
+	return res
 }
 
 func (ec *executionContext) marshalNKPIs2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋkpiᚐKPIs(ctx context.Context, sel ast.SelectionSet, v kpi.KPIs) graphql.Marshaler {
@@ -5744,6 +10495,42 @@ func (ec *executionContext) marshalNPollAnswer2ᚕgithubᚗcomᚋtallyᚑedgeᚋ
 	return ret
 }
 
+func (ec *executionContext) marshalNProjection2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐProjection(ctx context.Context, sel ast.SelectionSet, v *Projection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Projection!")
+		return graphql.Null
+	}
+	return ec._Projection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNRule2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐRule(ctx context.Context, sel ast.SelectionSet, v *Rule) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Rule!")
+		return graphql.Null
+	}
+	return ec._Rule(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNRuleEntry2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐRuleEntry(ctx context.Context, sel ast.SelectionSet, v RuleEntry) graphql.Marshaler {
+	return ec._RuleEntry(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNRuleEntry2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐRuleEntryᚄ(ctx context.Context, sel ast.SelectionSet, v []RuleEntry) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRuleEntry2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐRuleEntry(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) marshalNSeries2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐSeries(ctx context.Context, sel ast.SelectionSet, v Series) graphql.Marshaler {
 	return ec._Series(ctx, sel, &v)
 }
@@ -5773,6 +10560,34 @@ func (ec *executionContext) marshalNSeriesPoint2ᚕgithubᚗcomᚋtallyᚑedge�
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNSeriesPoint2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐSeriesPoint(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNSilence2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐSilence(ctx context.Context, sel ast.SelectionSet, v *Silence) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Silence!")
+		return graphql.Null
+	}
+	return ec._Silence(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSilenceEntry2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐSilenceEntry(ctx context.Context, sel ast.SelectionSet, v SilenceEntry) graphql.Marshaler {
+	return ec._SilenceEntry(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNSilenceEntry2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐSilenceEntryᚄ(ctx context.Context, sel ast.SelectionSet, v []SilenceEntry) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNSilenceEntry2githubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐSilenceEntry(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -5987,6 +10802,36 @@ func (ec *executionContext) marshalN__TypeKind2string(ctx context.Context, sel a
 	return res
 }
 
+func (ec *executionContext) marshalOAlertConfig2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertConfig(ctx context.Context, sel ast.SelectionSet, v *AlertConfig) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._AlertConfig(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOAlertList2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertList(ctx context.Context, sel ast.SelectionSet, v *AlertList) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._AlertList(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOAlertState2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertState(ctx context.Context, v any) (*AlertState, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(AlertState)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOAlertState2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐAlertState(ctx context.Context, sel ast.SelectionSet, v *AlertState) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
 func (ec *executionContext) unmarshalOBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -6031,6 +10876,13 @@ func (ec *executionContext) marshalOBreakdown2ᚖgithubᚗcomᚋtallyᚑedgeᚋt
 	return ec._Breakdown(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalOBudget2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐBudget(ctx context.Context, sel ast.SelectionSet, v *Budget) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Budget(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalOCampaignList2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋapiᚐCampaignsResponse(ctx context.Context, sel ast.SelectionSet, v *api.CampaignsResponse) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -6062,6 +10914,55 @@ func (ec *executionContext) unmarshalOFilter2ᚖgithubᚗcomᚋtallyᚑedgeᚋta
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalOFloat2ᚖfloat64(ctx context.Context, v any) (*float64, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOFloat2ᚖfloat64(ctx context.Context, sel ast.SelectionSet, v *float64) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	res := graphql.MarshalFloatContext(*v)
+	return graphql.WrapContextMarshaler(ctx, res)
+}
+
+func (ec *executionContext) marshalOForecast2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐForecast(ctx context.Context, sel ast.SelectionSet, v *Forecast) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Forecast(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOInt2ᚖint(ctx context.Context, v any) (*int, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalInt(v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOInt2ᚖint(ctx context.Context, sel ast.SelectionSet, v *int) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalInt(*v)
+	return res
+}
+
+func (ec *executionContext) marshalOPacing2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐPacing(ctx context.Context, sel ast.SelectionSet, v *Pacing) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Pacing(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalOPoll2ᚕgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋapiᚐPollᚄ(ctx context.Context, sel ast.SelectionSet, v []api.Poll) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -6081,6 +10982,13 @@ func (ec *executionContext) marshalOPoll2ᚕgithubᚗcomᚋtallyᚑedgeᚋtally�
 	return ret
 }
 
+func (ec *executionContext) marshalOProjection2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐProjection(ctx context.Context, sel ast.SelectionSet, v *Projection) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Projection(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalORange2ᚖgithubᚗcomᚋtallyᚑedgeᚋtallyᚋaggregatorᚋgraphqlᚋinternalᚋgenᚐRange(ctx context.Context, v any) (*Range, error) {
 	if v == nil {
 		return nil, nil
@@ -6094,6 +11002,41 @@ func (ec *executionContext) marshalOSeriesAnswer2ᚖgithubᚗcomᚋtallyᚑedge�
 		return graphql.Null
 	}
 	return ec._SeriesAnswer(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNString2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOString2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNString2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) unmarshalOString2ᚖstring(ctx context.Context, v any) (*string, error) {

@@ -13,6 +13,55 @@ import (
 	"github.com/tally-edge/tally/aggregator/kpi"
 )
 
+// One alert at its latest transition.
+type Alert struct {
+	// The alert's identity: the same for its firing and resolved transitions.
+	ID       string `json:"id"`
+	Campaign string `json:"campaign"`
+	Metric   string `json:"metric"`
+	// What fired: anomaly, a threshold rule's name, or a budget or target check (budget_daily_runs_out, cpa_above_target, …).
+	Rule     string     `json:"rule"`
+	Kind     string     `json:"kind"`
+	Severity string     `json:"severity"`
+	State    AlertState `json:"state"`
+	// spike or drop (anomaly), above or below (thresholds and targets).
+	Direction *string `json:"direction,omitempty"`
+	// The minute the alert began.
+	Start time.Time `json:"start"`
+	// The time of this transition.
+	At time.Time `json:"at"`
+	// When it resolved.
+	End *time.Time `json:"end,omitempty"`
+	// The observed value.
+	Value float64 `json:"value"`
+	// What was expected or allowed: the baseline, threshold, budget or target.
+	Expected float64 `json:"expected"`
+	// The anomaly score.
+	Score *float64 `json:"score,omitempty"`
+	// One sentence for people.
+	Summary string `json:"summary"`
+	// An active silence matches it: stored and counted, not delivered.
+	Silenced bool `json:"silenced"`
+	// Every notification target was done with this transition.
+	Delivered bool `json:"delivered"`
+}
+
+type AlertConfig struct {
+	Rules    []RuleEntry    `json:"rules"`
+	Budgets  []BudgetEntry  `json:"budgets"`
+	Silences []SilenceEntry `json:"silences"`
+}
+
+type AlertList struct {
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
+	Alerts []Alert   `json:"alerts"`
+	// How many of alerts are firing.
+	Firing int `json:"firing"`
+	// Set when more alerts matched than limit.
+	Truncated bool `json:"truncated"`
+}
+
 type BotReason struct {
 	Reason string `json:"reason"`
 	Events uint64 `json:"events"`
@@ -36,6 +85,26 @@ type Breakdown struct {
 	Groups []api.Group `json:"groups"`
 }
 
+// What one campaign may spend and the return it should get.
+type Budget struct {
+	Campaign       string     `json:"campaign"`
+	Daily          *float64   `json:"daily,omitempty"`
+	Total          *float64   `json:"total,omitempty"`
+	Start          *time.Time `json:"start,omitempty"`
+	End            *time.Time `json:"end,omitempty"`
+	TimeZone       *string    `json:"time_zone,omitempty"`
+	TargetCpa      *float64   `json:"target_cpa,omitempty"`
+	TargetRoas     *float64   `json:"target_roas,omitempty"`
+	TargetWindow   *string    `json:"target_window,omitempty"`
+	Tolerance      *float64   `json:"tolerance,omitempty"`
+	MinConversions *float64   `json:"min_conversions,omitempty"`
+}
+
+type BudgetEntry struct {
+	Object *Budget `json:"object"`
+	Source string  `json:"source"`
+}
+
 // The caller.
 type Caller struct {
 	Subject string `json:"subject"`
@@ -55,9 +124,71 @@ type Filter struct {
 	Region  *string `json:"region,omitempty"`
 }
 
+type Forecast struct {
+	Campaign string `json:"campaign"`
+	// The campaign's day: its budget's time zone.
+	TimeZone string       `json:"time_zone"`
+	Day      *ForecastDay `json:"day"`
+	// null without a budget.
+	Budget *Budget `json:"budget,omitempty"`
+	// null without a budget.
+	Pacing *Pacing `json:"pacing,omitempty"`
+	// How the day is going, in one sentence.
+	Summary string `json:"summary"`
+}
+
+// The forecast of the day in progress.
+type ForecastDay struct {
+	Start time.Time `json:"start"`
+	At    time.Time `json:"at"`
+	// The share of the day's clock elapsed.
+	TimeShare float64 `json:"time_share"`
+	// The share of a typical day's spend done by this time.
+	ActivityShare float64 `json:"activity_share"`
+	// weekday, all_days or clock: which history shaped the day.
+	Basis       string      `json:"basis"`
+	HistoryDays int         `json:"history_days"`
+	Spend       *Projection `json:"spend"`
+	Conversions *Projection `json:"conversions"`
+	Revenue     *Projection `json:"revenue"`
+	// Projected revenue over projected spend.
+	Roas *Projection `json:"roas"`
+}
+
 type MetricValue struct {
 	Metric Metric  `json:"metric"`
 	Value  float64 `json:"value"`
+}
+
+// Spend compared with the budgets.
+type Pacing struct {
+	At          time.Time    `json:"at"`
+	Day         *ForecastDay `json:"day"`
+	DailyBudget float64      `json:"daily_budget"`
+	BudgetShare float64      `json:"budget_share"`
+	TimeShare   float64      `json:"time_share"`
+	// budget_share over time_share: 1 is on pace.
+	PaceVsClock float64 `json:"pace_vs_clock"`
+	// budget_share over the share of a typical day's spend done by now.
+	PaceVsTypical  float64 `json:"pace_vs_typical"`
+	DailyExhausted bool    `json:"daily_exhausted"`
+	// When the daily budget ran out or, at this pace, will; null when the day stays under it.
+	DailyRunsOutAt   *time.Time  `json:"daily_runs_out_at,omitempty"`
+	TotalBudget      float64     `json:"total_budget"`
+	FlightSpent      float64     `json:"flight_spent"`
+	FlightTimeShare  float64     `json:"flight_time_share"`
+	FlightProjection *Projection `json:"flight_projection,omitempty"`
+	TotalExhausted   bool        `json:"total_exhausted"`
+	TotalRunsOutAt   *time.Time  `json:"total_runs_out_at,omitempty"`
+}
+
+// A projected end-of-day (or end-of-flight) figure. A bound that is not finite (an interval with no upper end) is null.
+type Projection struct {
+	// The amount so far.
+	Actual    *float64 `json:"actual,omitempty"`
+	Projected *float64 `json:"projected,omitempty"`
+	Low       *float64 `json:"low,omitempty"`
+	High      *float64 `json:"high,omitempty"`
 }
 
 // The data fields are nullable: a field that fails (a campaign outside the
@@ -75,6 +206,31 @@ type Range struct {
 	Window *string    `json:"window,omitempty"`
 	From   *time.Time `json:"from,omitempty"`
 	To     *time.Time `json:"to,omitempty"`
+}
+
+// A threshold rule or an anomaly sensitivity setting. Durations are Go durations such as 15m or 1h30m.
+type Rule struct {
+	Name string `json:"name"`
+	// threshold or anomaly.
+	Kind string `json:"kind"`
+	// null: every campaign.
+	Campaigns   []string `json:"campaigns,omitempty"`
+	Severity    *string  `json:"severity,omitempty"`
+	Metric      *string  `json:"metric,omitempty"`
+	Op          *string  `json:"op,omitempty"`
+	Value       *float64 `json:"value,omitempty"`
+	Window      *string  `json:"window,omitempty"`
+	For         *string  `json:"for,omitempty"`
+	MinVolume   *float64 `json:"min_volume,omitempty"`
+	Sensitivity *string  `json:"sensitivity,omitempty"`
+	// null: every metric.
+	Metrics []string `json:"metrics,omitempty"`
+}
+
+type RuleEntry struct {
+	Object *Rule `json:"object"`
+	// file (the configuration file, read-only) or api.
+	Source string `json:"source"`
 }
 
 type Series struct {
@@ -99,6 +255,78 @@ type SeriesPoint struct {
 	T time.Time `json:"t"`
 	// The value of each metric asked for, in the order asked.
 	Values []MetricValue `json:"values"`
+}
+
+// Mutes the alerts it matches until it ends.
+type Silence struct {
+	ID        string     `json:"id"`
+	Campaign  *string    `json:"campaign,omitempty"`
+	Metric    *string    `json:"metric,omitempty"`
+	Rule      *string    `json:"rule,omitempty"`
+	Starts    *time.Time `json:"starts,omitempty"`
+	Ends      time.Time  `json:"ends"`
+	CreatedBy *string    `json:"created_by,omitempty"`
+	Comment   *string    `json:"comment,omitempty"`
+}
+
+type SilenceEntry struct {
+	Object *Silence `json:"object"`
+	Source string   `json:"source"`
+}
+
+type AlertState string
+
+const (
+	AlertStateFiring   AlertState = "firing"
+	AlertStateResolved AlertState = "resolved"
+)
+
+var AllAlertState = []AlertState{
+	AlertStateFiring,
+	AlertStateResolved,
+}
+
+func (e AlertState) IsValid() bool {
+	switch e {
+	case AlertStateFiring, AlertStateResolved:
+		return true
+	}
+	return false
+}
+
+func (e AlertState) String() string {
+	return string(e)
+}
+
+func (e *AlertState) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AlertState(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AlertState", str)
+	}
+	return nil
+}
+
+func (e AlertState) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AlertState) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AlertState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 // A dimension to group by. campaign is allowed by series without a campaign only.
