@@ -157,8 +157,8 @@ anomaly-eval: ## Replay every labelled anomaly series through tally-aggregator a
 	  $(BIN)/tally-aggregator anomaly-eval -csv "$$f" > "$$out/$${rel%.csv}.jsonl"; done; \
 	$(GO) run "$(TALLY_ANOMALY_DATA)/../../tools/anomaly-score/main.go" -windows "$(TALLY_ANOMALY_DATA)/windows.json" -alerts "$$out"
 
-alerts-e2e: dashboard influxdb test-deps ## Alerting end to end on real processes (about 35 min): a rule, a budget and a silence; tracking breaking on one node; a three-node cluster with a spike, a drop and broken tracking, the owner SIGKILLed mid-anomaly (after its alerts, and before them).
-	TALLY_ALERTS_E2E=1 TALLY_REQUIRE_ALERTMANAGER=1 TALLY_REQUIRE_BROWSER=1 $(GO) test -race -count=1 -timeout 60m -v ./tests/alerts/
+alerts-e2e: dashboard influxdb test-deps ## Alerting end to end on real processes (about an hour): a rule, a budget and a silence; tracking breaking on one node; a three-node cluster with three weeks of seasonal history, a quiet live period, then a spike, a drop and broken tracking, the owner SIGKILLed mid-anomaly (after its alerts, and before them).
+	TALLY_ALERTS_E2E=1 TALLY_REQUIRE_ALERTMANAGER=1 TALLY_REQUIRE_BROWSER=1 $(GO) test -race -count=1 -timeout 90m -v ./tests/alerts/
 
 chaos: influxdb ## The cluster fault-injection suite at full length (60 s partition, 30 s InfluxDB outage).
 	TALLY_CHAOS=long $(GO) test -count=1 -timeout 30m -run 'TestClusterChaos' -v ./tests/e2e/

@@ -174,6 +174,7 @@ type loaded struct {
 type engineMetrics struct {
 	transitions  *prometheus.CounterVec
 	judged       prometheus.Counter
+	judgedBy     *prometheus.CounterVec
 	peeks        prometheus.Counter
 	storeErrors  prometheus.Counter
 	redelivered  prometheus.Counter
@@ -207,6 +208,9 @@ func NewEngine(cfg EngineConfig, reg prometheus.Registerer, logger *slog.Logger)
 			Help: "Alert transitions this node decided and stored in InfluxDB, by kind, state and severity."}, []string{"kind", "state", "severity"}),
 		judged: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_alert_minutes_judged_total",
 			Help: "Campaign-minutes judged for good by this node's detectors and rules."}),
+		judgedBy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_aggregator_alert_points_judged_total",
+			Help: "Metric-minutes judged for good by this node's detectors, by the baseline they were judged against: none (too little history), rolling (the last hours), seasonal (the same time of day and week)."},
+			[]string{"baseline"}),
 		peeks: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_alert_peeks_total",
 			Help: "Judgements of campaign-minutes in progress (peeks)."}),
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregator_alert_store_errors_total",
@@ -220,7 +224,7 @@ func NewEngine(cfg EngineConfig, reg prometheus.Registerer, logger *slog.Logger)
 		delayMinutes: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_aggregator_alert_delay_seconds",
 			Help: "Time from an alert's start minute to its transition being stored.", Buckets: prometheus.ExponentialBuckets(15, 2, 8)}),
 	}
-	reg.MustRegister(e.m.transitions, e.m.judged, e.m.peeks, e.m.storeErrors, e.m.redelivered, e.m.rebuilds, e.m.rebuildSecs, e.m.delayMinutes)
+	reg.MustRegister(e.m.transitions, e.m.judged, e.m.judgedBy, e.m.peeks, e.m.storeErrors, e.m.redelivered, e.m.rebuilds, e.m.rebuildSecs, e.m.delayMinutes)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_aggregator_alert_campaigns_watched",
 		Help: "Campaigns this node's detectors watch."}, func() float64 {
 		e.mu.Lock()
@@ -508,6 +512,11 @@ func (e *Engine) judge(now time.Time, w *watch, cfg alert.Config) error {
 				return err
 			}
 			e.m.judged.Inc()
+			for _, b := range []anomaly.Baseline{anomaly.NoBaseline, anomaly.Rolling, anomaly.Seasonal} {
+				if n := w.mon.JudgedBy(b); n > 0 {
+					e.m.judgedBy.WithLabelValues(b.String()).Add(float64(n))
+				}
+			}
 			out.alerts = append(out.alerts, e.settle(w, m, evs)...)
 			if w.fc != nil {
 				_ = w.fc.Observe(m, s.Amounts())

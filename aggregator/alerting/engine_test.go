@@ -369,9 +369,17 @@ func TestEngineLoadsHistoryWrittenLate(t *testing.T) {
 	if served < 72*12 {
 		t.Fatalf("%d steps of history loaded in all, want three days' worth", served)
 	}
+	rolling := testutilValue(n.e.m.judgedBy.WithLabelValues("rolling"))
 	run(ctx, t, n, clk, t0.Add(5*time.Minute))
 	if fired := firings(st.stored(t)); len(fired) == 0 {
 		t.Fatal("no alert after the reload")
+	}
+	// The metrics say which baseline judged: the six hours the rolling
+	// one, the minutes after the reload the seasonal one.
+	if seasonal := testutilValue(n.e.m.judgedBy.WithLabelValues("seasonal")); seasonal == 0 ||
+		testutilValue(n.e.m.judgedBy.WithLabelValues("rolling")) != rolling {
+		t.Fatalf("after the reload: %v points judged seasonal, rolling went from %v to %v", seasonal, rolling,
+			testutilValue(n.e.m.judgedBy.WithLabelValues("rolling")))
 	}
 }
 

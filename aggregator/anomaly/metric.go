@@ -157,6 +157,9 @@ type Monitor struct {
 	dets   map[Metric]*Detector
 	defs   map[Metric]metricDef
 	shares int
+	// judgedBy counts the metrics the last Observe judged against each
+	// baseline.
+	judgedBy [Seasonal + 1]int
 }
 
 // NewMonitor returns a monitor for a campaign of the given step.
@@ -200,6 +203,16 @@ func (m *Monitor) Detector(name Metric) *Detector { return m.dets[name] }
 // returns the alerts that fired or resolved, in metric order.
 func (m *Monitor) Observe(t time.Time, c Counters) ([]Event, error) {
 	return m.feed(t, c, false)
+}
+
+// JudgedBy returns how many of its metrics the last Observe judged
+// against baseline b (NoBaseline: too little history to judge). A
+// monitor warmed with two days of history judges against Seasonal.
+func (m *Monitor) JudgedBy(b Baseline) int {
+	if int(b) >= len(m.judgedBy) {
+		return 0
+	}
+	return m.judgedBy[b]
 }
 
 // Warm feeds one step to the history only (see Detector.Warm).
@@ -351,6 +364,9 @@ func (m *Monitor) feed(t time.Time, c Counters, warm bool) ([]Event, error) {
 		}
 	}
 	var events []Event
+	if !warm {
+		m.judgedBy = [Seasonal + 1]int{}
+	}
 	for _, name := range m.names {
 		d, def := m.dets[name], m.defs[name]
 		o := def.obs(&c)
@@ -364,6 +380,7 @@ func (m *Monitor) feed(t time.Time, c Counters, warm bool) ([]Event, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+		m.judgedBy[r.Baseline]++
 		if r.Transition != nil {
 			events = append(events, Event{Metric: name, Transition: def.orient(*r.Transition)})
 		}

@@ -133,3 +133,48 @@ func TestMonitorConfig(t *testing.T) {
 		t.Fatalf("a named share metric: %v", err)
 	}
 }
+
+// TestMonitorJudgedBy: a monitor reports the baseline its last point was
+// judged against: none before min_history, rolling until
+// min_seasonal_history, seasonal after, for every metric; warming counts
+// as history but is not a judgement.
+func TestMonitorJudgedBy(t *testing.T) {
+	t.Parallel()
+	m, err := NewMonitor(DefaultMonitorConfig(), step5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Observe(t0, campaign()); err != nil {
+		t.Fatal(err)
+	}
+	n := len(m.Metrics()) // the shares of the sources seen are added
+	if got := m.JudgedBy(NoBaseline); got != n || m.JudgedBy(Rolling)+m.JudgedBy(Seasonal) != 0 {
+		t.Fatalf("first point: %d of %d metrics without a baseline, %d rolling, %d seasonal", got, n, m.JudgedBy(Rolling), m.JudgedBy(Seasonal))
+	}
+	at := t0.Add(step5)
+	for ; at.Before(t0.Add(12 * time.Hour)); at = at.Add(step5) {
+		if err := m.Warm(at, campaign()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.JudgedBy(NoBaseline); got != n {
+		t.Fatalf("warming changed the counts of the last judgement: %d", got)
+	}
+	if _, err := m.Observe(at, campaign()); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.JudgedBy(Rolling); got != n {
+		t.Fatalf("after 12 h: %d of %d metrics rolling (none %d, seasonal %d)", got, n, m.JudgedBy(NoBaseline), m.JudgedBy(Seasonal))
+	}
+	for at = at.Add(step5); at.Before(t0.Add(49 * time.Hour)); at = at.Add(step5) {
+		if err := m.Warm(at, campaign()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Observe(at, campaign()); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.JudgedBy(Seasonal); got != n {
+		t.Fatalf("after 49 h: %d of %d metrics seasonal (none %d, rolling %d)", got, n, m.JudgedBy(NoBaseline), m.JudgedBy(Rolling))
+	}
+}

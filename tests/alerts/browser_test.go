@@ -34,8 +34,9 @@ type dashboardCheck struct {
 // admin, on campaign, and waits until it shows what c says; it saves a
 // screenshot to artifacts/ and follows the first line's link to the
 // alert's time range. It skips when Chromium is missing, unless
-// TALLY_REQUIRE_BROWSER is set.
-func checkDashboard(t *testing.T, n *node, c dashboardCheck) {
+// TALLY_REQUIRE_BROWSER is set. It returns when the page showed it (zero
+// when skipped).
+func checkDashboard(t *testing.T, n *node, c dashboardCheck) time.Time {
 	t.Helper()
 	if _, err := fs.Stat(dashboard.Assets(), "app.js"); err != nil {
 		t.Fatalf("the dashboard bundle is missing: run `make dashboard` first")
@@ -45,7 +46,7 @@ func checkDashboard(t *testing.T, n *node, c dashboardCheck) {
 			t.Fatalf("%s is required but missing: %v", browsertest.ExecPath, err)
 		}
 		t.Logf("dashboard not checked: %s not installed", browsertest.ExecPath)
-		return
+		return time.Time{}
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browsertest.ExecPath), chromedp.Headless,
 		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
@@ -91,6 +92,7 @@ func checkDashboard(t *testing.T, n *node, c dashboardCheck) {
 			document.querySelector("#alert-banner-text").textContent + " | forecast: " + document.querySelector("#forecast-summary").textContent`))
 		t.Fatalf("the dashboard does not show %+v: %v; it shows %s", c, err, got)
 	}
+	shown := time.Now()
 	shot("alerts")
 	// An alert's link opens its campaign and time range in the page.
 	click := fmt.Sprintf(`[...document.querySelectorAll("#alert-list li")].find((li) => li.querySelector("b").textContent === %q).querySelector("a[data-alert]").click()`, c.lines[0])
@@ -109,4 +111,5 @@ func checkDashboard(t *testing.T, n *node, c dashboardCheck) {
 	if q.Get("campaign") != c.campaign || err1 != nil || err2 != nil || !from.Before(to) || !from.Before(time.Now()) {
 		t.Fatalf("the alert's link opened %s", search)
 	}
+	return shown
 }

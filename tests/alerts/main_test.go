@@ -14,11 +14,13 @@
 //   - TestAlertsShort: eight hours of history backfilled, then tracking
 //     breaks; the alert at the webhook, the stream and the API within
 //     two minutes, once.
-//   - TestAlertsCluster, TestAlertsClusterKilledEarly: three nodes, a
-//     spike, a drop and broken tracking at once, the owner SIGKILLed
-//     mid-anomaly (after its alerts, or before any); exactly one alert per
-//     anomaly at the webhook, in storage and on the stream, each at
-//     Alertmanager and on the dashboard (headless Chromium).
+//   - TestAlertsCluster, TestAlertsClusterKilledEarly: three nodes, three
+//     weeks of seasonal history backfilled through two agents, a quiet
+//     live period judged against the seasonal baseline without an alert,
+//     then a spike, a drop and broken tracking at once, the owner
+//     SIGKILLed mid-anomaly (after its alerts, or before any); exactly one
+//     alert per anomaly at the webhook, in storage and on the stream, each
+//     at Alertmanager and on the dashboard (headless Chromium).
 package alerts
 
 import (

@@ -58,6 +58,8 @@ type stackOptions struct {
 	alertsExtra string
 	// alertmanager is its base URL ("" for none).
 	alertmanager string
+	// influxExtra is YAML added to the nodes' influx: section.
+	influxExtra string
 }
 
 // Tokens of the analyst and of the viewer of campaign "shop" every stack
@@ -135,7 +137,8 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		n.cfg = filepath.Join(s.dir, n.name+".yaml")
 		if err := harness.WriteAggregatorConfig(n.cfg, harness.AggregatorOptions{Name: n.name, DataDir: filepath.Join(s.dir, n.name),
 			QUICAddr: n.quic, HTTPAddr: n.http, CertsDir: s.certs, InfluxURL: s.influx.URL(), InfluxBucket: s.influx.Bucket(),
-			WriteInterval: 300 * time.Millisecond, GossipAddr: n.gossip, Seeds: seeds, Extra: alerts, AuthExtra: authLines}); err != nil {
+			WriteInterval: 300 * time.Millisecond, GossipAddr: n.gossip, Seeds: seeds, Extra: alerts, AuthExtra: authLines,
+			InfluxExtra: o.influxExtra}); err != nil {
 			t.Fatal(err)
 		}
 		n.proc = &harness.Proc{Name: n.name, Bin: filepath.Join(binDir, "tally-aggregator"), Args: []string{"-config", n.cfg},

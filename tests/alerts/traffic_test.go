@@ -23,6 +23,9 @@ type model struct {
 	sources  []string
 	// value of a conversion and cost of a cost event, in cents.
 	valueCents, costCents int64
+	// ua, when set, is every visitor's user agent (one device a
+	// campaign: few series); else one of loadgen.BrowserUAs by visitor.
+	ua string
 }
 
 // anomaly changes a campaign's traffic in [start, end).
@@ -34,8 +37,11 @@ type anomaly struct {
 }
 
 // traffic is the generator: seasonal Poisson counts (a daily peak at
-// peakAt UTC, weekends at 60 %, a day level that wanders ±6 %), the same
-// events for a minute whoever asks, anomalies where the plan says.
+// peakAt UTC and optionally a second one, weekends at 60 %, a day level
+// that wanders ±6 %), a deterministic rate function of event time, so the
+// backfilled history and the live minutes after it follow the same shape;
+// the same events for a minute whoever asks, anomalies where the plan
+// says.
 type traffic struct {
 	seed   uint64
 	peakAt time.Duration // time of day of the daily peak
@@ -44,7 +50,11 @@ type traffic struct {
 	// shorter than the two days a seasonal baseline needs. When set,
 	// weekends are as busy as weekdays too.
 	flatness float64
-	models   []model
+	// evening, when set, is a second daily peak that long after peakAt,
+	// eveningShare as high as the first: a double-peak day.
+	evening      time.Duration
+	eveningShare float64
+	models       []model
 
 	mu        sync.Mutex
 	anomalies []anomaly
@@ -67,14 +77,23 @@ func (g *traffic) level(t time.Time) float64 {
 	if wd := t.Weekday(); g.flatness == 0 && (wd == time.Saturday || wd == time.Sunday) {
 		dayLevel *= 0.6
 	}
-	// Hours from the peak, the short way round the clock.
-	d := math.Abs(t.Sub(day).Hours() - g.peakAt.Hours())
-	d = math.Min(d, 24-d)
 	flat := g.flatness
 	if flat == 0 {
 		flat = 0.25
 	}
-	return dayLevel * (flat + (1-flat)*math.Exp(-d*d/18))
+	shape := bump(t.Sub(day), g.peakAt)
+	if g.evening > 0 {
+		shape = math.Min(1, shape+g.eveningShare*bump(t.Sub(day), g.peakAt+g.evening))
+	}
+	return dayLevel * (flat + (1-flat)*shape)
+}
+
+// bump is a daily peak at the time of day at: 1 there, falling as a
+// Gaussian of three hours' deviation, the short way round the clock.
+func bump(tod, at time.Duration) float64 {
+	d := math.Mod(math.Abs(tod.Hours()-at.Hours()), 24)
+	d = math.Min(d, 24-d)
+	return math.Exp(-d * d / 18)
 }
 
 func poisson(r *rand.Rand, lambda float64) int {
@@ -148,6 +167,9 @@ func (g *traffic) event(r *rand.Rand, m model, typ string, ts time.Time) loadgen
 	e.Visitor = fmt.Sprintf("%s-v%06d", m.campaign, v)
 	e.IP = fmt.Sprintf("10.%d.%d.%d", v>>16&255, v>>8&255, v&255)
 	e.UA = loadgen.BrowserUAs[v%len(loadgen.BrowserUAs)]
+	if m.ua != "" {
+		e.UA = m.ua
+	}
 	if typ == "conversion" {
 		val := float64(m.valueCents) / 100
 		e.Value = &val
@@ -287,6 +309,13 @@ func (s *sender) live(ctx context.Context, g *traffic, start time.Time) error {
 			}
 		}
 	}
+}
+
+// sentCount returns how many events were sent so far.
+func (s *sender) sentCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
 }
 
 // dayTotal returns a campaign's totals of a UTC day as sent.
