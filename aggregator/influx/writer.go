@@ -244,6 +244,7 @@ func (w *Writer) encode(minutes []sketch.Minute, contribs []ContribPoint) ([]req
 // send writes one request, retrying retryable failures.
 func (w *Writer) send(ctx context.Context, r request) error {
 	start := time.Now()
+	var answered error // the last failure InfluxDB (or the network) gave, not ctx's end
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 		err := w.writeAPI(r.bucket).WriteRecord(actx, r.body)
@@ -258,10 +259,16 @@ func (w *Writer) send(ctx context.Context, r request) error {
 			return nil
 		}
 		if ctx.Err() != nil {
-			w.noteError(err)
-			return fmt.Errorf("%w (last attempt: %w)", ctx.Err(), classify(err))
+			// The attempt ctx cut short says only that; report what the
+			// attempts before it were answered, if any.
+			if answered == nil {
+				answered = classify(err)
+			}
+			w.noteError(answered)
+			return fmt.Errorf("%w (last attempt: %w)", ctx.Err(), answered)
 		}
 		cerr := classify(err)
+		answered = cerr
 		w.noteError(cerr)
 		var rerr *RetryableError
 		if !errors.As(cerr, &rerr) {
