@@ -85,6 +85,13 @@ func captureSetup(t *testing.T) (config.Config, *capture) {
 	return cfg, cap
 }
 
+// batchCount returns how many batches arrived so far.
+func (c *capture) batchCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.batches)
+}
+
 // latest applies the receiver's rule: the highest version of every CID.
 func (c *capture) latest() map[uint64]wire.Contribution {
 	c.mu.Lock()
@@ -150,6 +157,14 @@ func TestRawIdentitiesNeverLeaveTheAgent(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// Stop only once the shipper has delivered something: a shutdown
+	// drains the spool over a connection that is up, and does not wait
+	// for one still being dialled (what it holds then is kept for the
+	// next start, which this test would not see).
+	deadline := time.Now().Add(15 * time.Second)
+	for cap.batchCount() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
 	stop() // final flush and drain
 
