@@ -167,14 +167,14 @@ func checkScheduledExport(t *testing.T, c *cluster, s3 *s3test.Server, dir strin
 	t.Helper()
 	window := archive.SettledDays(started, archive.DefaultConfig())
 	deadline := time.Now().Add(120 * time.Second)
-	for metricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_days_exported_total") < float64(len(window)) {
+	for harness.MetricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_days_exported_total") < float64(len(window)) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the aggregator exported %v of %d days by itself",
-				metricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_days_exported_total"), len(window))
+				harness.MetricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_days_exported_total"), len(window))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if f := metricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_failures_total"); f != 0 {
+	if f := harness.MetricSum(metrics(t, c.aggHTTP), "tally_aggregator_archive_failures_total"); f != 0 {
 		t.Fatalf("%v scheduled exports failed", f)
 	}
 	mc, err := s3.Client()

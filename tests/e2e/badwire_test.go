@@ -161,13 +161,13 @@ func TestHostileWireInput(t *testing.T) {
 	}
 
 	m := metrics(t, c.aggHTTP)
-	if n := metricSum(m, "tally_aggregator_quic_frame_errors_total"); n < 3 {
+	if n := harness.MetricSum(m, "tally_aggregator_quic_frame_errors_total"); n < 3 {
 		t.Fatalf("frame errors counted %v, want ≥ 3", n)
 	}
-	if n := metricSum(m, "tally_aggregator_quic_frame_errors_total", `reason="`+wire.ErrUnknownVersion.String()+`"`); n < 1 {
+	if n := harness.MetricSum(m, "tally_aggregator_quic_frame_errors_total", `reason="`+wire.ErrUnknownVersion.String()+`"`); n < 1 {
 		t.Fatalf("unknown version not counted by reason:\n%s", grepLines(m, "frame_errors"))
 	}
-	if n := metricSum(m, "tally_aggregator_quic_handshake_failures_total"); n < 2 {
+	if n := harness.MetricSum(m, "tally_aggregator_quic_handshake_failures_total"); n < 2 {
 		t.Fatalf("handshake failures counted %v, want ≥ 2", n)
 	}
 }

@@ -355,7 +355,7 @@ func TestClusterChaos(t *testing.T) {
 	// drains (at the agent's configured rate).
 	cut(true)
 	sleep(dur.partition)
-	pending := metricSum(metrics(t, c.agents[1].http), "tally_agent_spool_pending_batches")
+	pending := harness.MetricSum(metrics(t, c.agents[1].http), "tally_agent_spool_pending_batches")
 	cut(false)
 	if pending < 2 {
 		t.Fatalf("%v batches spooled during the cut: it did not cut edge-cutoff off", pending)
@@ -436,7 +436,7 @@ func TestClusterChaos(t *testing.T) {
 		checkPolls(t, c.nodes[name].http, truth, gen.Campaigns(), from, to)
 	}
 	for _, a := range c.agents {
-		if p := metricSum(metrics(t, a.http), "tally_agent_spool_pending_batches"); p != 0 {
+		if p := harness.MetricSum(metrics(t, a.http), "tally_agent_spool_pending_batches"); p != 0 {
 			t.Fatalf("%s still has %v batches spooled", a.name, p)
 		}
 	}
@@ -444,7 +444,7 @@ func TestClusterChaos(t *testing.T) {
 	// contributions to owners, and every live node's view lists owners.
 	var forwarded float64
 	for _, name := range []string{"agg-1", "agg-2", "agg-3"} {
-		forwarded += metricSum(metrics(t, c.nodes[name].http), "tally_aggregator_contributions_received_forwarded_total")
+		forwarded += harness.MetricSum(metrics(t, c.nodes[name].http), "tally_aggregator_contributions_received_forwarded_total")
 		v, err := clusterView(c.nodes[name].http)
 		if err != nil {
 			t.Fatal(err)
@@ -457,7 +457,7 @@ func TestClusterChaos(t *testing.T) {
 			t.Fatalf("%s lists %d owned campaigns, want all %d", name, owned, len(gen.Campaigns()))
 		}
 	}
-	if direct := metricSum(metrics(t, c.agents[0].http), "tally_agent_batches_sent_to_owner_total"); direct == 0 {
+	if direct := harness.MetricSum(metrics(t, c.agents[0].http), "tally_agent_batches_sent_to_owner_total"); direct == 0 {
 		t.Fatal("edge-direct sent no batch straight to an owner")
 	} else {
 		t.Logf("edge-direct sent %v batches straight to their owner", direct)
@@ -474,7 +474,7 @@ func waitTakeoverAfter(t *testing.T, nodes []*aggNode, since time.Time, d time.D
 	t.Helper()
 	for time.Since(since) < d {
 		for _, n := range nodes {
-			ts := metricSum(metrics(t, n.http), "tally_aggregator_last_takeover_timestamp_seconds")
+			ts := harness.MetricSum(metrics(t, n.http), "tally_aggregator_last_takeover_timestamp_seconds")
 			if at := time.Unix(0, int64(ts*1e9)); at.After(since) {
 				return at.Sub(since)
 			}
@@ -490,7 +490,7 @@ func waitSpoolBelow(t *testing.T, a *agentProc, n float64, d time.Duration) time
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < d {
-		if metricSum(metrics(t, a.http), "tally_agent_spool_pending_batches") < n {
+		if harness.MetricSum(metrics(t, a.http), "tally_agent_spool_pending_batches") < n {
 			return time.Since(start)
 		}
 		time.Sleep(100 * time.Millisecond)

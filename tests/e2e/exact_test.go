@@ -58,7 +58,7 @@ func TestExactEndToEndUnderFaults(t *testing.T) {
 func testExact(t *testing.T, opts clusterOptions, lang string, total int, outage bool) {
 	c := startClusterWith(t, opts, "agent-eu", "agent-us")
 	eu, us := c.agents[0], c.agents[1]
-	if m := metrics(t, c.aggHTTP); metricSum(m, "tally_aggregator_storage_info", `query_language="`+lang+`"`) != 1 {
+	if m := metrics(t, c.aggHTTP); harness.MetricSum(m, "tally_aggregator_storage_info", `query_language="`+lang+`"`) != 1 {
 		t.Fatalf("the aggregator does not read with %s:\n%s", lang, grepLines(m, "tally_aggregator_storage_info"))
 	}
 	now := time.Now().UTC()
@@ -221,10 +221,10 @@ func testExact(t *testing.T, opts clusterOptions, lang string, total int, outage
 	// Nothing is left behind: spools drained.
 	for _, a := range c.agents {
 		m := metrics(t, a.http)
-		if p := metricSum(m, "tally_agent_spool_pending_batches"); p != 0 {
+		if p := harness.MetricSum(m, "tally_agent_spool_pending_batches"); p != 0 {
 			t.Fatalf("%s still has %v batches spooled", a.name, p)
 		}
-		if r := metricSum(m, "tally_agent_journal_replayed_events_total"); a == eu {
+		if r := harness.MetricSum(m, "tally_agent_journal_replayed_events_total"); a == eu {
 			t.Logf("%s replayed %v journaled events after SIGKILL", a.name, r)
 		}
 	}
@@ -276,7 +276,7 @@ func sendBadInput(t *testing.T, a *agentProc, gen *loadgen.Generator, t0 time.Ti
 	}
 	m := metrics(t, a.http)
 	for _, reason := range []string{"malformed_json", "unknown_type", "body_too_large"} {
-		if metricSum(m, "tally_agent_events_rejected_total", `reason="`+reason+`"`) < 1 {
+		if harness.MetricSum(m, "tally_agent_events_rejected_total", `reason="`+reason+`"`) < 1 {
 			t.Errorf("rejection %q not counted in /metrics", reason)
 		}
 	}

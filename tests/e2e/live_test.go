@@ -313,16 +313,16 @@ func TestLiveCountersOnACluster(t *testing.T) {
 	// neither campaign).
 	var applied float64
 	for _, name := range []string{"agg-2", "agg-3"} {
-		applied += metricSum(metrics(t, r.c.nodes[name].http), "tally_aggregator_live_records_total", `outcome="applied"`)
+		applied += harness.MetricSum(metrics(t, r.c.nodes[name].http), "tally_aggregator_live_records_total", `outcome="applied"`)
 	}
 	if applied == 0 {
 		t.Fatal("no owner took a live record")
 	}
-	if n := metricSum(metrics(t, r.c.nodes["agg-1"].http), "tally_aggregator_live_records_total", `outcome="applied"`); n != 0 {
+	if n := harness.MetricSum(metrics(t, r.c.nodes["agg-1"].http), "tally_aggregator_live_records_total", `outcome="applied"`); n != 0 {
 		t.Fatalf("agg-1 owns neither campaign but applied %v live records", n)
 	}
 	for _, a := range []*agentProc{r.std, r.thin} {
-		if b := metricSum(metrics(t, a.http), "tally_agent_live_bytes_sent_total"); b == 0 {
+		if b := harness.MetricSum(metrics(t, a.http), "tally_agent_live_bytes_sent_total"); b == 0 {
 			t.Fatalf("%s reports no live bytes", a.name)
 		}
 	}

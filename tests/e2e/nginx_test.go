@@ -133,16 +133,16 @@ func TestNginxAccessLogIsCountedExactly(t *testing.T) {
 		t.Fatalf("nginx logged %d lines before the rotation and %d after, for %d requests", before, after, total)
 	}
 	m := metrics(t, agent.http)
-	if got := metricSum(m, "tally_agent_log_lines_total"); got != float64(lines) {
+	if got := harness.MetricSum(m, "tally_agent_log_lines_total"); got != float64(lines) {
 		t.Fatalf("agent read %v lines, nginx wrote %d", got, lines)
 	}
-	if got := metricSum(m, "tally_agent_log_lines_malformed_total"); got != 0 {
+	if got := harness.MetricSum(m, "tally_agent_log_lines_malformed_total"); got != 0 {
 		t.Fatalf("agent found %v malformed lines in nginx's log", got)
 	}
-	if got := metricSum(m, "tally_agent_log_rotations_total"); got < 1 {
+	if got := harness.MetricSum(m, "tally_agent_log_rotations_total"); got < 1 {
 		t.Fatal("agent saw no rotation")
 	}
-	if got := metricSum(m, "tally_agent_log_rotations_unrecovered_total"); got != 0 {
+	if got := harness.MetricSum(m, "tally_agent_log_rotations_unrecovered_total"); got != 0 {
 		t.Fatalf("%v unrecovered rotations", got)
 	}
 }

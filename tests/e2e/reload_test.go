@@ -51,7 +51,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(20 * time.Second)
-		for metricSum(metrics(t, metricsAt), prefix+"_config_reloads_total") < wantReloads {
+		for harness.MetricSum(metrics(t, metricsAt), prefix+"_config_reloads_total") < wantReloads {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s did not finish reload %v within 20s\n%s", p.Name, wantReloads, p.LogTail(20))
 			}
@@ -110,13 +110,13 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	// The agent holds two connections: batches, and live counters (opened
 	// once it has counters to send). Both must be up before counting.
-	for deadline := time.Now().Add(30 * time.Second); metricSum(metrics(t, c.aggHTTP), "tally_aggregator_quic_live_streams_total") == 0; {
+	for deadline := time.Now().Add(30 * time.Second); harness.MetricSum(metrics(t, c.aggHTTP), "tally_aggregator_quic_live_streams_total") == 0; {
 		if time.Now().After(deadline) {
 			t.Fatal("the agent opened no live-counter stream within 30s")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	conns := metricSum(metrics(t, c.aggHTTP), "tally_aggregator_quic_connections_total")
+	conns := harness.MetricSum(metrics(t, c.aggHTTP), "tally_aggregator_quic_connections_total")
 	if conns == 0 {
 		t.Fatal("the agent has no QUIC connection to the aggregator")
 	}
@@ -177,7 +177,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	write(aggCfg, withTokens(tokenLine(newToken, "new"), tokenLine(refusedToken, "refused")))
 	hup(c.agg, c.aggHTTP, "tally_aggregator", 3)
 	m := metrics(t, c.aggHTTP)
-	if metricSum(m, "tally_aggregator_config_reload_failures_total") != 1 || metricSum(m, "tally_aggregator_config_last_reload_successful") != 0 {
+	if harness.MetricSum(m, "tally_aggregator_config_reload_failures_total") != 1 || harness.MetricSum(m, "tally_aggregator_config_last_reload_successful") != 0 {
 		t.Fatalf("a failed reload was not counted:\n%s", grepLines(m, "tally_aggregator_config_"))
 	}
 	if got := whoami(refusedToken); got != http.StatusUnauthorized {
@@ -191,23 +191,23 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	write(keyFile, string(goodKey))
 	write(aggCfg, withTokens(tokenLine("short", "x")))
 	hup(c.agg, c.aggHTTP, "tally_aggregator", 4)
-	if metricSum(metrics(t, c.aggHTTP), "tally_aggregator_config_reload_failures_total") != 2 || whoami(newToken) != http.StatusOK {
+	if harness.MetricSum(metrics(t, c.aggHTTP), "tally_aggregator_config_reload_failures_total") != 2 || whoami(newToken) != http.StatusOK {
 		t.Fatal("a file that does not validate changed the configuration or was not counted")
 	}
 
 	// 5. A renewed certificate of the same node and a key that needs a
 	// restart: the certificate is put in force, the key named.
-	expiry := metricSum(metrics(t, c.aggHTTP), "tally_aggregator_tls_certificate_expiry_timestamp_seconds", `cert="quic.cert"`)
+	expiry := harness.MetricSum(metrics(t, c.aggHTTP), "tally_aggregator_tls_certificate_expiry_timestamp_seconds", `cert="quic.cert"`)
 	issue("agg-1")
 	restartOnly := strings.Replace(withTokens(tokenLine(newToken, "new")), "write_interval: 300ms", "write_interval: 400ms", 1)
 	write(aggCfg, restartOnly)
 	hup(c.agg, c.aggHTTP, "tally_aggregator", 5)
 	m = metrics(t, c.aggHTTP)
-	if metricSum(m, "tally_aggregator_config_last_reload_successful") != 1 || metricSum(m, "tally_aggregator_config_restart_pending") != 1 {
+	if harness.MetricSum(m, "tally_aggregator_config_last_reload_successful") != 1 || harness.MetricSum(m, "tally_aggregator_config_restart_pending") != 1 {
 		t.Fatalf("after a reload changing merge.write_interval:\n%s", grepLines(m, "tally_aggregator_config_"))
 	}
-	if metricSum(m, "tally_aggregator_tls_certificate_reloads_total", `cert="quic.cert"`) != 1 ||
-		metricSum(m, "tally_aggregator_tls_certificate_expiry_timestamp_seconds", `cert="quic.cert"`) == expiry {
+	if harness.MetricSum(m, "tally_aggregator_tls_certificate_reloads_total", `cert="quic.cert"`) != 1 ||
+		harness.MetricSum(m, "tally_aggregator_tls_certificate_expiry_timestamp_seconds", `cert="quic.cert"`) == expiry {
 		t.Fatalf("the renewed certificate was not put in force:\n%s", grepLines(m, "tally_aggregator_tls_"))
 	}
 	if !strings.Contains(c.agg.LogTail(40), "merge.write_interval") {
@@ -226,7 +226,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatalf("the harness's agent file has a bots section already:\n%s", text)
 	}
 	denied := func() float64 {
-		return metricSum(metrics(t, a.http), "tally_agent_bots_filtered_total", `reason="deny_list"`)
+		return harness.MetricSum(metrics(t, a.http), "tally_agent_bots_filtered_total", `reason="deny_list"`)
 	}
 	if err := postUA(harness.DefaultServerToken, botUA); err != nil || denied() != 0 {
 		t.Fatalf("before the reload: %v, %v events denied", err, denied())
@@ -257,9 +257,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if got := denied(); got != 50 {
 		t.Fatalf("after the reload %v events of a denied user agent were filtered, want 50", got)
 	}
-	if m := metrics(t, a.http); metricSum(m, "tally_agent_config_last_reload_successful") != 1 || metricSum(m, "tally_agent_config_restart_pending") != 0 ||
-		metricSum(m, "tally_agent_tls_certificate_reloads_total", `cert="aggregator.cert"`) != 1 ||
-		metricSum(m, "tally_agent_tls_certificate_expiry_timestamp_seconds", `cert="aggregator.cert"`) != float64(renewed.Cert.NotAfter.Unix()) {
+	if m := metrics(t, a.http); harness.MetricSum(m, "tally_agent_config_last_reload_successful") != 1 || harness.MetricSum(m, "tally_agent_config_restart_pending") != 0 ||
+		harness.MetricSum(m, "tally_agent_tls_certificate_reloads_total", `cert="aggregator.cert"`) != 1 ||
+		harness.MetricSum(m, "tally_agent_tls_certificate_expiry_timestamp_seconds", `cert="aggregator.cert"`) != float64(renewed.Cert.NotAfter.Unix()) {
 		t.Fatalf("agent reload metrics:\n%s\n%s", grepLines(m, "tally_agent_config_"), grepLines(m, "tally_agent_tls_"))
 	}
 
@@ -267,7 +267,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if c.agg.Pid() != aggPid || a.proc.Pid() != agentPid {
 		t.Fatal("a process restarted")
 	}
-	if got := metricSum(metrics(t, c.aggHTTP), "tally_aggregator_quic_connections_total"); got != conns {
+	if got := harness.MetricSum(metrics(t, c.aggHTTP), "tally_aggregator_quic_connections_total"); got != conns {
 		t.Fatalf("QUIC connections accepted went from %v to %v across the reloads: the agent reconnected", conns, got)
 	}
 }

@@ -242,7 +242,7 @@ func TestRollingUpgrade(t *testing.T) {
 			}
 		}
 	}
-	if p := metricSum(metrics(t, a.http), "tally_agent_spool_pending_batches"); p != 0 {
+	if p := harness.MetricSum(metrics(t, a.http), "tally_agent_spool_pending_batches"); p != 0 {
 		t.Fatalf("the agent still has %v batches spooled", p)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tally-edge/tally/internal/harness"
 	"github.com/tally-edge/tally/internal/loadgen"
 )
 
@@ -63,7 +64,7 @@ func burstWindow(span time.Duration) time.Time {
 func (s *stack) waitConnected(d time.Duration) {
 	s.t.Helper()
 	deadline := time.Now().Add(d)
-	for metricSum(s.metrics(), "tally_agent_connected") != 1 {
+	for harness.MetricSum(s.metrics(), "tally_agent_connected") != 1 {
 		if time.Now().After(deadline) {
 			s.t.Fatalf("the agent did not connect through the link within %v", d)
 		}
@@ -158,17 +159,17 @@ func TestThinLinkShort(t *testing.T) {
 	}
 	m := s.metrics()
 	t.Logf("exact %.1f s after the burst; link up %d B, down %d B; %v deadline misses, %v splits; goodput %.0f B/s, RTT %.3f s, loss %.3f",
-		at.Sub(end).Seconds(), st.Up.Bytes, st.Down.Bytes, metricSum(m, "tally_agent_link_deadline_misses"),
-		metricSum(m, "tally_agent_batch_splits_total"), metricSum(m, "tally_agent_link_goodput_bytes_per_second"),
-		metricSum(m, "tally_agent_link_rtt_seconds"), metricSum(m, "tally_agent_link_loss_ratio"))
+		at.Sub(end).Seconds(), st.Up.Bytes, st.Down.Bytes, harness.MetricSum(m, "tally_agent_link_deadline_misses"),
+		harness.MetricSum(m, "tally_agent_batch_splits_total"), harness.MetricSum(m, "tally_agent_link_goodput_bytes_per_second"),
+		harness.MetricSum(m, "tally_agent_link_rtt_seconds"), harness.MetricSum(m, "tally_agent_link_loss_ratio"))
 	// 600 ms of round trip at least; the goodput is at most the link's.
-	if rtt := metricSum(m, "tally_agent_link_rtt_seconds"); rtt < 0.5 || rtt > 5 {
+	if rtt := harness.MetricSum(m, "tally_agent_link_rtt_seconds"); rtt < 0.5 || rtt > 5 {
 		t.Errorf("tally_agent_link_rtt_seconds %v, want about 0.6 to a few seconds", rtt)
 	}
-	if g := metricSum(m, "tally_agent_link_goodput_bytes_per_second"); g <= 0 {
+	if g := harness.MetricSum(m, "tally_agent_link_goodput_bytes_per_second"); g <= 0 {
 		t.Errorf("tally_agent_link_goodput_bytes_per_second %v, want a measurement", g)
 	}
-	if loss := metricSum(m, "tally_agent_link_loss_ratio"); loss <= 0 || loss > 0.5 {
+	if loss := harness.MetricSum(m, "tally_agent_link_loss_ratio"); loss <= 0 || loss > 0.5 {
 		t.Errorf("tally_agent_link_loss_ratio %v on a link losing 10 %% of packets", loss)
 	}
 	if !strings.Contains(m, "tally_agent_spool_backlog_age_seconds") {
@@ -235,7 +236,7 @@ func TestCutMidBurst(t *testing.T) {
 	s.post(ctx, evs[burstEvents/2:], truth)
 	maxSpool := 0.0
 	for deadline := time.Now().Add(cut); time.Now().Before(deadline); time.Sleep(5 * time.Second) {
-		maxSpool = max(maxSpool, metricSum(s.metrics(), "tally_agent_spool_bytes"))
+		maxSpool = max(maxSpool, harness.MetricSum(s.metrics(), "tally_agent_spool_bytes"))
 	}
 	s.link.SetCut(false)
 	end := time.Now()
@@ -245,10 +246,10 @@ func TestCutMidBurst(t *testing.T) {
 		t.Fatalf("not exact %v after the link came back; link up %d B", patience(150*time.Second), st.Up.Bytes)
 	}
 	m := s.metrics()
-	oks := metricSum(m, "tally_agent_batches_sent_total", `outcome="ok"`)
-	acked := metricSum(m, "tally_agent_spool_acked_batches")
-	splits := metricSum(m, "tally_agent_batch_splits_total")
-	failed := metricSum(m, "tally_agent_batches_sent_total", `outcome="error"`) + metricSum(m, "tally_agent_batches_sent_total", `outcome="deadline"`)
+	oks := harness.MetricSum(m, "tally_agent_batches_sent_total", `outcome="ok"`)
+	acked := harness.MetricSum(m, "tally_agent_spool_acked_batches")
+	splits := harness.MetricSum(m, "tally_agent_batch_splits_total")
+	failed := harness.MetricSum(m, "tally_agent_batches_sent_total", `outcome="error"`) + harness.MetricSum(m, "tally_agent_batches_sent_total", `outcome="deadline"`)
 	t.Logf("RESULT cut %v: exact %.1f s after the link came back; link up %d B; %v batches acked in %v ok answers (%v splits); %v sends failed or missed their deadline; spool peaked at %.0f B (bound %d)",
 		cut, at.Sub(end).Seconds(), st.Up.Bytes, acked, oks, splits, failed, maxSpool, spoolMax)
 	if maxSpool > spoolMax {
