@@ -94,6 +94,30 @@ func (c *aggCluster) start(n *aggNode) {
 	}
 }
 
+// startTogether starts the named nodes at once, as a cluster would
+// start, and waits until every one is ready.
+func (c *aggCluster) startTogether(names ...string) {
+	c.t.Helper()
+	var wg sync.WaitGroup
+	for _, name := range names {
+		n := c.nodes[name]
+		if err := n.proc.Start(); err != nil {
+			c.t.Fatal(err)
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := harness.WaitHTTP(ctx, "http://"+n.http+"/readyz", n.proc); err != nil {
+				c.t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if c.t.Failed() {
+		c.t.FailNow()
+	}
+}
+
 // clusterView asks a node for its /api/v1/cluster answer.
 func clusterView(hostport string) (view struct {
 	Node    string `json:"node"`
@@ -181,24 +205,7 @@ func TestClusterChaos(t *testing.T) {
 		c.configure(c.nodes[name])
 	}
 	// The first three start together, as a cluster would.
-	var wg sync.WaitGroup
-	for _, name := range []string{"agg-1", "agg-2", "agg-3"} {
-		n := c.nodes[name]
-		if err := n.proc.Start(); err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			if err := harness.WaitHTTP(ctx, "http://"+n.http+"/readyz", n.proc); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+	c.startTogether("agg-1", "agg-2", "agg-3")
 	c.waitMembers(20*time.Second, "agg-1", "agg-2", "agg-3")
 
 	// edge-cutoff runs in a network namespace of its own and reaches the

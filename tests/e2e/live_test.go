@@ -65,24 +65,7 @@ func startLiveRig(t testing.TB) *liveRig {
 		c.configure(c.nodes[name])
 		quics = append(quics, c.nodes[name].quic)
 	}
-	var wg sync.WaitGroup
-	for _, name := range names {
-		n := c.nodes[name]
-		if err := n.proc.Start(); err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			if err := harness.WaitHTTP(ctx, "http://"+n.http+"/readyz", n.proc); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+	c.startTogether(names...)
 	c.waitMembers(20*time.Second, names...)
 	r := &liveRig{c: c, stdCampaign: ownedBy("agg-2", "live-std"), thinCampaign: ownedBy("agg-3", "live-thin")}
 	for _, o := range []struct {

@@ -59,24 +59,7 @@ func TestRollingUpgrade(t *testing.T) {
 	for _, name := range names {
 		c.configure(c.nodes[name])
 	}
-	var wg sync.WaitGroup
-	for _, name := range names {
-		n := c.nodes[name]
-		if err := n.proc.Start(); err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			if err := harness.WaitHTTP(ctx, "http://"+n.http+"/readyz", n.proc); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+	c.startTogether(names...)
 	waitAlive(t, c, 30*time.Second, names...)
 
 	tcp, err := harness.FreeTCP(1)
