@@ -515,6 +515,10 @@ func (s *Server) serveStream(connCtx context.Context, str *quic.Stream, peer Pee
 		log.Error("handler returned an invalid ack", "seq", seq, "err", err)
 		ack = Ack{Status: AckBusy, Seq: seq, Reason: "internal error: " + err.Error(), RetryAfterMillis: 1000}
 	}
+	// The payload is handled: its budget goes back before the answer, so
+	// the peer's next stream need not wait for this one's write, and a
+	// client that has read the ack finds the budget returned in Stats.
+	budget.release()
 	s.respond(str, &ack, deadline, log)
 }
 
