@@ -166,10 +166,10 @@ func (m *Metrics) failed() {
 	if m == nil {
 		return
 	}
-	m.reloads.Inc()
 	m.failures.Inc()
 	m.lastOK.Set(0)
 	m.lastTry.Set(float64(time.Now().UnixNano()) / 1e9)
+	m.reloads.Inc() // last: whoever sees the count sees the outcome
 }
 
 func (m *Metrics) succeeded(restartPending bool) {
@@ -177,7 +177,6 @@ func (m *Metrics) succeeded(restartPending bool) {
 		return
 	}
 	now := float64(time.Now().UnixNano()) / 1e9
-	m.reloads.Inc()
 	m.lastOK.Set(1)
 	m.lastOKTime.Set(now)
 	m.lastTry.Set(now)
@@ -186,6 +185,7 @@ func (m *Metrics) succeeded(restartPending bool) {
 	} else {
 		m.restartPending.Set(0)
 	}
+	m.reloads.Inc() // last: whoever sees the count sees the outcome
 }
 
 // Steps prepares every part of a reload and commits them only if all
