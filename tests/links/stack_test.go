@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +74,9 @@ type stackOptions struct {
 	seed  uint64
 }
 
+// stacksMade numbers the stacks the package has started.
+var stacksMade atomic.Int64
+
 // newStack starts InfluxDB's database, the aggregator, the link and the
 // agent, and stops them when the test ends.
 func newStack(t *testing.T, spec linkSpec, o stackOptions) *stack {
@@ -80,7 +84,10 @@ func newStack(t *testing.T, spec linkSpec, o stackOptions) *stack {
 	if testing.Short() {
 		t.Skip("links: needs built binaries and InfluxDB")
 	}
-	s := &stack{t: t, dir: t.TempDir(), influx: sharedInflux(t), db: "links_" + strings.ReplaceAll(t.Name(), "/", "_")}
+	// A database of its own per stack, also when a test runs again
+	// (-count) on the package's one InfluxDB.
+	db := fmt.Sprintf("links_%s_%d", strings.ReplaceAll(t.Name(), "/", "_"), stacksMade.Add(1))
+	s := &stack{t: t, dir: t.TempDir(), influx: sharedInflux(t), db: db}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.influx.CreateDatabase(ctx, s.db, "rp"); err != nil {
