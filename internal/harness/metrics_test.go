@@ -23,6 +23,7 @@ tally_x_seconds_bucket{le="1"} 9
 		{"tally_x_total", []string{`reason="c"`}, 0},
 		{"tally_x", nil, 7}, // neither tally_x_total nor tally_x_seconds_bucket
 		{"tally_missing", nil, 0},
+		{"tally_x_total", []string{"reason"}, 0}, // not name="value"
 	} {
 		if got := MetricSum(text, c.name, c.labels...); got != c.want {
 			t.Errorf("MetricSum(%s, %v) = %v, want %v", c.name, c.labels, got, c.want)
