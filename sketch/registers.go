@@ -271,17 +271,17 @@ func (s *State) MergeRegisters(b []byte) error {
 	return DecodeRegisters(b, func(i uint16, rho uint8) { s.Uniques.InsertHash(craftHash(i, rho)) })
 }
 
-// densePool recycles the 16 KiB dense sketches used for estimates.
+// densePool recycles the 16 KiB dense library sketches registersOf reads registers from.
 var densePool = sync.Pool{New: func() any { return hyperloglog.NewNoSparse() }}
 
-// estimate returns the cardinality of h from a dense copy: the sparse
-// estimator assumes 25-bit indexes, which register updates do not carry.
+// estimate returns the cardinality of h from its registers, as the
+// library's dense sketch estimates: the sparse estimator assumes 25-bit
+// indexes, which register updates do not carry.
 func estimate(h *hyperloglog.Sketch) uint64 {
-	d := densePool.Get().(*hyperloglog.Sketch)
-	defer densePool.Put(d)
-	d.Reset()
-	if err := d.Merge(h); err != nil {
+	regs, put, err := registersOf(h)
+	if err != nil {
 		return 0 // precision mismatch: DecodeHLL refuses such sketches
 	}
-	return d.Estimate()
+	defer put()
+	return estimateRegisters((*registerArray)(regs))
 }

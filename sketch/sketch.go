@@ -105,12 +105,13 @@ type State struct {
 	// Uniques holds visitor hashes; nil until the first visitor.
 	Uniques *hyperloglog.Sketch
 	// UniquesStored is Uniques still in its stored encoding (what
-	// DecodeStoredHLL reads), checked (CheckStoredHLL) but not decoded:
-	// a reader asked to hand uniques over this way sets it instead of
-	// Uniques, for a caller that folds them into a Union, which reads the
-	// registers straight from the bytes (kpi.Accumulator does). Merge,
-	// Clone, UniquesEstimate and Encode decode it where needed; code that
-	// reads Uniques directly must not ask for it.
+	// DecodeStoredHLL reads), not decoded and not checked: a reader asked
+	// to hand uniques over this way sets it instead of Uniques, for a
+	// caller that folds them into a Union, which reads the registers
+	// straight from the bytes and refuses corrupt ones (kpi.Accumulator
+	// does). Merge, Clone and Encode decode it where needed and return
+	// decoding errors; UniquesEstimate, which cannot, gives 0 for a
+	// corrupt one. Code that reads Uniques directly must not ask for it.
 	UniquesStored []byte
 	// Values holds event values for quantiles; nil until the first value.
 	Values *ddsketch.DDSketch
@@ -269,7 +270,7 @@ func (s *State) UniquesEstimate() uint64 {
 	if s.Uniques == nil && len(s.UniquesStored) > 0 {
 		var u Union
 		if err := u.MergeStored(s.UniquesStored); err != nil {
-			return 0 // a reader hands over only checked bytes
+			return 0 // corrupt: see UniquesStored
 		}
 		return u.Estimate()
 	}

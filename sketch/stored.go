@@ -314,20 +314,6 @@ func DecodeStoredHLL(b []byte) (*hyperloglog.Sketch, error) {
 	return h, nil
 }
 
-// CheckStoredHLL checks, without decoding it into a sketch, that b is a
-// HyperLogLog DecodeStoredHLL accepts: it fails exactly where
-// DecodeStoredHLL fails. A reader that hands stored HyperLogLogs over
-// still encoded (State.UniquesStored) checks them this way, so that a
-// corrupt one is refused where it is read, as a decoded one would be.
-func CheckStoredHLL(b []byte) error {
-	if len(b) > 0 && b[0] == StoredHLLV1 {
-		_, err := eachStoredRegister(b, nil, nil)
-		return err
-	}
-	_, err := DecodeStoredHLL(b)
-	return err
-}
-
 // eachStoredRegister walks a StoredHLLV1 encoding (b[0] is its version
 // byte): it calls start with the register count once the header is
 // read, then reg for every register in index order, and returns the

@@ -3,6 +3,7 @@ package sketch
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/axiomhq/hyperloglog"
 )
@@ -18,14 +19,14 @@ import (
 // Why this is exact: the library estimates only from a dense sketch
 // (State.UniquesEstimate merges into one), and a dense sketch holds for
 // each register the largest rho any merged sketch put there. Union keeps
-// exactly that, (index, rho) pairs, and hands them to a dense library
-// sketch, whose own estimator gives the answer.
+// exactly that, (index, rho) pairs, and estimates from those registers as
+// the library's dense sketch does (estimateRegisters).
 //
 // Memory follows what it holds, as a sparse sketch's does: registers from
 // stored sketches are a list (4 bytes each, at most 16 KiB) until it
-// holds denseUnionAfter distinct registers, then a dense library sketch
-// (16 KiB). The zero value is empty and ready. Union is not safe for
-// concurrent use.
+// holds denseUnionAfter distinct registers, then an array of every
+// register (16 KiB). The zero value is empty and ready. Union is not
+// safe for concurrent use.
 type Union struct {
 	// packed holds index<<8 | rho of registers read from stored sketches:
 	// appended unsorted, sorted with one entry per index (the largest rho)
@@ -35,9 +36,8 @@ type Union struct {
 	// lib holds the library sketches merged in (MergeSketch), merged as
 	// State.MergeUniques does, until dense exists.
 	lib *hyperloglog.Sketch
-	// dense replaces packed and lib once packed is large: a dense library
-	// sketch (hyperloglog.NewNoSparse) holding every register.
-	dense *hyperloglog.Sketch
+	// dense replaces packed and lib once packed is large: every register.
+	dense *registerArray
 	// any is whether anything, even an empty sketch, was merged: the
 	// estimate of nothing is 0 without asking the library.
 	any bool
@@ -60,7 +60,7 @@ func (u *Union) MergeSketch(h *hyperloglog.Sketch) error {
 	}
 	u.any = true
 	if u.dense != nil {
-		return u.dense.Merge(h)
+		return maxRegistersOf(u.dense, h)
 	}
 	if u.lib == nil {
 		u.lib = h.Clone()
@@ -90,9 +90,7 @@ func (u *Union) MergeStored(b []byte) error {
 	}
 	u.any = true
 	if u.dense != nil {
-		for _, v := range u.packed[before:] {
-			u.dense.InsertHash(craftHash(uint16(v>>8), uint8(v)))
-		}
+		maxPacked(u.dense, u.packed[before:])
 		u.packed = u.packed[:before]
 		return nil
 	}
@@ -121,9 +119,9 @@ func (u *Union) compact() {
 	u.packed, u.compacted = out, len(out)
 }
 
-// toDense moves packed and lib into a dense sketch.
+// toDense moves packed and lib into a register array.
 func (u *Union) toDense() error {
-	d := hyperloglog.NewNoSparse()
+	d := new(registerArray)
 	if err := u.fill(d); err != nil {
 		return err
 	}
@@ -131,20 +129,39 @@ func (u *Union) toDense() error {
 	return nil
 }
 
-// fill merges everything u holds into the dense sketch d.
-func (u *Union) fill(d *hyperloglog.Sketch) error {
+// fill raises the registers of d to everything u holds.
+func (u *Union) fill(d *registerArray) error {
 	if u.dense != nil {
-		if err := d.Merge(u.dense); err != nil {
-			return err
+		for i, rho := range u.dense {
+			d[i] = max(d[i], rho)
 		}
 	}
 	if u.lib != nil {
-		if err := d.Merge(u.lib); err != nil {
-			return fmt.Errorf("merge uniques: %w", err)
+		if err := maxRegistersOf(d, u.lib); err != nil {
+			return err
 		}
 	}
-	for _, v := range u.packed {
-		d.InsertHash(craftHash(uint16(v>>8), uint8(v)))
+	maxPacked(d, u.packed)
+	return nil
+}
+
+// maxPacked raises the registers of d to the index<<8 | rho entries of packed.
+func maxPacked(d *registerArray, packed []uint32) {
+	for _, v := range packed {
+		i := uint16(v >> 8)
+		d[i] = max(d[i], uint8(v))
+	}
+}
+
+// maxRegistersOf raises the registers of d to those of the library sketch h.
+func maxRegistersOf(d *registerArray, h *hyperloglog.Sketch) error {
+	regs, put, err := registersOf(h)
+	if err != nil {
+		return fmt.Errorf("merge uniques: %w", err)
+	}
+	defer put()
+	for i, rho := range regs {
+		d[i] = max(d[i], rho)
 	}
 	return nil
 }
@@ -157,13 +174,16 @@ func (u *Union) Estimate() uint64 {
 		return 0
 	}
 	if u.dense != nil && u.lib == nil && len(u.packed) == 0 {
-		return u.dense.Estimate() // dense: the library's Estimate does not change it
+		return estimateRegisters(u.dense)
 	}
-	d := densePool.Get().(*hyperloglog.Sketch)
-	defer densePool.Put(d)
-	d.Reset()
+	d := registerPool.Get().(*registerArray)
+	defer registerPool.Put(d)
+	*d = registerArray{}
 	if err := u.fill(d); err != nil {
 		return 0 // precision mismatch: as estimate, which DecodeHLL makes impossible
 	}
-	return d.Estimate()
+	return estimateRegisters(d)
 }
+
+// registerPool recycles the register arrays estimates are taken from.
+var registerPool = sync.Pool{New: func() any { return new(registerArray) }}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 
@@ -59,9 +60,9 @@ func randomUnionPoint(t testing.TB, rng *rand.Rand) unionPoint {
 	}
 }
 
-// oldUniques is the fold before Union: decode each point into a library
-// sketch, merge it with State.MergeUniques, estimate with
-// State.UniquesEstimate.
+// oldUniques is the fold before Union, estimated by the library alone:
+// decode each point into a library sketch, merge it with
+// State.MergeUniques, and estimate from a dense library sketch.
 func oldUniques(t testing.TB, pts []unionPoint) uint64 {
 	t.Helper()
 	var st State
@@ -77,15 +78,82 @@ func oldUniques(t testing.TB, pts []unionPoint) uint64 {
 			t.Fatal(err)
 		}
 	}
-	return st.UniquesEstimate()
+	if st.Uniques == nil {
+		return 0
+	}
+	return libraryEstimate(t, st.Uniques)
+}
+
+// libraryEstimate is axiomhq/hyperloglog's own estimate of h's registers:
+// h merged into a dense library sketch.
+func libraryEstimate(t testing.TB, h *hyperloglog.Sketch) uint64 {
+	t.Helper()
+	d := hyperloglog.NewNoSparse()
+	if err := d.Merge(h); err != nil {
+		t.Fatal(err)
+	}
+	return d.Estimate()
+}
+
+// TestEstimateRegistersEqualsLibrary: on registers of every fill, from
+// none to all, with rhos drawn as hashing draws them and with rhos up to
+// the largest (past exactSumMaxRho, where the sum is taken register by
+// register), estimateRegisters equals the library's dense estimate bit
+// for bit, and so do State.UniquesEstimate and a Union's.
+func TestEstimateRegistersEqualsLibrary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	fills := []int{0, 1, 2, 10, 100, 1000, 5000, 12_000, 16_000, 30_000, 100_000, 1_000_000, 10_000_000}
+	var highRho int
+	for trial := range 120 {
+		h := hyperloglog.NewNoSparse()
+		var regs registerArray
+		n := fills[trial%len(fills)]
+		set := func(idx uint16, rho uint8) {
+			h.InsertHash(craftHash(idx, rho))
+			regs[idx] = max(regs[idx], rho)
+		}
+		if n > 100_000 { // as many visitors: fill registers as hashing would
+			for i := range numRegisters {
+				set(uint16(i), 1+uint8(min(maxRho-1, bits.LeadingZeros64(rng.Uint64()|1)+rng.IntN(1+n/200_000))))
+			}
+		} else {
+			for range n {
+				set(RegisterOf(mix(rng.Uint64()) | 1))
+			}
+		}
+		if trial%3 == 0 && n > 0 { // a few registers past where the histogram sum is exact
+			for range 1 + rng.IntN(4) {
+				set(uint16(rng.IntN(numRegisters)), uint8(exactSumMaxRho+1+rng.IntN(maxRho-exactSumMaxRho)))
+			}
+			highRho++
+		}
+		want := h.Estimate()
+		if got := estimateRegisters(&regs); got != want {
+			t.Fatalf("trial %d (%d visitors): estimateRegisters %d, library %d", trial, n, got, want)
+		}
+		if got := (&State{Uniques: h}).UniquesEstimate(); got != want {
+			t.Fatalf("trial %d: State.UniquesEstimate %d, library %d", trial, got, want)
+		}
+		var u Union
+		b, err := AppendStoredHLL(nil, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := u.MergeStored(b); err != nil {
+			t.Fatal(err)
+		}
+		if got := u.Estimate(); n > 0 && got != want {
+			t.Fatalf("trial %d: Union %d, library %d", trial, got, want)
+		}
+	}
+	if highRho == 0 {
+		t.Fatal("no registers past exactSumMaxRho: the fallback sum went untested")
+	}
 }
 
 func mergeUnion(t testing.TB, u *Union, p unionPoint) {
 	t.Helper()
 	if p.stored != nil {
-		if err := CheckStoredHLL(p.stored); err != nil {
-			t.Fatal(err)
-		}
 		if err := u.MergeStored(p.stored); err != nil {
 			t.Fatal(err)
 		}
@@ -184,10 +252,11 @@ func TestUnionEmpty(t *testing.T) {
 	}
 }
 
-// TestCheckStoredHLLAgreesWithDecode: on valid encodings and on random
-// corruptions of them, CheckStoredHLL fails exactly where DecodeStoredHLL
-// does, and a Union refusing an input is left unchanged.
-func TestCheckStoredHLLAgreesWithDecode(t *testing.T) {
+// TestMergeStoredRefusesWhatDecodeRefuses: on valid encodings and on
+// random corruptions of them, Union.MergeStored fails exactly where
+// DecodeStoredHLL does (a reader hands stored bytes over unchecked), and
+// a Union refusing an input is left unchanged.
+func TestMergeStoredRefusesWhatDecodeRefuses(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	var u Union
 	base := NewHLL()
@@ -215,18 +284,19 @@ func TestCheckStoredHLLAgreesWithDecode(t *testing.T) {
 			b = append(b, byte(rng.IntN(256)))
 		}
 		_, derr := DecodeStoredHLL(b)
-		cerr := CheckStoredHLL(b)
-		if (derr == nil) != (cerr == nil) {
-			t.Fatalf("case %d (%x…): decode says %v, check says %v", i, b[:min(len(b), 8)], derr, cerr)
+		before := fmt.Sprint(len(u.packed), u.compacted)
+		var scratch Union
+		merr := scratch.MergeStored(b)
+		if (derr == nil) != (merr == nil) {
+			t.Fatalf("case %d (%x…): decode says %v, merge says %v", i, b[:min(len(b), 8)], derr, merr)
 		}
-		if cerr != nil {
-			if !errors.Is(cerr, ErrCorrupt) && !errors.Is(cerr, ErrUnknownEncoding) {
-				t.Fatalf("case %d: %v is neither corrupt nor unknown", i, cerr)
+		if merr != nil {
+			if !errors.Is(merr, ErrCorrupt) && !errors.Is(merr, ErrUnknownEncoding) {
+				t.Fatalf("case %d: %v is neither corrupt nor unknown", i, merr)
 			}
 			refused++
-			before := fmt.Sprint(len(u.packed), u.compacted)
 			if err := u.MergeStored(b); err == nil {
-				t.Fatalf("case %d: the union took what the check refused", i)
+				t.Fatalf("case %d: the union took what it refused a moment ago", i)
 			}
 			if after := fmt.Sprint(len(u.packed), u.compacted); after != before || u.Estimate() != want {
 				t.Fatalf("case %d: a refused input changed the union", i)
@@ -331,9 +401,10 @@ func foldYear(b *testing.B) [][][]byte {
 // process so that their ratio means something:
 //
 //   - old: DecodeStoredHLL per point (what the reader did), merged with
-//     State.MergeUniques, one State.UniquesEstimate per day;
-//   - union: CheckStoredHLL per point (what the reader does now), merged
-//     with Union.MergeStored, one Union.Estimate per day.
+//     State.MergeUniques, one estimate per day by the library's dense
+//     sketch;
+//   - union: Union.MergeStored per point (the reader hands the bytes
+//     over unchecked), one Union.Estimate per day.
 //
 // Reproduce with
 //
@@ -354,7 +425,7 @@ func BenchmarkFoldYear(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				sink += st.UniquesEstimate()
+				sink += libraryEstimate(b, st.Uniques)
 			}
 		}
 	})
@@ -363,9 +434,6 @@ func BenchmarkFoldYear(b *testing.B) {
 			for _, pts := range days {
 				var u Union
 				for _, p := range pts {
-					if err := CheckStoredHLL(p); err != nil {
-						b.Fatal(err)
-					}
 					if err := u.MergeStored(p); err != nil {
 						b.Fatal(err)
 					}
@@ -450,4 +518,33 @@ func TestBitReaderMatchesBitByBit(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkEstimateRegisters: one estimate of a dense sketch of 20,000
+// visitors, by the library and by estimateRegisters, in one process.
+// Reproduce with
+//
+//	go test -run='^$' -bench=BenchmarkEstimateRegisters ./sketch/
+func BenchmarkEstimateRegisters(b *testing.B) {
+	h := hyperloglog.NewNoSparse()
+	var regs registerArray
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range 20_000 {
+		x := mix(rng.Uint64()) | 1
+		h.InsertHash(x)
+		i, rho := RegisterOf(x)
+		regs[i] = max(regs[i], rho)
+	}
+	var sink uint64
+	b.Run("library", func(b *testing.B) {
+		for range b.N {
+			sink += h.Estimate()
+		}
+	})
+	b.Run("registers", func(b *testing.B) {
+		for range b.N {
+			sink += estimateRegisters(&regs)
+		}
+	})
+	_ = sink
 }

@@ -59,9 +59,11 @@ type MinuteQuery struct {
 	// come back with counters and sums only, at a fraction of the bytes.
 	CountersOnly bool
 	// StoredUniques hands each point's HyperLogLog over still in its
-	// stored encoding (sketch.State.UniquesStored, checked, Uniques nil),
-	// for a caller that folds uniques into a sketch.Union: decoding each
-	// into a library sketch is most of the cost of a long series.
+	// stored encoding (sketch.State.UniquesStored, Uniques nil), for a
+	// caller that folds uniques into a sketch.Union: decoding each into a
+	// library sketch is most of the cost of a long series. The bytes are
+	// not checked here, as checking is decoding: the Union refuses a
+	// corrupt one where it folds it (kpi.Accumulator.Add names the point).
 	StoredUniques bool
 	// NoQuantiles leaves the value sketches out (nil Values), for a
 	// caller that never reads them: fewer bytes to send and decode.
@@ -636,7 +638,7 @@ func (q MinuteQuery) campaignsString() string {
 // minuteFromValues decodes one tally row: a pivoted Flux record or an
 // InfluxQL row, both as the minute and the values by column (tags and
 // fields; other columns are ignored). With storedUniques, its HyperLogLog
-// is checked and left encoded (MinuteQuery.StoredUniques).
+// is left encoded and unchecked (MinuteQuery.StoredUniques).
 func minuteFromValues(minute int64, vals map[string]any, storedUniques bool) (sketch.Minute, error) {
 	p := sketch.Minute{Series: seriesFromValues(vals), Minute: minute}
 	var (
@@ -687,9 +689,7 @@ func minuteFromValues(minute int64, vals map[string]any, storedUniques bool) (sk
 	switch {
 	case err != nil || len(hll) == 0:
 	case storedUniques:
-		if err = sketch.CheckStoredHLL(hll); err == nil {
-			st.UniquesStored = hll
-		}
+		st.UniquesStored = hll
 	default:
 		st.Uniques, err = sketch.DecodeStoredHLL(hll)
 	}

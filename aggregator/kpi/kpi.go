@@ -83,7 +83,7 @@ func (a *Accumulator) Add(p sketch.Minute) error {
 		}
 		if len(st.UniquesStored) > 0 {
 			if err := a.uniques.MergeStored(st.UniquesStored); err != nil {
-				return fmt.Errorf("merge uniques of %v: %w", p.Series, err)
+				return fmt.Errorf("merge uniques of %v at minute %d: %w", p.Series, p.Minute, err)
 			}
 		}
 	}

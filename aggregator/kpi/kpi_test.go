@@ -1,8 +1,10 @@
 package kpi
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/tally-edge/tally/sketch"
@@ -119,5 +121,34 @@ func TestAccumulatorStoredUniques(t *testing.T) {
 		if ks != kd || ks.Uniques != ref.UniquesEstimate() {
 			t.Fatalf("trial %d: stored %+v\ndecoded %+v\nreference uniques %d", trial, ks, kd, ref.UniquesEstimate())
 		}
+	}
+}
+
+// TestAccumulatorRefusesCorruptStoredUniques: a reader hands stored
+// uniques over unchecked, so the fold is where a corrupt one is refused,
+// with an error naming the point, and the accumulator keeps what it had.
+func TestAccumulatorRefusesCorruptStoredUniques(t *testing.T) {
+	good := point("pageview", 3, 0, 0)
+	for v := range uint64(50) {
+		good.State.AddVisitor(mix(v))
+	}
+	b, err := sketch.AppendStoredHLL(nil, good.State.Uniques)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a Accumulator
+	if err := a.Add(good); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := a.Result()
+	bad := point("pageview", 5, 0, 0)
+	bad.Minute = 1_700_000_040
+	bad.State.UniquesStored = b[:len(b)/2] // cut short
+	err = a.Add(bad)
+	if !errors.Is(err, sketch.ErrCorrupt) || !strings.Contains(err.Error(), "minute 1700000040") {
+		t.Fatalf("corrupt stored uniques: %v, want ErrCorrupt naming minute 1700000040", err)
+	}
+	if after, _ := a.Result(); after.Uniques != before.Uniques {
+		t.Fatalf("uniques %d after a refused point, %d before", after.Uniques, before.Uniques)
 	}
 }
