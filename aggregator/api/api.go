@@ -37,10 +37,16 @@ import (
 	"github.com/tally-edge/tally/aggregator/live"
 )
 
+// DefaultMaxWindow is the longest window of one query unless configured:
+// a year, leap day included. Rollups answer whole days and hours from
+// daily and hourly points, so a year-long question of one campaign
+// reads 365 points per series, not half a million minutes.
+const DefaultMaxWindow = 366 * 24 * time.Hour
+
 // Config tunes the API and names the parts it serves.
 type Config struct {
-	// MaxWindow is the longest window one query may ask for. Default 31
-	// days.
+	// MaxWindow is the longest window one query may ask for. Default
+	// DefaultMaxWindow.
 	MaxWindow time.Duration
 	// QueryTimeout bounds one storage query. Default 30s.
 	QueryTimeout time.Duration
@@ -142,7 +148,7 @@ var ClusterRoute = Route{Method: http.MethodGet, Path: "/api/v1/cluster", Name: 
 // dashboard served at /.
 func New(cfg Config, source Source, ready func() error, reg prometheus.Registerer, gatherer prometheus.Gatherer, assets fs.FS, logger *slog.Logger) *Server {
 	if cfg.MaxWindow <= 0 {
-		cfg.MaxWindow = 31 * 24 * time.Hour
+		cfg.MaxWindow = DefaultMaxWindow
 	}
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = 30 * time.Second

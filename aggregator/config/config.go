@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tally-edge/tally/aggregator/alerting"
+	"github.com/tally-edge/tally/aggregator/api"
 	"github.com/tally-edge/tally/aggregator/archive"
 	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/cluster"
@@ -116,7 +117,7 @@ type QUIC struct {
 type HTTP struct {
 	// Listen is the HTTP address. Default 127.0.0.1:8080.
 	Listen string `yaml:"listen"`
-	// MaxWindow is the longest query window. Default 744h (31 days).
+	// MaxWindow is the longest query window. Default 8784h (366 days).
 	MaxWindow time.Duration `yaml:"max_window"`
 	// TLSCert and TLSKey (PEM files, both or neither) serve HTTPS.
 	TLSCert string `yaml:"tls_cert"`
@@ -319,7 +320,7 @@ func DefaultConfig() Config {
 		QUIC: QUIC{Listen: "127.0.0.1:7400", RequireAgentCN: &yes, MaxFrameBytes: 16 << 20, MaxConns: 10000, MaxConnsPerPeer: 8,
 			MaxStreamsPerPeer: 256, MaxDecodeBytesPerPeer: 64 << 20, MaxDecodeBytes: 512 << 20},
 		Cluster: Cluster{Profile: "lan", DeadNodeReclaim: 10 * time.Second, JoinTimeout: 10 * time.Second, HandoffSettle: 2 * time.Second},
-		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxWindow: 31 * 24 * time.Hour, QueryTimeout: 30 * time.Second, MaxPoints: 100800,
+		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxWindow: api.DefaultMaxWindow, QueryTimeout: 30 * time.Second, MaxPoints: 100800,
 			AuditMaxBytes: auth.DefaultAuditMaxBytes, AuditMaxFiles: auth.DefaultAuditMaxFiles, AuditRefusedPerSecond: auth.DefaultAuditRefusedPerSecond,
 			MaxConcurrentQueries: 16, MaxQueriesPerSubject: 8, QueryWait: 5 * time.Second, WriteTimeout: 30 * time.Second,
 			Stream:  Stream{Heartbeat: 15 * time.Second, Buffer: 10000, WriteTimeout: 10 * time.Second, MaxStreams: 1000, MaxPerSubject: 16},

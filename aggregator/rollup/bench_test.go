@@ -2,8 +2,12 @@ package rollup
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tally-edge/tally/aggregator/api"
+	"github.com/tally-edge/tally/aggregator/auth"
 	"github.com/tally-edge/tally/aggregator/influx"
 	"github.com/tally-edge/tally/internal/influxtest"
 	"github.com/tally-edge/tally/sketch"
@@ -132,6 +137,38 @@ func BenchmarkSeriesLatency(b *testing.B) {
 		b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99_ms")
 		b.ReportMetric(0, "ns/op")
 	})
+	// The whole API route for the 365-day question: the request through
+	// the handler (token, parameters, rate limits, audit off) to the JSON
+	// answer, over the same rollups.
+	b.Run("days=365/rollups-api", func(b *testing.B) {
+		h := seriesAPI(b, rollups, end)
+		u := fmt.Sprintf("/api/v1/series?campaign=a&metric=clicks,pageviews,conversions,uniques,revenue&step=1d&from=%s&to=%s",
+			end.Add(-365*24*time.Hour).Format(time.RFC3339), end.Format(time.RFC3339))
+		var took []time.Duration
+		for range b.N {
+			for range 20 {
+				r := httptest.NewRequest(http.MethodGet, u, nil)
+				r.Header.Set("Authorization", "Bearer "+benchToken)
+				w := httptest.NewRecorder()
+				t0 := time.Now()
+				h.ServeHTTP(w, r)
+				took = append(took, time.Since(t0))
+				var ans struct {
+					Series []struct {
+						Points []json.RawMessage `json:"points"`
+					} `json:"series"`
+				}
+				if err := json.Unmarshal(w.Body.Bytes(), &ans); w.Code != http.StatusOK || err != nil ||
+					len(ans.Series) != 1 || len(ans.Series[0].Points) != 365 {
+					b.Fatalf("status %d (%v): %.300s", w.Code, err, w.Body)
+				}
+			}
+		}
+		slices.Sort(took)
+		b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50_ms")
+		b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99_ms")
+		b.ReportMetric(0, "ns/op")
+	})
 	for _, days := range []int{1, 30, 365} {
 		for _, src := range []struct {
 			name string
@@ -161,4 +198,19 @@ func BenchmarkSeriesLatency(b *testing.B) {
 			})
 		}
 	}
+}
+
+const benchToken = "bench-admin-token-0123456789"
+
+// seriesAPI is the REST API over src with one admin token and the
+// default limits (http.max_window a year), its clock at now.
+func seriesAPI(b *testing.B, src api.Source, now time.Time) http.Handler {
+	b.Helper()
+	a, err := auth.New(auth.Config{Tokens: []auth.StaticToken{{Token: benchToken, Subject: "bench", Role: auth.Admin}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	return api.New(api.Config{Auth: a, Now: func() time.Time { return now }, MaxQueriesPerSubject: 64},
+		src, func() error { return nil }, reg, reg, nil, slog.New(slog.DiscardHandler))
 }

@@ -40,7 +40,7 @@ export const RANGES = {
 export const RANGE_KEYS = [...Object.keys(RANGES), "custom"];
 
 /** MAX_CUSTOM_MS is the longest custom range (the API's default http.max_window). */
-export const MAX_CUSTOM_MS = 31 * DAY;
+export const MAX_CUSTOM_MS = 366 * DAY;
 
 /** MAX_VALUE_LEN bounds a campaign name or filter value taken from a link. */
 export const MAX_VALUE_LEN = 200;
@@ -247,6 +247,6 @@ export function customRange(fromLocal, toLocal) {
   const to = Date.parse(toLocal);
   if (Number.isNaN(from) || Number.isNaN(to)) return { error: "Enter a start and an end." };
   if (to - from < MIN) return { error: "The end must be at least a minute after the start." };
-  if (to - from > MAX_CUSTOM_MS) return { error: "A range can be at most 31 days long." };
+  if (to - from > MAX_CUSTOM_MS) return { error: "A range can be at most 366 days long." };
   return { from: isoMinute(from), to: isoMinute(to) };
 }
