@@ -44,8 +44,8 @@ test("an alert links to its campaign an hour either side, as a view the address 
   assert.equal(view.campaign, "spring");
   assert.equal(view.from, v.from);
   assert.equal(new URLSearchParams(href).get("alert"), id(1));
-  // A long episode still makes a range the address accepts (31 days at most).
-  const long = alertView(alert(1, { end: "2027-03-01T00:00:00Z", state: "resolved" }), now);
+  // A long episode still makes a range the address accepts (366 days at most).
+  const long = alertView(alert(1, { end: "2028-03-01T00:00:00Z", state: "resolved" }), now);
   assert.equal(parseView("?" + new URLSearchParams(long)).view.range, "custom");
 });
 
