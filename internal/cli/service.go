@@ -24,6 +24,7 @@ type Service struct {
 	logger   *slog.Logger
 	stop     chan struct{}
 	once     sync.Once
+	stopping sync.Once // STOPPING=1 is sent once, by whichever comes first
 	wg       sync.WaitGroup
 
 	// Set by Main: what ReloadSource needs.
@@ -62,10 +63,17 @@ func (s *Service) Ready(ctx context.Context, status string, health func(context.
 	go func() {
 		select {
 		case <-ctx.Done():
-			_ = s.notifier.Send(sdnotify.Stopping, sdnotify.Status("shutting down"))
+			s.notifyStopping()
 		case <-s.stop:
 		}
 	}()
+}
+
+// notifyStopping tells systemd a shutdown began, once: when the serving
+// context ends, or at the latest when the process is about to exit (a
+// shutdown can finish before the goroutine watching the context runs).
+func (s *Service) notifyStopping() {
+	s.stopping.Do(func() { _ = s.notifier.Send(sdnotify.Stopping, sdnotify.Status("shutting down")) })
 }
 
 // ReloadSource returns the reloads of the daemon svc runs: one per SIGHUP,
@@ -97,8 +105,10 @@ func (s *Service) reloading(on bool) {
 	}
 }
 
-// close stops the watchdog; the process is about to exit.
+// close tells systemd the daemon is stopping (if nothing did yet) and
+// stops the watchdog; the process is about to exit.
 func (s *Service) close() {
+	s.notifyStopping()
 	s.once.Do(func() { close(s.stop) })
 	s.wg.Wait()
 }

@@ -2,12 +2,16 @@ package cli
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestHealthzCheck(t *testing.T) {
@@ -45,4 +49,40 @@ func TestServiceOutsideSystemd(t *testing.T) {
 	s.close() // twice is fine
 	var nilSvc *Service
 	nilSvc.Ready(context.Background(), "x", nil)
+}
+
+// TestStoppingSentOnFastShutdown: a daemon whose shutdown ends as soon as
+// its serving context does still tells systemd STOPPING=1, exactly once,
+// whichever of the context watcher and close runs first.
+func TestStoppingSentOnFastShutdown(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "")
+	for i := range 40 {
+		s := newService(slog.New(slog.DiscardHandler))
+		ctx, cancel := context.WithCancel(context.Background())
+		s.Ready(ctx, "serving", nil)
+		cancel()
+		s.close()
+		var got []string
+		buf := make([]byte, 4096)
+		for {
+			if err := conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			n, err := conn.Read(buf)
+			if err != nil {
+				break
+			}
+			got = append(got, strings.Split(string(buf[:n]), "\n")[0])
+		}
+		if want := []string{"READY=1", "STOPPING=1"}; !slices.Equal(got, want) {
+			t.Fatalf("round %d: notifications %q, want %q", i, got, want)
+		}
+	}
 }
