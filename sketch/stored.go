@@ -228,6 +228,25 @@ func AppendStoredHLL(b []byte, h *hyperloglog.Sketch) ([]byte, error) {
 		return b, err
 	}
 	defer put()
+	return appendStoredRegisters(b, regs), nil
+}
+
+// AppendStoredHLLEstimate is AppendStoredHLL that also returns h's
+// estimate (State.UniquesEstimate of a State holding h), reading h's
+// registers once for both: what a writer storing a point with its
+// uniques estimate needs.
+func AppendStoredHLLEstimate(b []byte, h *hyperloglog.Sketch) ([]byte, uint64, error) {
+	regs, put, err := registersOf(h)
+	if err != nil {
+		return b, 0, err
+	}
+	defer put()
+	return appendStoredRegisters(b, regs), estimateRegisters((*registerArray)(regs)), nil
+}
+
+// appendStoredRegisters appends the StoredHLLV1 encoding of regs, every
+// register of a sketch.
+func appendStoredRegisters(b []byte, regs []uint8) []byte {
 	n := 0
 	base := uint8(maxRho)
 	for _, r := range regs {
@@ -239,7 +258,7 @@ func AppendStoredHLL(b []byte, h *hyperloglog.Sketch) ([]byte, error) {
 	b = append(b, StoredHLLV1)
 	b = binary.AppendUvarint(b, uint64(n))
 	if n == 0 {
-		return b, nil
+		return b
 	}
 	gaps := make([]uint16, 0, n)
 	rhos := make([]uint16, 0, n)
@@ -258,7 +277,7 @@ func AppendStoredHLL(b []byte, h *hyperloglog.Sketch) ([]byte, error) {
 		w.rice(gaps[i], kg)
 		w.rice(rhos[i], kr)
 	}
-	return w.flush(), nil
+	return w.flush()
 }
 
 // denseDecodeAfter is the register count from which DecodeStoredHLL

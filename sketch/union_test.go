@@ -139,6 +139,9 @@ func TestEstimateRegistersEqualsLibrary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if b2, est, err := AppendStoredHLLEstimate(nil, h); err != nil || !bytes.Equal(b2, b) || est != want {
+			t.Fatalf("trial %d: AppendStoredHLLEstimate gives estimate %d (%v) and other bytes: %v; want %d", trial, est, err, !bytes.Equal(b2, b), want)
+		}
 		if err := u.MergeStored(b); err != nil {
 			t.Fatal(err)
 		}

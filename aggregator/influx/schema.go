@@ -320,7 +320,18 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 	if err != nil {
 		return b[:start], err
 	}
-	uniques, err := toInt(st.UniquesEstimate(), "uniques")
+	// The stored HyperLogLog and its estimate, from one read of the registers.
+	var hll []byte
+	estimate := uint64(0)
+	if st.Uniques != nil {
+		var err error
+		if hll, estimate, err = sketch.AppendStoredHLLEstimate(nil, st.Uniques); err != nil {
+			return b[:start], fmt.Errorf("encode %s minute %d: %w", p.Series, p.Minute, err)
+		}
+	} else {
+		estimate = st.UniquesEstimate()
+	}
+	uniques, err := toInt(estimate, "uniques")
 	if err != nil {
 		return b[:start], err
 	}
@@ -351,13 +362,7 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 		f.float(FieldValueP90, st.Quantile(0.9))
 		f.float(FieldValueP99, st.Quantile(0.99))
 	}
-	var hll, quantiles []byte
-	if st.Uniques != nil {
-		var err error
-		if hll, err = sketch.AppendStoredHLL(nil, st.Uniques); err != nil {
-			return b[:start], fmt.Errorf("encode %s minute %d: %w", p.Series, p.Minute, err)
-		}
-	}
+	var quantiles []byte
 	if st.Values != nil && !st.Values.IsEmpty() {
 		quantiles = sketch.AppendStoredQuantiles(nil, st.Values)
 	}
