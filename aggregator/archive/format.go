@@ -26,10 +26,16 @@ import (
 //	   sketches give equal bytes; quantiles is the DDSketch encoding
 //	   without its index mapping at 1 % relative accuracy
 //	   (sketch.DecodeQuantiles). Both are what sketch.State.Encode gives.
+//	2: the compact encodings InfluxDB stores since the first release:
+//	   hll is sketch.AppendStoredHLL's (version byte 0x10, the non-zero
+//	   registers Rice-coded; canonical), quantiles is
+//	   sketch.AppendStoredQuantiles' (version byte 0x20, then encoding 1's
+//	   bytes). Read with sketch.DecodeStoredHLL and
+//	   sketch.DecodeStoredQuantiles.
 //
-// A new encoding at rest (a compact register form, say) adds a version
-// here and a case in decodeSketches; files already written keep theirs.
-const SketchEncoding = 1
+// A new encoding adds a version here and a case in decodeSketches; files
+// already written keep theirs.
+const SketchEncoding = 2
 
 // Row is one merged series-minute in a Parquet part: the file's schema.
 // Column names, types and order are the archive format; change them only
@@ -181,6 +187,20 @@ func (r *Row) series() sketch.Series {
 // encodeSketches returns the sketch bytes of st in SketchEncoding.
 func encodeSketches(st *sketch.State) (hll, quantiles []byte, err error) {
 	if st.Uniques != nil {
+		if hll, err = sketch.AppendStoredHLL(nil, st.Uniques); err != nil {
+			return nil, nil, fmt.Errorf("encode hll: %w", err)
+		}
+	}
+	if st.Values != nil && !st.Values.IsEmpty() {
+		quantiles = sketch.AppendStoredQuantiles(nil, st.Values)
+	}
+	return hll, quantiles, nil
+}
+
+// encodeSketchesV1 returns the sketch bytes of st in sketch encoding 1,
+// for the tests that keep files of that encoding readable.
+func encodeSketchesV1(st *sketch.State) (hll, quantiles []byte, err error) {
+	if st.Uniques != nil {
 		if hll, err = st.Uniques.MarshalBinary(); err != nil {
 			return nil, nil, fmt.Errorf("encode hll: %w", err)
 		}
@@ -213,6 +233,27 @@ func decodeSketches(version int32, hll, quantiles []byte, st *sketch.State) erro
 			return err
 		}
 		st.Uniques, st.Values = d.Uniques, d.Values
+		return nil
+	case 2:
+		// Only the compact encodings, although the decoders also read
+		// the first release's: a row says what its bytes are.
+		if len(hll) > 0 && hll[0] != sketch.StoredHLLV1 {
+			return fmt.Errorf("hll version byte %#x in sketch encoding 2", hll[0])
+		}
+		if len(quantiles) > 0 && quantiles[0] != sketch.StoredQuantilesV1 {
+			return fmt.Errorf("quantiles version byte %#x in sketch encoding 2", quantiles[0])
+		}
+		var err error
+		if len(hll) > 0 {
+			if st.Uniques, err = sketch.DecodeStoredHLL(hll); err != nil {
+				return err
+			}
+		}
+		if len(quantiles) > 0 {
+			if st.Values, err = sketch.DecodeStoredQuantiles(quantiles); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	return fmt.Errorf("sketch encoding %d is unknown to this build (it reads 1 to %d)", version, SketchEncoding)
