@@ -348,13 +348,31 @@ func TestEmptyDayIsDone(t *testing.T) {
 
 func TestHostileRowsAreRefused(t *testing.T) {
 	good := Row{Minute: day1.UnixMilli(), Campaign: "a", Events: 2, SketchEncoding: SketchEncoding}
+	st := &sketch.State{Count: 2}
+	for v := range uint64(40) {
+		st.AddVisitor(0x9E3779B97F4A7C15 * (v + 1))
+	}
+	st.AddValue(1_000_000)
+	hll2, q2, err := encodeSketches(st)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, mut := range map[string]func(*Row){
-		"not a minute":            func(r *Row) { r.Minute += 1500 },
-		"negative events":         func(r *Row) { r.Events = -1 },
-		"bots do not add up":      func(r *Row) { r.Bots = 3; r.BotsByReason = []BotCount{{"x", 2}} },
-		"zero votes":              func(r *Row) { r.Votes = []VoteCount{{"p", "a", 0}} },
-		"unknown sketch encoding": func(r *Row) { r.SketchEncoding = 99 },
-		"corrupt hll":             func(r *Row) { r.HLL = []byte{1, 14, 0, 1, 0xff} },
+		"encoding 1: corrupt hll":       func(r *Row) { r.SketchEncoding = 1; r.HLL = []byte{1, 14, 0, 1, 0xff} },
+		"encoding 1: corrupt quantiles": func(r *Row) { r.SketchEncoding = 1; r.Quantiles = []byte{0x03, 0xff, 0xff, 0xff, 0xff, 0xff} },
+		"encoding 2: hll cut short":     func(r *Row) { r.HLL = hll2[:len(hll2)/2] },
+		"encoding 2: hll with a byte too many": func(r *Row) {
+			r.HLL = append(append([]byte(nil), hll2...), 0)
+		},
+		"encoding 2: register count past the sketch": func(r *Row) { r.HLL = []byte{sketch.StoredHLLV1, 0xff, 0xff, 0x03} },
+		"encoding 2: quantiles cut short":            func(r *Row) { r.Quantiles = q2[:len(q2)-1] },
+		"encoding 2: quantiles of encoding 1":        func(r *Row) { r.Quantiles = q2[1:] },
+		"not a minute":                               func(r *Row) { r.Minute += 1500 },
+		"negative events":                            func(r *Row) { r.Events = -1 },
+		"bots do not add up":                         func(r *Row) { r.Bots = 3; r.BotsByReason = []BotCount{{"x", 2}} },
+		"zero votes":                                 func(r *Row) { r.Votes = []VoteCount{{"p", "a", 0}} },
+		"unknown sketch encoding":                    func(r *Row) { r.SketchEncoding = 99 },
+		"corrupt hll":                                func(r *Row) { r.HLL = []byte{1, 14, 0, 1, 0xff} },
 		"hll of another precision": func(r *Row) {
 			r.HLL = []byte{1, 16, 0, 0}
 		},
@@ -368,5 +386,9 @@ func TestHostileRowsAreRefused(t *testing.T) {
 	}
 	if _, err := toMinute(good); err != nil {
 		t.Fatal(err)
+	}
+	good.HLL, good.Quantiles = hll2, q2
+	if m, err := toMinute(good); err != nil || m.State.UniquesEstimate() != st.UniquesEstimate() {
+		t.Fatalf("a good row of encoding 2: %v", err)
 	}
 }
