@@ -36,6 +36,11 @@ func gqlAlertsConfig(now time.Time) string {
 `, now.Add(48*time.Hour).UTC().Format(time.RFC3339))
 }
 
+// gqlAlertsNow is the minute the stored alerts are placed around, once
+// per process: a second run (-count=2) rewrites the same alerts instead of
+// adding others to the shared InfluxDB.
+var gqlAlertsNow = sync.OnceValue(func() time.Time { return time.Now().UTC().Truncate(time.Minute) })
+
 // storeGQLAlerts writes alert transitions into the deployment's InfluxDB
 // with the aggregator's own writer, as the engine stores them: alerts of
 // legit_a (vera's), legit_b, gql_a (one firing, one resolved) and gql_b
@@ -47,7 +52,7 @@ func storeGQLAlerts(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	now := time.Now().UTC().Truncate(time.Minute)
+	now := gqlAlertsNow()
 	ids := map[string][]string{}
 	var stored []influx.StoredAlert
 	add := func(a alert.Alert, delivered bool) {
