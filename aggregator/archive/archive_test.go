@@ -353,7 +353,7 @@ func TestHostileRowsAreRefused(t *testing.T) {
 		st.AddVisitor(0x9E3779B97F4A7C15 * (v + 1))
 	}
 	st.AddValue(1_000_000)
-	hll2, q2, err := encodeSketches(st)
+	hll2, q2, _, err := encodeSketches(st)
 	if err != nil {
 		t.Fatal(err)
 	}

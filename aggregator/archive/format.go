@@ -112,7 +112,7 @@ func toRow(m Minute) (Row, error) {
 		Campaign: m.Series.Campaign, Source: m.Series.Source, Medium: m.Series.Medium, Type: m.Series.Type,
 		Country: m.Series.Country, Device: m.Series.Device, Region: m.Series.Region,
 		Events: int64(st.Count), ValueMicros: st.ValueMicros, CostMicros: st.CostMicros,
-		Uniques: int64(st.UniquesEstimate()), SketchEncoding: SketchEncoding,
+		SketchEncoding: SketchEncoding,
 	}
 	for _, reason := range slices.Sorted(maps.Keys(st.Bots)) {
 		n := st.Bots[reason]
@@ -128,10 +128,11 @@ func toRow(m Minute) (Row, error) {
 			r.Votes = append(r.Votes, VoteCount{Poll: poll, Answer: answer, Votes: int64(n)})
 		}
 	}
-	var err error
-	if r.HLL, r.Quantiles, err = encodeSketches(st); err != nil {
+	hll, quantiles, uniques, err := encodeSketches(st)
+	if err != nil {
 		return Row{}, fmt.Errorf("%s minute %d: %w", m.Series, m.Minute, err)
 	}
+	r.HLL, r.Quantiles, r.Uniques = hll, quantiles, int64(uniques)
 	return r, nil
 }
 
@@ -184,17 +185,20 @@ func (r *Row) series() sketch.Series {
 		Country: r.Country, Device: r.Device, Region: r.Region}
 }
 
-// encodeSketches returns the sketch bytes of st in SketchEncoding.
-func encodeSketches(st *sketch.State) (hll, quantiles []byte, err error) {
+// encodeSketches returns the sketch bytes of st in SketchEncoding and
+// its uniques estimate, the HyperLogLog's registers read once for both.
+func encodeSketches(st *sketch.State) (hll, quantiles []byte, uniques uint64, err error) {
 	if st.Uniques != nil {
-		if hll, err = sketch.AppendStoredHLL(nil, st.Uniques); err != nil {
-			return nil, nil, fmt.Errorf("encode hll: %w", err)
+		if hll, uniques, err = sketch.AppendStoredHLLEstimate(nil, st.Uniques); err != nil {
+			return nil, nil, 0, fmt.Errorf("encode hll: %w", err)
 		}
+	} else {
+		uniques = st.UniquesEstimate()
 	}
 	if st.Values != nil && !st.Values.IsEmpty() {
 		quantiles = sketch.AppendStoredQuantiles(nil, st.Values)
 	}
-	return hll, quantiles, nil
+	return hll, quantiles, uniques, nil
 }
 
 // encodeSketchesV1 returns the sketch bytes of st in sketch encoding 1,
