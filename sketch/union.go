@@ -36,7 +36,8 @@ type Union struct {
 	// lib holds the library sketches merged in (MergeSketch), merged as
 	// State.MergeUniques does, until dense exists.
 	lib *hyperloglog.Sketch
-	// dense replaces packed and lib once packed is large: every register.
+	// dense replaces packed and lib once packed is large: every register;
+	// while it exists, packed and lib stay empty.
 	dense *registerArray
 	// any is whether anything, even an empty sketch, was merged: the
 	// estimate of nothing is 0 without asking the library.
@@ -129,13 +130,9 @@ func (u *Union) toDense() error {
 	return nil
 }
 
-// fill raises the registers of d to everything u holds.
+// fill raises the registers of d to what u holds before it is dense: lib
+// and packed (once dense exists, both are empty and dense holds all).
 func (u *Union) fill(d *registerArray) error {
-	if u.dense != nil {
-		for i, rho := range u.dense {
-			d[i] = max(d[i], rho)
-		}
-	}
 	if u.lib != nil {
 		if err := maxRegistersOf(d, u.lib); err != nil {
 			return err
@@ -173,7 +170,7 @@ func (u *Union) Estimate() uint64 {
 	if !u.any {
 		return 0
 	}
-	if u.dense != nil && u.lib == nil && len(u.packed) == 0 {
+	if u.dense != nil {
 		return estimateRegisters(u.dense)
 	}
 	d := registerPool.Get().(*registerArray)
