@@ -28,13 +28,16 @@ import (
 // uniques settings and for one cut per minute (a backfill, or a flush
 // interval of a minute) and four (the default 15 s flush, live).
 //
-// It also reports a floor: the fewest bytes any encoding can give the
-// HyperLogLog register sets of a minute-per-cut burst, whatever the
-// format. Visitor hashes are uniform, so given that k of the 2^14
-// registers are set, every k-subset is equally likely and naming the set
-// takes log2 C(2^14, k) bits; each register's rho is the largest of j
-// geometric draws, whose entropy is at least hMinRho bits for every j.
-// Counters, dimensions and framing come on top of it.
+// It also reports a floor for the HyperLogLog registers of a
+// minute-per-cut burst: the fewest bytes an encoding that codes each
+// series-minute's register set on its own (as every format so far does)
+// can spend on them. Visitor hashes are uniform, so given that k of the
+// 2^14 registers are set, every k-subset is equally likely and naming the
+// set takes log2 C(2^14, k) bits; each register's rho is the largest of j
+// geometric draws, whose entropy is at least minRhoEntropy bits for every
+// j. Counters, dimensions and framing come on top of it. A format coding
+// sets jointly (a visitor seen in several series or minutes named once)
+// could go below it.
 //
 //	go test -run='^$' -bench=BenchmarkBurstBytes -benchtime=1x ./agent/ship/
 func BenchmarkBurstBytes(b *testing.B) {
