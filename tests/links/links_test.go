@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,15 @@ import (
 
 // burstEvents is the size of the issue's burst.
 const burstEvents = 250_000
+
+// liveBurstEvents is the size of a live burst: burstEvents, or
+// TALLY_LINKS_EVENTS to load a link past what it carries.
+func liveBurstEvents() int {
+	if n, err := strconv.Atoi(os.Getenv("TALLY_LINKS_EVENTS")); err == nil && n > 0 {
+		return n
+	}
+	return burstEvents
+}
 
 // burstSpan is the event time it covers.
 const burstSpan = 4 * time.Minute
@@ -102,6 +112,8 @@ func testBurst(t *testing.T, spec linkSpec, within time.Duration) {
 	truth := loadgen.NewTruth()
 	var from, to time.Time
 	var gz int
+	var lag *liveLag
+	var backlog float64 // the oldest batch's age at its worst during a live burst, seconds
 	ctx := context.Background()
 	if !long {
 		from = burstWindow(burstSpan)
@@ -110,7 +122,8 @@ func testBurst(t *testing.T, spec linkSpec, within time.Duration) {
 		gz = gzipSize(loadgen.EncodeNDJSON(evs))
 		s.post(ctx, evs, truth)
 	} else {
-		from, to, gz = s.liveBurst(ctx, uint64(spec.rate), truth)
+		lag = watchLiveLag(t, s.aggHTTP)
+		from, to, gz, backlog = s.liveBurst(ctx, uint64(spec.rate), truth, lag)
 	}
 	end := time.Now()
 	t.Logf("burst of %d events over %v of event time (%s) ended; %d B gzipped; link %s", truth.Total(), burstSpan,
@@ -129,6 +142,16 @@ func testBurst(t *testing.T, spec linkSpec, within time.Duration) {
 	if took > within {
 		t.Errorf("exact %.1f s after the burst, bound %v", took.Seconds(), within)
 	}
+	if lag != nil {
+		lags, unseen := lag.summary()
+		t.Logf("RESULT %s live view: %d posts shown on the stream %v (p50), %v (p99), %v (max) after the agent accepted them; %d never shown; batch backlog up to %.1f s old meanwhile",
+			spec.name, len(lags), quantile(lags, 0.5).Round(time.Millisecond), quantile(lags, 0.99).Round(time.Millisecond),
+			quantile(lags, 1).Round(time.Millisecond), unseen, backlog)
+	}
+	m := s.metrics()
+	t.Logf("RESULT %s agent: %v flushes, %v of them waited for the link (%.0f s in all); %v contributions",
+		spec.name, harness.MetricSum(m, "tally_agent_flushes_total", `result="ok"`), harness.MetricSum(m, "tally_agent_flushes_delayed_total"),
+		harness.MetricSum(m, "tally_agent_flush_delay_seconds_total"), harness.MetricSum(m, "tally_agent_contributions_total"))
 	if up > 0.05*float64(gz) {
 		t.Errorf("%d B up the link, more than 5 %% of the %d B the events take gzipped", st.Up.Bytes, gz)
 	}
@@ -177,19 +200,21 @@ func TestThinLinkShort(t *testing.T) {
 	}
 }
 
-// liveBurst posts burstEvents stamped now, spread evenly over burstSpan
-// of real time, and returns the minutes they cover and their gzipped
-// size.
-func (s *stack) liveBurst(ctx context.Context, seed uint64, truth *loadgen.Truth) (from, to time.Time, gz int) {
+// liveBurst posts liveBurstEvents stamped now, spread evenly over burstSpan
+// of real time, and returns the minutes they cover, their gzipped size
+// and the worst age of the agent's batch backlog it saw. After each post
+// it tells lag the total accepted so far.
+func (s *stack) liveBurst(ctx context.Context, seed uint64, truth *loadgen.Truth, lag *liveLag) (from, to time.Time, gz int, backlog float64) {
 	gen := loadgen.New(loadgen.Config{Seed: seed})
 	start := time.Now()
 	from = start.UTC().Truncate(time.Minute)
 	var all []loadgen.Event
 	sent := 0
-	for sent < burstEvents {
+	n := liveBurstEvents()
+	for sent < n {
 		time.Sleep(time.Second)
-		due := int(float64(burstEvents) * time.Since(start).Seconds() / burstSpan.Seconds())
-		due = min(due, burstEvents)
+		due := int(float64(n) * time.Since(start).Seconds() / burstSpan.Seconds())
+		due = min(due, n)
 		if due <= sent {
 			continue
 		}
@@ -199,11 +224,17 @@ func (s *stack) liveBurst(ctx context.Context, seed uint64, truth *loadgen.Truth
 			evs[i] = gen.Event(now)
 		}
 		s.post(ctx, evs, truth)
+		var total uint64
+		for _, c := range byCampaign(truth, from, from.Add(time.Hour)) {
+			total += c.events()
+		}
+		lag.posted(total, time.Now())
 		all = append(all, evs...)
 		sent = due
+		backlog = max(backlog, harness.MetricSum(s.metrics(), "tally_agent_spool_backlog_age_seconds"))
 	}
 	to = time.Now().UTC().Truncate(time.Minute).Add(time.Minute)
-	return from, to, gzipSize(loadgen.EncodeNDJSON(all))
+	return from, to, gzipSize(loadgen.EncodeNDJSON(all)), backlog
 }
 
 // TestCutMidBurst (make links): half the burst, then the link is cut for
