@@ -96,6 +96,20 @@ type Config struct {
 	// Cardinality bounds distinct campaign, source and medium values per
 	// minute; beyond the limits values fold into "(other)".
 	Cardinality cardinality.Config
+	// Behind, when set, reports that the link is behind: batches of
+	// earlier flushes still wait to be sent. A flush that comes due
+	// meanwhile waits, looking again every second, until Behind turns
+	// false or it has waited MaxFlushDelay, and the events of the wait
+	// fold into the same open series-minutes: one version of each crosses
+	// the link instead of several, and it would have queued behind the
+	// others anyway. A flush that happens still cuts every change, so the
+	// exactness argument is that of a longer interval. It does not wait
+	// while the journal is half full or half of the rollup's open
+	// series-minutes are taken. Nil: flushes never wait.
+	Behind func() bool
+	// MaxFlushDelay bounds how long past its time a flush waits for
+	// Behind; 0: flushes never wait.
+	MaxFlushDelay time.Duration
 }
 
 // DefaultJournalMaxAge is Config.JournalMaxAge's default: events (salted
@@ -157,6 +171,8 @@ type pendingFlush struct {
 type metrics struct {
 	flushes       *prometheus.CounterVec
 	flushSeconds  prometheus.Histogram
+	delayed       prometheus.Counter
+	delaySeconds  prometheus.Counter
 	contributions prometheus.Counter
 	replayed      prometheus.Counter
 	busy          *prometheus.CounterVec
@@ -205,6 +221,10 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 			Help: "Flushes by result (ok, empty, retry)."}, []string{"result"}),
 		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_agent_flush_duration_seconds",
 			Help: "Time to cut, encode and commit one flush.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}),
+		delayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_flushes_delayed_total",
+			Help: "Flushes that waited past their time because the link was behind (earlier batches still waiting to be sent)."}),
+		delaySeconds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_flush_delay_seconds_total",
+			Help: "Time flushes waited past their time for the link, summed."}),
 		contributions: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_contributions_total",
 			Help: "Series-minute contributions committed to the spool."}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_journal_replayed_events_total",
@@ -214,7 +234,7 @@ func Open(cfg Config, sp *spool.Spool, reg prometheus.Registerer, logger *slog.L
 		forgotten: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_agent_source_positions_forgotten_total",
 			Help: "Read positions of files dropped: gone for sources.forget_positions, or beyond what one commit holds."}),
 	}
-	reg.MustRegister(c.m.flushes, c.m.flushSeconds, c.m.contributions, c.m.replayed, c.m.busy, c.m.forgotten)
+	reg.MustRegister(c.m.flushes, c.m.flushSeconds, c.m.delayed, c.m.delaySeconds, c.m.contributions, c.m.replayed, c.m.busy, c.m.forgotten)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_agent_open_series_minutes",
 		Help: "Series-minutes open in memory."}, func() float64 { return float64(c.Stats().Open) }))
 	for i, dim := range cardinality.Dimensions {
@@ -582,11 +602,18 @@ func (c *Collector) releaseJournal(covered seglog.Pos) {
 
 // Run flushes at every multiple of the flush interval until ctx is done,
 // then flushes once more so nothing accepted stays only in the journal.
+// While Config.Behind says the link is behind, a flush that comes due
+// waits for it (see Config.Behind).
 func (c *Collector) Run(ctx context.Context) error {
 	iv := c.cfg.FlushInterval
+	poll := min(iv, time.Second)
+	var due time.Time // when the flush now waiting came due; zero when none waits
 	for {
-		next := time.Now().Truncate(iv).Add(iv)
-		t := time.NewTimer(time.Until(next))
+		wait := time.Until(time.Now().Truncate(iv).Add(iv))
+		if !due.IsZero() {
+			wait = poll
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -595,11 +622,42 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-t.C:
+			now := time.Now()
+			if due.IsZero() {
+				due = now
+			}
+			waited := now.Sub(due)
+			if c.shouldWait(waited) {
+				continue
+			}
+			due = time.Time{}
+			if waited > 0 {
+				c.m.delayed.Inc()
+				c.m.delaySeconds.Add(waited.Seconds())
+			}
 			if err := c.Flush(); err != nil {
 				c.log.Warn("flush failed; will retry", "err", err)
 			}
 		}
 	}
+}
+
+// shouldWait reports whether a flush that has waited waited so far
+// should wait longer for the link (Config.Behind).
+func (c *Collector) shouldWait(waited time.Duration) bool {
+	if c.cfg.Behind == nil || waited >= c.cfg.MaxFlushDelay {
+		return false
+	}
+	if c.journal != nil && c.journal.Size()*2 >= c.cfg.JournalMaxBytes {
+		return false
+	}
+	c.mu.Lock()
+	open := c.rollup.Stats().Open
+	c.mu.Unlock()
+	if maxOpen := c.cfg.Rollup.MaxOpen; maxOpen > 0 && open*2 >= uint64(maxOpen) {
+		return false
+	}
+	return c.cfg.Behind()
 }
 
 // ResendOpen makes the next flush carry the complete state of every open

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -590,6 +591,117 @@ func TestRunFlushesOnIntervalAndOnCancel(t *testing.T) {
 		drain(t, a.sp, r)
 		if got, want := r.totals(), truth(append(first, second...)); got != want {
 			t.Fatalf("receiver totals %+v, want %+v", got, want)
+		}
+	})
+}
+
+// TestRunWaitsForALinkThatIsBehind: while Behind says the link is behind,
+// a flush that comes due waits, and goes as soon as the link catches up
+// (within a second) or once it has waited MaxFlushDelay. What the waits
+// fold together arrives exactly.
+func TestRunWaitsForALinkThatIsBehind(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const iv, maxDelay = 10 * time.Second, 25 * time.Second
+		var behind atomic.Bool
+		a := openAgent(t, t.TempDir(), 1, bigSpool, func(c *collector.Config) {
+			c.FlushInterval, c.MaxFlushDelay = iv, maxDelay
+			c.Behind = behind.Load
+		})
+		defer a.crash()
+		var all []event.Event
+		add := func(n int) {
+			evs := makeEvents(len(all), n, time.Now())
+			accept(t, a.col, evs)
+			all = append(all, evs...)
+		}
+		committed := func() uint64 { synctest.Wait(); return a.sp.Stats().CommittedTotal }
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- a.col.Run(ctx) }()
+
+		// Behind: the flush due at the boundary waits while it lasts.
+		add(100)
+		behind.Store(true)
+		time.Sleep(iv)
+		if n := committed(); n != 0 {
+			t.Fatalf("%d batches committed at the boundary while the link is behind", n)
+		}
+		time.Sleep(5 * time.Second)
+		add(50) // folds into the waiting flush
+		if n := committed(); n != 0 {
+			t.Fatalf("%d batches committed 5 s into the wait", n)
+		}
+		behind.Store(false)
+		time.Sleep(time.Second)
+		first := committed()
+		if first == 0 {
+			t.Fatal("the waiting flush did not go within a second of the link catching up")
+		}
+		if got := metric(t, a.reg, "tally_agent_flushes_delayed_total", ""); got != 1 {
+			t.Fatalf("tally_agent_flushes_delayed_total %v, want 1", got)
+		}
+
+		// Behind for good: the flush goes once it has waited maxDelay.
+		behind.Store(true)
+		add(80)
+		next := time.Now().Truncate(iv).Add(iv)
+		time.Sleep(time.Until(next) + maxDelay - 2*time.Second)
+		if n := committed(); n != first {
+			t.Fatalf("a flush went %v into its wait, before MaxFlushDelay %v", maxDelay-2*time.Second, maxDelay)
+		}
+		time.Sleep(3 * time.Second)
+		second := committed()
+		if second == first {
+			t.Fatalf("no flush after waiting MaxFlushDelay %v", maxDelay)
+		}
+
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+		r := newReceiver()
+		drain(t, a.sp, r)
+		if got, want := r.totals(), truth(all); got != want {
+			t.Fatalf("receiver totals %+v, want %+v", got, want)
+		}
+	})
+}
+
+// TestRunDoesNotWaitWithTheJournalHalfFull: however far behind the link,
+// a flush does not wait once the journal holds half its bound, so waiting
+// never turns into refused events.
+func TestRunDoesNotWaitWithTheJournalHalfFull(t *testing.T) {
+	evs := makeEvents(0, 200, time.Now())
+	probe := openAgent(t, t.TempDir(), 1, bigSpool, nil)
+	accept(t, probe.col, evs)
+	held := int64(metric(t, probe.reg, "tally_agent_journal_bytes", ""))
+	probe.crash()
+	if held == 0 {
+		t.Fatal("the journal holds nothing after 200 events")
+	}
+	synctest.Test(t, func(t *testing.T) {
+		const iv = 10 * time.Second
+		a := openAgent(t, t.TempDir(), 1, bigSpool, func(c *collector.Config) {
+			c.FlushInterval, c.MaxFlushDelay = iv, time.Minute
+			c.Behind = func() bool { return true }
+			c.JournalMaxBytes = held * 3 / 2 // 200 events fill two thirds of it
+		})
+		defer a.crash()
+		accept(t, a.col, evs)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- a.col.Run(ctx) }()
+		time.Sleep(iv)
+		synctest.Wait()
+		if a.sp.Stats().CommittedTotal == 0 {
+			t.Fatal("the flush waited for the link with the journal past half its bound")
+		}
+		if got := metric(t, a.reg, "tally_agent_flushes_delayed_total", ""); got != 0 {
+			t.Fatalf("tally_agent_flushes_delayed_total %v, want 0", got)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run = %v", err)
 		}
 	})
 }

@@ -298,6 +298,13 @@ type Rollup struct {
 	// longer means fewer bytes on the wire (see the README's table).
 	// Default 15s.
 	FlushInterval time.Duration `yaml:"flush_interval"`
+	// MaxFlushDelay is how long past its time a flush may wait while the
+	// link is behind (a batch committed a flush interval ago not yet
+	// acknowledged): the events of the wait fold into the versions of the
+	// series-minutes still open, so fewer versions cross a thin link;
+	// live counters keep the dashboard current meanwhile. 0 never waits.
+	// Default 45s.
+	MaxFlushDelay time.Duration `yaml:"max_flush_delay"`
 	// Lateness is how long an idle minute stays open in memory. Later
 	// events still count exactly: they open a new contribution, which
 	// costs a few bytes on the wire. Memory grows with active series ×
@@ -343,7 +350,7 @@ func DefaultConfig() Config {
 			BackoffMax: 30 * time.Second, SendTimeout: 30 * time.Second, MaxSendTimeout: 5 * time.Minute,
 			MaxBatchContributions: 2000, MaxBatchBytes: 64 << 10},
 		Privacy:     Privacy{SaltPeriod: privacy.Day},
-		Rollup:      Rollup{FlushInterval: 15 * time.Second, Lateness: 2 * time.Minute, MaxOpen: 1_000_000},
+		Rollup:      Rollup{FlushInterval: 15 * time.Second, MaxFlushDelay: 45 * time.Second, Lateness: 2 * time.Minute, MaxOpen: 1_000_000},
 		Live:        Live{Interval: time.Second},
 		Journal:     Journal{MaxBytes: 256 << 20},
 		Spool:       Spool{MaxBytes: 1 << 30},
@@ -436,6 +443,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rollup.FlushInterval < 100*time.Millisecond || c.Rollup.FlushInterval > 10*time.Minute {
 		bad("rollup.flush_interval %s: want 100ms to 10m", c.Rollup.FlushInterval)
+	}
+	if c.Rollup.MaxFlushDelay < 0 || c.Rollup.MaxFlushDelay > 10*time.Minute {
+		bad("rollup.max_flush_delay %s: want 0 (never wait) to 10m", c.Rollup.MaxFlushDelay)
 	}
 	if c.Live.Interval < 100*time.Millisecond || c.Live.Interval > time.Minute {
 		bad("live.interval %s: want 100ms to 1m", c.Live.Interval)

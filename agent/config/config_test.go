@@ -36,7 +36,7 @@ func TestSaltPeriods(t *testing.T) {
 func TestBad(t *testing.T) {
 	for file, wants := range map[string][]string{
 		"testdata/unknown_key.bad.yaml": {"field adrs not found"},
-		"testdata/invalid.bad.yaml":     {"name \"bad name\"", "aggregator.addrs", "privacy.secret", "salt period \"year\": want day, week, month or never", "rollup.flush_interval"},
+		"testdata/invalid.bad.yaml":     {"name \"bad name\"", "aggregator.addrs", "privacy.secret", "salt period \"year\": want day, week, month or never", "rollup.flush_interval", "rollup.max_flush_delay"},
 		"testdata/missing.yaml":         {"no such file"},
 		"testdata/server_listen.bad.yaml": {"http.server_tokens[0]: at least 16", "http.max_bytes_in_flight", "dead_letters.max_batches",
 			"sources.forget_positions"},

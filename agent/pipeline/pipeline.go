@@ -180,8 +180,16 @@ func New(cfg config.Config, opts Options, reg prometheus.Registerer, logger *slo
 	if opts.FlushInterval > 0 {
 		flush = opts.FlushInterval
 	}
+	// Flushes of the live agent wait for a link that is behind; a backfill
+	// or import reads faster than any link, and its memory would grow.
+	var behind func() bool
+	var maxDelay time.Duration
+	if opts.EpochBit == 0 && cfg.Rollup.MaxFlushDelay > 0 {
+		behind, maxDelay = func() bool { return p.linkBehind(flush) }, cfg.Rollup.MaxFlushDelay
+	}
 	p.Collector, err = collector.Open(collector.Config{
 		Dir: opts.Dir, Epoch: p.Epoch, FlushInterval: flush, Rollup: rcfg, NoJournal: opts.NoJournal,
+		Behind: behind, MaxFlushDelay: maxDelay,
 		JournalMaxBytes: int64(cfg.Journal.MaxBytes), JournalFsync: cfg.Journal.Fsync,
 		Batcher:         ship.NewBatcher(cfg.Aggregator.MaxBatchContributions, int(cfg.Aggregator.MaxBatchBytes), routes),
 		Cardinality:     GuardConfig(cfg.Cardinality),
@@ -196,6 +204,18 @@ func New(cfg config.Config, opts Options, reg prometheus.Registerer, logger *slo
 		return nil, err
 	}
 	return p, nil
+}
+
+// linkBehind reports whether the link is behind: connected, yet a batch
+// committed a whole flush interval ago is still not acknowledged, so the
+// link did not carry one flush in the time between two. Not connected is
+// not behind: an outage spools as usual.
+func (p *Pipeline) linkBehind(flush time.Duration) bool {
+	if p.Shipper == nil || !p.Shipper.Connected() {
+		return false
+	}
+	oldest := p.Spool.Stats().OldestPending
+	return !oldest.IsZero() && time.Since(oldest) >= flush
 }
 
 // checkIdentity refuses to start an agent whose name is not the CN of its
@@ -286,7 +306,10 @@ func (p *Pipeline) newShipper(cfg config.Config, opts Options, membership *ship.
 			return wire.Dial(ctx, addr, tlsConf, wire.ClientConfig{Endpoint: ep, Compress: compress,
 				SendTimeout: cfg.Aggregator.SendTimeout})
 		}
-		p.Live = ship.NewLiveSender(ship.LiveConfig{Interval: cfg.Live.Interval, Epoch: p.Epoch, Flush: flush, Source: col,
+		// A flush may wait for the link (rollup.max_flush_delay): receivers
+		// keep live counters unconfirmed for a few of the longest gaps
+		// between two flushes, not of the interval alone.
+		p.Live = ship.NewLiveSender(ship.LiveConfig{Interval: cfg.Live.Interval, Epoch: p.Epoch, Flush: flush + cfg.Rollup.MaxFlushDelay, Source: col,
 			Dial: liveDial, Primary: p.Shipper.Addr, Membership: membership, Addrs: cfg.Aggregator.Addrs, RouteToOwner: routeToOwner, Logger: logger}, reg)
 	}
 	return nil

@@ -24,7 +24,10 @@ type LiveDialer func(ctx context.Context, addr string) (*wire.Client, error)
 type LiveConfig struct {
 	// Interval is how often changed counters are sent. Default 1s.
 	Interval time.Duration
-	// Epoch is the agent's restart epoch, Flush its flush interval.
+	// Epoch is the agent's restart epoch; Flush the longest time between
+	// two of its flushes (the interval, plus what a flush may wait for
+	// the link), which tells receivers how long a record may stay
+	// unconfirmed.
 	Epoch uint32
 	Flush time.Duration
 	// Source gives the counters; Dial opens connections.
