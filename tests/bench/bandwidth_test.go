@@ -103,9 +103,7 @@ func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compre
 			flush()
 			nextFlush += interval.Milliseconds()
 		}
-		raw = event.Raw{Type: evs[i].Type, Campaign: evs[i].Campaign, Source: evs[i].Source, Medium: evs[i].Medium,
-			Country: evs[i].Country, Visitor: evs[i].Visitor, IP: evs[i].IP, UA: evs[i].UA, URL: evs[i].URL, Value: evs[i].Value}
-		raw.TS = event.Time{UnixMillis: evs[i].TS, Set: true}
+		raw = rawOf(&evs[i])
 		var e event.Event
 		if err := event.Normalize(&raw, ctx, &e); err != nil {
 			tb.Fatal(err)
@@ -115,6 +113,14 @@ func wireSize(tb testing.TB, evs []loadgen.Event, interval time.Duration, compre
 	flush()
 	other -= hll + quantiles
 	return wireBytes, hll, quantiles, other
+}
+
+// rawOf is the event a client would send for a generated one.
+func rawOf(e *loadgen.Event) event.Raw {
+	r := event.Raw{Type: e.Type, Campaign: e.Campaign, Source: e.Source, Medium: e.Medium, Country: e.Country,
+		Visitor: e.Visitor, IP: e.IP, UA: e.UA, URL: e.URL, Value: e.Value, Cost: e.Cost, Poll: e.Poll, Answer: e.Answer}
+	r.TS = event.Time{UnixMillis: e.TS, Set: true}
+	return r
 }
 
 // BenchmarkWireBytes reports bytes on the wire for one minute of 100k

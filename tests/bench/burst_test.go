@@ -1,9 +1,7 @@
-package ship_test
+package bench
 
 import (
 	"bytes"
-	"compress/gzip"
-	"encoding/json"
 	"math"
 	"testing"
 	"time"
@@ -39,7 +37,7 @@ import (
 // sets jointly (a visitor seen in several series or minutes named once)
 // could go below it.
 //
-//	go test -run='^$' -bench=BenchmarkBurstBytes -benchtime=1x ./agent/ship/
+//	go test -run='^$' -bench=BenchmarkBurstBytes -benchtime=1x ./tests/bench/
 func BenchmarkBurstBytes(b *testing.B) {
 	const events, span = 250_000, 4 * time.Minute
 	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
@@ -48,7 +46,7 @@ func BenchmarkBurstBytes(b *testing.B) {
 	for i := range raw {
 		raw[i] = gen.Event(start.Add(span * time.Duration(i) / events))
 	}
-	gz := gzippedSize(b, loadgen.EncodeNDJSON(raw))
+	gz := gzipSize(loadgen.EncodeNDJSON(raw))
 	normalized := normalizeBurst(b, raw, start.Add(span))
 	hRho := minRhoEntropy()
 	for _, tc := range []struct {
@@ -76,20 +74,9 @@ func BenchmarkBurstBytes(b *testing.B) {
 	}
 }
 
-func gzippedSize(b *testing.B, p []byte) int {
-	var buf bytes.Buffer
-	w, err := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w.Write(p)
-	w.Close()
-	return buf.Len()
-}
-
 // normalizeBurst turns generated events into the agent's events as a
-// server sender's beacons would be: the generator's JSON decoded into
-// event.Raw, normalised with a real visitor hasher and bot filter.
+// server sender's beacons would be, normalised with a real visitor hasher
+// and bot filter.
 func normalizeBurst(b *testing.B, raw []loadgen.Event, now time.Time) []event.Event {
 	hasher, err := privacy.NewHasher("burst-bytes-benchmark-secret", privacy.Day)
 	if err != nil {
@@ -103,14 +90,7 @@ func normalizeBurst(b *testing.B, raw []loadgen.Event, now time.Time) []event.Ev
 		Devices: event.NewDeviceCache(0), Hasher: hasher, Bots: bots, TrustBody: true}
 	out := make([]event.Event, 0, len(raw))
 	for i := range raw {
-		js, err := json.Marshal(&raw[i])
-		if err != nil {
-			b.Fatal(err)
-		}
-		var r event.Raw
-		if err := json.Unmarshal(js, &r); err != nil {
-			b.Fatal(err)
-		}
+		r := rawOf(&raw[i])
 		var e event.Event
 		if err := event.Normalize(&r, &ctx, &e); err != nil {
 			b.Fatalf("event %d: %v", i, err)
