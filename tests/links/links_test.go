@@ -159,9 +159,10 @@ func testBurst(t *testing.T, spec linkSpec, within time.Duration) {
 		}
 	}
 	m := s.metrics()
-	t.Logf("RESULT %s agent: %v flushes, %v of them waited for the link (%.0f s in all); %v contributions",
+	t.Logf("RESULT %s agent: %v flushes, %v of them waited for the link (%.0f s in all); %v contributions; %v B of batch frames, %v B of live-counter frames",
 		spec.name, harness.MetricSum(m, "tally_agent_flushes_total", `result="ok"`), harness.MetricSum(m, "tally_agent_flushes_delayed_total"),
-		harness.MetricSum(m, "tally_agent_flush_delay_seconds_total"), harness.MetricSum(m, "tally_agent_contributions_total"))
+		harness.MetricSum(m, "tally_agent_flush_delay_seconds_total"), harness.MetricSum(m, "tally_agent_contributions_total"),
+		harness.MetricSum(m, "tally_agent_wire_bytes_sent_total"), harness.MetricSum(m, "tally_agent_live_bytes_sent_total"))
 	if up > 0.05*float64(gz) {
 		t.Errorf("%d B up the link, more than 5 %% of the %d B the events take gzipped", st.Up.Bytes, gz)
 	}
