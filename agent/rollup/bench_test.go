@@ -9,6 +9,7 @@ import (
 
 	"github.com/tally-edge/tally/agent/event"
 	"github.com/tally-edge/tally/sketch"
+	"github.com/tally-edge/tally/wire"
 )
 
 // BenchmarkAdd measures the hot path from a decoded, normalised batch into
@@ -81,4 +82,45 @@ func BenchmarkActiveSeriesMemory(b *testing.B) {
 		b.ReportMetric(float64(st.Open), "open_series_minutes")
 		runtime.KeepAlive(r)
 	}
+}
+
+// countOutput counts contributions and their register bytes.
+type countOutput struct{ n, regs int }
+
+func (o *countOutput) Add(c *wire.Contribution) { o.n++; o.regs += len(c.State.Registers) }
+
+// BenchmarkCut measures a flush of 100,000 changed series-minutes (ten
+// events each, a thousand campaigns) into an Output that only counts:
+// encoding each state, its register updates and putting them in order.
+//
+//	go test -run='^$' -bench=BenchmarkCut -benchmem ./agent/rollup/
+func BenchmarkCut(b *testing.B) {
+	const nSeries = 100_000
+	rng := rand.New(rand.NewPCG(3, 4))
+	types := []string{"impression", "click", "pageview", "conversion"}
+	now := time.Date(2026, 11, 22, 10, 0, 30, 0, time.UTC)
+	evs := make([]event.Event, 0, 10*nSeries)
+	for i := range nSeries {
+		s := sketch.Series{Campaign: fmt.Sprintf("campaign-%04d", rng.IntN(1000)), Source: fmt.Sprintf("source-%02d", rng.IntN(20)),
+			Medium: "cpc", Type: types[rng.IntN(len(types))], Country: fmt.Sprintf("C%d", i%30), Device: "mobile", Region: "eu"}
+		for range 10 {
+			evs = append(evs, event.Event{Series: s, UnixMillis: now.UnixMilli(), Visitor: mix(rng.Uint64())})
+		}
+	}
+	b.ReportAllocs()
+	var out countOutput
+	for b.Loop() {
+		b.StopTimer()
+		r := New(1, DefaultConfig())
+		r.now = func() time.Time { return now }
+		if err := r.Add(evs, &out); err != nil {
+			b.Fatal(err)
+		}
+		out = countOutput{}
+		b.StartTimer()
+		if err := r.Cut(&out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*out.n), "ns/contribution")
 }

@@ -22,6 +22,7 @@ import (
 	"bytes"
 	"cmp"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/tally-edge/tally/agent/event"
@@ -74,6 +75,7 @@ func DefaultConfig() Config {
 type entry struct {
 	series  sketch.Series
 	hash    uint64 // event.HashSeries(&series)
+	order   uint64 // cutKey(&series): where cuts put it
 	next    *entry // the next entry whose series has the same hash
 	cid     uint64
 	version uint64
@@ -115,6 +117,63 @@ type Rollup struct {
 	regs     []byte // scratch for register updates
 	c        wire.Contribution
 	live     liveState
+	// changed is scratch for a cut's series-minutes, put in shipping
+	// order (cutOrder).
+	changed []cutItem
+}
+
+// cutItem is one changed series-minute of a cut.
+type cutItem struct {
+	order  uint64 // the entry's cutKey
+	minute int64
+	en     *entry
+}
+
+// cutKey places a series in a cut: 16 bits of a hash of its event type,
+// then of its campaign, of its source and medium, and of its country,
+// device and region. Sorted by it, a cut's series-minutes come grouped
+// by type, within that by campaign, then by channel, and a series'
+// minutes side by side, so neighbours share most of their names and the
+// shape of their state (a conversion's value, a cost's spend), which the
+// frame's zstd turns into short matches: the links tests' burst takes 12
+// to 14 % fewer bytes than in the map's order (tests/bench
+// BenchmarkBurstBytes). Grouping is what counts, not the names' order, so
+// a hash computed once per series-minute does, and sorting compares
+// integers. Receivers do not depend on the order within a batch.
+func cutKey(s *sketch.Series) uint64 {
+	return fold16(s.Type)<<48 | fold16(s.Campaign)<<32 | fold16(s.Source, s.Medium)<<16 | fold16(s.Country, s.Device, s.Region)
+}
+
+// fold16 is 16 bits of FNV-1a over the strings, each ended by a zero byte.
+func fold16(parts ...string) uint64 {
+	h := uint64(14695981039346656037)
+	for _, p := range parts {
+		for i := 0; i < len(p); i++ {
+			h = (h ^ uint64(p[i])) * 1099511628211
+		}
+		h *= 1099511628211 // the zero byte that ends the part
+	}
+	return (h ^ h>>16 ^ h>>32 ^ h>>48) & 0xffff
+}
+
+func cutOrder(a, b cutItem) int {
+	return cmp.Or(cmp.Compare(a.order, b.order), cmp.Compare(a.minute, b.minute))
+}
+
+// sortedChanged sorts items in cutOrder.
+func sortedChanged(items []cutItem) []cutItem {
+	slices.SortFunc(items, cutOrder)
+	return items
+}
+
+// releaseChanged keeps a cut's scratch for the next one, emptied; a large
+// one is dropped, so that a single heavy flush does not pin its size.
+func (r *Rollup) releaseChanged(items []cutItem) {
+	clear(items)
+	if cap(items) > 1<<16 {
+		items = nil
+	}
+	r.changed = items[:0]
 }
 
 // rowKey identifies an imported row's contribution.
@@ -310,14 +369,19 @@ func (r *Rollup) closeByEventTime(out Output) {
 		if minute >= before {
 			continue
 		}
-		var err error
+		items := r.changed[:0]
 		for _, head := range set.m {
 			for en := head; en != nil; en = en.next {
 				if en.dirty {
-					err = cmp.Or(err, r.cut(sketch.Key{Series: en.series, Minute: minute}, en, true, out))
+					items = append(items, cutItem{en.order, minute, en})
 				}
 			}
 		}
+		var err error
+		for _, it := range sortedChanged(items) {
+			err = cmp.Or(err, r.cut(sketch.Key{Series: it.en.series, Minute: minute}, it.en, true, out))
+		}
+		r.releaseChanged(items)
 		if err != nil {
 			// Entries that failed stay changed, and the next Cut
 			// reports the error; the minute closes once they are cut.
@@ -333,7 +397,7 @@ func (r *Rollup) closeByEventTime(out Output) {
 // not be open.
 func (r *Rollup) opened(k sketch.Key, h uint64) *entry {
 	r.nextGen++
-	en := &entry{series: k.Series, hash: h, cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
+	en := &entry{series: k.Series, hash: h, order: cutKey(&k.Series), cid: uint64(r.epoch)<<32 | uint64(r.nextGen)}
 	r.open.put(k.Minute, h, en)
 	r.stats.Opened++
 	return en
@@ -489,25 +553,29 @@ func (r *Rollup) Cut(out Output) error {
 	}
 	idleBefore := r.now().Add(-r.cfg.Lateness).Unix()
 	closeBefore := r.closeBefore()
-	var err error
+	items := r.changed[:0]
+	if cap(items) < r.open.n {
+		items = make([]cutItem, 0, r.open.n)
+	}
 	for minute, set := range r.open.byMinute {
 		set.each(func(en *entry) {
-			if err != nil {
+			if en.dirty {
+				items = append(items, cutItem{en.order, minute, en})
 				return
 			}
-			if !en.dirty {
-				if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && minute < closeBefore) {
-					r.open.remove(minute, en)
-					r.stats.Closed++
-				}
-				return
+			if (!r.cfg.ByEventTime && en.touched < idleBefore) || (r.cfg.ByEventTime && minute < closeBefore) {
+				r.open.remove(minute, en)
+				r.stats.Closed++
 			}
-			err = r.cut(sketch.Key{Series: en.series, Minute: minute}, en, false, out)
 		})
-		if err != nil {
+	}
+	for _, it := range sortedChanged(items) {
+		if err := r.cut(sketch.Key{Series: it.en.series, Minute: it.minute}, it.en, false, out); err != nil {
+			r.releaseChanged(items)
 			return err
 		}
 	}
+	r.releaseChanged(items)
 	// Imported rows ship once, with their own id and version, and are
 	// forgotten: importing them again sends a newer version.
 	for rk, en := range r.rows {

@@ -390,3 +390,86 @@ func TestSeriesWithEqualHashesStayApart(t *testing.T) {
 		t.Fatalf("after idling: %+v", st)
 	}
 }
+
+// TestCutsShipInSeriesOrder: a flush, and the cut of minutes closed by
+// event time, hand their contributions over grouped: one run per event
+// type, within it one run per campaign, then per source and medium, and
+// a series' minutes side by side in order, whatever order the events came
+// in (neighbours that share names compress well in a frame).
+func TestCutsShipInSeriesOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	levels := []struct {
+		name string
+		key  func(s sketch.Series) string
+	}{
+		{"type", func(s sketch.Series) string { return s.Type }},
+		{"campaign", func(s sketch.Series) string { return s.Type + "/" + s.Campaign }},
+		{"channel", func(s sketch.Series) string { return s.Type + "/" + s.Campaign + "/" + s.Source + "/" + s.Medium }},
+		{"series", func(s sketch.Series) string { return s.String() }},
+	}
+	check := func(what string, cs []wire.Contribution) {
+		t.Helper()
+		if len(cs) < 20 { // genEvents' 120 series are 20 distinct ones
+			t.Fatalf("%s: %d contributions, want 20 or more", what, len(cs))
+		}
+		for _, l := range levels {
+			done := map[string]bool{}
+			for i := range cs {
+				k := l.key(cs[i].Series)
+				if i > 0 && k == l.key(cs[i-1].Series) {
+					continue
+				}
+				if done[k] {
+					t.Fatalf("%s: %s %q comes again at contribution %d, after other %ss", what, l.name, k, i, l.name)
+				}
+				done[k] = true
+			}
+		}
+		for i := 1; i < len(cs); i++ {
+			if cs[i].Series == cs[i-1].Series && cs[i].Minute <= cs[i-1].Minute {
+				t.Fatalf("%s: %s minute %d comes after its minute %d", what, cs[i].Series, cs[i].Minute, cs[i-1].Minute)
+			}
+		}
+	}
+
+	r := New(1, DefaultConfig())
+	for m := range 3 {
+		if err := r.Add(genEvents(rng, 3000, 120, 1000, base.Add(time.Duration(m)*time.Minute)), outOf(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("flush", flush(t, r))
+
+	r = New(2, Config{Lateness: time.Minute, ByEventTime: true})
+	out := &Slice{}
+	for m := range 2 {
+		if err := r.Add(genEvents(rng, 3000, 120, 1000, base.Add(time.Duration(m)*time.Minute)), out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(*out) != 0 {
+		t.Fatalf("%d contributions cut before any minute closed", len(*out))
+	}
+	// Events three minutes on close the first two minutes' series.
+	if err := r.Add(genEvents(rng, 10, 120, 1000, base.Add(4*time.Minute)), out); err != nil {
+		t.Fatal(err)
+	}
+	var closed []wire.Contribution
+	for _, c := range *out {
+		if c.Minute < base.Add(2*time.Minute).Unix() {
+			closed = append(closed, c)
+		}
+	}
+	// Each closed minute is cut on its own, in order within it.
+	byMinute := map[int64][]wire.Contribution{}
+	for _, c := range closed {
+		byMinute[c.Minute] = append(byMinute[c.Minute], c)
+	}
+	if len(byMinute) != 2 {
+		t.Fatalf("closed minutes %d, want 2", len(byMinute))
+	}
+	for m, cs := range byMinute {
+		check(fmt.Sprintf("close of minute %d", m), cs)
+	}
+}
