@@ -88,7 +88,7 @@ func benchBackfill(b *testing.B, bin, logPath string, end time.Time, truth map[s
 	var importS, visibleS, forwardTimeouts, lateBusy float64
 	for range b.N {
 		b.StopTimer()
-		r := runBackfill(b, bin, logPath, end, truth, influxtest.Options{}, nil)
+		r := runBackfill(b, bin, logPath, end, time.Hour, truth, influxtest.Options{}, nil)
 		b.StartTimer()
 		importS += r.imported.Seconds()
 		visibleS += r.visible.Seconds()
@@ -111,7 +111,7 @@ type backfillRun struct {
 // runBackfill runs one import into a fresh InfluxDB (started with opts)
 // and cluster; after, if not nil, runs once every campaign is exact in
 // the API, while the cluster still runs, with the nodes' HTTP addresses.
-func runBackfill(b *testing.B, bin, logPath string, end time.Time, truth map[string]uint64, opts influxtest.Options,
+func runBackfill(b *testing.B, bin, logPath string, end time.Time, span time.Duration, truth map[string]uint64, opts influxtest.Options,
 	after func(s *influxtest.Server, https []string)) backfillRun {
 	var r backfillRun
 	dir := b.TempDir()
@@ -201,7 +201,7 @@ privacy:
 		b.Fatalf("import-log: %v\n%s", err, out)
 	}
 	returned := time.Now()
-	from, to := end.Add(-time.Hour), end.Add(time.Minute)
+	from, to := end.Add(-span), end.Add(time.Minute)
 	var settled time.Duration // when every node had nothing left to load or write
 	for {
 		if settled == 0 {

@@ -8,7 +8,11 @@ package bench
 //
 //	go test -run='^$' -bench=BenchmarkStorage -benchtime=1x -timeout=60m -v ./tests/bench/
 //
-// TALLY_BENCH_STORAGE_LINES scales the log; TALLY_BENCH_BASELINE_BIN names
+// TALLY_BENCH_STORAGE_LINES scales the log; TALLY_BENCH_STORAGE_HOURS
+// (1 to 24, default 1) spreads it over that many clock hours, with
+// 2,000,000 lines an hour unless LINES says otherwise: what an hour costs
+// once shards hold more than one (their indexes, a key per series and
+// field, are paid once per shard); TALLY_BENCH_BASELINE_BIN names
 // a directory with another release's tally-agent and tally-aggregator
 // (tests/bench/storage_baseline.sh builds them from a git revision), run
 // first on the same log as the "baseline" sub-benchmark.
@@ -16,6 +20,7 @@ package bench
 import (
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,7 +55,15 @@ func BenchmarkStorage(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds binaries, writes a large log and runs a cluster")
 	}
-	lines := 2_000_000
+	hours := 1
+	if s := os.Getenv("TALLY_BENCH_STORAGE_HOURS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 24 {
+			b.Fatalf("TALLY_BENCH_STORAGE_HOURS=%q: want 1 to 24", s)
+		}
+		hours = n
+	}
+	lines := 2_000_000 * hours
 	if s := os.Getenv("TALLY_BENCH_STORAGE_LINES"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 10_000 {
@@ -70,7 +83,8 @@ func BenchmarkStorage(b *testing.B) {
 		campaigns = append(campaigns, fmt.Sprintf("campaign-%02d", i))
 	}
 	truth := map[string]uint64{}
-	tr, err := writeShopLog(path, lines, end, time.Hour, campaigns, truth)
+	span := time.Duration(hours) * time.Hour
+	tr, err := writeShopLog(path, lines, end, span, campaigns, truth)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -80,7 +94,7 @@ func BenchmarkStorage(b *testing.B) {
 	}
 	b.Logf("log: %d lines, %d events, %d bots, %.1f MB, %.1f MB gzipped", tr.Lines, tr.Events, tr.Bots, float64(tr.Bytes)/1e6, float64(gz)/1e6)
 	if base := os.Getenv("TALLY_BENCH_BASELINE_BIN"); base != "" {
-		b.Run("baseline", func(b *testing.B) { benchStorage(b, base, path, end, truth, tr, gz) })
+		b.Run("baseline", func(b *testing.B) { benchStorage(b, base, path, end, span, truth, tr, gz) })
 	}
 	bin := filepath.Join(dir, "bin")
 	build := exec.Command("go", "build", "-o", bin+"/", "github.com/tally-edge/tally/agent/cmd/tally-agent",
@@ -88,7 +102,7 @@ func BenchmarkStorage(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
-	b.Run("current", func(b *testing.B) { benchStorage(b, bin, path, end, truth, tr, gz) })
+	b.Run("current", func(b *testing.B) { benchStorage(b, bin, path, end, span, truth, tr, gz) })
 }
 
 func gzipFileSize(path string) (int64, error) {
@@ -109,11 +123,11 @@ type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
-func benchStorage(b *testing.B, bin, logPath string, end time.Time, truth map[string]uint64, tr logTruth, gz int64) {
+func benchStorage(b *testing.B, bin, logPath string, end time.Time, span time.Duration, truth map[string]uint64, tr logTruth, gz int64) {
 	for range b.N {
 		b.StopTimer()
 		opts := influxtest.Options{SnapshotColdAfter: 10 * time.Second, CompactColdAfter: 10 * time.Second}
-		runBackfill(b, bin, logPath, end, truth, opts, func(s *influxtest.Server, https []string) {
+		runBackfill(b, bin, logPath, end, span, truth, opts, func(s *influxtest.Server, https []string) {
 			measureStorage(b, s, https, tr, gz)
 		})
 	}
@@ -144,6 +158,11 @@ func measureStorage(b *testing.B, s *influxtest.Server, https []string, tr logTr
 	}
 	db := s.Database()
 	rps := retentionPolicies(b, s, db)
+	// A shard's TSM index holds each series-and-field key once, however
+	// many hours of points the shard spans: a one-hour log pays it whole.
+	for _, row := range influxQLRows(b, s, db, "SHOW RETENTION POLICIES ON "+strconv.Quote(db)) {
+		b.Logf("policy %v: duration %v, shard group duration %v", row[0], row[1], row[2])
+	}
 	// Copy each measurement of each policy into a database of its own.
 	points := map[string]int64{}
 	for _, rp := range rps {
@@ -165,10 +184,11 @@ func measureStorage(b *testing.B, s *influxtest.Server, https []string, tr logTr
 		}
 	}
 	// WAL to TSM, and compactions: wait until every size stays put for 30 s.
-	var sizes map[string]int64
+	var sizes, index map[string]int64
 	for stable := 0; stable < 3; {
 		time.Sleep(10 * time.Second)
-		now := dirSizes(b, s.Dir())
+		now, nowIndex := dirSizesWithIndex(b, s.Dir())
+		index = nowIndex
 		if fmt.Sprint(now) == fmt.Sprint(sizes) {
 			stable++
 		} else {
@@ -179,15 +199,18 @@ func measureStorage(b *testing.B, s *influxtest.Server, https []string, tr logTr
 			b.Fatal("InfluxDB's files never settled")
 		}
 	}
-	var total, contrib int64
+	var total, contrib, indexes int64
 	for _, rp := range rps {
 		n := sizes[db+"/"+rp]
 		total += n
+		indexes += index[db+"/"+rp]
 		if rp == "contributions" {
 			contrib = n
 		}
 		b.ReportMetric(float64(n)/1e6, rp+"_MB")
+		b.ReportMetric(float64(index[db+"/"+rp])/1e6, rp+"_index_MB")
 	}
+	b.ReportMetric(100*float64(indexes)/float64(total), "index_pct_of_disk")
 	b.ReportMetric(float64(gz)/1e6, "gzip_MB")
 	b.ReportMetric(float64(total)/1e6, "disk_MB")
 	b.ReportMetric(100*float64(total)/float64(gz), "disk_pct_of_gzip")
@@ -204,14 +227,24 @@ func measureStorage(b *testing.B, s *influxtest.Server, https []string, tr logTr
 		n := sizes["split_"+rp+"_"+m+"/autogen"]
 		b.ReportMetric(float64(points[name]), name+"_points")
 		b.ReportMetric(float64(n)/float64(points[name]), name+"_B_per_point")
-		b.Logf("%s: %d points, %d bytes on disk alone, %.0f B per point", name, points[name], n, float64(n)/float64(points[name]))
+		ix := index["split_"+rp+"_"+m+"/autogen"]
+		b.Logf("%s: %d points, %d bytes on disk alone (TSM index %d B, %.0f %%), %.0f B per point, %.0f B without the index",
+			name, points[name], n, ix, 100*float64(ix)/float64(max(n, 1)), float64(n)/float64(points[name]), float64(n-ix)/float64(points[name]))
 	}
 	b.Logf("InfluxDB on disk (TSM + WAL) per database/policy: %v; log gzipped %d bytes", sizes, gz)
 }
 
 // dirSizes sums the files under data/<db>/<rp> and wal/<db>/<rp>.
 func dirSizes(b *testing.B, root string) map[string]int64 {
-	out := map[string]int64{}
+	sizes, _ := dirSizesWithIndex(b, root)
+	return sizes
+}
+
+// dirSizesWithIndex is dirSizes, plus, per data/<db>/<rp>, the bytes of
+// its TSM files' indexes: every series-and-field key once per file with
+// an entry per block, what a fresh shard pays in full for its first hour.
+func dirSizesWithIndex(b *testing.B, root string) (sizes, index map[string]int64) {
+	out, index := map[string]int64{}, map[string]int64{}
 	for _, sub := range []string{"data", "wal"} {
 		base := filepath.Join(root, sub)
 		err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
@@ -228,13 +261,42 @@ func dirSizes(b *testing.B, root string) map[string]int64 {
 				return err
 			}
 			out[parts[0]+"/"+parts[1]] += info.Size()
+			if sub == "data" && strings.HasSuffix(p, ".tsm") {
+				n, err := tsmIndexSize(p, info.Size())
+				if err != nil {
+					return err
+				}
+				index[parts[0]+"/"+parts[1]] += n
+			}
 			return nil
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
 	}
-	return out
+	return out, index
+}
+
+// tsmIndexSize returns the bytes of a TSM file's index: from the offset
+// its last 8 bytes give (big endian) to the footer.
+func tsmIndexSize(path string, size int64) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var footer [8]byte
+	if size < 5+8 {
+		return 0, fmt.Errorf("%s: %d bytes, too short for a TSM file", path, size)
+	}
+	if _, err := f.ReadAt(footer[:], size-8); err != nil {
+		return 0, err
+	}
+	off := int64(binary.BigEndian.Uint64(footer[:]))
+	if off < 5 || off > size-8 {
+		return 0, fmt.Errorf("%s: index offset %d outside the file's %d bytes", path, off, size)
+	}
+	return size - 8 - off, nil
 }
 
 // influxQLRows runs q on db and returns the first column of every row
