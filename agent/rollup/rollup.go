@@ -166,13 +166,11 @@ func sortedChanged(items []cutItem) []cutItem {
 	return items
 }
 
-// releaseChanged keeps a cut's scratch for the next one, emptied; a large
-// one is dropped, so that a single heavy flush does not pin its size.
+// releaseChanged keeps a cut's scratch for the next one, emptied (24
+// bytes per series-minute open at the busiest cut, against the hundreds
+// each open series-minute holds).
 func (r *Rollup) releaseChanged(items []cutItem) {
 	clear(items)
-	if cap(items) > 1<<16 {
-		items = nil
-	}
 	r.changed = items[:0]
 }
 
