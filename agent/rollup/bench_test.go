@@ -90,8 +90,9 @@ type countOutput struct{ n, regs int }
 func (o *countOutput) Add(c *wire.Contribution) { o.n++; o.regs += len(c.State.Registers) }
 
 // BenchmarkCut measures a flush of 100,000 changed series-minutes (ten
-// events each, a thousand campaigns) into an Output that only counts:
+// new events each, a thousand campaigns) into an Output that only counts:
 // encoding each state, its register updates and putting them in order.
+// One rollup takes every round, as an agent's does.
 //
 //	go test -run='^$' -bench=BenchmarkCut -benchmem ./agent/rollup/
 func BenchmarkCut(b *testing.B) {
@@ -104,15 +105,18 @@ func BenchmarkCut(b *testing.B) {
 		s := sketch.Series{Campaign: fmt.Sprintf("campaign-%04d", rng.IntN(1000)), Source: fmt.Sprintf("source-%02d", rng.IntN(20)),
 			Medium: "cpc", Type: types[rng.IntN(len(types))], Country: fmt.Sprintf("C%d", i%30), Device: "mobile", Region: "eu"}
 		for range 10 {
-			evs = append(evs, event.Event{Series: s, UnixMillis: now.UnixMilli(), Visitor: mix(rng.Uint64())})
+			evs = append(evs, event.Event{Series: s, UnixMillis: now.UnixMilli()})
 		}
 	}
+	r := New(1, DefaultConfig())
+	r.now = func() time.Time { return now }
 	b.ReportAllocs()
 	var out countOutput
 	for b.Loop() {
 		b.StopTimer()
-		r := New(1, DefaultConfig())
-		r.now = func() time.Time { return now }
+		for i := range evs {
+			evs[i].Visitor = mix(rng.Uint64())
+		}
 		if err := r.Add(evs, &out); err != nil {
 			b.Fatal(err)
 		}
