@@ -155,6 +155,7 @@ func fold16(parts ...string) uint64 {
 	return (h ^ h>>16 ^ h>>32 ^ h>>48) & 0xffff
 }
 
+// cutOrder sorts by cutKey, then minute.
 func cutOrder(a, b cutItem) int {
 	return cmp.Or(cmp.Compare(a.order, b.order), cmp.Compare(a.minute, b.minute))
 }
@@ -540,8 +541,8 @@ func (r *Rollup) cut(k sketch.Key, en *entry, final bool, out Output) error {
 }
 
 // Cut hands the contributions of every changed series-minute to out, each
-// with a new version, and closes series-minutes idle for longer than the
-// lateness. An error (a sketch that cannot be encoded) leaves what was not
+// with a new version, grouped by series (cutKey), and closes
+// series-minutes idle for longer than the lateness. An error (a sketch that cannot be encoded) leaves what was not
 // cut changed, for the next Cut.
 func (r *Rollup) Cut(out Output) error {
 	if err := r.closeErr; err != nil {
