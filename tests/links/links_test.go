@@ -170,15 +170,16 @@ func testBurst(t *testing.T, spec linkSpec, within time.Duration) {
 
 // TestThinLinkShort (make test): an agent behind the worst link of the
 // issue (64 kbit/s, 300 ms ± 30 ms one way, 10 % loss each way) with a
-// send timeout of 5 s — a fraction of what one batch of the default size
-// needs there — ships a backfilled burst of 15,000 events over 2 minutes
-// of event time, and every campaign becomes exact in the API: missed
-// deadlines split batches instead of resending them whole forever, and
-// the deadlines grow with the goodput measured. It also checks that the
-// per-connection figures reach /metrics.
+// send timeout of 1 s — less than a round trip and a few kilobytes need
+// there, so the first batches miss it — ships a backfilled burst of
+// 15,000 events over 2 minutes of event time, and every campaign becomes
+// exact in the API: missed deadlines split batches (measured: 13 to 27
+// splits, exact after 33 to 48 s) instead of resending them whole
+// forever, and the deadlines grow with the goodput measured. It also
+// checks that the per-connection figures reach /metrics.
 func TestThinLinkShort(t *testing.T) {
-	const events, span, within = 15_000, 2 * time.Minute, 45 * time.Second
-	s := newStack(t, link64, stackOptions{seed: 7, flush: 2 * time.Second, shipExtra: "send_timeout: 5s"})
+	const events, span, within = 15_000, 2 * time.Minute, 90 * time.Second
+	s := newStack(t, link64, stackOptions{seed: 7, flush: 2 * time.Second, shipExtra: "send_timeout: 1s"})
 	s.waitConnected(30 * time.Second)
 	from := burstWindow(span)
 	to := from.Add(span)
@@ -196,6 +197,9 @@ func TestThinLinkShort(t *testing.T) {
 		at.Sub(end).Seconds(), st.Up.Bytes, st.Down.Bytes, harness.MetricSum(m, "tally_agent_link_deadline_misses"),
 		harness.MetricSum(m, "tally_agent_batch_splits_total"), harness.MetricSum(m, "tally_agent_link_goodput_bytes_per_second"),
 		harness.MetricSum(m, "tally_agent_link_rtt_seconds"), harness.MetricSum(m, "tally_agent_link_loss_ratio"))
+	if splits := harness.MetricSum(m, "tally_agent_batch_splits_total"); splits == 0 {
+		t.Error("no batch was split, yet the first ones cannot make a 1 s deadline on this link")
+	}
 	// 600 ms of round trip at least; the goodput is at most the link's.
 	if rtt := harness.MetricSum(m, "tally_agent_link_rtt_seconds"); rtt < 0.5 || rtt > 5 {
 		t.Errorf("tally_agent_link_rtt_seconds %v, want about 0.6 to a few seconds", rtt)
