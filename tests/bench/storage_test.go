@@ -158,11 +158,6 @@ func measureStorage(b *testing.B, s *influxtest.Server, https []string, tr logTr
 	}
 	db := s.Database()
 	rps := retentionPolicies(b, s, db)
-	// A shard's TSM index holds each series-and-field key once, however
-	// many hours of points the shard spans: a one-hour log pays it whole.
-	for _, row := range influxQLRows(b, s, db, "SHOW RETENTION POLICIES ON "+strconv.Quote(db)) {
-		b.Logf("policy %v: duration %v, shard group duration %v", row[0], row[1], row[2])
-	}
 	// Copy each measurement of each policy into a database of its own.
 	points := map[string]int64{}
 	for _, rp := range rps {
@@ -234,17 +229,12 @@ func measureStorage(b *testing.B, s *influxtest.Server, https []string, tr logTr
 	b.Logf("InfluxDB on disk (TSM + WAL) per database/policy: %v; log gzipped %d bytes", sizes, gz)
 }
 
-// dirSizes sums the files under data/<db>/<rp> and wal/<db>/<rp>.
-func dirSizes(b *testing.B, root string) map[string]int64 {
-	sizes, _ := dirSizesWithIndex(b, root)
-	return sizes
-}
-
-// dirSizesWithIndex is dirSizes, plus, per data/<db>/<rp>, the bytes of
-// its TSM files' indexes: every series-and-field key once per file with
-// an entry per block, what a fresh shard pays in full for its first hour.
+// dirSizesWithIndex sums the files under data/<db>/<rp> and
+// wal/<db>/<rp>, and, per data/<db>/<rp>, the bytes of its TSM files'
+// indexes: every series-and-field key once per file with an entry per
+// block, what a fresh shard pays in full for its first hour.
 func dirSizesWithIndex(b *testing.B, root string) (sizes, index map[string]int64) {
-	out, index := map[string]int64{}, map[string]int64{}
+	sizes, index = map[string]int64{}, map[string]int64{}
 	for _, sub := range []string{"data", "wal"} {
 		base := filepath.Join(root, sub)
 		err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
@@ -260,7 +250,7 @@ func dirSizesWithIndex(b *testing.B, root string) (sizes, index map[string]int64
 			if err != nil {
 				return err
 			}
-			out[parts[0]+"/"+parts[1]] += info.Size()
+			sizes[parts[0]+"/"+parts[1]] += info.Size()
 			if sub == "data" && strings.HasSuffix(p, ".tsm") {
 				n, err := tsmIndexSize(p, info.Size())
 				if err != nil {
@@ -274,7 +264,7 @@ func dirSizesWithIndex(b *testing.B, root string) (sizes, index map[string]int64
 			b.Fatal(err)
 		}
 	}
-	return out, index
+	return sizes, index
 }
 
 // tsmIndexSize returns the bytes of a TSM file's index: from the offset
@@ -334,6 +324,10 @@ func retentionPolicies(b *testing.B, s *influxtest.Server, db string) []string {
 	var out []string
 	for _, row := range influxQLRows(b, s, db, "SHOW RETENTION POLICIES ON "+strconv.Quote(db)) {
 		out = append(out, row[0].(string))
+		// A shard's TSM index holds each series-and-field key once,
+		// however many hours of points the shard spans: a one-hour log
+		// pays it whole.
+		b.Logf("policy %v: duration %v, shard group duration %v", row[0], row[1], row[2])
 	}
 	return out
 }
