@@ -286,8 +286,11 @@ func TestQueueBound(t *testing.T) {
 		t.Fatal("Send blocked")
 	}
 	hang.wait(t) // one in flight
+	// The queue takes 5; the worker may or may not have taken one off
+	// it (the one in flight) before the loop ended, so 94 or 95 of 100
+	// are refused (a little less leeway for scheduling).
 	dropped := testutil.ToFloat64(n.m.dead.WithLabelValues("hang", ReasonQueueFull))
-	if dropped < 100-1-2*5 || dropped > 100-1-5 {
+	if dropped < 100-1-2*5 || dropped > 100-5 {
 		t.Fatalf("%v dropped for a full queue of 5", dropped)
 	}
 	free()
