@@ -201,6 +201,12 @@ func Normalize(r *Raw, c *Context, e *Event) error {
 		if math.IsNaN(*r.Cost) || math.IsInf(*r.Cost, 0) || math.Abs(*r.Cost) > 1e12 {
 			return fieldErr("cost", "bad_cost", "must be a finite amount below 1e12")
 		}
+		if *r.Cost < 0 && typ != "cost" {
+			// A credit corrects spend: it belongs on a cost event. On
+			// other series cost only grows, which lets the aggregator
+			// store their cost fields only once they are not zero.
+			return fieldErr("cost", "bad_cost", "a negative cost (a credit) is only taken on a cost event")
+		}
 		e.CostMicros = sketch.ToMicros(*r.Cost)
 	}
 	if typ == "cost" && r.Cost == nil {

@@ -118,3 +118,24 @@ func TestCleanCountry(t *testing.T) {
 		t.Fatalf("%d country codes, ISO 3166-1 assigns 249", n)
 	}
 }
+
+// TestNegativeCostOnlyOnCostEvents: a credit (negative cost) is taken on a
+// cost event and refused, with its field named, on any other, where cost
+// may only grow (the aggregator stores a series' cost fields only once
+// they are not zero); positive cost stays allowed everywhere.
+func TestNegativeCostOnlyOnCostEvents(t *testing.T) {
+	ctx := &Context{Now: time.Unix(1_700_000_000, 0), Region: "eu"}
+	amount := func(v float64) *float64 { return &v }
+	var e Event
+	if err := Normalize(&Raw{Type: "cost", Campaign: "c", Cost: amount(-2.5)}, ctx, &e); err != nil || e.CostMicros != -2_500_000 {
+		t.Fatalf("a credit on a cost event: %d, %v", e.CostMicros, err)
+	}
+	if err := Normalize(&Raw{Type: "click", Campaign: "c", Cost: amount(0.4)}, ctx, &e); err != nil || e.CostMicros != 400_000 {
+		t.Fatalf("a click's cost: %d, %v", e.CostMicros, err)
+	}
+	err := Normalize(&Raw{Type: "click", Campaign: "c", Cost: amount(-0.4)}, ctx, &e)
+	var ee *Error
+	if !errors.As(err, &ee) || ee.Field != "cost" || ee.Code != "bad_cost" {
+		t.Fatalf("a credit on a click: %v", err)
+	}
+}
