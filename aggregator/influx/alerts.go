@@ -370,7 +370,7 @@ func (r *Reader) CampaignSteps(ctx context.Context, campaigns []string, from, to
 			bad = errors.Join(bad, err)
 			s.Bots += n
 		case FieldUniques:
-			if typ != "cost" {
+			if typ != costType {
 				n, err := intValue(v)
 				bad = errors.Join(bad, err)
 				s.Uniques += n

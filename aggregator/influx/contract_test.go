@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -23,7 +24,7 @@ import (
 	"github.com/tally-edge/tally/wire"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite testdata/points_v3.lp and minute_v2.lp from the current encoders")
+var updateGolden = flag.Bool("update", false, "rewrite testdata/points_v3.lp and minute_v3.lp from the current encoders")
 
 // backend is one kind of InfluxDB, with the query language the Reader
 // uses on it, that the contract suite runs against. Today those are the
@@ -91,6 +92,7 @@ func runContract(t *testing.T, b backend) {
 		{"Ping", testPing},
 		{"MinutesRoundTrip", testMinutesRoundTrip},
 		{"IdempotentOverwrite", testIdempotentOverwrite},
+		{"SparseFieldsNeverStale", testSparseFieldsNeverStale},
 		{"ContributionsRoundTrip", testContributionsRoundTrip},
 		{"ContributionsPerNode", testContributionsPerNode},
 		{"Filters", testFilters},
@@ -302,6 +304,86 @@ func testIdempotentOverwrite(t *testing.T, b backend) {
 	checkState(t, "overwritten minute", got[0].State, big)
 	if n := countPoints(t, ctx, r, MeasurementMinute, "over"); n != 1 {
 		t.Fatalf("InfluxDB holds %d tally points, want 1", n)
+	}
+}
+
+// testSparseFieldsNeverStale: a merged point leaves out the money, bots
+// and uniques fields its series never had (InfluxDB keeps a field a
+// rewrite leaves out, which is why that may only happen to fields that
+// were never written), and a rewrite that brings one back to zero
+// stores the zero: refunds cancelling revenue, a credit cancelling spend.
+func testSparseFieldsNeverStale(t *testing.T, b backend) {
+	ctx := ctxT(t)
+	w, r := newPair(t, b.bucket(t))
+	click := series("sparse", "google", "DE", "eu-1")
+	conversion, spend := click, click
+	conversion.Type, spend.Type = "conversion", costType
+	write := func(ms ...sketch.Minute) {
+		t.Helper()
+		if err := w.Write(ctx, ms, nil); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	fields := func(s sketch.Series) []string {
+		t.Helper()
+		rows := rawInfluxQL(t, ctx, r, fmt.Sprintf(`SELECT * FROM %s WHERE "campaign" = 'sparse' AND "type" = %s`,
+			influxQLIdent(MeasurementMinute), influxQLString(s.Type)))
+		if len(rows) != 1 {
+			t.Fatalf("%s: %d rows", s.Type, len(rows))
+		}
+		var got []string
+		for _, k := range []string{FieldValueMicros, FieldRevenue, FieldCostMicros, FieldCost, FieldBots, FieldUniques} {
+			if rows[0][k] != nil {
+				got = append(got, k)
+			}
+		}
+		return got
+	}
+	read := func(s sketch.Series) *sketch.State {
+		t.Helper()
+		got, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: "sparse", Type: s.Type, From: time.Unix(baseMinute, 0), To: time.Unix(baseMinute+60, 0)})
+		if err != nil || len(got) != 1 {
+			t.Fatalf("QueryMinutes %s: %d points, %v", s.Type, len(got), err)
+		}
+		return got[0].State
+	}
+
+	// First writes: a click seen by visitors, a conversion with revenue, a
+	// cost series with spend and nobody.
+	clickSt := &sketch.State{Count: 4}
+	clickSt.AddVisitor(0x9E3779B97F4A7C15)
+	convSt := &sketch.State{Count: 1}
+	convSt.AddValue(10_000_000)
+	spendSt := &sketch.State{Count: 1, CostMicros: 3_000_000}
+	write(sketch.Minute{Series: click, Minute: baseMinute, State: clickSt}, sketch.Minute{Series: conversion, Minute: baseMinute, State: convSt},
+		sketch.Minute{Series: spend, Minute: baseMinute, State: spendSt})
+	for _, c := range []struct {
+		s    sketch.Series
+		want []string
+	}{
+		{click, []string{FieldUniques}},
+		{conversion, []string{FieldValueMicros, FieldRevenue}},
+		{spend, []string{FieldCostMicros, FieldCost}},
+	} {
+		if got := fields(c.s); !slices.Equal(got, c.want) {
+			t.Errorf("%s point has optional fields %v, want %v", c.s.Type, got, c.want)
+		}
+	}
+
+	// Rewrites: a refund brings the revenue back to zero, a credit the
+	// spend, and a bot shows up on the click.
+	convSt.Count++
+	convSt.AddValue(-10_000_000)
+	spendSt.Count++
+	spendSt.CostMicros = 0
+	clickSt.AddBot("crawler")
+	write(sketch.Minute{Series: click, Minute: baseMinute, State: clickSt}, sketch.Minute{Series: conversion, Minute: baseMinute, State: convSt},
+		sketch.Minute{Series: spend, Minute: baseMinute, State: spendSt})
+	checkState(t, "refunded conversion", read(conversion), convSt)
+	checkState(t, "credited spend", read(spend), spendSt)
+	checkState(t, "click with a bot", read(click), clickSt)
+	if got := fields(click); !slices.Equal(got, []string{FieldBots, FieldUniques}) {
+		t.Errorf("click point has optional fields %v after a bot", got)
 	}
 }
 
@@ -884,9 +966,12 @@ func testIsolatesRefusedPoints(t *testing.T, b backend) {
 //   - merged minutes with the libraries' sketch encodings
 //     (minute_v1.lp, written by the release before compact sketches)
 //     read back to the states they were made from;
+//   - merged minutes with every field (minute_v2.lp, written by the
+//     release before sparse fields) load, and so do their rewrites
+//     without the fields they never had;
 //   - today's format-3 contribution point (points_v3.lp, in the
 //     contributions bucket) and merged minute with its ledger
-//     (minute_v2.lp) are pinned byte for byte and load;
+//     (minute_v3.lp) are pinned byte for byte and load;
 //   - a contribution point of a format from the future is refused.
 func testReadsEarlierFormats(t *testing.T, b backend) {
 	ctx := ctxT(t)
@@ -964,12 +1049,35 @@ func testReadsEarlierFormats(t *testing.T, b backend) {
 			t.Fatal(err)
 		}
 	}
-	golden("minute_v2.lp", minutes)
-	writeFile(cfg.Bucket, "minute_v2.lp")
+	golden("minute_v3.lp", minutes)
+	// minute_v2.lp has every field of every point, as the release before
+	// sparse fields wrote them; minute_v3.lp (today's) rewrites its points
+	// without the fields they never had, as an upgraded node does. Both
+	// read back the same.
+	for _, name := range []string{"minute_v2.lp", "minute_v3.lp"} {
+		writeFile(cfg.Bucket, name)
+		checkGoldenMinutes(t, ctx, r, name)
+	}
+
+	// A format from the future is refused, not misread.
+	future := bytes.Replace(line, []byte(",format=3,"), []byte(",format=4,"), 1)
+	if err := w.writeAPI(w.cfg.ContribBucket).WriteRecord(ctx, string(future)); err != nil {
+		t.Fatal(err)
+	}
+	var corrupt *CorruptPointError
+	if _, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0)); !errors.As(err, &corrupt) {
+		t.Fatalf("a point of format 4 loaded with err %v, want a *CorruptPointError", err)
+	}
+}
+
+// checkGoldenMinutes checks that the golden minutes and their ledgers read
+// back from storage as goldenMinutes made them.
+func checkGoldenMinutes(t *testing.T, ctx context.Context, r *Reader, name string) {
+	t.Helper()
 	for _, m := range goldenMinutes() {
 		pts, err := r.QueryMinutes(ctx, MinuteQuery{Campaign: m.Series.Campaign, Type: m.Series.Type, From: time.Unix(m.Minute, 0), To: time.Unix(m.Minute+60, 0)})
 		if err != nil || len(pts) != 1 || !statesEqual(pts[0].State, m.State) {
-			t.Fatalf("minute_v2.lp %s read as %+v, %v", m.Series.Type, pts, err)
+			t.Fatalf("%s: %s read as %+v, %v", name, m.Series.Type, pts, err)
 		}
 		// The ledger loads as its contributions plus the minute's visitors.
 		cps, err := r.LoadContributionsOf(ctx, time.Unix(m.Minute, 0), time.Unix(m.Minute+60, 0), []string{m.Series.Campaign})
@@ -994,19 +1102,10 @@ func testReadsEarlierFormats(t *testing.T, b backend) {
 			ledgerSeen = ledgerSeen || cp.Agent == "edge-9"
 		}
 		if !ledgerSeen || !statesEqual(merged, m.State) {
-			t.Fatalf("minute_v2.lp %s: ledger loads as %+v", m.Series.Type, cps)
+			t.Fatalf("%s: %s ledger loads as %+v", name, m.Series.Type, cps)
 		}
 	}
 
-	// A format from the future is refused, not misread.
-	future := bytes.Replace(line, []byte(",format=3,"), []byte(",format=4,"), 1)
-	if err := w.writeAPI(w.cfg.ContribBucket).WriteRecord(ctx, string(future)); err != nil {
-		t.Fatal(err)
-	}
-	var corrupt *CorruptPointError
-	if _, err := r.LoadContributions(ctx, time.Unix(want.Minute, 0), time.Unix(want.Minute+60, 0)); !errors.As(err, &corrupt) {
-		t.Fatalf("a point of format 4 loaded with err %v, want a *CorruptPointError", err)
-	}
 }
 
 // goldenMinutes are the merged minutes of testdata/minute_v1.lp, which

@@ -301,7 +301,43 @@ func toInt(v uint64, what string) (int64, error) {
 	return int64(v), nil
 }
 
-// appendMinute appends the line of p's merged value.
+// A merged point (a minute, an hour or a day) leaves out the fields that
+// are zero and that no earlier write of the same point can have given
+// another value: most series never see money or bots, and each field a
+// series has costs an entry in every TSM index of its shard (about 130
+// bytes), more than its zeros' data. InfluxDB 1.x keeps the old value of a
+// field that a rewrite of the point leaves out, so whether a field is
+// written must only ever change from no to yes as the point's state grows
+// (see writtenFields). Readers take a missing field as zero.
+
+// writtenFields says which of a merged point's optional fields are
+// written. Each condition is monotone in the state, so a rewrite never
+// leaves a stale value behind:
+//   - value_micros and revenue once any event carried a value (its
+//     quantile sketch is not empty; it only ever grows), so revenue that
+//     refunds bring back to zero is written as zero;
+//   - cost_micros and cost always on cost series, and on others once not
+//     zero: agents refuse negative costs except on cost events, so a
+//     non-cost series' cost only grows;
+//   - bots once not zero (counts only grow);
+//   - uniques once any visitor was seen (registers only grow).
+type writtenFields struct{ value, cost, bots, uniques bool }
+
+func fieldsOf(p *sketch.Minute, bots, uniques uint64, hll []byte) writtenFields {
+	st := p.State
+	return writtenFields{
+		value:   st.ValueMicros != 0 || (st.Values != nil && !st.Values.IsEmpty()),
+		cost:    st.CostMicros != 0 || p.Series.Type == costType,
+		bots:    bots != 0,
+		uniques: uniques != 0 || len(hll) > 0 || len(st.UniquesStored) > 0,
+	}
+}
+
+// costType is the event type whose series always carry cost fields.
+const costType = "cost"
+
+// appendMinute appends the line of p's merged value (fields as
+// writtenFields says).
 func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 	if p.State == nil {
 		return b, fmt.Errorf("%w: %s minute %d has no state", errInvalidPoint, p.Series, p.Minute)
@@ -335,13 +371,24 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 	if err != nil {
 		return b[:start], err
 	}
+	written := fieldsOf(p, uint64(bots), uint64(uniques), hll)
 	f := fieldWriter{b: b, first: true}
 	f.int(FieldCount, count)
-	f.int(FieldValueMicros, st.ValueMicros)
-	f.int(FieldCostMicros, st.CostMicros)
-	f.float(FieldRevenue, sketch.FromMicros(st.ValueMicros))
-	f.float(FieldCost, sketch.FromMicros(st.CostMicros))
-	f.int(FieldBots, bots)
+	if written.value {
+		f.int(FieldValueMicros, st.ValueMicros)
+	}
+	if written.cost {
+		f.int(FieldCostMicros, st.CostMicros)
+	}
+	if written.value {
+		f.float(FieldRevenue, sketch.FromMicros(st.ValueMicros))
+	}
+	if written.cost {
+		f.float(FieldCost, sketch.FromMicros(st.CostMicros))
+	}
+	if written.bots {
+		f.int(FieldBots, bots)
+	}
 	for reason, n := range st.Bots {
 		v, err := toInt(n, "bots "+reason)
 		if err != nil {
@@ -356,7 +403,9 @@ func appendMinute(b []byte, p *sketch.Minute) ([]byte, error) {
 		}
 		f.int(VoteField(key), v)
 	}
-	f.int(FieldUniques, uniques)
+	if written.uniques {
+		f.int(FieldUniques, uniques)
+	}
 	if st.Values != nil && !st.Values.IsEmpty() {
 		f.float(FieldValueP50, st.Quantile(0.5))
 		f.float(FieldValueP90, st.Quantile(0.9))

@@ -1,7 +1,9 @@
 package influx
 
 import (
+	"bytes"
 	"encoding/base64"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,9 +43,47 @@ func TestAppendMinuteLine(t *testing.T) {
 		t.Fatalf("appendMinute: %v", err)
 	}
 	want := `tally,campaign=a\,b\ c\=d\x,country=(none),device=(none),medium=(none),region=eu,source=google,type=click ` +
-		`count=3i,value_micros=12500000i,cost_micros=1000000i,revenue=12.5,cost=1,bots=1i,bots_ua=1i,uniques=0i 1700000040` + "\n"
+		`count=3i,value_micros=12500000i,cost_micros=1000000i,revenue=12.5,cost=1,bots=1i,bots_ua=1i 1700000040` + "\n"
 	if string(b) != want {
 		t.Fatalf("line =\n%s\nwant\n%s", b, want)
+	}
+}
+
+// TestSparseFields: a point carries the money, bots and uniques fields
+// once its state ever had them, zero or not, and leaves them out before.
+func TestSparseFields(t *testing.T) {
+	refunded := &sketch.State{Count: 2}
+	refunded.AddValue(5_000_000)
+	refunded.AddValue(-5_000_000)
+	seen := &sketch.State{Count: 1}
+	seen.AddVisitor(0x9E3779B97F4A7C15)
+	for _, c := range []struct {
+		typ  string
+		st   *sketch.State
+		want []string
+	}{
+		{"impression", &sketch.State{Count: 1}, nil},
+		{"impression", seen, []string{FieldUniques}},
+		{"conversion", &sketch.State{Count: 1}, nil},
+		{"conversion", refunded, []string{FieldValueMicros, FieldRevenue}},
+		{"click", &sketch.State{Count: 1, CostMicros: 300_000}, []string{FieldCostMicros, FieldCost}},
+		{"cost", &sketch.State{Count: 2}, []string{FieldCostMicros, FieldCost}},
+		{"click", &sketch.State{Bots: map[string]uint64{"ua": 2}}, []string{FieldBots}},
+	} {
+		p := sketch.Minute{Series: sketch.Series{Campaign: "c", Type: c.typ}, Minute: 1_700_000_040, State: c.st}
+		b, err := appendMinute(nil, &p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, f := range []string{FieldValueMicros, FieldRevenue, FieldCostMicros, FieldCost, FieldBots, FieldUniques} {
+			if bytes.Contains(b, []byte(","+f+"=")) || bytes.Contains(b, []byte(" "+f+"=")) {
+				got = append(got, f)
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s %+v: optional fields %v, want %v\n%s", c.typ, c.st, got, c.want, b)
+		}
 	}
 }
 
