@@ -167,7 +167,11 @@ func (c *cluster) procs() []*harness.Proc {
 	return ps
 }
 
-// sendTraffic posts 6,000 generated events with timestamps over the 20
+// organicCampaign has impressions and clicks only (sendTraffic).
+const organicCampaign = "organic_only"
+
+// sendTraffic posts 6,000 generated events and 500 of a campaign with
+// impressions and clicks only with timestamps over the 20
 // minutes before the current one, then waits until the API's totals
 // equal the ground truth (every minute written to InfluxDB).
 func (c *cluster) sendTraffic(t *testing.T) {
@@ -181,10 +185,17 @@ func (c *cluster) sendTraffic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	span := c.to.Sub(c.from)
-	for range 12 {
+	for b := range 13 {
 		batch := make([]loadgen.Event, 500)
 		for i := range batch {
 			batch[i] = gen.Event(c.from.Add(time.Duration(rng.Int64N(int64(span)))))
+			if b == 12 {
+				// A campaign without money or bots: its points have no
+				// money or bots fields at all, which every panel must
+				// show as 0, as the API does.
+				batch[i] = loadgen.Event{Type: []string{"impression", "click"}[i%2], TS: batch[i].TS, Campaign: organicCampaign,
+					Source: "google", Medium: "organic", Country: "DE", Visitor: fmt.Sprintf("o%04d", i%50), UA: loadgen.BrowserUAs[0]}
+			}
 		}
 		if err := client.Post(ctx, batch); err != nil {
 			t.Fatal(err)

@@ -158,17 +158,23 @@ const (
 	clicksBySource = `SELECT sum("count") AS "clicks" FROM "tally" WHERE "campaign" = '$campaign' AND "type" = 'click' AND $timeFilter GROUP BY "source"`
 
 	// Ratios in Flux: one row with every sum, then the KPI formulas of the
-	// API (a ratio with a zero denominator is 0).
+	// API (a ratio with a zero denominator is 0). The sums start from 0 in
+	// reduce rather than from a pivot, so that a campaign without a field
+	// (no conversion, or no spend: points leave out the money fields their
+	// series never had) sums it as 0; InfluxDB 1.8's Flux cannot test a
+	// pivoted column that is missing.
 	ratiosFlux = `from(bucket: "` + Bucket + `")
   |> range(start: v.timeRangeStart, stop: v.timeRangeStop)
   |> filter(fn: (r) => r._measurement == "tally" and r.campaign == "${campaign}")
   |> filter(fn: (r) => (r._field == "count" and (r.type == "impression" or r.type == "click" or r.type == "conversion")) or r._field == "value_micros" or r._field == "cost_micros")
   |> map(fn: (r) => ({_time: r._time, k: if r._field == "count" then r.type else r._field, _value: float(v: r._value)}))
-  |> group(columns: ["k"])
-  |> sum()
-  |> map(fn: (r) => ({k: r.k, _value: r._value, row: "kpis"}))
   |> group()
-  |> pivot(rowKey: ["row"], columnKey: ["k"], valueColumn: "_value")
+  |> reduce(identity: {impression: 0.0, click: 0.0, conversion: 0.0, value_micros: 0.0, cost_micros: 0.0}, fn: (r, accumulator) => ({
+      impression: accumulator.impression + (if r.k == "impression" then r._value else 0.0),
+      click: accumulator.click + (if r.k == "click" then r._value else 0.0),
+      conversion: accumulator.conversion + (if r.k == "conversion" then r._value else 0.0),
+      value_micros: accumulator.value_micros + (if r.k == "value_micros" then r._value else 0.0),
+      cost_micros: accumulator.cost_micros + (if r.k == "cost_micros" then r._value else 0.0)}))
   |> map(fn: (r) => ({
       ctr: if r.impression > 0.0 then r.click / r.impression else 0.0,
       cvr: if r.click > 0.0 then r.conversion / r.click else 0.0,
@@ -187,7 +193,7 @@ const (
 func influxStat(title, unit, desc, query string) *stat.PanelBuilder {
 	return stat.NewPanelBuilder().Title(title).Description(desc).Unit(unit).Datasource(influxQLDS).
 		WithTarget(influxQL("A", query, "time_series")).Height(4).Span(4).
-		GraphMode(common.BigValueGraphModeNone).
+		GraphMode(common.BigValueGraphModeNone).NoValue("0").
 		ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}))
 }
 
@@ -231,7 +237,7 @@ func Campaigns() (dashboard.Dashboard, error) {
 		WithPanel(stat.NewPanelBuilder().Title("Ratios").
 			Description("CTR = clicks/impressions, CVR = conversions/clicks, CPA = cost/conversions, ROAS = revenue/cost (Flux).").
 			Datasource(fluxDS).WithTarget(flux("A", ratiosFlux)).Height(4).Span(16).Decimals(4).
-			GraphMode(common.BigValueGraphModeNone).
+			GraphMode(common.BigValueGraphModeNone).NoValue("0").
 			ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}).Fields("/.*/"))).
 		WithRow(dashboard.NewRowBuilder("Over time")).
 		WithPanel(timeseries.NewPanelBuilder().Title("Traffic").
