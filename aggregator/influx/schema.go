@@ -319,7 +319,10 @@ func toInt(v uint64, what string) (int64, error) {
 //   - cost_micros and cost always on cost series, and on others once not
 //     zero: agents refuse negative costs except on cost events, so a
 //     non-cost series' cost only grows;
-//   - bots once not zero (counts only grow);
+//   - bots once not zero: counts only grow, except that a newer
+//     import of a row may no longer count it as a bot, and then the
+//     merge store keeps its reason at zero (merge.keepReasons), which
+//     writes bots and bots_<reason> as 0;
 //   - uniques once any visitor was seen (registers only grow).
 type writtenFields struct{ value, cost, bots, uniques bool }
 
@@ -328,7 +331,7 @@ func fieldsOf(p *sketch.Minute, bots, uniques uint64, hll []byte) writtenFields 
 	return writtenFields{
 		value:   st.ValueMicros != 0 || (st.Values != nil && !st.Values.IsEmpty()),
 		cost:    st.CostMicros != 0 || p.Series.Type == costType,
-		bots:    bots != 0,
+		bots:    bots != 0 || len(st.Bots) > 0,
 		uniques: uniques != 0 || len(hll) > 0 || len(st.UniquesStored) > 0,
 	}
 }

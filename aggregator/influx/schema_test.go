@@ -69,6 +69,7 @@ func TestSparseFields(t *testing.T) {
 		{"click", &sketch.State{Count: 1, CostMicros: 300_000}, []string{FieldCostMicros, FieldCost}},
 		{"cost", &sketch.State{Count: 2}, []string{FieldCostMicros, FieldCost}},
 		{"click", &sketch.State{Bots: map[string]uint64{"ua": 2}}, []string{FieldBots}},
+		{"click", &sketch.State{Count: 2, Bots: map[string]uint64{"ua": 0}}, []string{FieldBots}}, // a row no longer a bot
 	} {
 		p := sketch.Minute{Series: sketch.Series{Campaign: "c", Type: c.typ}, Minute: 1_700_000_040, State: c.st}
 		b, err := appendMinute(nil, &p)

@@ -45,6 +45,7 @@ package merge
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -336,6 +337,43 @@ const (
 	fromLog                   // replayed from the write-ahead log: always a change
 )
 
+// keepReasons gives st, a contribution's current counters, a zero entry
+// for every bot reason and vote answer that other, another version of the
+// same contribution, has and st lacks. A newer version of an imported row
+// may have fewer (a row that a later import no longer takes for a bot);
+// the merged point then writes those fields as 0 rather than leaving them
+// out, which would keep their old values in InfluxDB. So the keys of a
+// contribution only ever grow, in whatever order its versions arrive.
+// The maps are replaced, never changed in place: they may be shared
+// with the decoded state.
+// It reports whether st changed.
+func keepReasons(st, other *sketch.State) bool {
+	bots, addedBots := withKeys(st.Bots, other.Bots)
+	votes, addedVotes := withKeys(st.Votes, other.Votes)
+	st.Bots, st.Votes = bots, votes
+	return addedBots || addedVotes
+}
+
+// withKeys returns m, or a copy of m with a zero entry for each key of
+// other that m lacks, and whether it added any.
+func withKeys(m, other map[string]uint64) (map[string]uint64, bool) {
+	var out map[string]uint64
+	for k := range other {
+		if _, ok := m[k]; ok {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]uint64, len(m)+len(other))
+			maps.Copy(out, m)
+		}
+		out[k] = 0
+	}
+	if out == nil {
+		return m, false
+	}
+	return out, true
+}
+
 func (s *Store) apply(d *Decoded, now time.Time, from source, res *Applied, at uint64) (bool, error) {
 	k := d.Key
 	m := s.minutes[k]
@@ -384,10 +422,18 @@ func (s *Store) apply(d *Decoded, now time.Time, from source, res *Applied, at u
 		c.version = d.Version
 		counters := *d.State
 		counters.Uniques = nil
+		if c.counters != nil {
+			keepReasons(&counters, c.counters)
+		}
 		c.counters = &counters
 		changed = true
-	} else if d.State.Uniques == nil {
-		s.stale++
+	} else {
+		if c.counters != nil && keepReasons(c.counters, d.State) {
+			c.wire, c.entry = nil, nil
+		}
+		if d.State.Uniques == nil {
+			s.stale++
+		}
 	}
 	if changed {
 		c.wire, c.entry = nil, nil

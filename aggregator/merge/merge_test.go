@@ -547,3 +547,46 @@ func TestReplayRewritesWhatStorageHoldsAhead(t *testing.T) {
 		t.Fatalf("release point %d once they are written, want 300", rp)
 	}
 }
+
+// TestNewerVersionKeepsReasonsAtZero: an imported row counted as a bot,
+// then imported again as a human (the bot rules changed), leaves its bot
+// reason at zero in the merge rather than gone, whichever version
+// arrives first, so the point stores bots_<reason> = 0 instead of keeping
+// the old count; a vote answer a newer import no longer has, likewise.
+func TestNewerVersionKeepsReasonsAtZero(t *testing.T) {
+	row := func(version uint64, st *sketch.State) wire.Contribution {
+		enc, err := st.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire.Contribution{Series: series, Minute: 600, CID: 77, Version: version, State: enc}
+	}
+	asBot := row(1, &sketch.State{Bots: map[string]uint64{"crawler": 2}, Votes: map[string]uint64{"p\x1fyes": 2}})
+	asHuman := row(2, &sketch.State{Count: 2, Votes: map[string]uint64{"p\x1fno": 2}})
+	for _, order := range [][]wire.Contribution{{asBot, asHuman}, {asHuman, asBot}} {
+		s := New()
+		for _, c := range order {
+			apply(t, s, "edge", c)
+		}
+		got := merged(t, s)
+		if got.Count != 2 || len(got.Bots) != 1 || got.Bots["crawler"] != 0 || got.BotTotal() != 0 {
+			t.Errorf("version %d first: count %d bots %v", order[0].Version, got.Count, got.Bots)
+		}
+		if n, ok := got.Votes["p\x1fyes"]; !ok || n != 0 || got.Votes["p\x1fno"] != 2 {
+			t.Errorf("version %d first: votes %v", order[0].Version, got.Votes)
+		}
+	}
+	// Loaded from storage after the newer one arrived (a late minute).
+	s := New()
+	apply(t, s, "edge", asHuman)
+	d, err := Decode("edge", &asBot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishLoad([]CampaignMinute{{series.Campaign, 600}}, []Decoded{d}); err != nil {
+		t.Fatal(err)
+	}
+	if got := merged(t, s); len(got.Bots) != 1 || got.Bots["crawler"] != 0 {
+		t.Errorf("older version loaded after the newer: bots %v", got.Bots)
+	}
+}
