@@ -314,8 +314,9 @@ func toInt(v uint64, what string) (int64, error) {
 // written. Each condition is monotone in the state, so a rewrite never
 // leaves a stale value behind:
 //   - value_micros and revenue once any event carried a value (its
-//     quantile sketch is not empty; it only ever grows), so revenue that
-//     refunds bring back to zero is written as zero;
+//     quantile sketch is not empty; it only ever grows: the imports
+//     whose newer rows replace older ones carry no values), so revenue
+//     that refunds bring back to zero is written as zero;
 //   - cost_micros and cost always on cost series, and on others once not
 //     zero: agents refuse negative costs except on cost events, so a
 //     non-cost series' cost only grows;
