@@ -385,6 +385,15 @@ func testSparseFieldsNeverStale(t *testing.T, b backend) {
 	if got := fields(click); !slices.Equal(got, []string{FieldBots, FieldUniques}) {
 		t.Errorf("click point has optional fields %v after a bot", got)
 	}
+
+	// An imported row no longer a bot: the merge keeps its reason at 0,
+	// which is written and read back as 0 (a rollup of this minute then
+	// writes it as 0 too).
+	clickSt.Bots["crawler"] = 0
+	write(sketch.Minute{Series: click, Minute: baseMinute, State: clickSt})
+	if got := read(click); got.BotTotal() != 0 || len(got.Bots) != 1 {
+		t.Errorf("click with its bot reason at 0 reads bots %v", got.Bots)
+	}
 }
 
 func testContributionsRoundTrip(t *testing.T, b backend) {

@@ -661,9 +661,11 @@ func minuteFromValues(minute int64, vals map[string]any, storedUniques bool) (sk
 			hll, err = base64Value(v)
 		case k == FieldQuantiles:
 			quantiles, err = base64Value(v)
+		// Reasons and answers at 0 are kept: a rollup computed from these
+		// minutes must write them as 0 too (see writtenFields).
 		case strings.HasPrefix(k, FieldBotsPrefix):
 			var n uint64
-			if n, err = uintValue(v); err == nil && n > 0 {
+			if n, err = uintValue(v); err == nil {
 				if enc.Bots == nil {
 					enc.Bots = make(map[string]uint64)
 				}
@@ -672,7 +674,7 @@ func minuteFromValues(minute int64, vals map[string]any, storedUniques bool) (sk
 		case strings.HasPrefix(k, FieldVotePrefix):
 			var n uint64
 			var key string
-			if n, err = uintValue(v); err == nil && n > 0 {
+			if n, err = uintValue(v); err == nil {
 				if key, err = voteFromField(k); err == nil {
 					if enc.Votes == nil {
 						enc.Votes = make(map[string]uint64)

@@ -100,6 +100,10 @@ func (a *Accumulator) Totals() Totals {
 	if t.Bots == nil {
 		t.Bots = map[string]uint64{} // "by_reason": {} rather than null
 	}
+	// A reason or answer at 0 (an imported row that a later import took
+	// for a human) is stored, not shown.
+	maps.DeleteFunc(t.Bots, func(_ string, n uint64) bool { return n == 0 })
+	maps.DeleteFunc(t.Votes, func(_ string, n uint64) bool { return n == 0 })
 	return t
 }
 

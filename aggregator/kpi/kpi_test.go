@@ -78,6 +78,22 @@ func TestAccumulatorWithoutUniques(t *testing.T) {
 	}
 }
 
+// TestTotalsLeaveOutZeroReasons: a bot reason or poll answer stored at 0
+// (an imported row that a later import no longer counts) is not listed.
+func TestTotalsLeaveOutZeroReasons(t *testing.T) {
+	var a Accumulator
+	p := point("email_open", 3, 0, 0)
+	p.State.Bots = map[string]uint64{"crawler": 0, "proxy": 2}
+	p.State.Votes = map[string]uint64{sketch.VoteKey("p", "yes"): 0, sketch.VoteKey("p", "no"): 3}
+	if err := a.Add(p); err != nil {
+		t.Fatal(err)
+	}
+	tot := a.Totals()
+	if len(tot.Bots) != 1 || tot.Bots["proxy"] != 2 || len(tot.Votes) != 1 || tot.Votes[sketch.VoteKey("p", "no")] != 3 {
+		t.Fatalf("bots %v votes %v", tot.Bots, tot.Votes)
+	}
+}
+
 // TestAccumulatorStoredUniques: points whose uniques come still stored
 // (sketch.State.UniquesStored, as the API asks InfluxDB for them) fold to
 // the same KPIs as the same points decoded, and the uniques equal what
