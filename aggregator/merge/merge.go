@@ -344,9 +344,8 @@ const (
 // the merged point then writes those fields as 0 rather than leaving them
 // out, which would keep their old values in InfluxDB. So the keys of a
 // contribution only ever grow, in whatever order its versions arrive.
-// The maps are replaced, never changed in place: they may be shared
-// with the decoded state.
-// It reports whether st changed.
+// It reports whether st changed. The maps are replaced, never changed in
+// place: they may be shared with the decoded state.
 func keepReasons(st, other *sketch.State) bool {
 	bots, addedBots := withKeys(st.Bots, other.Bots)
 	votes, addedVotes := withKeys(st.Votes, other.Votes)
