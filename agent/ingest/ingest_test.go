@@ -94,6 +94,8 @@ func TestContract(t *testing.T) {
 		{"bad ts", `{"type":"click","ts":"yesterday"}` + "\n" + good, 202, 1, 1, []int{0}, ""},
 		{"future ts", `{"type":"click","ts":4102444800000}`, 202, 0, 1, []int{0}, "future"},
 		{"cost needs cost", `{"type":"cost","campaign":"c"}`, 202, 0, 1, []int{0}, "cost"},
+		{"credit only on cost events", good + "\n" + `{"type":"click","campaign":"c","cost":-1.5}` + "\n" + `{"type":"cost","campaign":"c","cost":-1.5}`,
+			202, 2, 1, []int{1}, "only taken on a cost event"},
 		{"not json", "hello world\nfoo", 400, 0, 0, nil, "neither NDJSON nor a JSON array"},
 		{"broken array", "[" + good + ",", 400, 0, 0, nil, "JSON array"},
 		{"empty", "  \n", 400, 0, 0, nil, "empty body"},

@@ -170,10 +170,10 @@ func (c *cluster) procs() []*harness.Proc {
 // organicCampaign has impressions and clicks only (sendTraffic).
 const organicCampaign = "organic_only"
 
-// sendTraffic posts 6,000 generated events and 500 of a campaign with
-// impressions and clicks only with timestamps over the 20
-// minutes before the current one, then waits until the API's totals
-// equal the ground truth (every minute written to InfluxDB).
+// sendTraffic posts 6,000 generated events, and 500 impressions and
+// clicks of organicCampaign, with timestamps over the 20 minutes before
+// the current one, then waits until the API's totals equal the ground
+// truth (every minute written to InfluxDB).
 func (c *cluster) sendTraffic(t *testing.T) {
 	t.Helper()
 	now := time.Now().UTC()
