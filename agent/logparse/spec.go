@@ -103,7 +103,9 @@ type Rule struct {
 	// revenue). A non-number fails the line with CodeBadValue.
 	ValueParam string `yaml:"value_param"`
 	// CostParam names the query parameter holding Raw.Cost. A non-number
-	// fails the line with CodeBadCost. A "cost" rule needs it.
+	// fails the line with CodeBadCost. A "cost" rule needs it; on any
+	// other rule a negative amount (a credit) fails the event, which only
+	// a cost event may carry (event.Normalize).
 	CostParam string `yaml:"cost_param"`
 	// CampaignParam names a query parameter read before utm_campaign.
 	CampaignParam string `yaml:"campaign_param"`
